@@ -1,0 +1,267 @@
+//! One job from SQL to committed result: plan, run, write the manifest, clean up.
+//!
+//! # What belongs here
+//! `Engine` (stores + backend + where temporary objects go), `JobRequest` and
+//! `JobResult`, the result manifest, and reading result files back. The CLI and,
+//! later, the HTTP API call this; neither plans or schedules on its own.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use object_store::{ObjectStoreExt, PutPayload};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+use squall_executor::{ExecutorContext, ObjectUrl, OutputFile, StoreRegistry};
+
+use crate::backend::{ExecutorBackend, InProcessBackend};
+use crate::error::{Result, SquallError};
+use crate::planner::{PlanOptions, StageDag, default_parallelism, plan_job};
+use crate::scheduler::{ProgressSink, Scheduler, StageStats, TaskOptions};
+use crate::tables::{TableSpec, to_url};
+
+/// Name of the manifest written next to a job's result files.
+pub const MANIFEST_NAME: &str = "_squall_manifest.json";
+
+/// Everything that stays the same between jobs.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub stores: Arc<StoreRegistry>,
+    pub backend: Arc<dyn ExecutorBackend>,
+    /// URL prefix under which each job keeps its shuffle (and unrequested result) files.
+    pub work_root: String,
+}
+
+impl Engine {
+    /// In-process executors, temporary files under the OS temp directory.
+    pub fn embedded(executors: Option<usize>) -> Result<Self> {
+        let work_root = to_url(&std::env::temp_dir().join("squall-work").to_string_lossy())?;
+        Self::embedded_with(Arc::new(StoreRegistry::new()), executors, work_root.as_str())
+    }
+
+    /// In-process executors sharing `stores` with the control plane.
+    pub fn embedded_with(
+        stores: Arc<StoreRegistry>,
+        executors: Option<usize>,
+        work_root: &str,
+    ) -> Result<Self> {
+        let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
+        let backend = InProcessBackend::new(ctx, executors.unwrap_or_else(default_parallelism))?;
+        Ok(Self {
+            stores,
+            backend: Arc::new(backend),
+            work_root: work_root.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Plans and runs one job.
+    pub async fn run(
+        &self,
+        request: &JobRequest,
+        progress: Option<Arc<dyn ProgressSink>>,
+    ) -> Result<JobResult> {
+        let job_id = new_job_id();
+        let work_dir = format!("{}/{job_id}", self.work_root);
+        let result_dir = match &request.output {
+            Some(output) => {
+                let url = to_url(output)?;
+                let dir = url.as_str().trim_end_matches('/').to_string();
+                self.check_output_free(&dir).await?;
+                dir
+            }
+            None => format!("{work_dir}/result"),
+        };
+        let planned = plan_job(
+            &request.sql,
+            &request.tables,
+            &request.plan,
+            self.stores.clone(),
+            &work_dir,
+            &result_dir,
+        )
+        .await?;
+        let scheduler = Scheduler {
+            job_id: &job_id.clone(),
+            backend: self.backend.clone(),
+            stores: self.stores.clone(),
+            options: &request.tasks,
+            progress,
+        };
+        let outcome = scheduler.run(&planned.dag).await?;
+        let rows = outcome.result_files.iter().map(output_rows).sum();
+        let mut result = JobResult {
+            job_id,
+            schema: planned.dag.schema.clone(),
+            files: outcome.result_files,
+            rows,
+            manifest_url: None,
+            stages: outcome.stages,
+            dag: planned.dag,
+            batches: None,
+        };
+        if request.output.is_some() {
+            match self.write_manifest(&result_dir, &result).await {
+                Ok(url) => result.manifest_url = Some(url),
+                Err(e) => {
+                    let files: Vec<String> = result.files.iter().map(|f| f.url.clone()).collect();
+                    scheduler.delete_all(&files).await;
+                    return Err(e);
+                }
+            }
+        } else {
+            // Nobody asked to keep the files: read them back and remove them.
+            let batches = read_result(&self.stores, &result.files).await;
+            let files: Vec<String> = result.files.iter().map(|f| f.url.clone()).collect();
+            scheduler.delete_all(&files).await;
+            result.batches = Some(batches?);
+        }
+        Ok(result)
+    }
+
+    async fn check_output_free(&self, dir: &str) -> Result<()> {
+        let manifest = ObjectUrl::parse(&format!("{dir}/{MANIFEST_NAME}"))
+            .map_err(|e| SquallError::InvalidArgument(format!("output URL: {e}")))?;
+        let store = self
+            .stores
+            .get_store(manifest.store_url().as_ref())
+            .map_err(|e| SquallError::InvalidArgument(format!("output URL: {e}")))?;
+        match store.head(manifest.path()).await {
+            Ok(_) => Err(SquallError::OutputExists {
+                url: dir.to_string(),
+            }),
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write_manifest(&self, dir: &str, result: &JobResult) -> Result<String> {
+        let manifest = Manifest {
+            job_id: result.job_id.clone(),
+            rows: result.rows,
+            columns: result
+                .schema
+                .fields()
+                .iter()
+                .map(|f| ManifestColumn {
+                    name: f.name().clone(),
+                    data_type: f.data_type().to_string(),
+                    nullable: f.is_nullable(),
+                })
+                .collect(),
+            files: result
+                .files
+                .iter()
+                .map(|f| ManifestFile {
+                    url: f.url.clone(),
+                    rows: output_rows(f),
+                    bytes: f.size,
+                })
+                .collect(),
+        };
+        let url = format!("{dir}/{MANIFEST_NAME}");
+        let target = ObjectUrl::parse(&url).map_err(|source| SquallError::Internal { source })?;
+        let store = self
+            .stores
+            .get_store(target.store_url().as_ref())
+            .map_err(|source| SquallError::Internal { source })?;
+        let body = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| SquallError::Backend(format!("cannot encode manifest: {e}")))?;
+        store.put(target.path(), PutPayload::from(body)).await?;
+        Ok(url)
+    }
+}
+
+fn output_rows(file: &OutputFile) -> u64 {
+    file.partitions.iter().map(|p| p.rows).sum()
+}
+
+fn new_job_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..16].to_string()
+}
+
+/// One job as submitted.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    pub sql: String,
+    pub tables: Vec<TableSpec>,
+    /// Where to keep the result files and manifest; None: return rows and keep nothing.
+    pub output: Option<String>,
+    pub plan: PlanOptions,
+    pub tasks: TaskOptions,
+}
+
+impl JobRequest {
+    pub fn new(sql: impl Into<String>, tables: Vec<TableSpec>) -> Self {
+        Self {
+            sql: sql.into(),
+            tables,
+            output: None,
+            plan: PlanOptions::default(),
+            tasks: TaskOptions::default(),
+        }
+    }
+}
+
+/// A finished job.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub job_id: String,
+    pub schema: SchemaRef,
+    /// Committed result files, in order (the order of rows for ordered queries).
+    pub files: Vec<OutputFile>,
+    pub rows: u64,
+    pub manifest_url: Option<String>,
+    pub stages: Vec<StageStats>,
+    pub dag: StageDag,
+    /// The rows, when no output location was requested.
+    pub batches: Option<Vec<RecordBatch>>,
+}
+
+/// The manifest: exactly the committed result files of one job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub job_id: String,
+    pub rows: u64,
+    pub columns: Vec<ManifestColumn>,
+    pub files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestColumn {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub url: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Reads result files back, in order.
+pub async fn read_result(stores: &StoreRegistry, files: &[OutputFile]) -> Result<Vec<RecordBatch>> {
+    let mut batches = Vec::new();
+    for file in files {
+        let target = ObjectUrl::parse(&file.url).map_err(|source| SquallError::Internal { source })?;
+        let store = stores
+            .get_store(target.store_url().as_ref())
+            .map_err(|source| SquallError::Internal { source })?;
+        let bytes = store.get(target.path()).await?.bytes().await?;
+        let unreadable = |e: &dyn std::fmt::Display| {
+            SquallError::Backend(format!("cannot read result {}: {e}", file.url))
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .map_err(|e| unreadable(&e))?
+            .build()
+            .map_err(|e| unreadable(&e))?;
+        let mut part = reader
+            .collect::<std::result::Result<Vec<RecordBatch>, _>>()
+            .map_err(|e| unreadable(&e))?;
+        batches.append(&mut part);
+    }
+    Ok(batches)
+}

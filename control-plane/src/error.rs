@@ -1,0 +1,116 @@
+//! The control plane's error type. Each variant says whose fault it is: the user's
+//! input (exit code 2, HTTP 400 later) or Squall's (exit code 1).
+
+use datafusion::common::DataFusionError;
+use squall_executor::TaskFailure;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SquallError {
+    #[error("SQL error: {source}")]
+    Sql { source: DataFusionError },
+
+    #[error("{source}")]
+    Plan { source: DataFusionError },
+
+    #[error("statement rejected: {reason} (Squall runs read-only queries)")]
+    Rejected { reason: String },
+
+    #[error("table '{table}': {message}")]
+    Table { table: String, message: String },
+
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    #[error("output {url} already holds a Squall result (remove it or choose another --output)")]
+    OutputExists { url: String },
+
+    #[error("stage {stage} task {task} failed after {attempts} attempt(s): {}", failure.message)]
+    TaskFailed {
+        stage: u32,
+        task: u32,
+        attempts: u32,
+        failure: TaskFailure,
+    },
+
+    #[error("executor backend: {0}")]
+    Backend(String),
+
+    #[error("storage: {source}")]
+    Storage { source: object_store::Error },
+
+    #[error("internal error: {source}")]
+    Internal { source: DataFusionError },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = SquallError> = std::result::Result<T, E>;
+
+impl SquallError {
+    /// True when the input (SQL, tables, arguments) is at fault, not Squall.
+    pub fn is_user_error(&self) -> bool {
+        use squall_executor::FailureKind;
+        match self {
+            SquallError::Sql { .. }
+            | SquallError::Plan { .. }
+            | SquallError::Rejected { .. }
+            | SquallError::Table { .. }
+            | SquallError::InvalidArgument(_)
+            | SquallError::OutputExists { .. } => true,
+            SquallError::TaskFailed { failure, .. } => {
+                matches!(failure.kind, FailureKind::Execution | FailureKind::NotFound)
+            }
+            SquallError::Storage { source } => matches!(
+                source,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            ),
+            SquallError::Io { .. } => true,
+            SquallError::Backend(_) | SquallError::Internal { .. } => false,
+        }
+    }
+
+    /// Process exit code for the CLI: 2 for bad input, 1 for internal failures.
+    pub fn exit_code(&self) -> u8 {
+        if self.is_user_error() { 2 } else { 1 }
+    }
+
+    /// Classifies an error DataFusion raised while planning a query.
+    pub fn from_planning(error: DataFusionError) -> Self {
+        match error.find_root() {
+            DataFusionError::SQL(..) => SquallError::Sql { source: error },
+            DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_)
+            | DataFusionError::Configuration(_) => SquallError::Plan { source: error },
+            DataFusionError::ObjectStore(e) if matches!(**e, object_store::Error::NotFound { .. }) => {
+                SquallError::Plan { source: error }
+            }
+            _ => SquallError::Internal { source: error },
+        }
+    }
+}
+
+impl From<object_store::Error> for SquallError {
+    fn from(source: object_store::Error) -> Self {
+        SquallError::Storage { source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planning_errors_are_users_fault() {
+        let e = SquallError::from_planning(DataFusionError::Plan("table 'x' not found".into()));
+        assert_eq!(e.exit_code(), 2);
+        let e = SquallError::from_planning(DataFusionError::Internal("bug".into()));
+        assert_eq!(e.exit_code(), 1);
+    }
+}

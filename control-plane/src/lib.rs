@@ -1,0 +1,22 @@
+//! Squall's control plane: SQL to a stage DAG, the scheduler that runs it on an
+//! executor backend, and the pieces the `squall` binary is built from.
+//!
+//! # What belongs here
+//! Planning (`planner`), tables (`tables`), scheduling and commit (`scheduler`),
+//! backends (`backend`), the job entry point (`engine`) and TPC-H helpers (`tpch`).
+//! Anything one task needs to run lives in `squall-executor` instead.
+
+pub mod backend;
+pub mod engine;
+pub mod error;
+pub mod planner;
+pub mod scheduler;
+pub mod tables;
+pub mod tpch;
+
+pub use backend::{ExecutorBackend, InProcessBackend};
+pub use engine::{Engine, JobRequest, JobResult, MANIFEST_NAME, Manifest, read_result};
+pub use error::{Result, SquallError};
+pub use planner::{PlanOptions, StageDag, plan_job};
+pub use scheduler::{JobEvent, ProgressSink, TaskOptions};
+pub use tables::{TableFormat, TableSpec};

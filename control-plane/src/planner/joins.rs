@@ -1,0 +1,92 @@
+//! Makes joins safe to split into tasks.
+//!
+//! A collect-left join builds its hash table from the whole left side and probes it
+//! with each right partition. For join types that also emit left rows (LEFT, FULL,
+//! LEFT SEMI/ANTI/MARK), DataFusion emits them once every probe partition of the
+//! *process* has finished, from a bitmap the partitions share. With one probe
+//! partition per task that never happens (each task sees one partition of many), so
+//! those joins are rewritten:
+//! - hash joins become partitioned joins: both sides hash-shuffled on the join keys,
+//!   so each task owns a disjoint slice of the left side;
+//! - null-aware anti joins (`NOT IN`) and nested-loop joins have no keys to
+//!   partition on: their probe side is gathered so one task sees all of it.
+
+use std::sync::Arc;
+
+use datafusion::common::JoinType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::Result;
+use datafusion::physical_expr::Partitioning;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, replace_children_if_necessary};
+
+/// True for join types whose output includes rows (or marks) of the build side
+/// that only the complete probe can decide.
+fn emits_build_side(join_type: JoinType) -> bool {
+    matches!(
+        join_type,
+        JoinType::Left | JoinType::Full | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark
+    )
+}
+
+/// Rewrites every join whose result would depend on sibling tasks; see the module doc.
+pub fn distributable_joins(
+    plan: Arc<dyn ExecutionPlan>,
+    shuffle_partitions: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        if let Some(join) = node.downcast_ref::<HashJoinExec>() {
+            let collect_left = *join.partition_mode() == PartitionMode::CollectLeft;
+            if !collect_left || !emits_build_side(*join.join_type()) {
+                return Ok(Transformed::no(node));
+            }
+            if join.null_aware {
+                let right = gather(join.right().clone());
+                let rebuilt = replace_children_if_necessary(node.clone(), vec![join.left().clone(), right])?;
+                return Ok(Transformed::yes(rebuilt));
+            }
+            let left = match join.left().downcast_ref::<CoalescePartitionsExec>() {
+                Some(coalesce) => coalesce.input().clone(),
+                None => join.left().clone(),
+            };
+            let left_keys = join.on().iter().map(|(l, _)| l.clone()).collect();
+            let right_keys = join.on().iter().map(|(_, r)| r.clone()).collect();
+            let left = Arc::new(RepartitionExec::try_new(
+                left,
+                Partitioning::Hash(left_keys, shuffle_partitions),
+            )?);
+            let right = Arc::new(RepartitionExec::try_new(
+                join.right().clone(),
+                Partitioning::Hash(right_keys, shuffle_partitions),
+            )?);
+            let rebuilt = join
+                .builder()
+                .with_partition_mode(PartitionMode::Partitioned)
+                .with_new_children(vec![left, right])?
+                .build_exec()?;
+            return Ok(Transformed::yes(rebuilt));
+        }
+        if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() {
+            if !emits_build_side(*join.join_type())
+                || join.right().output_partitioning().partition_count() <= 1
+            {
+                return Ok(Transformed::no(node));
+            }
+            let right = gather(join.right().clone());
+            let rebuilt = replace_children_if_necessary(node.clone(), vec![join.left().clone(), right])?;
+            return Ok(Transformed::yes(rebuilt));
+        }
+        Ok(Transformed::no(node))
+    })
+    .map(|t| t.data)
+}
+
+fn gather(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    if plan.output_partitioning().partition_count() <= 1 {
+        plan
+    } else {
+        Arc::new(CoalescePartitionsExec::new(plan))
+    }
+}

@@ -1,0 +1,220 @@
+//! SQL to a DAG of stages of stateless tasks.
+//!
+//! # What belongs here
+//! Checking that a statement is a read-only query, registering the job's tables,
+//! computing scan splits, building DataFusion's physical plan with Squall's session
+//! settings, and cutting it into stages (`stages`). Nothing here runs a task.
+
+pub mod joins;
+pub mod splits;
+pub mod stages;
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use squall_executor::{StoreRegistry, squall_session_config};
+
+use crate::error::{Result, SquallError};
+use crate::tables::{ResolvedTable, TableSpec, register_table, resolve_table};
+pub use splits::{ScanSplits, SplitScans};
+pub use stages::{Stage, StageDag, StageOutput, cut_stages};
+
+/// Default size of one scan task's input.
+pub const DEFAULT_TARGET_PARTITION_BYTES: u64 = 128 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Width of every hash shuffle.
+    pub shuffle_partitions: usize,
+    /// Size of one scan task's input; larger Parquet files are split on row groups.
+    pub target_partition_bytes: u64,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            shuffle_partitions: default_parallelism(),
+            target_partition_bytes: DEFAULT_TARGET_PARTITION_BYTES,
+        }
+    }
+}
+
+/// The number of cores, the default for executors and shuffle width.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A planned job: its stages and the tables it reads.
+#[derive(Debug, Clone)]
+pub struct PlannedJob {
+    pub dag: StageDag,
+    pub tables: Vec<ResolvedTable>,
+    /// DataFusion's physical plan before it was cut.
+    pub physical_plan: Arc<dyn ExecutionPlan>,
+}
+
+impl PlannedJob {
+    /// Bytes of all files of all tables the query names (an upper bound of the scan).
+    pub fn input_bytes(&self) -> u64 {
+        self.tables.iter().map(ResolvedTable::total_bytes).sum()
+    }
+}
+
+/// Plans `sql` over `tables`: shuffle files will go under `work_dir`, result files
+/// under `result_dir`.
+pub async fn plan_job(
+    sql: &str,
+    tables: &[TableSpec],
+    options: &PlanOptions,
+    stores: Arc<StoreRegistry>,
+    work_dir: &str,
+    result_dir: &str,
+) -> Result<PlannedJob> {
+    if options.shuffle_partitions == 0 {
+        return Err(SquallError::InvalidArgument(
+            "shuffle partitions must be at least 1".into(),
+        ));
+    }
+    if options.target_partition_bytes == 0 {
+        return Err(SquallError::InvalidArgument(
+            "target partition bytes must be at least 1".into(),
+        ));
+    }
+    check_unique_names(tables)?;
+
+    let mut resolved = Vec::with_capacity(tables.len());
+    for spec in tables {
+        let url = crate::tables::to_url(&spec.url)?;
+        let store = stores
+            .get_store(&url)
+            .map_err(|e| SquallError::Table {
+                table: spec.name.clone(),
+                message: e.to_string(),
+            })?;
+        resolved.push(resolve_table(spec, &store).await?);
+    }
+    let splits = ScanSplits::compute(
+        &resolved,
+        |t| {
+            stores.get_store(&t.url).map_err(|e| SquallError::Table {
+                table: t.spec.name.clone(),
+                message: e.to_string(),
+            })
+        },
+        options.target_partition_bytes,
+    )
+    .await?;
+
+    let ctx = session(stores, Arc::new(splits), options.shuffle_partitions)?;
+    for table in &resolved {
+        register_table(&ctx, table).await?;
+    }
+    let physical_plan = physical_plan(&ctx, sql).await?;
+    let distributable = joins::distributable_joins(physical_plan.clone(), options.shuffle_partitions)
+        .map_err(|source| SquallError::Internal { source })?;
+    let dag = cut_stages(distributable, work_dir, result_dir)
+        .map_err(|source| SquallError::Internal { source })?;
+    Ok(PlannedJob {
+        dag,
+        tables: resolved,
+        physical_plan,
+    })
+}
+
+fn check_unique_names(tables: &[TableSpec]) -> Result<()> {
+    let mut names: Vec<String> = tables.iter().map(|t| t.name.to_ascii_lowercase()).collect();
+    names.sort();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(SquallError::InvalidArgument(format!(
+            "table '{}' is given twice",
+            w[0]
+        )));
+    }
+    Ok(())
+}
+
+fn session(
+    stores: Arc<StoreRegistry>,
+    splits: Arc<ScanSplits>,
+    shuffle_partitions: usize,
+) -> Result<SessionContext> {
+    let config = squall_session_config().with_target_partitions(shuffle_partitions);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_object_store_registry(stores)
+        .build_arc()
+        .map_err(|source| SquallError::Internal { source })?;
+    let mut rules = PhysicalOptimizer::new().rules;
+    rules.insert(0, Arc::new(SplitScans::new(splits)));
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rules(rules)
+        .build();
+    Ok(SessionContext::new_with_state(state))
+}
+
+/// Parses `sql`, refuses anything but one read-only query, and plans it.
+async fn physical_plan(ctx: &SessionContext, sql: &str) -> Result<Arc<dyn ExecutionPlan>> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state
+        .sql_to_statement(sql, &dialect)
+        .map_err(SquallError::from_planning)?;
+    match &statement {
+        DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => {}
+        DfStatement::Statement(s) => {
+            return Err(SquallError::Rejected {
+                reason: statement_kind(s),
+            });
+        }
+        other => {
+            return Err(SquallError::Rejected {
+                reason: format!("{} statements are not queries", df_statement_kind(other)),
+            });
+        }
+    }
+    let logical = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(SquallError::from_planning)?;
+    state
+        .create_physical_plan(&logical)
+        .await
+        .map_err(SquallError::from_planning)
+}
+
+fn statement_kind(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    let keyword = match words.as_slice() {
+        [first, second]
+            if matches!(
+                first.to_ascii_uppercase().as_str(),
+                "CREATE" | "DROP" | "ALTER" | "SHOW" | "TRUNCATE"
+            ) =>
+        {
+            format!("{first} {second}")
+        }
+        [first, ..] => first.to_string(),
+        [] => "empty".to_string(),
+    };
+    format!("{} is not a query", keyword.to_ascii_uppercase())
+}
+
+fn df_statement_kind(statement: &DfStatement) -> &'static str {
+    match statement {
+        DfStatement::Statement(_) => "SQL",
+        DfStatement::CreateExternalTable(_) => "CREATE EXTERNAL TABLE",
+        DfStatement::CopyTo(_) => "COPY",
+        DfStatement::Explain(_) => "EXPLAIN",
+        DfStatement::Reset(_) => "RESET",
+    }
+}

@@ -1,0 +1,323 @@
+//! Cutting a DataFusion physical plan into a DAG of stages.
+//!
+//! A stage boundary goes wherever partitioning changes:
+//! - a hash `RepartitionExec` becomes a shuffle: a `ShuffleWriterExec` ends the child
+//!   stage and a partitioned `ShuffleReaderExec` starts the parent;
+//! - a `CoalescePartitionsExec` becomes a gather: every producer's output is read by
+//!   one reader partition (under a collect-left join that is the broadcast: every
+//!   probe task reads the whole small side);
+//! - a `SortPreservingMergeExec` keeps its merge, over a reader that exposes each
+//!   producer's sorted output as its own partition;
+//! - round-robin repartitions go away: tasks are the parallelism.
+//!
+//! Uncorrelated scalar subqueries (`ScalarSubqueryExec`) are computed once, each in
+//! a stage of its own gathered to one row; every stage whose plan reads their values
+//! gets its own `ScalarSubqueryExec` over readers of those stages.
+//!
+//! Every stage runs one task per output partition of its plan; task `i` executes
+//! partition `i`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::DataFusionError;
+use datafusion::physical_expr::{LexOrdering, Partitioning};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, displayable, replace_children_if_necessary,
+};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::physical_planning_context::ScalarSubqueryResults;
+use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
+use datafusion::physical_plan::scalar_subquery::{ScalarSubqueryExec, ScalarSubqueryLink};
+use squall_executor::{ReadMode, ResultWriterExec, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec};
+
+/// What a stage's tasks write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageOutput {
+    /// Shuffle files with this many hash partitions.
+    Hash(usize),
+    /// Shuffle files with one partition, gathered (or merged) by the consumer.
+    Single,
+    /// The job's result files.
+    Result,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub id: u32,
+    /// Rooted at a `ShuffleWriterExec` or `ResultWriterExec`.
+    pub plan: Arc<dyn ExecutionPlan>,
+    pub tasks: usize,
+    /// Stages whose outputs this stage's readers consume.
+    pub inputs: Vec<u32>,
+    pub output: StageOutput,
+}
+
+/// The stages of one job, children before parents; the last one writes the result.
+#[derive(Debug, Clone)]
+pub struct StageDag {
+    pub stages: Vec<Stage>,
+    /// Schema of the result.
+    pub schema: SchemaRef,
+}
+
+impl StageDag {
+    pub fn stage(&self, id: u32) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.id == id)
+    }
+
+    pub fn final_stage(&self) -> &Stage {
+        self.stages.last().expect("a DAG has at least its final stage")
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.stages.iter().map(|s| s.tasks).sum()
+    }
+
+    /// Text form: one header per stage, then its plan. `replace` rewrites substrings
+    /// (data locations) so the text is stable across machines.
+    pub fn display(&self, replace: &[(&str, &str)]) -> String {
+        let mut out = String::new();
+        for stage in &self.stages {
+            let output = match &stage.output {
+                StageOutput::Hash(n) => format!("shuffle hash x{n}"),
+                StageOutput::Single => "shuffle single".to_string(),
+                StageOutput::Result => "result".to_string(),
+            };
+            let inputs = if stage.inputs.is_empty() {
+                "scan".to_string()
+            } else {
+                let ids: Vec<String> = stage.inputs.iter().map(|i| i.to_string()).collect();
+                format!("reads stage {}", ids.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "Stage {} [{} task{}, {inputs} -> {output}]",
+                stage.id,
+                stage.tasks,
+                if stage.tasks == 1 { "" } else { "s" }
+            );
+            let plan = displayable(stage.plan.as_ref()).indent(false).to_string();
+            for line in plan.lines() {
+                let mut line = line.to_string();
+                for (from, to) in replace {
+                    line = line.replace(from, to);
+                }
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        out
+    }
+}
+
+/// Cuts `plan` into stages. Shuffle files go under `work_dir`, results under
+/// `result_dir`.
+pub fn cut_stages(
+    plan: Arc<dyn ExecutionPlan>,
+    work_dir: &str,
+    result_dir: &str,
+) -> Result<StageDag, DataFusionError> {
+    let schema = plan.schema();
+    let mut cutter = Cutter {
+        stages: vec![],
+        subqueries: vec![],
+        work_dir: work_dir.trim_end_matches('/').to_string(),
+    };
+    // The result is a set of files: a final gather without a limit would only
+    // funnel every row through one task.
+    let plan = match plan.downcast_ref::<CoalescePartitionsExec>() {
+        Some(c) if c.fetch().is_none() => plan.children()[0].clone(),
+        _ => plan,
+    };
+    let root = cutter.cut(plan)?;
+    let root = cutter.with_subqueries(root)?;
+    let inputs = readers_of(&root);
+    let tasks = root.output_partitioning().partition_count();
+    let id = cutter.stages.len() as u32 + 1;
+    cutter.stages.push(Stage {
+        id,
+        plan: Arc::new(ResultWriterExec::new(root, result_dir.to_string())),
+        tasks,
+        inputs,
+        output: StageOutput::Result,
+    });
+    Ok(StageDag {
+        stages: cutter.stages,
+        schema,
+    })
+}
+
+struct Cutter {
+    stages: Vec<Stage>,
+    /// Each scalar-subquery results container met so far, with links whose plans
+    /// read the stage that computes each subquery.
+    subqueries: Vec<(ScalarSubqueryResults, Vec<ScalarSubqueryLink>)>,
+    work_dir: String,
+}
+
+impl Cutter {
+    fn cut(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        // Before the children: stages cut inside the main input must know the scope.
+        if let Some(subquery) = plan.downcast_ref::<ScalarSubqueryExec>() {
+            let mut links = Vec::with_capacity(subquery.subqueries().len());
+            for link in subquery.subqueries() {
+                let computed = self.cut(link.plan.clone())?;
+                let computed = self.with_subqueries(computed)?;
+                let schema = computed.schema();
+                let id = self.add_stage(computed, ShuffleOutput::Single)?;
+                links.push(ScalarSubqueryLink {
+                    plan: Arc::new(ShuffleReaderExec::new(id, schema, ReadMode::Partitioned, 1)),
+                    index: link.index,
+                });
+            }
+            self.subqueries.push((subquery.results().clone(), links));
+            // The node itself is a pass-through: stages that need it get their own.
+            return self.cut(subquery.input().clone());
+        }
+        let children = plan
+            .children()
+            .into_iter()
+            .map(|c| self.cut(c.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
+            let child = children.into_iter().next().expect("repartition has a child");
+            return match repartition.partitioning() {
+                Partitioning::Hash(exprs, n) => {
+                    let n = *n;
+                    let id = self.add_stage(child, ShuffleOutput::Hash(exprs.clone(), n))?;
+                    let reader: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReaderExec::new(
+                        id,
+                        plan.schema(),
+                        ReadMode::Partitioned,
+                        n,
+                    ));
+                    // An order-preserving repartition promised sorted partitions.
+                    match (repartition.preserve_order(), plan.output_ordering()) {
+                        (true, Some(ordering)) => Ok(sort_each_partition(reader, ordering.clone())),
+                        _ => Ok(reader),
+                    }
+                }
+                _ => Ok(child),
+            };
+        }
+        if let Some(coalesce) = plan.downcast_ref::<CoalescePartitionsExec>() {
+            let child = children.into_iter().next().expect("coalesce has a child");
+            if child.output_partitioning().partition_count() <= 1 {
+                return replace_children_if_necessary(plan.clone(), vec![child]);
+            }
+            let schema = child.schema();
+            let id = self.add_stage(child, ShuffleOutput::Single)?;
+            let reader = Arc::new(ShuffleReaderExec::new(id, schema, ReadMode::Partitioned, 1));
+            let gathered: Arc<dyn ExecutionPlan> =
+                Arc::new(CoalescePartitionsExec::new(reader).with_fetch(coalesce.fetch()));
+            return Ok(gathered);
+        }
+        if let Some(merge) = plan.downcast_ref::<SortPreservingMergeExec>() {
+            let child = children.into_iter().next().expect("merge has a child");
+            let producers = child.output_partitioning().partition_count();
+            if producers <= 1 {
+                return replace_children_if_necessary(plan.clone(), vec![child]);
+            }
+            let schema = child.schema();
+            let id = self.add_stage(child, ShuffleOutput::Single)?;
+            let reader = Arc::new(ShuffleReaderExec::new(
+                id,
+                schema,
+                ReadMode::ByProducer,
+                producers,
+            ));
+            let merged: Arc<dyn ExecutionPlan> = Arc::new(
+                SortPreservingMergeExec::new(merge.expr().clone(), reader).with_fetch(merge.fetch()),
+            );
+            return Ok(merged);
+        }
+        replace_children_if_necessary(plan, children)
+    }
+
+    fn add_stage(
+        &mut self,
+        child: Arc<dyn ExecutionPlan>,
+        output: ShuffleOutput,
+    ) -> Result<u32, DataFusionError> {
+        let child = self.with_subqueries(child)?;
+        let id = self.stages.len() as u32 + 1;
+        let stage_output = match &output {
+            ShuffleOutput::Hash(_, n) => StageOutput::Hash(*n),
+            ShuffleOutput::Single => StageOutput::Single,
+        };
+        let tasks = child.output_partitioning().partition_count();
+        let inputs = readers_of(&child);
+        let dir = format!("{}/stage-{id}", self.work_dir);
+        self.stages.push(Stage {
+            id,
+            plan: Arc::new(ShuffleWriterExec::new(child, output, dir)),
+            tasks,
+            inputs,
+            output: stage_output,
+        });
+        Ok(id)
+    }
+
+    /// Wraps `plan` in a `ScalarSubqueryExec` for each results container its
+    /// expressions read, so its tasks compute (read) the values before running.
+    fn with_subqueries(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        let used = subquery_results_used(&plan)?;
+        let mut plan = plan;
+        for (results, links) in &self.subqueries {
+            if used.iter().any(|u| ScalarSubqueryResults::ptr_eq(u, results)) {
+                plan = Arc::new(ScalarSubqueryExec::new(plan, links.clone(), results.clone()));
+            }
+        }
+        Ok(plan)
+    }
+}
+
+fn sort_each_partition(input: Arc<dyn ExecutionPlan>, ordering: LexOrdering) -> Arc<dyn ExecutionPlan> {
+    Arc::new(SortExec::new(ordering, input).with_preserve_partitioning(true))
+}
+
+/// The scalar-subquery results containers read by expressions anywhere in `plan`.
+fn subquery_results_used(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Result<Vec<ScalarSubqueryResults>, DataFusionError> {
+    let mut used: Vec<ScalarSubqueryResults> = Vec::new();
+    let mut stack = vec![plan.clone()];
+    while let Some(node) = stack.pop() {
+        node.apply_expressions(&mut |expr| {
+            expr.apply(|e| {
+                if let Some(sub) = e.downcast_ref::<ScalarSubqueryExpr>()
+                    && !used.iter().any(|u| ScalarSubqueryResults::ptr_eq(u, sub.results()))
+                {
+                    used.push(sub.results().clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        stack.extend(node.children().into_iter().cloned());
+    }
+    Ok(used)
+}
+
+/// Ids of the stages read by the readers in `plan` (without descending into them).
+fn readers_of(plan: &Arc<dyn ExecutionPlan>) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let mut stack = vec![plan.clone()];
+    while let Some(node) = stack.pop() {
+        if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
+            ids.push(reader.stage_id());
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}

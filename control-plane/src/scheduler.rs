@@ -1,0 +1,359 @@
+//! Runs a stage DAG on a backend.
+//!
+//! A stage starts when every stage it reads has committed. Each task is tried up to
+//! `max_attempts` times while its failures are retryable. Commit protocol: outputs
+//! are keyed by attempt; the first successful attempt of a task wins, any later one
+//! is deleted, and failed attempts' objects are deleted. On a failure that cannot be
+//! retried, no new task starts, running ones are waited for, and everything the job
+//! wrote is removed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use object_store::ObjectStoreExt;
+use squall_executor::{
+    OutputFile, ResultWriterExec, ShuffleWriterExec, StageInput, StoreRegistry, TaskFailure,
+    TaskId, TaskMetrics, TaskOutcome, TaskSpec, WIRE_VERSION, encode_plan,
+};
+use tokio::sync::Semaphore;
+
+use crate::backend::ExecutorBackend;
+use crate::error::{Result, SquallError};
+use crate::planner::{Stage, StageDag};
+
+/// How a job's tasks are run.
+#[derive(Debug, Clone)]
+pub struct TaskOptions {
+    /// Attempts per task, counting the first.
+    pub max_attempts: u32,
+    /// Memory pool limit of each task.
+    pub memory_limit_bytes: u64,
+    /// Tasks of this job running at once (None: the backend's limit).
+    pub max_concurrency: Option<usize>,
+    pub session_options: Vec<(String, String)>,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            memory_limit_bytes: 2 << 30,
+            max_concurrency: None,
+            session_options: vec![],
+        }
+    }
+}
+
+/// What the scheduler tells whoever watches a job.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    StageStarted { stage: u32, tasks: usize },
+    TaskSucceeded { stage: u32, task: u32, metrics: TaskMetrics },
+    TaskRetrying { stage: u32, task: u32, attempt: u32, failure: TaskFailure },
+    StageFinished { stage: u32 },
+}
+
+pub trait ProgressSink: Send + Sync {
+    fn on_event(&self, event: &JobEvent);
+}
+
+/// Counters of one stage.
+#[derive(Debug, Clone, Default)]
+pub struct StageStats {
+    pub stage: u32,
+    pub tasks: usize,
+    pub attempts: u32,
+    pub rows_in: u64,
+    pub bytes_in: u64,
+    pub rows_out: u64,
+    pub bytes_out: u64,
+    pub elapsed_ms: u64,
+}
+
+/// The committed outputs of a finished DAG.
+#[derive(Debug, Clone)]
+pub struct DagOutcome {
+    /// Result files of the final stage, in task order.
+    pub result_files: Vec<OutputFile>,
+    pub stages: Vec<StageStats>,
+}
+
+pub struct Scheduler<'a> {
+    pub job_id: &'a str,
+    pub backend: Arc<dyn ExecutorBackend>,
+    pub stores: Arc<StoreRegistry>,
+    pub options: &'a TaskOptions,
+    pub progress: Option<Arc<dyn ProgressSink>>,
+}
+
+/// Shared by every task of a job: stop launching once the job has failed.
+struct JobGate {
+    permits: Semaphore,
+    failed: AtomicBool,
+}
+
+impl Scheduler<'_> {
+    /// Runs every stage of `dag`; on failure removes every object the job wrote.
+    pub async fn run(&self, dag: &StageDag) -> Result<DagOutcome> {
+        let concurrency = self
+            .options
+            .max_concurrency
+            .unwrap_or_else(|| self.backend.max_concurrency())
+            .max(1);
+        let gate = Arc::new(JobGate {
+            permits: Semaphore::new(concurrency),
+            failed: AtomicBool::new(false),
+        });
+        let mut written: Vec<String> = Vec::new();
+        let outcome = self.run_stages(dag, &gate, &mut written).await;
+        if outcome.is_err() {
+            self.delete_all(&written).await;
+        }
+        outcome
+    }
+
+    async fn run_stages(
+        &self,
+        dag: &StageDag,
+        gate: &Arc<JobGate>,
+        written: &mut Vec<String>,
+    ) -> Result<DagOutcome> {
+        let mut committed: HashMap<u32, Vec<OutputFile>> = HashMap::new();
+        let mut stats = Vec::new();
+        let mut pending: Vec<&Stage> = dag.stages.iter().collect();
+        let mut running = FuturesUnordered::new();
+        let mut first_error = None;
+        loop {
+            if first_error.is_none() {
+                let (ready, waiting): (Vec<&Stage>, Vec<&Stage>) = pending
+                    .into_iter()
+                    .partition(|s| s.inputs.iter().all(|i| committed.contains_key(i)));
+                pending = waiting;
+                for stage in ready {
+                    let inputs = stage
+                        .inputs
+                        .iter()
+                        .map(|id| StageInput {
+                            stage_id: *id,
+                            producers: committed[id].clone(),
+                        })
+                        .collect();
+                    running.push(self.run_stage(stage, inputs, gate.clone()));
+                }
+            }
+            let Some((stage, result, stage_written)) = running.next().await else {
+                break;
+            };
+            written.extend(stage_written);
+            match result {
+                Ok((outputs, stage_stats)) => {
+                    committed.insert(stage, outputs);
+                    stats.push(stage_stats);
+                }
+                Err(e) => {
+                    gate.failed.store(true, Ordering::SeqCst);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let final_id = dag.final_stage().id;
+        let result_files = committed.remove(&final_id).unwrap_or_default();
+        // Shuffle files are not needed once the result is written.
+        let shuffle: Vec<String> = committed
+            .values()
+            .flatten()
+            .map(|f| f.url.clone())
+            .collect();
+        self.delete_all(&shuffle).await;
+        stats.sort_by_key(|s| s.stage);
+        Ok(DagOutcome {
+            result_files,
+            stages: stats,
+        })
+    }
+
+    /// Runs all tasks of a stage. Returns the stage id, the committed outputs (or the
+    /// error) and every object URL its attempts may have written that is still there.
+    async fn run_stage(
+        &self,
+        stage: &Stage,
+        inputs: Vec<StageInput>,
+        gate: Arc<JobGate>,
+    ) -> (u32, Result<(Vec<OutputFile>, StageStats)>, Vec<String>) {
+        let started = Instant::now();
+        let plan = match encode_plan(stage.plan.clone()) {
+            Ok(plan) => Arc::new(plan),
+            Err(source) => return (stage.id, Err(SquallError::Internal { source }), vec![]),
+        };
+        self.emit(JobEvent::StageStarted {
+            stage: stage.id,
+            tasks: stage.tasks,
+        });
+        let inputs = Arc::new(inputs);
+        let mut tasks: FuturesUnordered<_> = (0..stage.tasks as u32)
+            .map(|task| self.run_task(stage, task, plan.clone(), inputs.clone(), gate.clone()))
+            .collect();
+        let mut outputs: Vec<Option<OutputFile>> = vec![None; stage.tasks];
+        let mut stats = StageStats {
+            stage: stage.id,
+            tasks: stage.tasks,
+            ..Default::default()
+        };
+        let mut written = Vec::new();
+        let mut error = None;
+        while let Some((task, attempts, result)) = tasks.next().await {
+            stats.attempts += attempts;
+            match result {
+                Ok((output, metrics)) => {
+                    stats.rows_in += metrics.rows_in;
+                    stats.bytes_in += metrics.bytes_in;
+                    stats.rows_out += metrics.rows_out;
+                    stats.bytes_out += metrics.bytes_out;
+                    written.push(output.url.clone());
+                    let slot = &mut outputs[task as usize];
+                    if slot.is_none() {
+                        *slot = Some(output);
+                    }
+                }
+                Err(e) => {
+                    gate.failed.store(true, Ordering::SeqCst);
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = error {
+            return (stage.id, Err(e), written);
+        }
+        stats.elapsed_ms = started.elapsed().as_millis() as u64;
+        self.emit(JobEvent::StageFinished { stage: stage.id });
+        let outputs = outputs.into_iter().flatten().collect();
+        (stage.id, Ok((outputs, stats)), written)
+    }
+
+    /// Runs one task until an attempt succeeds, fails for good, or attempts run out.
+    async fn run_task(
+        &self,
+        stage: &Stage,
+        task: u32,
+        plan: Arc<Vec<u8>>,
+        inputs: Arc<Vec<StageInput>>,
+        gate: Arc<JobGate>,
+    ) -> (u32, u32, Result<(OutputFile, TaskMetrics)>) {
+        let mut attempt = 0;
+        loop {
+            let Ok(_permit) = gate.permits.acquire().await else {
+                return (task, attempt, Err(SquallError::Backend("scheduler closed".into())));
+            };
+            if gate.failed.load(Ordering::SeqCst) {
+                return (task, attempt, Err(SquallError::Backend("job cancelled".into())));
+            }
+            let id = TaskId {
+                job_id: self.job_id.to_string(),
+                stage_id: stage.id,
+                task,
+                attempt,
+            };
+            let spec = TaskSpec {
+                wire_version: WIRE_VERSION,
+                id: id.clone(),
+                plan: plan.as_ref().clone(),
+                inputs: inputs.as_ref().clone(),
+                memory_limit_bytes: self.options.memory_limit_bytes,
+                session_options: self.options.session_options.clone(),
+            };
+            let failure = match self.backend.invoke(spec).await {
+                Ok(result) if result.wire_version != WIRE_VERSION => TaskFailure {
+                    kind: squall_executor::FailureKind::WireVersion,
+                    message: format!(
+                        "executor answered with wire version {}, expected {WIRE_VERSION}",
+                        result.wire_version
+                    ),
+                    retryable: false,
+                },
+                Ok(result) => match result.outcome {
+                    TaskOutcome::Succeeded { output, metrics } => {
+                        self.emit(JobEvent::TaskSucceeded {
+                            stage: stage.id,
+                            task,
+                            metrics: metrics.clone(),
+                        });
+                        return (task, attempt + 1, Ok((output, metrics)));
+                    }
+                    TaskOutcome::Failed(failure) => failure,
+                },
+                // Could not reach the executor: another attempt may.
+                Err(e) => TaskFailure {
+                    kind: squall_executor::FailureKind::Internal,
+                    message: e.to_string(),
+                    retryable: true,
+                },
+            };
+            // The failed attempt's object, if it got written, is not part of the job.
+            if let Some(url) = attempt_output_url(stage, &id) {
+                self.delete_all(&[url]).await;
+            }
+            attempt += 1;
+            if !failure.retryable || attempt >= self.options.max_attempts {
+                return (
+                    task,
+                    attempt,
+                    Err(SquallError::TaskFailed {
+                        stage: stage.id,
+                        task,
+                        attempts: attempt,
+                        failure,
+                    }),
+                );
+            }
+            self.emit(JobEvent::TaskRetrying {
+                stage: stage.id,
+                task,
+                attempt,
+                failure,
+            });
+        }
+    }
+
+    fn emit(&self, event: JobEvent) {
+        if let Some(sink) = &self.progress {
+            sink.on_event(&event);
+        }
+    }
+
+    /// Deletes objects, ignoring those already gone. Failures are logged: cleanup
+    /// must not hide the job's own outcome.
+    pub(crate) async fn delete_all(&self, urls: &[String]) {
+        for url in urls {
+            let Ok(target) = squall_executor::ObjectUrl::parse(url) else {
+                continue;
+            };
+            let Ok(store) = self.stores.get_store(target.store_url().as_ref()) else {
+                continue;
+            };
+            match store.delete(target.path()).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!("could not delete {url}: {e}"),
+            }
+        }
+    }
+}
+
+/// The object an attempt writes, from the stage's writer node.
+fn attempt_output_url(stage: &Stage, id: &TaskId) -> Option<String> {
+    if let Some(w) = stage.plan.downcast_ref::<ShuffleWriterExec>() {
+        Some(w.output_url(id))
+    } else {
+        stage
+            .plan
+            .downcast_ref::<ResultWriterExec>()
+            .map(|w| w.output_url(id))
+    }
+}

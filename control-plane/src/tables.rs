@@ -1,0 +1,353 @@
+//! Tables: a name, a URL (one file or a prefix of files) and a format.
+//!
+//! # What belongs here
+//! Parsing `NAME[:FORMAT]=URL`, turning local paths into `file://` URLs, listing a
+//! table's files (the planner sizes scan tasks from this listing), inferring the
+//! format from file extensions, and registering the table with DataFusion as a
+//! listing table.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use squall_executor::ObjectUrl;
+use url::Url;
+
+use crate::error::{Result, SquallError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    Parquet,
+    Csv,
+    Json,
+}
+
+impl TableFormat {
+    /// The format a file name's extension announces, if any.
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        let lower = name.to_ascii_lowercase();
+        let ext = lower.rsplit_once('.').map(|(_, e)| e)?;
+        match ext {
+            "parquet" | "pq" => Some(Self::Parquet),
+            "csv" => Some(Self::Csv),
+            "json" | "jsonl" | "ndjson" => Some(Self::Json),
+            _ => None,
+        }
+    }
+
+    fn file_format(self) -> Arc<dyn FileFormat> {
+        match self {
+            TableFormat::Parquet => Arc::new(ParquetFormat::default()),
+            TableFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
+            TableFormat::Json => Arc::new(JsonFormat::default()),
+        }
+    }
+}
+
+impl FromStr for TableFormat {
+    type Err = SquallError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "parquet" => Ok(Self::Parquet),
+            "csv" => Ok(Self::Csv),
+            "json" | "ndjson" | "jsonl" => Ok(Self::Json),
+            other => Err(SquallError::InvalidArgument(format!(
+                "unknown table format '{other}' (expected parquet, csv or json)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for TableFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TableFormat::Parquet => "parquet",
+            TableFormat::Csv => "csv",
+            TableFormat::Json => "json",
+        })
+    }
+}
+
+/// A table as the user named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    pub name: String,
+    pub url: String,
+    /// None: infer from the files' extensions.
+    pub format: Option<TableFormat>,
+}
+
+impl TableSpec {
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            format: None,
+        }
+    }
+
+    pub fn with_format(mut self, format: TableFormat) -> Self {
+        self.format = Some(format);
+        self
+    }
+}
+
+impl FromStr for TableSpec {
+    type Err = SquallError;
+
+    /// `NAME=URL` or `NAME:FORMAT=URL`.
+    fn from_str(s: &str) -> Result<Self> {
+        let (head, url) = s.split_once('=').ok_or_else(|| {
+            SquallError::InvalidArgument(format!(
+                "table '{s}' is not NAME=URL or NAME:FORMAT=URL"
+            ))
+        })?;
+        let (name, format) = match head.split_once(':') {
+            Some((name, format)) => (name, Some(format.parse()?)),
+            None => (head, None),
+        };
+        let valid_name = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(SquallError::InvalidArgument(format!(
+                "table name '{name}' must be letters, digits and '_', not starting with a digit"
+            )));
+        }
+        if url.is_empty() {
+            return Err(SquallError::InvalidArgument(format!(
+                "table '{name}' has an empty URL"
+            )));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            url: url.to_string(),
+            format,
+        })
+    }
+}
+
+/// A URL or a local path, as a URL (`file://` for local paths, made absolute).
+pub fn to_url(location: &str) -> Result<Url> {
+    if let Ok(url) = Url::parse(location) {
+        // "C:\..." parses with a one-letter scheme; everything else with a scheme is a URL.
+        if url.scheme().len() > 1 {
+            return Ok(url);
+        }
+    }
+    let path = std::path::absolute(location).map_err(|e| SquallError::Io {
+        context: format!("cannot resolve path '{location}'"),
+        source: e,
+    })?;
+    let is_dir = location.ends_with('/') || path.is_dir();
+    let url = if is_dir {
+        Url::from_directory_path(&path)
+    } else {
+        Url::from_file_path(&path)
+    };
+    url.map_err(|_| SquallError::InvalidArgument(format!("cannot make a URL of path '{location}'")))
+}
+
+/// A table's files, found by listing its URL.
+#[derive(Debug, Clone)]
+pub struct ResolvedTable {
+    pub spec: TableSpec,
+    /// The table URL; a prefix ends with '/'.
+    pub url: Url,
+    pub format: TableFormat,
+    pub files: Vec<ObjectMeta>,
+}
+
+impl ResolvedTable {
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// Lists a table's files and settles its format.
+pub async fn resolve_table(spec: &TableSpec, store: &Arc<dyn ObjectStore>) -> Result<ResolvedTable> {
+    let table_err = |message: String| SquallError::Table {
+        table: spec.name.clone(),
+        message,
+    };
+    let mut url = to_url(&spec.url)?;
+    let location = ObjectUrl::from_url(&url).map_err(|e| table_err(e.to_string()))?;
+    let path = location.path();
+
+    let single = if url.path().ends_with('/') {
+        None
+    } else {
+        match store.head(path).await {
+            Ok(meta) => Some(meta),
+            Err(object_store::Error::NotFound { .. }) => None,
+            // A local directory named without a trailing slash.
+            Err(_) if url.scheme() == "file" && std::path::Path::new(url.path()).is_dir() => None,
+            Err(e) => return Err(table_err(format!("cannot read {url}: {e}"))),
+        }
+    };
+    let files: Vec<ObjectMeta> = match single {
+        Some(meta) => vec![meta],
+        None => {
+            if !url.path().ends_with('/') {
+                url.set_path(&format!("{}/", url.path()));
+            }
+            let mut files: Vec<ObjectMeta> = store
+                .list(Some(path))
+                .try_collect()
+                .await
+                .map_err(|e| table_err(format!("cannot list {url}: {e}")))?;
+            // Hidden and marker files (`.crc`, `_SUCCESS`, manifests) are not data.
+            files.retain(|f| {
+                f.location.parts().all(|p| {
+                    let p = p.as_ref();
+                    !p.starts_with('.') && !p.starts_with('_')
+                })
+            });
+            files.sort_by(|a, b| a.location.cmp(&b.location));
+            files
+        }
+    };
+    if files.is_empty() {
+        return Err(table_err(format!("no files at {url}")));
+    }
+
+    let format = match spec.format {
+        Some(format) => format,
+        None => {
+            let mut formats: Vec<TableFormat> = files
+                .iter()
+                .filter_map(|f| f.location.filename().and_then(TableFormat::from_file_name))
+                .collect();
+            formats.dedup();
+            match formats.as_slice() {
+                [format] => *format,
+                [] => {
+                    return Err(table_err(format!(
+                        "cannot tell the format of the files at {url} from their names; \
+                         name it: --table {}:parquet|csv|json=URL",
+                        spec.name
+                    )));
+                }
+                _ => {
+                    return Err(table_err(format!(
+                        "files at {url} are of several formats; point the table at one kind"
+                    )));
+                }
+            }
+        }
+    };
+    // Keep only the files of the table's format when their names say so.
+    let named: Vec<ObjectMeta> = files
+        .iter()
+        .filter(|f| f.location.filename().and_then(TableFormat::from_file_name) == Some(format))
+        .cloned()
+        .collect();
+    let files = if named.is_empty() { files } else { named };
+    Ok(ResolvedTable {
+        spec: spec.clone(),
+        url,
+        format,
+        files,
+    })
+}
+
+/// Registers a resolved table with DataFusion as a listing table.
+pub async fn register_table(ctx: &SessionContext, table: &ResolvedTable) -> Result<()> {
+    let table_err = |message: String| SquallError::Table {
+        table: table.spec.name.clone(),
+        message,
+    };
+    let listing_url = ListingTableUrl::parse(table.url.as_str())
+        .map_err(|e| table_err(format!("invalid URL: {e}")))?;
+    // The extension filter must match exactly what `resolve_table` kept.
+    let extension = common_extension(&table.files);
+    let options = ListingOptions::new(table.format.file_format())
+        .with_file_extension(extension);
+    let schema = options
+        .infer_schema(&ctx.state(), &listing_url)
+        .await
+        .map_err(|e| table_err(format!("cannot read the schema of its files: {e}")))?;
+    let config = ListingTableConfig::new(listing_url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let provider = ListingTable::try_new(config).map_err(|e| table_err(e.to_string()))?;
+    ctx.register_table(table.spec.name.as_str(), Arc::new(provider))
+        .map_err(|e| table_err(e.to_string()))?;
+    Ok(())
+}
+
+/// The extension (with its dot) all files share, or "" when they do not share one.
+fn common_extension(files: &[ObjectMeta]) -> String {
+    let ext = |f: &ObjectMeta| {
+        f.location
+            .filename()
+            .and_then(|n| n.rsplit_once('.').map(|(_, e)| format!(".{e}")))
+    };
+    let first = files.first().and_then(ext);
+    if files.iter().all(|f| ext(f) == first) {
+        first.unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::PutPayload;
+    use object_store::memory::InMemory;
+
+    #[test]
+    fn parses_table_arguments() {
+        let t: TableSpec = "lineitem=s3://b/li/".parse().unwrap();
+        assert_eq!(t, TableSpec::new("lineitem", "s3://b/li/"));
+        let t: TableSpec = "orders:csv=data/o.txt".parse().unwrap();
+        assert_eq!(t.format, Some(TableFormat::Csv));
+        assert!("noequals".parse::<TableSpec>().is_err());
+        assert!("9x=a".parse::<TableSpec>().is_err());
+        assert!("x:xml=a".parse::<TableSpec>().unwrap_err().to_string().contains("xml"));
+    }
+
+    #[tokio::test]
+    async fn resolves_prefixes_and_infers_formats() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        for key in ["t/a.csv", "t/b.csv", "t/_SUCCESS", "mixed/a.csv", "mixed/b.json"] {
+            store
+                .put(&key.into(), PutPayload::from_static(b"x\n1\n"))
+                .await
+                .unwrap();
+        }
+        let t = resolve_table(&TableSpec::new("t", "memory:///t"), &store).await.unwrap();
+        assert_eq!(t.format, TableFormat::Csv);
+        assert_eq!(t.files.len(), 2);
+        assert_eq!(t.url.as_str(), "memory:///t/");
+
+        let one = resolve_table(&TableSpec::new("t", "memory:///t/a.csv"), &store)
+            .await
+            .unwrap();
+        assert_eq!(one.files.len(), 1);
+
+        let err = resolve_table(&TableSpec::new("m", "memory:///mixed/"), &store)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("several formats"), "{err}");
+        let err = resolve_table(&TableSpec::new("n", "memory:///nothing/"), &store)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("table 'n': no files"), "{err}");
+        assert!(err.is_user_error());
+    }
+}

@@ -1,0 +1,192 @@
+//! `SquallCodec`: the datafusion-proto extension codec for Squall's plan nodes
+//! (shuffle writer and reader, result writer), and the plan encode/decode helpers.
+//!
+//! A node is encoded as a small JSON document; the expressions and schemas inside
+//! it use datafusion-proto's own protobuf messages. When a task decodes its plan,
+//! the codec binds every shuffle reader to the committed outputs in the TaskSpec.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
+use datafusion_proto::physical_plan::from_proto::parse_physical_expr;
+use datafusion_proto::physical_plan::to_proto::serialize_physical_expr;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use datafusion_proto::protobuf;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::StageInput;
+use crate::result_writer::ResultWriterExec;
+use crate::shuffle::reader::{ReadMode, ShuffleReaderExec};
+use crate::shuffle::writer::{ShuffleOutput, ShuffleWriterExec};
+
+/// Codec for Squall's nodes. `inputs` binds readers when a task decodes its plan.
+#[derive(Debug, Default)]
+pub struct SquallCodec {
+    inputs: HashMap<u32, Arc<StageInput>>,
+}
+
+impl SquallCodec {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A codec that binds readers of these stages to their committed outputs.
+    pub fn with_inputs(inputs: impl IntoIterator<Item = StageInput>) -> Self {
+        Self {
+            inputs: inputs
+                .into_iter()
+                .map(|i| (i.stage_id, Arc::new(i)))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "node", rename_all = "snake_case")]
+enum SquallNode {
+    ShuffleWriter {
+        stage_dir: String,
+        /// protobuf `PhysicalExprNode`s; empty with `partitions == 1` means single.
+        hash_exprs: Vec<Vec<u8>>,
+        partitions: usize,
+    },
+    ShuffleReader {
+        stage_id: u32,
+        /// protobuf `Schema`.
+        schema: Vec<u8>,
+        by_producer: bool,
+        partitions: usize,
+    },
+    ResultWriter {
+        output_dir: String,
+    },
+}
+
+fn codec_err(what: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(format!("Squall plan codec: {what}"))
+}
+
+impl PhysicalExtensionCodec for SquallCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let node: SquallNode = serde_json::from_slice(buf).map_err(codec_err)?;
+        let only_input = || match inputs {
+            [input] => Ok(input.clone()),
+            _ => Err(codec_err(format!("expected one input, got {}", inputs.len()))),
+        };
+        match node {
+            SquallNode::ShuffleWriter {
+                stage_dir,
+                hash_exprs,
+                partitions,
+            } => {
+                let input = only_input()?;
+                let output = if hash_exprs.is_empty() {
+                    ShuffleOutput::Single
+                } else {
+                    let schema = input.schema();
+                    let exprs = hash_exprs
+                        .iter()
+                        .map(|bytes| {
+                            let node =
+                                protobuf::PhysicalExprNode::decode(bytes.as_slice()).map_err(codec_err)?;
+                            parse_physical_expr(&node, ctx, &schema, self)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    ShuffleOutput::Hash(exprs, partitions)
+                };
+                Ok(Arc::new(ShuffleWriterExec::new(input, output, stage_dir)))
+            }
+            SquallNode::ShuffleReader {
+                stage_id,
+                schema,
+                by_producer,
+                partitions,
+            } => {
+                let proto = protobuf::Schema::decode(schema.as_slice()).map_err(codec_err)?;
+                let schema = Arc::new(Schema::try_from(&proto)?);
+                let mode = if by_producer {
+                    ReadMode::ByProducer
+                } else {
+                    ReadMode::Partitioned
+                };
+                let reader = ShuffleReaderExec::new(stage_id, schema, mode, partitions);
+                let reader = match self.inputs.get(&stage_id) {
+                    Some(input) => reader.bind(input.clone())?,
+                    None => reader,
+                };
+                Ok(Arc::new(reader))
+            }
+            SquallNode::ResultWriter { output_dir } => {
+                Ok(Arc::new(ResultWriterExec::new(only_input()?, output_dir)))
+            }
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let encoded = if let Some(writer) = node.downcast_ref::<ShuffleWriterExec>() {
+            let (hash_exprs, partitions) = match writer.output() {
+                ShuffleOutput::Hash(exprs, n) => (
+                    exprs
+                        .iter()
+                        .map(|e| Ok(serialize_physical_expr(e, self)?.encode_to_vec()))
+                        .collect::<Result<Vec<_>>>()?,
+                    *n,
+                ),
+                ShuffleOutput::Single => (vec![], 1),
+            };
+            SquallNode::ShuffleWriter {
+                stage_dir: writer.stage_dir().to_string(),
+                hash_exprs,
+                partitions,
+            }
+        } else if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
+            let schema = protobuf::Schema::try_from(reader.schema().as_ref())?;
+            SquallNode::ShuffleReader {
+                stage_id: reader.stage_id(),
+                schema: schema.encode_to_vec(),
+                by_producer: reader.mode() == ReadMode::ByProducer,
+                partitions: reader.partitions(),
+            }
+        } else if let Some(writer) = node.downcast_ref::<ResultWriterExec>() {
+            SquallNode::ResultWriter {
+                output_dir: writer.output_dir().to_string(),
+            }
+        } else {
+            return internal_err!("Squall plan codec cannot encode {}", node.name());
+        };
+        serde_json::to_writer(buf, &encoded).map_err(codec_err)
+    }
+}
+
+/// Encodes a stage plan for a TaskSpec.
+pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
+    Ok(physical_plan_to_bytes_with_extension_codec(plan, &SquallCodec::new())?.to_vec())
+}
+
+/// Decodes a stage plan, binding its readers to `inputs`.
+pub fn decode_plan(
+    bytes: &[u8],
+    ctx: &TaskContext,
+    inputs: impl IntoIterator<Item = StageInput>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &SquallCodec::with_inputs(inputs))
+}

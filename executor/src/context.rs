@@ -1,0 +1,68 @@
+//! What an executor builds once (at start-up, or a Lambda cold start) and what each
+//! task adds to it.
+//!
+//! # What belongs here
+//! `ExecutorContext` (stores, spill directory, the function registry), the session
+//! settings every Squall plan needs on both sides (`squall_session_config`), and the
+//! per-task `TaskAttempt` session extension the writer nodes read.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::session_state::SessionState;
+use datafusion::prelude::SessionConfig;
+
+use crate::protocol::TaskId;
+use crate::stores::StoreRegistry;
+
+/// Session settings that make DataFusion plans safe to cut into stateless tasks.
+/// The control plane plans with them and every executor runs with them.
+pub fn squall_session_config() -> SessionConfig {
+    let mut config = SessionConfig::new();
+    let options = config.options_mut();
+    // A task runs one partition alone: it must not steal sibling partitions' files.
+    options.execution.enable_file_stream_work_stealing = false;
+    // Dynamic filters are filled by an operator in one task and read by a scan in
+    // another; across stages nothing would ever fill them.
+    options.optimizer.enable_dynamic_filter_pushdown = false;
+    options.optimizer.enable_join_dynamic_filter_pushdown = false;
+    options.optimizer.enable_topk_dynamic_filter_pushdown = false;
+    options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    // Tasks are the parallelism: no round-robin repartitions, and scans are split by
+    // the planner, not regrouped by DataFusion.
+    options.optimizer.enable_round_robin_repartition = false;
+    options.optimizer.repartition_file_scans = false;
+    config
+}
+
+/// Built once per executor process and shared by its tasks.
+#[derive(Debug, Clone)]
+pub struct ExecutorContext {
+    pub stores: Arc<StoreRegistry>,
+    /// Where tasks spill (DataFusion's sorts and joins, shuffle buffers).
+    pub spill_dir: PathBuf,
+    /// Built once: holds the function registry every decoded plan resolves against.
+    pub(crate) functions: Arc<SessionState>,
+}
+
+impl ExecutorContext {
+    pub fn new(stores: Arc<StoreRegistry>, spill_dir: PathBuf) -> Self {
+        let functions = SessionStateBuilder::new()
+            .with_config(squall_session_config())
+            .with_default_features()
+            .build();
+        Self {
+            stores,
+            spill_dir,
+            functions: Arc::new(functions),
+        }
+    }
+}
+
+/// Session extension that tells Squall's writer nodes which attempt they run in.
+#[derive(Debug, Clone)]
+pub struct TaskAttempt {
+    pub id: TaskId,
+    pub spill_dir: PathBuf,
+}

@@ -1,0 +1,23 @@
+//! Squall's executor: everything one task needs, and nothing about scheduling.
+//!
+//! # What belongs here
+//! The task protocol (`protocol`), Squall's plan nodes (shuffle writer/reader, result
+//! writer) and their datafusion-proto codec, the shuffle file format, object-store
+//! resolution, and `run_task`. The in-process backend and the Lambda handler both
+//! call [`run_task`]; neither adds logic of its own.
+
+pub mod codec;
+pub mod context;
+pub mod protocol;
+pub mod result_writer;
+pub mod run;
+pub mod shuffle;
+pub mod stores;
+
+pub use codec::{SquallCodec, decode_plan, encode_plan};
+pub use context::{ExecutorContext, TaskAttempt, squall_session_config};
+pub use protocol::*;
+pub use result_writer::ResultWriterExec;
+pub use run::run_task;
+pub use shuffle::{ReadMode, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec};
+pub use stores::{ObjectUrl, StoreRegistry};

@@ -1,0 +1,198 @@
+//! The task protocol: what the control plane sends an executor (`TaskSpec`) and what
+//! comes back (`TaskResult`).
+//!
+//! # What belongs here
+//! Plain serde types only. Both ends check [`WIRE_VERSION`]; anything that changes the
+//! meaning of a field bumps it. Credentials never travel in a spec: executors take
+//! them from their own environment.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the TaskSpec/TaskResult encoding. Checked on both ends.
+pub const WIRE_VERSION: u32 = 1;
+
+/// Identity of one attempt of one task.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TaskId {
+    pub job_id: String,
+    pub stage_id: u32,
+    /// Index of the task in its stage; it is also the plan partition the task runs.
+    pub task: u32,
+    /// 0 for the first attempt.
+    pub attempt: u32,
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "job {} stage {} task {} attempt {}",
+            self.job_id, self.stage_id, self.task, self.attempt
+        )
+    }
+}
+
+/// Everything one task needs. Executors keep no state between tasks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub wire_version: u32,
+    pub id: TaskId,
+    /// The stage plan as datafusion-proto bytes (encoded with `SquallCodec`).
+    #[serde(with = "base64_bytes")]
+    pub plan: Vec<u8>,
+    /// Committed outputs of the stages this stage reads, by stage id.
+    pub inputs: Vec<StageInput>,
+    /// Bytes the task may hold in DataFusion's memory pool before spilling or failing.
+    pub memory_limit_bytes: u64,
+    /// DataFusion session options (`datafusion.execution.batch_size` = `8192`, ...).
+    #[serde(default)]
+    pub session_options: Vec<(String, String)>,
+}
+
+/// The committed outputs of one input stage: one entry per producer task, in task order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageInput {
+    pub stage_id: u32,
+    pub producers: Vec<OutputFile>,
+}
+
+/// One object written by a task attempt, with the index of its partitions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Full URL of the object (`s3://bucket/key`, `file:///path`, `memory:///key`).
+    pub url: String,
+    /// Size of the whole object in bytes.
+    pub size: u64,
+    pub partitions: Vec<PartitionSlot>,
+}
+
+/// Where one output partition lies in a shuffle file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSlot {
+    pub offset: u64,
+    pub length: u64,
+    pub rows: u64,
+}
+
+/// What came back from one task attempt.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub wire_version: u32,
+    pub id: TaskId,
+    pub outcome: TaskOutcome,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TaskOutcome {
+    Succeeded {
+        output: OutputFile,
+        metrics: TaskMetrics,
+    },
+    Failed(TaskFailure),
+}
+
+/// A task that ran and failed. `retryable` says whether another attempt can help.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub kind: FailureKind,
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// Broad cause of a task failure, as the control plane needs it to decide what to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The spec's wire version is not the executor's.
+    WireVersion,
+    /// The plan bytes could not be decoded.
+    PlanDecode,
+    /// Reading or writing the object store failed.
+    Storage,
+    /// An input object is missing.
+    NotFound,
+    /// The task ran out of memory under its limit.
+    ResourcesExhausted,
+    /// The query failed while running (bad cast, division by zero, ...).
+    Execution,
+    /// An internal error in Squall or DataFusion.
+    Internal,
+}
+
+/// Counters of one task attempt.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskMetrics {
+    /// Rows read from tables and shuffle inputs.
+    pub rows_in: u64,
+    /// Bytes read from the object store (table scans and shuffle reads).
+    pub bytes_in: u64,
+    pub rows_out: u64,
+    pub bytes_out: u64,
+    pub elapsed_ms: u64,
+    pub peak_memory_bytes: u64,
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let spec = TaskSpec {
+            wire_version: WIRE_VERSION,
+            id: TaskId {
+                job_id: "j".into(),
+                stage_id: 2,
+                task: 3,
+                attempt: 1,
+            },
+            plan: vec![0, 1, 2, 255],
+            inputs: vec![StageInput {
+                stage_id: 1,
+                producers: vec![OutputFile {
+                    url: "memory:///x".into(),
+                    size: 10,
+                    partitions: vec![PartitionSlot {
+                        offset: 0,
+                        length: 10,
+                        rows: 4,
+                    }],
+                }],
+            }],
+            memory_limit_bytes: 1 << 30,
+            session_options: vec![("datafusion.execution.batch_size".into(), "1024".into())],
+        };
+        let text = serde_json::to_string(&spec).unwrap();
+        let back: TaskSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.plan, spec.plan);
+        assert_eq!(back.inputs, spec.inputs);
+        assert_eq!(back.id, spec.id);
+    }
+
+    #[test]
+    fn outcome_is_tagged() {
+        let failed = TaskOutcome::Failed(TaskFailure {
+            kind: FailureKind::Storage,
+            message: "boom".into(),
+            retryable: true,
+        });
+        let text = serde_json::to_string(&failed).unwrap();
+        assert!(text.contains("\"status\":\"failed\""), "{text}");
+    }
+}

@@ -1,0 +1,195 @@
+//! `ResultWriterExec`: ends the final stage. Each task attempt writes its partition
+//! as one Parquet file under the job's output prefix; the control plane's manifest
+//! names the committed ones.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, UInt64Array};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+use parquet::arrow::AsyncArrowWriter;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::context::TaskAttempt;
+use crate::protocol::{OutputFile, PartitionSlot, TaskId};
+use crate::shuffle::writer::summary_schema;
+use crate::stores::ObjectUrl;
+
+#[derive(Debug, Clone)]
+pub struct ResultWriterExec {
+    input: Arc<dyn ExecutionPlan>,
+    /// URL prefix of the job's result files.
+    output_dir: String,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl ResultWriterExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>, output_dir: String) -> Self {
+        let partitions = input.output_partitioning().partition_count();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(summary_schema()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self {
+            input,
+            output_dir,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    pub fn output_dir(&self) -> &str {
+        &self.output_dir
+    }
+
+    /// The file one attempt of one task writes.
+    pub fn output_url(&self, task: &TaskId) -> String {
+        format!(
+            "{}/part-{:05}-{}.parquet",
+            self.output_dir.trim_end_matches('/'),
+            task.task,
+            task.attempt
+        )
+    }
+
+    pub async fn write(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+        task: &TaskId,
+    ) -> Result<OutputFile> {
+        let url = self.output_url(task);
+        let target = ObjectUrl::parse(&url)?;
+        let store = ctx.runtime_env().object_store(target.store_url())?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let sink = BufWriter::new(store.clone(), target.path().clone());
+        let mut writer = AsyncArrowWriter::try_new(sink, self.input.schema(), Some(props))?;
+        let mut rows = 0u64;
+        let mut stream = self.input.execute(partition, ctx)?;
+        let written = async {
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch).await?;
+            }
+            Ok::<_, DataFusionError>(())
+        }
+        .await;
+        if let Err(e) = written {
+            // The upload is abandoned unfinished, so no object appears.
+            drop(writer);
+            return Err(e);
+        }
+        writer.close().await?;
+        let size = store
+            .head(target.path())
+            .await
+            .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?
+            .size;
+        MetricBuilder::new(&self.metrics)
+            .output_rows(partition)
+            .add(rows as usize);
+        Ok(OutputFile {
+            url,
+            size,
+            partitions: vec![PartitionSlot {
+                offset: 0,
+                length: size,
+                rows,
+            }],
+        })
+    }
+}
+
+impl DisplayAs for ResultWriterExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ResultWriterExec")
+    }
+}
+
+impl ExecutionPlan for ResultWriterExec {
+    fn name(&self) -> &str {
+        "ResultWriterExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match <[_; 1]>::try_from(children) {
+            Ok([input]) => Ok(Arc::new(ResultWriterExec::new(
+                input,
+                self.output_dir.clone(),
+            ))),
+            Err(_) => internal_err!("ResultWriterExec takes exactly one child"),
+        }
+    }
+
+    /// Writes the partition and yields one summary row (rows, bytes).
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let Some(attempt) = context.session_config().get_extension::<TaskAttempt>() else {
+            return internal_err!("ResultWriterExec runs only inside a Squall task");
+        };
+        let task = attempt.id.clone();
+        let this = self.clone();
+        let fut = async move {
+            let out = this.write(partition, context, &task).await?;
+            Ok(RecordBatch::try_new(
+                summary_schema(),
+                vec![
+                    Arc::new(UInt64Array::from(vec![out.partitions[0].rows])),
+                    Arc::new(UInt64Array::from(vec![out.size])),
+                ],
+            )?)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            summary_schema(),
+            futures::stream::once(fut),
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}

@@ -1,0 +1,260 @@
+//! `run_task`: the one entry point that runs a TaskSpec. The in-process backend and
+//! the Lambda handler both call it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::execution::TaskContext;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{
+    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::MetricValue;
+
+use crate::codec::decode_plan;
+use crate::context::{ExecutorContext, TaskAttempt};
+use crate::protocol::{
+    FailureKind, OutputFile, TaskFailure, TaskMetrics, TaskOutcome, TaskResult, TaskSpec,
+    WIRE_VERSION,
+};
+use crate::result_writer::ResultWriterExec;
+use crate::shuffle::writer::ShuffleWriterExec;
+
+/// Runs one task attempt. Never panics on a bad spec: every failure is a typed
+/// `TaskOutcome::Failed` that says whether a retry can help.
+pub async fn run_task(ctx: &ExecutorContext, spec: TaskSpec) -> TaskResult {
+    let id = spec.id.clone();
+    let outcome = if spec.wire_version != WIRE_VERSION {
+        TaskOutcome::Failed(TaskFailure {
+            kind: FailureKind::WireVersion,
+            message: format!(
+                "task spec has wire version {}, this executor speaks {WIRE_VERSION}",
+                spec.wire_version
+            ),
+            retryable: false,
+        })
+    } else {
+        match run(ctx, spec).await {
+            Ok((output, metrics)) => TaskOutcome::Succeeded { output, metrics },
+            Err(failure) => TaskOutcome::Failed(failure),
+        }
+    };
+    TaskResult {
+        wire_version: WIRE_VERSION,
+        id,
+        outcome,
+    }
+}
+
+async fn run(
+    ctx: &ExecutorContext,
+    spec: TaskSpec,
+) -> std::result::Result<(OutputFile, TaskMetrics), TaskFailure> {
+    let started = Instant::now();
+    let pool = Arc::new(PeakPool::new(spec.memory_limit_bytes as usize));
+    let task_ctx = task_context(ctx, &spec, pool.clone()).map_err(|e| classify(&e))?;
+    let plan = decode_plan(&spec.plan, &task_ctx, spec.inputs).map_err(|e| TaskFailure {
+        kind: FailureKind::PlanDecode,
+        message: format!("cannot decode the stage plan: {e}"),
+        retryable: false,
+    })?;
+    let partition = spec.id.task as usize;
+    let written = if let Some(writer) = plan.downcast_ref::<ShuffleWriterExec>() {
+        writer.write(partition, task_ctx, &spec.id).await
+    } else if let Some(writer) = plan.downcast_ref::<ResultWriterExec>() {
+        writer.write(partition, task_ctx, &spec.id).await
+    } else {
+        internal_err!("a stage plan must end in a Squall writer, not {}", plan.name())
+    };
+    let output = written.map_err(|e| classify(&e))?;
+    let mut metrics = collect_metrics(&plan);
+    metrics.rows_out = output.partitions.iter().map(|s| s.rows).sum();
+    metrics.bytes_out = output.size;
+    metrics.elapsed_ms = started.elapsed().as_millis() as u64;
+    metrics.peak_memory_bytes = pool.peak() as u64;
+    Ok((output, metrics))
+}
+
+fn task_context(
+    ctx: &ExecutorContext,
+    spec: &TaskSpec,
+    pool: Arc<PeakPool>,
+) -> Result<Arc<TaskContext>> {
+    let mut config = ctx.functions.config().clone();
+    for (key, value) in &spec.session_options {
+        config.options_mut().set(key, value)?;
+    }
+    let config = config.with_extension(Arc::new(TaskAttempt {
+        id: spec.id.clone(),
+        spill_dir: ctx.spill_dir.clone(),
+    }));
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(pool)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default()
+                .with_mode(DiskManagerMode::Directories(vec![ctx.spill_dir.clone()])),
+        )
+        .with_object_store_registry(ctx.stores.clone())
+        .build_arc()?;
+    let state = &ctx.functions;
+    Ok(Arc::new(TaskContext::new(
+        Some(spec.id.to_string()),
+        spec.id.job_id.clone(),
+        config,
+        state.scalar_functions().clone(),
+        state.higher_order_functions().clone(),
+        state.aggregate_functions().clone(),
+        state.window_functions().clone(),
+        runtime,
+    )))
+}
+
+/// Maps an error to a task failure, deciding here whether a retry can help.
+pub fn classify(error: &DataFusionError) -> TaskFailure {
+    let message = error.to_string();
+    let (kind, retryable) = match error.find_root() {
+        DataFusionError::ObjectStore(e) => match e.as_ref() {
+            object_store::Error::NotFound { .. } => (FailureKind::NotFound, false),
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => (FailureKind::Storage, false),
+            _ => (FailureKind::Storage, true),
+        },
+        DataFusionError::IoError(_) => (FailureKind::Storage, true),
+        DataFusionError::ResourcesExhausted(_) => (FailureKind::ResourcesExhausted, false),
+        DataFusionError::Internal(_) => (FailureKind::Internal, false),
+        DataFusionError::External(e) => match e.downcast_ref::<object_store::Error>() {
+            Some(object_store::Error::NotFound { .. }) => (FailureKind::NotFound, false),
+            Some(_) => (FailureKind::Storage, true),
+            None => (FailureKind::Execution, false),
+        },
+        _ => (FailureKind::Execution, false),
+    };
+    TaskFailure {
+        kind,
+        message,
+        retryable,
+    }
+}
+
+/// Rows and bytes the plan's leaves read (table scans and shuffle readers).
+fn collect_metrics(plan: &Arc<dyn ExecutionPlan>) -> TaskMetrics {
+    let mut metrics = TaskMetrics::default();
+    let mut stack = vec![plan.clone()];
+    while let Some(node) = stack.pop() {
+        let children = node.children();
+        if let Some(set) = node.metrics() {
+            for metric in set.iter() {
+                match metric.value() {
+                    MetricValue::OutputRows(count) if children.is_empty() => {
+                        metrics.rows_in += count.value() as u64
+                    }
+                    MetricValue::Count { name, count }
+                        if name == "bytes_scanned" || name == "bytes_read" =>
+                    {
+                        metrics.bytes_in += count.value() as u64
+                    }
+                    _ => {}
+                }
+            }
+        }
+        stack.extend(children.into_iter().cloned());
+    }
+    metrics
+}
+
+impl std::fmt::Display for PeakPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (peak {} bytes)", self.inner, self.peak())
+    }
+}
+
+/// A fair spill pool that remembers the most it ever held.
+#[derive(Debug)]
+struct PeakPool {
+    inner: FairSpillPool,
+    peak: AtomicUsize,
+}
+
+impl PeakPool {
+    fn new(limit: usize) -> Self {
+        Self {
+            inner: FairSpillPool::new(limit),
+            peak: AtomicUsize::new(0),
+        }
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    fn note(&self) {
+        self.peak.fetch_max(self.inner.reserved(), Ordering::Relaxed);
+    }
+}
+
+impl MemoryPool for PeakPool {
+    fn name(&self) -> &str {
+        "squall_peak_fair_spill_pool"
+    }
+
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.inner.register(consumer)
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.inner.unregister(consumer)
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.inner.grow(reservation, additional);
+        self.note();
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.inner.shrink(reservation, shrink)
+    }
+
+    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
+        self.inner.try_grow(reservation, additional)?;
+        self.note();
+        Ok(())
+    }
+
+    fn reserved(&self) -> usize {
+        self.inner.reserved()
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        self.inner.memory_limit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryability_is_decided_from_the_root_cause() {
+        let not_found = DataFusionError::ObjectStore(Box::new(object_store::Error::NotFound {
+            path: "x".into(),
+            source: "gone".into(),
+        }));
+        let f = classify(&not_found.context("reading input"));
+        assert_eq!(f.kind, FailureKind::NotFound);
+        assert!(!f.retryable);
+
+        let flaky = DataFusionError::ObjectStore(Box::new(object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset".into(),
+        }));
+        assert!(classify(&flaky).retryable);
+        let oom = DataFusionError::ResourcesExhausted("no".into());
+        assert!(!classify(&oom).retryable);
+        let plan = DataFusionError::Plan("bad".into());
+        assert_eq!(classify(&plan).kind, FailureKind::Execution);
+    }
+}

@@ -1,0 +1,435 @@
+//! `ShuffleWriterExec`: ends a map stage. Runs one input partition, splits its rows
+//! into output partitions (hash, or a single one for gathers), and writes them as one
+//! shuffle file (see `format`) per task attempt.
+//!
+//! Partitions are buffered as compressed IPC streams in memory, accounted in the
+//! task's memory pool; when the pool says no, the buffers go to local temp files and
+//! the object is assembled from them at the end. Small outputs are one PUT.
+
+use std::fmt;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, UInt64Array};
+use arrow::compute::BatchCoalescer;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::CompressionType;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use bytes::Bytes;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::repartition::BatchPartitioner;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+use object_store::buffered::BufWriter;
+use tokio::io::AsyncWriteExt;
+
+use super::format::encode_footer;
+use crate::context::TaskAttempt;
+use crate::protocol::{OutputFile, PartitionSlot, TaskId};
+use crate::stores::ObjectUrl;
+
+/// Where a map task's rows go.
+#[derive(Debug, Clone)]
+pub enum ShuffleOutput {
+    /// Hash-partitioned into `n` partitions with DataFusion's repartition hash, so
+    /// both sides of a partitioned join agree.
+    Hash(Vec<Arc<dyn PhysicalExpr>>, usize),
+    /// All rows in one partition: the consumer gathers every producer.
+    Single,
+}
+
+impl ShuffleOutput {
+    pub fn partition_count(&self) -> usize {
+        match self {
+            ShuffleOutput::Hash(_, n) => *n,
+            ShuffleOutput::Single => 1,
+        }
+    }
+}
+
+impl fmt::Display for ShuffleOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShuffleOutput::Hash(exprs, n) => {
+                let exprs: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+                write!(f, "hash([{}], {n})", exprs.join(", "))
+            }
+            ShuffleOutput::Single => write!(f, "single"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ShuffleWriterExec {
+    input: Arc<dyn ExecutionPlan>,
+    output: ShuffleOutput,
+    /// URL prefix under which this stage's shuffle files go.
+    stage_dir: String,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl ShuffleWriterExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>, output: ShuffleOutput, stage_dir: String) -> Self {
+        let partitions = input.output_partitioning().partition_count();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(summary_schema()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self {
+            input,
+            output,
+            stage_dir,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    pub fn output(&self) -> &ShuffleOutput {
+        &self.output
+    }
+
+    pub fn stage_dir(&self) -> &str {
+        &self.stage_dir
+    }
+
+    /// The object one attempt of one task writes.
+    pub fn output_url(&self, task: &TaskId) -> String {
+        format!(
+            "{}/task-{}-attempt-{}.sqsh",
+            self.stage_dir.trim_end_matches('/'),
+            task.task,
+            task.attempt
+        )
+    }
+
+    /// Runs input partition `partition` and writes its shuffle file.
+    pub async fn write(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+        task: &TaskId,
+    ) -> Result<OutputFile> {
+        let url = self.output_url(task);
+        let target = ObjectUrl::parse(&url)?;
+        let store = ctx.runtime_env().object_store(target.store_url())?;
+        let bytes_written = MetricBuilder::new(&self.metrics).counter("bytes_written", partition);
+        let rows_written = MetricBuilder::new(&self.metrics).output_rows(partition);
+
+        let n = self.output.partition_count();
+        let schema = self.input.schema();
+        let batch_size = ctx.session_config().batch_size();
+        let mut buffers: Vec<PartitionBuffer> = (0..n)
+            .map(|_| PartitionBuffer::new(schema.clone(), batch_size))
+            .collect();
+        let mut partitioner = match &self.output {
+            ShuffleOutput::Hash(exprs, n) => Some(BatchPartitioner::try_new(
+                Partitioning::Hash(exprs.clone(), *n),
+                MetricBuilder::new(&self.metrics).subset_time("repartition_time", partition),
+                partition,
+                self.input.output_partitioning().partition_count(),
+            )?),
+            ShuffleOutput::Single => None,
+        };
+        let reservation = MemoryConsumer::new(format!("ShuffleWriter[{partition}]"))
+            .with_can_spill(true)
+            .register(ctx.memory_pool());
+        let spill_dir = ctx
+            .session_config()
+            .get_extension::<TaskAttempt>()
+            .map(|t| t.spill_dir.clone())
+            .unwrap_or_else(std::env::temp_dir);
+
+        let mut stream = self.input.execute(partition, ctx.clone())?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            match partitioner.as_mut() {
+                Some(p) => p.partition(batch, |i, part| buffers[i].push(part))?,
+                None => buffers[0].push(batch)?,
+            }
+            let held: usize = buffers.iter().map(PartitionBuffer::memory).sum();
+            if reservation.try_resize(held).is_err() {
+                for buffer in &mut buffers {
+                    buffer.spill(&spill_dir)?;
+                }
+                reservation.resize(buffers.iter().map(PartitionBuffer::memory).sum());
+            }
+        }
+
+        let mut sinks = Vec::with_capacity(n);
+        let mut rows = Vec::with_capacity(n);
+        for buffer in buffers {
+            let (sink, count) = buffer.finish()?;
+            sinks.push(sink);
+            rows.push(count);
+        }
+
+        let mut writer = BufWriter::new(store, target.path().clone());
+        let mut slots = Vec::with_capacity(n);
+        let mut offset = 0u64;
+        let upload = async {
+            for (sink, rows) in sinks.into_iter().zip(&rows) {
+                let length = match sink {
+                    Some(sink) => sink.copy_into(&mut writer).await?,
+                    None => 0,
+                };
+                slots.push(PartitionSlot {
+                    offset,
+                    length,
+                    rows: *rows,
+                });
+                offset += length;
+            }
+            let footer = encode_footer(&slots);
+            offset += footer.len() as u64;
+            writer.write_all(&footer).await?;
+            writer.shutdown().await?;
+            Ok::<_, DataFusionError>(())
+        };
+        if let Err(e) = upload.await {
+            // Nothing half-written is left behind: a multipart upload is aborted.
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        bytes_written.add(offset as usize);
+        rows_written.add(rows.iter().sum::<u64>() as usize);
+        Ok(OutputFile {
+            url,
+            size: offset,
+            partitions: slots,
+        })
+    }
+}
+
+/// One output partition being written: small batches are coalesced, then appended
+/// to an IPC stream whose bytes live in memory until spilled.
+struct PartitionBuffer {
+    schema: SchemaRef,
+    coalescer: BatchCoalescer,
+    writer: Option<StreamWriter<SpillSink>>,
+    rows: u64,
+}
+
+impl PartitionBuffer {
+    fn new(schema: SchemaRef, batch_size: usize) -> Self {
+        Self {
+            coalescer: BatchCoalescer::new(schema.clone(), batch_size),
+            schema,
+            writer: None,
+            rows: 0,
+        }
+    }
+
+    fn push(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.coalescer.push_batch(batch)?;
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Result<()> {
+        while let Some(batch) = self.coalescer.next_completed_batch() {
+            self.rows += batch.num_rows() as u64;
+            let writer = match &mut self.writer {
+                Some(w) => w,
+                None => {
+                    let options = IpcWriteOptions::default()
+                        .try_with_compression(Some(CompressionType::ZSTD))?;
+                    self.writer.insert(StreamWriter::try_new_with_options(
+                        SpillSink::default(),
+                        &self.schema,
+                        options,
+                    )?)
+                }
+            };
+            writer.write(&batch)?;
+        }
+        Ok(())
+    }
+
+    fn memory(&self) -> usize {
+        self.writer.as_ref().map_or(0, |w| w.get_ref().mem.capacity())
+    }
+
+    fn spill(&mut self, dir: &std::path::Path) -> Result<()> {
+        if let Some(w) = &mut self.writer {
+            w.get_mut().spill(dir)?;
+        }
+        Ok(())
+    }
+
+    /// The finished stream (None when the partition has no rows) and its row count.
+    fn finish(mut self) -> Result<(Option<SpillSink>, u64)> {
+        self.coalescer.finish_buffered_batch()?;
+        self.drain()?;
+        match self.writer {
+            Some(mut writer) => {
+                writer.finish()?;
+                Ok((Some(writer.into_inner()?), self.rows))
+            }
+            None => Ok((None, 0)),
+        }
+    }
+}
+
+/// Bytes of one IPC stream: a spilled prefix in a temp file, the rest in memory.
+#[derive(Default)]
+struct SpillSink {
+    file: Option<std::fs::File>,
+    spilled: u64,
+    mem: Vec<u8>,
+}
+
+impl SpillSink {
+    fn spill(&mut self, dir: &std::path::Path) -> Result<()> {
+        if self.mem.is_empty() {
+            return Ok(());
+        }
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(tempfile::tempfile_in(dir).map_err(|e| {
+                DataFusionError::Execution(format!(
+                    "cannot create a spill file in {}: {e}",
+                    dir.display()
+                ))
+            })?),
+        };
+        file.write_all(&self.mem)?;
+        self.spilled += self.mem.len() as u64;
+        self.mem = Vec::new();
+        Ok(())
+    }
+
+    async fn copy_into(mut self, writer: &mut BufWriter) -> Result<u64> {
+        if let Some(file) = &mut self.file {
+            file.seek(SeekFrom::Start(0))?;
+            let mut chunk = vec![0u8; 8 << 20];
+            loop {
+                let read = file.read(&mut chunk)?;
+                if read == 0 {
+                    break;
+                }
+                writer.write_all(&chunk[..read]).await?;
+            }
+        }
+        let length = self.spilled + self.mem.len() as u64;
+        writer.put(Bytes::from(self.mem)).await?;
+        Ok(length)
+    }
+}
+
+impl Write for SpillSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.mem.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Schema of the one-row summary `execute` yields per partition written.
+pub fn summary_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("bytes", DataType::UInt64, false),
+    ]))
+}
+
+impl DisplayAs for ShuffleWriterExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ShuffleWriterExec: {}", self.output)
+    }
+}
+
+impl ExecutionPlan for ShuffleWriterExec {
+    fn name(&self) -> &str {
+        "ShuffleWriterExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        if let ShuffleOutput::Hash(exprs, _) = &self.output {
+            for e in exprs {
+                if f(e)? == TreeNodeRecursion::Stop {
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match <[_; 1]>::try_from(children) {
+            Ok([input]) => Ok(Arc::new(ShuffleWriterExec::new(
+                input,
+                self.output.clone(),
+                self.stage_dir.clone(),
+            ))),
+            Err(_) => internal_err!("ShuffleWriterExec takes exactly one child"),
+        }
+    }
+
+    /// Writes the partition and yields one summary row (rows, bytes). The attempt
+    /// comes from the task's [`TaskAttempt`] session extension.
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let Some(attempt) = context.session_config().get_extension::<TaskAttempt>() else {
+            return internal_err!("ShuffleWriterExec runs only inside a Squall task");
+        };
+        let task = attempt.id.clone();
+        let this = self.clone();
+        let fut = async move {
+            let out = this.write(partition, context, &task).await?;
+            let rows: u64 = out.partitions.iter().map(|s| s.rows).sum();
+            Ok(RecordBatch::try_new(
+                summary_schema(),
+                vec![
+                    Arc::new(UInt64Array::from(vec![rows])),
+                    Arc::new(UInt64Array::from(vec![out.size])),
+                ],
+            )?)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            summary_schema(),
+            futures::stream::once(fut),
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
