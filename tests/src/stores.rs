@@ -1,0 +1,168 @@
+//! An object store wrapper that records every request and can fail chosen ones.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetRange, GetResult, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A GET of the whole object (`None`) or of a byte range.
+    Get(Option<String>),
+    Head,
+    Put,
+    PutMultipart,
+    List,
+    Delete,
+    Copy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub op: Op,
+    pub path: String,
+}
+
+/// Fails the next `remaining` requests of kind `op` whose path contains `path_contains`.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub op: Op,
+    pub path_contains: String,
+    pub remaining: usize,
+}
+
+/// Wraps a store; logs every request; injects faults (a generic, retryable error).
+#[derive(Debug)]
+pub struct RecordingStore {
+    inner: Arc<dyn ObjectStore>,
+    state: Arc<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    log: Mutex<Vec<Request>>,
+    faults: Mutex<Vec<Fault>>,
+}
+
+impl RecordingStore {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            state: Arc::default(),
+        })
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.state.faults.lock().unwrap().push(fault);
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    pub fn clear(&self) {
+        self.state.log.lock().unwrap().clear();
+    }
+
+    fn record(&self, op: Op, path: &Path) -> Result<()> {
+        self.state.record(op, path)
+    }
+}
+
+impl State {
+    fn record(&self, op: Op, path: &Path) -> Result<()> {
+        self.log.lock().unwrap().push(Request {
+            op: op.clone(),
+            path: path.to_string(),
+        });
+        let same_kind = |a: &Op, b: &Op| std::mem::discriminant(a) == std::mem::discriminant(b);
+        let mut faults = self.faults.lock().unwrap();
+        if let Some(fault) = faults.iter_mut().find(|f| {
+            f.remaining > 0 && same_kind(&f.op, &op) && path.as_ref().contains(&f.path_contains)
+        }) {
+            fault.remaining -= 1;
+            return Err(object_store::Error::Generic {
+                store: "RecordingStore",
+                source: format!("injected fault: {op:?} {path}").into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for RecordingStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecordingStore({})", self.inner)
+    }
+}
+
+fn describe(range: &GetRange) -> String {
+    match range {
+        GetRange::Bounded(r) => format!("{}..{}", r.start, r.end),
+        GetRange::Offset(o) => format!("{o}.."),
+        GetRange::Suffix(s) => format!("-{s}"),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for RecordingStore {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.record(Op::Put, location)?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.record(Op::PutMultipart, location)?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let op = if options.head {
+            Op::Head
+        } else {
+            Op::Get(options.range.as_ref().map(describe))
+        };
+        self.record(op, location)?;
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        let state = self.state.clone();
+        let checked = locations
+            .map(move |path| path.and_then(|p| state.record(Op::Delete, &p).map(|_| p)))
+            .boxed();
+        self.inner.delete_stream(checked)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let path = prefix.cloned().unwrap_or_default();
+        if let Err(e) = self.record(Op::List, &path) {
+            return futures::stream::once(async move { Err(e) }).boxed();
+        }
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.record(Op::List, &prefix.cloned().unwrap_or_default())?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.record(Op::Copy, to)?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
