@@ -210,10 +210,14 @@ pub async fn resolve_table(spec: &TableSpec, store: &Arc<dyn ObjectStore>) -> Re
                 .await
                 .map_err(|e| table_err(format!("cannot list {url}: {e}")))?;
             // Hidden and marker files (`.crc`, `_SUCCESS`, manifests) are not data.
+            // Only the parts below the table's prefix count: the prefix itself may
+            // sit in a hidden folder.
             files.retain(|f| {
-                f.location.parts().all(|p| {
-                    let p = p.as_ref();
-                    !p.starts_with('.') && !p.starts_with('_')
+                f.location.prefix_match(path).is_some_and(|mut rest| {
+                    rest.all(|p| {
+                        let p = p.as_ref();
+                        !p.starts_with('.') && !p.starts_with('_')
+                    })
                 })
             });
             files.sort_by(|a, b| a.location.cmp(&b.location));
