@@ -1,0 +1,129 @@
+//! Counts object-store requests during a job: each map task writes its shuffle
+//! output with one PUT, and each reducer task reads from each producer with at most
+//! one GET (ranged, many producers at once).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use squall_control_plane::planner::StageOutput;
+use squall_control_plane::tpch::{self, TABLES};
+use squall_control_plane::{Engine, JobRequest, PlanOptions};
+use squall_executor::StoreRegistry;
+use squall_tests::stores::{Op, RecordingStore};
+use squall_tests::{compare, expected_answer, files_under, is_ordered, render, tpch_data};
+
+/// Copies the local TPC-H files into `store` under `tpch/`.
+async fn load(store: &RecordingStore, scale: &str) {
+    let data = tpch_data(scale).await;
+    for file in files_under(&data) {
+        let rel = file.strip_prefix(&data).unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&file).unwrap();
+        store
+            .put(&ObjectPath::from(format!("tpch/{rel}")), bytes.into())
+            .await
+            .unwrap();
+    }
+}
+
+fn stage_of(path: &str) -> Option<u32> {
+    path.split('/')
+        .find_map(|part| part.strip_prefix("stage-"))
+        .and_then(|id| id.parse().ok())
+}
+
+async fn check_query(q: usize, width: usize) {
+    let recording = RecordingStore::new(Arc::new(InMemory::new()));
+    load(&recording, "0.01").await;
+    recording.clear();
+    let stores = Arc::new(StoreRegistry::new());
+    stores.register("memory:///", recording.clone()).unwrap();
+    let engine = Engine::embedded_with(stores, Some(3), "memory:///work").unwrap();
+    let tables = TABLES
+        .iter()
+        .map(|t| squall_control_plane::TableSpec::new(*t, format!("memory:///tpch/{t}/")))
+        .collect();
+    let mut request = JobRequest::new(tpch::query(q).unwrap(), tables);
+    request.plan = PlanOptions {
+        shuffle_partitions: width,
+        ..PlanOptions::default()
+    };
+    let result = engine.run(&request, None).await.unwrap();
+    let rows = render(result.batches.as_deref().unwrap_or_default());
+    compare(&expected_answer("0.01", q), &rows, is_ordered(q)).unwrap();
+
+    let dag = &result.dag;
+    let map_tasks: usize = dag
+        .stages
+        .iter()
+        .filter(|s| s.output != StageOutput::Result)
+        .map(|s| s.tasks)
+        .sum();
+    assert!(dag.stages.len() >= 3, "Q{q} should shuffle: {}", dag.display(&[]));
+
+    let requests = recording.requests();
+    let shuffle: Vec<_> = requests.iter().filter(|r| r.path.ends_with(".sqsh")).collect();
+    let mut puts: HashMap<&str, usize> = HashMap::new();
+    let mut gets: HashMap<&str, usize> = HashMap::new();
+    for r in &shuffle {
+        match &r.op {
+            Op::Put | Op::PutMultipart => *puts.entry(&r.path).or_default() += 1,
+            Op::Get(range) => {
+                assert!(range.is_some(), "reducers read ranges, not whole files: {r:?}");
+                *gets.entry(&r.path).or_default() += 1
+            }
+            Op::Delete => {}
+            other => panic!("unexpected {other:?} of shuffle file {}", r.path),
+        }
+    }
+    assert_eq!(puts.len(), map_tasks, "one shuffle object per map task");
+    for (path, n) in &puts {
+        assert_eq!(*n, 1, "{path} written with {n} requests");
+    }
+    // Consumers of each stage: every task of every stage that reads it.
+    let mut consumers: HashMap<u32, usize> = HashMap::new();
+    for stage in &dag.stages {
+        for input in &stage.inputs {
+            *consumers.entry(*input).or_default() += stage.tasks;
+        }
+    }
+    let mut total_gets = 0;
+    for (path, n) in &gets {
+        let stage = stage_of(path).unwrap_or_else(|| panic!("no stage in {path}"));
+        let limit = consumers.get(&stage).copied().unwrap_or(0);
+        assert!(
+            *n <= limit,
+            "{path}: {n} GETs but stage {stage} has only {limit} consumer tasks"
+        );
+        total_gets += n;
+    }
+    assert!(total_gets > 0, "Q{q} read no shuffle data");
+    eprintln!("Q{q} width {width}: {map_tasks} map tasks, {} shuffle PUTs, {total_gets} shuffle GETs over {} files", puts.len(), gets.len());
+    // Nothing of the job is left in the store but the tables.
+    let left: Vec<_> = {
+        use futures::TryStreamExt;
+        recording
+            .list(Some(&ObjectPath::from("work")))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+    };
+    assert!(left.is_empty(), "job left {} objects, e.g. {:?}", left.len(), left.first());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q3_shuffle_requests() {
+    check_query(3, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q5_shuffle_requests() {
+    check_query(5, 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q18_shuffle_requests() {
+    check_query(18, 4).await;
+}
