@@ -19,7 +19,9 @@ async fn main() -> ExitCode {
     match cli::run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line: DataFusion's messages sometimes span several.
+            let message: Vec<String> = e.to_string().lines().map(|l| l.trim().to_string()).collect();
+            eprintln!("error: {}", message.join(" "));
             ExitCode::from(e.exit_code())
         }
     }

@@ -280,10 +280,18 @@ pub async fn register_table(ctx: &SessionContext, table: &ResolvedTable) -> Resu
     let extension = common_extension(&table.files);
     let options = ListingOptions::new(table.format.file_format())
         .with_file_extension(extension);
-    let schema = options
-        .infer_schema(&ctx.state(), &listing_url)
-        .await
-        .map_err(|e| table_err(format!("cannot read the schema of its files: {e}")))?;
+    let state = ctx.state();
+    let schema = match options.infer_schema(&state, &listing_url).await {
+        Ok(schema) => schema,
+        Err(e) => {
+            let culprit = match state.runtime_env().object_store(listing_url.object_store()) {
+                Ok(store) => unreadable_file(&state, &store, table).await,
+                Err(_) => None,
+            };
+            let what = culprit.unwrap_or_else(|| format!("its files at {}", table.url));
+            return Err(table_err(format!("cannot read the schema of {what}: {e}")));
+        }
+    };
     let config = ListingTableConfig::new(listing_url)
         .with_listing_options(options)
         .with_schema(schema);
@@ -291,6 +299,28 @@ pub async fn register_table(ctx: &SessionContext, table: &ResolvedTable) -> Resu
     ctx.register_table(table.spec.name.as_str(), Arc::new(provider))
         .map_err(|e| table_err(e.to_string()))?;
     Ok(())
+}
+
+/// The first of (at most 64 of) a table's files whose schema cannot be read, as a
+/// URL, to name it in the error.
+async fn unreadable_file(
+    state: &datafusion::execution::SessionState,
+    store: &Arc<dyn ObjectStore>,
+    table: &ResolvedTable,
+) -> Option<String> {
+    let format = table.format.file_format();
+    for file in table.files.iter().take(64) {
+        if format
+            .infer_schema(state, store, std::slice::from_ref(file))
+            .await
+            .is_err()
+        {
+            let mut url = table.url.clone();
+            url.set_path(&format!("/{}", file.location));
+            return Some(url.to_string());
+        }
+    }
+    None
 }
 
 /// The extension (with its dot) all files share, or "" when they do not share one.

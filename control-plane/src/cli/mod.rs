@@ -247,11 +247,33 @@ async fn demo(args: DemoArgs) -> Result<()> {
             args.scale,
             args.data.display()
         );
-        std::fs::create_dir_all(&args.data).map_err(|e| SquallError::Io {
-            context: format!("cannot create {}", args.data.display()),
-            source: e,
-        })?;
-        tpch::generate(&engine.stores, args.scale, &args.data.to_string_lossy(), 4, |_| {}).await?;
+        // Generate next to the target and rename it into place, so that an
+        // interrupted run never leaves data that looks complete.
+        let staging = staging_dir(&args.data);
+        let io = |context: String| move |source| SquallError::Io { context, source };
+        std::fs::create_dir_all(&staging)
+            .map_err(io(format!("cannot create {}", staging.display())))?;
+        let bar = progress::file_bar(4 * tpch::TABLES.len() as u64, "writing TPC-H");
+        let generated = tpch::generate(&engine.stores, args.scale, &staging.to_string_lossy(), 4, |_| {
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        })
+        .await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        if let Err(e) = generated {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        if args.data.exists() {
+            // An incomplete earlier copy.
+            std::fs::remove_dir_all(&args.data)
+                .map_err(io(format!("cannot replace {}", args.data.display())))?;
+        }
+        std::fs::rename(&staging, &args.data)
+            .map_err(io(format!("cannot move data into {}", args.data.display())))?;
     }
     let root = squall_control_plane::tables::to_url(&args.data.to_string_lossy())?;
     let tables = tpch::table_specs(root.as_str());
@@ -276,6 +298,16 @@ async fn demo(args: DemoArgs) -> Result<()> {
         println!();
     }
     Ok(())
+}
+
+/// A private sibling of `dir` to build it in.
+fn staging_dir(dir: &std::path::Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map_or_else(|| "data".to_string(), |n| n.to_string_lossy().to_string());
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    let staging = format!(".{name}.partial-{}", std::process::id());
+    parent.map_or_else(|| PathBuf::from(&staging), |p| p.join(&staging))
 }
 
 impl From<Format> for output::OutputFormat {

@@ -1,0 +1,235 @@
+//! The `squall` binary as a user meets it: what goes to stdout, what to stderr, and
+//! exit codes (0 success, 2 bad input, 1 internal failure).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn squall(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(args)
+        .env("SQUALL_LOG", "off")
+        .output()
+        .expect("run squall")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_string()
+}
+
+/// A small CSV table: id, name, score.
+fn people(dir: &Path) -> String {
+    let file = dir.join("people.csv");
+    std::fs::write(&file, "id,name,score\n1,ada,3.5\n2,bob,1.25\n3,cy,2.0\n").unwrap();
+    format!("people={}", file.display())
+}
+
+/// Asserts a failed run: exit code, one line on stderr naming the problem, nothing on stdout.
+fn assert_user_error(out: &Output, needle: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "stdout: {}", text(&out.stdout));
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains(&needle.to_lowercase()),
+        "stderr should name '{needle}': {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn csv_output_is_header_then_rows_and_stderr_is_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = people(dir.path());
+    let out = squall(&[
+        "run", "--table", &table, "--sql", "SELECT name, score FROM people WHERE id > 1 ORDER BY id",
+        "--format", "csv",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "name,score\nbob,1.25\ncy,2.0\n");
+    assert!(out.stderr.is_empty(), "no progress when stderr is not a terminal: {}", text(&out.stderr));
+}
+
+#[test]
+fn json_output_is_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = people(dir.path());
+    let out = squall(&[
+        "run", "--table", &table, "--sql", "SELECT id, name FROM people ORDER BY id DESC",
+        "--format", "json", "--executors", "2", "--shuffle-partitions", "3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["id"], 3);
+    assert_eq!(lines[2]["name"], "ada");
+}
+
+#[test]
+fn table_output_is_a_pretty_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = people(dir.path());
+    let out = squall(&["run", "--table", &table, "--sql", "SELECT count(*) AS n FROM people"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("| n |"), "{stdout}");
+    assert!(stdout.contains("| 3 |"), "{stdout}");
+}
+
+#[test]
+fn sql_file_and_explicit_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("people.txt");
+    std::fs::write(&data, "id,name\n7,zed\n").unwrap();
+    let sql = dir.path().join("q.sql");
+    std::fs::write(&sql, "SELECT name FROM p").unwrap();
+    let out = squall(&[
+        "run", "--table", &format!("p:csv={}", data.display()), "--sql-file",
+        sql.to_str().unwrap(), "--format", "csv",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "name\nzed\n");
+    // Without the format, the extension does not say.
+    let out = squall(&["run", "--table", &format!("p={}", data.display()), "--sql", "SELECT 1 FROM p"]);
+    assert_user_error(&out, "format");
+}
+
+#[test]
+fn output_url_keeps_result_and_manifest_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = people(dir.path());
+    let result = dir.path().join("result");
+    let args = [
+        "run", "--table", &table, "--sql", "SELECT * FROM people", "--format", "csv",
+        "--output", result.to_str().unwrap(),
+    ];
+    let out = squall(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 4);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(result.join("_squall_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["rows"], 3);
+    for file in manifest["files"].as_array().unwrap() {
+        let url = file["url"].as_str().unwrap();
+        let path = url.strip_prefix("file://").unwrap();
+        assert!(Path::new(path).exists(), "{url}");
+    }
+    let again = squall(&args);
+    assert_user_error(&again, "already holds");
+}
+
+#[test]
+fn syntax_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = squall(&["run", "--table", &people(dir.path()), "--sql", "SELEC name FROM people"]);
+    assert_user_error(&out, "SELEC");
+}
+
+#[test]
+fn unknown_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = squall(&["run", "--table", &people(dir.path()), "--sql", "SELECT * FROM nowhere"]);
+    assert_user_error(&out, "nowhere");
+}
+
+#[test]
+fn unknown_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = squall(&["run", "--table", &people(dir.path()), "--sql", "SELECT shoe_size FROM people"]);
+    assert_user_error(&out, "shoe_size");
+}
+
+#[test]
+fn missing_file() {
+    let out = squall(&["run", "--table", "t=/no/such/dir/t.parquet", "--sql", "SELECT * FROM t"]);
+    assert_user_error(&out, "/no/such/dir");
+}
+
+#[test]
+fn unreadable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.parquet");
+    std::fs::write(&file, b"this is not parquet at all").unwrap();
+    let out = squall(&["run", "--table", &format!("b={}", file.display()), "--sql", "SELECT * FROM b"]);
+    assert_user_error(&out, "broken.parquet");
+}
+
+#[test]
+fn missing_sql_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = squall(&["run", "--table", &people(dir.path()), "--sql-file", "/no/such/query.sql"]);
+    assert_user_error(&out, "/no/such/query.sql");
+}
+
+#[test]
+fn bad_table_argument() {
+    let out = squall(&["run", "--table", "no_equals_sign", "--sql", "SELECT 1"]);
+    assert_user_error(&out, "no_equals_sign");
+    let out = squall(&["run", "--table", "t:xml=/tmp/x", "--sql", "SELECT 1"]);
+    assert_user_error(&out, "xml");
+}
+
+#[test]
+fn statements_other_than_queries_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = people(dir.path());
+    for (sql, kind) in [
+        ("CREATE TABLE x AS SELECT 1", "CREATE TABLE"),
+        ("INSERT INTO people VALUES (4, 'dee', 1.0)", "INSERT"),
+        ("DROP TABLE people", "DROP TABLE"),
+        ("COPY people TO '/tmp/squall-copy-test.csv'", "COPY"),
+        ("CREATE EXTERNAL TABLE y STORED AS CSV LOCATION '/tmp/y.csv'", "CREATE EXTERNAL TABLE"),
+        ("DELETE FROM people", "DELETE"),
+    ] {
+        let out = squall(&["run", "--table", &table, "--sql", sql]);
+        assert_user_error(&out, "rejected");
+        assert!(text(&out.stderr).contains(kind), "{sql}: {}", text(&out.stderr));
+    }
+    assert!(!Path::new("/tmp/squall-copy-test.csv").exists());
+}
+
+#[test]
+fn runtime_error_in_a_task_is_the_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = squall(&[
+        "run", "--table", &people(dir.path()), "--sql",
+        "SELECT CAST(name AS INT) FROM people",
+    ]);
+    assert_user_error(&out, "cast");
+}
+
+#[test]
+fn plan_prints_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = squall(&[
+        "plan", "--table", &people(dir.path()), "--sql",
+        "SELECT name, count(*) FROM people GROUP BY name ORDER BY name", "--shuffle-partitions", "3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Stage 1 ["), "{stdout}");
+    assert!(stdout.contains("ShuffleWriterExec: hash("), "{stdout}");
+    assert!(stdout.contains("ResultWriterExec"), "{stdout}");
+}
+
+#[test]
+fn tpch_generates_parts_and_rejects_bad_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("tpch");
+    let out = squall(&["tpch", "--scale", "0.001", "--parts", "2", "--out", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for table in ["lineitem", "orders", "nation", "region"] {
+        let files = std::fs::read_dir(out_dir.join(table)).unwrap().count();
+        assert_eq!(files, 2, "{table}");
+    }
+    let count = squall(&[
+        "run", "--table", &format!("nation={}", out_dir.join("nation").display()), "--sql",
+        "SELECT count(*) AS n FROM nation", "--format", "csv",
+    ]);
+    assert_eq!(text(&count.stdout), "n\n25\n", "{}", text(&count.stderr));
+    let bad = squall(&["tpch", "--scale", "0", "--out", out_dir.to_str().unwrap()]);
+    assert_user_error(&bad, "scale");
+}
