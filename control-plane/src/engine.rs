@@ -37,7 +37,11 @@ impl Engine {
     /// In-process executors, temporary files under the OS temp directory.
     pub fn embedded(executors: Option<usize>) -> Result<Self> {
         let work_root = to_url(&std::env::temp_dir().join("squall-work").to_string_lossy())?;
-        Self::embedded_with(Arc::new(StoreRegistry::new()), executors, work_root.as_str())
+        Self::embedded_with(
+            Arc::new(StoreRegistry::new()),
+            executors,
+            work_root.as_str(),
+        )
     }
 
     /// In-process executors sharing `stores` with the control plane.
@@ -246,7 +250,8 @@ pub struct ManifestFile {
 pub async fn read_result(stores: &StoreRegistry, files: &[OutputFile]) -> Result<Vec<RecordBatch>> {
     let mut batches = Vec::new();
     for file in files {
-        let target = ObjectUrl::parse(&file.url).map_err(|source| SquallError::Internal { source })?;
+        let target =
+            ObjectUrl::parse(&file.url).map_err(|source| SquallError::Internal { source })?;
         let store = stores
             .get_store(target.store_url().as_ref())
             .map_err(|source| SquallError::Internal { source })?;

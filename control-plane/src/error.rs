@@ -88,7 +88,9 @@ impl SquallError {
             | DataFusionError::SchemaError(..)
             | DataFusionError::NotImplemented(_)
             | DataFusionError::Configuration(_) => SquallError::Plan { source: error },
-            DataFusionError::ObjectStore(e) if matches!(**e, object_store::Error::NotFound { .. }) => {
+            DataFusionError::ObjectStore(e)
+                if matches!(**e, object_store::Error::NotFound { .. }) =>
+            {
                 SquallError::Plan { source: error }
             }
             _ => SquallError::Internal { source: error },

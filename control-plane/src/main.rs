@@ -20,7 +20,11 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: DataFusion's messages sometimes span several.
-            let message: Vec<String> = e.to_string().lines().map(|l| l.trim().to_string()).collect();
+            let message: Vec<String> = e
+                .to_string()
+                .lines()
+                .map(|l| l.trim().to_string())
+                .collect();
             eprintln!("error: {}", message.join(" "));
             ExitCode::from(e.exit_code())
         }

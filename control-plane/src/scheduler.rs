@@ -52,10 +52,26 @@ impl Default for TaskOptions {
 /// What the scheduler tells whoever watches a job.
 #[derive(Debug, Clone)]
 pub enum JobEvent {
-    StageStarted { stage: u32, tasks: usize },
-    TaskSucceeded { stage: u32, task: u32, metrics: TaskMetrics },
-    TaskRetrying { stage: u32, task: u32, attempt: u32, failure: TaskFailure },
-    StageFinished { stage: u32 },
+    StageStarted {
+        stage: u32,
+        /// Stages in the job (stage ids run from 1 to this).
+        of: usize,
+        tasks: usize,
+    },
+    TaskSucceeded {
+        stage: u32,
+        task: u32,
+        metrics: TaskMetrics,
+    },
+    TaskRetrying {
+        stage: u32,
+        task: u32,
+        attempt: u32,
+        failure: TaskFailure,
+    },
+    StageFinished {
+        stage: u32,
+    },
 }
 
 pub trait ProgressSink: Send + Sync {
@@ -143,7 +159,7 @@ impl Scheduler<'_> {
                             producers: committed[id].clone(),
                         })
                         .collect();
-                    running.push(self.run_stage(stage, inputs, gate.clone()));
+                    running.push(self.run_stage(stage, dag.stages.len(), inputs, gate.clone()));
                 }
             }
             let Some((stage, result, stage_written)) = running.next().await else {
@@ -185,6 +201,7 @@ impl Scheduler<'_> {
     async fn run_stage(
         &self,
         stage: &Stage,
+        of: usize,
         inputs: Vec<StageInput>,
         gate: Arc<JobGate>,
     ) -> (u32, Result<(Vec<OutputFile>, StageStats)>, Vec<String>) {
@@ -195,6 +212,7 @@ impl Scheduler<'_> {
         };
         self.emit(JobEvent::StageStarted {
             stage: stage.id,
+            of,
             tasks: stage.tasks,
         });
         let inputs = Arc::new(inputs);
@@ -250,10 +268,18 @@ impl Scheduler<'_> {
         let mut attempt = 0;
         loop {
             let Ok(_permit) = gate.permits.acquire().await else {
-                return (task, attempt, Err(SquallError::Backend("scheduler closed".into())));
+                return (
+                    task,
+                    attempt,
+                    Err(SquallError::Backend("scheduler closed".into())),
+                );
             };
             if gate.failed.load(Ordering::SeqCst) {
-                return (task, attempt, Err(SquallError::Backend("job cancelled".into())));
+                return (
+                    task,
+                    attempt,
+                    Err(SquallError::Backend("job cancelled".into())),
+                );
             }
             let id = TaskId {
                 job_id: self.job_id.to_string(),

@@ -109,9 +109,7 @@ impl FromStr for TableSpec {
     /// `NAME=URL` or `NAME:FORMAT=URL`.
     fn from_str(s: &str) -> Result<Self> {
         let (head, url) = s.split_once('=').ok_or_else(|| {
-            SquallError::InvalidArgument(format!(
-                "table '{s}' is not NAME=URL or NAME:FORMAT=URL"
-            ))
+            SquallError::InvalidArgument(format!("table '{s}' is not NAME=URL or NAME:FORMAT=URL"))
         })?;
         let (name, format) = match head.split_once(':') {
             Some((name, format)) => (name, Some(format.parse()?)),
@@ -178,7 +176,10 @@ impl ResolvedTable {
 }
 
 /// Lists a table's files and settles its format.
-pub async fn resolve_table(spec: &TableSpec, store: &Arc<dyn ObjectStore>) -> Result<ResolvedTable> {
+pub async fn resolve_table(
+    spec: &TableSpec,
+    store: &Arc<dyn ObjectStore>,
+) -> Result<ResolvedTable> {
     let table_err = |message: String| SquallError::Table {
         table: spec.name.clone(),
         message,
@@ -278,8 +279,7 @@ pub async fn register_table(ctx: &SessionContext, table: &ResolvedTable) -> Resu
         .map_err(|e| table_err(format!("invalid URL: {e}")))?;
     // The extension filter must match exactly what `resolve_table` kept.
     let extension = common_extension(&table.files);
-    let options = ListingOptions::new(table.format.file_format())
-        .with_file_extension(extension);
+    let options = ListingOptions::new(table.format.file_format()).with_file_extension(extension);
     let state = ctx.state();
     let schema = match options.infer_schema(&state, &listing_url).await {
         Ok(schema) => schema,
@@ -352,19 +352,33 @@ mod tests {
         assert_eq!(t.format, Some(TableFormat::Csv));
         assert!("noequals".parse::<TableSpec>().is_err());
         assert!("9x=a".parse::<TableSpec>().is_err());
-        assert!("x:xml=a".parse::<TableSpec>().unwrap_err().to_string().contains("xml"));
+        assert!(
+            "x:xml=a"
+                .parse::<TableSpec>()
+                .unwrap_err()
+                .to_string()
+                .contains("xml")
+        );
     }
 
     #[tokio::test]
     async fn resolves_prefixes_and_infers_formats() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        for key in ["t/a.csv", "t/b.csv", "t/_SUCCESS", "mixed/a.csv", "mixed/b.json"] {
+        for key in [
+            "t/a.csv",
+            "t/b.csv",
+            "t/_SUCCESS",
+            "mixed/a.csv",
+            "mixed/b.json",
+        ] {
             store
                 .put(&key.into(), PutPayload::from_static(b"x\n1\n"))
                 .await
                 .unwrap();
         }
-        let t = resolve_table(&TableSpec::new("t", "memory:///t"), &store).await.unwrap();
+        let t = resolve_table(&TableSpec::new("t", "memory:///t"), &store)
+            .await
+            .unwrap();
         assert_eq!(t.format, TableFormat::Csv);
         assert_eq!(t.files.len(), 2);
         assert_eq!(t.url.as_str(), "memory:///t/");

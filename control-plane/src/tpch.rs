@@ -95,7 +95,8 @@ pub async fn generate(
     let root = to_url(out)?;
     let root = root.as_str().trim_end_matches('/').to_string();
     let store = {
-        let target = ObjectUrl::parse(&root).map_err(|e| SquallError::InvalidArgument(e.to_string()))?;
+        let target =
+            ObjectUrl::parse(&root).map_err(|e| SquallError::InvalidArgument(e.to_string()))?;
         stores
             .get_store(target.store_url().as_ref())
             .map_err(|e| SquallError::InvalidArgument(format!("--out: {e}")))?
@@ -114,7 +115,8 @@ pub async fn generate(
                     tokio::task::spawn_blocking(move || encode_part(table, scale, part, parts))
                         .await
                         .map_err(|e| SquallError::Backend(format!("generator crashed: {e}")))??;
-                let target = ObjectUrl::parse(&url).map_err(|source| SquallError::Internal { source })?;
+                let target =
+                    ObjectUrl::parse(&url).map_err(|source| SquallError::Internal { source })?;
                 store.put(target.path(), PutPayload::from(encoded)).await?;
                 Ok::<_, SquallError>(url)
             }
@@ -138,7 +140,11 @@ fn encode_part(table: &str, scale: f64, part: usize, parts: usize) -> Result<Byt
         "customer" => Box::new(CustomerArrow::new(CustomerGenerator::new(scale, p, n))),
         "orders" => Box::new(OrderArrow::new(OrderGenerator::new(scale, p, n))),
         "lineitem" => Box::new(LineItemArrow::new(LineItemGenerator::new(scale, p, n))),
-        other => return Err(SquallError::InvalidArgument(format!("unknown TPC-H table {other}"))),
+        other => {
+            return Err(SquallError::InvalidArgument(format!(
+                "unknown TPC-H table {other}"
+            )));
+        }
     };
     let schema = reader.schema();
     let batches: Vec<RecordBatch> = reader
@@ -165,7 +171,8 @@ fn encode_part(table: &str, scale: f64, part: usize, parts: usize) -> Result<Byt
         }
         writer.close().map(|_| ())
     };
-    encode().map_err(|e| SquallError::Backend(format!("cannot encode {table} part {part}: {e}")))?;
+    encode()
+        .map_err(|e| SquallError::Backend(format!("cannot encode {table} part {part}: {e}")))?;
     Ok(Bytes::from(buffer))
 }
 
@@ -173,7 +180,11 @@ fn encode_part(table: &str, scale: f64, part: usize, parts: usize) -> Result<Byt
 pub fn local_data_present(root: &std::path::Path) -> bool {
     TABLES.iter().all(|t| {
         std::fs::read_dir(root.join(t))
-            .map(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "parquet")))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            })
             .unwrap_or(false)
     })
 }

@@ -42,12 +42,21 @@ fn csv_output_is_header_then_rows_and_stderr_is_quiet() {
     let dir = tempfile::tempdir().unwrap();
     let table = people(dir.path());
     let out = squall(&[
-        "run", "--table", &table, "--sql", "SELECT name, score FROM people WHERE id > 1 ORDER BY id",
-        "--format", "csv",
+        "run",
+        "--table",
+        &table,
+        "--sql",
+        "SELECT name, score FROM people WHERE id > 1 ORDER BY id",
+        "--format",
+        "csv",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "name,score\nbob,1.25\ncy,2.0\n");
-    assert!(out.stderr.is_empty(), "no progress when stderr is not a terminal: {}", text(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "no progress when stderr is not a terminal: {}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -55,8 +64,17 @@ fn json_output_is_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let table = people(dir.path());
     let out = squall(&[
-        "run", "--table", &table, "--sql", "SELECT id, name FROM people ORDER BY id DESC",
-        "--format", "json", "--executors", "2", "--shuffle-partitions", "3",
+        "run",
+        "--table",
+        &table,
+        "--sql",
+        "SELECT id, name FROM people ORDER BY id DESC",
+        "--format",
+        "json",
+        "--executors",
+        "2",
+        "--shuffle-partitions",
+        "3",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let lines: Vec<serde_json::Value> = text(&out.stdout)
@@ -72,7 +90,13 @@ fn json_output_is_one_object_per_line() {
 fn table_output_is_a_pretty_table() {
     let dir = tempfile::tempdir().unwrap();
     let table = people(dir.path());
-    let out = squall(&["run", "--table", &table, "--sql", "SELECT count(*) AS n FROM people"]);
+    let out = squall(&[
+        "run",
+        "--table",
+        &table,
+        "--sql",
+        "SELECT count(*) AS n FROM people",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("| n |"), "{stdout}");
@@ -87,13 +111,24 @@ fn sql_file_and_explicit_format() {
     let sql = dir.path().join("q.sql");
     std::fs::write(&sql, "SELECT name FROM p").unwrap();
     let out = squall(&[
-        "run", "--table", &format!("p:csv={}", data.display()), "--sql-file",
-        sql.to_str().unwrap(), "--format", "csv",
+        "run",
+        "--table",
+        &format!("p:csv={}", data.display()),
+        "--sql-file",
+        sql.to_str().unwrap(),
+        "--format",
+        "csv",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "name\nzed\n");
     // Without the format, the extension does not say.
-    let out = squall(&["run", "--table", &format!("p={}", data.display()), "--sql", "SELECT 1 FROM p"]);
+    let out = squall(&[
+        "run",
+        "--table",
+        &format!("p={}", data.display()),
+        "--sql",
+        "SELECT 1 FROM p",
+    ]);
     assert_user_error(&out, "format");
 }
 
@@ -103,14 +138,22 @@ fn output_url_keeps_result_and_manifest_and_refuses_to_overwrite() {
     let table = people(dir.path());
     let result = dir.path().join("result");
     let args = [
-        "run", "--table", &table, "--sql", "SELECT * FROM people", "--format", "csv",
-        "--output", result.to_str().unwrap(),
+        "run",
+        "--table",
+        &table,
+        "--sql",
+        "SELECT * FROM people",
+        "--format",
+        "csv",
+        "--output",
+        result.to_str().unwrap(),
     ];
     let out = squall(&args);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).lines().count(), 4);
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(result.join("_squall_manifest.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(result.join("_squall_manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(manifest["rows"], 3);
     for file in manifest["files"].as_array().unwrap() {
         let url = file["url"].as_str().unwrap();
@@ -124,27 +167,51 @@ fn output_url_keeps_result_and_manifest_and_refuses_to_overwrite() {
 #[test]
 fn syntax_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = squall(&["run", "--table", &people(dir.path()), "--sql", "SELEC name FROM people"]);
+    let out = squall(&[
+        "run",
+        "--table",
+        &people(dir.path()),
+        "--sql",
+        "SELEC name FROM people",
+    ]);
     assert_user_error(&out, "SELEC");
 }
 
 #[test]
 fn unknown_table() {
     let dir = tempfile::tempdir().unwrap();
-    let out = squall(&["run", "--table", &people(dir.path()), "--sql", "SELECT * FROM nowhere"]);
+    let out = squall(&[
+        "run",
+        "--table",
+        &people(dir.path()),
+        "--sql",
+        "SELECT * FROM nowhere",
+    ]);
     assert_user_error(&out, "nowhere");
 }
 
 #[test]
 fn unknown_column() {
     let dir = tempfile::tempdir().unwrap();
-    let out = squall(&["run", "--table", &people(dir.path()), "--sql", "SELECT shoe_size FROM people"]);
+    let out = squall(&[
+        "run",
+        "--table",
+        &people(dir.path()),
+        "--sql",
+        "SELECT shoe_size FROM people",
+    ]);
     assert_user_error(&out, "shoe_size");
 }
 
 #[test]
 fn missing_file() {
-    let out = squall(&["run", "--table", "t=/no/such/dir/t.parquet", "--sql", "SELECT * FROM t"]);
+    let out = squall(&[
+        "run",
+        "--table",
+        "t=/no/such/dir/t.parquet",
+        "--sql",
+        "SELECT * FROM t",
+    ]);
     assert_user_error(&out, "/no/such/dir");
 }
 
@@ -153,14 +220,26 @@ fn unreadable_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broken.parquet");
     std::fs::write(&file, b"this is not parquet at all").unwrap();
-    let out = squall(&["run", "--table", &format!("b={}", file.display()), "--sql", "SELECT * FROM b"]);
+    let out = squall(&[
+        "run",
+        "--table",
+        &format!("b={}", file.display()),
+        "--sql",
+        "SELECT * FROM b",
+    ]);
     assert_user_error(&out, "broken.parquet");
 }
 
 #[test]
 fn missing_sql_file() {
     let dir = tempfile::tempdir().unwrap();
-    let out = squall(&["run", "--table", &people(dir.path()), "--sql-file", "/no/such/query.sql"]);
+    let out = squall(&[
+        "run",
+        "--table",
+        &people(dir.path()),
+        "--sql-file",
+        "/no/such/query.sql",
+    ]);
     assert_user_error(&out, "/no/such/query.sql");
 }
 
@@ -181,12 +260,19 @@ fn statements_other_than_queries_are_rejected() {
         ("INSERT INTO people VALUES (4, 'dee', 1.0)", "INSERT"),
         ("DROP TABLE people", "DROP TABLE"),
         ("COPY people TO '/tmp/squall-copy-test.csv'", "COPY"),
-        ("CREATE EXTERNAL TABLE y STORED AS CSV LOCATION '/tmp/y.csv'", "CREATE EXTERNAL TABLE"),
+        (
+            "CREATE EXTERNAL TABLE y STORED AS CSV LOCATION '/tmp/y.csv'",
+            "CREATE EXTERNAL TABLE",
+        ),
         ("DELETE FROM people", "DELETE"),
     ] {
         let out = squall(&["run", "--table", &table, "--sql", sql]);
         assert_user_error(&out, "rejected");
-        assert!(text(&out.stderr).contains(kind), "{sql}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(kind),
+            "{sql}: {}",
+            text(&out.stderr)
+        );
     }
     assert!(!Path::new("/tmp/squall-copy-test.csv").exists());
 }
@@ -195,7 +281,10 @@ fn statements_other_than_queries_are_rejected() {
 fn runtime_error_in_a_task_is_the_users() {
     let dir = tempfile::tempdir().unwrap();
     let out = squall(&[
-        "run", "--table", &people(dir.path()), "--sql",
+        "run",
+        "--table",
+        &people(dir.path()),
+        "--sql",
         "SELECT CAST(name AS INT) FROM people",
     ]);
     assert_user_error(&out, "cast");
@@ -205,8 +294,13 @@ fn runtime_error_in_a_task_is_the_users() {
 fn plan_prints_stages() {
     let dir = tempfile::tempdir().unwrap();
     let out = squall(&[
-        "plan", "--table", &people(dir.path()), "--sql",
-        "SELECT name, count(*) FROM people GROUP BY name ORDER BY name", "--shuffle-partitions", "3",
+        "plan",
+        "--table",
+        &people(dir.path()),
+        "--sql",
+        "SELECT name, count(*) FROM people GROUP BY name ORDER BY name",
+        "--shuffle-partitions",
+        "3",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -219,15 +313,28 @@ fn plan_prints_stages() {
 fn tpch_generates_parts_and_rejects_bad_scale() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("tpch");
-    let out = squall(&["tpch", "--scale", "0.001", "--parts", "2", "--out", out_dir.to_str().unwrap()]);
+    let out = squall(&[
+        "tpch",
+        "--scale",
+        "0.001",
+        "--parts",
+        "2",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     for table in ["lineitem", "orders", "nation", "region"] {
         let files = std::fs::read_dir(out_dir.join(table)).unwrap().count();
         assert_eq!(files, 2, "{table}");
     }
     let count = squall(&[
-        "run", "--table", &format!("nation={}", out_dir.join("nation").display()), "--sql",
-        "SELECT count(*) AS n FROM nation", "--format", "csv",
+        "run",
+        "--table",
+        &format!("nation={}", out_dir.join("nation").display()),
+        "--sql",
+        "SELECT count(*) AS n FROM nation",
+        "--format",
+        "csv",
     ]);
     assert_eq!(text(&count.stdout), "n\n25\n", "{}", text(&count.stderr));
     let bad = squall(&["tpch", "--scale", "0", "--out", out_dir.to_str().unwrap()]);

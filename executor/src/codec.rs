@@ -85,7 +85,10 @@ impl PhysicalExtensionCodec for SquallCodec {
         let node: SquallNode = serde_json::from_slice(buf).map_err(codec_err)?;
         let only_input = || match inputs {
             [input] => Ok(input.clone()),
-            _ => Err(codec_err(format!("expected one input, got {}", inputs.len()))),
+            _ => Err(codec_err(format!(
+                "expected one input, got {}",
+                inputs.len()
+            ))),
         };
         match node {
             SquallNode::ShuffleWriter {
@@ -101,8 +104,8 @@ impl PhysicalExtensionCodec for SquallCodec {
                     let exprs = hash_exprs
                         .iter()
                         .map(|bytes| {
-                            let node =
-                                protobuf::PhysicalExprNode::decode(bytes.as_slice()).map_err(codec_err)?;
+                            let node = protobuf::PhysicalExprNode::decode(bytes.as_slice())
+                                .map_err(codec_err)?;
                             parse_physical_expr(&node, ctx, &schema, self)
                         })
                         .collect::<Result<Vec<_>>>()?;

@@ -68,7 +68,10 @@ async fn run(
     } else if let Some(writer) = plan.downcast_ref::<ResultWriterExec>() {
         writer.write(partition, task_ctx, &spec.id).await
     } else {
-        internal_err!("a stage plan must end in a Squall writer, not {}", plan.name())
+        internal_err!(
+            "a stage plan must end in a Squall writer, not {}",
+            plan.name()
+        )
     };
     let output = written.map_err(|e| classify(&e))?;
     let mut metrics = collect_metrics(&plan);
@@ -192,7 +195,8 @@ impl PeakPool {
     }
 
     fn note(&self) {
-        self.peak.fetch_max(self.inner.reserved(), Ordering::Relaxed);
+        self.peak
+            .fetch_max(self.inner.reserved(), Ordering::Relaxed);
     }
 }
 

@@ -112,7 +112,11 @@ fn store_key(url: &Url) -> String {
 }
 
 impl ObjectStoreRegistry for StoreRegistry {
-    fn register_store(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
         let mut stores = self.stores.write().unwrap_or_else(|e| e.into_inner());
         stores.insert(store_key(url), store)
     }
@@ -162,6 +166,9 @@ mod tests {
         let err = registry
             .get_store(&Url::parse("gopher://x/").unwrap())
             .unwrap_err();
-        assert!(err.to_string().contains("unsupported URL scheme 'gopher'"), "{err}");
+        assert!(
+            err.to_string().contains("unsupported URL scheme 'gopher'"),
+            "{err}"
+        );
     }
 }

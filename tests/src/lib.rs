@@ -57,7 +57,11 @@ pub async fn tpch_data(scale: &str) -> PathBuf {
         // Another process won the race; its copy is complete.
         let _ = std::fs::remove_dir_all(&staged);
     }
-    assert!(tpch::local_data_present(&dir), "no TPC-H data at {}", dir.display());
+    assert!(
+        tpch::local_data_present(&dir),
+        "no TPC-H data at {}",
+        dir.display()
+    );
     dir
 }
 
@@ -107,7 +111,12 @@ pub fn render(batches: &[RecordBatch]) -> Vec<Vec<String>> {
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formattable column"))
             .collect();
         for row in 0..batch.num_rows() {
-            rows.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
         }
     }
     rows
@@ -184,12 +193,22 @@ pub fn is_ordered(q: usize) -> bool {
 }
 
 /// Runs one query on `engine` and returns its rendered rows.
-pub async fn run_rendered(engine: &Engine, request: &JobRequest) -> Result<Vec<Vec<String>>, String> {
+pub async fn run_rendered(
+    engine: &Engine,
+    request: &JobRequest,
+) -> Result<Vec<Vec<String>>, String> {
     let result = engine.run(request, None).await.map_err(|e| e.to_string())?;
     let batches = result.batches.unwrap_or_default();
     let mut rows = render(&batches);
     if rows.is_empty() {
-        rows.push(result.schema.fields().iter().map(|f| f.name().clone()).collect());
+        rows.push(
+            result
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
+        );
     }
     Ok(rows)
 }
@@ -209,7 +228,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {

@@ -113,7 +113,12 @@ fn describe(range: &GetRange) -> String {
 
 #[async_trait]
 impl ObjectStore for RecordingStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
         self.record(Op::Put, location)?;
         self.inner.put_opts(location, payload, opts).await
     }

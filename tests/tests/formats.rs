@@ -9,7 +9,9 @@ use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use squall_control_plane::tpch::{self, TABLES};
 use squall_control_plane::{JobRequest, PlanOptions, TableFormat, TableSpec};
-use squall_tests::{compare, expected_answer, files_under, is_ordered, local_engine, run_rendered, tpch_data};
+use squall_tests::{
+    compare, expected_answer, files_under, is_ordered, local_engine, run_rendered, tpch_data,
+};
 
 /// Queries over every table, with dates, decimals, text and joins.
 const QUERIES: [usize; 6] = [1, 3, 5, 6, 10, 12];

@@ -55,7 +55,8 @@ impl ExecutorBackend for FlakyBackend {
             .lock()
             .unwrap()
             .push((id.stage_id, id.task, id.attempt));
-        let chosen = self.targets.contains(&(id.stage_id, id.task)) && id.attempt < self.fail_attempts;
+        let chosen =
+            self.targets.contains(&(id.stage_id, id.task)) && id.attempt < self.fail_attempts;
         if !chosen {
             return self.inner.invoke(spec).await;
         }
@@ -81,7 +82,12 @@ impl ExecutorBackend for FlakyBackend {
     }
 }
 
-fn flaky_engine(work: &std::path::Path, targets: Vec<(u32, u32)>, fail_attempts: u32, failure: Failure) -> (Engine, Arc<FlakyBackend>) {
+fn flaky_engine(
+    work: &std::path::Path,
+    targets: Vec<(u32, u32)>,
+    fail_attempts: u32,
+    failure: Failure,
+) -> (Engine, Arc<FlakyBackend>) {
     let stores = Arc::new(StoreRegistry::new());
     let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
     let backend = Arc::new(FlakyBackend {
@@ -102,7 +108,10 @@ fn flaky_engine(work: &std::path::Path, targets: Vec<(u32, u32)>, fail_attempts:
 /// Q3 at width 4: stage 1 is a scan, the last stage writes the result.
 async fn q3_request(output: Option<String>) -> JobRequest {
     let data = tpch_data("0.01").await;
-    let mut request = JobRequest::new(squall_control_plane::tpch::query(3).unwrap(), tpch_tables(&data));
+    let mut request = JobRequest::new(
+        squall_control_plane::tpch::query(3).unwrap(),
+        tpch_tables(&data),
+    );
     request.plan = PlanOptions {
         shuffle_partitions: 4,
         ..PlanOptions::default()
@@ -157,13 +166,18 @@ async fn retryable_failures_after_output_still_give_exact_answer() {
     }
     let unique: HashSet<_> = invoked.iter().collect();
     assert_eq!(unique.len(), invoked.len(), "no attempt ran twice");
-    let retried: u32 = result.stages.iter().map(|s| s.attempts as u32 - s.tasks as u32).sum();
+    let retried: u32 = result
+        .stages
+        .iter()
+        .map(|s| s.attempts - s.tasks as u32)
+        .sum();
     assert_eq!(retried, 6, "two extra attempts for each of three tasks");
 
     // The manifest names exactly the files in the output folder, and their rows
     // are the answer: nothing from the failed attempts.
     let manifest_path = out.path().join("q3").join(MANIFEST_NAME);
-    let manifest: Manifest = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     let mut listed: Vec<String> = manifest.files.iter().map(|f| f.url.clone()).collect();
     listed.sort();
     let mut present: Vec<String> = files_under(&out.path().join("q3"))
@@ -173,8 +187,15 @@ async fn retryable_failures_after_output_still_give_exact_answer() {
         .collect();
     present.sort();
     assert_eq!(listed, present, "output holds exactly the committed files");
-    let batches = squall_control_plane::read_result(&engine.stores, &result.files).await.unwrap();
-    compare(&expected_answer("0.01", 3), &render(&batches), is_ordered(3)).unwrap();
+    let batches = squall_control_plane::read_result(&engine.stores, &result.files)
+        .await
+        .unwrap();
+    compare(
+        &expected_answer("0.01", 3),
+        &render(&batches),
+        is_ordered(3),
+    )
+    .unwrap();
     assert_eq!(manifest.rows, 10);
     assert!(files_under(work.path()).is_empty(), "shuffle files removed");
 }
@@ -182,13 +203,20 @@ async fn retryable_failures_after_output_still_give_exact_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_executor_is_retried() {
     let work = tempfile::tempdir().unwrap();
-    let (engine, backend) = flaky_engine(work.path(), vec![(1, 0), (1, 2)], 1, Failure::Unreachable);
+    let (engine, backend) =
+        flaky_engine(work.path(), vec![(1, 0), (1, 2)], 1, Failure::Unreachable);
     let request = q3_request(None).await;
     let result = engine.run(&request, None).await.unwrap();
     let rows = render(result.batches.as_deref().unwrap());
     compare(&expected_answer("0.01", 3), &rows, is_ordered(3)).unwrap();
     let invoked = backend.invoked.lock().unwrap();
-    assert_eq!(invoked.iter().filter(|(s, t, _)| *s == 1 && *t == 0).count(), 2);
+    assert_eq!(
+        invoked
+            .iter()
+            .filter(|(s, t, _)| *s == 1 && *t == 0)
+            .count(),
+        2
+    );
     assert!(files_under(work.path()).is_empty());
 }
 
@@ -206,13 +234,34 @@ async fn non_retryable_failure_ends_job_and_cleans_up() {
     let request = q3_request(Some(output)).await;
     let err = engine.run(&request, None).await.unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("stage 2 task 1 failed after 1 attempt"), "{message}");
+    assert!(
+        message.contains("stage 2 task 1 failed after 1 attempt"),
+        "{message}"
+    );
     assert!(message.contains("injected failure"), "{message}");
-    assert_eq!(err.exit_code(), 1, "a storage failure is not the user's fault");
+    assert_eq!(
+        err.exit_code(),
+        1,
+        "a storage failure is not the user's fault"
+    );
     let invoked = backend.invoked.lock().unwrap();
-    assert_eq!(invoked.iter().filter(|(s, t, _)| *s == 2 && *t == 1).count(), 1);
-    assert!(files_under(work.path()).is_empty(), "{:?}", files_under(work.path()));
-    assert!(files_under(out.path()).is_empty(), "{:?}", files_under(out.path()));
+    assert_eq!(
+        invoked
+            .iter()
+            .filter(|(s, t, _)| *s == 2 && *t == 1)
+            .count(),
+        1
+    );
+    assert!(
+        files_under(work.path()).is_empty(),
+        "{:?}",
+        files_under(work.path())
+    );
+    assert!(
+        files_under(out.path()).is_empty(),
+        "{:?}",
+        files_under(out.path())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,8 +277,18 @@ async fn retries_stop_at_max_attempts() {
     let err = engine.run(&request, None).await.unwrap_err();
     assert!(err.to_string().contains("failed after 3 attempt"), "{err}");
     let invoked = backend.invoked.lock().unwrap();
-    assert_eq!(invoked.iter().filter(|(s, t, _)| *s == 1 && *t == 3).count(), 3);
-    assert!(files_under(work.path()).is_empty(), "{:?}", files_under(work.path()));
+    assert_eq!(
+        invoked
+            .iter()
+            .filter(|(s, t, _)| *s == 1 && *t == 3)
+            .count(),
+        3
+    );
+    assert!(
+        files_under(work.path()).is_empty(),
+        "{:?}",
+        files_under(work.path())
+    );
 }
 
 /// A real storage error inside the executor (the first upload of a shuffle file
@@ -249,7 +308,11 @@ async fn storage_error_in_executor_is_retried() {
     let result = engine.run(&request, None).await.unwrap();
     let rows = render(result.batches.as_deref().unwrap());
     compare(&expected_answer("0.01", 3), &rows, is_ordered(3)).unwrap();
-    let retried: usize = result.stages.iter().map(|s| s.attempts as usize - s.tasks).sum();
+    let retried: usize = result
+        .stages
+        .iter()
+        .map(|s| s.attempts as usize - s.tasks)
+        .sum();
     assert_eq!(retried, 2, "the two failed uploads were retried");
     let attempts_1: Vec<_> = recording
         .requests()

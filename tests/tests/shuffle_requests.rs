@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use squall_control_plane::planner::StageOutput;
 use squall_control_plane::tpch::{self, TABLES};
 use squall_control_plane::{Engine, JobRequest, PlanOptions};
@@ -19,7 +19,11 @@ use squall_tests::{compare, expected_answer, files_under, is_ordered, render, tp
 async fn load(store: &RecordingStore, scale: &str) {
     let data = tpch_data(scale).await;
     for file in files_under(&data) {
-        let rel = file.strip_prefix(&data).unwrap().to_string_lossy().to_string();
+        let rel = file
+            .strip_prefix(&data)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         let bytes = std::fs::read(&file).unwrap();
         store
             .put(&ObjectPath::from(format!("tpch/{rel}")), bytes.into())
@@ -61,17 +65,27 @@ async fn check_query(q: usize, width: usize) {
         .filter(|s| s.output != StageOutput::Result)
         .map(|s| s.tasks)
         .sum();
-    assert!(dag.stages.len() >= 3, "Q{q} should shuffle: {}", dag.display(&[]));
+    assert!(
+        dag.stages.len() >= 3,
+        "Q{q} should shuffle: {}",
+        dag.display(&[])
+    );
 
     let requests = recording.requests();
-    let shuffle: Vec<_> = requests.iter().filter(|r| r.path.ends_with(".sqsh")).collect();
+    let shuffle: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.ends_with(".sqsh"))
+        .collect();
     let mut puts: HashMap<&str, usize> = HashMap::new();
     let mut gets: HashMap<&str, usize> = HashMap::new();
     for r in &shuffle {
         match &r.op {
             Op::Put | Op::PutMultipart => *puts.entry(&r.path).or_default() += 1,
             Op::Get(range) => {
-                assert!(range.is_some(), "reducers read ranges, not whole files: {r:?}");
+                assert!(
+                    range.is_some(),
+                    "reducers read ranges, not whole files: {r:?}"
+                );
                 *gets.entry(&r.path).or_default() += 1
             }
             Op::Delete => {}
@@ -100,7 +114,11 @@ async fn check_query(q: usize, width: usize) {
         total_gets += n;
     }
     assert!(total_gets > 0, "Q{q} read no shuffle data");
-    eprintln!("Q{q} width {width}: {map_tasks} map tasks, {} shuffle PUTs, {total_gets} shuffle GETs over {} files", puts.len(), gets.len());
+    eprintln!(
+        "Q{q} width {width}: {map_tasks} map tasks, {} shuffle PUTs, {total_gets} shuffle GETs over {} files",
+        puts.len(),
+        gets.len()
+    );
     // Nothing of the job is left in the store but the tables.
     let left: Vec<_> = {
         use futures::TryStreamExt;
@@ -110,7 +128,12 @@ async fn check_query(q: usize, width: usize) {
             .await
             .unwrap()
     };
-    assert!(left.is_empty(), "job left {} objects, e.g. {:?}", left.len(), left.first());
+    assert!(
+        left.is_empty(),
+        "job left {} objects, e.g. {:?}",
+        left.len(),
+        left.first()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,11 @@ async fn check_all(scale: &str, width: usize) {
         }
         let left = files_under(work.path());
         if !left.is_empty() {
-            failures.push(format!("Q{q} left {} files, e.g. {:?}", left.len(), left[0]));
+            failures.push(format!(
+                "Q{q} left {} files, e.g. {:?}",
+                left.len(),
+                left[0]
+            ));
         }
     }
     assert!(

@@ -19,7 +19,11 @@ use output::write_result;
 use progress::ProgressBars;
 
 #[derive(Debug, Parser)]
-#[command(name = "squall", version, about = "Serverless MPP SQL over object storage")]
+#[command(
+    name = "squall",
+    version,
+    about = "Serverless MPP SQL over object storage"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +48,11 @@ struct QueryArgs {
     #[arg(long = "table", value_name = "NAME=URL", required = true)]
     tables: Vec<String>,
     /// The SQL query.
-    #[arg(long, conflicts_with = "sql_file", required_unless_present = "sql_file")]
+    #[arg(
+        long,
+        conflicts_with = "sql_file",
+        required_unless_present = "sql_file"
+    )]
     sql: Option<String>,
     /// A file holding the SQL query.
     #[arg(long, value_name = "FILE")]
@@ -69,7 +77,9 @@ impl QueryArgs {
                 context: format!("cannot read SQL file {}", path.display()),
                 source: e,
             }),
-            (None, None) => Err(SquallError::InvalidArgument("give --sql or --sql-file".into())),
+            (None, None) => Err(SquallError::InvalidArgument(
+                "give --sql or --sql-file".into(),
+            )),
         }
     }
 
@@ -192,7 +202,12 @@ async fn run_job(args: RunArgs) -> Result<()> {
         Some(batches) => batches.clone(),
         None => squall_control_plane::read_result(&engine.stores, &result.files).await?,
     };
-    write_result(&mut std::io::stdout().lock(), &result.schema, &batches, args.format.into())?;
+    write_result(
+        &mut std::io::stdout().lock(),
+        &result.schema,
+        &batches,
+        args.format.into(),
+    )?;
     if let Some(manifest) = &result.manifest_url {
         eprintln!("result: {} rows, manifest {manifest}", result.rows);
     }
@@ -254,11 +269,17 @@ async fn demo(args: DemoArgs) -> Result<()> {
         std::fs::create_dir_all(&staging)
             .map_err(io(format!("cannot create {}", staging.display())))?;
         let bar = progress::file_bar(4 * tpch::TABLES.len() as u64, "writing TPC-H");
-        let generated = tpch::generate(&engine.stores, args.scale, &staging.to_string_lossy(), 4, |_| {
-            if let Some(bar) = &bar {
-                bar.inc(1);
-            }
-        })
+        let generated = tpch::generate(
+            &engine.stores,
+            args.scale,
+            &staging.to_string_lossy(),
+            4,
+            |_| {
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+            },
+        )
         .await;
         if let Some(bar) = bar {
             bar.finish_and_clear();

@@ -27,7 +27,9 @@ pub fn write_result(
     match format {
         OutputFormat::Table => {
             let table = if batches.is_empty() {
-                arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema.clone())])
+                arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(
+                    schema.clone(),
+                )])
             } else {
                 arrow::util::pretty::pretty_format_batches(batches)
             }
@@ -39,7 +41,9 @@ pub fn write_result(
                 let header: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
                 writeln!(out, "{}", header.join(",")).map_err(|e| failed(&e))?;
             }
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut *out);
             for batch in batches {
                 writer.write(batch).map_err(|e| failed(&e))?;
             }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use squall_control_plane::{JobEvent, ProgressSink};
 
-/// One bar per running stage: tasks done of total, and bytes read so far.
+/// One bar per running stage ("stage k/n"): tasks done of total, and bytes read so far.
 pub struct ProgressBars {
     multi: MultiProgress,
     stages: Mutex<HashMap<u32, (ProgressBar, u64)>>,
@@ -30,7 +30,7 @@ impl ProgressBars {
 }
 
 fn style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} tasks {msg}")
+    ProgressStyle::with_template("{prefix:>11} [{bar:30}] {pos}/{len} tasks {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
 }
@@ -39,10 +39,10 @@ impl ProgressSink for ProgressBars {
     fn on_event(&self, event: &JobEvent) {
         let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
         match event {
-            JobEvent::StageStarted { stage, tasks } => {
+            JobEvent::StageStarted { stage, of, tasks } => {
                 let bar = self.multi.add(ProgressBar::new(*tasks as u64));
                 bar.set_style(style());
-                bar.set_prefix(format!("stage {stage}"));
+                bar.set_prefix(format!("stage {stage}/{of}"));
                 stages.insert(*stage, (bar, 0));
             }
             JobEvent::TaskSucceeded { stage, metrics, .. } => {
@@ -52,7 +52,12 @@ impl ProgressSink for ProgressBars {
                     bar.set_message(format!("{} read", indicatif::HumanBytes(*bytes)));
                 }
             }
-            JobEvent::TaskRetrying { stage, task, attempt, failure } => {
+            JobEvent::TaskRetrying {
+                stage,
+                task,
+                attempt,
+                failure,
+            } => {
                 if let Some((bar, _)) = stages.get(stage) {
                     bar.println(format!(
                         "stage {stage} task {task}: retrying (attempt {}) after: {}",

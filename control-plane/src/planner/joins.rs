@@ -14,20 +14,26 @@
 use std::sync::Arc;
 
 use datafusion::common::JoinType;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::Result;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::physical_expr::Partitioning;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, replace_children_if_necessary};
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, replace_children_if_necessary,
+};
 
 /// True for join types whose output includes rows (or marks) of the build side
 /// that only the complete probe can decide.
 fn emits_build_side(join_type: JoinType) -> bool {
     matches!(
         join_type,
-        JoinType::Left | JoinType::Full | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark
+        JoinType::Left
+            | JoinType::Full
+            | JoinType::LeftSemi
+            | JoinType::LeftAnti
+            | JoinType::LeftMark
     )
 }
 
@@ -44,7 +50,8 @@ pub fn distributable_joins(
             }
             if join.null_aware {
                 let right = gather(join.right().clone());
-                let rebuilt = replace_children_if_necessary(node.clone(), vec![join.left().clone(), right])?;
+                let rebuilt =
+                    replace_children_if_necessary(node.clone(), vec![join.left().clone(), right])?;
                 return Ok(Transformed::yes(rebuilt));
             }
             let left = match join.left().downcast_ref::<CoalescePartitionsExec>() {
@@ -75,7 +82,8 @@ pub fn distributable_joins(
                 return Ok(Transformed::no(node));
             }
             let right = gather(join.right().clone());
-            let rebuilt = replace_children_if_necessary(node.clone(), vec![join.left().clone(), right])?;
+            let rebuilt =
+                replace_children_if_necessary(node.clone(), vec![join.left().clone(), right])?;
             return Ok(Transformed::yes(rebuilt));
         }
         Ok(Transformed::no(node))

@@ -92,12 +92,10 @@ pub async fn plan_job(
     let mut resolved = Vec::with_capacity(tables.len());
     for spec in tables {
         let url = crate::tables::to_url(&spec.url)?;
-        let store = stores
-            .get_store(&url)
-            .map_err(|e| SquallError::Table {
-                table: spec.name.clone(),
-                message: e.to_string(),
-            })?;
+        let store = stores.get_store(&url).map_err(|e| SquallError::Table {
+            table: spec.name.clone(),
+            message: e.to_string(),
+        })?;
         resolved.push(resolve_table(spec, &store).await?);
     }
     let splits = ScanSplits::compute(
@@ -117,8 +115,9 @@ pub async fn plan_job(
         register_table(&ctx, table).await?;
     }
     let physical_plan = physical_plan(&ctx, sql).await?;
-    let distributable = joins::distributable_joins(physical_plan.clone(), options.shuffle_partitions)
-        .map_err(|source| SquallError::Internal { source })?;
+    let distributable =
+        joins::distributable_joins(physical_plan.clone(), options.shuffle_partitions)
+            .map_err(|source| SquallError::Internal { source })?;
     let dag = cut_stages(distributable, work_dir, result_dir)
         .map_err(|source| SquallError::Internal { source })?;
     Ok(PlannedJob {

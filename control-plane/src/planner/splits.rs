@@ -16,8 +16,8 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanC
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
-use object_store::{ObjectMeta, ObjectStore};
 use object_store::ObjectStoreExt;
+use object_store::{ObjectMeta, ObjectStore};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaDataReader;
 
@@ -63,7 +63,10 @@ impl ScanSplits {
     fn regroup(&self, config: &FileScanConfig) -> Vec<FileGroup> {
         let mut groups = Vec::new();
         for file in config.file_groups.iter().flat_map(|g| g.iter()) {
-            match (file.range.is_none(), self.ranges.get(file.object_meta.location.as_ref())) {
+            match (
+                file.range.is_none(),
+                self.ranges.get(file.object_meta.location.as_ref()),
+            ) {
                 (true, Some(ranges)) => {
                     for r in ranges {
                         let piece = file.clone().with_range(r.start as i64, r.end as i64);
@@ -107,7 +110,9 @@ async fn split_parquet(
     for (i, group) in metadata.row_groups().iter().enumerate() {
         if i == 0 || acc >= target_bytes {
             let col = group.column(0);
-            let start = col.dictionary_page_offset().unwrap_or_else(|| col.data_page_offset());
+            let start = col
+                .dictionary_page_offset()
+                .unwrap_or_else(|| col.data_page_offset());
             starts.push(if i == 0 { 0 } else { start as u64 });
             acc = 0;
         }

@@ -22,19 +22,21 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use datafusion::common::DataFusionError;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::physical_planning_context::ScalarSubqueryResults;
+use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::physical_expr::{LexOrdering, Partitioning};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::scalar_subquery::{ScalarSubqueryExec, ScalarSubqueryLink};
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{
     ExecutionPlan, ExecutionPlanProperties, displayable, replace_children_if_necessary,
 };
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::logical_expr::physical_planning_context::ScalarSubqueryResults;
-use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
-use datafusion::physical_plan::scalar_subquery::{ScalarSubqueryExec, ScalarSubqueryLink};
-use squall_executor::{ReadMode, ResultWriterExec, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec};
+use squall_executor::{
+    ReadMode, ResultWriterExec, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec,
+};
 
 /// What a stage's tasks write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +74,9 @@ impl StageDag {
     }
 
     pub fn final_stage(&self) -> &Stage {
-        self.stages.last().expect("a DAG has at least its final stage")
+        self.stages
+            .last()
+            .expect("a DAG has at least its final stage")
     }
 
     pub fn task_count(&self) -> usize {
@@ -161,7 +165,10 @@ struct Cutter {
 }
 
 impl Cutter {
-    fn cut(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+    fn cut(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
         // Before the children: stages cut inside the main input must know the scope.
         if let Some(subquery) = plan.downcast_ref::<ScalarSubqueryExec>() {
             let mut links = Vec::with_capacity(subquery.subqueries().len());
@@ -186,7 +193,10 @@ impl Cutter {
             .collect::<Result<Vec<_>, _>>()?;
 
         if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
-            let child = children.into_iter().next().expect("repartition has a child");
+            let child = children
+                .into_iter()
+                .next()
+                .expect("repartition has a child");
             return match repartition.partitioning() {
                 Partitioning::Hash(exprs, n) => {
                     let n = *n;
@@ -233,7 +243,8 @@ impl Cutter {
                 producers,
             ));
             let merged: Arc<dyn ExecutionPlan> = Arc::new(
-                SortPreservingMergeExec::new(merge.expr().clone(), reader).with_fetch(merge.fetch()),
+                SortPreservingMergeExec::new(merge.expr().clone(), reader)
+                    .with_fetch(merge.fetch()),
             );
             return Ok(merged);
         }
@@ -273,15 +284,25 @@ impl Cutter {
         let used = subquery_results_used(&plan)?;
         let mut plan = plan;
         for (results, links) in &self.subqueries {
-            if used.iter().any(|u| ScalarSubqueryResults::ptr_eq(u, results)) {
-                plan = Arc::new(ScalarSubqueryExec::new(plan, links.clone(), results.clone()));
+            if used
+                .iter()
+                .any(|u| ScalarSubqueryResults::ptr_eq(u, results))
+            {
+                plan = Arc::new(ScalarSubqueryExec::new(
+                    plan,
+                    links.clone(),
+                    results.clone(),
+                ));
             }
         }
         Ok(plan)
     }
 }
 
-fn sort_each_partition(input: Arc<dyn ExecutionPlan>, ordering: LexOrdering) -> Arc<dyn ExecutionPlan> {
+fn sort_each_partition(
+    input: Arc<dyn ExecutionPlan>,
+    ordering: LexOrdering,
+) -> Arc<dyn ExecutionPlan> {
     Arc::new(SortExec::new(ordering, input).with_preserve_partitioning(true))
 }
 
@@ -295,7 +316,9 @@ fn subquery_results_used(
         node.apply_expressions(&mut |expr| {
             expr.apply(|e| {
                 if let Some(sub) = e.downcast_ref::<ScalarSubqueryExpr>()
-                    && !used.iter().any(|u| ScalarSubqueryResults::ptr_eq(u, sub.results()))
+                    && !used
+                        .iter()
+                        .any(|u| ScalarSubqueryResults::ptr_eq(u, sub.results()))
                 {
                     used.push(sub.results().clone());
                 }

@@ -59,14 +59,15 @@ pub fn decode_footer(tail: &[u8]) -> Result<Vec<PartitionSlot>> {
         )));
     }
     let index_len = u32::from_le_bytes(trailer[0..4].try_into().expect("4 bytes")) as usize;
-    if index_len % ENTRY_LEN != 0 || index_len + TRAILER_LEN > tail.len() {
+    if !index_len.is_multiple_of(ENTRY_LEN) || index_len + TRAILER_LEN > tail.len() {
         return Err(bad("index length out of range"));
     }
     let index = &tail[tail.len() - TRAILER_LEN - index_len..tail.len() - TRAILER_LEN];
     Ok(index
         .chunks_exact(ENTRY_LEN)
         .map(|entry| {
-            let word = |i: usize| u64::from_le_bytes(entry[i * 8..i * 8 + 8].try_into().expect("8"));
+            let word =
+                |i: usize| u64::from_le_bytes(entry[i * 8..i * 8 + 8].try_into().expect("8"));
             PartitionSlot {
                 offset: word(0),
                 length: word(1),
@@ -119,7 +120,12 @@ mod tests {
         assert!(err.to_string().contains("bad magic"), "{err}");
         let mut file = encode_footer(&[]);
         file[4] = 9; // version
-        assert!(decode_footer(&file).unwrap_err().to_string().contains("version"));
+        assert!(
+            decode_footer(&file)
+                .unwrap_err()
+                .to_string()
+                .contains("version")
+        );
         assert!(decode_footer(b"SQSH").is_err());
     }
 }

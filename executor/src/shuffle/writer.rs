@@ -26,7 +26,8 @@ use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder,
 use datafusion::physical_plan::repartition::BatchPartitioner;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties, SendableRecordBatchStream,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+    SendableRecordBatchStream,
 };
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
@@ -264,7 +265,9 @@ impl PartitionBuffer {
     }
 
     fn memory(&self) -> usize {
-        self.writer.as_ref().map_or(0, |w| w.get_ref().mem.capacity())
+        self.writer
+            .as_ref()
+            .map_or(0, |w| w.get_ref().mem.capacity())
     }
 
     fn spill(&mut self, dir: &std::path::Path) -> Result<()> {
