@@ -88,6 +88,10 @@ pub struct StageStats {
     pub bytes_in: u64,
     pub rows_out: u64,
     pub bytes_out: u64,
+    /// The most memory any one task of the stage held.
+    pub peak_memory_bytes: u64,
+    /// Bytes the stage's tasks spilled to local disk.
+    pub spilled_bytes: u64,
     pub elapsed_ms: u64,
 }
 
@@ -235,6 +239,9 @@ impl Scheduler<'_> {
                     stats.bytes_in += metrics.bytes_in;
                     stats.rows_out += metrics.rows_out;
                     stats.bytes_out += metrics.bytes_out;
+                    stats.peak_memory_bytes =
+                        stats.peak_memory_bytes.max(metrics.peak_memory_bytes);
+                    stats.spilled_bytes += metrics.spilled_bytes;
                     written.push(output.url.clone());
                     let slot = &mut outputs[task as usize];
                     if slot.is_none() {

@@ -131,6 +131,9 @@ pub struct TaskMetrics {
     pub bytes_out: u64,
     pub elapsed_ms: u64,
     pub peak_memory_bytes: u64,
+    /// Bytes operators wrote to local disk because the memory limit was reached.
+    #[serde(default)]
+    pub spilled_bytes: u64,
 }
 
 mod base64_bytes {

@@ -155,6 +155,9 @@ fn collect_metrics(plan: &Arc<dyn ExecutionPlan>) -> TaskMetrics {
                     MetricValue::OutputRows(count) if children.is_empty() => {
                         metrics.rows_in += count.value() as u64
                     }
+                    MetricValue::SpilledBytes(count) => {
+                        metrics.spilled_bytes += count.value() as u64
+                    }
                     MetricValue::Count { name, count }
                         if name == "bytes_scanned" || name == "bytes_read" =>
                     {

@@ -131,6 +131,7 @@ impl ShuffleWriterExec {
         let store = ctx.runtime_env().object_store(target.store_url())?;
         let bytes_written = MetricBuilder::new(&self.metrics).counter("bytes_written", partition);
         let rows_written = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let spilled_bytes = MetricBuilder::new(&self.metrics).spilled_bytes(partition);
 
         let n = self.output.partition_count();
         let schema = self.input.schema();
@@ -166,7 +167,7 @@ impl ShuffleWriterExec {
             let held: usize = buffers.iter().map(PartitionBuffer::memory).sum();
             if reservation.try_resize(held).is_err() {
                 for buffer in &mut buffers {
-                    buffer.spill(&spill_dir)?;
+                    spilled_bytes.add(buffer.spill(&spill_dir)?);
                 }
                 reservation.resize(buffers.iter().map(PartitionBuffer::memory).sum());
             }
@@ -270,11 +271,12 @@ impl PartitionBuffer {
             .map_or(0, |w| w.get_ref().mem.capacity())
     }
 
-    fn spill(&mut self, dir: &std::path::Path) -> Result<()> {
-        if let Some(w) = &mut self.writer {
-            w.get_mut().spill(dir)?;
+    /// Moves the encoded bytes to disk; returns how many.
+    fn spill(&mut self, dir: &std::path::Path) -> Result<usize> {
+        match &mut self.writer {
+            Some(w) => w.get_mut().spill(dir),
+            None => Ok(0),
         }
-        Ok(())
     }
 
     /// The finished stream (None when the partition has no rows) and its row count.
@@ -300,9 +302,9 @@ struct SpillSink {
 }
 
 impl SpillSink {
-    fn spill(&mut self, dir: &std::path::Path) -> Result<()> {
+    fn spill(&mut self, dir: &std::path::Path) -> Result<usize> {
         if self.mem.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let file = match &mut self.file {
             Some(f) => f,
@@ -314,9 +316,10 @@ impl SpillSink {
             })?),
         };
         file.write_all(&self.mem)?;
-        self.spilled += self.mem.len() as u64;
+        let written = self.mem.len();
+        self.spilled += written as u64;
         self.mem = Vec::new();
-        Ok(())
+        Ok(written)
     }
 
     async fn copy_into(mut self, writer: &mut BufWriter) -> Result<u64> {
