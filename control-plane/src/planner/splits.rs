@@ -16,6 +16,7 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanC
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
+use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::{ObjectMeta, ObjectStore};
 use parquet::errors::ParquetError;
@@ -23,6 +24,9 @@ use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::error::{Result, SquallError};
 use crate::tables::{ResolvedTable, TableFormat};
+
+/// Parquet footers read at once while planning.
+const FOOTER_READS: usize = 16;
 
 /// Byte ranges to scan as separate tasks, by object path. Files not listed are
 /// scanned whole.
@@ -33,27 +37,35 @@ pub struct ScanSplits {
 
 impl ScanSplits {
     /// Splits every Parquet file larger than `target_bytes` on row-group boundaries.
+    /// Footers are read [`FOOTER_READS`] at a time.
     pub async fn compute(
         tables: &[ResolvedTable],
         store_for: impl Fn(&ResolvedTable) -> Result<Arc<dyn ObjectStore>>,
         target_bytes: u64,
     ) -> Result<Self> {
-        let mut ranges = HashMap::new();
-        for table in tables {
-            if table.format != TableFormat::Parquet {
-                continue;
-            }
+        let mut large = Vec::new();
+        for table in tables.iter().filter(|t| t.format == TableFormat::Parquet) {
             let store = store_for(table)?;
             for file in table.files.iter().filter(|f| f.size > target_bytes) {
+                large.push((table, store.clone(), file));
+            }
+        }
+        let mut reads = futures::stream::iter(large)
+            .map(|(table, store, file)| async move {
                 let split = split_parquet(&store, file, target_bytes)
                     .await
                     .map_err(|e| SquallError::Table {
                         table: table.spec.name.clone(),
                         message: format!("cannot read the footer of {}: {e}", file.location),
                     })?;
-                if split.len() > 1 {
-                    ranges.insert(file.location.to_string(), split);
-                }
+                Ok::<_, SquallError>((file.location.to_string(), split))
+            })
+            .buffer_unordered(FOOTER_READS);
+        let mut ranges = HashMap::new();
+        while let Some(read) = reads.next().await {
+            let (location, split) = read?;
+            if split.len() > 1 {
+                ranges.insert(location, split);
             }
         }
         Ok(Self { ranges })
