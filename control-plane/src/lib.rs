@@ -7,6 +7,7 @@
 //! Anything one task needs to run lives in `squall-executor` instead.
 
 pub mod backend;
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod planner;

@@ -12,19 +12,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use arrow::datatypes::Schema;
 use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::physical_plan::empty::EmptyExec;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use object_store::ObjectStoreExt;
 use squall_executor::{
-    OutputFile, ResultWriterExec, ShuffleWriterExec, StageInput, StoreRegistry, TaskFailure,
-    TaskId, TaskMetrics, TaskOutcome, TaskSpec, WIRE_VERSION, encode_plan,
+    OutputFile, ResultWriterExec, ShuffleWriterExec, StageInput, StoreRegistry, TaskAction,
+    TaskFailure, TaskId, TaskMetrics, TaskOutcome, TaskSpec, WIRE_VERSION, encode_plan,
 };
 use tokio::sync::Semaphore;
 
 use crate::backend::ExecutorBackend;
 use crate::error::{Result, SquallError};
-use crate::planner::{Stage, StageDag};
+use crate::planner::{Stage, StageDag, StageOutput};
 
 /// How a job's tasks are run.
 #[derive(Debug, Clone)]
@@ -86,6 +88,8 @@ pub struct StageStats {
     pub attempts: u32,
     pub rows_in: u64,
     pub bytes_in: u64,
+    /// The part of `bytes_in` read from tables.
+    pub bytes_scanned: u64,
     pub rows_out: u64,
     pub bytes_out: u64,
     /// The most memory any one task of the stage held.
@@ -118,17 +122,38 @@ struct JobGate {
 }
 
 impl Scheduler<'_> {
-    /// Runs every stage of `dag`; on failure removes every object the job wrote.
-    pub async fn run(&self, dag: &StageDag) -> Result<DagOutcome> {
+    /// Runs `tasks` ping tasks (see [`TaskAction::Ping`]) as one stage, through the
+    /// same path as real tasks: measures what the scheduler and backend cost per task.
+    pub async fn ping(&self, tasks: usize) -> Result<StageStats> {
+        let stage = Stage {
+            id: 1,
+            plan: Arc::new(EmptyExec::new(Arc::new(Schema::empty()))),
+            tasks,
+            inputs: vec![],
+            output: StageOutput::Result,
+        };
+        let gate = self.gate();
+        let (_, result, _) = self
+            .run_stage(&stage, 1, vec![], gate, TaskAction::Ping)
+            .await;
+        result.map(|(_, stats)| stats)
+    }
+
+    fn gate(&self) -> Arc<JobGate> {
         let concurrency = self
             .options
             .max_concurrency
             .unwrap_or_else(|| self.backend.max_concurrency())
             .max(1);
-        let gate = Arc::new(JobGate {
+        Arc::new(JobGate {
             permits: Semaphore::new(concurrency),
             failed: AtomicBool::new(false),
-        });
+        })
+    }
+
+    /// Runs every stage of `dag`; on failure removes every object the job wrote.
+    pub async fn run(&self, dag: &StageDag) -> Result<DagOutcome> {
+        let gate = self.gate();
         let mut written: Vec<String> = Vec::new();
         let outcome = self.run_stages(dag, &gate, &mut written).await;
         if outcome.is_err() {
@@ -163,7 +188,13 @@ impl Scheduler<'_> {
                             producers: committed[id].clone(),
                         })
                         .collect();
-                    running.push(self.run_stage(stage, dag.stages.len(), inputs, gate.clone()));
+                    running.push(self.run_stage(
+                        stage,
+                        dag.stages.len(),
+                        inputs,
+                        gate.clone(),
+                        TaskAction::Run,
+                    ));
                 }
             }
             let Some((stage, result, stage_written)) = running.next().await else {
@@ -208,6 +239,7 @@ impl Scheduler<'_> {
         of: usize,
         inputs: Vec<StageInput>,
         gate: Arc<JobGate>,
+        action: TaskAction,
     ) -> (u32, Result<(Vec<OutputFile>, StageStats)>, Vec<String>) {
         let started = Instant::now();
         let plan = match encode_plan(stage.plan.clone()) {
@@ -221,7 +253,16 @@ impl Scheduler<'_> {
         });
         let inputs = Arc::new(inputs);
         let mut tasks: FuturesUnordered<_> = (0..stage.tasks as u32)
-            .map(|task| self.run_task(stage, task, plan.clone(), inputs.clone(), gate.clone()))
+            .map(|task| {
+                self.run_task(
+                    stage,
+                    task,
+                    plan.clone(),
+                    inputs.clone(),
+                    gate.clone(),
+                    action,
+                )
+            })
             .collect();
         let mut outputs: Vec<Option<OutputFile>> = vec![None; stage.tasks];
         let mut stats = StageStats {
@@ -237,12 +278,15 @@ impl Scheduler<'_> {
                 Ok((output, metrics)) => {
                     stats.rows_in += metrics.rows_in;
                     stats.bytes_in += metrics.bytes_in;
+                    stats.bytes_scanned += metrics.bytes_scanned;
                     stats.rows_out += metrics.rows_out;
                     stats.bytes_out += metrics.bytes_out;
                     stats.peak_memory_bytes =
                         stats.peak_memory_bytes.max(metrics.peak_memory_bytes);
                     stats.spilled_bytes += metrics.spilled_bytes;
-                    written.push(output.url.clone());
+                    if !output.url.is_empty() {
+                        written.push(output.url.clone());
+                    }
                     let slot = &mut outputs[task as usize];
                     if slot.is_none() {
                         *slot = Some(output);
@@ -271,6 +315,7 @@ impl Scheduler<'_> {
         plan: Arc<Vec<u8>>,
         inputs: Arc<Vec<StageInput>>,
         gate: Arc<JobGate>,
+        action: TaskAction,
     ) -> (u32, u32, Result<(OutputFile, TaskMetrics)>) {
         let mut attempt = 0;
         loop {
@@ -297,6 +342,7 @@ impl Scheduler<'_> {
             let spec = TaskSpec {
                 wire_version: WIRE_VERSION,
                 id: id.clone(),
+                action,
                 plan: plan.as_ref().clone(),
                 inputs: inputs.as_ref().clone(),
                 memory_limit_bytes: self.options.memory_limit_bytes,

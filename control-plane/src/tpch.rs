@@ -6,6 +6,8 @@
 //! splits their rows over `parts` files so every scan stage has several tasks.
 //! The 22 queries (from DuckDB's repository, MIT licence) are embedded.
 
+pub mod answers;
+
 use arrow::array::{RecordBatch, RecordBatchReader};
 use bytes::Bytes;
 use datafusion::execution::object_store::ObjectStoreRegistry;

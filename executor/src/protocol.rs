@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the TaskSpec/TaskResult encoding. Checked on both ends.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 
 /// Identity of one attempt of one task.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,11 +32,25 @@ impl std::fmt::Display for TaskId {
     }
 }
 
+/// What an executor does with a spec.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskAction {
+    /// Run the stage plan's partition and write its output.
+    #[default]
+    Run,
+    /// Check the spec and answer at once, with no output: measures the round trip
+    /// of the task protocol through a backend (`squall bench tasks`).
+    Ping,
+}
+
 /// Everything one task needs. Executors keep no state between tasks.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub wire_version: u32,
     pub id: TaskId,
+    #[serde(default)]
+    pub action: TaskAction,
     /// The stage plan as datafusion-proto bytes (encoded with `SquallCodec`).
     #[serde(with = "base64_bytes")]
     pub plan: Vec<u8>,
@@ -127,6 +141,9 @@ pub struct TaskMetrics {
     pub rows_in: u64,
     /// Bytes read from the object store (table scans and shuffle reads).
     pub bytes_in: u64,
+    /// The part of `bytes_in` read from tables (the rest is shuffle input).
+    #[serde(default)]
+    pub bytes_scanned: u64,
     pub rows_out: u64,
     pub bytes_out: u64,
     pub elapsed_ms: u64,
@@ -165,6 +182,7 @@ mod tests {
                 task: 3,
                 attempt: 1,
             },
+            action: TaskAction::Run,
             plan: vec![0, 1, 2, 255],
             inputs: vec![StageInput {
                 stage_id: 1,

@@ -18,8 +18,8 @@ use datafusion::physical_plan::metrics::MetricValue;
 use crate::codec::decode_plan;
 use crate::context::{ExecutorContext, TaskAttempt};
 use crate::protocol::{
-    FailureKind, OutputFile, TaskFailure, TaskMetrics, TaskOutcome, TaskResult, TaskSpec,
-    WIRE_VERSION,
+    FailureKind, OutputFile, TaskAction, TaskFailure, TaskMetrics, TaskOutcome, TaskResult,
+    TaskSpec, WIRE_VERSION,
 };
 use crate::result_writer::ResultWriterExec;
 use crate::shuffle::writer::ShuffleWriterExec;
@@ -37,6 +37,15 @@ pub async fn run_task(ctx: &ExecutorContext, spec: TaskSpec) -> TaskResult {
             ),
             retryable: false,
         })
+    } else if spec.action == TaskAction::Ping {
+        TaskOutcome::Succeeded {
+            output: OutputFile {
+                url: String::new(),
+                size: 0,
+                partitions: vec![],
+            },
+            metrics: TaskMetrics::default(),
+        }
     } else {
         match run(ctx, spec).await {
             Ok((output, metrics)) => TaskOutcome::Succeeded { output, metrics },
@@ -158,9 +167,11 @@ fn collect_metrics(plan: &Arc<dyn ExecutionPlan>) -> TaskMetrics {
                     MetricValue::SpilledBytes(count) => {
                         metrics.spilled_bytes += count.value() as u64
                     }
-                    MetricValue::Count { name, count }
-                        if name == "bytes_scanned" || name == "bytes_read" =>
-                    {
+                    MetricValue::Count { name, count } if name == "bytes_scanned" => {
+                        metrics.bytes_in += count.value() as u64;
+                        metrics.bytes_scanned += count.value() as u64;
+                    }
+                    MetricValue::Count { name, count } if name == "bytes_read" => {
                         metrics.bytes_in += count.value() as u64
                     }
                     _ => {}

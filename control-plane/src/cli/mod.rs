@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::HashMap;
+
+use squall_control_plane::bench;
 use squall_control_plane::planner::{DEFAULT_TARGET_PARTITION_BYTES, default_parallelism};
 use squall_control_plane::{
     Engine, JobRequest, PlanOptions, ProgressSink, Result, SquallError, TableSpec, TaskOptions,
@@ -39,6 +42,52 @@ enum Command {
     Tpch(TpchArgs),
     /// Generate TPC-H SF 0.1 locally (if missing) and run a few TPC-H queries.
     Demo(DemoArgs),
+    /// Benchmarks: TPC-H against single-node DataFusion, scheduler overhead.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time TPC-H queries on Squall and on single-node DataFusion, alternating.
+    Tpch(BenchTpchArgs),
+    /// Time N tasks that only round-trip the task protocol through the scheduler.
+    Tasks(BenchTasksArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchTpchArgs {
+    /// Root of the TPC-H tables (one folder per table, as `squall tpch` writes).
+    #[arg(long, value_name = "URL")]
+    data: String,
+    /// Queries, comma separated (default: all 22).
+    #[arg(long, value_delimiter = ',', default_values_t = 1..=22usize)]
+    queries: Vec<usize>,
+    /// Runs of each query on each side; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    iterations: usize,
+    /// In-process executors (default: cores); also DataFusion's target partitions.
+    #[arg(long)]
+    executors: Option<usize>,
+    /// Reference answers to check both sides against (sfX/qNN.csv below).
+    #[arg(long, value_name = "DIR", default_value = "tests/tpch/answers")]
+    answers: PathBuf,
+    /// Scale factor of the data (default: from the row count of customer).
+    #[arg(long)]
+    scale: Option<String>,
+    /// DuckDB timings from tests/bench/duckdb_tpch.py (JSON), shown as a column.
+    #[arg(long, value_name = "FILE")]
+    duckdb: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct BenchTasksArgs {
+    /// Number of tasks.
+    #[arg(long, default_value_t = 100_000)]
+    count: usize,
+    /// In-process executors (default: cores).
+    #[arg(long)]
+    executors: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +209,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Plan(args) => plan(args).await,
         Command::Tpch(args) => generate(args).await,
         Command::Demo(args) => demo(args).await,
+        Command::Bench(BenchCommand::Tpch(args)) => bench_tpch(args).await,
+        Command::Bench(BenchCommand::Tasks(args)) => bench_tasks(args).await,
     }
 }
 
@@ -318,6 +369,151 @@ async fn demo(args: DemoArgs) -> Result<()> {
         )?;
         println!();
     }
+    Ok(())
+}
+
+async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
+    let duckdb: HashMap<usize, f64> = match &args.duckdb {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| SquallError::Io {
+                context: format!("cannot read DuckDB timings {}", path.display()),
+                source: e,
+            })?;
+            let raw: HashMap<String, f64> = serde_json::from_str(&text).map_err(|e| {
+                SquallError::InvalidArgument(format!("DuckDB timings {}: {e}", path.display()))
+            })?;
+            raw.into_iter()
+                .filter_map(|(k, v)| {
+                    k.trim_start_matches(['q', 'Q'])
+                        .parse()
+                        .ok()
+                        .map(|q| (q, v))
+                })
+                .collect()
+        }
+        None => HashMap::new(),
+    };
+    let bench = bench::TpchBench {
+        data: args.data.clone(),
+        queries: args.queries.clone(),
+        iterations: args.iterations,
+        executors: args.executors.unwrap_or_else(default_parallelism),
+        answers: args.answers.is_dir().then(|| args.answers.clone()),
+        scale: args.scale.clone(),
+    };
+    println!(
+        "TPC-H on {} — {} executors, {} iterations, medians in seconds",
+        args.data, bench.executors, bench.iterations
+    );
+    println!();
+    let duck_col = if duckdb.is_empty() {
+        ""
+    } else {
+        " duckdb s | squall/duckdb |"
+    };
+    let duck_rule = if duckdb.is_empty() {
+        ""
+    } else {
+        " ---: | ---: |"
+    };
+    println!(
+        "| query | squall s | datafusion s | squall/datafusion |{duck_col} stages | tasks | shuffle written | scanned | answers |"
+    );
+    println!("| ---: | ---: | ---: | ---: |{duck_rule} ---: | ---: | ---: | ---: | --- |");
+    let mut failures = Vec::new();
+    let results = bench
+        .run(|q| {
+            let duck = match duckdb.get(&q.query) {
+                Some(d) => format!(
+                    " {d:.3} | {:.2} |",
+                    q.squall_median().as_secs_f64() / d.max(1e-9)
+                ),
+                None if duckdb.is_empty() => String::new(),
+                None => " - | - |".to_string(),
+            };
+            let check = match (&q.squall_check, &q.datafusion_check) {
+                (Some(Ok(())), Some(Ok(()))) => "ok".to_string(),
+                (None, _) => "not checked".to_string(),
+                (Some(s), Some(d)) => {
+                    let mut wrong = Vec::new();
+                    if let Err(e) = s {
+                        wrong.push("squall");
+                        failures.push(format!("Q{} squall: {e}", q.query));
+                    }
+                    if let Err(e) = d {
+                        wrong.push("datafusion");
+                        failures.push(format!("Q{} datafusion: {e}", q.query));
+                    }
+                    format!("WRONG ({})", wrong.join(", "))
+                }
+                (Some(_), None) => "not checked".to_string(),
+            };
+            println!(
+                "| Q{} | {:.3} | {:.3} | {:.2} |{duck} {} | {} | {} | {} | {check} |",
+                q.query,
+                q.squall_median().as_secs_f64(),
+                q.datafusion_median().as_secs_f64(),
+                q.ratio(),
+                q.stages,
+                q.tasks,
+                indicatif::HumanBytes(q.shuffle_bytes),
+                indicatif::HumanBytes(q.scanned_bytes),
+            );
+        })
+        .await?;
+    println!();
+    let geo = bench::geometric_mean(results.iter().map(|q| q.ratio()));
+    let worst = results
+        .iter()
+        .max_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+    print!("geometric mean of squall/datafusion: {geo:.2}");
+    if let Some(w) = worst {
+        print!("; worst Q{} at {:.2}", w.query, w.ratio());
+    }
+    let duck: Vec<f64> = results
+        .iter()
+        .filter_map(|q| {
+            duckdb
+                .get(&q.query)
+                .map(|d| q.squall_median().as_secs_f64() / d.max(1e-9))
+        })
+        .collect();
+    if !duck.is_empty() {
+        print!(
+            "; geometric mean of squall/duckdb: {:.2}",
+            bench::geometric_mean(duck)
+        );
+    }
+    println!();
+    if !failures.is_empty() {
+        return Err(SquallError::Backend(format!(
+            "{} wrong answers: {}",
+            failures.len(),
+            failures.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+async fn bench_tasks(args: BenchTasksArgs) -> Result<()> {
+    let engine = engine(args.executors, None)?;
+    // Warm up the runtime and allocator.
+    bench::tasks(&engine, args.count.min(1_000)).await?;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(bench::tasks(&engine, args.count).await?);
+    }
+    runs.sort_by_key(|r| r.elapsed);
+    let median = &runs[1];
+    println!(
+        "{} no-op tasks through the scheduler and the {} backend ({} at once): median of 3 runs {:.3} s, {:.0} tasks/s, {:.1} us per task",
+        median.tasks,
+        engine.backend.name(),
+        engine.backend.max_concurrency(),
+        median.elapsed.as_secs_f64(),
+        median.tasks_per_second(),
+        median.per_task().as_secs_f64() * 1e6
+    );
     Ok(())
 }
 

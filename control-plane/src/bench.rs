@@ -1,0 +1,282 @@
+//! Benchmarks: TPC-H on Squall against single-node DataFusion in the same process,
+//! and the scheduler's per-task overhead.
+//!
+//! # What belongs here
+//! Running and timing; printing is the CLI's. Speed targets are checked by reading
+//! these reports (BENCHMARKS.md), never by timed tests.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+
+use crate::engine::{Engine, JobRequest};
+use crate::error::{Result, SquallError};
+use crate::planner::PlanOptions;
+use crate::scheduler::{Scheduler, TaskOptions};
+use crate::tables::to_url;
+use crate::tpch::{self, TABLES, answers};
+
+/// What `bench tpch` runs.
+#[derive(Debug, Clone)]
+pub struct TpchBench {
+    /// Root of the eight table folders.
+    pub data: String,
+    pub queries: Vec<usize>,
+    pub iterations: usize,
+    /// In-process executors; also DataFusion's target partitions and the shuffle width.
+    pub executors: usize,
+    /// Reference answers (`sfX/qNN.csv` below); None: do not check.
+    pub answers: Option<PathBuf>,
+    /// Scale factor of the data; None: read from the row count of `customer`.
+    pub scale: Option<String>,
+}
+
+/// One query's figures.
+#[derive(Debug, Clone)]
+pub struct QueryBench {
+    pub query: usize,
+    pub squall: Vec<Duration>,
+    pub datafusion: Vec<Duration>,
+    pub stages: usize,
+    pub tasks: usize,
+    /// Bytes written to shuffle files (all stages but the last).
+    pub shuffle_bytes: u64,
+    /// Bytes read from the tables.
+    pub scanned_bytes: u64,
+    /// Squall's answer against the reference: None when there is no reference.
+    pub squall_check: Option<std::result::Result<(), String>>,
+    pub datafusion_check: Option<std::result::Result<(), String>>,
+}
+
+impl QueryBench {
+    pub fn squall_median(&self) -> Duration {
+        median(&self.squall)
+    }
+
+    pub fn datafusion_median(&self) -> Duration {
+        median(&self.datafusion)
+    }
+
+    /// Squall's median over DataFusion's.
+    pub fn ratio(&self) -> f64 {
+        self.squall_median().as_secs_f64() / self.datafusion_median().as_secs_f64().max(1e-9)
+    }
+}
+
+pub fn median(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    match sorted.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
+    }
+}
+
+/// Geometric mean of positive numbers (1 for none).
+pub fn geometric_mean(values: impl IntoIterator<Item = f64>) -> f64 {
+    let (sum, n) = values
+        .into_iter()
+        .fold((0.0, 0usize), |(s, n), v| (s + v.ln(), n + 1));
+    if n == 0 { 1.0 } else { (sum / n as f64).exp() }
+}
+
+/// The scale factor as the answers folders name it ("0.01", "0.1", "1", "10").
+fn scale_name(scale: f64) -> String {
+    let text = format!("{scale}");
+    text.trim_end_matches(".0").to_string()
+}
+
+impl TpchBench {
+    /// Runs every query `iterations` times on each side, alternating Squall and
+    /// DataFusion; `on_query` is called as each query finishes.
+    pub async fn run(&self, mut on_query: impl FnMut(&QueryBench)) -> Result<Vec<QueryBench>> {
+        if self.iterations == 0 {
+            return Err(SquallError::InvalidArgument(
+                "iterations must be at least 1".into(),
+            ));
+        }
+        let root = to_url(&self.data)?;
+        let root = root.as_str().trim_end_matches('/').to_string();
+        let engine = Engine::embedded(Some(self.executors))?;
+        let tables = tpch::table_specs(&root);
+        let ctx = self.datafusion_context(&root).await?;
+        let scale = match &self.scale {
+            Some(s) => s.clone(),
+            None => scale_name(customer_rows(&ctx).await? as f64 / 150_000.0),
+        };
+        let mut results = Vec::new();
+        for &q in &self.queries {
+            let sql = tpch::query(q)?;
+            let expected = match &self.answers {
+                Some(dir) => {
+                    let path = answers::answer_path(dir, &scale, q);
+                    path.exists().then(|| answers::load(&path)).transpose()?
+                }
+                None => None,
+            };
+            let mut request = JobRequest::new(sql, tables.clone());
+            request.plan = PlanOptions {
+                shuffle_partitions: self.executors,
+                ..PlanOptions::default()
+            };
+            let mut bench = QueryBench {
+                query: q,
+                squall: vec![],
+                datafusion: vec![],
+                stages: 0,
+                tasks: 0,
+                shuffle_bytes: 0,
+                scanned_bytes: 0,
+                squall_check: None,
+                datafusion_check: None,
+            };
+            for i in 0..self.iterations {
+                let started = Instant::now();
+                let result = engine.run(&request, None).await?;
+                bench.squall.push(started.elapsed());
+
+                let started = Instant::now();
+                let df_batches = ctx
+                    .sql(sql)
+                    .await
+                    .map_err(SquallError::from_planning)?
+                    .collect()
+                    .await
+                    .map_err(|source| SquallError::Internal { source })?;
+                bench.datafusion.push(started.elapsed());
+
+                if i == 0 {
+                    bench.stages = result.dag.stages.len();
+                    bench.tasks = result.dag.task_count();
+                    let last = result.dag.final_stage().id;
+                    bench.shuffle_bytes = result
+                        .stages
+                        .iter()
+                        .filter(|s| s.stage != last)
+                        .map(|s| s.bytes_out)
+                        .sum();
+                    bench.scanned_bytes = result.stages.iter().map(|s| s.bytes_scanned).sum();
+                    if let Some(expected) = &expected {
+                        let ordered = answers::is_ordered(q);
+                        let ours = answers::render(result.batches.as_deref().unwrap_or_default());
+                        bench.squall_check = Some(answers::compare(expected, &ours, ordered));
+                        let theirs = answers::render(&df_batches);
+                        bench.datafusion_check = Some(answers::compare(expected, &theirs, ordered));
+                    }
+                }
+            }
+            on_query(&bench);
+            results.push(bench);
+        }
+        Ok(results)
+    }
+
+    /// Single-node DataFusion over the same files, as many partitions as executors.
+    async fn datafusion_context(&self, root: &str) -> Result<SessionContext> {
+        let config = SessionConfig::new().with_target_partitions(self.executors);
+        let ctx = SessionContext::new_with_config(config);
+        for table in TABLES {
+            ctx.register_parquet(
+                table,
+                format!("{root}/{table}/"),
+                ParquetReadOptions::default(),
+            )
+            .await
+            .map_err(|e| SquallError::Table {
+                table: table.to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(ctx)
+    }
+}
+
+async fn customer_rows(ctx: &SessionContext) -> Result<u64> {
+    let batches = ctx
+        .sql("SELECT count(*) FROM customer")
+        .await
+        .map_err(SquallError::from_planning)?
+        .collect()
+        .await
+        .map_err(|source| SquallError::Internal { source })?;
+    let rows = batches
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+        })
+        .map(|a| a.value(0))
+        .unwrap_or(0);
+    Ok(rows.max(0) as u64)
+}
+
+/// What `bench tasks` measured.
+#[derive(Debug, Clone)]
+pub struct TasksBench {
+    pub tasks: usize,
+    pub elapsed: Duration,
+}
+
+impl TasksBench {
+    pub fn tasks_per_second(&self) -> f64 {
+        self.tasks as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Wall time per task (at the backend's concurrency).
+    pub fn per_task(&self) -> Duration {
+        self.elapsed / (self.tasks.max(1) as u32)
+    }
+}
+
+/// Runs `count` ping tasks through the scheduler and `engine`'s backend.
+pub async fn tasks(engine: &Engine, count: usize) -> Result<TasksBench> {
+    if count == 0 {
+        return Err(SquallError::InvalidArgument(
+            "count must be at least 1".into(),
+        ));
+    }
+    let options = TaskOptions::default();
+    let scheduler = Scheduler {
+        job_id: "bench-tasks",
+        backend: engine.backend.clone(),
+        stores: Arc::clone(&engine.stores),
+        options: &options,
+        progress: None,
+    };
+    let started = Instant::now();
+    let stats = scheduler.ping(count).await?;
+    let elapsed = started.elapsed();
+    if stats.attempts as usize != count {
+        return Err(SquallError::Backend(format!(
+            "{} attempts for {count} ping tasks",
+            stats.attempts
+        )));
+    }
+    Ok(TasksBench {
+        tasks: count,
+        elapsed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_means() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(&[ms(3), ms(1), ms(2)]), ms(2));
+        assert_eq!(
+            median(&[ms(4), ms(1), ms(2), ms(3)]),
+            Duration::from_micros(2500)
+        );
+        assert!((geometric_mean([1.0, 4.0]) - 2.0).abs() < 1e-12);
+        assert_eq!(scale_name(0.01), "0.01");
+        assert_eq!(scale_name(1.0), "1");
+        assert_eq!(scale_name(10.0), "10");
+    }
+}
