@@ -43,6 +43,8 @@ pub struct QueryBench {
     pub tasks: usize,
     /// Bytes written to shuffle files (all stages but the last).
     pub shuffle_bytes: u64,
+    /// Arrow bytes those shuffle files hold, uncompressed.
+    pub shuffle_raw_bytes: u64,
     /// Bytes read from the tables.
     pub scanned_bytes: u64,
     /// Squall's answer against the reference: None when there is no reference.
@@ -129,6 +131,7 @@ impl TpchBench {
                 stages: 0,
                 tasks: 0,
                 shuffle_bytes: 0,
+                shuffle_raw_bytes: 0,
                 scanned_bytes: 0,
                 squall_check: None,
                 datafusion_check: None,
@@ -152,12 +155,9 @@ impl TpchBench {
                     bench.stages = result.dag.stages.len();
                     bench.tasks = result.dag.task_count();
                     let last = result.dag.final_stage().id;
-                    bench.shuffle_bytes = result
-                        .stages
-                        .iter()
-                        .filter(|s| s.stage != last)
-                        .map(|s| s.bytes_out)
-                        .sum();
+                    let shuffles = result.stages.iter().filter(|s| s.stage != last);
+                    bench.shuffle_bytes = shuffles.clone().map(|s| s.bytes_out).sum();
+                    bench.shuffle_raw_bytes = shuffles.map(|s| s.raw_bytes_out).sum();
                     bench.scanned_bytes = result.stages.iter().map(|s| s.bytes_scanned).sum();
                     if let Some(expected) = &expected {
                         let ordered = answers::is_ordered(q);

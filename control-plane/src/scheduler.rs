@@ -92,6 +92,8 @@ pub struct StageStats {
     pub bytes_scanned: u64,
     pub rows_out: u64,
     pub bytes_out: u64,
+    /// Arrow bytes of the output before compression (shuffle stages).
+    pub raw_bytes_out: u64,
     /// The most memory any one task of the stage held.
     pub peak_memory_bytes: u64,
     /// Bytes the stage's tasks spilled to local disk.
@@ -281,6 +283,7 @@ impl Scheduler<'_> {
                     stats.bytes_scanned += metrics.bytes_scanned;
                     stats.rows_out += metrics.rows_out;
                     stats.bytes_out += metrics.bytes_out;
+                    stats.raw_bytes_out += metrics.raw_bytes_out;
                     stats.peak_memory_bytes =
                         stats.peak_memory_bytes.max(metrics.peak_memory_bytes);
                     stats.spilled_bytes += metrics.spilled_bytes;
@@ -302,6 +305,17 @@ impl Scheduler<'_> {
             return (stage.id, Err(e), written);
         }
         stats.elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            job = self.job_id,
+            stage = stage.id,
+            tasks = stage.tasks,
+            elapsed_ms = stats.elapsed_ms,
+            rows_in = stats.rows_in,
+            bytes_in = stats.bytes_in,
+            rows_out = stats.rows_out,
+            bytes_out = stats.bytes_out,
+            "stage finished"
+        );
         self.emit(JobEvent::StageFinished { stage: stage.id });
         let outputs = outputs.into_iter().flatten().collect();
         (stage.id, Ok((outputs, stats)), written)

@@ -16,6 +16,11 @@ use datafusion::prelude::SessionConfig;
 use crate::protocol::TaskId;
 use crate::stores::StoreRegistry;
 
+/// Largest estimated build side (bytes) a join broadcasts to every probe task.
+pub const BROADCAST_JOIN_BYTES: usize = 16 << 20;
+/// Largest estimated build side (rows) a join broadcasts to every probe task.
+pub const BROADCAST_JOIN_ROWS: usize = 1 << 20;
+
 /// Session settings that make DataFusion plans safe to cut into stateless tasks.
 /// The control plane plans with them and every executor runs with them.
 pub fn squall_session_config() -> SessionConfig {
@@ -33,6 +38,11 @@ pub fn squall_session_config() -> SessionConfig {
     // the planner, not regrouped by DataFusion.
     options.optimizer.enable_round_robin_repartition = false;
     options.optimizer.repartition_file_scans = false;
+    // Broadcasting a build side of a few MiB to every probe task costs far less
+    // than shuffling both sides through the bucket: raise DataFusion's single-node
+    // thresholds for collect-left joins.
+    options.optimizer.hash_join_single_partition_threshold = BROADCAST_JOIN_BYTES;
+    options.optimizer.hash_join_single_partition_threshold_rows = BROADCAST_JOIN_ROWS;
     config
 }
 

@@ -146,6 +146,9 @@ pub struct TaskMetrics {
     pub bytes_scanned: u64,
     pub rows_out: u64,
     pub bytes_out: u64,
+    /// Arrow bytes of the output before compression (shuffle writers).
+    #[serde(default)]
+    pub raw_bytes_out: u64,
     pub elapsed_ms: u64,
     pub peak_memory_bytes: u64,
     /// Bytes operators wrote to local disk because the memory limit was reached.

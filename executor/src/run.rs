@@ -22,7 +22,7 @@ use crate::protocol::{
     TaskSpec, WIRE_VERSION,
 };
 use crate::result_writer::ResultWriterExec;
-use crate::shuffle::writer::ShuffleWriterExec;
+use crate::shuffle::writer::{RAW_BYTES_METRIC, ShuffleWriterExec};
 
 /// Runs one task attempt. Never panics on a bad spec: every failure is a typed
 /// `TaskOutcome::Failed` that says whether a retry can help.
@@ -170,6 +170,9 @@ fn collect_metrics(plan: &Arc<dyn ExecutionPlan>) -> TaskMetrics {
                     MetricValue::Count { name, count } if name == "bytes_scanned" => {
                         metrics.bytes_in += count.value() as u64;
                         metrics.bytes_scanned += count.value() as u64;
+                    }
+                    MetricValue::Count { name, count } if name == RAW_BYTES_METRIC => {
+                        metrics.raw_bytes_out += count.value() as u64
                     }
                     MetricValue::Count { name, count } if name == "bytes_read" => {
                         metrics.bytes_in += count.value() as u64

@@ -417,9 +417,9 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
         " ---: | ---: |"
     };
     println!(
-        "| query | squall s | datafusion s | squall/datafusion |{duck_col} stages | tasks | shuffle written | scanned | answers |"
+        "| query | squall s | datafusion s | squall/datafusion |{duck_col} stages | tasks | shuffle written | shuffle/raw | scanned | answers |"
     );
-    println!("| ---: | ---: | ---: | ---: |{duck_rule} ---: | ---: | ---: | ---: | --- |");
+    println!("| ---: | ---: | ---: | ---: |{duck_rule} ---: | ---: | ---: | ---: | ---: | --- |");
     let mut failures = Vec::new();
     let results = bench
         .run(|q| {
@@ -449,7 +449,7 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
                 (Some(_), None) => "not checked".to_string(),
             };
             println!(
-                "| Q{} | {:.3} | {:.3} | {:.2} |{duck} {} | {} | {} | {} | {check} |",
+                "| Q{} | {:.3} | {:.3} | {:.2} |{duck} {} | {} | {} | {:.2} | {} | {check} |",
                 q.query,
                 q.squall_median().as_secs_f64(),
                 q.datafusion_median().as_secs_f64(),
@@ -457,6 +457,7 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
                 q.stages,
                 q.tasks,
                 indicatif::HumanBytes(q.shuffle_bytes),
+                q.shuffle_bytes as f64 / q.shuffle_raw_bytes.max(1) as f64,
                 indicatif::HumanBytes(q.scanned_bytes),
             );
         })

@@ -107,6 +107,7 @@ pub async fn plan_job(
             })
         },
         options.target_partition_bytes,
+        options.shuffle_partitions,
     )
     .await?;
 

@@ -1,5 +1,7 @@
-//! Scan splits: one scan task per object-store partition — a whole file, or a byte
-//! range of a large Parquet file that covers whole row groups — sized by a target.
+//! Scan splits: each scan task reads object-store partitions — whole files, or byte
+//! ranges of a large Parquet file that cover whole row groups — of about a target
+//! size. Small files are packed together (down to one task per executor), large
+//! Parquet files split.
 //!
 //! The splits are computed before planning (listing, and one footer read per large
 //! Parquet file) and applied by [`SplitScans`], a physical optimizer rule that runs
@@ -12,6 +14,7 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DataFusionError, Result as DfResult, config::ConfigOptions};
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -33,15 +36,19 @@ const FOOTER_READS: usize = 16;
 #[derive(Debug, Default, Clone)]
 pub struct ScanSplits {
     ranges: HashMap<String, Vec<Range<u64>>>,
+    target_bytes: u64,
+    min_groups: usize,
 }
 
 impl ScanSplits {
-    /// Splits every Parquet file larger than `target_bytes` on row-group boundaries.
-    /// Footers are read [`FOOTER_READS`] at a time.
+    /// Splits every Parquet file larger than `target_bytes` on row-group boundaries
+    /// (footers are read [`FOOTER_READS`] at a time); scans will pack files and
+    /// splits into tasks of about `target_bytes`, at least `min_tasks` per scan.
     pub async fn compute(
         tables: &[ResolvedTable],
         store_for: impl Fn(&ResolvedTable) -> Result<Arc<dyn ObjectStore>>,
         target_bytes: u64,
+        min_tasks: usize,
     ) -> Result<Self> {
         let mut large = Vec::new();
         for table in tables.iter().filter(|t| t.format == TableFormat::Parquet) {
@@ -68,12 +75,19 @@ impl ScanSplits {
                 ranges.insert(location, split);
             }
         }
-        Ok(Self { ranges })
+        Ok(Self {
+            ranges,
+            target_bytes,
+            min_groups: min_tasks,
+        })
     }
 
-    /// Regroups a scan's files into one group per split.
+    /// Regroups a scan's files: large Parquet files become one piece per split,
+    /// then pieces are packed into groups of about `target_bytes`, one group per
+    /// task — but never fewer groups than `min_groups` (or pieces), so that small
+    /// tables still spread over the executors.
     fn regroup(&self, config: &FileScanConfig) -> Vec<FileGroup> {
-        let mut groups = Vec::new();
+        let mut pieces: Vec<(PartitionedFile, u64)> = Vec::new();
         for file in config.file_groups.iter().flat_map(|g| g.iter()) {
             match (
                 file.range.is_none(),
@@ -82,14 +96,50 @@ impl ScanSplits {
                 (true, Some(ranges)) => {
                     for r in ranges {
                         let piece = file.clone().with_range(r.start as i64, r.end as i64);
-                        groups.push(FileGroup::new(vec![piece]));
+                        pieces.push((piece, r.end - r.start));
                     }
                 }
-                _ => groups.push(FileGroup::new(vec![file.clone()])),
+                _ => {
+                    let size = match &file.range {
+                        Some(r) => (r.end - r.start).max(0) as u64,
+                        None => file.object_meta.size,
+                    };
+                    pieces.push((file.clone(), size));
+                }
             }
         }
-        groups
+        pack(pieces, self.target_bytes, self.min_groups)
     }
+}
+
+/// Packs pieces, in order, into groups of about `target` bytes: as many groups as
+/// the bytes need, at least `min_groups` (when there are that many pieces).
+fn pack(pieces: Vec<(PartitionedFile, u64)>, target: u64, min_groups: usize) -> Vec<FileGroup> {
+    if pieces.is_empty() {
+        return vec![];
+    }
+    let total: u64 = pieces.iter().map(|(_, size)| size).sum();
+    let by_size = total.div_ceil(target.max(1)) as usize;
+    let groups = by_size.max(min_groups).clamp(1, pieces.len());
+    let per_group = total.div_ceil(groups as u64).max(1);
+    let mut out: Vec<Vec<PartitionedFile>> = Vec::with_capacity(groups);
+    let mut current: Vec<PartitionedFile> = Vec::new();
+    let mut held = 0u64;
+    let remaining_pieces = pieces.len();
+    for (i, (piece, size)) in pieces.into_iter().enumerate() {
+        // Start a new group when this one is full, or when the pieces left are
+        // only just enough to give every remaining group one.
+        let groups_left = groups.saturating_sub(out.len() + 1);
+        let pieces_left = remaining_pieces - i;
+        if !current.is_empty() && (held + size > per_group || pieces_left <= groups_left) {
+            out.push(std::mem::take(&mut current));
+            held = 0;
+        }
+        current.push(piece);
+        held += size;
+    }
+    out.push(current);
+    out.into_iter().map(FileGroup::new).collect()
 }
 
 /// Byte ranges of `file`, each starting at a row group and holding about
@@ -182,5 +232,42 @@ impl PhysicalOptimizerRule for SplitScans {
 
     fn schema_check(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(sizes: &[u64]) -> Vec<(PartitionedFile, u64)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (PartitionedFile::new(format!("f{i}"), *s), *s))
+            .collect()
+    }
+
+    fn shape(groups: &[FileGroup]) -> Vec<usize> {
+        groups.iter().map(|g| g.len()).collect()
+    }
+
+    #[test]
+    fn packs_small_files_but_keeps_min_groups() {
+        // Eight tiny files, two executors: two tasks of four files.
+        assert_eq!(shape(&pack(pieces(&[10; 8]), 1000, 2)), vec![4, 4]);
+        // One executor: one task.
+        assert_eq!(shape(&pack(pieces(&[10; 8]), 1000, 1)), vec![8]);
+        // Never more groups than pieces.
+        assert_eq!(shape(&pack(pieces(&[10; 3]), 1000, 7)), vec![1, 1, 1]);
+        // Bytes decide when there are more of them than the target holds.
+        assert_eq!(shape(&pack(pieces(&[100; 8]), 200, 1)), vec![2, 2, 2, 2]);
+        // Every piece lands in exactly one group, in order.
+        let groups = pack(pieces(&[5, 300, 5, 5, 290, 5]), 300, 2);
+        let names: Vec<String> = groups
+            .iter()
+            .flat_map(|g| g.iter().map(|f| f.object_meta.location.to_string()))
+            .collect();
+        assert_eq!(names, ["f0", "f1", "f2", "f3", "f4", "f5"]);
+        assert!(pack(vec![], 100, 2).is_empty());
     }
 }

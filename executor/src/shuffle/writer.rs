@@ -132,6 +132,7 @@ impl ShuffleWriterExec {
         let bytes_written = MetricBuilder::new(&self.metrics).counter("bytes_written", partition);
         let rows_written = MetricBuilder::new(&self.metrics).output_rows(partition);
         let spilled_bytes = MetricBuilder::new(&self.metrics).spilled_bytes(partition);
+        let raw_bytes = MetricBuilder::new(&self.metrics).counter(RAW_BYTES_METRIC, partition);
 
         let n = self.output.partition_count();
         let schema = self.input.schema();
@@ -176,9 +177,10 @@ impl ShuffleWriterExec {
         let mut sinks = Vec::with_capacity(n);
         let mut rows = Vec::with_capacity(n);
         for buffer in buffers {
-            let (sink, count) = buffer.finish()?;
+            let (sink, count, raw) = buffer.finish()?;
             sinks.push(sink);
             rows.push(count);
+            raw_bytes.add(raw as usize);
         }
 
         let mut writer = BufWriter::new(store, target.path().clone());
@@ -225,6 +227,8 @@ struct PartitionBuffer {
     coalescer: BatchCoalescer,
     writer: Option<StreamWriter<SpillSink>>,
     rows: u64,
+    /// Arrow bytes of the rows before compression.
+    raw_bytes: u64,
 }
 
 impl PartitionBuffer {
@@ -234,6 +238,7 @@ impl PartitionBuffer {
             schema,
             writer: None,
             rows: 0,
+            raw_bytes: 0,
         }
     }
 
@@ -248,11 +253,12 @@ impl PartitionBuffer {
     fn drain(&mut self) -> Result<()> {
         while let Some(batch) = self.coalescer.next_completed_batch() {
             self.rows += batch.num_rows() as u64;
+            self.raw_bytes += raw_size(&batch);
             let writer = match &mut self.writer {
                 Some(w) => w,
                 None => {
                     let options = IpcWriteOptions::default()
-                        .try_with_compression(Some(CompressionType::ZSTD))?;
+                        .try_with_compression(Some(CompressionType::LZ4_FRAME))?;
                     self.writer.insert(StreamWriter::try_new_with_options(
                         SpillSink::default(),
                         &self.schema,
@@ -279,18 +285,33 @@ impl PartitionBuffer {
         }
     }
 
-    /// The finished stream (None when the partition has no rows) and its row count.
-    fn finish(mut self) -> Result<(Option<SpillSink>, u64)> {
+    /// The finished stream (None when the partition has no rows), its row count and
+    /// its uncompressed Arrow size.
+    fn finish(mut self) -> Result<(Option<SpillSink>, u64, u64)> {
         self.coalescer.finish_buffered_batch()?;
         self.drain()?;
         match self.writer {
             Some(mut writer) => {
                 writer.finish()?;
-                Ok((Some(writer.into_inner()?), self.rows))
+                Ok((Some(writer.into_inner()?), self.rows, self.raw_bytes))
             }
-            None => Ok((None, 0)),
+            None => Ok((None, 0, 0)),
         }
     }
+}
+
+/// Name of the metric counting the Arrow bytes a shuffle writer wrote, before
+/// compression.
+pub const RAW_BYTES_METRIC: &str = "raw_bytes_written";
+
+/// Bytes of the Arrow buffers `batch` uses (its uncompressed IPC body, give or take
+/// padding).
+fn raw_size(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
+        .sum()
 }
 
 /// Bytes of one IPC stream: a spilled prefix in a temp file, the rest in memory.
