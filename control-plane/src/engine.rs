@@ -76,6 +76,7 @@ impl Engine {
             }
             None => format!("{work_dir}/result"),
         };
+        let planning = std::time::Instant::now();
         let planned = plan_job(
             &request.sql,
             &request.tables,
@@ -85,6 +86,13 @@ impl Engine {
             &result_dir,
         )
         .await?;
+        tracing::info!(
+            job = job_id,
+            stages = planned.dag.stages.len(),
+            tasks = planned.dag.task_count(),
+            elapsed_ms = planning.elapsed().as_millis() as u64,
+            "planned"
+        );
         let scheduler = Scheduler {
             job_id: &job_id.clone(),
             backend: self.backend.clone(),

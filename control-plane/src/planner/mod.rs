@@ -11,7 +11,7 @@ pub mod stages;
 
 use std::sync::Arc;
 
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -88,9 +88,26 @@ pub async fn plan_job(
         ));
     }
     check_unique_names(tables)?;
+    // Parse first: a rejected statement or a syntax error costs no listing, and
+    // only the tables the query names are listed and read.
+    let parser = SessionStateBuilder::new()
+        .with_config(squall_session_config())
+        .build();
+    let statement = parse_query(&parser, sql)?;
+    let named: Vec<String> = parser
+        .resolve_table_references(&statement)
+        .map_err(SquallError::from_planning)?
+        .iter()
+        .map(|r| r.table().to_string())
+        .collect();
+    let used = tables.iter().filter(|t| {
+        named
+            .iter()
+            .any(|n| *n == t.name || n.eq_ignore_ascii_case(&t.name))
+    });
 
     let mut resolved = Vec::with_capacity(tables.len());
-    for spec in tables {
+    for spec in used {
         let url = crate::tables::to_url(&spec.url)?;
         let store = stores.get_store(&url).map_err(|e| SquallError::Table {
             table: spec.name.clone(),
@@ -115,7 +132,7 @@ pub async fn plan_job(
     for table in &resolved {
         register_table(&ctx, table).await?;
     }
-    let physical_plan = physical_plan(&ctx, sql).await?;
+    let physical_plan = physical_plan(&ctx, statement).await?;
     let distributable =
         joins::distributable_joins(physical_plan.clone(), options.shuffle_partitions)
             .map_err(|source| SquallError::Internal { source })?;
@@ -161,26 +178,29 @@ fn session(
     Ok(SessionContext::new_with_state(state))
 }
 
-/// Parses `sql`, refuses anything but one read-only query, and plans it.
-async fn physical_plan(ctx: &SessionContext, sql: &str) -> Result<Arc<dyn ExecutionPlan>> {
-    let state = ctx.state();
+/// Parses `sql` and refuses anything but one read-only query.
+fn parse_query(state: &SessionState, sql: &str) -> Result<DfStatement> {
     let dialect = state.config().options().sql_parser.dialect;
     let statement = state
         .sql_to_statement(sql, &dialect)
         .map_err(SquallError::from_planning)?;
     match &statement {
-        DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => {}
-        DfStatement::Statement(s) => {
-            return Err(SquallError::Rejected {
-                reason: statement_kind(s),
-            });
-        }
-        other => {
-            return Err(SquallError::Rejected {
-                reason: format!("{} statements are not queries", df_statement_kind(other)),
-            });
-        }
+        DfStatement::Statement(s) if matches!(**s, Statement::Query(_)) => Ok(statement),
+        DfStatement::Statement(s) => Err(SquallError::Rejected {
+            reason: statement_kind(s),
+        }),
+        other => Err(SquallError::Rejected {
+            reason: format!("{} statements are not queries", df_statement_kind(other)),
+        }),
     }
+}
+
+/// DataFusion's physical plan of a parsed query.
+async fn physical_plan(
+    ctx: &SessionContext,
+    statement: DfStatement,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let state = ctx.state();
     let logical = state
         .statement_to_plan(statement)
         .await
