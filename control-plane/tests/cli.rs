@@ -340,3 +340,72 @@ fn tpch_generates_parts_and_rejects_bad_scale() {
     let bad = squall(&["tpch", "--scale", "0", "--out", out_dir.to_str().unwrap()]);
     assert_user_error(&bad, "scale");
 }
+
+#[test]
+fn bench_tpch_checks_answers_and_bench_tasks_reports_a_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tpch");
+    let out = squall(&[
+        "tpch",
+        "--scale",
+        "0.01",
+        "--parts",
+        "2",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tpch/answers");
+    let out = squall(&[
+        "bench",
+        "tpch",
+        "--data",
+        data.to_str().unwrap(),
+        "--queries",
+        "1,6,13",
+        "--iterations",
+        "1",
+        "--answers",
+        answers.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| Q")).collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    assert!(rows.iter().all(|r| r.ends_with("| ok |")), "{stdout}");
+    assert!(
+        stdout.contains("geometric mean of squall/datafusion"),
+        "{stdout}"
+    );
+
+    // A wrong reference answer makes the benchmark fail.
+    let wrong = dir.path().join("answers");
+    std::fs::create_dir_all(wrong.join("sf0.01")).unwrap();
+    std::fs::write(wrong.join("sf0.01/q06.csv"), "revenue\n1.0\n").unwrap();
+    let out = squall(&[
+        "bench",
+        "tpch",
+        "--data",
+        data.to_str().unwrap(),
+        "--queries",
+        "6",
+        "--iterations",
+        "1",
+        "--answers",
+        wrong.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("WRONG (squall, datafusion)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = squall(&["bench", "tasks", "--count", "2000"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("tasks/s"),
+        "{}",
+        text(&out.stdout)
+    );
+}

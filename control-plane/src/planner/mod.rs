@@ -11,9 +11,9 @@ pub mod stages;
 
 use std::sync::Arc;
 
-use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
