@@ -9,14 +9,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 
 use crate::engine::{Engine, JobRequest};
 use crate::error::{Result, SquallError};
 use crate::planner::PlanOptions;
 use crate::scheduler::{Scheduler, TaskOptions};
 use crate::tables::to_url;
-use crate::tpch::{self, TABLES, answers};
+use crate::tpch::{self, answers};
 
 /// What `bench tpch` runs.
 #[derive(Debug, Clone)]
@@ -104,7 +104,7 @@ impl TpchBench {
         let root = root.as_str().trim_end_matches('/').to_string();
         let engine = Engine::embedded(Some(self.executors))?;
         let tables = tpch::table_specs(&root);
-        let ctx = self.datafusion_context(&root).await?;
+        let ctx = tpch::single_node_context(&root, self.executors).await?;
         let scale = match &self.scale {
             Some(s) => s.clone(),
             None => scale_name(customer_rows(&ctx).await? as f64 / 150_000.0),
@@ -172,25 +172,6 @@ impl TpchBench {
             results.push(bench);
         }
         Ok(results)
-    }
-
-    /// Single-node DataFusion over the same files, as many partitions as executors.
-    async fn datafusion_context(&self, root: &str) -> Result<SessionContext> {
-        let config = SessionConfig::new().with_target_partitions(self.executors);
-        let ctx = SessionContext::new_with_config(config);
-        for table in TABLES {
-            ctx.register_parquet(
-                table,
-                format!("{root}/{table}/"),
-                ParquetReadOptions::default(),
-            )
-            .await
-            .map_err(|e| SquallError::Table {
-                table: table.to_string(),
-                message: e.to_string(),
-            })?;
-        }
-        Ok(ctx)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod answers;
 use arrow::array::{RecordBatch, RecordBatchReader};
 use bytes::Bytes;
 use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
@@ -73,6 +74,27 @@ pub fn table_specs(root: &str) -> Vec<TableSpec> {
         .iter()
         .map(|t| TableSpec::new(*t, format!("{root}/{t}/")))
         .collect()
+}
+
+/// Single-node DataFusion (the reference Squall is measured and checked against)
+/// with the eight tables under `root` registered, `target_partitions` wide.
+pub async fn single_node_context(root: &str, target_partitions: usize) -> Result<SessionContext> {
+    let root = root.trim_end_matches('/');
+    let config = SessionConfig::new().with_target_partitions(target_partitions.max(1));
+    let ctx = SessionContext::new_with_config(config);
+    for table in TABLES {
+        ctx.register_parquet(
+            table,
+            format!("{root}/{table}/"),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .map_err(|e| SquallError::Table {
+            table: table.to_string(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(ctx)
 }
 
 /// Writes the eight TPC-H tables at `scale` under `out`, `parts` files per table.

@@ -2,8 +2,7 @@
 //! shuffle writer) go to local disk and the answer stays exact; a task that cannot
 //! fit fails with a clear, non-retryable error.
 
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use squall_control_plane::tpch::TABLES;
+use squall_control_plane::tpch;
 use squall_control_plane::{JobRequest, PlanOptions, SquallError, TaskOptions};
 use squall_executor::FailureKind;
 use squall_tests::{
@@ -12,13 +11,9 @@ use squall_tests::{
 
 /// The same SQL on single-node DataFusion over the same files: the reference.
 async fn reference(data: &std::path::Path, sql: &str) -> Vec<Vec<String>> {
-    let ctx = SessionContext::new();
-    for table in TABLES {
-        let dir = format!("{}/{table}/", data.display());
-        ctx.register_parquet(table, &dir, ParquetReadOptions::default())
-            .await
-            .unwrap();
-    }
+    let ctx = tpch::single_node_context(&data.display().to_string(), 2)
+        .await
+        .unwrap();
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
     render(&batches)
 }
