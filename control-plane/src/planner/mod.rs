@@ -88,6 +88,7 @@ pub async fn plan_job(
         ));
     }
     check_unique_names(tables)?;
+    let started = std::time::Instant::now();
     // Parse first: a rejected statement or a syntax error costs no listing, and
     // only the tables the query names are listed and read.
     let parser = SessionStateBuilder::new()
@@ -115,6 +116,7 @@ pub async fn plan_job(
         })?;
         resolved.push(resolve_table(spec, &store).await?);
     }
+    let listed = started.elapsed();
     let splits = ScanSplits::compute(
         &resolved,
         |t| {
@@ -132,12 +134,21 @@ pub async fn plan_job(
     for table in &resolved {
         register_table(&ctx, table).await?;
     }
+    let registered = started.elapsed();
     let physical_plan = physical_plan(&ctx, statement).await?;
+    let optimized = started.elapsed();
     let distributable =
         joins::distributable_joins(physical_plan.clone(), options.shuffle_partitions)
             .map_err(|source| SquallError::Internal { source })?;
     let dag = cut_stages(distributable, work_dir, result_dir)
         .map_err(|source| SquallError::Internal { source })?;
+    tracing::debug!(
+        listed_us = listed.as_micros() as u64,
+        registered_us = registered.as_micros() as u64,
+        optimized_us = optimized.as_micros() as u64,
+        cut_us = started.elapsed().as_micros() as u64,
+        "planning steps (cumulative)"
+    );
     Ok(PlannedJob {
         dag,
         tables: resolved,
