@@ -127,11 +127,13 @@ fn pack(pieces: Vec<(PartitionedFile, u64)>, target: u64, min_groups: usize) -> 
     let mut held = 0u64;
     let remaining_pieces = pieces.len();
     for (i, (piece, size)) in pieces.into_iter().enumerate() {
-        // Start a new group when this one is full, or when the pieces left are
-        // only just enough to give every remaining group one.
+        // Start a new group when this piece would put this one more than half a
+        // piece over its share, or when the pieces left are only just enough to
+        // give every remaining group one.
         let groups_left = groups.saturating_sub(out.len() + 1);
         let pieces_left = remaining_pieces - i;
-        if !current.is_empty() && (held + size > per_group || pieces_left <= groups_left) {
+        let full = held + size / 2 > per_group;
+        if !current.is_empty() && (full || pieces_left <= groups_left) {
             out.push(std::mem::take(&mut current));
             held = 0;
         }
@@ -255,6 +257,8 @@ mod tests {
     fn packs_small_files_but_keeps_min_groups() {
         // Eight tiny files, two executors: two tasks of four files.
         assert_eq!(shape(&pack(pieces(&[10; 8]), 1000, 2)), vec![4, 4]);
+        // Files of slightly different sizes still make two tasks, not three.
+        assert_eq!(shape(&pack(pieces(&[10, 11, 10, 12, 10, 9, 10, 11]), 1000, 2)), vec![4, 4]);
         // One executor: one task.
         assert_eq!(shape(&pack(pieces(&[10; 8]), 1000, 1)), vec![8]);
         // Never more groups than pieces.
