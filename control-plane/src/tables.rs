@@ -281,13 +281,19 @@ pub async fn register_table(ctx: &SessionContext, table: &ResolvedTable) -> Resu
     let extension = common_extension(&table.files);
     let options = ListingOptions::new(table.format.file_format()).with_file_extension(extension);
     let state = ctx.state();
-    let schema = match options.infer_schema(&state, &listing_url).await {
+    let store = state
+        .runtime_env()
+        .object_store(listing_url.object_store())
+        .map_err(|e| table_err(e.to_string()))?;
+    // The files are known from `resolve_table`: no second listing.
+    let inferred = options
+        .format
+        .infer_schema(&state, &store, &table.files)
+        .await;
+    let schema = match inferred {
         Ok(schema) => schema,
         Err(e) => {
-            let culprit = match state.runtime_env().object_store(listing_url.object_store()) {
-                Ok(store) => unreadable_file(&state, &store, table).await,
-                Err(_) => None,
-            };
+            let culprit = unreadable_file(&state, &store, table).await;
             let what = culprit.unwrap_or_else(|| format!("its files at {}", table.url));
             return Err(table_err(format!("cannot read the schema of {what}: {e}")));
         }

@@ -107,15 +107,19 @@ pub async fn plan_job(
             .any(|n| *n == t.name || n.eq_ignore_ascii_case(&t.name))
     });
 
-    let mut resolved = Vec::with_capacity(tables.len());
-    for spec in used {
-        let url = crate::tables::to_url(&spec.url)?;
-        let store = stores.get_store(&url).map_err(|e| SquallError::Table {
-            table: spec.name.clone(),
-            message: e.to_string(),
-        })?;
-        resolved.push(resolve_table(spec, &store).await?);
-    }
+    // Tables are listed, and their schemas read, concurrently.
+    let resolved = futures::future::try_join_all(used.map(|spec| {
+        let stores = stores.clone();
+        async move {
+            let url = crate::tables::to_url(&spec.url)?;
+            let store = stores.get_store(&url).map_err(|e| SquallError::Table {
+                table: spec.name.clone(),
+                message: e.to_string(),
+            })?;
+            resolve_table(spec, &store).await
+        }
+    }))
+    .await?;
     let listed = started.elapsed();
     let splits = ScanSplits::compute(
         &resolved,
@@ -131,9 +135,8 @@ pub async fn plan_job(
     .await?;
 
     let ctx = session(stores, Arc::new(splits), options.shuffle_partitions)?;
-    for table in &resolved {
-        register_table(&ctx, table).await?;
-    }
+    let session_built = started.elapsed();
+    futures::future::try_join_all(resolved.iter().map(|table| register_table(&ctx, table))).await?;
     let registered = started.elapsed();
     let physical_plan = physical_plan(&ctx, statement).await?;
     let optimized = started.elapsed();
@@ -144,6 +147,7 @@ pub async fn plan_job(
         .map_err(|source| SquallError::Internal { source })?;
     tracing::debug!(
         listed_us = listed.as_micros() as u64,
+        session_us = session_built.as_micros() as u64,
         registered_us = registered.as_micros() as u64,
         optimized_us = optimized.as_micros() as u64,
         cut_us = started.elapsed().as_micros() as u64,

@@ -258,7 +258,10 @@ mod tests {
         // Eight tiny files, two executors: two tasks of four files.
         assert_eq!(shape(&pack(pieces(&[10; 8]), 1000, 2)), vec![4, 4]);
         // Files of slightly different sizes still make two tasks, not three.
-        assert_eq!(shape(&pack(pieces(&[10, 11, 10, 12, 10, 9, 10, 11]), 1000, 2)), vec![4, 4]);
+        assert_eq!(
+            shape(&pack(pieces(&[10, 11, 10, 12, 10, 9, 10, 11]), 1000, 2)),
+            vec![4, 4]
+        );
         // One executor: one task.
         assert_eq!(shape(&pack(pieces(&[10; 8]), 1000, 1)), vec![8]);
         // Never more groups than pieces.
