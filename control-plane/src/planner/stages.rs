@@ -26,7 +26,9 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::physical_planning_context::ScalarSubqueryResults;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::physical_expr::{LexOrdering, Partitioning};
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::scalar_subquery::{ScalarSubqueryExec, ScalarSubqueryLink};
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -175,10 +177,17 @@ impl Cutter {
             for link in subquery.subqueries() {
                 let computed = self.cut(link.plan.clone())?;
                 let computed = self.with_subqueries(computed)?;
-                let schema = computed.schema();
-                let id = self.add_stage(computed, ShuffleOutput::Single)?;
+                // A final aggregation over gathered partial aggregates reads a row
+                // per producer: every consumer task computes it, saving a stage.
+                let plan: Arc<dyn ExecutionPlan> = if is_final_of_gathered_partials(&computed) {
+                    computed
+                } else {
+                    let schema = computed.schema();
+                    let id = self.add_stage(computed, ShuffleOutput::Single)?;
+                    Arc::new(ShuffleReaderExec::new(id, schema, ReadMode::Partitioned, 1))
+                };
                 links.push(ScalarSubqueryLink {
-                    plan: Arc::new(ShuffleReaderExec::new(id, schema, ReadMode::Partitioned, 1)),
+                    plan,
                     index: link.index,
                 });
             }
@@ -304,6 +313,28 @@ fn sort_each_partition(
     ordering: LexOrdering,
 ) -> Arc<dyn ExecutionPlan> {
     Arc::new(SortExec::new(ordering, input).with_preserve_partitioning(true))
+}
+
+/// Whether `plan` is (projections over) an ungrouped final aggregation of a
+/// gather of shuffle files: its input is one row of partial state per producer.
+fn is_final_of_gathered_partials(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut node = plan.clone();
+    while let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+        node = projection.input().clone();
+    }
+    let Some(aggregate) = node.downcast_ref::<AggregateExec>() else {
+        return false;
+    };
+    if *aggregate.mode() != AggregateMode::Final || !aggregate.group_expr().is_empty() {
+        return false;
+    }
+    let Some(coalesce) = aggregate.input().downcast_ref::<CoalescePartitionsExec>() else {
+        return false;
+    };
+    coalesce
+        .input()
+        .downcast_ref::<ShuffleReaderExec>()
+        .is_some()
 }
 
 /// The scalar-subquery results containers read by expressions anywhere in `plan`.
