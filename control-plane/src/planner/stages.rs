@@ -12,7 +12,9 @@
 //!
 //! Uncorrelated scalar subqueries (`ScalarSubqueryExec`) are computed once, each in
 //! a stage of its own gathered to one row; every stage whose plan reads their values
-//! gets its own `ScalarSubqueryExec` over readers of those stages.
+//! gets its own `ScalarSubqueryExec` over readers of those stages. A subquery whose
+//! last step only finalizes gathered partial aggregates (one row per producer) gets
+//! no stage: each consumer task finalizes them itself.
 //!
 //! Every stage runs one task per output partition of its plan; task `i` executes
 //! partition `i`.
