@@ -23,6 +23,12 @@ fn people(dir: &Path) -> String {
     format!("people={}", file.display())
 }
 
+/// `squall run --table people=... --sql SQL`, over a fresh copy of the people table.
+fn run_on_people(sql: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    squall(&["run", "--table", &people(dir.path()), "--sql", sql])
+}
+
 /// Asserts a failed run: exit code, one line on stderr naming the problem, nothing on stdout.
 fn assert_user_error(out: &Output, needle: &str) {
     let stderr = text(&out.stderr);
@@ -166,40 +172,19 @@ fn output_url_keeps_result_and_manifest_and_refuses_to_overwrite() {
 
 #[test]
 fn syntax_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = squall(&[
-        "run",
-        "--table",
-        &people(dir.path()),
-        "--sql",
-        "SELEC name FROM people",
-    ]);
+    let out = run_on_people("SELEC name FROM people");
     assert_user_error(&out, "SELEC");
 }
 
 #[test]
 fn unknown_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = squall(&[
-        "run",
-        "--table",
-        &people(dir.path()),
-        "--sql",
-        "SELECT * FROM nowhere",
-    ]);
+    let out = run_on_people("SELECT * FROM nowhere");
     assert_user_error(&out, "nowhere");
 }
 
 #[test]
 fn unknown_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = squall(&[
-        "run",
-        "--table",
-        &people(dir.path()),
-        "--sql",
-        "SELECT shoe_size FROM people",
-    ]);
+    let out = run_on_people("SELECT shoe_size FROM people");
     assert_user_error(&out, "shoe_size");
 }
 
@@ -279,14 +264,7 @@ fn statements_other_than_queries_are_rejected() {
 
 #[test]
 fn runtime_error_in_a_task_is_the_users() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = squall(&[
-        "run",
-        "--table",
-        &people(dir.path()),
-        "--sql",
-        "SELECT CAST(name AS INT) FROM people",
-    ]);
+    let out = run_on_people("SELECT CAST(name AS INT) FROM people");
     assert_user_error(&out, "cast");
 }
 

@@ -140,3 +140,31 @@ pub fn is_ordered(q: usize) -> bool {
         .map(|sql| sql.to_ascii_lowercase().contains("order by"))
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-row result with columns a (text) and b (number).
+    fn result(a: &str, b: &str) -> Vec<Vec<String>> {
+        vec![
+            vec!["a".to_string(), "b".to_string()],
+            vec![a.to_string(), b.to_string()],
+        ]
+    }
+
+    #[test]
+    fn comparison_accepts_printing_differences_and_rejects_wrong_answers() {
+        let expected = result("x", "1.50");
+        assert!(compare(&expected, &result("x  ", "1.5000001"), true).is_ok());
+        assert!(compare(&expected, &result("x", "1.51"), true).is_err());
+        assert!(compare(&expected, &result("y", "1.50"), true).is_err());
+        // Truncated decimals match a longer reference within one unit of the last
+        // digit, but not beyond it.
+        let precise = result("x", "0.05008133906964238");
+        assert!(compare(&precise, &result("x", "0.050081"), true).is_ok());
+        assert!(compare(&precise, &result("x", "0.050083"), true).is_err());
+        let header_only = vec![expected[0].clone()];
+        assert!(compare(&expected, &header_only, true).is_err());
+    }
+}
