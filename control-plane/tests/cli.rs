@@ -29,6 +29,20 @@ fn run_on_people(sql: &str) -> Output {
     squall(&["run", "--table", &people(dir.path()), "--sql", sql])
 }
 
+/// `squall tpch --scale SCALE --parts 2 --out DIR`, which must succeed.
+fn generate_tpch(scale: &str, out: &Path) {
+    let done = squall(&[
+        "tpch",
+        "--scale",
+        scale,
+        "--parts",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(done.status.success(), "{}", text(&done.stderr));
+}
+
 /// Asserts a failed run: exit code, one line on stderr naming the problem, nothing on stdout.
 fn assert_user_error(out: &Output, needle: &str) {
     let stderr = text(&out.stderr);
@@ -291,16 +305,7 @@ fn plan_prints_stages() {
 fn tpch_generates_parts_and_rejects_bad_scale() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("tpch");
-    let out = squall(&[
-        "tpch",
-        "--scale",
-        "0.001",
-        "--parts",
-        "2",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    generate_tpch("0.001", &out_dir);
     for table in ["lineitem", "orders", "nation", "region"] {
         let files = std::fs::read_dir(out_dir.join(table)).unwrap().count();
         assert_eq!(files, 2, "{table}");
@@ -323,16 +328,7 @@ fn tpch_generates_parts_and_rejects_bad_scale() {
 fn bench_tpch_checks_answers_and_bench_tasks_reports_a_rate() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("tpch");
-    let out = squall(&[
-        "tpch",
-        "--scale",
-        "0.01",
-        "--parts",
-        "2",
-        "--out",
-        data.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    generate_tpch("0.01", &data);
     let answers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/tpch/answers");
     let out = squall(&[
         "bench",

@@ -39,6 +39,17 @@ struct FlakyBackend {
     invoked: Mutex<Vec<(u32, u32, u32)>>,
 }
 
+impl FlakyBackend {
+    /// Attempts invoked of task `task` of stage `stage`.
+    fn attempts_of(&self, stage: u32, task: u32) -> usize {
+        let invoked = self.invoked.lock().unwrap();
+        invoked
+            .iter()
+            .filter(|(s, t, _)| (*s, *t) == (stage, task))
+            .count()
+    }
+}
+
 #[async_trait]
 impl ExecutorBackend for FlakyBackend {
     fn name(&self) -> &str {
@@ -155,15 +166,14 @@ async fn retryable_failures_after_output_still_give_exact_answer() {
     let result = engine.run(&request, None).await.unwrap();
 
     // Each chosen task ran three times; the others once.
-    let invoked = backend.invoked.lock().unwrap().clone();
-    for (stage, task) in &targets {
-        let attempts: Vec<u32> = invoked
-            .iter()
-            .filter(|(s, t, _)| (s, t) == (stage, task))
-            .map(|(_, _, a)| *a)
-            .collect();
-        assert_eq!(attempts.len(), 3, "stage {stage} task {task}: {attempts:?}");
+    for &(stage, task) in &targets {
+        assert_eq!(
+            backend.attempts_of(stage, task),
+            3,
+            "stage {stage} task {task}"
+        );
     }
+    let invoked = backend.invoked.lock().unwrap().clone();
     let unique: HashSet<_> = invoked.iter().collect();
     assert_eq!(unique.len(), invoked.len(), "no attempt ran twice");
     let retried: u32 = result
@@ -209,14 +219,7 @@ async fn unreachable_executor_is_retried() {
     let result = engine.run(&request, None).await.unwrap();
     let rows = render(result.batches.as_deref().unwrap());
     compare(&expected_answer("0.01", 3), &rows, is_ordered(3)).unwrap();
-    let invoked = backend.invoked.lock().unwrap();
-    assert_eq!(
-        invoked
-            .iter()
-            .filter(|(s, t, _)| *s == 1 && *t == 0)
-            .count(),
-        2
-    );
+    assert_eq!(backend.attempts_of(1, 0), 2);
     assert!(files_under(work.path()).is_empty());
 }
 
@@ -244,14 +247,7 @@ async fn non_retryable_failure_ends_job_and_cleans_up() {
         1,
         "a storage failure is not the user's fault"
     );
-    let invoked = backend.invoked.lock().unwrap();
-    assert_eq!(
-        invoked
-            .iter()
-            .filter(|(s, t, _)| *s == 2 && *t == 1)
-            .count(),
-        1
-    );
+    assert_eq!(backend.attempts_of(2, 1), 1);
     assert!(
         files_under(work.path()).is_empty(),
         "{:?}",
@@ -276,14 +272,7 @@ async fn retries_stop_at_max_attempts() {
     let request = q3_request(None).await;
     let err = engine.run(&request, None).await.unwrap_err();
     assert!(err.to_string().contains("failed after 3 attempt"), "{err}");
-    let invoked = backend.invoked.lock().unwrap();
-    assert_eq!(
-        invoked
-            .iter()
-            .filter(|(s, t, _)| *s == 1 && *t == 3)
-            .count(),
-        3
-    );
+    assert_eq!(backend.attempts_of(1, 3), 3);
     assert!(
         files_under(work.path()).is_empty(),
         "{:?}",

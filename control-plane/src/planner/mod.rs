@@ -107,28 +107,24 @@ pub async fn plan_job(
             .any(|n| *n == t.name || n.eq_ignore_ascii_case(&t.name))
     });
 
+    // The store of a table's URL; failing names the table.
+    let store_of = |table: &str, url: &url::Url| {
+        stores.get_store(url).map_err(|e| SquallError::Table {
+            table: table.to_string(),
+            message: e.to_string(),
+        })
+    };
     // Tables are listed, and their schemas read, concurrently.
-    let resolved = futures::future::try_join_all(used.map(|spec| {
-        let stores = stores.clone();
-        async move {
-            let url = crate::tables::to_url(&spec.url)?;
-            let store = stores.get_store(&url).map_err(|e| SquallError::Table {
-                table: spec.name.clone(),
-                message: e.to_string(),
-            })?;
-            resolve_table(spec, &store).await
-        }
+    let resolved = futures::future::try_join_all(used.map(|spec| async move {
+        let url = crate::tables::to_url(&spec.url)?;
+        let store = store_of(&spec.name, &url)?;
+        resolve_table(spec, &store).await
     }))
     .await?;
     let listed = started.elapsed();
     let splits = ScanSplits::compute(
         &resolved,
-        |t| {
-            stores.get_store(&t.url).map_err(|e| SquallError::Table {
-                table: t.spec.name.clone(),
-                message: e.to_string(),
-            })
-        },
+        |t| store_of(&t.spec.name, &t.url),
         options.target_partition_bytes,
         options.shuffle_partitions,
     )
