@@ -17,7 +17,7 @@ use squall_executor::{ExecutorContext, ObjectUrl, OutputFile, StoreRegistry};
 
 use crate::backend::{ExecutorBackend, InProcessBackend};
 use crate::error::{Result, SquallError};
-use crate::planner::{PlanOptions, StageDag, default_parallelism, plan_job};
+use crate::planner::{PlanCaches, PlanOptions, StageDag, default_parallelism, plan_job_with};
 use crate::scheduler::{ProgressSink, Scheduler, StageStats, TaskOptions};
 use crate::tables::{TableSpec, to_url};
 
@@ -31,6 +31,8 @@ pub struct Engine {
     pub backend: Arc<dyn ExecutorBackend>,
     /// URL prefix under which each job keeps its shuffle (and unrequested result) files.
     pub work_root: String,
+    /// Footers and file statistics read while planning earlier jobs.
+    pub plan_caches: PlanCaches,
 }
 
 impl Engine {
@@ -56,6 +58,7 @@ impl Engine {
             stores,
             backend: Arc::new(backend),
             work_root: work_root.trim_end_matches('/').to_string(),
+            plan_caches: PlanCaches::default(),
         })
     }
 
@@ -77,11 +80,12 @@ impl Engine {
             None => format!("{work_dir}/result"),
         };
         let planning = std::time::Instant::now();
-        let planned = plan_job(
+        let planned = plan_job_with(
             &request.sql,
             &request.tables,
             &request.plan,
             self.stores.clone(),
+            &self.plan_caches,
             &work_dir,
             &result_dir,
         )

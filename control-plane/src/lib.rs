@@ -18,6 +18,6 @@ pub mod tpch;
 pub use backend::{ExecutorBackend, InProcessBackend};
 pub use engine::{Engine, JobRequest, JobResult, MANIFEST_NAME, Manifest, read_result};
 pub use error::{Result, SquallError};
-pub use planner::{PlanOptions, StageDag, plan_job};
+pub use planner::{PlanCaches, PlanOptions, StageDag, plan_job, plan_job_with};
 pub use scheduler::{JobEvent, ProgressSink, TaskOptions};
 pub use tables::{TableFormat, TableSpec};

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::SessionConfig;
 
@@ -46,6 +48,26 @@ pub fn squall_session_config() -> SessionConfig {
     config
 }
 
+/// Memory kept for Parquet footers between tasks (and, in the control plane, jobs).
+pub const METADATA_CACHE_BYTES: usize = 64 << 20;
+
+/// A cache of Parquet footers (and page indexes) by object path, bounded to
+/// [`METADATA_CACHE_BYTES`], least recently used out first. An entry is used only
+/// while the object's size and modification time are those it was read with.
+pub fn new_metadata_cache() -> Arc<FileMetadataCache> {
+    Arc::new(DefaultCache::new(METADATA_CACHE_BYTES).with_name("squall-parquet-footers"))
+}
+
+/// Caches of a task's runtime: the executor's shared footer cache, and nothing
+/// kept between tasks that could go stale (no listings, no statistics).
+pub fn task_cache_config(metadata: &Arc<FileMetadataCache>) -> CacheManagerConfig {
+    CacheManagerConfig::default()
+        .with_file_metadata_cache(Some(metadata.clone()))
+        .with_metadata_cache_limit(METADATA_CACHE_BYTES)
+        .with_list_files_cache_limit(0)
+        .with_file_statistics_cache_limit(0)
+}
+
 /// Built once per executor process and shared by its tasks.
 #[derive(Debug, Clone)]
 pub struct ExecutorContext {
@@ -54,6 +76,9 @@ pub struct ExecutorContext {
     pub spill_dir: PathBuf,
     /// Built once: holds the function registry every decoded plan resolves against.
     pub(crate) functions: Arc<SessionState>,
+    /// Parquet footers read by earlier tasks of this process (a warm Lambda
+    /// container keeps them): a scan reads a file's footer once, not once per task.
+    pub(crate) footers: Arc<FileMetadataCache>,
 }
 
 impl ExecutorContext {
@@ -66,6 +91,7 @@ impl ExecutorContext {
             stores,
             spill_dir,
             functions: Arc::new(functions),
+            footers: new_metadata_cache(),
         }
     }
 }

@@ -15,7 +15,10 @@ pub mod shuffle;
 pub mod stores;
 
 pub use codec::{SquallCodec, decode_plan, encode_plan};
-pub use context::{ExecutorContext, TaskAttempt, squall_session_config};
+pub use context::{
+    ExecutorContext, METADATA_CACHE_BYTES, TaskAttempt, new_metadata_cache, squall_session_config,
+    task_cache_config,
+};
 pub use protocol::*;
 pub use result_writer::ResultWriterExec;
 pub use run::run_task;

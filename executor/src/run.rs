@@ -16,7 +16,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::MetricValue;
 
 use crate::codec::decode_plan;
-use crate::context::{ExecutorContext, TaskAttempt};
+use crate::context::{ExecutorContext, TaskAttempt, task_cache_config};
 use crate::protocol::{
     FailureKind, OutputFile, TaskAction, TaskFailure, TaskMetrics, TaskOutcome, TaskResult,
     TaskSpec, WIRE_VERSION,
@@ -111,6 +111,7 @@ fn task_context(
                 .with_mode(DiskManagerMode::Directories(vec![ctx.spill_dir.clone()])),
         )
         .with_object_store_registry(ctx.stores.clone())
+        .with_cache_manager(task_cache_config(&ctx.footers))
         .build_arc()?;
     let state = &ctx.functions;
     Ok(Arc::new(TaskContext::new(

@@ -112,6 +112,7 @@ fn flaky_engine(
         stores,
         backend: backend.clone(),
         work_root: format!("file://{}", work.display()),
+        plan_caches: Default::default(),
     };
     (engine, backend)
 }

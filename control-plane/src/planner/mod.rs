@@ -11,6 +11,10 @@ pub mod stages;
 
 use std::sync::Arc;
 
+use datafusion::execution::cache::cache_manager::{
+    CacheManagerConfig, CachedFileMetadata, FileMetadataCache, FileStatisticsCache, TableScopedPath,
+};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{SessionState, SessionStateBuilder};
@@ -19,7 +23,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
-use squall_executor::{StoreRegistry, squall_session_config};
+use squall_executor::{
+    METADATA_CACHE_BYTES, StoreRegistry, new_metadata_cache, squall_session_config,
+};
 
 use crate::error::{Result, SquallError};
 use crate::tables::{ResolvedTable, TableSpec, register_table, resolve_table};
@@ -51,6 +57,42 @@ pub fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Memory kept for per-file statistics between jobs.
+const STATISTICS_CACHE_BYTES: usize = 16 << 20;
+
+/// What planning keeps between jobs: Parquet footers and per-file statistics. An
+/// entry is used only while the file's size and modification time are those of the
+/// job's own listing, so a rewritten file is read again. Listings are never kept:
+/// every job sees a table's files as they are when it is planned.
+#[derive(Debug, Clone)]
+pub struct PlanCaches {
+    footers: Arc<FileMetadataCache>,
+    statistics: Arc<FileStatisticsCache>,
+}
+
+impl Default for PlanCaches {
+    fn default() -> Self {
+        Self {
+            footers: new_metadata_cache(),
+            statistics: Arc::new(
+                DefaultCache::<TableScopedPath, CachedFileMetadata>::new(STATISTICS_CACHE_BYTES)
+                    .with_name("squall-file-statistics"),
+            ),
+        }
+    }
+}
+
+impl PlanCaches {
+    fn config(&self) -> CacheManagerConfig {
+        CacheManagerConfig::default()
+            .with_file_metadata_cache(Some(self.footers.clone()))
+            .with_metadata_cache_limit(METADATA_CACHE_BYTES)
+            .with_file_statistics_cache(Some(self.statistics.clone()))
+            .with_file_statistics_cache_limit(STATISTICS_CACHE_BYTES)
+            .with_list_files_cache_limit(0)
+    }
+}
+
 /// A planned job: its stages and the tables it reads.
 #[derive(Debug, Clone)]
 pub struct PlannedJob {
@@ -68,12 +110,27 @@ impl PlannedJob {
 }
 
 /// Plans `sql` over `tables`: shuffle files will go under `work_dir`, result files
-/// under `result_dir`.
+/// under `result_dir`. Footers are read afresh; see [`plan_job_with`] to keep them
+/// between jobs.
 pub async fn plan_job(
     sql: &str,
     tables: &[TableSpec],
     options: &PlanOptions,
     stores: Arc<StoreRegistry>,
+    work_dir: &str,
+    result_dir: &str,
+) -> Result<PlannedJob> {
+    let caches = PlanCaches::default();
+    plan_job_with(sql, tables, options, stores, &caches, work_dir, result_dir).await
+}
+
+/// [`plan_job`], reading footers and file statistics through `caches`.
+pub async fn plan_job_with(
+    sql: &str,
+    tables: &[TableSpec],
+    options: &PlanOptions,
+    stores: Arc<StoreRegistry>,
+    caches: &PlanCaches,
     work_dir: &str,
     result_dir: &str,
 ) -> Result<PlannedJob> {
@@ -125,12 +182,13 @@ pub async fn plan_job(
     let splits = ScanSplits::compute(
         &resolved,
         |t| store_of(&t.spec.name, &t.url),
+        &caches.footers,
         options.target_partition_bytes,
         options.shuffle_partitions,
     )
     .await?;
 
-    let ctx = session(stores, Arc::new(splits), options.shuffle_partitions)?;
+    let ctx = session(stores, caches, Arc::new(splits), options.shuffle_partitions)?;
     let session_built = started.elapsed();
     futures::future::try_join_all(resolved.iter().map(|table| register_table(&ctx, table))).await?;
     let registered = started.elapsed();
@@ -170,12 +228,14 @@ fn check_unique_names(tables: &[TableSpec]) -> Result<()> {
 
 fn session(
     stores: Arc<StoreRegistry>,
+    caches: &PlanCaches,
     splits: Arc<ScanSplits>,
     shuffle_partitions: usize,
 ) -> Result<SessionContext> {
     let config = squall_session_config().with_target_partitions(shuffle_partitions);
     let runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(stores)
+        .with_cache_manager(caches.config())
         .build_arc()
         .map_err(|source| SquallError::Internal { source })?;
     let mut rules = PhysicalOptimizer::new().rules;

@@ -13,23 +13,24 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DataFusionError, Result as DfResult, config::ConfigOptions};
+use datafusion::common::{Result as DfResult, config::ConfigOptions};
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 use object_store::{ObjectMeta, ObjectStore};
-use parquet::errors::ParquetError;
-use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::error::{Result, SquallError};
 use crate::tables::{ResolvedTable, TableFormat};
 
 /// Parquet footers read at once while planning.
 const FOOTER_READS: usize = 16;
+/// Bytes of a file's tail fetched first when reading its footer.
+const FOOTER_HINT_BYTES: usize = 64 * 1024;
 
 /// Byte ranges to scan as separate tasks, by object path. Files not listed are
 /// scanned whole.
@@ -47,6 +48,7 @@ impl ScanSplits {
     pub async fn compute(
         tables: &[ResolvedTable],
         store_for: impl Fn(&ResolvedTable) -> Result<Arc<dyn ObjectStore>>,
+        footers: &Arc<FileMetadataCache>,
         target_bytes: u64,
         min_tasks: usize,
     ) -> Result<Self> {
@@ -59,7 +61,7 @@ impl ScanSplits {
         }
         let mut reads = futures::stream::iter(large)
             .map(|(table, store, file)| async move {
-                let split = split_parquet(&store, file, target_bytes)
+                let split = split_parquet(&store, footers, file, target_bytes)
                     .await
                     .map_err(|e| SquallError::Table {
                         table: table.spec.name.clone(),
@@ -149,26 +151,16 @@ fn pack(pieces: Vec<(PartitionedFile, u64)>, target: u64, min_groups: usize) -> 
 /// holds the offset of its first page, so the ranges cover every group once.
 async fn split_parquet(
     store: &Arc<dyn ObjectStore>,
+    footers: &Arc<FileMetadataCache>,
     file: &ObjectMeta,
     target_bytes: u64,
 ) -> DfResult<Vec<Range<u64>>> {
     // One ranged GET of the tail usually holds the whole footer; a second if not.
-    let mut want = file.size.min(64 * 1024);
-    let mut reader = ParquetMetaDataReader::new();
-    loop {
-        let tail = store
-            .get_range(&file.location, file.size - want..file.size)
-            .await
-            .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
-        match reader.try_parse_sized(&tail, file.size) {
-            Ok(()) => break,
-            Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > want => {
-                want = (needed as u64).min(file.size)
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let metadata = reader.finish()?;
+    let metadata = DFParquetMetadata::new(store.as_ref(), file)
+        .with_metadata_size_hint(Some(FOOTER_HINT_BYTES))
+        .with_file_metadata_cache(Some(footers.clone()))
+        .fetch_metadata()
+        .await?;
     let mut starts = Vec::new();
     let mut acc = 0u64;
     for (i, group) in metadata.row_groups().iter().enumerate() {
