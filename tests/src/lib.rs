@@ -107,6 +107,27 @@ pub fn local_engine(executors: usize, work: &Path) -> Engine {
     .expect("engine")
 }
 
+/// Writes one Parquet file of nullable Int64 columns, `columns[i]` named `names[i]`.
+pub fn write_int_parquet(path: &Path, names: &[&str], columns: Vec<Vec<Option<i64>>>) {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Int64, true))
+            .collect::<Vec<_>>(),
+    ));
+    let arrays: Vec<ArrayRef> = columns
+        .into_iter()
+        .map(|c| Arc::new(Int64Array::from(c)) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays).expect("batch");
+    let file = std::fs::File::create(path).expect("create parquet file");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
+    writer.write(&batch).expect("write batch");
+    writer.close().expect("close parquet file");
+}
+
 /// Files left under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -2,23 +2,11 @@
 //! executors). Those caches must never change an answer: a rewritten file is read
 //! again, and a file added to a table is seen by the next job.
 
-use std::path::Path;
-use std::sync::Arc;
-
-use arrow::array::{Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema};
-use parquet::arrow::ArrowWriter;
 use squall_control_plane::{JobRequest, TableSpec};
-use squall_tests::{local_engine, run_rendered};
+use squall_tests::{local_engine, run_rendered, write_int_parquet};
 
-fn write_parquet(path: &Path, values: impl IntoIterator<Item = i64>) {
-    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-    let column = Int64Array::from_iter_values(values);
-    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(column)]).unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    let mut writer = ArrowWriter::try_new(file, schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+fn values(range: impl IntoIterator<Item = i64>) -> Vec<Vec<Option<i64>>> {
+    vec![range.into_iter().map(Some).collect()]
 }
 
 #[tokio::test]
@@ -27,7 +15,7 @@ async fn rewritten_and_added_files_are_read_again() {
     let work = tempfile::tempdir().unwrap();
     let table = data.path().join("t");
     std::fs::create_dir_all(&table).unwrap();
-    write_parquet(&table.join("a.parquet"), 1..=10);
+    write_int_parquet(&table.join("a.parquet"), &["x"], values(1..=10));
 
     let engine = local_engine(2, work.path());
     let request = JobRequest::new(
@@ -38,12 +26,12 @@ async fn rewritten_and_added_files_are_read_again() {
     assert_eq!(rows, vec![vec!["s", "n", "m"], vec!["55", "10", "10"]]);
 
     // Same path, new contents (and so a new size): the cached footer must not be used.
-    write_parquet(&table.join("a.parquet"), 1..=1000);
+    write_int_parquet(&table.join("a.parquet"), &["x"], values(1..=1000));
     let rows = run_rendered(&engine, &request).await.unwrap();
     assert_eq!(rows[1], vec!["500500", "1000", "1000"]);
 
     // A new file in the table's folder: listings are not cached.
-    write_parquet(&table.join("b.parquet"), [5000]);
+    write_int_parquet(&table.join("b.parquet"), &["x"], values([5000]));
     let rows = run_rendered(&engine, &request).await.unwrap();
     assert_eq!(rows[1], vec!["505500", "1001", "5000"]);
 }

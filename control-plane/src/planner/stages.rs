@@ -8,7 +8,10 @@
 //!   probe task reads the whole small side);
 //! - a `SortPreservingMergeExec` keeps its merge, over a reader that exposes each
 //!   producer's sorted output as its own partition;
-//! - round-robin repartitions go away: tasks are the parallelism.
+//! - round-robin repartitions go away: tasks are the parallelism;
+//! - a hash repartition that appears twice in the plan (the same node, as in the
+//!   semi/anti joins of `joins`) is one stage read twice; a gather of it reads each
+//!   producer's whole file instead of adding a stage.
 //!
 //! Uncorrelated scalar subqueries (`ScalarSubqueryExec`) are computed once, each in
 //! a stage of its own gathered to one row; every stage whose plan reads their values
@@ -134,6 +137,7 @@ pub fn cut_stages(
     let mut cutter = Cutter {
         stages: vec![],
         subqueries: vec![],
+        shuffles: vec![],
         work_dir: work_dir.trim_end_matches('/').to_string(),
     };
     // The result is a set of files: a final gather without a limit would only
@@ -165,6 +169,8 @@ struct Cutter {
     /// Each scalar-subquery results container met so far, with links whose plans
     /// read the stage that computes each subquery.
     subqueries: Vec<(ScalarSubqueryResults, Vec<ScalarSubqueryLink>)>,
+    /// Hash repartitions already cut, with the reader that replaced each.
+    shuffles: Vec<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)>,
     work_dir: String,
 }
 
@@ -197,6 +203,9 @@ impl Cutter {
             // The node itself is a pass-through: stages that need it get their own.
             return self.cut(subquery.input().clone());
         }
+        if let Some((_, reader)) = self.shuffles.iter().find(|(p, _)| Arc::ptr_eq(p, &plan)) {
+            return Ok(reader.clone());
+        }
         let children = plan
             .children()
             .into_iter()
@@ -219,10 +228,12 @@ impl Cutter {
                         n,
                     ));
                     // An order-preserving repartition promised sorted partitions.
-                    match (repartition.preserve_order(), plan.output_ordering()) {
-                        (true, Some(ordering)) => Ok(sort_each_partition(reader, ordering.clone())),
-                        _ => Ok(reader),
-                    }
+                    let reader = match (repartition.preserve_order(), plan.output_ordering()) {
+                        (true, Some(ordering)) => sort_each_partition(reader, ordering.clone()),
+                        _ => reader,
+                    };
+                    self.shuffles.push((plan.clone(), reader.clone()));
+                    Ok(reader)
                 }
                 _ => Ok(child),
             };
@@ -231,6 +242,21 @@ impl Cutter {
             let child = children.into_iter().next().expect("coalesce has a child");
             if child.output_partitioning().partition_count() <= 1 {
                 return replace_children_if_necessary(plan.clone(), vec![child]);
+            }
+            // Gathering a hash shuffle: read every producer's whole file.
+            if let Some(reader) = child.downcast_ref::<ShuffleReaderExec>()
+                && reader.mode() == ReadMode::Partitioned
+                && let Some(producers) = self.stage(reader.stage_id()).map(|s| s.tasks)
+            {
+                let reader = Arc::new(ShuffleReaderExec::new(
+                    reader.stage_id(),
+                    reader.schema(),
+                    ReadMode::ByProducer,
+                    producers,
+                ));
+                let gathered: Arc<dyn ExecutionPlan> =
+                    Arc::new(CoalescePartitionsExec::new(reader).with_fetch(coalesce.fetch()));
+                return Ok(gathered);
             }
             let schema = child.schema();
             let id = self.add_stage(child, ShuffleOutput::Single)?;
@@ -260,6 +286,10 @@ impl Cutter {
             return Ok(merged);
         }
         replace_children_if_necessary(plan, children)
+    }
+
+    fn stage(&self, id: u32) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.id == id)
     }
 
     fn add_stage(
