@@ -39,6 +39,9 @@ pub struct QueryBench {
     pub query: usize,
     pub squall: Vec<Duration>,
     pub datafusion: Vec<Duration>,
+    /// CPU time (user + system) of the whole process during each run.
+    pub squall_cpu: Vec<Duration>,
+    pub datafusion_cpu: Vec<Duration>,
     pub stages: usize,
     pub tasks: usize,
     /// Bytes written to shuffle files (all stages but the last).
@@ -59,6 +62,14 @@ impl QueryBench {
 
     pub fn datafusion_median(&self) -> Duration {
         median(&self.datafusion)
+    }
+
+    pub fn squall_cpu_median(&self) -> Duration {
+        median(&self.squall_cpu)
+    }
+
+    pub fn datafusion_cpu_median(&self) -> Duration {
+        median(&self.datafusion_cpu)
     }
 
     /// Squall's median over DataFusion's.
@@ -128,6 +139,8 @@ impl TpchBench {
                 query: q,
                 squall: vec![],
                 datafusion: vec![],
+                squall_cpu: vec![],
+                datafusion_cpu: vec![],
                 stages: 0,
                 tasks: 0,
                 shuffle_bytes: 0,
@@ -138,10 +151,13 @@ impl TpchBench {
             };
             for i in 0..self.iterations {
                 let started = Instant::now();
+                let cpu = process_cpu();
                 let result = engine.run(&request, None).await?;
                 bench.squall.push(started.elapsed());
+                bench.squall_cpu.push(process_cpu().saturating_sub(cpu));
 
                 let started = Instant::now();
+                let cpu = process_cpu();
                 let df_batches = ctx
                     .sql(sql)
                     .await
@@ -150,6 +166,7 @@ impl TpchBench {
                     .await
                     .map_err(|source| SquallError::Internal { source })?;
                 bench.datafusion.push(started.elapsed());
+                bench.datafusion_cpu.push(process_cpu().saturating_sub(cpu));
 
                 if i == 0 {
                     bench.stages = result.dag.stages.len();
@@ -173,6 +190,24 @@ impl TpchBench {
         }
         Ok(results)
     }
+}
+
+/// CPU time (user + system) this process has used so far; zero where the OS
+/// cannot say.
+pub fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one `rusage` to the pointer it is given, which points
+    // to memory of that type and size.
+    let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } == 0;
+    if !ok {
+        return Duration::ZERO;
+    }
+    // SAFETY: getrusage succeeded, so it initialized the struct (zeroed before anyway).
+    let usage = unsafe { usage.assume_init() };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 async fn customer_rows(ctx: &SessionContext) -> Result<u64> {

@@ -373,6 +373,17 @@ impl Scheduler<'_> {
                 },
                 Ok(result) => match result.outcome {
                     TaskOutcome::Succeeded { output, metrics } => {
+                        tracing::debug!(
+                            job = self.job_id,
+                            stage = stage.id,
+                            task,
+                            attempt,
+                            executor_ms = metrics.elapsed_ms,
+                            rows_in = metrics.rows_in,
+                            rows_out = metrics.rows_out,
+                            bytes_out = metrics.bytes_out,
+                            "task finished"
+                        );
                         self.emit(JobEvent::TaskSucceeded {
                             stage: stage.id,
                             task,

@@ -417,9 +417,11 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
         " ---: | ---: |"
     };
     println!(
-        "| query | squall s | datafusion s | squall/datafusion |{duck_col} stages | tasks | shuffle written | shuffle/raw | scanned | answers |"
+        "| query | squall s | datafusion s | squall/datafusion |{duck_col} squall cpu s | datafusion cpu s | stages | tasks | shuffle written | shuffle/raw | scanned | answers |"
     );
-    println!("| ---: | ---: | ---: | ---: |{duck_rule} ---: | ---: | ---: | ---: | ---: | --- |");
+    println!(
+        "| ---: | ---: | ---: | ---: |{duck_rule} ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
     let mut failures = Vec::new();
     let results = bench
         .run(|q| {
@@ -449,11 +451,13 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
                 (Some(_), None) => "not checked".to_string(),
             };
             println!(
-                "| Q{} | {:.3} | {:.3} | {:.2} |{duck} {} | {} | {} | {:.2} | {} | {check} |",
+                "| Q{} | {:.3} | {:.3} | {:.2} |{duck} {:.3} | {:.3} | {} | {} | {} | {:.2} | {} | {check} |",
                 q.query,
                 q.squall_median().as_secs_f64(),
                 q.datafusion_median().as_secs_f64(),
                 q.ratio(),
+                q.squall_cpu_median().as_secs_f64(),
+                q.datafusion_cpu_median().as_secs_f64(),
                 q.stages,
                 q.tasks,
                 indicatif::HumanBytes(q.shuffle_bytes),

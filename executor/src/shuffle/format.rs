@@ -3,7 +3,7 @@
 //! One object per map-task attempt:
 //!
 //! ```text
-//! [partition 0: Arrow IPC stream][partition 1: Arrow IPC stream]...
+//! [partition 0: LZ4 frame of an Arrow IPC stream][partition 1: ...]...
 //! [index: per partition (offset u64, length u64, rows u64), little endian]
 //! [trailer: index length u32 | format version u32 | magic "SQSH"]
 //! ```
@@ -18,11 +18,12 @@ use arrow::array::RecordBatch;
 use arrow::ipc::reader::StreamReader;
 use bytes::Bytes;
 use datafusion::common::{DataFusionError, Result};
+use lz4_flex::frame::FrameDecoder;
 
 use crate::protocol::PartitionSlot;
 
 pub const MAGIC: &[u8; 4] = b"SQSH";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const TRAILER_LEN: usize = 12;
 const ENTRY_LEN: usize = 24;
 
@@ -77,9 +78,9 @@ pub fn decode_footer(tail: &[u8]) -> Result<Vec<PartitionSlot>> {
         .collect())
 }
 
-/// Decodes one partition's IPC stream.
+/// Decodes one partition: an LZ4 frame holding an IPC stream.
 pub fn decode_partition(bytes: Bytes) -> Result<Vec<RecordBatch>> {
-    let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+    let reader = StreamReader::try_new(FrameDecoder::new(Cursor::new(bytes)), None)?;
     reader
         .into_iter()
         .map(|batch| batch.map_err(DataFusionError::from))

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, UInt64Array};
 use arrow::compute::BatchCoalescer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::ipc::CompressionType;
-use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err};
@@ -30,6 +29,7 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 use futures::StreamExt;
+use lz4_flex::frame::FrameEncoder;
 use object_store::buffered::BufWriter;
 use tokio::io::AsyncWriteExt;
 
@@ -221,11 +221,13 @@ impl ShuffleWriterExec {
 }
 
 /// One output partition being written: small batches are coalesced, then appended
-/// to an IPC stream whose bytes live in memory until spilled.
+/// to an LZ4-framed IPC stream whose bytes live in memory until spilled. The whole
+/// stream is one LZ4 frame (not IPC's per-buffer compression, which starts a frame,
+/// and allocates its tables, for every buffer of every batch).
 struct PartitionBuffer {
     schema: SchemaRef,
     coalescer: BatchCoalescer,
-    writer: Option<StreamWriter<SpillSink>>,
+    writer: Option<StreamWriter<FrameEncoder<SpillSink>>>,
     rows: u64,
     /// Arrow bytes of the rows before compression.
     raw_bytes: u64,
@@ -256,15 +258,10 @@ impl PartitionBuffer {
             self.raw_bytes += raw_size(&batch);
             let writer = match &mut self.writer {
                 Some(w) => w,
-                None => {
-                    let options = IpcWriteOptions::default()
-                        .try_with_compression(Some(CompressionType::LZ4_FRAME))?;
-                    self.writer.insert(StreamWriter::try_new_with_options(
-                        SpillSink::default(),
-                        &self.schema,
-                        options,
-                    )?)
-                }
+                None => self.writer.insert(StreamWriter::try_new(
+                    FrameEncoder::new(SpillSink::default()),
+                    &self.schema,
+                )?),
             };
             writer.write(&batch)?;
         }
@@ -274,13 +271,13 @@ impl PartitionBuffer {
     fn memory(&self) -> usize {
         self.writer
             .as_ref()
-            .map_or(0, |w| w.get_ref().mem.capacity())
+            .map_or(0, |w| w.get_ref().get_ref().mem.capacity())
     }
 
     /// Moves the encoded bytes to disk; returns how many.
     fn spill(&mut self, dir: &std::path::Path) -> Result<usize> {
         match &mut self.writer {
-            Some(w) => w.get_mut().spill(dir),
+            Some(w) => w.get_mut().get_mut().spill(dir),
             None => Ok(0),
         }
     }
@@ -293,7 +290,11 @@ impl PartitionBuffer {
         match self.writer {
             Some(mut writer) => {
                 writer.finish()?;
-                Ok((Some(writer.into_inner()?), self.rows, self.raw_bytes))
+                let sink = writer
+                    .into_inner()?
+                    .finish()
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                Ok((Some(sink), self.rows, self.raw_bytes))
             }
             None => Ok((None, 0, 0)),
         }
