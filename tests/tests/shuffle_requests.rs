@@ -92,6 +92,21 @@ async fn check_query(q: usize, width: usize) {
             other => panic!("unexpected {other:?} of shuffle file {}", r.path),
         }
     }
+    // Planning lists each table once; DataFusion scans that same listing.
+    let mut lists: HashMap<&str, usize> = HashMap::new();
+    for r in requests.iter().filter(|r| matches!(r.op, Op::List)) {
+        *lists.entry(&r.path).or_default() += 1;
+    }
+    assert!(
+        lists.keys().any(|p| p.starts_with("tpch/")),
+        "no table listed"
+    );
+    for (path, n) in &lists {
+        assert!(
+            *n == 1 || !path.starts_with("tpch/"),
+            "{path} listed {n} times"
+        );
+    }
     assert_eq!(puts.len(), map_tasks, "one shuffle object per map task");
     for (path, n) in &puts {
         assert_eq!(*n, 1, "{path} written with {n} requests");
@@ -149,4 +164,11 @@ async fn q5_shuffle_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn q18_shuffle_requests() {
     check_query(18, 4).await;
+}
+
+/// Q22's anti join gathers a hash-shuffled stage by producer: still one GET per
+/// producer file for each consumer task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q22_shuffle_requests() {
+    check_query(22, 4).await;
 }

@@ -11,8 +11,10 @@ pub mod stages;
 
 use std::sync::Arc;
 
+use datafusion::execution::cache::Cache;
 use datafusion::execution::cache::cache_manager::{
-    CacheManagerConfig, CachedFileMetadata, FileMetadataCache, FileStatisticsCache, TableScopedPath,
+    CacheManagerConfig, CachedFileList, CachedFileMetadata, FileMetadataCache, FileStatisticsCache,
+    ListFilesCache, TableScopedPath,
 };
 use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::object_store::ObjectStoreRegistry;
@@ -24,7 +26,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use squall_executor::{
-    METADATA_CACHE_BYTES, StoreRegistry, new_metadata_cache, squall_session_config,
+    METADATA_CACHE_BYTES, ObjectUrl, StoreRegistry, new_metadata_cache, squall_session_config,
 };
 
 use crate::error::{Result, SquallError};
@@ -59,6 +61,8 @@ pub fn default_parallelism() -> usize {
 
 /// Memory kept for per-file statistics between jobs.
 const STATISTICS_CACHE_BYTES: usize = 16 << 20;
+/// Bound of one job's listings handed to DataFusion (about a million files).
+const JOB_LISTINGS_BYTES: usize = 256 << 20;
 
 /// What planning keeps between jobs: Parquet footers and per-file statistics. An
 /// entry is used only while the file's size and modification time are those of the
@@ -83,14 +87,37 @@ impl Default for PlanCaches {
 }
 
 impl PlanCaches {
-    fn config(&self) -> CacheManagerConfig {
+    /// The caches of one job's planning session: the shared footers and statistics,
+    /// and `listings`, this job's own listings (nothing is listed twice).
+    fn config(&self, listings: Arc<ListFilesCache>) -> CacheManagerConfig {
         CacheManagerConfig::default()
             .with_file_metadata_cache(Some(self.footers.clone()))
             .with_metadata_cache_limit(METADATA_CACHE_BYTES)
             .with_file_statistics_cache(Some(self.statistics.clone()))
             .with_file_statistics_cache_limit(STATISTICS_CACHE_BYTES)
-            .with_list_files_cache_limit(0)
+            .with_list_files_cache(Some(listings))
+            .with_list_files_cache_limit(JOB_LISTINGS_BYTES)
     }
+}
+
+/// The files `resolve_table` kept for each prefix table, in the form DataFusion's
+/// listing tables look up: DataFusion scans exactly the files the splits were
+/// computed from, without a second LIST per table.
+fn job_listings(tables: &[ResolvedTable]) -> Result<Arc<ListFilesCache>> {
+    let cache = DefaultCache::<TableScopedPath, CachedFileList>::new(JOB_LISTINGS_BYTES)
+        .with_name("squall-job-listings");
+    for table in tables.iter().filter(|t| t.url.path().ends_with('/')) {
+        let location = ObjectUrl::from_url(&table.url).map_err(|e| SquallError::Table {
+            table: table.spec.name.clone(),
+            message: e.to_string(),
+        })?;
+        let key = TableScopedPath {
+            table: None,
+            path: location.path().clone(),
+        };
+        cache.put(&key, CachedFileList::new(table.files.clone()));
+    }
+    Ok(Arc::new(cache))
 }
 
 /// A planned job: its stages and the tables it reads.
@@ -188,7 +215,13 @@ pub async fn plan_job_with(
     )
     .await?;
 
-    let ctx = session(stores, caches, Arc::new(splits), options.shuffle_partitions)?;
+    let listings = job_listings(&resolved)?;
+    let ctx = session(
+        stores,
+        caches.config(listings),
+        Arc::new(splits),
+        options.shuffle_partitions,
+    )?;
     let session_built = started.elapsed();
     futures::future::try_join_all(resolved.iter().map(|table| register_table(&ctx, table))).await?;
     let registered = started.elapsed();
@@ -228,14 +261,14 @@ fn check_unique_names(tables: &[TableSpec]) -> Result<()> {
 
 fn session(
     stores: Arc<StoreRegistry>,
-    caches: &PlanCaches,
+    caches: CacheManagerConfig,
     splits: Arc<ScanSplits>,
     shuffle_partitions: usize,
 ) -> Result<SessionContext> {
     let config = squall_session_config().with_target_partitions(shuffle_partitions);
     let runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(stores)
-        .with_cache_manager(caches.config())
+        .with_cache_manager(caches)
         .build_arc()
         .map_err(|source| SquallError::Internal { source })?;
     let mut rules = PhysicalOptimizer::new().rules;

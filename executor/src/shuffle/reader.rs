@@ -8,7 +8,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::TaskContext;
@@ -111,8 +113,9 @@ impl ShuffleReaderExec {
         self.partitions
     }
 
-    /// (url, byte range, rows) of every non-empty piece reader partition `partition` reads.
-    fn pieces(&self, partition: usize) -> Result<Vec<(String, u64, u64)>> {
+    /// The ranged GETs reader partition `partition` makes: one per producer file,
+    /// covering that file's non-empty partitions it reads (adjacent in the file).
+    fn fetches(&self, partition: usize) -> Result<Vec<Fetch>> {
         let Some(input) = &self.input else {
             return internal_err!(
                 "ShuffleReaderExec of stage {} was not bound to its input",
@@ -136,11 +139,49 @@ impl ShuffleReaderExec {
                 p.partitions.iter().map(|s| (&p.url, *s)).collect()
             }
         };
-        Ok(pieces
-            .into_iter()
-            .filter(|(_, slot)| slot.rows > 0)
-            .map(|(url, slot)| (url.clone(), slot.offset, slot.length))
-            .collect())
+        let mut fetches: Vec<Fetch> = Vec::new();
+        for (url, slot) in pieces.into_iter().filter(|(_, slot)| slot.rows > 0) {
+            match fetches.last_mut() {
+                Some(last) if last.url == *url && last.end() == slot.offset => {
+                    last.lengths.push(slot.length)
+                }
+                _ => fetches.push(Fetch {
+                    url: url.clone(),
+                    offset: slot.offset,
+                    lengths: vec![slot.length],
+                }),
+            }
+        }
+        Ok(fetches)
+    }
+}
+
+/// One ranged GET: `lengths` are the consecutive partition streams it holds.
+#[derive(Debug)]
+struct Fetch {
+    url: String,
+    offset: u64,
+    lengths: Vec<u64>,
+}
+
+impl Fetch {
+    fn end(&self) -> u64 {
+        self.offset + self.lengths.iter().sum::<u64>()
+    }
+
+    /// Decodes every partition stream of the fetched bytes, in order.
+    fn decode(&self, bytes: Bytes) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        let mut start = 0usize;
+        for &length in &self.lengths {
+            let end = start + length as usize;
+            if end > bytes.len() {
+                return internal_err!("shuffle file {} is shorter than its index says", self.url);
+            }
+            batches.extend(decode_partition(bytes.slice(start..end))?);
+            start = end;
+        }
+        Ok(batches)
     }
 }
 
@@ -193,23 +234,23 @@ impl ExecutionPlan for ShuffleReaderExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let pieces = self.pieces(partition)?;
+        let fetches = self.fetches(partition)?;
         let bytes_read = MetricBuilder::new(&self.metrics).counter("bytes_read", partition);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let env = context.runtime_env();
-        let fetches = futures::stream::iter(pieces).map(move |(url, offset, length)| {
+        let fetches = futures::stream::iter(fetches).map(move |fetch| {
             let env = env.clone();
             let bytes_read = bytes_read.clone();
             async move {
-                let target = ObjectUrl::parse(&url)?;
+                let target = ObjectUrl::parse(&fetch.url)?;
                 let store = env.object_store(target.store_url())?;
                 let bytes = store
-                    .get_range(target.path(), offset..offset + length)
+                    .get_range(target.path(), fetch.offset..fetch.end())
                     .await
                     .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
                 bytes_read.add(bytes.len());
                 // Decoding is CPU work; keep it off the reactor thread.
-                tokio::task::spawn_blocking(move || decode_partition(bytes))
+                tokio::task::spawn_blocking(move || fetch.decode(bytes))
                     .await
                     .map_err(|e| DataFusionError::External(Box::new(e)))?
             }
