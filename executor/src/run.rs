@@ -66,11 +66,13 @@ async fn run(
     let started = Instant::now();
     let pool = Arc::new(PeakPool::new(spec.memory_limit_bytes as usize));
     let task_ctx = task_context(ctx, &spec, pool.clone()).map_err(|e| classify(&e))?;
+    let context_us = started.elapsed().as_micros() as u64;
     let plan = decode_plan(&spec.plan, &task_ctx, spec.inputs).map_err(|e| TaskFailure {
         kind: FailureKind::PlanDecode,
         message: format!("cannot decode the stage plan: {e}"),
         retryable: false,
     })?;
+    let decoded_us = started.elapsed().as_micros() as u64;
     let partition = spec.id.task as usize;
     let written = if let Some(writer) = plan.downcast_ref::<ShuffleWriterExec>() {
         writer.write(partition, task_ctx, &spec.id).await
@@ -87,6 +89,13 @@ async fn run(
     metrics.rows_out = output.partitions.iter().map(|s| s.rows).sum();
     metrics.bytes_out = output.size;
     metrics.elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::debug!(
+        task = %spec.id,
+        context_us,
+        decoded_us,
+        done_us = started.elapsed().as_micros() as u64,
+        "task steps (cumulative)"
+    );
     metrics.peak_memory_bytes = pool.peak() as u64;
     Ok((output, metrics))
 }
