@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod context;
+pub mod lambda;
 pub mod protocol;
 pub mod result_writer;
 pub mod run;

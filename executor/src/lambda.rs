@@ -1,0 +1,355 @@
+//! The executor behind AWS Lambda's Invoke API: what an invocation carries, and
+//! the handler the `squall-lambda` binary runs for each one.
+//!
+//! # What belongs here
+//! The invocation payloads ([`Invocation`], [`InvocationResponse`]), reading a
+//! TaskSpec that did not fit in the payload from the bucket and putting a
+//! TaskResult that would not fit there, and the function's configuration from its
+//! environment. The task itself is [`run_task`], exactly as the in-process backend
+//! runs it. Nothing here talks to the Lambda runtime API: the binary does.
+//!
+//! A task's own failure (bad plan, missing file, out of memory) is a successful
+//! invocation whose TaskResult says `Failed` with its `retryable` flag; the
+//! handler returns an error only when it cannot produce a TaskResult at all (an
+//! unreadable event, a spec that cannot be fetched), which Lambda reports as a
+//! function error.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::context::ExecutorContext;
+use crate::protocol::{TaskResult, TaskSpec};
+use crate::run::run_task;
+use crate::stores::{ObjectUrl, StoreRegistry};
+
+/// Largest synchronous Invoke payload, request or response (6 MB).
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// Room left for the envelope around a spec or result kept inline.
+const PAYLOAD_MARGIN: usize = 64 * 1024;
+/// Share of the function's memory a task's memory pool may take; the rest is the
+/// binary, buffers outside the pool, and the runtime.
+const POOL_SHARE_OF_FUNCTION_MEMORY: f64 = 0.7;
+
+/// What the control plane sends one invocation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invocation {
+    /// The spec itself, when it fits in the payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_spec: Option<TaskSpec>,
+    /// Where the control plane put a spec too large for the payload (JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_spec_url: Option<String>,
+    /// Where to put the result if it is too large to return.
+    pub result_url: String,
+}
+
+/// What one invocation answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvocationResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_result: Option<TaskResult>,
+    /// Where the result went when it was too large for the payload (JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_result_url: Option<String>,
+}
+
+/// Why an invocation produced no TaskResult (Lambda reports it as a function error).
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    #[error("invalid invocation: {0}")]
+    Invalid(String),
+    #[error("cannot read the task spec at {url}: {message}")]
+    SpecUnreadable { url: String, message: String },
+    #[error("cannot store the task result at {url}: {message}")]
+    ResultUnwritable { url: String, message: String },
+}
+
+/// The function's configuration, read once per cold start.
+#[derive(Debug, Clone)]
+pub struct FunctionConfig {
+    /// Where tasks spill (Lambda's writable disk is /tmp).
+    pub spill_dir: PathBuf,
+    /// Cap on any task's memory pool, from the function's configured memory.
+    pub max_pool_bytes: Option<u64>,
+}
+
+impl FunctionConfig {
+    /// From the environment: `SQUALL_SPILL_DIR` (default: the OS temp dir, /tmp on
+    /// Lambda) and `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (MB, set by Lambda).
+    pub fn from_env() -> Result<Self, InvocationError> {
+        let spill_dir = std::env::var_os("SQUALL_SPILL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let max_pool_bytes = match std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") {
+            Ok(mb) => Some(pool_cap(&mb)?),
+            Err(_) => None,
+        };
+        Ok(Self {
+            spill_dir,
+            max_pool_bytes,
+        })
+    }
+}
+
+/// The pool cap for a function of `mb` megabytes (Lambda's value, as text).
+fn pool_cap(mb: &str) -> Result<u64, InvocationError> {
+    let mb: u64 = mb.trim().parse().map_err(|_| {
+        InvocationError::Invalid(format!(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE is '{mb}', not a number of megabytes"
+        ))
+    })?;
+    Ok(((mb * 1024 * 1024) as f64 * POOL_SHARE_OF_FUNCTION_MEMORY) as u64)
+}
+
+/// Built once per cold start; handles every invocation of that container.
+#[derive(Debug, Clone)]
+pub struct LambdaExecutor {
+    ctx: ExecutorContext,
+    config: FunctionConfig,
+}
+
+impl LambdaExecutor {
+    pub fn new(stores: Arc<StoreRegistry>, config: FunctionConfig) -> Self {
+        Self {
+            ctx: ExecutorContext::new(stores, config.spill_dir.clone()),
+            config,
+        }
+    }
+
+    /// Runs the task of one invocation.
+    pub async fn handle(
+        &self,
+        invocation: Invocation,
+    ) -> Result<InvocationResponse, InvocationError> {
+        let mut spec = match (invocation.task_spec, invocation.task_spec_url) {
+            (Some(spec), None) => spec,
+            (None, Some(url)) => self.fetch_spec(&url).await?,
+            _ => {
+                return Err(InvocationError::Invalid(
+                    "an invocation carries exactly one of task_spec and task_spec_url".into(),
+                ));
+            }
+        };
+        self.limit_memory(&mut spec);
+        let result = run_task(&self.ctx, spec).await;
+        self.respond(result, &invocation.result_url).await
+    }
+
+    /// No task's pool may outgrow the function's memory.
+    fn limit_memory(&self, spec: &mut TaskSpec) {
+        if let Some(cap) = self.config.max_pool_bytes {
+            spec.memory_limit_bytes = spec.memory_limit_bytes.min(cap);
+        }
+    }
+
+    async fn fetch_spec(&self, url: &str) -> Result<TaskSpec, InvocationError> {
+        let unreadable = |message: String| InvocationError::SpecUnreadable {
+            url: url.to_string(),
+            message,
+        };
+        let target = ObjectUrl::parse(url).map_err(|e| unreadable(e.to_string()))?;
+        let store = self
+            .ctx
+            .stores
+            .get_store(target.store_url().as_ref())
+            .map_err(|e| unreadable(e.to_string()))?;
+        let bytes = store
+            .get(target.path())
+            .await
+            .map_err(|e| unreadable(e.to_string()))?
+            .bytes()
+            .await
+            .map_err(|e| unreadable(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| unreadable(format!("not a task spec: {e}")))
+    }
+
+    /// The result inline, or put at `result_url` when it would not fit.
+    async fn respond(
+        &self,
+        result: TaskResult,
+        result_url: &str,
+    ) -> Result<InvocationResponse, InvocationError> {
+        let unwritable = |message: String| InvocationError::ResultUnwritable {
+            url: result_url.to_string(),
+            message,
+        };
+        let body = serde_json::to_vec(&result).map_err(|e| unwritable(e.to_string()))?;
+        if body.len() + PAYLOAD_MARGIN <= MAX_PAYLOAD_BYTES {
+            return Ok(InvocationResponse {
+                task_result: Some(result),
+                task_result_url: None,
+            });
+        }
+        let target = ObjectUrl::parse(result_url).map_err(|e| unwritable(e.to_string()))?;
+        let store = self
+            .ctx
+            .stores
+            .get_store(target.store_url().as_ref())
+            .map_err(|e| unwritable(e.to_string()))?;
+        store
+            .put(target.path(), PutPayload::from(Bytes::from(body)))
+            .await
+            .map_err(|e| unwritable(e.to_string()))?;
+        Ok(InvocationResponse {
+            task_result: None,
+            task_result_url: Some(result_url.to_string()),
+        })
+    }
+}
+
+/// Whether a serialized spec of `bytes` must go through the bucket.
+pub fn spec_needs_bucket(bytes: usize) -> bool {
+    bytes + PAYLOAD_MARGIN > MAX_PAYLOAD_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{TaskAction, TaskId, TaskOutcome, WIRE_VERSION};
+
+    fn ping(job: &str) -> TaskSpec {
+        TaskSpec {
+            wire_version: WIRE_VERSION,
+            id: TaskId {
+                job_id: job.into(),
+                stage_id: 1,
+                task: 0,
+                attempt: 0,
+            },
+            action: TaskAction::Ping,
+            plan: vec![],
+            inputs: vec![],
+            memory_limit_bytes: 1 << 30,
+            session_options: vec![],
+        }
+    }
+
+    fn executor() -> (LambdaExecutor, Arc<StoreRegistry>) {
+        let stores = Arc::new(StoreRegistry::new());
+        let config = FunctionConfig {
+            spill_dir: std::env::temp_dir(),
+            max_pool_bytes: Some(pool_cap("1024").unwrap()),
+        };
+        (LambdaExecutor::new(stores.clone(), config), stores)
+    }
+
+    #[test]
+    fn pool_follows_function_memory() {
+        assert_eq!(pool_cap("1000").unwrap(), 734_003_200);
+        let err = pool_cap("lots").unwrap_err().to_string();
+        assert!(err.contains("'lots'"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn inline_and_bucket_specs_run() {
+        let (executor, stores) = executor();
+        let inline = Invocation {
+            task_spec: Some(ping("a")),
+            task_spec_url: None,
+            result_url: "memory:///results/a.json".into(),
+        };
+        let response = executor.handle(inline).await.unwrap();
+        let result = response.task_result.unwrap();
+        assert_eq!(result.id.job_id, "a");
+        assert!(matches!(result.outcome, TaskOutcome::Succeeded { .. }));
+
+        // A spec put in the bucket by the control plane.
+        let store = stores
+            .get_store(&url::Url::parse("memory:///").unwrap())
+            .unwrap();
+        let body = serde_json::to_vec(&ping("b")).unwrap();
+        store
+            .put(&"specs/b.json".into(), PutPayload::from(body))
+            .await
+            .unwrap();
+        let by_url = Invocation {
+            task_spec: None,
+            task_spec_url: Some("memory:///specs/b.json".into()),
+            result_url: "memory:///results/b.json".into(),
+        };
+        let result = executor.handle(by_url).await.unwrap().task_result.unwrap();
+        assert_eq!(result.id.job_id, "b");
+    }
+
+    #[tokio::test]
+    async fn bad_invocations_name_the_problem() {
+        let (executor, _) = executor();
+        let neither = Invocation {
+            task_spec: None,
+            task_spec_url: None,
+            result_url: "memory:///r.json".into(),
+        };
+        let err = executor.handle(neither).await.unwrap_err().to_string();
+        assert!(err.contains("exactly one of"), "{err}");
+        let missing = Invocation {
+            task_spec: None,
+            task_spec_url: Some("memory:///specs/none.json".into()),
+            result_url: "memory:///r.json".into(),
+        };
+        let err = executor.handle(missing).await.unwrap_err().to_string();
+        assert!(err.contains("memory:///specs/none.json"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn task_failures_are_results_and_memory_is_capped() {
+        let (executor, _) = executor();
+        let mut spec = ping("c");
+        spec.memory_limit_bytes = u64::MAX;
+        executor.limit_memory(&mut spec);
+        assert_eq!(spec.memory_limit_bytes, pool_cap("1024").unwrap());
+
+        // A plan that cannot decode is the task's failure, not the function's.
+        spec.action = TaskAction::Run;
+        spec.plan = vec![1, 2, 3];
+        let invocation = Invocation {
+            task_spec: Some(spec),
+            task_spec_url: None,
+            result_url: "memory:///r.json".into(),
+        };
+        let result = executor
+            .handle(invocation)
+            .await
+            .unwrap()
+            .task_result
+            .unwrap();
+        match result.outcome {
+            TaskOutcome::Failed(f) => assert!(!f.retryable, "{f:?}"),
+            other => panic!("expected a typed failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn large_results_go_to_the_bucket() {
+        let (executor, stores) = executor();
+        let mut result = run_task(&executor.ctx, ping("d")).await;
+        if let TaskOutcome::Succeeded { output, .. } = &mut result.outcome {
+            output.url = "x".repeat(MAX_PAYLOAD_BYTES);
+        }
+        let response = executor
+            .respond(result, "memory:///results/d.json")
+            .await
+            .unwrap();
+        assert!(response.task_result.is_none());
+        assert_eq!(
+            response.task_result_url.as_deref(),
+            Some("memory:///results/d.json")
+        );
+        let store = stores
+            .get_store(&url::Url::parse("memory:///").unwrap())
+            .unwrap();
+        let stored = store
+            .get(&"results/d.json".into())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let back: TaskResult = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(back.id.job_id, "d");
+    }
+}
