@@ -176,14 +176,13 @@ impl Engine {
                 .collect(),
         };
         let url = format!("{dir}/{MANIFEST_NAME}");
-        let target = ObjectUrl::parse(&url).map_err(|source| SquallError::Internal { source })?;
-        let store = self
+        let (store, path) = self
             .stores
-            .get_store(target.store_url().as_ref())
+            .resolve(&url)
             .map_err(|source| SquallError::Internal { source })?;
         let body = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| SquallError::Backend(format!("cannot encode manifest: {e}")))?;
-        store.put(target.path(), PutPayload::from(body)).await?;
+        store.put(&path, PutPayload::from(body)).await?;
         Ok(url)
     }
 }
@@ -262,12 +261,10 @@ pub struct ManifestFile {
 pub async fn read_result(stores: &StoreRegistry, files: &[OutputFile]) -> Result<Vec<RecordBatch>> {
     let mut batches = Vec::new();
     for file in files {
-        let target =
-            ObjectUrl::parse(&file.url).map_err(|source| SquallError::Internal { source })?;
-        let store = stores
-            .get_store(target.store_url().as_ref())
+        let (store, path) = stores
+            .resolve(&file.url)
             .map_err(|source| SquallError::Internal { source })?;
-        let bytes = store.get(target.path()).await?.bytes().await?;
+        let bytes = store.get(&path).await?.bytes().await?;
         let unreadable = |e: &dyn std::fmt::Display| {
             SquallError::Backend(format!("cannot read result {}: {e}", file.url))
         };

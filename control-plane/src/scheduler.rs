@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use arrow::datatypes::Schema;
-use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::physical_plan::empty::EmptyExec;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -436,13 +435,10 @@ impl Scheduler<'_> {
     /// must not hide the job's own outcome.
     pub(crate) async fn delete_all(&self, urls: &[String]) {
         for url in urls {
-            let Ok(target) = squall_executor::ObjectUrl::parse(url) else {
+            let Ok((store, path)) = self.stores.resolve(url) else {
                 continue;
             };
-            let Ok(store) = self.stores.get_store(target.store_url().as_ref()) else {
-                continue;
-            };
-            match store.delete(target.path()).await {
+            match store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => tracing::warn!("could not delete {url}: {e}"),
             }

@@ -18,14 +18,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::execution::object_store::ObjectStoreRegistry;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::context::ExecutorContext;
 use crate::protocol::{TaskResult, TaskSpec};
 use crate::run::run_task;
-use crate::stores::{ObjectUrl, StoreRegistry};
+use crate::stores::StoreRegistry;
 
 /// Largest synchronous Invoke payload, request or response (6 MB).
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
@@ -152,14 +151,13 @@ impl LambdaExecutor {
             url: url.to_string(),
             message,
         };
-        let target = ObjectUrl::parse(url).map_err(|e| unreadable(e.to_string()))?;
-        let store = self
+        let (store, path) = self
             .ctx
             .stores
-            .get_store(target.store_url().as_ref())
+            .resolve(url)
             .map_err(|e| unreadable(e.to_string()))?;
         let bytes = store
-            .get(target.path())
+            .get(&path)
             .await
             .map_err(|e| unreadable(e.to_string()))?
             .bytes()
@@ -185,14 +183,13 @@ impl LambdaExecutor {
                 task_result_url: None,
             });
         }
-        let target = ObjectUrl::parse(result_url).map_err(|e| unwritable(e.to_string()))?;
-        let store = self
+        let (store, path) = self
             .ctx
             .stores
-            .get_store(target.store_url().as_ref())
+            .resolve(result_url)
             .map_err(|e| unwritable(e.to_string()))?;
         store
-            .put(target.path(), PutPayload::from(Bytes::from(body)))
+            .put(&path, PutPayload::from(Bytes::from(body)))
             .await
             .map_err(|e| unwritable(e.to_string()))?;
         Ok(InvocationResponse {
@@ -259,14 +256,9 @@ mod tests {
         assert!(matches!(result.outcome, TaskOutcome::Succeeded { .. }));
 
         // A spec put in the bucket by the control plane.
-        let store = stores
-            .get_store(&url::Url::parse("memory:///").unwrap())
-            .unwrap();
+        let (store, path) = stores.resolve("memory:///specs/b.json").unwrap();
         let body = serde_json::to_vec(&ping("b")).unwrap();
-        store
-            .put(&"specs/b.json".into(), PutPayload::from(body))
-            .await
-            .unwrap();
+        store.put(&path, PutPayload::from(body)).await.unwrap();
         let by_url = Invocation {
             task_spec: None,
             task_spec_url: Some("memory:///specs/b.json".into()),
@@ -339,16 +331,8 @@ mod tests {
             response.task_result_url.as_deref(),
             Some("memory:///results/d.json")
         );
-        let store = stores
-            .get_store(&url::Url::parse("memory:///").unwrap())
-            .unwrap();
-        let stored = store
-            .get(&"results/d.json".into())
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let (store, path) = stores.resolve("memory:///results/d.json").unwrap();
+        let stored = store.get(&path).await.unwrap().bytes().await.unwrap();
         let back: TaskResult = serde_json::from_slice(&stored).unwrap();
         assert_eq!(back.id.job_id, "d");
     }

@@ -63,6 +63,13 @@ pub struct StoreRegistry {
 }
 
 impl StoreRegistry {
+    /// The store an object URL lives in, and the object's path inside it.
+    pub fn resolve(&self, url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
+        let target = ObjectUrl::parse(url)?;
+        let store = self.get_store(target.store_url().as_ref())?;
+        Ok((store, target.path().clone()))
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -163,6 +170,9 @@ mod tests {
         let a = registry.get_store(&url).unwrap();
         let b = registry.get_store(&url).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
+        let (c, path) = registry.resolve("memory:///x/y.json").unwrap();
+        assert!(Arc::ptr_eq(&a, &c));
+        assert_eq!(path.as_ref(), "x/y.json");
         let err = registry
             .get_store(&Url::parse("gopher://x/").unwrap())
             .unwrap_err();
