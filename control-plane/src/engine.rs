@@ -62,12 +62,55 @@ impl Engine {
         })
     }
 
+    /// Runs jobs on `backend`, temporary files under `work_root`.
+    pub fn with_backend(
+        stores: Arc<StoreRegistry>,
+        backend: Arc<dyn ExecutorBackend>,
+        work_root: &str,
+    ) -> Self {
+        Self {
+            stores,
+            backend,
+            work_root: work_root.trim_end_matches('/').to_string(),
+            plan_caches: PlanCaches::default(),
+        }
+    }
+
+    /// Refuses a job whose tables, output or work files the backend's executors
+    /// could not reach, before anything runs.
+    fn check_reachable(&self, request: &JobRequest) -> Result<()> {
+        let unreachable = |what: String, url: &url::Url| {
+            SquallError::InvalidArgument(format!(
+                "{what} is at {url}, which {} executors cannot reach: use an object store they share (s3://...)",
+                self.backend.name()
+            ))
+        };
+        for table in &request.tables {
+            let url = to_url(&table.url)?;
+            if !self.backend.can_reach(&url) {
+                return Err(unreachable(format!("table '{}'", table.name), &url));
+            }
+        }
+        if let Some(output) = &request.output {
+            let url = to_url(output)?;
+            if !self.backend.can_reach(&url) {
+                return Err(unreachable("the output".into(), &url));
+            }
+        }
+        let work = to_url(&self.work_root)?;
+        if !self.backend.can_reach(&work) {
+            return Err(unreachable("the work directory".into(), &work));
+        }
+        Ok(())
+    }
+
     /// Plans and runs one job.
     pub async fn run(
         &self,
         request: &JobRequest,
         progress: Option<Arc<dyn ProgressSink>>,
     ) -> Result<JobResult> {
+        self.check_reachable(request)?;
         let job_id = new_job_id();
         let work_dir = format!("{}/{job_id}", self.work_root);
         let result_dir = match &request.output {

@@ -13,13 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use arrow::datatypes::Schema;
+use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::physical_plan::empty::EmptyExec;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use object_store::ObjectStoreExt;
+use object_store::ObjectStore;
+use object_store::path::Path;
 use squall_executor::{
-    OutputFile, ResultWriterExec, ShuffleWriterExec, StageInput, StoreRegistry, TaskAction,
-    TaskFailure, TaskId, TaskMetrics, TaskOutcome, TaskSpec, WIRE_VERSION, encode_plan,
+    ObjectUrl, OutputFile, ResultWriterExec, ShuffleWriterExec, StageInput, StoreRegistry,
+    TaskAction, TaskFailure, TaskId, TaskMetrics, TaskOutcome, TaskSpec, WIRE_VERSION, encode_plan,
 };
 use tokio::sync::Semaphore;
 
@@ -36,6 +38,8 @@ pub struct TaskOptions {
     pub memory_limit_bytes: u64,
     /// Tasks of this job running at once (None: the backend's limit).
     pub max_concurrency: Option<usize>,
+    /// Tasks of any one stage running at once (None: no limit beyond the job's).
+    pub max_stage_concurrency: Option<usize>,
     pub session_options: Vec<(String, String)>,
 }
 
@@ -45,6 +49,7 @@ impl Default for TaskOptions {
             max_attempts: 3,
             memory_limit_bytes: 2 << 30,
             max_concurrency: None,
+            max_stage_concurrency: None,
             session_options: vec![],
         }
     }
@@ -114,6 +119,15 @@ pub struct Scheduler<'a> {
     pub stores: Arc<StoreRegistry>,
     pub options: &'a TaskOptions,
     pub progress: Option<Arc<dyn ProgressSink>>,
+}
+
+/// Shared by every task of one stage.
+struct StageTasks {
+    plan: Arc<Vec<u8>>,
+    inputs: Vec<StageInput>,
+    /// The stage's own concurrency cap.
+    permits: Semaphore,
+    action: TaskAction,
 }
 
 /// Shared by every task of a job: stop launching once the job has failed.
@@ -252,18 +266,19 @@ impl Scheduler<'_> {
             of,
             tasks: stage.tasks,
         });
-        let inputs = Arc::new(inputs);
+        let shared = Arc::new(StageTasks {
+            plan,
+            inputs,
+            permits: Semaphore::new(
+                self.options
+                    .max_stage_concurrency
+                    .unwrap_or(Semaphore::MAX_PERMITS)
+                    .clamp(1, Semaphore::MAX_PERMITS),
+            ),
+            action,
+        });
         let mut tasks: FuturesUnordered<_> = (0..stage.tasks as u32)
-            .map(|task| {
-                self.run_task(
-                    stage,
-                    task,
-                    plan.clone(),
-                    inputs.clone(),
-                    gate.clone(),
-                    action,
-                )
-            })
+            .map(|task| self.run_task(stage, task, shared.clone(), gate.clone()))
             .collect();
         let mut outputs: Vec<Option<OutputFile>> = vec![None; stage.tasks];
         let mut stats = StageStats {
@@ -325,14 +340,16 @@ impl Scheduler<'_> {
         &self,
         stage: &Stage,
         task: u32,
-        plan: Arc<Vec<u8>>,
-        inputs: Arc<Vec<StageInput>>,
+        shared: Arc<StageTasks>,
         gate: Arc<JobGate>,
-        action: TaskAction,
     ) -> (u32, u32, Result<(OutputFile, TaskMetrics)>) {
         let mut attempt = 0;
         loop {
-            let Ok(_permit) = gate.permits.acquire().await else {
+            // The stage's permit first, so that a capped stage does not hold job
+            // permits other stages could use.
+            let (Ok(_stage_permit), Ok(_permit)) =
+                (shared.permits.acquire().await, gate.permits.acquire().await)
+            else {
                 return (
                     task,
                     attempt,
@@ -355,9 +372,9 @@ impl Scheduler<'_> {
             let spec = TaskSpec {
                 wire_version: WIRE_VERSION,
                 id: id.clone(),
-                action,
-                plan: plan.as_ref().clone(),
-                inputs: inputs.as_ref().clone(),
+                action: shared.action,
+                plan: shared.plan.as_ref().clone(),
+                inputs: shared.inputs.clone(),
                 memory_limit_bytes: self.options.memory_limit_bytes,
                 session_options: self.options.session_options.clone(),
             };
@@ -432,15 +449,32 @@ impl Scheduler<'_> {
     }
 
     /// Deletes objects, ignoring those already gone. Failures are logged: cleanup
-    /// must not hide the job's own outcome.
+    /// must not hide the job's own outcome. Objects of one store go in one
+    /// `delete_stream` (batched DeleteObjects on S3).
     pub(crate) async fn delete_all(&self, urls: &[String]) {
+        let mut by_store: HashMap<String, (Arc<dyn ObjectStore>, Vec<Path>)> = HashMap::new();
         for url in urls {
-            let Ok((store, path)) = self.stores.resolve(url) else {
+            let Ok(target) = ObjectUrl::parse(url) else {
                 continue;
             };
-            match store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => tracing::warn!("could not delete {url}: {e}"),
+            let key = target.store_url().as_str().to_string();
+            let Ok(store) = self.stores.get_store(target.store_url().as_ref()) else {
+                continue;
+            };
+            by_store
+                .entry(key)
+                .or_insert_with(|| (store, Vec::new()))
+                .1
+                .push(target.path().clone());
+        }
+        for (key, (store, paths)) in by_store {
+            let locations = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+            let mut deleted = store.delete_stream(locations);
+            while let Some(outcome) = deleted.next().await {
+                match outcome {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => tracing::warn!("could not delete from {key}: {e}"),
+                }
             }
         }
     }

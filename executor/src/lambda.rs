@@ -68,6 +68,41 @@ pub enum InvocationError {
     ResultUnwritable { url: String, message: String },
 }
 
+/// Error type a function error carries when the invocation itself was malformed:
+/// another attempt of the same invocation cannot help.
+pub const ERROR_TYPE_INVALID: &str = "Squall.InvalidInvocation";
+/// Error type of a spec that could not be read from the bucket.
+pub const ERROR_TYPE_SPEC_UNREADABLE: &str = "Squall.SpecUnreadable";
+/// Error type of a result that could not be put in the bucket.
+pub const ERROR_TYPE_RESULT_UNWRITABLE: &str = "Squall.ResultUnwritable";
+
+impl InvocationError {
+    /// The `errorType` Lambda reports for this error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            InvocationError::Invalid(_) => ERROR_TYPE_INVALID,
+            InvocationError::SpecUnreadable { .. } => ERROR_TYPE_SPEC_UNREADABLE,
+            InvocationError::ResultUnwritable { .. } => ERROR_TYPE_RESULT_UNWRITABLE,
+        }
+    }
+}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(error: InvocationError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type().to_string(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Whether a function error of `error_type` may go away on another attempt. Only a
+/// malformed invocation is certain to fail again; crashes (`Runtime.ExitError`),
+/// timeouts (`Sandbox.Timedout`), panics and storage trouble may not.
+pub fn function_error_is_retryable(error_type: &str) -> bool {
+    error_type != ERROR_TYPE_INVALID
+}
+
 /// The function's configuration, read once per cold start.
 #[derive(Debug, Clone)]
 pub struct FunctionConfig {
@@ -201,8 +236,11 @@ impl LambdaExecutor {
 
 /// Whether a serialized spec of `bytes` must go through the bucket.
 pub fn spec_needs_bucket(bytes: usize) -> bool {
-    bytes + PAYLOAD_MARGIN > MAX_PAYLOAD_BYTES
+    bytes > MAX_INLINE_SPEC_BYTES
 }
+
+/// Largest encoded TaskSpec sent inline in an invocation payload.
+pub const MAX_INLINE_SPEC_BYTES: usize = MAX_PAYLOAD_BYTES - PAYLOAD_MARGIN;
 
 #[cfg(test)]
 mod tests {

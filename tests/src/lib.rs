@@ -2,6 +2,7 @@
 //! answers, a comparison that follows `tpch/README.md`, and object stores that
 //! count or fail requests.
 
+pub mod fake_lambda;
 pub mod stores;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! Subcommands of the `squall` binary. Arguments are parsed by clap and converted
 //! into the library's typed requests; all real work happens in the library.
 
+mod backend;
 mod output;
 mod progress;
 
@@ -18,6 +19,7 @@ use squall_control_plane::{
     tpch,
 };
 
+use backend::BackendArgs;
 use output::write_result;
 use progress::ProgressBars;
 
@@ -34,7 +36,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run one SQL job on in-process executors and print its result.
+    /// Run one SQL job (in-process executors or AWS Lambda) and print its result.
     Run(RunArgs),
     /// Print the stage DAG a query would run as, without running it.
     Plan(PlanArgs),
@@ -85,9 +87,11 @@ struct BenchTasksArgs {
     /// Number of tasks.
     #[arg(long, default_value_t = 100_000)]
     count: usize,
-    /// In-process executors (default: cores).
-    #[arg(long)]
-    executors: Option<usize>,
+    /// Runs of `count` tasks; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -157,12 +161,8 @@ struct RunArgs {
     /// Keep the result as Parquet files plus a manifest under this URL (and print it).
     #[arg(long, value_name = "URL")]
     output: Option<String>,
-    /// In-process executors running at once (default: the number of cores).
-    #[arg(long)]
-    executors: Option<usize>,
-    /// Where shuffle files go (default: a folder in the OS temp directory).
-    #[arg(long, value_name = "URL")]
-    work_dir: Option<String>,
+    #[command(flatten)]
+    backend: BackendArgs,
     /// Memory limit of one task, in bytes.
     #[arg(long, default_value_t = TaskOptions::default().memory_limit_bytes)]
     task_memory: u64,
@@ -229,19 +229,19 @@ fn engine(executors: Option<usize>, work_dir: Option<&str>) -> Result<Engine> {
 }
 
 async fn run_job(args: RunArgs) -> Result<()> {
-    let executors = args.executors.unwrap_or_else(default_parallelism);
-    let engine = engine(Some(executors), args.work_dir.as_deref())?;
     let request = JobRequest {
         sql: args.query.sql()?,
         tables: args.query.tables()?,
         output: args.output.clone(),
-        plan: args.query.plan_options(executors),
+        plan: args.query.plan_options(args.backend.parallelism()),
         tasks: TaskOptions {
             max_attempts: args.max_attempts.max(1),
             memory_limit_bytes: args.task_memory,
+            max_stage_concurrency: args.backend.max_stage_concurrency,
             ..TaskOptions::default()
         },
     };
+    let engine = args.backend.engine().await?;
     let bars = ProgressBars::for_stderr();
     let progress = bars.clone().map(|b| b as Arc<dyn ProgressSink>);
     let result = engine.run(&request, progress).await;
@@ -501,23 +501,37 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
 }
 
 async fn bench_tasks(args: BenchTasksArgs) -> Result<()> {
-    let engine = engine(args.executors, None)?;
-    // Warm up the runtime and allocator.
-    bench::tasks(&engine, args.count.min(1_000)).await?;
+    if args.count == 0 || args.runs == 0 {
+        return Err(SquallError::InvalidArgument(
+            "--count and --runs must be at least 1".into(),
+        ));
+    }
+    let engine = args.backend.engine().await?;
+    // Warm up the runtime and allocator (and, on Lambda, the functions).
+    let warm_up = args.count.min(1_000).min(engine.backend.max_concurrency());
+    bench::tasks(&engine, warm_up).await?;
     let mut runs = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..args.runs {
         runs.push(bench::tasks(&engine, args.count).await?);
     }
     runs.sort_by_key(|r| r.elapsed);
-    let median = &runs[1];
+    let median = &runs[runs.len() / 2];
     println!(
-        "{} no-op tasks through the scheduler and the {} backend ({} at once): median of 3 runs {:.3} s, {:.0} tasks/s, {:.1} us per task",
+        "{} no-op tasks through the scheduler and the {} backend ({} at once): median of {} runs {:.3} s, {:.0} tasks/s, {:.1} us per task",
         median.tasks,
         engine.backend.name(),
         engine.backend.max_concurrency(),
+        runs.len(),
         median.elapsed.as_secs_f64(),
         median.tasks_per_second(),
         median.per_task().as_secs_f64() * 1e6
+    );
+    // With C tasks in flight, each round trip took about C times the wall time per task.
+    let in_flight = engine.backend.max_concurrency().min(median.tasks);
+    println!(
+        "round trip per task (scheduler, {} backend, executor) at {in_flight} in flight: about {:.2} ms",
+        engine.backend.name(),
+        median.per_task().as_secs_f64() * in_flight as f64 * 1e3
     );
     Ok(())
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use squall_executor::StoreRegistry;
-use squall_executor::lambda::{FunctionConfig, Invocation, InvocationResponse, LambdaExecutor};
+use squall_executor::lambda::{
+    FunctionConfig, Invocation, InvocationError, InvocationResponse, LambdaExecutor,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -26,8 +28,10 @@ async fn main() -> Result<(), Error> {
     let executor = &executor;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<Invocation>| async move {
-            let response: InvocationResponse = executor.handle(event.payload).await?;
-            Ok::<_, Error>(response)
+            // The error's Lambda `errorType` says whether a retry can help.
+            let response: Result<InvocationResponse, InvocationError> =
+                executor.handle(event.payload).await;
+            response
         },
     ))
     .await

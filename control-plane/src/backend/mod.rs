@@ -3,7 +3,8 @@
 //! The in-process backend is the embedded default: it runs `run_task` on tokio
 //! tasks, and still sends every spec and result through their JSON encoding, so
 //! tasks share nothing with the control plane but the object store — exactly as a
-//! remote backend would.
+//! remote backend would. The Lambda backend ([`lambda`]) invokes the same
+//! `run_task` inside the `squall-lambda` function.
 
 use std::sync::Arc;
 
@@ -11,6 +12,10 @@ use async_trait::async_trait;
 use squall_executor::{ExecutorContext, TaskResult, TaskSpec, run_task};
 
 use crate::error::{Result, SquallError};
+
+pub mod lambda;
+
+pub use lambda::{Backoff, LambdaBackend, LambdaConfig};
 
 /// Runs task attempts somewhere. `Ok` carries the task's own result (success or a
 /// typed failure); `Err` means the executor could not be reached or crashed.
@@ -22,6 +27,13 @@ pub trait ExecutorBackend: Send + Sync + std::fmt::Debug {
     fn max_concurrency(&self) -> usize;
 
     async fn invoke(&self, spec: TaskSpec) -> Result<TaskResult>;
+
+    /// Whether this backend's executors can read and write objects at `url`
+    /// (remote executors cannot see the control plane's disk or memory).
+    fn can_reach(&self, url: &url::Url) -> bool {
+        let _ = url;
+        true
+    }
 }
 
 /// Runs tasks on this process's tokio runtime.

@@ -1,0 +1,614 @@
+//! Tasks as AWS Lambda invocations of the `squall-lambda` function.
+//!
+//! # What belongs here
+//! [`LambdaBackend`]: one synchronous `Invoke` (RequestResponse) per task attempt,
+//! and everything between the scheduler and that call: the backend-wide
+//! concurrency cap, jittered exponential backoff while Lambda throttles or fails
+//! on its side, the per-invocation timeout, specs and results too large for the
+//! 6 MB payload routed through the bucket, and turning function errors into task
+//! failures. The payload types and the handler are in `squall_executor::lambda`.
+//!
+//! Outcomes, in the terms of [`ExecutorBackend`]:
+//! - the function ran and returned a TaskResult (success or the task's own typed
+//!   failure): `Ok` with that result;
+//! - the function failed (real Lambda: 200 with `X-Amz-Function-Error`; emulators:
+//!   500 with `{"errorType","errorMessage"}`), timed out, or Lambda refused the
+//!   call for good (no such function, no permission): `Ok` with a failed
+//!   TaskResult carrying the function's message, retryable unless another attempt
+//!   is certain to fail the same way;
+//! - Lambda throttled or answered 5xx, or could not be reached, on every try:
+//!   `Err`, which the scheduler treats as a retryable attempt failure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_lambda::config::retry::RetryConfig;
+use aws_sdk_lambda::config::timeout::TimeoutConfig;
+use aws_sdk_lambda::config::{BehaviorVersion, StalledStreamProtectionConfig};
+use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::operation::invoke::{InvokeError, InvokeOutput};
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::Deserialize;
+use squall_executor::lambda::{
+    Invocation, InvocationResponse, MAX_INLINE_SPEC_BYTES, function_error_is_retryable,
+};
+use squall_executor::{
+    FailureKind, StoreRegistry, TaskFailure, TaskId, TaskOutcome, TaskResult, TaskSpec,
+    WIRE_VERSION,
+};
+use tokio::sync::Semaphore;
+
+use super::ExecutorBackend;
+use crate::error::{Result, SquallError};
+
+/// Lambda's own limit on one synchronous invocation (15 minutes).
+pub const MAX_INVOCATION_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Jittered exponential backoff between tries of one invocation ("full jitter":
+/// each delay is uniform in `[0, min(max, first × 2^try)]`), so that a burst of
+/// throttled tasks does not come back in lockstep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+    /// Tries after the first before the attempt is given up.
+    pub max_retries: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_millis(100),
+            max: Duration::from_secs(20),
+            max_retries: 10,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before retry number `retry` (0 for the first retry).
+    pub fn delay(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .first
+            .saturating_mul(1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX))
+            .min(self.max);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// Which function to call, where, and how hard.
+#[derive(Debug, Clone)]
+pub struct LambdaConfig {
+    /// Function name or ARN.
+    pub function: String,
+    /// Published version or alias; None: `$LATEST`.
+    pub qualifier: Option<String>,
+    /// Lambda API endpoint (LocalStack, `cargo lambda watch`); None: AWS's, from
+    /// the environment (`AWS_ENDPOINT_URL_LAMBDA`, `AWS_ENDPOINT_URL` also work).
+    pub endpoint: Option<String>,
+    /// Invocations in flight at once, over all jobs sharing this backend.
+    pub max_concurrency: usize,
+    /// How long one invocation may take before the attempt counts as failed.
+    pub invocation_timeout: Duration,
+    pub backoff: Backoff,
+    /// Specs whose JSON is larger go through the bucket (default: what fits in
+    /// Lambda's 6 MB payload with room for the envelope).
+    pub max_inline_spec_bytes: usize,
+}
+
+impl LambdaConfig {
+    pub fn new(function: impl Into<String>) -> Self {
+        Self {
+            function: function.into(),
+            qualifier: None,
+            endpoint: None,
+            max_concurrency: 100,
+            invocation_timeout: MAX_INVOCATION_TIMEOUT,
+            backoff: Backoff::default(),
+            max_inline_spec_bytes: MAX_INLINE_SPEC_BYTES,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |m: String| Err(SquallError::InvalidArgument(m));
+        if self.function.trim().is_empty() {
+            return invalid("the Lambda function name is empty".into());
+        }
+        if self.max_concurrency == 0 {
+            return invalid("the Lambda concurrency must be at least 1".into());
+        }
+        if self.invocation_timeout.is_zero() || self.invocation_timeout > MAX_INVOCATION_TIMEOUT {
+            return invalid(format!(
+                "the invocation timeout must be between 1 s and {} s, not {} s",
+                MAX_INVOCATION_TIMEOUT.as_secs(),
+                self.invocation_timeout.as_secs_f64()
+            ));
+        }
+        if self.max_inline_spec_bytes > MAX_INLINE_SPEC_BYTES {
+            return invalid(format!(
+                "specs of up to {MAX_INLINE_SPEC_BYTES} bytes fit in an invocation, not {}",
+                self.max_inline_spec_bytes
+            ));
+        }
+        if let Some(endpoint) = &self.endpoint
+            && url::Url::parse(endpoint).is_err()
+        {
+            return invalid(format!("the Lambda endpoint '{endpoint}' is not a URL"));
+        }
+        Ok(())
+    }
+}
+
+/// Runs each task attempt as one invocation of the executor function.
+#[derive(Debug)]
+pub struct LambdaBackend {
+    client: aws_sdk_lambda::Client,
+    config: LambdaConfig,
+    stores: Arc<StoreRegistry>,
+    /// Prefix under which specs and results that do not fit a payload are kept
+    /// while their invocation runs (`{root}/{job}/invocations/...`).
+    payload_root: String,
+    permits: Semaphore,
+}
+
+impl LambdaBackend {
+    /// A client configured from the standard AWS environment (region, credentials,
+    /// endpoint), with the SDK's own retries off: this backend retries itself.
+    pub async fn connect(
+        config: LambdaConfig,
+        stores: Arc<StoreRegistry>,
+        payload_root: &str,
+    ) -> Result<Self> {
+        config.validate()?;
+        let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        if shared.region().is_none() {
+            return Err(SquallError::InvalidArgument(
+                "no AWS region for Lambda: set AWS_REGION (or AWS_DEFAULT_REGION)".into(),
+            ));
+        }
+        Self::with_sdk_config(
+            config,
+            aws_sdk_lambda::config::Builder::from(&shared),
+            stores,
+            payload_root,
+        )
+    }
+
+    /// Like [`connect`](Self::connect), with the region and credentials of
+    /// `builder` instead of the environment's.
+    pub fn with_sdk_config(
+        config: LambdaConfig,
+        builder: aws_sdk_lambda::config::Builder,
+        stores: Arc<StoreRegistry>,
+        payload_root: &str,
+    ) -> Result<Self> {
+        config.validate()?;
+        let mut builder = builder
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .build(),
+            )
+            // A task may run for minutes before the first response byte.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let client = aws_sdk_lambda::Client::from_conf(builder.build());
+        Ok(Self {
+            client,
+            permits: Semaphore::new(config.max_concurrency),
+            config,
+            stores,
+            payload_root: payload_root.trim_end_matches('/').to_string(),
+        })
+    }
+
+    pub fn config(&self) -> &LambdaConfig {
+        &self.config
+    }
+
+    /// Where an attempt's oversized spec or result is kept.
+    fn payload_url(&self, id: &TaskId, what: &str) -> String {
+        format!(
+            "{}/{}/invocations/s{}-t{}-a{}.{what}.json",
+            self.payload_root, id.job_id, id.stage_id, id.task, id.attempt
+        )
+    }
+
+    /// The invocation payload: the spec inline, or put in the bucket when too large.
+    /// Returns the payload and the URL of the spec object, if one was written.
+    async fn payload(&self, spec: TaskSpec) -> Result<(Vec<u8>, Option<String>)> {
+        let result_url = self.payload_url(&spec.id, "result");
+        let spec_json = serde_json::to_vec(&spec)
+            .map_err(|e| SquallError::Backend(format!("cannot encode task spec: {e}")))?;
+        if spec_json.len() <= self.config.max_inline_spec_bytes {
+            let invocation = Invocation {
+                task_spec: Some(spec),
+                task_spec_url: None,
+                result_url,
+            };
+            let body = serde_json::to_vec(&invocation)
+                .map_err(|e| SquallError::Backend(format!("cannot encode invocation: {e}")))?;
+            return Ok((body, None));
+        }
+        let spec_url = self.payload_url(&spec.id, "spec");
+        self.put(&spec_url, spec_json).await?;
+        let invocation = Invocation {
+            task_spec: None,
+            task_spec_url: Some(spec_url.clone()),
+            result_url,
+        };
+        let body = serde_json::to_vec(&invocation)
+            .map_err(|e| SquallError::Backend(format!("cannot encode invocation: {e}")))?;
+        Ok((body, Some(spec_url)))
+    }
+
+    async fn put(&self, url: &str, body: Vec<u8>) -> Result<()> {
+        let (store, path) = self
+            .stores
+            .resolve(url)
+            .map_err(|source| SquallError::Internal { source })?;
+        store.put(&path, PutPayload::from(body)).await?;
+        Ok(())
+    }
+
+    /// One invocation with backoff on throttling and Lambda-side errors.
+    async fn invoke_with_backoff(&self, id: &TaskId, payload: Vec<u8>) -> Result<Answer> {
+        let payload = Blob::new(payload);
+        let mut retry = 0;
+        loop {
+            let mut call = self
+                .client
+                .invoke()
+                .function_name(&self.config.function)
+                .invocation_type(InvocationType::RequestResponse)
+                .payload(payload.clone());
+            if let Some(q) = &self.config.qualifier {
+                call = call.qualifier(q);
+            }
+            let sent = tokio::time::timeout(self.config.invocation_timeout, call.send()).await;
+            let transient = match sent {
+                Err(_) => {
+                    return Ok(Answer::Failed(TaskFailure {
+                        kind: FailureKind::Internal,
+                        message: format!(
+                            "invocation of {} timed out after {} s",
+                            self.config.function,
+                            self.config.invocation_timeout.as_secs_f64()
+                        ),
+                        retryable: true,
+                    }));
+                }
+                Ok(Ok(output)) => return Ok(self.answer(output)),
+                Ok(Err(error)) => match classify(&self.config.function, error) {
+                    Classified::Answer(answer) => return Ok(answer),
+                    Classified::Transient(message) => message,
+                },
+            };
+            if retry >= self.config.backoff.max_retries {
+                return Err(SquallError::Backend(format!(
+                    "{id}: gave up after {} tries: {transient}",
+                    retry + 1
+                )));
+            }
+            let delay = self.config.backoff.delay(retry);
+            tracing::debug!(task = %id, retry, delay_ms = delay.as_millis() as u64, "{transient}; retrying");
+            tokio::time::sleep(delay).await;
+            retry += 1;
+        }
+    }
+
+    /// The function answered 200: its result, or its error.
+    fn answer(&self, output: InvokeOutput) -> Answer {
+        let body = output.payload().map(|b| b.as_ref()).unwrap_or_default();
+        if let Some(kind) = output.function_error() {
+            return Answer::Failed(function_failure(&self.config.function, kind, body));
+        }
+        match serde_json::from_slice::<InvocationResponse>(body) {
+            Ok(InvocationResponse {
+                task_result: Some(result),
+                ..
+            }) => Answer::Result(Box::new(result)),
+            Ok(InvocationResponse {
+                task_result_url: Some(url),
+                ..
+            }) => Answer::InBucket(url),
+            Ok(_) => Answer::Failed(TaskFailure {
+                kind: FailureKind::Internal,
+                message: format!(
+                    "{} answered with neither a result nor its URL",
+                    self.config.function
+                ),
+                retryable: true,
+            }),
+            Err(e) => Answer::Failed(TaskFailure {
+                kind: FailureKind::Internal,
+                message: format!(
+                    "{} answered with something that is not a task result ({e}): {}",
+                    self.config.function,
+                    excerpt(body)
+                ),
+                retryable: true,
+            }),
+        }
+    }
+
+    async fn fetch_result(&self, url: &str) -> Result<TaskResult> {
+        let (store, path) = self
+            .stores
+            .resolve(url)
+            .map_err(|source| SquallError::Internal { source })?;
+        let bytes = store.get(&path).await?.bytes().await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| SquallError::Backend(format!("task result at {url} is unreadable: {e}")))
+    }
+
+    async fn delete(&self, url: &str) {
+        if let Ok((store, path)) = self.stores.resolve(url) {
+            match store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!("could not delete {url}: {e}"),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ExecutorBackend for LambdaBackend {
+    fn name(&self) -> &str {
+        "lambda"
+    }
+
+    fn max_concurrency(&self) -> usize {
+        self.config.max_concurrency
+    }
+
+    fn can_reach(&self, url: &url::Url) -> bool {
+        remote_scheme(url)
+    }
+
+    async fn invoke(&self, spec: TaskSpec) -> Result<TaskResult> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| SquallError::Backend("Lambda backend closed".into()))?;
+        let id = spec.id.clone();
+        let (payload, spec_url) = self.payload(spec).await?;
+        let answer = self.invoke_with_backoff(&id, payload).await;
+        if let Some(url) = &spec_url {
+            self.delete(url).await;
+        }
+        match answer? {
+            Answer::Result(result) => Ok(*result),
+            Answer::InBucket(url) => {
+                let result = self.fetch_result(&url).await;
+                self.delete(&url).await;
+                result
+            }
+            Answer::Failed(failure) => Ok(TaskResult {
+                wire_version: WIRE_VERSION,
+                id,
+                outcome: TaskOutcome::Failed(failure),
+            }),
+        }
+    }
+}
+
+/// Object stores a function can reach: not the control plane's disk or memory.
+fn remote_scheme(url: &url::Url) -> bool {
+    !matches!(url.scheme(), "file" | "memory")
+}
+
+/// What one invocation came to, short of "could not reach Lambda".
+#[derive(Debug)]
+enum Answer {
+    Result(Box<TaskResult>),
+    /// The result was too large to return and is at this URL.
+    InBucket(String),
+    Failed(TaskFailure),
+}
+
+enum Classified {
+    Answer(Answer),
+    /// Throttling, a Lambda-side 5xx, or the network: try again after a while.
+    Transient(String),
+}
+
+/// Sorts an error from `Invoke` into "the function failed", "try again later" and
+/// "this will never work".
+fn classify(
+    function: &str,
+    error: SdkError<InvokeError, aws_sdk_lambda::config::http::HttpResponse>,
+) -> Classified {
+    let Some(service) = error.as_service_error() else {
+        return match &error {
+            SdkError::ConstructionFailure(_) => Classified::Answer(Answer::Failed(TaskFailure {
+                kind: FailureKind::Internal,
+                message: format!(
+                    "cannot build an invocation of {function}: {}",
+                    DisplayErrorContext(&error)
+                ),
+                retryable: false,
+            })),
+            // Timeouts, connection failures, unreadable responses.
+            _ => Classified::Transient(format!(
+                "cannot reach Lambda for {function}: {}",
+                DisplayErrorContext(&error)
+            )),
+        };
+    };
+    let raw = error.raw_response();
+    let status = raw.map(|r| r.status().as_u16()).unwrap_or_default();
+    let body = raw.and_then(|r| r.body().bytes()).unwrap_or_default();
+    if service.is_too_many_requests_exception()
+        || service.is_ec2_throttled_exception()
+        || status == 429
+    {
+        return Classified::Transient(format!("Lambda throttled {function} ({status})"));
+    }
+    // Emulators (cargo lambda, the runtime interface emulator) report a function
+    // error as a 500 whose body is the function's error.
+    if let Some(error) = FunctionError::parse(body) {
+        return Classified::Answer(Answer::Failed(error.into_failure(function)));
+    }
+    if status >= 500
+        || service.is_service_exception()
+        || service.is_resource_not_ready_exception()
+        || service.is_resource_conflict_exception()
+    {
+        return Classified::Transient(format!(
+            "Lambda failed invoking {function} ({status}): {}",
+            DisplayErrorContext(&error)
+        ));
+    }
+    // No such function or qualifier, no permission, payload refused: no attempt
+    // will fare better.
+    let code = service.code().unwrap_or("error");
+    let message = service.message().unwrap_or_default();
+    Classified::Answer(Answer::Failed(TaskFailure {
+        kind: FailureKind::Internal,
+        message: format!("Lambda refused to invoke {function}: {code} ({status}) {message}"),
+        retryable: false,
+    }))
+}
+
+/// The body of a function error, as Lambda and the runtime API report it.
+#[derive(Debug, Deserialize)]
+struct FunctionError {
+    #[serde(rename = "errorType")]
+    error_type: String,
+    #[serde(rename = "errorMessage", default)]
+    error_message: String,
+}
+
+impl FunctionError {
+    fn parse(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice(body).ok()
+    }
+
+    fn into_failure(self, function: &str) -> TaskFailure {
+        TaskFailure {
+            kind: FailureKind::Internal,
+            retryable: function_error_is_retryable(&self.error_type),
+            message: format!(
+                "function {function} failed: {}: {}",
+                self.error_type, self.error_message
+            ),
+        }
+    }
+}
+
+/// A failure from a 200 answer flagged with `X-Amz-Function-Error` (`kind` is
+/// `Unhandled` or `Handled`), whose body is the function's error when readable.
+fn function_failure(function: &str, kind: &str, body: &[u8]) -> TaskFailure {
+    match FunctionError::parse(body) {
+        Some(error) => error.into_failure(function),
+        None => TaskFailure {
+            kind: FailureKind::Internal,
+            message: format!("function {function} failed ({kind}): {}", excerpt(body)),
+            retryable: true,
+        },
+    }
+}
+
+/// The start of a body, for messages.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]).to_string();
+    if body.len() > 300 {
+        format!("{text}…")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_jittered_and_capped() {
+        let backoff = Backoff {
+            first: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            max_retries: 5,
+        };
+        for retry in 0..40 {
+            let ceiling = Duration::from_millis(100 * (1u64 << retry.min(20))).min(backoff.max);
+            for _ in 0..50 {
+                assert!(backoff.delay(retry) <= ceiling, "retry {retry}");
+            }
+        }
+        // Jitter: 50 draws of the same retry are not all equal.
+        let draws: std::collections::HashSet<_> = (0..50).map(|_| backoff.delay(3)).collect();
+        assert!(draws.len() > 1);
+        // Growth: late retries wait longer on average than early ones.
+        let mean = |r| {
+            (0..400)
+                .map(|_| backoff.delay(r).as_secs_f64())
+                .sum::<f64>()
+                / 400.0
+        };
+        assert!(mean(4) > 2.0 * mean(0), "{} vs {}", mean(4), mean(0));
+    }
+
+    #[test]
+    fn function_errors_keep_the_message_and_retryability() {
+        let crash = br#"{"errorType":"Runtime.ExitError","errorMessage":"exit status 101"}"#;
+        let failure = function_failure("squall", "Unhandled", crash);
+        assert!(failure.retryable);
+        assert!(
+            failure
+                .message
+                .contains("Runtime.ExitError: exit status 101"),
+            "{}",
+            failure.message
+        );
+        let invalid = br#"{"errorType":"Squall.InvalidInvocation","errorMessage":"bad"}"#;
+        assert!(!function_failure("squall", "Unhandled", invalid).retryable);
+        let garbage = function_failure("squall", "Unhandled", b"segfault");
+        assert!(garbage.retryable);
+        assert!(garbage.message.contains("segfault"), "{}", garbage.message);
+    }
+
+    #[test]
+    fn functions_reach_only_remote_stores() {
+        let url = |u: &str| url::Url::parse(u).unwrap();
+        assert!(remote_scheme(&url("s3://bucket/tpch/lineitem/")));
+        assert!(!remote_scheme(&url("file:///tmp/tpch/lineitem/")));
+        assert!(!remote_scheme(&url("memory:///x")));
+    }
+
+    #[test]
+    fn bad_configuration_is_refused() {
+        let mut config = LambdaConfig::new("f");
+        assert!(config.validate().is_ok());
+        config.max_concurrency = 0;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("concurrency")
+        );
+        let mut config = LambdaConfig::new("f");
+        config.invocation_timeout = Duration::from_secs(901);
+        assert!(config.validate().unwrap_err().to_string().contains("900"));
+        let mut config = LambdaConfig::new(" ");
+        assert!(config.validate().is_err());
+        config = LambdaConfig::new("f");
+        config.endpoint = Some("not a url".into());
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not a URL")
+        );
+    }
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs the AWS emulators the Lambda/S3 tests need, without Docker, from the
+# package registries this project may reach (crates.io, PyPI):
+#   - cargo-lambda (crates.io): `cargo lambda watch` runs squall-lambda behind
+#     the Lambda Invoke API;
+#   - LocalStack in host mode (PyPI, Python 3.13 from pyenv): S3, and the
+#     Lambda/IAM control APIs the localstack/ init hook calls.
+# Everything lands under $SQUALL_CACHE (default ~/.cache/squall) and is reused
+# by later runs: a second run only checks versions. Safe to run concurrently
+# with nothing else; safe to re-run after a failure (a half-built venv is redone).
+set -euo pipefail
+
+CACHE="${SQUALL_CACHE:-$HOME/.cache/squall}"
+TOOLS="$CACHE/tools"
+CARGO_LAMBDA_VERSION=1.9.2
+LOCALSTACK_VERSION=2026.3.0
+PYTHON_VERSION=3.13.0
+
+log() { echo "squall emulators: $*" >&2; }
+
+install_cargo_lambda() {
+    local bin="$TOOLS/bin/cargo-lambda"
+    if [[ -x "$bin" ]] && "$bin" lambda --version 2>/dev/null | grep -q "$CARGO_LAMBDA_VERSION"; then
+        log "cargo-lambda $CARGO_LAMBDA_VERSION already installed ($bin)"
+        return
+    fi
+    log "installing cargo-lambda $CARGO_LAMBDA_VERSION (about 25 minutes on 2 cores; cached afterwards)"
+    # A target directory of its own, so the install never fights the project's
+    # build over a lock, and a partial build is resumed by the next run.
+    CARGO_TARGET_DIR="$TOOLS/build/cargo-lambda" \
+        cargo install cargo-lambda --version "$CARGO_LAMBDA_VERSION" --locked --root "$TOOLS"
+    rm -rf "$TOOLS/build/cargo-lambda"
+}
+
+find_python() {
+    if command -v pyenv >/dev/null && [[ -x "$(pyenv root)/versions/$PYTHON_VERSION/bin/python3" ]]; then
+        echo "$(pyenv root)/versions/$PYTHON_VERSION/bin/python3"
+    elif command -v "python${PYTHON_VERSION%.*}" >/dev/null; then
+        command -v "python${PYTHON_VERSION%.*}"
+    else
+        log "LocalStack needs Python ${PYTHON_VERSION%.*} (pyenv install $PYTHON_VERSION)"
+        return 1
+    fi
+}
+
+install_localstack() {
+    local venv="$TOOLS/localstack-$LOCALSTACK_VERSION"
+    if [[ -f "$venv/.complete" ]]; then
+        log "LocalStack $LOCALSTACK_VERSION already installed ($venv)"
+        return
+    fi
+    log "installing LocalStack $LOCALSTACK_VERSION (host mode) into $venv"
+    rm -rf "$venv"
+    "$(find_python)" -m venv "$venv"
+    # Pins that start on this machine (see shared/EMULATORS.md): cbor2 6, pyOpenSSL 26
+    # and a missing service_identity each break start-up. boto3/awscli-local are not
+    # needed: the init hook is run with the AWS CLI-free Python in localstack/.
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        "localstack-core[runtime]==$LOCALSTACK_VERSION" 'cbor2<6' 'cryptography>=45,<47' \
+        'pyopenssl>=25,<26' service_identity boto3
+    touch "$venv/.complete"
+}
+
+mkdir -p "$TOOLS"
+case "${1:-all}" in
+    cargo-lambda) install_cargo_lambda ;;
+    localstack) install_localstack ;;
+    all) install_localstack; install_cargo_lambda ;;
+    *) log "unknown component '$1' (cargo-lambda, localstack or all)"; exit 2 ;;
+esac

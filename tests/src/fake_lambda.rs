@@ -1,0 +1,305 @@
+//! A stand-in for the Lambda Invoke API on loopback, for the backend's failure
+//! tests: it runs each invocation through the real handler
+//! (`squall_executor::lambda::LambdaExecutor`, the code `squall-lambda` runs) in
+//! this process, unless a script tells it to answer like AWS or an emulator does
+//! when things go wrong: throttling (429), a Lambda-side 500, a crashed function
+//! (real Lambda's 200 with `X-Amz-Function-Error`, or the emulators' 500 with an
+//! error body), an unknown function, a slow invocation.
+//!
+//! The end-to-end tests through `cargo lambda watch` and the real binary are in
+//! `tests/tests/emulated_aws.rs`; this fake exists because those emulators never
+//! throttle and cannot be told to fail one chosen invocation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use object_store::{ObjectStoreExt, PutPayload};
+use squall_executor::lambda::{Invocation, InvocationResponse, LambdaExecutor};
+use squall_executor::{StoreRegistry, TaskId, TaskSpec};
+
+/// How the fake answers one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Run the task and return its result.
+    Run,
+    /// Run the task, then put the result in the bucket and return its URL, as the
+    /// handler does with a result too large for the payload.
+    RunResultInBucket,
+    /// 429 TooManyRequestsException; the task does not run.
+    Throttle,
+    /// 500 ServiceException from Lambda itself; the task does not run.
+    ServiceError,
+    /// The function ran the task (its output is written) and then died: real
+    /// Lambda's 200 with `X-Amz-Function-Error: Unhandled`.
+    CrashAfterRunning,
+    /// The function died: an emulator's 500 with `{"errorType","errorMessage"}`.
+    CrashEmulatorStyle,
+    /// The handler's answer to a malformed invocation (not retryable).
+    InvalidInvocation,
+    /// 404 ResourceNotFoundException.
+    NoSuchFunction,
+    /// Run the task after sleeping this long.
+    Slow(Duration),
+}
+
+/// One invocation as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub function: String,
+    pub qualifier: Option<String>,
+    pub id: TaskId,
+    /// The spec came by URL (too large for the payload), not inline.
+    pub spec_in_bucket: bool,
+    pub reply: Reply,
+    /// Invocations of this stage in flight when this one arrived, itself included.
+    pub stage_in_flight: usize,
+    /// Invocations in flight when this one arrived, itself included.
+    pub in_flight: usize,
+}
+
+type Script = Box<dyn Fn(&TaskId, usize) -> Reply + Send + Sync>;
+
+struct FakeState {
+    executor: LambdaExecutor,
+    stores: Arc<StoreRegistry>,
+    /// Decides each reply from the task and the invocation's sequence number.
+    script: Script,
+    calls: Mutex<Vec<Call>>,
+    in_flight: Mutex<HashMap<u32, usize>>,
+}
+
+/// The fake, listening until dropped.
+pub struct FakeLambda {
+    pub endpoint: String,
+    state: Arc<FakeState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeLambda {
+    /// Serves on a free loopback port; `script(task, n)` picks the reply of the
+    /// `n`th invocation (from 0). Tasks read and write through `stores`.
+    pub async fn start(
+        stores: Arc<StoreRegistry>,
+        script: impl Fn(&TaskId, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let config = squall_executor::lambda::FunctionConfig {
+            spill_dir: std::env::temp_dir(),
+            max_pool_bytes: None,
+        };
+        let state = Arc::new(FakeState {
+            executor: LambdaExecutor::new(stores.clone(), config),
+            stores,
+            script: Box::new(script),
+            calls: Mutex::new(Vec::new()),
+            in_flight: Mutex::new(HashMap::new()),
+        });
+        let app = Router::new()
+            .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            endpoint,
+            state,
+            server,
+        }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.calls.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeLambda {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Counts an invocation of a stage in flight until dropped.
+struct InFlight<'a> {
+    state: &'a FakeState,
+    stage: u32,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.state.in_flight.lock().unwrap();
+        if let Some(n) = map.get_mut(&self.stage) {
+            *n -= 1;
+        }
+    }
+}
+
+async fn invoke(
+    State(state): State<Arc<FakeState>>,
+    Path(function): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let invocation: Invocation = match serde_json::from_slice(&body) {
+        Ok(i) => i,
+        Err(e) => {
+            return function_error(StatusCode::OK, "Squall.InvalidInvocation", &e.to_string());
+        }
+    };
+    let spec = match (&invocation.task_spec, &invocation.task_spec_url) {
+        (Some(spec), _) => spec.clone(),
+        (None, Some(url)) => read_spec(&state.stores, url).await,
+        (None, None) => panic!("invocation without a spec"),
+    };
+    let (reply, _guard) = {
+        let mut calls = state.calls.lock().unwrap();
+        let mut map = state.in_flight.lock().unwrap();
+        let stage_in_flight = {
+            let n = map.entry(spec.id.stage_id).or_default();
+            *n += 1;
+            *n
+        };
+        let in_flight = map.values().sum();
+        let reply = (state.script)(&spec.id, calls.len());
+        calls.push(Call {
+            function,
+            qualifier: query.get("Qualifier").cloned(),
+            id: spec.id.clone(),
+            spec_in_bucket: invocation.task_spec_url.is_some(),
+            reply,
+            stage_in_flight,
+            in_flight,
+        });
+        let guard = InFlight {
+            state: &state,
+            stage: spec.id.stage_id,
+        };
+        (reply, guard)
+    };
+    match reply {
+        Reply::Run => run(&state, invocation).await,
+        Reply::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            run(&state, invocation).await
+        }
+        Reply::RunResultInBucket => {
+            let url = invocation.result_url.clone();
+            let response = state.executor.handle(invocation).await.expect("handler");
+            let result = response.task_result.expect("inline result");
+            let (store, path) = state.stores.resolve(&url).expect("result URL");
+            let body = serde_json::to_vec(&result).expect("encode result");
+            store
+                .put(&path, PutPayload::from(body))
+                .await
+                .expect("put result");
+            let answer = InvocationResponse {
+                task_result: None,
+                task_result_url: Some(url),
+            };
+            json(StatusCode::OK, HeaderMap::new(), &answer)
+        }
+        Reply::Throttle => aws_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            r#"{"Type":"User","message":"Rate Exceeded.","Reason":"ReservedFunctionConcurrentInvocationLimitExceeded"}"#,
+        ),
+        Reply::ServiceError => aws_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceException",
+            r#"{"Type":"Service","message":"Internal error"}"#,
+        ),
+        Reply::NoSuchFunction => aws_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            r#"{"Type":"User","message":"Function not found"}"#,
+        ),
+        Reply::CrashAfterRunning => {
+            let _ = state.executor.handle(invocation).await;
+            function_error(
+                StatusCode::OK,
+                "Runtime.ExitError",
+                "Runtime exited with error: signal: killed",
+            )
+        }
+        Reply::CrashEmulatorStyle => function_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Runtime.ExitError",
+            "process exited with status 101",
+        ),
+        Reply::InvalidInvocation => function_error(
+            StatusCode::OK,
+            "Squall.InvalidInvocation",
+            "invalid invocation: scripted",
+        ),
+    }
+}
+
+async fn run(state: &FakeState, invocation: Invocation) -> Response {
+    match state.executor.handle(invocation).await {
+        Ok(answer) => json(StatusCode::OK, HeaderMap::new(), &answer),
+        Err(e) => function_error(StatusCode::OK, e.error_type(), &e.to_string()),
+    }
+}
+
+async fn read_spec(stores: &StoreRegistry, url: &str) -> TaskSpec {
+    let (store, path) = stores.resolve(url).expect("spec URL");
+    let bytes = store
+        .get(&path)
+        .await
+        .expect("spec object")
+        .bytes()
+        .await
+        .expect("spec bytes");
+    serde_json::from_slice(&bytes).expect("spec JSON")
+}
+
+fn json(status: StatusCode, headers: HeaderMap, body: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_vec(body).expect("encode");
+    let mut response = (status, headers, body).into_response();
+    response.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("header value"),
+    );
+    response
+}
+
+/// A Lambda service error, shaped as AWS sends it.
+fn aws_error(status: StatusCode, error_type: &str, body: &'static str) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-amzn-errortype",
+        error_type.parse().expect("header value"),
+    );
+    let mut response = (status, headers, body).into_response();
+    response.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("header value"),
+    );
+    response
+}
+
+/// A function error: with status 200 the way real Lambda reports it (with the
+/// `X-Amz-Function-Error` header), with 500 the way the emulators do (without).
+fn function_error(status: StatusCode, error_type: &str, message: &str) -> Response {
+    let mut headers = HeaderMap::new();
+    if status == StatusCode::OK {
+        headers.insert(
+            "x-amz-function-error",
+            "Unhandled".parse().expect("header value"),
+        );
+    }
+    json(
+        status,
+        headers,
+        &serde_json::json!({ "errorType": error_type, "errorMessage": message }),
+    )
+}
