@@ -1,0 +1,211 @@
+//! Squall on emulated AWS, no Docker: S3 from LocalStack in host mode, the Lambda
+//! Invoke API from `cargo lambda watch` running this workspace's `squall-lambda`
+//! binary. Start them with `tests/emulators/start.sh` and source the env file it
+//! names (tests/run does both); these tests fail, naming the variable, when they
+//! are not running. Built only with `--features emulators`.
+//!
+//! - all 22 TPC-H queries at SF 0.01 through `--backend lambda`, with tables,
+//!   shuffle files and results in the emulated bucket, nothing left behind;
+//! - the shared object-store suite on the emulated S3;
+//! - the LocalStack init hook's bucket and function exist.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use squall_control_plane::backend::{LambdaBackend, LambdaConfig};
+use squall_control_plane::{Engine, JobRequest, MANIFEST_NAME, PlanOptions, tpch};
+use squall_executor::StoreRegistry;
+use squall_tests::store_suite::{Capabilities, run_all};
+use squall_tests::{TEST_PARTS, compare, expected_answer, is_ordered, render, run_rendered};
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start the emulators with tests/emulators/start.sh and source the env file it prints (tests/run does this)")
+    })
+}
+
+fn bucket_url() -> String {
+    format!("s3://{}", var("SQUALL_TEST_BUCKET"))
+}
+
+/// A fresh prefix per test run, so runs never see each other's objects.
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid_like())
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+async fn keys_under(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
+    let found: Vec<_> = store
+        .list(Some(&Path::from(prefix)))
+        .try_collect()
+        .await
+        .expect("list the emulated bucket");
+    found.into_iter().map(|m| m.location.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_sf001_through_lambda_and_s3_emulators() {
+    let stores = Arc::new(StoreRegistry::new());
+    let bucket = bucket_url();
+    let (store, _) = stores.resolve(&format!("{bucket}/")).expect("S3 store");
+    let run = unique("tpch-run");
+    let tables = format!("{bucket}/{run}/tpch");
+    tpch::generate(&stores, 0.01, &tables, TEST_PARTS, |_| {})
+        .await
+        .expect("upload TPC-H SF 0.01 to the emulated bucket");
+    let work = format!("{bucket}/{run}/work");
+    let concurrency: usize = var("SQUALL_TEST_LAMBDA_CONCURRENCY")
+        .parse()
+        .expect("number");
+    let config = LambdaConfig {
+        endpoint: Some(var("SQUALL_TEST_LAMBDA_ENDPOINT")),
+        max_concurrency: concurrency,
+        invocation_timeout: Duration::from_secs(300),
+        ..LambdaConfig::new(var("SQUALL_TEST_LAMBDA_FUNCTION"))
+    };
+    let backend = LambdaBackend::connect(config, stores.clone(), &work)
+        .await
+        .expect("Lambda backend");
+    let engine = Engine::with_backend(stores.clone(), Arc::new(backend), &work);
+    let specs = tpch::table_specs(&format!("{tables}/"));
+    let mut failures = Vec::new();
+    for q in 1..=22 {
+        let mut request = JobRequest::new(tpch::query(q).unwrap(), specs.clone());
+        request.plan = PlanOptions {
+            shuffle_partitions: 4,
+            ..PlanOptions::default()
+        };
+        // Odd queries keep their result in the bucket (Parquet + manifest), even
+        // ones return rows; either way the result files are written by the function.
+        let rows = if q % 2 == 1 {
+            let output = format!("{bucket}/{run}/results/q{q:02}");
+            request.output = Some(output.clone());
+            match engine.run(&request, None).await {
+                Ok(result) => {
+                    let manifest = format!("{run}/results/q{q:02}/{MANIFEST_NAME}");
+                    assert_eq!(
+                        result.manifest_url.as_deref(),
+                        Some(format!("{bucket}/{manifest}").as_str())
+                    );
+                    assert!(
+                        keys_under(&store, &format!("{run}/results/q{q:02}"))
+                            .await
+                            .contains(&manifest)
+                    );
+                    let batches = squall_control_plane::read_result(&stores, &result.files)
+                        .await
+                        .expect("read the result back");
+                    let mut rows = render(&batches);
+                    if rows.is_empty() {
+                        rows.push(
+                            result
+                                .schema
+                                .fields()
+                                .iter()
+                                .map(|f| f.name().clone())
+                                .collect(),
+                        );
+                    }
+                    Ok(rows)
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            run_rendered(&engine, &request).await
+        };
+        match rows {
+            Ok(rows) => {
+                if let Err(e) = compare(&expected_answer("0.01", q), &rows, is_ordered(q)) {
+                    failures.push(format!("Q{q}: {e}"));
+                }
+            }
+            Err(e) => failures.push(format!("Q{q} failed: {e}")),
+        }
+        let left = keys_under(&store, &format!("{run}/work")).await;
+        if !left.is_empty() {
+            failures.push(format!(
+                "Q{q} left {} objects, e.g. {}",
+                left.len(),
+                left[0]
+            ));
+        }
+    }
+    // Clean up the run's tables and results.
+    let everything = keys_under(&store, &run).await;
+    for key in everything {
+        store.delete(&Path::from(key)).await.expect("delete");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 22 queries wrong through the Lambda emulator:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn emulated_s3_passes_the_object_store_suite() {
+    let stores = StoreRegistry::new();
+    let (store, _) = stores
+        .resolve(&format!("{}/", bucket_url()))
+        .expect("S3 store");
+    run_all(
+        store.as_ref(),
+        &unique("suite"),
+        Capabilities {
+            conditional_update: true,
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_init_hook_created_the_bucket_and_the_function() {
+    let endpoint = var("AWS_ENDPOINT_URL");
+    let function = var("SQUALL_TEST_LOCALSTACK_FUNCTION");
+    let config = aws_sdk_lambda::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(var("AWS_REGION")))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .endpoint_url(endpoint)
+        .build();
+    let client = aws_sdk_lambda::Client::from_conf(config);
+    let found = client
+        .get_function()
+        .function_name(&function)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "GetFunction {function}: {}",
+                aws_sdk_lambda::error::DisplayErrorContext(e)
+            )
+        });
+    let configuration = found.configuration().expect("configuration");
+    assert_eq!(configuration.handler(), Some("bootstrap"));
+    assert_eq!(
+        configuration.runtime().map(|r| r.as_str()),
+        Some("provided.al2023")
+    );
+    assert_eq!(configuration.timeout(), Some(900));
+    // The bucket exists: the hook put the function's code in it.
+    let stores = StoreRegistry::new();
+    let (store, _) = stores
+        .resolve(&format!("{}/", bucket_url()))
+        .expect("S3 store");
+    assert!(
+        !keys_under(&store, "_squall/deploy").await.is_empty(),
+        "no deployed code in the bucket"
+    );
+}
