@@ -169,6 +169,8 @@ impl LambdaExecutor {
                 ));
             }
         };
+        #[cfg(feature = "fault-injection")]
+        faults::apply(&mut spec);
         self.limit_memory(&mut spec);
         let result = run_task(&self.ctx, spec).await;
         self.respond(result, &invocation.result_url).await
@@ -241,6 +243,46 @@ pub fn spec_needs_bucket(bytes: usize) -> bool {
 
 /// Largest encoded TaskSpec sent inline in an invocation payload.
 pub const MAX_INLINE_SPEC_BYTES: usize = MAX_PAYLOAD_BYTES - PAYLOAD_MARGIN;
+
+/// Crashes on request, for tests of what a backend does when the function dies.
+#[cfg(feature = "fault-injection")]
+pub mod faults {
+    use crate::protocol::TaskSpec;
+
+    /// Session option `STAGE:TASK`: the first attempt of that task exits the
+    /// process before running, as a function killed mid-invocation does.
+    pub const EXIT_AT: &str = "squall.fault.exit_at";
+    /// Session option `STAGE:TASK`: the first attempt of that task panics in the
+    /// handler; the runtime reports it as a function error.
+    pub const PANIC_AT: &str = "squall.fault.panic_at";
+
+    /// Removes the fault options from `spec` (DataFusion does not know them), then
+    /// crashes if one names this attempt.
+    pub fn apply(spec: &mut TaskSpec) {
+        let target = format!("{}:{}", spec.id.stage_id, spec.id.task);
+        let first = spec.id.attempt == 0;
+        let (mut exit, mut panic) = (false, false);
+        spec.session_options
+            .retain(|(key, value)| match key.as_str() {
+                EXIT_AT => {
+                    exit |= first && *value == target;
+                    false
+                }
+                PANIC_AT => {
+                    panic |= first && *value == target;
+                    false
+                }
+                _ => true,
+            });
+        if exit {
+            eprintln!("fault injection: exiting at {}", spec.id);
+            std::process::exit(70);
+        }
+        if panic {
+            panic!("fault injection: panic at {}", spec.id);
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

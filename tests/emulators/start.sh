@@ -68,7 +68,9 @@ echo $! > "$RUN/localstack.pid"
 # cargo lambda watch runs the function with `cargo run`: build it first, so the
 # first invocation does not wait for a compile.
 log "building squall-lambda"
-(cd "$ROOT" && cargo build --quiet --bin squall-lambda)
+# The same features as tests/run's build, so nothing is built twice.
+FEATURES=(--features squall-executor/fault-injection)
+(cd "$ROOT" && cargo build --quiet --bin squall-lambda "${FEATURES[@]}")
 
 log "starting cargo lambda watch on 127.0.0.1:$LAMBDA_PORT (concurrency $CONCURRENCY)"
 FUNCTION_ENV=()
@@ -77,7 +79,7 @@ for kv in "${AWS_ENV[@]}"; do FUNCTION_ENV+=(--env-var "$kv"); done
     cd "$ROOT"
     exec setsid "$TOOLS/bin/cargo-lambda" lambda watch --quiet --ignore-changes \
         -A 127.0.0.1 -P "$LAMBDA_PORT" --concurrency "$CONCURRENCY" \
-        --bin squall-lambda "${FUNCTION_ENV[@]}" --env-var SQUALL_LOG=warn
+        --bin squall-lambda "${FEATURES[@]}" "${FUNCTION_ENV[@]}" --env-var SQUALL_LOG=warn
 ) > "$RUN/lambda.log" 2>&1 &
 echo $! > "$RUN/lambda.pid"
 

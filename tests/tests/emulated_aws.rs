@@ -154,6 +154,66 @@ async fn tpch_sf001_through_lambda_and_s3_emulators() {
     );
 }
 
+/// The function crashes (the `fault-injection` build does on request): one
+/// attempt panics in the handler, which the runtime reports and `cargo lambda
+/// watch` answers as a 500 with the error body; another kills the process, which
+/// the emulator never answers, so the invocation timeout ends that attempt. Both
+/// tasks are retried and the answer is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_function_is_retried_through_the_emulator() {
+    let stores = Arc::new(StoreRegistry::new());
+    let bucket = bucket_url();
+    let (store, _) = stores.resolve(&format!("{bucket}/")).expect("S3 store");
+    let run = unique("crash-run");
+    let tables = format!("{bucket}/{run}/tpch");
+    tpch::generate(&stores, 0.01, &tables, TEST_PARTS, |_| {})
+        .await
+        .expect("upload TPC-H SF 0.01 to the emulated bucket");
+    let work = format!("{bucket}/{run}/work");
+    let config = LambdaConfig {
+        endpoint: Some(var("SQUALL_TEST_LAMBDA_ENDPOINT")),
+        max_concurrency: 4,
+        invocation_timeout: Duration::from_secs(20),
+        ..LambdaConfig::new(var("SQUALL_TEST_LAMBDA_FUNCTION"))
+    };
+    let backend = LambdaBackend::connect(config, stores.clone(), &work)
+        .await
+        .expect("Lambda backend");
+    let engine = Engine::with_backend(stores.clone(), Arc::new(backend), &work);
+    let mut request = JobRequest::new(
+        tpch::query(3).unwrap(),
+        tpch::table_specs(&format!("{tables}/")),
+    );
+    // Stage 1 task 1 panics and stage 2 task 0 exits on its first attempt.
+    request.tasks.session_options = vec![
+        (
+            squall_executor::lambda::faults::PANIC_AT.into(),
+            "1:1".into(),
+        ),
+        (
+            squall_executor::lambda::faults::EXIT_AT.into(),
+            "2:0".into(),
+        ),
+    ];
+    let result = engine
+        .run(&request, None)
+        .await
+        .expect("Q3 survives the crashes");
+    let rows = render(result.batches.as_deref().unwrap_or_default());
+    compare(&expected_answer("0.01", 3), &rows, is_ordered(3)).expect("Q3 answer");
+    let attempts: u32 = result.stages.iter().map(|s| s.attempts).sum();
+    let tasks: usize = result.stages.iter().map(|s| s.tasks).sum();
+    assert_eq!(
+        attempts as usize,
+        tasks + 2,
+        "two crashed attempts, each retried once"
+    );
+    assert!(keys_under(&store, &format!("{run}/work")).await.is_empty());
+    for key in keys_under(&store, &run).await {
+        store.delete(&Path::from(key)).await.expect("delete");
+    }
+}
+
 #[tokio::test]
 async fn emulated_s3_passes_the_object_store_suite() {
     let stores = StoreRegistry::new();
