@@ -20,13 +20,15 @@ use futures::stream::FuturesUnordered;
 use object_store::ObjectStore;
 use object_store::path::Path;
 use squall_executor::{
-    ObjectUrl, OutputFile, ResultWriterExec, ShuffleWriterExec, StageInput, StoreRegistry,
-    TaskAction, TaskFailure, TaskId, TaskMetrics, TaskOutcome, TaskSpec, WIRE_VERSION, encode_plan,
+    ObjectUrl, OutputFile, ReadMode, ResultWriterExec, ShuffleWriterExec, StageInput,
+    StoreRegistry, TaskAction, TaskFailure, TaskId, TaskMetrics, TaskOutcome, TaskSpec,
+    WIRE_VERSION, encode_plan,
 };
 use tokio::sync::Semaphore;
 
 use crate::backend::ExecutorBackend;
 use crate::error::{Result, SquallError};
+use crate::planner::slices::sliceable_inputs;
 use crate::planner::{Stage, StageDag, StageOutput};
 
 /// How a job's tasks are run.
@@ -125,9 +127,24 @@ pub struct Scheduler<'a> {
 struct StageTasks {
     plan: Arc<Vec<u8>>,
     inputs: Vec<StageInput>,
+    /// Inputs of which each task gets only its own slice.
+    sliceable: HashMap<u32, ReadMode>,
     /// The stage's own concurrency cap.
     permits: Semaphore,
     action: TaskAction,
+}
+
+impl StageTasks {
+    /// What task `task` reads of the stage's inputs.
+    fn task_inputs(&self, task: u32) -> Vec<StageInput> {
+        self.inputs
+            .iter()
+            .map(|input| match self.sliceable.get(&input.stage_id) {
+                Some(mode) => input.sliced(task, *mode == ReadMode::ByProducer),
+                None => input.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Shared by every task of a job: stop launching once the job has failed.
@@ -199,6 +216,7 @@ impl Scheduler<'_> {
                         .inputs
                         .iter()
                         .map(|id| StageInput {
+                            slice: None,
                             stage_id: *id,
                             producers: committed[id].clone(),
                         })
@@ -268,6 +286,7 @@ impl Scheduler<'_> {
         });
         let shared = Arc::new(StageTasks {
             plan,
+            sliceable: sliceable_inputs(&stage.plan),
             inputs,
             permits: Semaphore::new(
                 self.options
@@ -277,6 +296,13 @@ impl Scheduler<'_> {
             ),
             action,
         });
+        tracing::debug!(
+            job = self.job_id,
+            stage = stage.id,
+            inputs = shared.inputs.len(),
+            sliced = shared.sliceable.len(),
+            "stage inputs"
+        );
         let mut tasks: FuturesUnordered<_> = (0..stage.tasks as u32)
             .map(|task| self.run_task(stage, task, shared.clone(), gate.clone()))
             .collect();
@@ -374,7 +400,7 @@ impl Scheduler<'_> {
                 id: id.clone(),
                 action: shared.action,
                 plan: shared.plan.as_ref().clone(),
-                inputs: shared.inputs.clone(),
+                inputs: shared.task_inputs(task),
                 memory_limit_bytes: self.options.memory_limit_bytes,
                 session_options: self.options.session_options.clone(),
             };

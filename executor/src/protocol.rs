@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the TaskSpec/TaskResult encoding. Checked on both ends.
-pub const WIRE_VERSION: u32 = 2;
+pub const WIRE_VERSION: u32 = 3;
 
 /// Identity of one attempt of one task.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -68,6 +68,38 @@ pub struct TaskSpec {
 pub struct StageInput {
     pub stage_id: u32,
     pub producers: Vec<OutputFile>,
+    /// `Some(p)`: cut down to what a task reading only reader partition `p` needs —
+    /// each producer's partition `p` alone (partitioned readers), or producer `p`
+    /// alone (readers by producer). `None`: everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<u32>,
+}
+
+impl StageInput {
+    /// The part of this input a reader of `mode` needs for reader partition `p`.
+    pub fn sliced(&self, p: u32, by_producer: bool) -> StageInput {
+        let producers = if by_producer {
+            self.producers
+                .get(p as usize)
+                .cloned()
+                .into_iter()
+                .collect()
+        } else {
+            self.producers
+                .iter()
+                .map(|f| OutputFile {
+                    url: f.url.clone(),
+                    size: f.size,
+                    partitions: f.partitions.get(p as usize).copied().into_iter().collect(),
+                })
+                .collect()
+        };
+        StageInput {
+            stage_id: self.stage_id,
+            producers,
+            slice: Some(p),
+        }
+    }
 }
 
 /// One object written by a task attempt, with the index of its partitions.
@@ -188,6 +220,7 @@ mod tests {
             action: TaskAction::Run,
             plan: vec![0, 1, 2, 255],
             inputs: vec![StageInput {
+                slice: None,
                 stage_id: 1,
                 producers: vec![OutputFile {
                     url: "memory:///x".into(),

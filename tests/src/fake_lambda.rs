@@ -62,6 +62,8 @@ pub struct Call {
     pub stage_in_flight: usize,
     /// Invocations in flight when this one arrived, itself included.
     pub in_flight: usize,
+    /// Per input stage of the spec: its slice and how many partition slots it holds.
+    pub inputs: Vec<(u32, Option<u32>, usize)>,
 }
 
 type Script = Box<dyn Fn(&TaskId, usize) -> Reply + Send + Sync>;
@@ -178,6 +180,14 @@ async fn invoke(
             reply,
             stage_in_flight,
             in_flight,
+            inputs: spec
+                .inputs
+                .iter()
+                .map(|i| {
+                    let slots = i.producers.iter().map(|p| p.partitions.len()).sum();
+                    (i.stage_id, i.slice, slots)
+                })
+                .collect(),
         });
         let guard = InFlight {
             state: &state,

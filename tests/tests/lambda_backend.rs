@@ -113,6 +113,18 @@ async fn throttling_and_lambda_errors_are_retried_within_the_attempt() {
         "a throttled task was retried as a new attempt"
     );
     assert!(calls.iter().all(|c| c.function == "squall-executor"));
+    // Reduce tasks get their own slice of each shuffle, not every producer's every
+    // partition: one slot per producer.
+    let sliced: Vec<_> = calls
+        .iter()
+        .flat_map(|c| c.inputs.iter().map(move |i| (c.id.task, *i)))
+        .filter(|(_, (_, slice, _))| slice.is_some())
+        .collect();
+    assert!(!sliced.is_empty(), "no task got a sliced input");
+    for (task, (stage, slice, slots)) in sliced {
+        assert_eq!(slice, Some(task), "input stage {stage}");
+        assert!(slots <= 4, "task {task} got {slots} slots of stage {stage}");
+    }
     assert!(calls.iter().all(|c| c.qualifier.is_none()));
     assert_eq!(leftovers(&memory).await, Vec::<String>::new());
 }

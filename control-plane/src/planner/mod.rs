@@ -6,6 +6,7 @@
 //! settings, and cutting it into stages (`stages`). Nothing here runs a task.
 
 pub mod joins;
+pub mod slices;
 pub mod splits;
 pub mod stages;
 

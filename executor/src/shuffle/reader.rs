@@ -82,12 +82,17 @@ impl ShuffleReaderExec {
                 input.stage_id
             );
         }
-        let consistent = match self.mode {
-            ReadMode::Partitioned => input
+        let consistent = match (self.mode, input.slice) {
+            (_, Some(p)) if p as usize >= self.partitions => false,
+            (ReadMode::Partitioned, None) => input
                 .producers
                 .iter()
                 .all(|p| p.partitions.len() == self.partitions),
-            ReadMode::ByProducer => input.producers.len() == self.partitions,
+            (ReadMode::Partitioned, Some(_)) => {
+                input.producers.iter().all(|p| p.partitions.len() == 1)
+            }
+            (ReadMode::ByProducer, None) => input.producers.len() == self.partitions,
+            (ReadMode::ByProducer, Some(_)) => input.producers.len() == 1,
         };
         if !consistent {
             return internal_err!(
@@ -128,14 +133,25 @@ impl ShuffleReaderExec {
                 self.stage_id
             );
         }
+        // Where reader partition `partition` lies in the (possibly sliced) input.
+        let index = match input.slice {
+            None => partition,
+            Some(p) if p as usize == partition => 0,
+            Some(p) => {
+                return internal_err!(
+                    "ShuffleReaderExec of stage {} was given partition {p} only, not {partition}",
+                    self.stage_id
+                );
+            }
+        };
         let pieces = match self.mode {
             ReadMode::Partitioned => input
                 .producers
                 .iter()
-                .map(|p| (&p.url, p.partitions[partition]))
+                .map(|p| (&p.url, p.partitions[index]))
                 .collect::<Vec<_>>(),
             ReadMode::ByProducer => {
-                let p = &input.producers[partition];
+                let p = &input.producers[index];
                 p.partitions.iter().map(|s| (&p.url, *s)).collect()
             }
         };

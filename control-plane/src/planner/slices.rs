@@ -1,0 +1,140 @@
+//! Which shuffle inputs a task needs only a slice of.
+//!
+//! A TaskSpec carries the committed outputs of the stages its stage reads. In
+//! full that is producers × partitions slot locations — for a thousand producers
+//! and a thousand-way shuffle, a million slots in every one of a thousand specs.
+//! But task `t` runs plan partition `t`, and through operators that compute their
+//! partition `i` from their input's partition `i` (projections, filters,
+//! aggregates, partitioned joins, the writers...) it reaches reader partition `t`
+//! only. For such readers the scheduler sends only that slice (see
+//! `StageInput::sliced`). Anything not known to map partitions one to one
+//! (unions, coalesces, merges, the build side of a collect-left join, any
+//! operator not listed here) gets the whole input: a wrong guess here is caught
+//! by the reader, which refuses a partition it was not given.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode, SortMergeJoinExec};
+use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+use squall_executor::{ReadMode, ResultWriterExec, ShuffleReaderExec, ShuffleWriterExec};
+
+/// The input stages of `plan` that every task reads only its own partition of,
+/// with the mode of their readers.
+pub fn sliceable_inputs(plan: &Arc<dyn ExecutionPlan>) -> HashMap<u32, ReadMode> {
+    let mut seen: HashMap<u32, Option<ReadMode>> = HashMap::new();
+    walk(plan, true, &mut seen);
+    seen.into_iter()
+        .filter_map(|(stage, mode)| mode.map(|m| (stage, m)))
+        .collect()
+}
+
+/// `aligned`: executing partition `t` of `plan` executes partition `t` of it and
+/// nothing else of it, for every task `t`.
+fn walk(plan: &Arc<dyn ExecutionPlan>, aligned: bool, seen: &mut HashMap<u32, Option<ReadMode>>) {
+    if let Some(reader) = plan.downcast_ref::<ShuffleReaderExec>() {
+        let mode = aligned.then_some(reader.mode());
+        seen.entry(reader.stage_id())
+            .and_modify(|m| {
+                if *m != mode {
+                    *m = None;
+                }
+            })
+            .or_insert(mode);
+        return;
+    }
+    let partitions = plan.properties().partitioning.partition_count();
+    for (index, child) in plan.children().into_iter().enumerate() {
+        let same_count = child.properties().partitioning.partition_count() == partitions;
+        walk(
+            child,
+            aligned && same_count && one_to_one(plan, index),
+            seen,
+        );
+    }
+}
+
+/// Whether partition `i` of `plan` is computed from partition `i` of child
+/// `child` alone.
+fn one_to_one(plan: &Arc<dyn ExecutionPlan>, child: usize) -> bool {
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        return match join.partition_mode() {
+            PartitionMode::Partitioned => true,
+            // The build side is collected whole by every partition.
+            PartitionMode::CollectLeft => child == 1,
+            PartitionMode::Auto => false,
+        };
+    }
+    plan.downcast_ref::<ShuffleWriterExec>().is_some()
+        || plan.downcast_ref::<ResultWriterExec>().is_some()
+        || plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan.downcast_ref::<FilterExec>().is_some()
+        || plan.downcast_ref::<CooperativeExec>().is_some()
+        || plan.downcast_ref::<AggregateExec>().is_some()
+        || plan.downcast_ref::<SortExec>().is_some()
+        || plan.downcast_ref::<LocalLimitExec>().is_some()
+        || plan.downcast_ref::<BoundedWindowAggExec>().is_some()
+        || plan.downcast_ref::<WindowAggExec>().is_some()
+        || plan.downcast_ref::<SortMergeJoinExec>().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+    use datafusion::physical_plan::union::UnionExec;
+
+    fn reader(stage: u32, mode: ReadMode, partitions: usize) -> Arc<dyn ExecutionPlan> {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        Arc::new(ShuffleReaderExec::new(stage, schema, mode, partitions))
+    }
+
+    #[test]
+    fn aligned_readers_are_sliced_and_others_are_not() {
+        let direct = reader(1, ReadMode::Partitioned, 4);
+        let sorted = Arc::new(
+            SortExec::new(
+                datafusion::physical_expr::LexOrdering::new(vec![
+                    datafusion::physical_expr::PhysicalSortExpr::new_default(Arc::new(
+                        datafusion::physical_expr::expressions::Column::new("a", 0),
+                    )),
+                ])
+                .unwrap(),
+                reader(2, ReadMode::ByProducer, 4),
+            )
+            .with_preserve_partitioning(true),
+        );
+        let merged: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(reader(
+            3,
+            ReadMode::Partitioned,
+            4,
+        )));
+        assert_eq!(
+            sliceable_inputs(&direct),
+            HashMap::from([(1, ReadMode::Partitioned)])
+        );
+        assert_eq!(
+            sliceable_inputs(&(sorted as Arc<dyn ExecutionPlan>)),
+            HashMap::from([(2, ReadMode::ByProducer)])
+        );
+        assert!(
+            sliceable_inputs(&merged).is_empty(),
+            "a coalesce reads every partition"
+        );
+        // A union shifts its inputs' partitions: nothing under it is sliced.
+        let union = UnionExec::try_new(vec![
+            reader(4, ReadMode::Partitioned, 2),
+            reader(5, ReadMode::Partitioned, 2),
+        ])
+        .unwrap();
+        assert!(sliceable_inputs(&union).is_empty());
+    }
+}
