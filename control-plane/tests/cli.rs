@@ -383,3 +383,65 @@ fn bench_tpch_checks_answers_and_bench_tasks_reports_a_rate() {
         text(&out.stdout)
     );
 }
+
+/// `squall run` with `--backend lambda` and the given extra flags, over the people
+/// table, with an AWS region but no Lambda anywhere: each case must be refused
+/// before anything is invoked.
+fn run_lambda(dir: &Path, extra: &[&str]) -> Output {
+    let table = people(dir);
+    let mut args = vec!["run", "--table", &table, "--sql", "SELECT 1"];
+    args.extend_from_slice(extra);
+    Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(&args)
+        .env("SQUALL_LOG", "off")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .expect("run squall")
+}
+
+#[test]
+fn lambda_backend_flags_are_checked_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_lambda(dir.path(), &["--backend", "lambda"]);
+    assert_user_error(&out, "--backend lambda needs --function");
+    let out = run_lambda(dir.path(), &["--backend", "lambda", "--function", "f"]);
+    assert_user_error(&out, "needs --work-dir s3://");
+    let out = run_lambda(
+        dir.path(),
+        &["--backend", "lambda", "--function", "f", "--executors", "2"],
+    );
+    assert_user_error(&out, "--executors applies to --backend local");
+    // Tables on the control plane's disk are out of the function's reach.
+    let out = run_lambda(
+        dir.path(),
+        &[
+            "--backend",
+            "lambda",
+            "--function",
+            "f",
+            "--work-dir",
+            "s3://bucket/work",
+        ],
+    );
+    assert_user_error(&out, "table 'people' is at file://");
+    let out = run_lambda(
+        dir.path(),
+        &[
+            "--backend",
+            "lambda",
+            "--function",
+            "f",
+            "--work-dir",
+            "s3://bucket/work",
+            "--invocation-timeout",
+            "901",
+        ],
+    );
+    assert_user_error(&out, "between 1 s and 900 s");
+    let out = run_lambda(dir.path(), &["--function", "f"]);
+    assert_user_error(&out, "--function applies to --backend lambda only");
+    let out = run_lambda(dir.path(), &["--max-concurrency", "3"]);
+    assert_user_error(&out, "--max-concurrency applies to --backend lambda only");
+}

@@ -44,6 +44,9 @@ use tokio::sync::Semaphore;
 use super::ExecutorBackend;
 use crate::error::{Result, SquallError};
 
+/// Invocations in flight at once unless configured.
+pub const DEFAULT_CONCURRENCY: usize = 100;
+
 /// Lambda's own limit on one synchronous invocation (15 minutes).
 pub const MAX_INVOCATION_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -105,7 +108,7 @@ impl LambdaConfig {
             function: function.into(),
             qualifier: None,
             endpoint: None,
-            max_concurrency: 100,
+            max_concurrency: DEFAULT_CONCURRENCY,
             invocation_timeout: MAX_INVOCATION_TIMEOUT,
             backoff: Backoff::default(),
             max_inline_spec_bytes: MAX_INLINE_SPEC_BYTES,

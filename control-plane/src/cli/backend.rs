@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use squall_control_plane::backend::lambda::DEFAULT_CONCURRENCY;
 use squall_control_plane::backend::{LambdaBackend, LambdaConfig};
 use squall_control_plane::planner::default_parallelism;
 use squall_control_plane::tables::to_url;
@@ -56,9 +57,7 @@ impl BackendArgs {
     pub fn parallelism(&self) -> usize {
         match self.backend {
             BackendKind::Local => self.executors.unwrap_or_else(default_parallelism),
-            BackendKind::Lambda => self
-                .max_concurrency
-                .unwrap_or(LambdaConfig::new("").max_concurrency),
+            BackendKind::Lambda => self.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY),
         }
     }
 
