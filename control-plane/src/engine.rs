@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::execution::object_store::ObjectStoreRegistry;
+use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutPayload};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
@@ -113,6 +114,43 @@ impl Engine {
         self.check_reachable(request)?;
         let job_id = new_job_id();
         let work_dir = format!("{}/{job_id}", self.work_root);
+        let result = self.run_job(request, progress, job_id, &work_dir).await;
+        // Whatever the outcome, nothing of the job stays under its work folder:
+        // this also catches objects the scheduler never heard of, such as the
+        // output of an attempt that timed out and finished writing later.
+        self.sweep(&work_dir).await;
+        result
+    }
+
+    /// Removes every object under `dir`. Failures are logged, not returned: the
+    /// job's own outcome matters more.
+    async fn sweep(&self, dir: &str) {
+        let Ok(target) = ObjectUrl::parse(&format!("{dir}/")) else {
+            return;
+        };
+        let Ok(store) = self.stores.get_store(target.store_url().as_ref()) else {
+            return;
+        };
+        let locations = store
+            .list(Some(target.path()))
+            .map_ok(|meta| meta.location)
+            .boxed();
+        let mut deleted = store.delete_stream(locations);
+        while let Some(outcome) = deleted.next().await {
+            match outcome {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!("could not clean up {dir}: {e}"),
+            }
+        }
+    }
+
+    async fn run_job(
+        &self,
+        request: &JobRequest,
+        progress: Option<Arc<dyn ProgressSink>>,
+        job_id: String,
+        work_dir: &str,
+    ) -> Result<JobResult> {
         let result_dir = match &request.output {
             Some(output) => {
                 let url = to_url(output)?;
@@ -129,7 +167,7 @@ impl Engine {
             &request.plan,
             self.stores.clone(),
             &self.plan_caches,
-            &work_dir,
+            work_dir,
             &result_dir,
         )
         .await?;

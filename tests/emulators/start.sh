@@ -95,9 +95,16 @@ cp "$CARGO_TARGET_DIR/debug/squall-lambda" "$RUN/bootstrap"
 strip "$RUN/bootstrap"
 rm -f "$ZIP"
 (cd "$RUN" && zip -q -j "$ZIP" bootstrap && rm -f bootstrap)
-env "${AWS_ENV[@]}" SQUALL_BUCKET="$BUCKET" SQUALL_FUNCTION=squall-executor \
-    SQUALL_LAMBDA_ZIP="$ZIP" SQUALL_EXPECT_ACTIVE=0 \
-    "$LOCALSTACK_VENV/bin/python" "$ROOT/localstack/init/ready.d/squall_init.py"
+init_hook() {
+    env "${AWS_ENV[@]}" SQUALL_BUCKET="$BUCKET" SQUALL_FUNCTION=squall-executor \
+        SQUALL_LAMBDA_ZIP="$ZIP" SQUALL_EXPECT_ACTIVE=0 \
+        "$LOCALSTACK_VENV/bin/python" "$ROOT/localstack/init/ready.d/squall_init.py"
+}
+init_hook
+# LocalStack may run the hook again (a restart with persistence): it must change nothing.
+again="$(init_hook 2>&1)" || die "the init hook failed on its second run: $again"
+grep -q "function squall-executor is up to date" <<< "$again" \
+    || die "the init hook is not idempotent; second run said: $again"
 
 cat > "$RUN/env" <<ENV
 export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test

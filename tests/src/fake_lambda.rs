@@ -32,6 +32,9 @@ pub enum Reply {
     /// Run the task, then put the result in the bucket and return its URL, as the
     /// handler does with a result too large for the payload.
     RunResultInBucket,
+    /// Run the task and also leave an object under the job's folder that the
+    /// scheduler never hears of, as a straggling attempt would.
+    RunAndLeaveStray,
     /// 429 TooManyRequestsException; the task does not run.
     Throttle,
     /// 500 ServiceException from Lambda itself; the task does not run.
@@ -197,6 +200,15 @@ async fn invoke(
     };
     match reply {
         Reply::Run => run(&state, invocation).await,
+        Reply::RunAndLeaveStray => {
+            let stray = invocation.result_url.replace(".result.json", ".stray");
+            let (store, path) = state.stores.resolve(&stray).expect("stray URL");
+            store
+                .put(&path, PutPayload::from("stray"))
+                .await
+                .expect("put stray object");
+            run(&state, invocation).await
+        }
         Reply::Slow(delay) => {
             tokio::time::sleep(delay).await;
             run(&state, invocation).await

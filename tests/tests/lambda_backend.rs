@@ -95,9 +95,11 @@ fn first_attempt_of(id: &TaskId, stage: u32, task: u32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_and_lambda_errors_are_retried_within_the_attempt() {
     let (stores, memory) = bucket_with_tpch().await;
-    // Every second invocation among the first 40 is throttled; the 7th is a 500.
+    // Every second invocation among the first 40 is throttled; the 7th is a 500;
+    // the 4th leaves an object nobody knows of, which the job's sweep must remove.
     let fake = FakeLambda::start(stores.clone(), |_, n| match n {
         7 => Reply::ServiceError,
+        4 => Reply::RunAndLeaveStray,
         n if n < 40 && n % 2 == 1 => Reply::Throttle,
         _ => Reply::Run,
     })
