@@ -140,6 +140,32 @@ fn pool_cap(mb: &str) -> Result<u64, InvocationError> {
     Ok(((mb * 1024 * 1024) as f64 * POOL_SHARE_OF_FUNCTION_MEMORY) as u64)
 }
 
+/// Variables the Lambda runtime (or an emulator) sets for a function process;
+/// lambda_runtime panics when one is missing, so the binary checks first.
+pub const RUNTIME_VARIABLES: [&str; 4] = [
+    "AWS_LAMBDA_RUNTIME_API",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+];
+
+/// The runtime variables `lookup` does not have, as an error naming them.
+pub fn check_runtime_variables(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<(), InvocationError> {
+    let missing: Vec<&str> = RUNTIME_VARIABLES
+        .into_iter()
+        .filter(|name| lookup(name).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(InvocationError::Invalid(format!(
+        "squall-lambda runs inside AWS Lambda or a Lambda emulator (cargo lambda watch); {} not set",
+        missing.join(", ")
+    )))
+}
+
 /// Built once per cold start; handles every invocation of that container.
 #[derive(Debug, Clone)]
 pub struct LambdaExecutor {
@@ -287,6 +313,18 @@ pub mod faults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outside_lambda_the_missing_variables_are_named() {
+        let err = check_runtime_variables(|name| {
+            (name == "AWS_LAMBDA_RUNTIME_API").then(|| "127.0.0.1:9001".to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("AWS_LAMBDA_FUNCTION_NAME"), "{err}");
+        assert!(!err.contains("AWS_LAMBDA_RUNTIME_API"), "{err}");
+        assert!(check_runtime_variables(|_| Some("1".into())).is_ok());
+    }
     use crate::protocol::{TaskAction, TaskId, TaskOutcome, WIRE_VERSION};
 
     fn ping(job: &str) -> TaskSpec {

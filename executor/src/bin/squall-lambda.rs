@@ -11,6 +11,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use squall_executor::StoreRegistry;
 use squall_executor::lambda::{
     FunctionConfig, Invocation, InvocationError, InvocationResponse, LambdaExecutor,
+    check_runtime_variables,
 };
 
 #[tokio::main]
@@ -23,6 +24,10 @@ async fn main() -> Result<(), Error> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if let Err(e) = check_runtime_variables(|name| std::env::var(name).ok()) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let config = FunctionConfig::from_env()?;
     let executor = LambdaExecutor::new(Arc::new(StoreRegistry::new()), config);
     let executor = &executor;
