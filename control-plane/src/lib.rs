@@ -3,7 +3,8 @@
 //!
 //! # What belongs here
 //! Planning (`planner`), tables (`tables`), scheduling and commit (`scheduler`),
-//! backends (`backend`), the job entry point (`engine`) and TPC-H helpers (`tpch`).
+//! backends (`backend`), the job entry point (`engine`), the service's pieces
+//! (`service`) and TPC-H helpers (`tpch`).
 //! Anything one task needs to run lives in `squall-executor` instead.
 
 pub mod backend;
@@ -12,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod planner;
 pub mod scheduler;
+pub mod service;
 pub mod tables;
 pub mod tpch;
 

@@ -1,0 +1,709 @@
+//! The durable job store: one SQLite file in the server's data dir.
+//!
+//! # What belongs here
+//! The schema and its migrations, and typed reads and writes of jobs, their
+//! committed stages (the outputs a restarted server resumes from), the table
+//! catalog and schedules. No HTTP, no scheduling: the service calls these.
+//!
+//! Migrations are numbered by SQLite's `user_version`; a file written by a newer
+//! Squall is refused rather than guessed at. State changes are compare-and-set
+//! (`transition`), so two writers (a cancel and a finishing job) cannot both win.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use squall_executor::OutputFile;
+
+/// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: jobs, their committed stages and task attempts, the catalog, schedules.
+    "CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        sql TEXT NOT NULL,
+        request TEXT NOT NULL,
+        schedule_id TEXT,
+        submitted_at_ms INTEGER NOT NULL,
+        started_at_ms INTEGER,
+        finished_at_ms INTEGER,
+        error TEXT
+    );
+    CREATE INDEX jobs_by_state ON jobs (state, seq);
+    CREATE INDEX jobs_by_schedule ON jobs (schedule_id, seq);
+    CREATE TABLE stages (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        stage_id INTEGER NOT NULL,
+        tasks INTEGER NOT NULL,
+        outputs TEXT NOT NULL,
+        committed_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (job_id, stage_id)
+    );
+    CREATE TABLE task_attempts (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        stage_id INTEGER NOT NULL,
+        task INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        message TEXT,
+        elapsed_ms INTEGER NOT NULL,
+        PRIMARY KEY (job_id, stage_id, task, attempt)
+    );
+    CREATE TABLE catalog (
+        name TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        format TEXT,
+        options TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE schedules (
+        id TEXT PRIMARY KEY,
+        cron TEXT NOT NULL,
+        time_zone TEXT NOT NULL,
+        template TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        catch_up TEXT NOT NULL,
+        last_fired_at_ms INTEGER,
+        created_at_ms INTEGER NOT NULL
+    );",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job store {context}: {source}")]
+    Sqlite {
+        context: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "job store {path} has schema version {found}; this Squall knows up to {supported} (upgrade Squall)"
+    )]
+    NewerSchema {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("job store holds an unreadable {what}: {message}")]
+    Corrupt { what: String, message: String },
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn sqlite(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Sqlite { context, source }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// No further change is possible.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub state: JobState,
+    pub sql: String,
+    /// The submitted request (tables, output, options), as the API received it.
+    pub request: serde_json::Value,
+    pub schedule_id: Option<String>,
+    pub submitted_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub error: Option<String>,
+    /// Submission order; the cursor of job listings.
+    pub seq: i64,
+}
+
+/// A job to insert (queued).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub sql: String,
+    pub request: serde_json::Value,
+    pub schedule_id: Option<String>,
+}
+
+/// A named table of the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogTable {
+    pub name: String,
+    pub url: String,
+    pub format: Option<String>,
+    pub options: serde_json::Value,
+    pub created_at_ms: i64,
+}
+
+/// The job store. One connection behind a mutex: every call is a few SQLite
+/// statements, far below the cost of the jobs they describe.
+#[derive(Debug)]
+pub struct JobStore {
+    conn: Mutex<Connection>,
+}
+
+impl JobStore {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(sqlite(format!("open {}", path.display())))?;
+        // WAL: readers (API listings) do not block the writer (the scheduler).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite("set WAL mode"))?;
+        Self::init(conn, &path.display().to_string())
+    }
+
+    /// A store that lives as long as the value (tests, `squall run`).
+    pub fn open_in_memory() -> Result<Self> {
+        let conn = Connection::open_in_memory().map_err(sqlite("open in memory"))?;
+        Self::init(conn, ":memory:")
+    }
+
+    fn init(mut conn: Connection, path: &str) -> Result<Self> {
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sqlite("enable foreign keys"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sqlite("set busy timeout"))?;
+        migrate(&mut conn, path)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sqlite("read schema version"))
+    }
+
+    /// Inserts a queued job.
+    pub fn insert_job(&self, job: &NewJob, now_ms: i64) -> Result<JobRecord> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                job.id,
+                JobState::Queued.as_str(),
+                job.sql,
+                job.request.to_string(),
+                job.schedule_id,
+                now_ms
+            ],
+        )
+        .map_err(sqlite(format!("insert job {}", job.id)))?;
+        drop(conn);
+        self.job(&job.id)?.ok_or_else(|| StoreError::Corrupt {
+            what: format!("job {}", job.id),
+            message: "missing right after its insert".into(),
+        })
+    }
+
+    pub fn job(&self, id: &str) -> Result<Option<JobRecord>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                params![id],
+                raw_job,
+            )
+            .optional()
+            .map_err(sqlite(format!("read job {id}")))?;
+        row.map(RawJob::into_record).transpose()
+    }
+
+    /// Jobs in submission order, optionally of one state, after cursor `after`
+    /// (a `seq`); returns at most `limit` and the cursor of the next page.
+    pub fn list_jobs(
+        &self,
+        state: Option<JobState>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<JobRecord>, Option<i64>)> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs
+                 WHERE (?1 IS NULL OR state = ?1) AND seq > ?2
+                 ORDER BY seq LIMIT ?3"
+            ))
+            .map_err(sqlite("list jobs"))?;
+        let fetch = limit.saturating_add(1) as i64;
+        let rows = stmt
+            .query_map(
+                params![state.map(JobState::as_str), after.unwrap_or(0), fetch],
+                raw_job,
+            )
+            .map_err(sqlite("list jobs"))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(sqlite("list jobs"))?;
+        let mut jobs = rows
+            .into_iter()
+            .map(RawJob::into_record)
+            .collect::<Result<Vec<_>>>()?;
+        let next = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| j.seq)
+        } else {
+            None
+        };
+        Ok((jobs, next))
+    }
+
+    /// Moves job `id` to `to` if it is in one of `from`; false if it was not
+    /// (or does not exist). Sets the start time on `Running` and the finish time
+    /// (and `error`) on a final state.
+    pub fn transition(
+        &self,
+        id: &str,
+        from: &[JobState],
+        to: JobState,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let conn = self.conn();
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        // ?1 new state, ?2 now, ?3 error, ?4 final, ?5 id, ?6.. the states it may leave.
+        let placeholders = (0..from.len())
+            .map(|i| format!("?{}", i + 6))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE jobs SET state = ?1,
+                 started_at_ms = CASE WHEN ?1 = 'running' THEN ?2 ELSE started_at_ms END,
+                 finished_at_ms = CASE WHEN ?4 THEN ?2 ELSE finished_at_ms END,
+                 error = COALESCE(?3, error)
+             WHERE id = ?5 AND state IN ({placeholders})"
+        );
+        let mut values: Vec<rusqlite::types::Value> = vec![
+            to.as_str().to_string().into(),
+            now_ms.into(),
+            error.map(str::to_string).into(),
+            i64::from(to.is_final()).into(),
+            id.to_string().into(),
+        ];
+        values.extend(from.iter().map(|s| s.to_string().into()));
+        let changed = conn
+            .execute(&sql, rusqlite::params_from_iter(values))
+            .map_err(sqlite(format!("update job {id}")))?;
+        Ok(changed == 1)
+    }
+
+    /// Jobs a restarted server must take up again: queued or running, oldest first.
+    pub fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY seq"
+            ))
+            .map_err(sqlite("list unfinished jobs"))?;
+        let rows = stmt
+            .query_map([], raw_job)
+            .map_err(sqlite("list unfinished jobs"))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(sqlite("list unfinished jobs"))?;
+        rows.into_iter().map(RawJob::into_record).collect()
+    }
+
+    /// Records that stage `stage_id` of `job_id` committed `outputs`.
+    pub fn commit_stage(
+        &self,
+        job_id: &str,
+        stage_id: u32,
+        tasks: usize,
+        outputs: &[OutputFile],
+        now_ms: i64,
+    ) -> Result<()> {
+        let outputs = serde_json::to_string(outputs).map_err(|e| StoreError::Corrupt {
+            what: format!("outputs of job {job_id} stage {stage_id}"),
+            message: e.to_string(),
+        })?;
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO stages (job_id, stage_id, tasks, outputs, committed_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![job_id, stage_id, tasks as i64, outputs, now_ms],
+            )
+            .map_err(sqlite(format!("commit job {job_id} stage {stage_id}")))?;
+        Ok(())
+    }
+
+    /// The committed outputs of a job's stages, by stage id.
+    pub fn committed_stages(&self, job_id: &str) -> Result<HashMap<u32, Vec<OutputFile>>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT stage_id, outputs FROM stages WHERE job_id = ?1")
+            .map_err(sqlite("read committed stages"))?;
+        let rows = stmt
+            .query_map(params![job_id], |r| {
+                Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(sqlite("read committed stages"))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(sqlite("read committed stages"))?;
+        rows.into_iter()
+            .map(|(stage, text)| {
+                serde_json::from_str(&text)
+                    .map(|outputs| (stage, outputs))
+                    .map_err(|e| StoreError::Corrupt {
+                        what: format!("outputs of job {job_id} stage {stage}"),
+                        message: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Adds or replaces a catalog table.
+    pub fn put_table(&self, table: &CatalogTable) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO catalog (name, url, format, options, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    table.name,
+                    table.url,
+                    table.format,
+                    table.options.to_string(),
+                    table.created_at_ms
+                ],
+            )
+            .map_err(sqlite(format!("store table {}", table.name)))?;
+        Ok(())
+    }
+
+    pub fn table(&self, name: &str) -> Result<Option<CatalogTable>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT name, url, format, options, created_at_ms FROM catalog WHERE name = ?1",
+                params![name],
+                raw_table,
+            )
+            .optional()
+            .map_err(sqlite(format!("read table {name}")))?;
+        row.map(into_table).transpose()
+    }
+
+    pub fn tables(&self) -> Result<Vec<CatalogTable>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT name, url, format, options, created_at_ms FROM catalog ORDER BY name")
+            .map_err(sqlite("list tables"))?;
+        let rows = stmt
+            .query_map([], raw_table)
+            .map_err(sqlite("list tables"))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(sqlite("list tables"))?;
+        rows.into_iter().map(into_table).collect()
+    }
+
+    /// Removes a catalog table; false if there was none.
+    pub fn delete_table(&self, name: &str) -> Result<bool> {
+        let changed = self
+            .conn()
+            .execute("DELETE FROM catalog WHERE name = ?1", params![name])
+            .map_err(sqlite(format!("delete table {name}")))?;
+        Ok(changed == 1)
+    }
+}
+
+/// Applies the migrations `conn` has not seen, each in its own transaction.
+fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sqlite("read schema version"))?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StoreError::NewerSchema {
+            path: path.to_string(),
+            found: version,
+            supported,
+        });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let target = index as i64 + 1;
+        let tx = conn
+            .transaction()
+            .map_err(sqlite(format!("migrate to version {target}")))?;
+        tx.execute_batch(migration)
+            .map_err(sqlite(format!("migrate to version {target}")))?;
+        tx.pragma_update(None, "user_version", target)
+            .map_err(sqlite(format!("migrate to version {target}")))?;
+        tx.commit()
+            .map_err(sqlite(format!("migrate to version {target}")))?;
+    }
+    Ok(())
+}
+
+const JOB_COLUMNS: &str = "seq, id, state, sql, request, schedule_id, submitted_at_ms, \
+                           started_at_ms, finished_at_ms, error";
+
+/// A jobs row before its text columns are parsed.
+struct RawJob {
+    seq: i64,
+    id: String,
+    state: String,
+    sql: String,
+    request: String,
+    schedule_id: Option<String>,
+    submitted_at_ms: i64,
+    started_at_ms: Option<i64>,
+    finished_at_ms: Option<i64>,
+    error: Option<String>,
+}
+
+fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
+    Ok(RawJob {
+        seq: row.get(0)?,
+        id: row.get(1)?,
+        state: row.get(2)?,
+        sql: row.get(3)?,
+        request: row.get(4)?,
+        schedule_id: row.get(5)?,
+        submitted_at_ms: row.get(6)?,
+        started_at_ms: row.get(7)?,
+        finished_at_ms: row.get(8)?,
+        error: row.get(9)?,
+    })
+}
+
+impl RawJob {
+    fn into_record(self) -> Result<JobRecord> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            what: format!("job {}", self.id),
+            message,
+        };
+        let state = JobState::parse(&self.state)
+            .ok_or_else(|| corrupt(format!("unknown state '{}'", self.state)))?;
+        let request = serde_json::from_str(&self.request)
+            .map_err(|e| corrupt(format!("request is not JSON: {e}")))?;
+        Ok(JobRecord {
+            id: self.id,
+            state,
+            sql: self.sql,
+            request,
+            schedule_id: self.schedule_id,
+            submitted_at_ms: self.submitted_at_ms,
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            error: self.error,
+            seq: self.seq,
+        })
+    }
+}
+
+type RawTable = (String, String, Option<String>, String, i64);
+
+fn raw_table(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawTable> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn into_table((name, url, format, options, created_at_ms): RawTable) -> Result<CatalogTable> {
+    let options = serde_json::from_str(&options).map_err(|e| StoreError::Corrupt {
+        what: format!("table {name}"),
+        message: format!("options are not JSON: {e}"),
+    })?;
+    Ok(CatalogTable {
+        name,
+        url,
+        format,
+        options,
+        created_at_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use squall_executor::PartitionSlot;
+
+    fn job(id: &str) -> NewJob {
+        NewJob {
+            id: id.into(),
+            sql: "SELECT 1".into(),
+            request: serde_json::json!({"tables": []}),
+            schedule_id: None,
+        }
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("squall.db");
+        {
+            let store = JobStore::open(&path).unwrap();
+            assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+            store.insert_job(&job("a"), 10).unwrap();
+        }
+        let store = JobStore::open(&path).unwrap();
+        assert_eq!(store.job("a").unwrap().unwrap().state, JobState::Queued);
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = JobStore::open(&path).unwrap_err().to_string();
+        assert!(err.contains("schema version 99"), "{err}");
+    }
+
+    #[test]
+    fn transitions_are_compare_and_set() {
+        let store = JobStore::open_in_memory().unwrap();
+        store.insert_job(&job("a"), 1).unwrap();
+        assert!(
+            store
+                .transition("a", &[JobState::Queued], JobState::Running, None, 5)
+                .unwrap()
+        );
+        // A second start, or finishing from the wrong state, does not apply.
+        assert!(
+            !store
+                .transition("a", &[JobState::Queued], JobState::Running, None, 6)
+                .unwrap()
+        );
+        assert!(
+            store
+                .transition(
+                    "a",
+                    &[JobState::Queued, JobState::Running],
+                    JobState::Failed,
+                    Some("boom"),
+                    9
+                )
+                .unwrap()
+        );
+        assert!(
+            !store
+                .transition("a", &[JobState::Running], JobState::Cancelled, None, 10)
+                .unwrap()
+        );
+        let a = store.job("a").unwrap().unwrap();
+        assert_eq!(a.state, JobState::Failed);
+        assert_eq!(
+            (a.started_at_ms, a.finished_at_ms, a.error.as_deref()),
+            (Some(5), Some(9), Some("boom"))
+        );
+        assert!(
+            !store
+                .transition("missing", &[JobState::Queued], JobState::Running, None, 1)
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn listings_filter_and_page_in_submission_order() {
+        let store = JobStore::open_in_memory().unwrap();
+        for i in 0..5 {
+            store.insert_job(&job(&format!("j{i}")), i).unwrap();
+        }
+        store
+            .transition("j1", &[JobState::Queued], JobState::Running, None, 9)
+            .unwrap();
+        let (page, next) = store.list_jobs(None, None, 2).unwrap();
+        assert_eq!(
+            page.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            ["j0", "j1"]
+        );
+        let (page, next) = store.list_jobs(None, next, 2).unwrap();
+        assert_eq!(
+            page.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+            ["j2", "j3"]
+        );
+        let (page, next) = store.list_jobs(None, next, 2).unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(next, None);
+        let (queued, _) = store.list_jobs(Some(JobState::Queued), None, 10).unwrap();
+        assert_eq!(queued.len(), 4);
+        let unfinished = store.unfinished_jobs().unwrap();
+        assert_eq!(unfinished.len(), 5);
+        assert_eq!(unfinished[0].id, "j0");
+    }
+
+    #[test]
+    fn committed_stages_come_back_for_a_resume() {
+        let store = JobStore::open_in_memory().unwrap();
+        store.insert_job(&job("a"), 1).unwrap();
+        let outputs = vec![OutputFile {
+            url: "s3://b/work/a/stage-1/task-0-attempt-0.sqsh".into(),
+            size: 42,
+            partitions: vec![PartitionSlot {
+                offset: 0,
+                length: 42,
+                rows: 7,
+            }],
+        }];
+        store.commit_stage("a", 1, 1, &outputs, 5).unwrap();
+        let committed = store.committed_stages("a").unwrap();
+        assert_eq!(committed.get(&1), Some(&outputs));
+        assert!(store.committed_stages("other").unwrap().is_empty());
+        // Stages belong to a job that exists.
+        assert!(store.commit_stage("ghost", 1, 1, &outputs, 5).is_err());
+    }
+
+    #[test]
+    fn catalog_tables_round_trip() {
+        let store = JobStore::open_in_memory().unwrap();
+        let table = CatalogTable {
+            name: "lineitem".into(),
+            url: "s3://b/tpch/lineitem/".into(),
+            format: Some("parquet".into()),
+            options: serde_json::json!({}),
+            created_at_ms: 3,
+        };
+        store.put_table(&table).unwrap();
+        assert_eq!(store.table("lineitem").unwrap(), Some(table.clone()));
+        assert_eq!(store.tables().unwrap(), vec![table]);
+        assert!(store.delete_table("lineitem").unwrap());
+        assert!(!store.delete_table("lineitem").unwrap());
+        assert_eq!(store.table("lineitem").unwrap(), None);
+    }
+}
