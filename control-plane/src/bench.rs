@@ -262,6 +262,7 @@ pub async fn tasks(engine: &Engine, count: usize) -> Result<TasksBench> {
         stores: Arc::clone(&engine.stores),
         options: &options,
         progress: None,
+        journal: None,
     };
     let started = Instant::now();
     let stats = scheduler.ping(count).await?;

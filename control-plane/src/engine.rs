@@ -5,6 +5,7 @@
 //! `JobResult`, the result manifest, and reading result files back. The CLI and,
 //! later, the HTTP API call this; neither plans or schedules on its own.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -19,7 +20,7 @@ use squall_executor::{ExecutorContext, ObjectUrl, OutputFile, StoreRegistry};
 use crate::backend::{ExecutorBackend, InProcessBackend};
 use crate::error::{Result, SquallError};
 use crate::planner::{PlanCaches, PlanOptions, StageDag, default_parallelism, plan_job_with};
-use crate::scheduler::{ProgressSink, Scheduler, StageStats, TaskOptions};
+use crate::scheduler::{ProgressSink, Scheduler, StageJournal, StageStats, TaskOptions};
 use crate::tables::{TableSpec, to_url};
 
 /// Name of the manifest written next to a job's result files.
@@ -111,10 +112,26 @@ impl Engine {
         request: &JobRequest,
         progress: Option<Arc<dyn ProgressSink>>,
     ) -> Result<JobResult> {
+        self.run_as(
+            request,
+            JobRun {
+                progress,
+                ..JobRun::default()
+            },
+        )
+        .await
+    }
+
+    /// Plans and runs one job as `run` says: under a given id, resuming from
+    /// committed stages, recording commits.
+    pub async fn run_as(&self, request: &JobRequest, run: JobRun) -> Result<JobResult> {
         self.check_reachable(request)?;
-        let job_id = new_job_id();
+        let job_id = match &run.job_id {
+            Some(id) => check_job_id(id)?,
+            None => new_job_id(),
+        };
         let work_dir = format!("{}/{job_id}", self.work_root);
-        let result = self.run_job(request, progress, job_id, &work_dir).await;
+        let result = self.run_job(request, run, job_id, &work_dir).await;
         // Whatever the outcome, nothing of the job stays under its work folder:
         // this also catches objects the scheduler never heard of, such as the
         // output of an attempt that timed out and finished writing later.
@@ -147,7 +164,7 @@ impl Engine {
     async fn run_job(
         &self,
         request: &JobRequest,
-        progress: Option<Arc<dyn ProgressSink>>,
+        run: JobRun,
         job_id: String,
         work_dir: &str,
     ) -> Result<JobResult> {
@@ -155,7 +172,7 @@ impl Engine {
             Some(output) => {
                 let url = to_url(output)?;
                 let dir = url.as_str().trim_end_matches('/').to_string();
-                self.check_output_free(&dir).await?;
+                self.check_output_free(&dir, &job_id).await?;
                 dir
             }
             None => format!("{work_dir}/result"),
@@ -183,9 +200,10 @@ impl Engine {
             backend: self.backend.clone(),
             stores: self.stores.clone(),
             options: &request.tasks,
-            progress,
+            progress: run.progress,
+            journal: run.journal,
         };
-        let outcome = scheduler.run(&planned.dag).await?;
+        let outcome = scheduler.resume(&planned.dag, run.done).await?;
         let rows = outcome.result_files.iter().map(output_rows).sum();
         let mut result = JobResult {
             job_id,
@@ -216,17 +234,25 @@ impl Engine {
         Ok(result)
     }
 
-    async fn check_output_free(&self, dir: &str) -> Result<()> {
+    /// Refuses an output that holds another job's result (a resumed job may
+    /// replace its own).
+    async fn check_output_free(&self, dir: &str, job_id: &str) -> Result<()> {
         let manifest = ObjectUrl::parse(&format!("{dir}/{MANIFEST_NAME}"))
             .map_err(|e| SquallError::InvalidArgument(format!("output URL: {e}")))?;
         let store = self
             .stores
             .get_store(manifest.store_url().as_ref())
             .map_err(|e| SquallError::InvalidArgument(format!("output URL: {e}")))?;
-        match store.head(manifest.path()).await {
-            Ok(_) => Err(SquallError::OutputExists {
-                url: dir.to_string(),
-            }),
+        match store.get(manifest.path()).await {
+            Ok(found) => {
+                let bytes = found.bytes().await?;
+                match serde_json::from_slice::<Manifest>(&bytes) {
+                    Ok(m) if m.job_id == job_id => Ok(()),
+                    _ => Err(SquallError::OutputExists {
+                        url: dir.to_string(),
+                    }),
+                }
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -272,9 +298,35 @@ fn output_rows(file: &OutputFile) -> u64 {
     file.partitions.iter().map(|p| p.rows).sum()
 }
 
-fn new_job_id() -> String {
+/// A job id given from outside (a resumed job): it names a folder, so only
+/// what `new_job_id` makes is accepted.
+fn check_job_id(id: &str) -> Result<String> {
+    if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(id.to_string())
+    } else {
+        Err(SquallError::InvalidArgument(format!(
+            "job id '{id}' is not 16 hexadecimal digits"
+        )))
+    }
+}
+
+/// A new job id: 16 hexadecimal digits.
+pub fn new_job_id() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     id[..16].to_string()
+}
+
+/// How one job is run beyond what it asks for.
+#[derive(Clone, Default)]
+pub struct JobRun {
+    /// The job's id; None: a new one. A resumed job keeps its id, which names its
+    /// work folder, where the committed stages' shuffle files still are.
+    pub job_id: Option<String>,
+    /// Stages an earlier, interrupted run of this job committed.
+    pub done: HashMap<u32, Vec<OutputFile>>,
+    /// Told of each stage this run commits.
+    pub journal: Option<Arc<dyn StageJournal>>,
+    pub progress: Option<Arc<dyn ProgressSink>>,
 }
 
 /// One job as submitted.

@@ -41,6 +41,9 @@ pub enum SquallError {
     #[error("internal error: {source}")]
     Internal { source: DataFusionError },
 
+    #[error("{source}")]
+    Store { source: crate::service::StoreError },
+
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -71,7 +74,9 @@ impl SquallError {
                     | object_store::Error::Unauthenticated { .. }
             ),
             SquallError::Io { .. } => true,
-            SquallError::Backend(_) | SquallError::Internal { .. } => false,
+            SquallError::Backend(_) | SquallError::Internal { .. } | SquallError::Store { .. } => {
+                false
+            }
         }
     }
 

@@ -18,8 +18,8 @@ pub mod tables;
 pub mod tpch;
 
 pub use backend::{ExecutorBackend, InProcessBackend};
-pub use engine::{Engine, JobRequest, JobResult, MANIFEST_NAME, Manifest, read_result};
+pub use engine::{Engine, JobRequest, JobResult, JobRun, MANIFEST_NAME, Manifest, read_result};
 pub use error::{Result, SquallError};
 pub use planner::{PlanCaches, PlanOptions, StageDag, plan_job, plan_job_with};
-pub use scheduler::{JobEvent, ProgressSink, TaskOptions};
+pub use scheduler::{JobEvent, ProgressSink, StageJournal, TaskOptions};
 pub use tables::{TableFormat, TableSpec};

@@ -121,6 +121,13 @@ pub struct Scheduler<'a> {
     pub stores: Arc<StoreRegistry>,
     pub options: &'a TaskOptions,
     pub progress: Option<Arc<dyn ProgressSink>>,
+    /// Told of every committed stage, so an interrupted job can be resumed.
+    pub journal: Option<Arc<dyn StageJournal>>,
+}
+
+/// Records committed stages somewhere durable (the service's job store).
+pub trait StageJournal: Send + Sync {
+    fn committed(&self, stage: u32, outputs: &[OutputFile]) -> Result<()>;
 }
 
 /// Shared by every task of one stage.
@@ -185,9 +192,37 @@ impl Scheduler<'_> {
 
     /// Runs every stage of `dag`; on failure removes every object the job wrote.
     pub async fn run(&self, dag: &StageDag) -> Result<DagOutcome> {
+        self.resume(dag, HashMap::new()).await
+    }
+
+    /// Runs the stages of `dag` not in `done` (stage id → its committed outputs,
+    /// from an earlier run of the same job that was interrupted). An entry whose
+    /// task count does not match the DAG's stage is ignored and the stage runs again.
+    pub async fn resume(
+        &self,
+        dag: &StageDag,
+        done: HashMap<u32, Vec<OutputFile>>,
+    ) -> Result<DagOutcome> {
         let gate = self.gate();
         let mut written: Vec<String> = Vec::new();
-        let outcome = self.run_stages(dag, &gate, &mut written).await;
+        let done = done
+            .into_iter()
+            .filter(|(id, outputs)| {
+                let fits = dag
+                    .stages
+                    .iter()
+                    .any(|s| s.id == *id && s.tasks == outputs.len());
+                if !fits {
+                    tracing::warn!(
+                        job = self.job_id,
+                        stage = id,
+                        "committed outputs do not fit the plan; running the stage again"
+                    );
+                }
+                fits
+            })
+            .collect();
+        let outcome = self.run_stages(dag, &gate, &mut written, done).await;
         if outcome.is_err() {
             self.delete_all(&written).await;
         }
@@ -199,10 +234,22 @@ impl Scheduler<'_> {
         dag: &StageDag,
         gate: &Arc<JobGate>,
         written: &mut Vec<String>,
+        done: HashMap<u32, Vec<OutputFile>>,
     ) -> Result<DagOutcome> {
-        let mut committed: HashMap<u32, Vec<OutputFile>> = HashMap::new();
-        let mut stats = Vec::new();
-        let mut pending: Vec<&Stage> = dag.stages.iter().collect();
+        let mut stats: Vec<StageStats> = done
+            .iter()
+            .map(|(id, outputs)| StageStats {
+                stage: *id,
+                tasks: outputs.len(),
+                ..StageStats::default()
+            })
+            .collect();
+        let mut committed = done;
+        let mut pending: Vec<&Stage> = dag
+            .stages
+            .iter()
+            .filter(|s| !committed.contains_key(&s.id))
+            .collect();
         let mut running = FuturesUnordered::new();
         let mut first_error = None;
         loop {
@@ -236,6 +283,16 @@ impl Scheduler<'_> {
             written.extend(stage_written);
             match result {
                 Ok((outputs, stage_stats)) => {
+                    if let Some(journal) = &self.journal
+                        && let Err(e) = journal.committed(stage, &outputs)
+                    {
+                        // The job can still finish; only a resume would redo the stage.
+                        tracing::warn!(
+                            job = self.job_id,
+                            stage,
+                            "could not record the commit: {e}"
+                        );
+                    }
                     committed.insert(stage, outputs);
                     stats.push(stage_stats);
                 }

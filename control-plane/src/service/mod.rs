@@ -7,4 +7,34 @@
 
 pub mod store;
 
+use std::sync::Arc;
+
+use squall_executor::OutputFile;
+
+use crate::error::{Result, SquallError};
+use crate::scheduler::StageJournal;
 pub use store::{CatalogTable, JobRecord, JobState, JobStore, NewJob, StoreError};
+
+/// Milliseconds since the Unix epoch, as the store keeps times.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Records a job's committed stages in the store, so that a restarted server can
+/// resume the job from them.
+#[derive(Debug, Clone)]
+pub struct StoreJournal {
+    pub store: Arc<JobStore>,
+    pub job_id: String,
+}
+
+impl StageJournal for StoreJournal {
+    fn committed(&self, stage: u32, outputs: &[OutputFile]) -> Result<()> {
+        self.store
+            .commit_stage(&self.job_id, stage, outputs.len(), outputs, now_ms())
+            .map_err(|source| SquallError::Store { source })
+    }
+}
