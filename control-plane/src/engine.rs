@@ -412,3 +412,17 @@ pub async fn read_result(stores: &StoreRegistry, files: &[OutputFile]) -> Result
     }
     Ok(batches)
 }
+
+#[cfg(test)]
+mod send_check {
+    use super::*;
+
+    /// The service runs each job on its own tokio task: the job future must be `Send`.
+    #[test]
+    fn a_job_can_run_on_a_spawned_task() {
+        fn spawnable<F: Future + Send + 'static>(_: F) {}
+        let engine = Engine::embedded(Some(1)).expect("engine");
+        let request = JobRequest::new("SELECT 1", vec![]);
+        spawnable(async move { engine.run(&request, None).await });
+    }
+}

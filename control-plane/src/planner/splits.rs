@@ -41,6 +41,14 @@ pub struct ScanSplits {
     min_groups: usize,
 }
 
+/// A Parquet file to split: its table's name, its store, the file.
+type LargeFile = (String, Arc<dyn ObjectStore + 'static>, ObjectMeta);
+
+/// Reading one file's footer and splitting it: its location and ranges.
+type FooterRead = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(String, Vec<std::ops::Range<u64>>)>> + Send>,
+>;
+
 impl ScanSplits {
     /// Splits every Parquet file larger than `target_bytes` on row-group boundaries
     /// (footers are read [`FOOTER_READS`] at a time); scans will pack files and
@@ -52,24 +60,32 @@ impl ScanSplits {
         target_bytes: u64,
         min_tasks: usize,
     ) -> Result<Self> {
-        let mut large = Vec::new();
+        let mut large: Vec<LargeFile> = Vec::new();
         for table in tables.iter().filter(|t| t.format == TableFormat::Parquet) {
             let store = store_for(table)?;
             for file in table.files.iter().filter(|f| f.size > target_bytes) {
-                large.push((table, store.clone(), file));
+                large.push((table.spec.name.clone(), store.clone(), file.clone()));
             }
         }
-        let mut reads = futures::stream::iter(large)
-            .map(|(table, store, file)| async move {
-                let split = split_parquet(&store, footers, file, target_bytes)
-                    .await
-                    .map_err(|e| SquallError::Table {
-                        table: table.spec.name.clone(),
-                        message: format!("cannot read the footer of {}: {e}", file.location),
-                    })?;
-                Ok::<_, SquallError>((file.location.to_string(), split))
+        // Boxed futures over owned items, built before the first await: a stream
+        // that keeps a closure across awaits makes the job future not provably
+        // `Send` (rustc cannot generalise the closure's lifetimes).
+        let reads: Vec<FooterRead> = large
+            .into_iter()
+            .map(|(table, store, file)| {
+                let footers = footers.clone();
+                Box::pin(async move {
+                    let split = split_parquet(&store, &footers, &file, target_bytes)
+                        .await
+                        .map_err(|e| SquallError::Table {
+                            table,
+                            message: format!("cannot read the footer of {}: {e}", file.location),
+                        })?;
+                    Ok::<_, SquallError>((file.location.to_string(), split))
+                }) as FooterRead
             })
-            .buffer_unordered(FOOTER_READS);
+            .collect();
+        let mut reads = futures::stream::iter(reads).buffer_unordered(FOOTER_READS);
         let mut ranges = HashMap::new();
         while let Some(read) = reads.next().await {
             let (location, split) = read?;
