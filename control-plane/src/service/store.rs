@@ -69,6 +69,8 @@ const MIGRATIONS: &[&str] = &[
         last_fired_at_ms INTEGER,
         created_at_ms INTEGER NOT NULL
     );",
+    // 2: what a finished job produced (rows, manifest, files), as JSON.
+    "ALTER TABLE jobs ADD COLUMN result TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -333,6 +335,36 @@ impl JobStore {
         Ok(changed == 1)
     }
 
+    /// Records what a job produced (JSON chosen by the service).
+    pub fn set_result(&self, id: &str, result: &serde_json::Value) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE jobs SET result = ?1 WHERE id = ?2",
+                params![result.to_string(), id],
+            )
+            .map_err(sqlite(format!("store the result of job {id}")))?;
+        Ok(())
+    }
+
+    /// What `set_result` recorded for job `id`.
+    pub fn result(&self, id: &str) -> Result<Option<serde_json::Value>> {
+        let text: Option<Option<String>> = self
+            .conn()
+            .query_row("SELECT result FROM jobs WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sqlite(format!("read the result of job {id}")))?;
+        text.flatten()
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                    what: format!("result of job {id}"),
+                    message: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
     /// Jobs a restarted server must take up again: queued or running, oldest first.
     pub fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
         let conn = self.conn();
@@ -587,12 +619,38 @@ mod tests {
         }
         let store = JobStore::open(&path).unwrap();
         assert_eq!(store.job("a").unwrap().unwrap().state, JobState::Queued);
+        store.set_result("a", &serde_json::json!({"rows": 3})).unwrap();
+        assert_eq!(
+            store.result("a").unwrap(),
+            Some(serde_json::json!({"rows": 3}))
+        );
         drop(store);
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
         let err = JobStore::open(&path).unwrap_err().to_string();
         assert!(err.contains("schema version 99"), "{err}");
+    }
+
+    #[test]
+    fn an_older_store_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("squall.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (id, state, sql, request, submitted_at_ms)
+                 VALUES ('old', 'succeeded', 'SELECT 1', '{}', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = JobStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(store.job("old").unwrap().unwrap().state, JobState::Succeeded);
+        assert_eq!(store.result("old").unwrap(), None);
     }
 
     #[test]
