@@ -445,3 +445,58 @@ fn lambda_backend_flags_are_checked_before_anything_runs() {
     let out = run_lambda(dir.path(), &["--max-concurrency", "3"]);
     assert_user_error(&out, "--max-concurrency applies to --backend lambda only");
 }
+
+#[test]
+fn serve_needs_a_token_and_answers_health_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = squall(&["serve", "--data-dir", data.to_str().unwrap()]);
+    assert_user_error(&out, "at least one API token");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(["serve", "--listen", &listen, "--data-dir"])
+        .arg(&data)
+        .args(["--token", "t0k"])
+        .env("SQUALL_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start squall serve");
+    let request = |path: &str, token: Option<&str>| -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&listen).ok()?;
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let health = loop {
+        if let Some(answer) = request("/healthz", None) {
+            break answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "squall serve never answered");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let unauthorized = request("/v1/jobs", None).unwrap_or_default();
+    let listed = request("/v1/jobs", Some("t0k")).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(unauthorized.starts_with("HTTP/1.1 401"), "{unauthorized}");
+    assert!(unauthorized.contains("application/problem+json"), "{unauthorized}");
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    assert!(listed.contains("\"jobs\":[]"), "{listed}");
+    assert!(data.join("squall.db").exists());
+}

@@ -4,6 +4,7 @@
 mod backend;
 mod output;
 mod progress;
+mod serve;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use squall_control_plane::{
 use backend::BackendArgs;
 use output::write_result;
 use progress::ProgressBars;
+use serve::ServeArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +42,8 @@ enum Command {
     Run(RunArgs),
     /// Print the stage DAG a query would run as, without running it.
     Plan(PlanArgs),
+    /// Serve the HTTP job API (POST /v1/jobs, GET /v1/jobs[/ID]) until stopped.
+    Serve(ServeArgs),
     /// Write the eight TPC-H tables as Parquet.
     Tpch(TpchArgs),
     /// Generate TPC-H SF 0.1 locally (if missing) and run a few TPC-H queries.
@@ -207,6 +211,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run_job(args).await,
         Command::Plan(args) => plan(args).await,
+        Command::Serve(args) => serve::serve(args).await,
         Command::Tpch(args) => generate(args).await,
         Command::Demo(args) => demo(args).await,
         Command::Bench(BenchCommand::Tpch(args)) => bench_tpch(args).await,

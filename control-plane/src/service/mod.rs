@@ -1,10 +1,13 @@
 //! `squall serve`: the control plane as a long-running service.
 //!
 //! # What belongs here
-//! What only the service needs: the durable job store (`store`); later the HTTP
-//! API, admission control and the cron triggers. Planning and running a job stay
+//! What only the service needs: the durable job store (`store`), the HTTP API's
+//! bodies (`api`), the server and its job dispatcher (`server`); later the
+//! catalog and schedule routes, cron triggers, metrics and OpenAPI. Planning and running a job stay
 //! in `engine`, shared with `squall run`.
 
+pub mod api;
+pub mod server;
 pub mod store;
 
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use squall_executor::OutputFile;
 
 use crate::error::{Result, SquallError};
 use crate::scheduler::StageJournal;
+pub use server::{Service, ServiceConfig, router};
 pub use store::{CatalogTable, JobRecord, JobState, JobStore, NewJob, StoreError};
 
 /// Milliseconds since the Unix epoch, as the store keeps times.

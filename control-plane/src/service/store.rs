@@ -619,7 +619,9 @@ mod tests {
         }
         let store = JobStore::open(&path).unwrap();
         assert_eq!(store.job("a").unwrap().unwrap().state, JobState::Queued);
-        store.set_result("a", &serde_json::json!({"rows": 3})).unwrap();
+        store
+            .set_result("a", &serde_json::json!({"rows": 3}))
+            .unwrap();
         assert_eq!(
             store.result("a").unwrap(),
             Some(serde_json::json!({"rows": 3}))
@@ -649,7 +651,10 @@ mod tests {
         }
         let store = JobStore::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
-        assert_eq!(store.job("old").unwrap().unwrap().state, JobState::Succeeded);
+        assert_eq!(
+            store.job("old").unwrap().unwrap().state,
+            JobState::Succeeded
+        );
         assert_eq!(store.result("old").unwrap(), None);
     }
 

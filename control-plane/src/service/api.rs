@@ -1,0 +1,107 @@
+//! The HTTP API's request and response bodies. Plain serde types, nothing else:
+//! the server and (later) the CLI client share them.
+
+use serde::{Deserialize, Serialize};
+
+use super::store::{JobRecord, JobState};
+
+/// `POST /v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    pub sql: String,
+    /// Tables by URL: `{"name": "lineitem", "url": "s3://b/tpch/lineitem/"}`.
+    #[serde(default)]
+    pub tables: Vec<TableRef>,
+    /// Where to keep the result; default: the server's results folder.
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub options: JobOptions,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRef {
+    pub name: String,
+    pub url: String,
+    /// parquet, csv or json; default: from the files' extensions.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobOptions {
+    /// Width of hash shuffles (default: the backend's parallelism).
+    #[serde(default)]
+    pub shuffle_partitions: Option<usize>,
+    /// Tasks of this job running at once (default: the backend's limit).
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobView {
+    pub id: String,
+    pub state: JobState,
+    pub sql: String,
+    pub submitted_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub error: Option<String>,
+    /// Rows of the result, once succeeded.
+    pub rows: Option<u64>,
+    /// The result's manifest, once succeeded.
+    pub manifest_url: Option<String>,
+}
+
+impl JobView {
+    pub fn new(job: JobRecord, result: Option<&JobOutcome>) -> Self {
+        Self {
+            id: job.id,
+            state: job.state,
+            sql: job.sql,
+            submitted_at_ms: job.submitted_at_ms,
+            started_at_ms: job.started_at_ms,
+            finished_at_ms: job.finished_at_ms,
+            error: job.error,
+            rows: result.map(|r| r.rows),
+            manifest_url: result.map(|r| r.manifest_url.clone()),
+        }
+    }
+}
+
+/// What a succeeded job produced (kept in the store).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobOutcome {
+    pub rows: u64,
+    pub manifest_url: String,
+    pub files: Vec<String>,
+}
+
+/// `GET /v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<i64>,
+}
+
+/// `202 Accepted` to a submission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accepted {
+    pub id: String,
+    pub state: JobState,
+}
+
+/// An error, as `application/problem+json` (RFC 9457).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}

@@ -1,0 +1,303 @@
+//! `squall serve` over real HTTP on loopback: submit TPC-H queries and check the
+//! answers, bearer auth, problem+json errors, admission control, and a server
+//! "killed" mid-job whose successor finishes the job from its committed stages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use object_store::ObjectStoreExt;
+use squall_control_plane::backend::ExecutorBackend;
+use squall_control_plane::service::api::{JobList, JobView};
+use squall_control_plane::service::{JobState, JobStore, Service, ServiceConfig, router};
+use squall_control_plane::{Engine, Manifest, read_result, tpch};
+use squall_executor::{OutputFile, TaskResult, TaskSpec};
+use squall_tests::{compare, expected_answer, is_ordered, local_engine, render, tpch_data};
+
+const TOKEN: &str = "test-token";
+
+struct Server {
+    url: String,
+    service: Arc<Service>,
+    dispatcher: tokio::task::JoinHandle<()>,
+    http: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(engine: Engine, data: &std::path::Path, max_running: usize) -> Self {
+        let store = Arc::new(JobStore::open(&data.join("squall.db")).unwrap());
+        let config = ServiceConfig {
+            tokens: vec![TOKEN.into()],
+            max_running,
+            results_root: format!("file://{}", data.join("results").display()),
+            shuffle_partitions: 3,
+        };
+        let service = Service::new(engine, store, config).unwrap();
+        let dispatcher = service.start();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(service.clone());
+        let http = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url,
+            service,
+            dispatcher,
+            http,
+        }
+    }
+
+    /// Stops everything at once, with no cleanup: a killed process.
+    fn kill(self) {
+        self.service.abort_jobs();
+        self.dispatcher.abort();
+        self.http.abort();
+    }
+
+    async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        decode(request.send().await.unwrap()).await
+    }
+
+    async fn wait_final(&self, id: &str) -> JobView {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, body) = self.get(&format!("/v1/jobs/{id}"), Some(TOKEN)).await;
+            assert_eq!(status, 200, "{body}");
+            let view: JobView = serde_json::from_value(body).unwrap();
+            if matches!(
+                view.state,
+                JobState::Succeeded | JobState::Failed | JobState::Cancelled
+            ) {
+                return view;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn decode(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let problem = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    let bytes = response.bytes().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into()),
+    );
+    if status >= 400 {
+        assert!(problem, "an error must be problem+json: {status} {body}");
+    }
+    (status, body)
+}
+
+fn tpch_job(data: &std::path::Path, q: usize) -> serde_json::Value {
+    let tables: Vec<_> = tpch::TABLES
+        .iter()
+        .map(|t| serde_json::json!({"name": t, "url": format!("{}/{t}/", data.display())}))
+        .collect();
+    serde_json::json!({"sql": tpch::query(q).unwrap(), "tables": tables})
+}
+
+/// Reads a finished job's result through its manifest and checks the answer.
+async fn check_answer(engine: &Engine, view: &JobView, q: usize) {
+    assert_eq!(view.state, JobState::Succeeded, "{view:?}");
+    let manifest_url = view.manifest_url.clone().expect("manifest");
+    let (store, path) = engine.stores.resolve(&manifest_url).unwrap();
+    let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+    let manifest: Manifest = serde_json::from_slice(&bytes).unwrap();
+    let files: Vec<OutputFile> = manifest
+        .files
+        .iter()
+        .map(|f| OutputFile {
+            url: f.url.clone(),
+            size: f.bytes,
+            partitions: vec![],
+        })
+        .collect();
+    let batches = read_result(&engine.stores, &files).await.unwrap();
+    let mut rows = render(&batches);
+    if rows.is_empty() {
+        rows.push(manifest.columns.iter().map(|c| c.name.clone()).collect());
+    }
+    compare(&expected_answer("0.01", q), &rows, is_ordered(q))
+        .unwrap_or_else(|e| panic!("Q{q}: {e}"));
+    assert_eq!(view.rows, Some(manifest.rows));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_in_order_under_admission_control_and_errors_are_problems() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    let server = Server::start(engine.clone(), dir.path(), 1).await;
+
+    // Auth: no token, a wrong token → 401; /healthz is open.
+    assert_eq!(server.get("/v1/jobs", None).await.0, 401);
+    assert_eq!(server.get("/v1/jobs", Some("wrong")).await.0, 401);
+    assert_eq!(server.get("/healthz", None).await.0, 200);
+
+    // Bad input → 400 naming the problem; unknown id → 404.
+    let (status, body) = server
+        .post(
+            "/v1/jobs",
+            &serde_json::json!({"sql": "SELEC 1", "tables": []}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("SQL"), "{body}");
+    let (status, body) = server
+        .post(
+            "/v1/jobs",
+            &serde_json::json!({"sql": "SELECT * FROM nowhere"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("nowhere"),
+        "{body}"
+    );
+    let (status, body) = server
+        .post("/v1/jobs", &serde_json::json!({"sql": "DROP TABLE x"}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["title"], "rejected statement");
+    let (status, _) = server
+        .post("/v1/jobs", &serde_json::json!({"query": 1}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        server.get("/v1/jobs/0123456789abcdef", Some(TOKEN)).await.0,
+        404
+    );
+    assert_eq!(server.get("/v1/jobs?state=bogus", Some(TOKEN)).await.0, 400);
+
+    // Three jobs with one allowed to run: they run one after another, in order.
+    let mut ids = Vec::new();
+    for q in [1, 3, 6] {
+        let (status, body) = server.post("/v1/jobs", &tpch_job(&data, q)).await;
+        assert_eq!(status, 202, "{body}");
+        ids.push((q, body["id"].as_str().unwrap().to_string()));
+    }
+    let mut most_running = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = server.get("/v1/jobs?state=running", Some(TOKEN)).await;
+        let running: JobList = serde_json::from_value(body).unwrap();
+        most_running = most_running.max(running.jobs.len());
+        let (_, body) = server.get("/v1/jobs?state=succeeded", Some(TOKEN)).await;
+        let done: JobList = serde_json::from_value(body).unwrap();
+        if done.jobs.len() == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "jobs never finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        most_running, 1,
+        "admission control let {most_running} jobs run at once"
+    );
+    let mut previous_end = 0;
+    for (q, id) in &ids {
+        let view = server.wait_final(id).await;
+        check_answer(&engine, &view, *q).await;
+        let started = view.started_at_ms.unwrap();
+        assert!(
+            started >= previous_end,
+            "Q{q} started before the previous job ended"
+        );
+        previous_end = view.finished_at_ms.unwrap();
+    }
+    // Paging: one job per page, in submission order.
+    let (_, body) = server.get("/v1/jobs?limit=1", Some(TOKEN)).await;
+    let page: JobList = serde_json::from_value(body).unwrap();
+    assert_eq!(page.jobs[0].id, ids[0].1);
+    let (_, body) = server
+        .get(
+            &format!("/v1/jobs?limit=1&after={}", page.next.unwrap()),
+            Some(TOKEN),
+        )
+        .await;
+    let page: JobList = serde_json::from_value(body).unwrap();
+    assert_eq!(page.jobs[0].id, ids[1].1);
+    server.kill();
+}
+
+/// The in-process backend; with `hang` set, tasks of stages after the first
+/// never answer.
+#[derive(Debug)]
+struct Hanging {
+    inner: Arc<dyn ExecutorBackend>,
+}
+
+#[async_trait]
+impl ExecutorBackend for Hanging {
+    fn name(&self) -> &str {
+        "hanging"
+    }
+    fn max_concurrency(&self) -> usize {
+        self.inner.max_concurrency()
+    }
+    async fn invoke(&self, spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
+        if spec.id.stage_id > 2 {
+            std::future::pending::<()>().await;
+        }
+        self.inner.invoke(spec).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_resumes_the_job_on_restart() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    let hanging = Engine {
+        backend: Arc::new(Hanging {
+            inner: engine.backend.clone(),
+        }),
+        ..engine.clone()
+    };
+    let first = Server::start(hanging, dir.path(), 2).await;
+    let (status, body) = first.post("/v1/jobs", &tpch_job(&data, 3)).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    // Wait until stages 1 and 2 are committed (recorded in the store), then kill.
+    let store = JobStore::open(&dir.path().join("squall.db")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.committed_stages(&id).unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stages never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    assert_eq!(store.job(&id).unwrap().unwrap().state, JobState::Running);
+    drop(store);
+
+    let second = Server::start(engine.clone(), dir.path(), 2).await;
+    let view = second.wait_final(&id).await;
+    check_answer(&engine, &view, 3).await;
+    second.kill();
+}
