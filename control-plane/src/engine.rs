@@ -141,7 +141,7 @@ impl Engine {
 
     /// Removes every object under `dir`. Failures are logged, not returned: the
     /// job's own outcome matters more.
-    async fn sweep(&self, dir: &str) {
+    pub(crate) async fn sweep(&self, dir: &str) {
         let Ok(target) = ObjectUrl::parse(&format!("{dir}/")) else {
             return;
         };

@@ -486,7 +486,10 @@ fn serve_needs_a_token_and_answers_health_checks() {
         if let Some(answer) = request("/healthz", None) {
             break answer;
         }
-        assert!(std::time::Instant::now() < deadline, "squall serve never answered");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "squall serve never answered"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     let unauthorized = request("/v1/jobs", None).unwrap_or_default();
@@ -495,7 +498,10 @@ fn serve_needs_a_token_and_answers_health_checks() {
     let _ = child.wait();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(unauthorized.starts_with("HTTP/1.1 401"), "{unauthorized}");
-    assert!(unauthorized.contains("application/problem+json"), "{unauthorized}");
+    assert!(
+        unauthorized.contains("application/problem+json"),
+        "{unauthorized}"
+    );
     assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
     assert!(listed.contains("\"jobs\":[]"), "{listed}");
     assert!(data.join("squall.db").exists());

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use object_store::ObjectStoreExt;
 use squall_control_plane::backend::ExecutorBackend;
-use squall_control_plane::service::api::{JobList, JobView};
+use squall_control_plane::service::api::{JobList, JobView, ResultPage};
 use squall_control_plane::service::{JobState, JobStore, Service, ServiceConfig, router};
 use squall_control_plane::{Engine, Manifest, read_result, tpch};
 use squall_executor::{OutputFile, TaskResult, TaskSpec};
@@ -61,6 +61,16 @@ impl Server {
             .bearer_auth(TOKEN)
             .header("content-type", "application/json")
             .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
+    async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .delete(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
             .send()
             .await
             .unwrap();
@@ -229,6 +239,38 @@ async fn jobs_run_in_order_under_admission_control_and_errors_are_problems() {
         );
         previous_end = view.finished_at_ms.unwrap();
     }
+    // The first job's rows over the API, a page at a time (Q1 has 4 rows).
+    let (status, body) = server
+        .get(
+            &format!("/v1/jobs/{}/result?limit=3", ids[0].1),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let page: ResultPage = serde_json::from_value(body).unwrap();
+    assert_eq!(
+        (page.rows.len(), page.total, page.next_offset),
+        (3, 4, Some(3))
+    );
+    assert_eq!(page.rows[0]["l_returnflag"], "A");
+    assert!(!page.files.is_empty());
+    let (_, body) = server
+        .get(
+            &format!("/v1/jobs/{}/result?offset=3&limit=3", ids[0].1),
+            Some(TOKEN),
+        )
+        .await;
+    let page: ResultPage = serde_json::from_value(body).unwrap();
+    assert_eq!((page.rows.len(), page.next_offset), (1, None));
+    assert_eq!(page.rows[0]["l_returnflag"], "R");
+    // Cancelling a finished job is a conflict; an unknown one is not found.
+    let (status, body) = server.delete(&format!("/v1/jobs/{}", ids[0].1)).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(server.delete("/v1/jobs/0123456789abcdef").await.0, 404);
+    // A body over the limit is refused as such.
+    let huge = serde_json::json!({"sql": "x".repeat(2 * 1024 * 1024)});
+    let (status, body) = server.post("/v1/jobs", &huge).await;
+    assert_eq!(status, 413, "{body}");
     // Paging: one job per page, in submission order.
     let (_, body) = server.get("/v1/jobs?limit=1", Some(TOKEN)).await;
     let page: JobList = serde_json::from_value(body).unwrap();
@@ -300,4 +342,66 @@ async fn a_killed_server_resumes_the_job_on_restart() {
     let view = second.wait_final(&id).await;
     check_answer(&engine, &view, 3).await;
     second.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_job_stops_it_and_cleans_up() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let engine = local_engine(2, &work);
+    let hanging = Engine {
+        backend: Arc::new(Hanging {
+            inner: engine.backend.clone(),
+        }),
+        ..engine.clone()
+    };
+    let server = Server::start(hanging, dir.path(), 1).await;
+    let (_, body) = server.post("/v1/jobs", &tpch_job(&data, 3)).await;
+    let running = body["id"].as_str().unwrap().to_string();
+    let (_, body) = server.post("/v1/jobs", &tpch_job(&data, 3)).await;
+    let queued = body["id"].as_str().unwrap().to_string();
+    // Wait until the first job has committed its first two stages (their shuffle
+    // files are on disk; the third stage hangs, so no task is still writing),
+    // then cancel both.
+    let store = JobStore::open(&dir.path().join("squall.db")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.committed_stages(&running).unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!squall_tests::files_under(&work).is_empty());
+    let (status, body) = server.delete(&format!("/v1/jobs/{queued}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "cancelled");
+    let (status, body) = server.delete(&format!("/v1/jobs/{running}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "cancelled");
+    assert_eq!(
+        squall_tests::files_under(&work),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let (status, body) = server
+        .get(&format!("/v1/jobs/{running}/result"), Some(TOKEN))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    // Its slot is free again: a new job runs (and hangs in its later stages).
+    let (_, body) = server.post("/v1/jobs", &tpch_job(&data, 6)).await;
+    let next = body["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = server.get(&format!("/v1/jobs/{next}"), Some(TOKEN)).await;
+        if body["state"] != "queued" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the freed slot was never used"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
 }

@@ -105,3 +105,19 @@ pub struct Problem {
     pub status: u16,
     pub detail: String,
 }
+
+/// `GET /v1/jobs/{id}/result`: a page of rows, and where the whole result is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResultPage {
+    /// Rows as JSON objects, column name → value.
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Index of the first row of this page.
+    pub offset: u64,
+    /// Rows in the whole result.
+    pub total: u64,
+    /// Pass as `offset` for the next page; absent on the last page.
+    pub next_offset: Option<u64>,
+    pub manifest_url: String,
+    /// The result's Parquet files.
+    pub files: Vec<String>,
+}

@@ -6,8 +6,15 @@
 //! committed stage, so a server started on the same data dir takes up the jobs
 //! it finds running (from their committed stages) and queued.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow::array::RecordBatch;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
+use squall_executor::OutputFile;
+use tokio::task::AbortHandle;
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -19,10 +26,10 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::api::{Accepted, JobList, JobOutcome, JobView, Problem, SubmitJob};
+use super::api::{Accepted, JobList, JobOutcome, JobView, Problem, ResultPage, SubmitJob};
 use super::store::{JobRecord, JobState, JobStore, NewJob};
 use super::{StoreJournal, now_ms};
-use crate::engine::{Engine, JobRequest, JobRun, new_job_id};
+use crate::engine::{Engine, JobRequest, JobRun, new_job_id, read_result};
 use crate::error::SquallError;
 use crate::planner::{PlanOptions, plan_job};
 use crate::scheduler::TaskOptions;
@@ -49,6 +56,8 @@ pub struct Service {
     running: AtomicUsize,
     wake: Notify,
     jobs: std::sync::Mutex<JoinSet<()>>,
+    /// Running jobs' tasks, to cancel them.
+    handles: std::sync::Mutex<HashMap<String, AbortHandle>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -82,6 +91,7 @@ impl Service {
             running: AtomicUsize::new(0),
             wake: Notify::new(),
             jobs: std::sync::Mutex::new(JoinSet::new()),
+            handles: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -154,14 +164,132 @@ impl Service {
 
     fn spawn(self: &Arc<Self>, job: JobRecord) {
         let service = self.clone();
-        self.jobs
+        let id = job.id.clone();
+        // Held while spawning, so a job that ends at once removes its handle
+        // only after it was added.
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget the tasks that ended (a JoinSet keeps them until joined).
+        while jobs.try_join_next().is_some() {}
+        let handle = jobs.spawn(async move {
+            // Frees the job's slot however the task ends, cancelled included.
+            let _slot = Slot {
+                service: service.clone(),
+                job_id: job.id.clone(),
+            };
+            service.run(job).await;
+        });
+        handles.insert(id, handle);
+    }
+
+    /// Cancels a job: a queued one never starts; a running one is stopped and its
+    /// temporary objects (and default result folder) removed. A finished job
+    /// cannot be cancelled.
+    async fn cancel(&self, id: &str) -> Result<JobRecord, ApiError> {
+        let internal = |e: super::StoreError| ApiError::internal(e.to_string());
+        let job = self
+            .store
+            .job(id)
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::unknown_job(id))?;
+        let moved = self
+            .store
+            .transition(
+                id,
+                &[JobState::Queued, JobState::Running],
+                JobState::Cancelled,
+                Some("cancelled"),
+                now_ms(),
+            )
+            .map_err(internal)?;
+        if !moved {
+            let state = self
+                .store
+                .job(id)
+                .map_err(internal)?
+                .map_or(job.state, |j| j.state);
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "job already finished",
+                format!(
+                    "job {id} is {}; only queued and running jobs can be cancelled",
+                    state.as_str()
+                ),
+            ));
+        }
+        let handle = self
+            .handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .spawn(async move {
-                service.run(job).await;
-                service.running.fetch_sub(1, Ordering::SeqCst);
-                service.wake.notify_one();
-            });
+            .remove(id);
+        if let Some(handle) = handle {
+            handle.abort();
+        }
+        self.engine
+            .sweep(&format!("{}/{id}", self.engine.work_root))
+            .await;
+        self.engine
+            .sweep(&format!("{}/{id}", self.config.results_root))
+            .await;
+        self.store
+            .job(id)
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::unknown_job(id))
+    }
+
+    /// A page of a succeeded job's rows.
+    async fn result_page(
+        &self,
+        id: &str,
+        offset: u64,
+        limit: usize,
+    ) -> Result<ResultPage, ApiError> {
+        let internal = |e: String| ApiError::internal(e);
+        let job = self
+            .store
+            .job(id)
+            .map_err(|e| internal(e.to_string()))?
+            .ok_or_else(|| ApiError::unknown_job(id))?;
+        if job.state != JobState::Succeeded {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no result",
+                format!(
+                    "job {id} is {}; a result exists once it succeeded",
+                    job.state.as_str()
+                ),
+            ));
+        }
+        let outcome: JobOutcome = self
+            .store
+            .result(id)
+            .map_err(|e| internal(e.to_string()))?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| {
+                internal(format!("job {id} succeeded but its result is not recorded"))
+            })?;
+        let files: Vec<OutputFile> = outcome
+            .files
+            .iter()
+            .map(|url| OutputFile {
+                url: url.clone(),
+                size: 0,
+                partitions: vec![],
+            })
+            .collect();
+        let batches = read_result(&self.engine.stores, &files)
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+        let rows = json_rows(&batches, offset as usize, limit).map_err(internal)?;
+        let end = offset + rows.len() as u64;
+        Ok(ResultPage {
+            next_offset: (end < outcome.rows).then_some(end),
+            rows,
+            offset,
+            total: outcome.rows,
+            manifest_url: outcome.manifest_url,
+            files: outcome.files,
+        })
     }
 
     async fn run(&self, job: JobRecord) {
@@ -185,6 +313,7 @@ impl Service {
             }
             Err(e) => (JobState::Failed, Some(e.to_string())),
         };
+        // A cancelled job is no longer running: this changes nothing then.
         if let Err(e) = self.store.transition(
             &job.id,
             &[JobState::Running],
@@ -306,10 +435,12 @@ impl Service {
 pub fn router(service: Arc<Service>) -> Router {
     let v1 = Router::new()
         .route("/jobs", get(list_jobs).post(submit_job))
-        .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}", get(get_job).delete(cancel_job))
+        .route("/jobs/{id}/result", get(get_result))
         .route_layer(middleware::from_fn_with_state(service.clone(), authorize));
     Router::new()
         .nest("/v1", v1)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not found", "no such route".into())
@@ -345,10 +476,22 @@ async fn authorize(State(service): State<Arc<Service>>, request: Request, next: 
     next.run(request).await
 }
 
+/// Largest request body (a job is SQL and table URLs).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 async fn submit_job(
     State(service): State<Arc<Service>>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the body is over {MAX_BODY_BYTES} bytes")
+        } else {
+            rejection.body_text()
+        };
+        ApiError::new(status, "unreadable body", detail)
+    })?;
     let submitted: SubmitJob = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -413,6 +556,84 @@ async fn get_job(
     Ok(axum::Json(service.view(job)?))
 }
 
+async fn cancel_job(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    let job = service.cancel(&id).await?;
+    Ok(axum::Json(service.view(job)?))
+}
+
+#[derive(Debug, Deserialize)]
+struct ResultQuery {
+    offset: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn get_result(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+    Query(query): Query<ResultQuery>,
+) -> Result<axum::Json<ResultPage>, ApiError> {
+    let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
+    let page = service
+        .result_page(&id, query.offset.unwrap_or(0), limit)
+        .await?;
+    Ok(axum::Json(page))
+}
+
+/// Rows `offset..offset + limit` of `batches` as JSON objects.
+fn json_rows(
+    batches: &[RecordBatch],
+    offset: usize,
+    limit: usize,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, String> {
+    let mut page = Vec::new();
+    let mut skip = offset;
+    let mut left = limit;
+    for batch in batches {
+        if left == 0 {
+            break;
+        }
+        if skip >= batch.num_rows() {
+            skip -= batch.num_rows();
+            continue;
+        }
+        let take = (batch.num_rows() - skip).min(left);
+        page.push(batch.slice(skip, take));
+        skip = 0;
+        left -= take;
+    }
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    for batch in &page {
+        writer.write(batch).map_err(|e| e.to_string())?;
+    }
+    writer.finish().map_err(|e| e.to_string())?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// Frees a running job's slot and wakes the dispatcher when dropped.
+struct Slot {
+    service: Arc<Service>,
+    job_id: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.service
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.job_id);
+        self.service.running.fetch_sub(1, Ordering::SeqCst);
+        self.service.wake.notify_one();
+    }
+}
+
 /// An error answer: `application/problem+json` naming the problem.
 #[derive(Debug)]
 pub struct ApiError {
@@ -428,6 +649,14 @@ impl ApiError {
             title,
             detail,
         }
+    }
+
+    fn unknown_job(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown job",
+            format!("no job '{id}'"),
+        )
     }
 
     fn internal(detail: String) -> Self {
