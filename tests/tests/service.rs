@@ -67,6 +67,17 @@ impl Server {
         decode(response).await
     }
 
+    async fn put(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .put(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
     async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
         let response = reqwest::Client::new()
             .delete(format!("{}{path}", self.url))
@@ -403,5 +414,71 @@ async fn cancelling_a_running_job_stops_it_and_cleans_up() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_tables_show_their_schema_and_serve_jobs_by_name() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    let server = Server::start(engine.clone(), dir.path(), 2).await;
+    let nation = format!("{}/nation/", data.display());
+    let (status, body) = server
+        .put("/v1/tables/nation", &serde_json::json!({"url": nation}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let columns: Vec<&str> = body["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        ["n_nationkey", "n_name", "n_regionkey", "n_comment"]
+    );
+    let (_, body) = server.get("/v1/tables", Some(TOKEN)).await;
+    assert_eq!(body["tables"].as_array().unwrap().len(), 1);
+
+    // A job names the table without a URL.
+    let job = serde_json::json!({
+        "sql": "SELECT count(*) AS n FROM nation",
+        "tables": [{"name": "nation"}]
+    });
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(server.wait_final(&id).await.state, JobState::Succeeded);
+    let (_, body) = server
+        .get(&format!("/v1/jobs/{id}/result"), Some(TOKEN))
+        .await;
+    assert_eq!(body["rows"][0]["n"], 25);
+
+    // Errors name the problem.
+    let unknown =
+        serde_json::json!({"sql": "SELECT 1 FROM region", "tables": [{"name": "region"}]});
+    let (status, body) = server.post("/v1/jobs", &unknown).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("region"),
+        "{body}"
+    );
+    let missing = format!("{}/no-such-table/", data.display());
+    let (status, body) = server
+        .put("/v1/tables/ghost", &serde_json::json!({"url": missing}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server
+        .put("/v1/tables/bad-name", &serde_json::json!({"url": nation}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("bad-name"),
+        "{body}"
+    );
+    assert_eq!(server.get("/v1/tables/ghost", Some(TOKEN)).await.0, 404);
+    assert_eq!(server.delete("/v1/tables/nation").await.0, 204);
+    assert_eq!(server.delete("/v1/tables/nation").await.0, 404);
     server.kill();
 }

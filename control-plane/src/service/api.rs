@@ -20,11 +20,13 @@ pub struct SubmitJob {
     pub options: JobOptions,
 }
 
+/// A table a job reads: by URL, or by the name of a catalog table (no URL).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableRef {
     pub name: String,
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<String>,
     /// parquet, csv or json; default: from the files' extensions.
     #[serde(default)]
     pub format: Option<String>,
@@ -120,4 +122,37 @@ pub struct ResultPage {
     pub manifest_url: String,
     /// The result's Parquet files.
     pub files: Vec<String>,
+}
+
+/// `PUT /v1/tables/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutTable {
+    pub url: String,
+    /// parquet, csv or json; default: from the files' extensions.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// A catalog table with the schema read from its files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableView {
+    pub name: String,
+    pub url: String,
+    pub format: Option<String>,
+    pub columns: Vec<ColumnView>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ColumnView {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+/// `GET /v1/tables`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableList {
+    pub tables: Vec<TableView>,
 }

@@ -26,8 +26,11 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::api::{Accepted, JobList, JobOutcome, JobView, Problem, ResultPage, SubmitJob};
-use super::store::{JobRecord, JobState, JobStore, NewJob};
+use super::api::{
+    Accepted, ColumnView, JobList, JobOutcome, JobView, Problem, PutTable, ResultPage, SubmitJob,
+    TableList, TableView,
+};
+use super::store::{CatalogTable, JobRecord, JobState, JobStore, NewJob};
 use super::{StoreJournal, now_ms};
 use crate::engine::{Engine, JobRequest, JobRun, new_job_id, read_result};
 use crate::error::SquallError;
@@ -364,12 +367,19 @@ impl Service {
         let tables = submitted
             .tables
             .iter()
-            .map(|t| {
-                Ok(TableSpec {
-                    name: t.name.clone(),
-                    url: t.url.clone(),
-                    format: t.format.as_deref().map(str::parse).transpose()?,
-                })
+            .map(|t| match &t.url {
+                Some(url) => table_spec(&t.name, url, t.format.as_deref()),
+                None => {
+                    let found = self
+                        .store
+                        .table(&t.name)
+                        .map_err(|source| SquallError::Store { source })?
+                        .ok_or_else(|| SquallError::Table {
+                            table: t.name.clone(),
+                            message: "no URL given and no catalog table of that name".into(),
+                        })?;
+                    table_spec(&found.name, &found.url, found.format.as_deref())
+                }
             })
             .collect::<Result<Vec<_>, SquallError>>()?;
         let mut request = JobRequest::new(submitted.sql.clone(), tables);
@@ -421,6 +431,38 @@ impl Service {
         })
     }
 
+    /// A catalog table with its schema, read from its files now.
+    async fn table_view(&self, table: CatalogTable) -> Result<TableView, ApiError> {
+        let spec = table_spec(&table.name, &table.url, table.format.as_deref())?;
+        let planned = plan_job(
+            &format!("SELECT * FROM {}", table.name),
+            &[spec],
+            &PlanOptions::default(),
+            self.engine.stores.clone(),
+            "memory:///squall-validate",
+            "memory:///squall-validate/result",
+        )
+        .await?;
+        let columns = planned
+            .dag
+            .schema
+            .fields()
+            .iter()
+            .map(|f| ColumnView {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect();
+        Ok(TableView {
+            name: table.name,
+            url: table.url,
+            format: table.format,
+            columns,
+            created_at_ms: table.created_at_ms,
+        })
+    }
+
     fn view(&self, job: JobRecord) -> Result<JobView, ApiError> {
         let outcome = match self.store.result(&job.id) {
             Ok(Some(value)) => serde_json::from_value::<JobOutcome>(value).ok(),
@@ -437,6 +479,11 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/jobs", get(list_jobs).post(submit_job))
         .route("/jobs/{id}", get(get_job).delete(cancel_job))
         .route("/jobs/{id}/result", get(get_result))
+        .route("/tables", get(list_tables))
+        .route(
+            "/tables/{name}",
+            get(get_table).put(put_table).delete(delete_table),
+        )
         .route_layer(middleware::from_fn_with_state(service.clone(), authorize));
     Router::new()
         .nest("/v1", v1)
@@ -582,6 +629,85 @@ async fn get_result(
     Ok(axum::Json(page))
 }
 
+/// A table spec from its parts, with the CLI's checks of name, format and URL.
+fn table_spec(name: &str, url: &str, format: Option<&str>) -> Result<TableSpec, SquallError> {
+    match format {
+        Some(format) => format!("{name}:{format}={url}").parse(),
+        None => format!("{name}={url}").parse(),
+    }
+}
+
+async fn list_tables(
+    State(service): State<Arc<Service>>,
+) -> Result<axum::Json<TableList>, ApiError> {
+    let tables = service
+        .store
+        .tables()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut views = Vec::new();
+    for table in tables {
+        views.push(service.table_view(table).await?);
+    }
+    Ok(axum::Json(TableList { tables: views }))
+}
+
+async fn get_table(
+    State(service): State<Arc<Service>>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<TableView>, ApiError> {
+    let table = service
+        .store
+        .table(&name)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::unknown_table(&name))?;
+    Ok(axum::Json(service.table_view(table).await?))
+}
+
+/// Adds or replaces a catalog table; its files must be readable (the schema is
+/// read from them before the table is stored).
+async fn put_table(
+    State(service): State<Arc<Service>>,
+    Path(name): Path<String>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<axum::Json<TableView>, ApiError> {
+    let body = body.map_err(|r| ApiError::new(r.status(), "unreadable body", r.body_text()))?;
+    let put: PutTable = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid table",
+            format!("the body is not a table: {e}"),
+        )
+    })?;
+    let table = CatalogTable {
+        name,
+        url: put.url,
+        format: put.format.map(|f| f.to_ascii_lowercase()),
+        options: serde_json::json!({}),
+        created_at_ms: now_ms(),
+    };
+    let view = service.table_view(table.clone()).await?;
+    service
+        .store
+        .put_table(&table)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(axum::Json(view))
+}
+
+async fn delete_table(
+    State(service): State<Arc<Service>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if service
+        .store
+        .delete_table(&name)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::unknown_table(&name))
+    }
+}
+
 /// Rows `offset..offset + limit` of `batches` as JSON objects.
 fn json_rows(
     batches: &[RecordBatch],
@@ -656,6 +782,14 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             "unknown job",
             format!("no job '{id}'"),
+        )
+    }
+
+    fn unknown_table(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown table",
+            format!("no catalog table '{name}'"),
         )
     }
 
