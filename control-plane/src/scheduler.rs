@@ -66,6 +66,12 @@ pub enum JobEvent {
         of: usize,
         tasks: usize,
     },
+    /// An attempt of a task was handed to the backend.
+    TaskStarted {
+        stage: u32,
+        task: u32,
+        attempt: u32,
+    },
     TaskSucceeded {
         stage: u32,
         task: u32,
@@ -461,6 +467,11 @@ impl Scheduler<'_> {
                 memory_limit_bytes: self.options.memory_limit_bytes,
                 session_options: self.options.session_options.clone(),
             };
+            self.emit(JobEvent::TaskStarted {
+                stage: stage.id,
+                task,
+                attempt,
+            });
             let failure = match self.backend.invoke(spec).await {
                 Ok(result) if result.wire_version != WIRE_VERSION => TaskFailure {
                     kind: squall_executor::FailureKind::WireVersion,

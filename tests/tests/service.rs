@@ -250,6 +250,15 @@ async fn jobs_run_in_order_under_admission_control_and_errors_are_problems() {
         );
         previous_end = view.finished_at_ms.unwrap();
     }
+    // Per-stage progress of a finished job: every task done, tables scanned.
+    let view = server.wait_final(&ids[0].1).await;
+    assert!(!view.stages.is_empty());
+    for stage in &view.stages {
+        assert_eq!((stage.done, stage.running), (stage.tasks, 0), "{stage:?}");
+        assert!(stage.finished_at_ms >= stage.started_at_ms, "{stage:?}");
+        assert!(stage.bytes_written > 0, "{stage:?}");
+    }
+    assert!(view.stages.iter().any(|s| s.bytes_scanned > 0));
     // The first job's rows over the API, a page at a time (Q1 has 4 rows).
     let (status, body) = server
         .get(
@@ -385,6 +394,32 @@ async fn cancelling_a_running_job_stops_it_and_cleans_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!squall_tests::files_under(&work).is_empty());
+    // Its progress while it runs: two stages done, tasks of a later one in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let view = loop {
+        let (_, body) = server
+            .get(&format!("/v1/jobs/{running}"), Some(TOKEN))
+            .await;
+        let view: JobView = serde_json::from_value(body).unwrap();
+        if view.stages.iter().any(|s| s.running > 0) {
+            break view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stage ever running: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(view.state, JobState::Running);
+    assert!(
+        view.stages
+            .iter()
+            .filter(|s| s.done == s.tasks && s.finished_at_ms.is_some())
+            .count()
+            >= 2,
+        "{:?}",
+        view.stages
+    );
     let (status, body) = server.delete(&format!("/v1/jobs/{queued}")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "cancelled");

@@ -71,6 +71,7 @@ impl ProgressSink for ProgressBars {
                     bar.finish();
                 }
             }
+            JobEvent::TaskStarted { .. } => {}
         }
     }
 }

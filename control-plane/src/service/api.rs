@@ -57,10 +57,29 @@ pub struct JobView {
     pub rows: Option<u64>,
     /// The result's manifest, once succeeded.
     pub manifest_url: Option<String>,
+    /// Per stage: tasks and bytes, while running (this server's view) and after.
+    #[serde(default)]
+    pub stages: Vec<StageProgress>,
+}
+
+/// Progress of one stage of a job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StageProgress {
+    pub stage: u32,
+    pub tasks: usize,
+    pub done: usize,
+    pub running: usize,
+    /// Attempts that failed and were retried.
+    pub retried: usize,
+    pub bytes_scanned: u64,
+    /// Bytes the stage wrote (shuffle files or results).
+    pub bytes_written: u64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
 }
 
 impl JobView {
-    pub fn new(job: JobRecord, result: Option<&JobOutcome>) -> Self {
+    pub fn new(job: JobRecord, result: Option<&JobOutcome>, stages: Vec<StageProgress>) -> Self {
         Self {
             id: job.id,
             state: job.state,
@@ -71,6 +90,7 @@ impl JobView {
             error: job.error,
             rows: result.map(|r| r.rows),
             manifest_url: result.map(|r| r.manifest_url.clone()),
+            stages,
         }
     }
 }
@@ -81,6 +101,9 @@ pub struct JobOutcome {
     pub rows: u64,
     pub manifest_url: String,
     pub files: Vec<String>,
+    /// The stages as they finished.
+    #[serde(default)]
+    pub stages: Vec<StageProgress>,
 }
 
 /// `GET /v1/jobs`.

@@ -27,15 +27,15 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::api::{
-    Accepted, ColumnView, JobList, JobOutcome, JobView, Problem, PutTable, ResultPage, SubmitJob,
-    TableList, TableView,
+    Accepted, ColumnView, JobList, JobOutcome, JobView, Problem, PutTable, ResultPage,
+    StageProgress, SubmitJob, TableList, TableView,
 };
 use super::store::{CatalogTable, JobRecord, JobState, JobStore, NewJob};
 use super::{StoreJournal, now_ms};
 use crate::engine::{Engine, JobRequest, JobRun, new_job_id, read_result};
 use crate::error::SquallError;
 use crate::planner::{PlanOptions, plan_job};
-use crate::scheduler::TaskOptions;
+use crate::scheduler::{JobEvent, ProgressSink, TaskOptions};
 use crate::tables::TableSpec;
 
 /// How the service behaves, beyond its engine.
@@ -61,6 +61,65 @@ pub struct Service {
     jobs: std::sync::Mutex<JoinSet<()>>,
     /// Running jobs' tasks, to cancel them.
     handles: std::sync::Mutex<HashMap<String, AbortHandle>>,
+    /// Running jobs' stage progress.
+    live: std::sync::Mutex<HashMap<String, Arc<JobProgress>>>,
+}
+
+/// Counts a running job's tasks per stage from the scheduler's events.
+#[derive(Debug, Default)]
+struct JobProgress {
+    stages: std::sync::Mutex<std::collections::BTreeMap<u32, StageProgress>>,
+}
+
+impl JobProgress {
+    fn snapshot(&self) -> Vec<StageProgress> {
+        let stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        stages.values().cloned().collect()
+    }
+}
+
+impl ProgressSink for JobProgress {
+    fn on_event(&self, event: &JobEvent) {
+        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            JobEvent::StageStarted { stage, tasks, .. } => {
+                stages.insert(
+                    *stage,
+                    StageProgress {
+                        stage: *stage,
+                        tasks: *tasks,
+                        started_at_ms: Some(now_ms()),
+                        ..StageProgress::default()
+                    },
+                );
+            }
+            JobEvent::TaskStarted { stage, .. } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running += 1;
+                }
+            }
+            JobEvent::TaskSucceeded { stage, metrics, .. } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running = s.running.saturating_sub(1);
+                    s.done += 1;
+                    s.bytes_scanned += metrics.bytes_scanned;
+                    s.bytes_written += metrics.bytes_out;
+                }
+            }
+            JobEvent::TaskRetrying { stage, .. } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running = s.running.saturating_sub(1);
+                    s.retried += 1;
+                }
+            }
+            JobEvent::StageFinished { stage } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running = 0;
+                    s.finished_at_ms = Some(now_ms());
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Service {
@@ -95,6 +154,7 @@ impl Service {
             wake: Notify::new(),
             jobs: std::sync::Mutex::new(JoinSet::new()),
             handles: std::sync::Mutex::new(HashMap::new()),
+            live: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -342,6 +402,11 @@ impl Service {
                 .clone()
                 .unwrap_or_else(|| format!("{}/{}", self.config.results_root, job.id)),
         );
+        let progress = Arc::new(JobProgress::default());
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.id.clone(), progress.clone());
         let run = JobRun {
             job_id: Some(job.id.clone()),
             done: self
@@ -352,13 +417,14 @@ impl Service {
                 store: self.store.clone(),
                 job_id: job.id.clone(),
             })),
-            progress: None,
+            progress: Some(progress.clone()),
         };
         let result = self.engine.run_as(&request, run).await?;
         Ok(JobOutcome {
             rows: result.rows,
             manifest_url: result.manifest_url.unwrap_or_default(),
             files: result.files.into_iter().map(|f| f.url).collect(),
+            stages: progress.snapshot(),
         })
     }
 
@@ -469,7 +535,17 @@ impl Service {
             Ok(None) => None,
             Err(e) => return Err(ApiError::internal(e.to_string())),
         };
-        Ok(JobView::new(job, outcome.as_ref()))
+        let stages = match &outcome {
+            Some(outcome) => outcome.stages.clone(),
+            None => self
+                .live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&job.id)
+                .map(|p| p.snapshot())
+                .unwrap_or_default(),
+        };
+        Ok(JobView::new(job, outcome.as_ref(), stages))
     }
 }
 
@@ -752,6 +828,11 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.service
             .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.job_id);
+        self.service
+            .live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.job_id);
