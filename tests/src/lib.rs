@@ -84,19 +84,23 @@ pub async fn run_rendered(
     request: &JobRequest,
 ) -> Result<Vec<Vec<String>>, String> {
     let result = engine.run(request, None).await.map_err(|e| e.to_string())?;
-    let batches = result.batches.unwrap_or_default();
-    let mut rows = render(&batches);
+    Ok(render_with_header(
+        result.batches.as_deref().unwrap_or_default(),
+        &result.schema,
+    ))
+}
+
+/// [`render`]ed rows; for an empty result, the header row alone (as the
+/// reference answers have it).
+pub fn render_with_header(
+    batches: &[arrow::array::RecordBatch],
+    schema: &arrow::datatypes::Schema,
+) -> Vec<Vec<String>> {
+    let mut rows = render(batches);
     if rows.is_empty() {
-        rows.push(
-            result
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
-        );
+        rows.push(schema.fields().iter().map(|f| f.name().clone()).collect());
     }
-    Ok(rows)
+    rows
 }
 
 /// An embedded engine whose temporary objects go to a fresh local folder.

@@ -20,7 +20,9 @@ use squall_control_plane::backend::{LambdaBackend, LambdaConfig};
 use squall_control_plane::{Engine, JobRequest, MANIFEST_NAME, PlanOptions, tpch};
 use squall_executor::StoreRegistry;
 use squall_tests::store_suite::{Capabilities, run_all};
-use squall_tests::{TEST_PARTS, compare, expected_answer, is_ordered, render, run_rendered};
+use squall_tests::{
+    TEST_PARTS, compare, expected_answer, is_ordered, render, render_with_header, run_rendered,
+};
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -54,31 +56,78 @@ async fn keys_under(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
     found.into_iter().map(|m| m.location.to_string()).collect()
 }
 
+/// One test's corner of the emulated bucket: TPC-H SF 0.01 uploaded under a
+/// fresh prefix, and an engine whose tasks are invocations of the emulated
+/// function, its work folder under the same prefix.
+struct EmulatedRun {
+    stores: Arc<StoreRegistry>,
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    /// The prefix everything of this run is under.
+    run: String,
+    tables: Vec<squall_control_plane::TableSpec>,
+    engine: Engine,
+}
+
+impl EmulatedRun {
+    async fn start(name: &str, concurrency: usize, timeout: Duration) -> Self {
+        let stores = Arc::new(StoreRegistry::new());
+        let bucket = bucket_url();
+        let (store, _) = stores.resolve(&format!("{bucket}/")).expect("S3 store");
+        let run = unique(name);
+        let tables = format!("{bucket}/{run}/tpch");
+        tpch::generate(&stores, 0.01, &tables, TEST_PARTS, |_| {})
+            .await
+            .expect("upload TPC-H SF 0.01 to the emulated bucket");
+        let work = format!("{bucket}/{run}/work");
+        let config = LambdaConfig {
+            endpoint: Some(var("SQUALL_TEST_LAMBDA_ENDPOINT")),
+            max_concurrency: concurrency,
+            invocation_timeout: timeout,
+            ..LambdaConfig::new(var("SQUALL_TEST_LAMBDA_FUNCTION"))
+        };
+        let backend = LambdaBackend::connect(config, stores.clone(), &work)
+            .await
+            .expect("Lambda backend");
+        let engine = Engine::with_backend(stores.clone(), Arc::new(backend), &work);
+        Self {
+            tables: tpch::table_specs(&format!("{tables}/")),
+            stores,
+            store,
+            bucket,
+            run,
+            engine,
+        }
+    }
+
+    /// Objects left in the run's work folder.
+    async fn work_left(&self) -> Vec<String> {
+        keys_under(&self.store, &format!("{}/work", self.run)).await
+    }
+
+    /// Removes everything the run put in the bucket.
+    async fn clean_up(&self) {
+        for key in keys_under(&self.store, &self.run).await {
+            self.store.delete(&Path::from(key)).await.expect("delete");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf001_through_lambda_and_s3_emulators() {
-    let stores = Arc::new(StoreRegistry::new());
-    let bucket = bucket_url();
-    let (store, _) = stores.resolve(&format!("{bucket}/")).expect("S3 store");
-    let run = unique("tpch-run");
-    let tables = format!("{bucket}/{run}/tpch");
-    tpch::generate(&stores, 0.01, &tables, TEST_PARTS, |_| {})
-        .await
-        .expect("upload TPC-H SF 0.01 to the emulated bucket");
-    let work = format!("{bucket}/{run}/work");
     let concurrency: usize = var("SQUALL_TEST_LAMBDA_CONCURRENCY")
         .parse()
         .expect("number");
-    let config = LambdaConfig {
-        endpoint: Some(var("SQUALL_TEST_LAMBDA_ENDPOINT")),
-        max_concurrency: concurrency,
-        invocation_timeout: Duration::from_secs(300),
-        ..LambdaConfig::new(var("SQUALL_TEST_LAMBDA_FUNCTION"))
-    };
-    let backend = LambdaBackend::connect(config, stores.clone(), &work)
-        .await
-        .expect("Lambda backend");
-    let engine = Engine::with_backend(stores.clone(), Arc::new(backend), &work);
-    let specs = tpch::table_specs(&format!("{tables}/"));
+    let emulated = EmulatedRun::start("tpch-run", concurrency, Duration::from_secs(300)).await;
+    let EmulatedRun {
+        stores,
+        store,
+        bucket,
+        run,
+        engine,
+        ..
+    } = &emulated;
+    let specs = emulated.tables.clone();
     let mut failures = Vec::new();
     for q in 1..=22 {
         let mut request = JobRequest::new(tpch::query(q).unwrap(), specs.clone());
@@ -99,30 +148,19 @@ async fn tpch_sf001_through_lambda_and_s3_emulators() {
                         Some(format!("{bucket}/{manifest}").as_str())
                     );
                     assert!(
-                        keys_under(&store, &format!("{run}/results/q{q:02}"))
+                        keys_under(store, &format!("{run}/results/q{q:02}"))
                             .await
                             .contains(&manifest)
                     );
-                    let batches = squall_control_plane::read_result(&stores, &result.files)
+                    let batches = squall_control_plane::read_result(stores, &result.files)
                         .await
                         .expect("read the result back");
-                    let mut rows = render(&batches);
-                    if rows.is_empty() {
-                        rows.push(
-                            result
-                                .schema
-                                .fields()
-                                .iter()
-                                .map(|f| f.name().clone())
-                                .collect(),
-                        );
-                    }
-                    Ok(rows)
+                    Ok(render_with_header(&batches, &result.schema))
                 }
                 Err(e) => Err(e.to_string()),
             }
         } else {
-            run_rendered(&engine, &request).await
+            run_rendered(engine, &request).await
         };
         match rows {
             Ok(rows) => {
@@ -132,7 +170,7 @@ async fn tpch_sf001_through_lambda_and_s3_emulators() {
             }
             Err(e) => failures.push(format!("Q{q} failed: {e}")),
         }
-        let left = keys_under(&store, &format!("{run}/work")).await;
+        let left = emulated.work_left().await;
         if !left.is_empty() {
             failures.push(format!(
                 "Q{q} left {} objects, e.g. {}",
@@ -141,11 +179,7 @@ async fn tpch_sf001_through_lambda_and_s3_emulators() {
             ));
         }
     }
-    // Clean up the run's tables and results.
-    let everything = keys_under(&store, &run).await;
-    for key in everything {
-        store.delete(&Path::from(key)).await.expect("delete");
-    }
+    emulated.clean_up().await;
     assert!(
         failures.is_empty(),
         "{} of 22 queries wrong through the Lambda emulator:\n{}",
@@ -161,29 +195,8 @@ async fn tpch_sf001_through_lambda_and_s3_emulators() {
 /// tasks are retried and the answer is right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_function_is_retried_through_the_emulator() {
-    let stores = Arc::new(StoreRegistry::new());
-    let bucket = bucket_url();
-    let (store, _) = stores.resolve(&format!("{bucket}/")).expect("S3 store");
-    let run = unique("crash-run");
-    let tables = format!("{bucket}/{run}/tpch");
-    tpch::generate(&stores, 0.01, &tables, TEST_PARTS, |_| {})
-        .await
-        .expect("upload TPC-H SF 0.01 to the emulated bucket");
-    let work = format!("{bucket}/{run}/work");
-    let config = LambdaConfig {
-        endpoint: Some(var("SQUALL_TEST_LAMBDA_ENDPOINT")),
-        max_concurrency: 4,
-        invocation_timeout: Duration::from_secs(20),
-        ..LambdaConfig::new(var("SQUALL_TEST_LAMBDA_FUNCTION"))
-    };
-    let backend = LambdaBackend::connect(config, stores.clone(), &work)
-        .await
-        .expect("Lambda backend");
-    let engine = Engine::with_backend(stores.clone(), Arc::new(backend), &work);
-    let mut request = JobRequest::new(
-        tpch::query(3).unwrap(),
-        tpch::table_specs(&format!("{tables}/")),
-    );
+    let emulated = EmulatedRun::start("crash-run", 4, Duration::from_secs(20)).await;
+    let mut request = JobRequest::new(tpch::query(3).unwrap(), emulated.tables.clone());
     // Stage 1 task 1 panics and stage 2 task 0 exits on its first attempt.
     request.tasks.session_options = vec![
         (
@@ -195,7 +208,8 @@ async fn a_crashing_function_is_retried_through_the_emulator() {
             "2:0".into(),
         ),
     ];
-    let result = engine
+    let result = emulated
+        .engine
         .run(&request, None)
         .await
         .expect("Q3 survives the crashes");
@@ -208,10 +222,8 @@ async fn a_crashing_function_is_retried_through_the_emulator() {
         tasks + 2,
         "two crashed attempts, each retried once"
     );
-    assert!(keys_under(&store, &format!("{run}/work")).await.is_empty());
-    for key in keys_under(&store, &run).await {
-        store.delete(&Path::from(key)).await.expect("delete");
-    }
+    assert!(emulated.work_left().await.is_empty());
+    emulated.clean_up().await;
 }
 
 #[tokio::test]
