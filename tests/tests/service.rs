@@ -291,6 +291,35 @@ async fn jobs_run_in_order_under_admission_control_and_errors_are_problems() {
     let huge = serde_json::json!({"sql": "x".repeat(2 * 1024 * 1024)});
     let (status, body) = server.post("/v1/jobs", &huge).await;
     assert_eq!(status, 413, "{body}");
+    // Prometheus metrics, without a token: jobs by state, task counters.
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("squall_jobs{state=\"succeeded\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("squall_jobs{state=\"running\"} 0"),
+        "{metrics}"
+    );
+    let tasks: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("squall_tasks_succeeded_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(tasks >= 3, "{metrics}");
+    assert!(
+        metrics.contains("squall_task_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("squall_bytes_scanned_total 0\n"),
+        "{metrics}"
+    );
     // Paging: one job per page, in submission order.
     let (_, body) = server.get("/v1/jobs?limit=1", Some(TOKEN)).await;
     let page: JobList = serde_json::from_value(body).unwrap();

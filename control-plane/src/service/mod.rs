@@ -7,6 +7,7 @@
 //! in `engine`, shared with `squall run`.
 
 pub mod api;
+pub mod metrics;
 pub mod server;
 pub mod store;
 

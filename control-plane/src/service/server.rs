@@ -30,6 +30,7 @@ use super::api::{
     Accepted, ColumnView, JobList, JobOutcome, JobView, Problem, PutTable, ResultPage,
     StageProgress, SubmitJob, TableList, TableView,
 };
+use super::metrics::Metrics;
 use super::store::{CatalogTable, JobRecord, JobState, JobStore, NewJob};
 use super::{StoreJournal, now_ms};
 use crate::engine::{Engine, JobRequest, JobRun, new_job_id, read_result};
@@ -63,12 +64,15 @@ pub struct Service {
     handles: std::sync::Mutex<HashMap<String, AbortHandle>>,
     /// Running jobs' stage progress.
     live: std::sync::Mutex<HashMap<String, Arc<JobProgress>>>,
+    metrics: Metrics,
 }
 
-/// Counts a running job's tasks per stage from the scheduler's events.
-#[derive(Debug, Default)]
+/// Counts a running job's tasks per stage from the scheduler's events, and
+/// passes them on to the service's metrics.
+#[derive(Debug)]
 struct JobProgress {
     stages: std::sync::Mutex<std::collections::BTreeMap<u32, StageProgress>>,
+    metrics: Metrics,
 }
 
 impl JobProgress {
@@ -80,6 +84,7 @@ impl JobProgress {
 
 impl ProgressSink for JobProgress {
     fn on_event(&self, event: &JobEvent) {
+        self.metrics.observe(event);
         let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             JobEvent::StageStarted { stage, tasks, .. } => {
@@ -155,6 +160,8 @@ impl Service {
             jobs: std::sync::Mutex::new(JoinSet::new()),
             handles: std::sync::Mutex::new(HashMap::new()),
             live: std::sync::Mutex::new(HashMap::new()),
+            metrics: Metrics::new()
+                .map_err(|e| SquallError::Backend(format!("cannot set up metrics: {e}")))?,
         }))
     }
 
@@ -402,7 +409,10 @@ impl Service {
                 .clone()
                 .unwrap_or_else(|| format!("{}/{}", self.config.results_root, job.id)),
         );
-        let progress = Arc::new(JobProgress::default());
+        let progress = Arc::new(JobProgress {
+            stages: Default::default(),
+            metrics: self.metrics.clone(),
+        });
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -565,6 +575,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .nest("/v1", v1)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not found", "no such route".into())
         })
@@ -703,6 +714,20 @@ async fn get_result(
         .result_page(&id, query.offset.unwrap_or(0), limit)
         .await?;
     Ok(axum::Json(page))
+}
+
+/// Prometheus text exposition (open, like /healthz).
+async fn metrics(State(service): State<Arc<Service>>) -> Result<Response, ApiError> {
+    let text = service
+        .metrics
+        .render(&service.store)
+        .map_err(ApiError::internal)?;
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    Ok(response)
 }
 
 /// A table spec from its parts, with the CLI's checks of name, format and URL.

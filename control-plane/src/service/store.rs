@@ -296,6 +296,18 @@ impl JobStore {
         Ok((jobs, next))
     }
 
+    /// How many jobs are in `state`.
+    pub fn count_jobs(&self, state: JobState) -> Result<u64> {
+        self.conn()
+            .query_row(
+                "SELECT count(*) FROM jobs WHERE state = ?1",
+                params![state.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(sqlite("count jobs"))
+    }
+
     /// Moves job `id` to `to` if it is in one of `from`; false if it was not
     /// (or does not exist). Sets the start time on `Running` and the finish time
     /// (and `error`) on a final state.
