@@ -80,7 +80,7 @@ impl Engine {
 
     /// Refuses a job whose tables, output or work files the backend's executors
     /// could not reach, before anything runs.
-    fn check_reachable(&self, request: &JobRequest) -> Result<()> {
+    pub(crate) fn check_reachable(&self, request: &JobRequest) -> Result<()> {
         let unreachable = |what: String, url: &url::Url| {
             SquallError::InvalidArgument(format!(
                 "{what} is at {url}, which {} executors cannot reach: use an object store they share (s3://...)",

@@ -546,3 +546,38 @@ async fn catalog_tables_show_their_schema_and_serve_jobs_by_name() {
     assert_eq!(server.delete("/v1/tables/nation").await.0, 404);
     server.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_the_backend_cannot_reach_are_refused_at_submission() {
+    use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
+    use squall_control_plane::backend::{LambdaBackend, LambdaConfig};
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let stores = Arc::new(squall_executor::StoreRegistry::new());
+    let sdk = aws_sdk_lambda::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"));
+    let config = LambdaConfig {
+        // Nothing listens here: the job must be refused before any invocation.
+        endpoint: Some("http://127.0.0.1:9".into()),
+        ..LambdaConfig::new("squall-executor")
+    };
+    let backend =
+        LambdaBackend::with_sdk_config(config, sdk, stores.clone(), "s3://b/work").unwrap();
+    let engine = Engine::with_backend(stores, Arc::new(backend), "s3://b/work");
+    let server = Server::start(engine, dir.path(), 1).await;
+    let (status, body) = server.post("/v1/jobs", &tpch_job(&data, 6)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("cannot reach"),
+        "{body}"
+    );
+    let (_, body) = server.get("/v1/jobs", Some(TOKEN)).await;
+    assert_eq!(
+        body["jobs"].as_array().unwrap().len(),
+        0,
+        "nothing was queued: {body}"
+    );
+    server.kill();
+}

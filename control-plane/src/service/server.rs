@@ -476,6 +476,10 @@ impl Service {
     /// Checks a submission by planning it (SQL, tables), then queues it.
     async fn submit(&self, submitted: SubmitJob) -> Result<Accepted, ApiError> {
         let request = self.request(&submitted).map_err(ApiError::from)?;
+        // Tables the backend's executors cannot reach are refused now, not at run time.
+        self.engine
+            .check_reachable(&request)
+            .map_err(ApiError::from)?;
         plan_job(
             &request.sql,
             &request.tables,
