@@ -20,7 +20,9 @@ use squall_executor::{ExecutorContext, ObjectUrl, OutputFile, StoreRegistry};
 use crate::backend::{ExecutorBackend, InProcessBackend};
 use crate::error::{Result, SquallError};
 use crate::planner::{PlanCaches, PlanOptions, StageDag, default_parallelism, plan_job_with};
-use crate::scheduler::{ProgressSink, Scheduler, StageJournal, StageStats, TaskOptions};
+use crate::scheduler::{
+    ProgressSink, Scheduler, StageJournal, StageStats, TaskOptions, delete_quietly,
+};
 use crate::tables::{TableSpec, to_url};
 
 /// Name of the manifest written next to a job's result files.
@@ -152,13 +154,7 @@ impl Engine {
             .list(Some(target.path()))
             .map_ok(|meta| meta.location)
             .boxed();
-        let mut deleted = store.delete_stream(locations);
-        while let Some(outcome) = deleted.next().await {
-            match outcome {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => tracing::warn!("could not clean up {dir}: {e}"),
-            }
-        }
+        delete_quietly(store.as_ref(), locations, dir).await;
     }
 
     async fn run_job(

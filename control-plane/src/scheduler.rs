@@ -563,13 +563,24 @@ impl Scheduler<'_> {
         }
         for (key, (store, paths)) in by_store {
             let locations = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
-            let mut deleted = store.delete_stream(locations);
-            while let Some(outcome) = deleted.next().await {
-                match outcome {
-                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => tracing::warn!("could not delete from {key}: {e}"),
-                }
-            }
+            delete_quietly(store.as_ref(), locations, &key).await;
+        }
+    }
+}
+
+/// Deletes `locations` from `store` in one `delete_stream` (batched DeleteObjects
+/// on S3), ignoring objects already gone and logging other failures (naming
+/// `what`): cleanup must not hide a job's own outcome.
+pub(crate) async fn delete_quietly(
+    store: &dyn ObjectStore,
+    locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    what: &str,
+) {
+    let mut deleted = store.delete_stream(locations);
+    while let Some(outcome) = deleted.next().await {
+        match outcome {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!("could not delete from {what}: {e}"),
         }
     }
 }

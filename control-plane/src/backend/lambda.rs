@@ -43,6 +43,8 @@ use tokio::sync::Semaphore;
 
 use super::ExecutorBackend;
 use crate::error::{Result, SquallError};
+use crate::scheduler::delete_quietly;
+use futures::StreamExt;
 
 /// Invocations in flight at once unless configured.
 pub const DEFAULT_CONCURRENCY: usize = 100;
@@ -229,26 +231,26 @@ impl LambdaBackend {
         let result_url = self.payload_url(&spec.id, "result");
         let spec_json = serde_json::to_vec(&spec)
             .map_err(|e| SquallError::Backend(format!("cannot encode task spec: {e}")))?;
-        if spec_json.len() <= self.config.max_inline_spec_bytes {
+        let (invocation, spec_url) = if spec_json.len() <= self.config.max_inline_spec_bytes {
             let invocation = Invocation {
                 task_spec: Some(spec),
                 task_spec_url: None,
                 result_url,
             };
-            let body = serde_json::to_vec(&invocation)
-                .map_err(|e| SquallError::Backend(format!("cannot encode invocation: {e}")))?;
-            return Ok((body, None));
-        }
-        let spec_url = self.payload_url(&spec.id, "spec");
-        self.put(&spec_url, spec_json).await?;
-        let invocation = Invocation {
-            task_spec: None,
-            task_spec_url: Some(spec_url.clone()),
-            result_url,
+            (invocation, None)
+        } else {
+            let spec_url = self.payload_url(&spec.id, "spec");
+            self.put(&spec_url, spec_json).await?;
+            let invocation = Invocation {
+                task_spec: None,
+                task_spec_url: Some(spec_url.clone()),
+                result_url,
+            };
+            (invocation, Some(spec_url))
         };
         let body = serde_json::to_vec(&invocation)
             .map_err(|e| SquallError::Backend(format!("cannot encode invocation: {e}")))?;
-        Ok((body, Some(spec_url)))
+        Ok((body, spec_url))
     }
 
     async fn put(&self, url: &str, body: Vec<u8>) -> Result<()> {
@@ -353,10 +355,8 @@ impl LambdaBackend {
 
     async fn delete(&self, url: &str) {
         if let Ok((store, path)) = self.stores.resolve(url) {
-            match store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => tracing::warn!("could not delete {url}: {e}"),
-            }
+            let one = futures::stream::iter([Ok(path)]).boxed();
+            delete_quietly(store.as_ref(), one, url).await;
         }
     }
 }

@@ -684,13 +684,7 @@ async fn get_job(
         .store
         .job(&id)
         .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown job",
-                format!("no job '{id}'"),
-            )
-        })?;
+        .ok_or_else(|| ApiError::unknown_job(&id))?;
     Ok(axum::Json(service.view(job)?))
 }
 
