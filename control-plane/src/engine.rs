@@ -19,7 +19,9 @@ use squall_executor::{ExecutorContext, ObjectUrl, OutputFile, StoreRegistry};
 
 use crate::backend::{ExecutorBackend, InProcessBackend};
 use crate::error::{Result, SquallError};
-use crate::planner::{PlanCaches, PlanOptions, StageDag, default_parallelism, plan_job_with};
+use crate::planner::{
+    PlanCaches, PlanOptions, PlannedJob, StageDag, default_parallelism, plan_job_with,
+};
 use crate::scheduler::{
     ProgressSink, Scheduler, StageJournal, StageStats, TaskOptions, delete_quietly,
 };
@@ -133,7 +135,15 @@ impl Engine {
             None => new_job_id(),
         };
         let work_dir = format!("{}/{job_id}", self.work_root);
-        let result = self.run_job(request, run, job_id, &work_dir).await;
+        let job = self.run_job(request, run, job_id, &work_dir);
+        let result = match request.deadline {
+            // Dropping the job's future abandons its tasks (in-process tasks are
+            // aborted; Lambda invocations are no longer awaited).
+            Some(deadline) => tokio::time::timeout(deadline, job)
+                .await
+                .unwrap_or(Err(SquallError::DeadlineExceeded { deadline })),
+            None => job.await,
+        };
         // Whatever the outcome, nothing of the job stays under its work folder:
         // this also catches objects the scheduler never heard of, such as the
         // output of an attempt that timed out and finished writing later.
@@ -184,6 +194,7 @@ impl Engine {
             &result_dir,
         )
         .await?;
+        check_scan_limit(&planned, request.scan_limit_bytes)?;
         tracing::info!(
             job = job_id,
             stages = planned.dag.stages.len(),
@@ -290,6 +301,17 @@ impl Engine {
     }
 }
 
+/// Refuses a planned job whose tables' files add up to more than `limit` bytes.
+pub(crate) fn check_scan_limit(planned: &PlannedJob, limit: Option<u64>) -> Result<()> {
+    match limit {
+        Some(limit) if planned.input_bytes() > limit => Err(SquallError::ScanLimit {
+            estimate: planned.input_bytes(),
+            limit,
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn output_rows(file: &OutputFile) -> u64 {
     file.partitions.iter().map(|p| p.rows).sum()
 }
@@ -334,6 +356,12 @@ pub struct JobRequest {
     pub output: Option<String>,
     pub plan: PlanOptions,
     pub tasks: TaskOptions,
+    /// Refuse the job, before any task runs, when the files of the tables it
+    /// reads add up to more bytes than this.
+    pub scan_limit_bytes: Option<u64>,
+    /// Stop the job (tasks abandoned, temporary objects removed) when it has run
+    /// this long, planning included.
+    pub deadline: Option<std::time::Duration>,
 }
 
 impl JobRequest {
@@ -344,6 +372,8 @@ impl JobRequest {
             output: None,
             plan: PlanOptions::default(),
             tasks: TaskOptions::default(),
+            scan_limit_bytes: None,
+            deadline: None,
         }
     }
 }

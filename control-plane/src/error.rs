@@ -21,6 +21,16 @@ pub enum SquallError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    #[error(
+        "the job would scan about {} ({estimate} bytes: all files of the tables it reads), over its scan limit of {} ({limit} bytes)",
+        human_bytes(*estimate),
+        human_bytes(*limit)
+    )]
+    ScanLimit { estimate: u64, limit: u64 },
+
+    #[error("the job ran past its deadline of {}s and was stopped", deadline.as_secs_f64())]
+    DeadlineExceeded { deadline: std::time::Duration },
+
     #[error("output {url} already holds a Squall result (remove it or choose another --output)")]
     OutputExists { url: String },
 
@@ -63,7 +73,9 @@ impl SquallError {
             | SquallError::Rejected { .. }
             | SquallError::Table { .. }
             | SquallError::InvalidArgument(_)
-            | SquallError::OutputExists { .. } => true,
+            | SquallError::OutputExists { .. }
+            | SquallError::ScanLimit { .. }
+            | SquallError::DeadlineExceeded { .. } => true,
             SquallError::TaskFailed { failure, .. } => {
                 matches!(failure.kind, FailureKind::Execution | FailureKind::NotFound)
             }
@@ -103,6 +115,21 @@ impl SquallError {
     }
 }
 
+/// `1234567` → `1.2 MB` (decimal units, as object stores bill).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 impl From<object_store::Error> for SquallError {
     fn from(source: object_store::Error) -> Self {
         SquallError::Storage { source }
@@ -119,5 +146,19 @@ mod tests {
         assert_eq!(e.exit_code(), 2);
         let e = SquallError::from_planning(DataFusionError::Internal("bug".into()));
         assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn byte_counts_read_as_people_write_them() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_234_567), "1.2 MB");
+        assert_eq!(human_bytes(5_000_000_000_000), "5.0 TB");
+        let e = SquallError::ScanLimit {
+            estimate: 2_500_000,
+            limit: 1_000_000,
+        };
+        assert!(e.to_string().contains("about 2.5 MB"), "{e}");
+        assert!(e.to_string().contains("limit of 1.0 MB"), "{e}");
+        assert_eq!(e.exit_code(), 2);
     }
 }

@@ -3,6 +3,7 @@
 //! count or fail requests.
 
 pub mod fake_lambda;
+pub mod server;
 pub mod store_suite;
 pub mod stores;
 

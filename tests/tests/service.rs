@@ -5,167 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use object_store::ObjectStoreExt;
-use squall_control_plane::backend::ExecutorBackend;
+use squall_control_plane::Engine;
+use squall_control_plane::service::JobState;
+use squall_control_plane::service::JobStore;
 use squall_control_plane::service::api::{JobList, JobView, ResultPage};
-use squall_control_plane::service::{JobState, JobStore, Service, ServiceConfig, router};
-use squall_control_plane::{Engine, Manifest, read_result, tpch};
-use squall_executor::{OutputFile, TaskResult, TaskSpec};
-use squall_tests::{compare, expected_answer, is_ordered, local_engine, render, tpch_data};
-
-const TOKEN: &str = "test-token";
-
-struct Server {
-    url: String,
-    service: Arc<Service>,
-    dispatcher: tokio::task::JoinHandle<()>,
-    http: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(engine: Engine, data: &std::path::Path, max_running: usize) -> Self {
-        let store = Arc::new(JobStore::open(&data.join("squall.db")).unwrap());
-        let config = ServiceConfig {
-            tokens: vec![TOKEN.into()],
-            max_running,
-            results_root: format!("file://{}", data.join("results").display()),
-            shuffle_partitions: 3,
-        };
-        let service = Service::new(engine, store, config).unwrap();
-        let dispatcher = service.start();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(service.clone());
-        let http = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self {
-            url,
-            service,
-            dispatcher,
-            http,
-        }
-    }
-
-    /// Stops everything at once, with no cleanup: a killed process.
-    fn kill(self) {
-        self.service.abort_jobs();
-        self.dispatcher.abort();
-        self.http.abort();
-    }
-
-    async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        decode(response).await
-    }
-
-    async fn put(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let response = reqwest::Client::new()
-            .put(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        decode(response).await
-    }
-
-    async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = reqwest::Client::new()
-            .delete(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        decode(response).await
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-        let mut request = reqwest::Client::new().get(format!("{}{path}", self.url));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        decode(request.send().await.unwrap()).await
-    }
-
-    async fn wait_final(&self, id: &str) -> JobView {
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let (status, body) = self.get(&format!("/v1/jobs/{id}"), Some(TOKEN)).await;
-            assert_eq!(status, 200, "{body}");
-            let view: JobView = serde_json::from_value(body).unwrap();
-            if matches!(
-                view.state,
-                JobState::Succeeded | JobState::Failed | JobState::Cancelled
-            ) {
-                return view;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "job {id} never finished"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-async fn decode(response: reqwest::Response) -> (u16, serde_json::Value) {
-    let status = response.status().as_u16();
-    let problem = response
-        .headers()
-        .get("content-type")
-        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
-    let bytes = response.bytes().await.unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(
-        serde_json::Value::String(String::from_utf8_lossy(&bytes).into()),
-    );
-    if status >= 400 {
-        assert!(problem, "an error must be problem+json: {status} {body}");
-    }
-    (status, body)
-}
-
-fn tpch_job(data: &std::path::Path, q: usize) -> serde_json::Value {
-    let tables: Vec<_> = tpch::TABLES
-        .iter()
-        .map(|t| serde_json::json!({"name": t, "url": format!("{}/{t}/", data.display())}))
-        .collect();
-    serde_json::json!({"sql": tpch::query(q).unwrap(), "tables": tables})
-}
-
-/// Reads a finished job's result through its manifest and checks the answer.
-async fn check_answer(engine: &Engine, view: &JobView, q: usize) {
-    assert_eq!(view.state, JobState::Succeeded, "{view:?}");
-    let manifest_url = view.manifest_url.clone().expect("manifest");
-    let (store, path) = engine.stores.resolve(&manifest_url).unwrap();
-    let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
-    let manifest: Manifest = serde_json::from_slice(&bytes).unwrap();
-    let files: Vec<OutputFile> = manifest
-        .files
-        .iter()
-        .map(|f| OutputFile {
-            url: f.url.clone(),
-            size: f.bytes,
-            partitions: vec![],
-        })
-        .collect();
-    let batches = read_result(&engine.stores, &files).await.unwrap();
-    let mut rows = render(&batches);
-    if rows.is_empty() {
-        rows.push(manifest.columns.iter().map(|c| c.name.clone()).collect());
-    }
-    compare(&expected_answer("0.01", q), &rows, is_ordered(q))
-        .unwrap_or_else(|e| panic!("Q{q}: {e}"));
-    assert_eq!(view.rows, Some(manifest.rows));
-}
+use squall_tests::server::{Hanging, Server, TOKEN, check_answer, tpch_job};
+use squall_tests::{local_engine, tpch_data};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_in_order_under_admission_control_and_errors_are_problems() {
@@ -333,29 +178,6 @@ async fn jobs_run_in_order_under_admission_control_and_errors_are_problems() {
     let page: JobList = serde_json::from_value(body).unwrap();
     assert_eq!(page.jobs[0].id, ids[1].1);
     server.kill();
-}
-
-/// The in-process backend; with `hang` set, tasks of stages after the first
-/// never answer.
-#[derive(Debug)]
-struct Hanging {
-    inner: Arc<dyn ExecutorBackend>,
-}
-
-#[async_trait]
-impl ExecutorBackend for Hanging {
-    fn name(&self) -> &str {
-        "hanging"
-    }
-    fn max_concurrency(&self) -> usize {
-        self.inner.max_concurrency()
-    }
-    async fn invoke(&self, spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
-        if spec.id.stage_id > 2 {
-            std::future::pending::<()>().await;
-        }
-        self.inner.invoke(spec).await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -578,6 +400,72 @@ async fn tables_the_backend_cannot_reach_are_refused_at_submission() {
         body["jobs"].as_array().unwrap().len(),
         0,
         "nothing was queued: {body}"
+    );
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_limits_refuse_before_running_and_deadlines_stop_jobs() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let engine = local_engine(2, &work);
+    let hanging = Engine {
+        backend: Arc::new(Hanging {
+            inner: engine.backend.clone(),
+        }),
+        ..engine.clone()
+    };
+    let server = Server::start(hanging, dir.path(), 2).await;
+
+    // Q6 reads lineitem only: its files are the estimate.
+    let lineitem: u64 = squall_tests::files_under(&data.join("lineitem"))
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    let mut job = tpch_job(&data, 6);
+    job["options"] = serde_json::json!({"scan_limit_bytes": lineitem - 1});
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["title"], "scan limit exceeded", "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("({lineitem} bytes")), "{body}");
+    let (_, list) = server.get("/v1/jobs", Some(TOKEN)).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "{list}");
+    // Exactly at the limit: it runs (stage 1 only, so the hanging backend answers).
+    job["options"] = serde_json::json!({"scan_limit_bytes": lineitem});
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 202, "{body}");
+
+    // A deadline stops a job that hangs, and its temporary files go.
+    let mut job = tpch_job(&data, 3);
+    job["options"] = serde_json::json!({"deadline_seconds": 2});
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 202, "{body}");
+    let view = server.wait_final(body["id"].as_str().unwrap()).await;
+    assert_eq!(view.state, JobState::Failed, "{view:?}");
+    assert!(
+        view.error.as_deref().unwrap().contains("deadline of 2s"),
+        "{view:?}"
+    );
+    let took = view.finished_at_ms.unwrap() - view.started_at_ms.unwrap();
+    assert!((2000..30_000).contains(&took), "{took} ms");
+    // Only the stage-1 scan job's result and nothing of the stopped job remain.
+    let left: Vec<_> = squall_tests::files_under(&work)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains(view.id.as_str()))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let mut job = tpch_job(&data, 6);
+    job["options"] = serde_json::json!({"deadline_seconds": 0});
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("deadline_seconds"),
+        "{body}"
     );
     server.kill();
 }

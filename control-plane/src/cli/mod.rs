@@ -5,6 +5,7 @@ mod backend;
 mod output;
 mod progress;
 mod serve;
+mod units;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -173,6 +174,12 @@ struct RunArgs {
     /// Attempts per task when failures are retryable.
     #[arg(long, default_value_t = TaskOptions::default().max_attempts)]
     max_attempts: u32,
+    /// Refuse to run when the tables' files add up to more than this (10GB, 512MiB, ...).
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    scan_limit: Option<u64>,
+    /// Stop the job when it has run this long (90s, 15m, 2h).
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    deadline: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +252,8 @@ async fn run_job(args: RunArgs) -> Result<()> {
             max_stage_concurrency: args.backend.max_stage_concurrency,
             ..TaskOptions::default()
         },
+        scan_limit_bytes: args.scan_limit,
+        deadline: args.deadline,
     };
     let engine = args.backend.engine().await?;
     let bars = ProgressBars::for_stderr();

@@ -41,6 +41,13 @@ pub struct JobOptions {
     /// Tasks of this job running at once (default: the backend's limit).
     #[serde(default)]
     pub max_concurrency: Option<usize>,
+    /// Refuse the job, before it runs, when the files of the tables it reads add
+    /// up to more bytes than this; the refusal gives the estimate.
+    #[serde(default)]
+    pub scan_limit_bytes: Option<u64>,
+    /// Stop the job when it has run this many seconds (queueing not counted).
+    #[serde(default)]
+    pub deadline_seconds: Option<u64>,
 }
 
 /// A job as the API shows it.

@@ -33,7 +33,7 @@ use super::api::{
 use super::metrics::Metrics;
 use super::store::{CatalogTable, JobRecord, JobState, JobStore, NewJob};
 use super::{StoreJournal, now_ms};
-use crate::engine::{Engine, JobRequest, JobRun, new_job_id, read_result};
+use crate::engine::{Engine, JobRequest, JobRun, check_scan_limit, new_job_id, read_result};
 use crate::error::SquallError;
 use crate::planner::{PlanOptions, plan_job};
 use crate::scheduler::{JobEvent, ProgressSink, TaskOptions};
@@ -470,6 +470,15 @@ impl Service {
             max_concurrency: submitted.options.max_concurrency,
             ..TaskOptions::default()
         };
+        request.scan_limit_bytes = submitted.options.scan_limit_bytes;
+        request.deadline = match submitted.options.deadline_seconds {
+            Some(0) => {
+                return Err(SquallError::InvalidArgument(
+                    "options.deadline_seconds must be at least 1".into(),
+                ));
+            }
+            seconds => seconds.map(std::time::Duration::from_secs),
+        };
         Ok(request)
     }
 
@@ -480,7 +489,7 @@ impl Service {
         self.engine
             .check_reachable(&request)
             .map_err(ApiError::from)?;
-        plan_job(
+        let planned = plan_job(
             &request.sql,
             &request.tables,
             &request.plan,
@@ -490,6 +499,7 @@ impl Service {
         )
         .await
         .map_err(ApiError::from)?;
+        check_scan_limit(&planned, request.scan_limit_bytes).map_err(ApiError::from)?;
         let body =
             serde_json::to_value(&submitted).map_err(|e| ApiError::internal(e.to_string()))?;
         let job = self
@@ -908,6 +918,7 @@ impl From<SquallError> for ApiError {
             SquallError::Sql { .. } => (StatusCode::BAD_REQUEST, "bad SQL"),
             SquallError::Rejected { .. } => (StatusCode::BAD_REQUEST, "rejected statement"),
             SquallError::Table { .. } => (StatusCode::BAD_REQUEST, "bad table"),
+            SquallError::ScanLimit { .. } => (StatusCode::BAD_REQUEST, "scan limit exceeded"),
             e if e.is_user_error() => (StatusCode::BAD_REQUEST, "invalid job"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         };

@@ -1,0 +1,192 @@
+//! A `squall serve` on loopback for the service tests, spoken to over raw HTTP
+//! (reqwest and JSON, not Squall's own client), and a backend whose later
+//! stages never answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use object_store::ObjectStoreExt;
+use squall_control_plane::backend::ExecutorBackend;
+use squall_control_plane::service::api::JobView;
+use squall_control_plane::service::{JobState, JobStore, Service, ServiceConfig, router};
+use squall_control_plane::{Engine, Manifest, read_result, tpch};
+use squall_executor::{OutputFile, TaskResult, TaskSpec};
+
+use crate::{compare, expected_answer, is_ordered, render};
+
+pub const TOKEN: &str = "test-token";
+
+pub struct Server {
+    pub url: String,
+    pub service: Arc<Service>,
+    dispatcher: tokio::task::JoinHandle<()>,
+    http: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(engine: Engine, data: &std::path::Path, max_running: usize) -> Self {
+        let store = Arc::new(JobStore::open(&data.join("squall.db")).unwrap());
+        let config = ServiceConfig {
+            tokens: vec![TOKEN.into()],
+            max_running,
+            results_root: format!("file://{}", data.join("results").display()),
+            shuffle_partitions: 3,
+        };
+        let service = Service::new(engine, store, config).unwrap();
+        let dispatcher = service.start();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(service.clone());
+        let http = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            url,
+            service,
+            dispatcher,
+            http,
+        }
+    }
+
+    /// Stops everything at once, with no cleanup: a killed process.
+    pub fn kill(self) {
+        self.service.abort_jobs();
+        self.dispatcher.abort();
+        self.http.abort();
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
+    pub async fn put(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .put(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .delete(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        decode(request.send().await.unwrap()).await
+    }
+
+    pub async fn wait_final(&self, id: &str) -> JobView {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, body) = self.get(&format!("/v1/jobs/{id}"), Some(TOKEN)).await;
+            assert_eq!(status, 200, "{body}");
+            let view: JobView = serde_json::from_value(body).unwrap();
+            if matches!(
+                view.state,
+                JobState::Succeeded | JobState::Failed | JobState::Cancelled
+            ) {
+                return view;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub async fn decode(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let problem = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    let bytes = response.bytes().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into()),
+    );
+    if status >= 400 {
+        assert!(problem, "an error must be problem+json: {status} {body}");
+    }
+    (status, body)
+}
+
+pub fn tpch_job(data: &std::path::Path, q: usize) -> serde_json::Value {
+    let tables: Vec<_> = tpch::TABLES
+        .iter()
+        .map(|t| serde_json::json!({"name": t, "url": format!("{}/{t}/", data.display())}))
+        .collect();
+    serde_json::json!({"sql": tpch::query(q).unwrap(), "tables": tables})
+}
+
+/// Reads a finished job's result through its manifest and checks the answer.
+pub async fn check_answer(engine: &Engine, view: &JobView, q: usize) {
+    assert_eq!(view.state, JobState::Succeeded, "{view:?}");
+    let manifest_url = view.manifest_url.clone().expect("manifest");
+    let (store, path) = engine.stores.resolve(&manifest_url).unwrap();
+    let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+    let manifest: Manifest = serde_json::from_slice(&bytes).unwrap();
+    let files: Vec<OutputFile> = manifest
+        .files
+        .iter()
+        .map(|f| OutputFile {
+            url: f.url.clone(),
+            size: f.bytes,
+            partitions: vec![],
+        })
+        .collect();
+    let batches = read_result(&engine.stores, &files).await.unwrap();
+    let mut rows = render(&batches);
+    if rows.is_empty() {
+        rows.push(manifest.columns.iter().map(|c| c.name.clone()).collect());
+    }
+    compare(&expected_answer("0.01", q), &rows, is_ordered(q))
+        .unwrap_or_else(|e| panic!("Q{q}: {e}"));
+    assert_eq!(view.rows, Some(manifest.rows));
+}
+
+/// The in-process backend; with `hang` set, tasks of stages after the first
+/// never answer.
+#[derive(Debug)]
+pub struct Hanging {
+    pub inner: Arc<dyn ExecutorBackend>,
+}
+
+#[async_trait]
+impl ExecutorBackend for Hanging {
+    fn name(&self) -> &str {
+        "hanging"
+    }
+    fn max_concurrency(&self) -> usize {
+        self.inner.max_concurrency()
+    }
+    async fn invoke(&self, spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
+        if spec.id.stage_id > 2 {
+            std::future::pending::<()>().await;
+        }
+        self.inner.invoke(spec).await
+    }
+}
