@@ -79,6 +79,17 @@ impl Server {
         decode(response).await
     }
 
+    pub async fn patch(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .patch(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        decode(response).await
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
         let response = reqwest::Client::new()
             .delete(format!("{}{path}", self.url))

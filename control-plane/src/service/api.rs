@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::store::{JobRecord, JobState};
+pub use super::store::{MissedRunPolicy, OverlapPolicy};
 
 /// `POST /v1/jobs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,4 +186,85 @@ pub struct ColumnView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TableList {
     pub tables: Vec<TableView>,
+}
+
+/// `POST /v1/schedules`: run `job` at the times `cron` names in `time_zone`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSchedule {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Five fields (minute hour day-of-month month day-of-week), or six with
+    /// seconds first; aliases such as `@daily`.
+    pub cron: String,
+    /// IANA time zone the cron is read in; default UTC.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    /// The job each run submits.
+    pub job: SubmitJob,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// While the previous run's job is queued or running: `skip` (default) or `allow`.
+    #[serde(default)]
+    pub overlap: OverlapPolicy,
+    /// Runs that fell due while no server ran: `skip` (default) or `run_once` at start.
+    #[serde(default)]
+    pub missed: MissedRunPolicy,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `PATCH /v1/schedules/{id}`: the fields to change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleChange {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub cron: Option<String>,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub job: Option<SubmitJob>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub overlap: Option<OverlapPolicy>,
+    #[serde(default)]
+    pub missed: Option<MissedRunPolicy>,
+}
+
+/// A schedule as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleView {
+    pub id: String,
+    pub name: Option<String>,
+    pub cron: String,
+    pub time_zone: String,
+    /// The cron in words.
+    pub description: String,
+    pub job: SubmitJob,
+    pub enabled: bool,
+    pub overlap: OverlapPolicy,
+    pub missed: MissedRunPolicy,
+    /// When the next run falls due; absent while disabled.
+    pub next_run_at_ms: Option<i64>,
+    /// When a run last started a job.
+    pub last_run_at_ms: Option<i64>,
+    /// Runs skipped because the previous job was still queued or running.
+    pub skipped_runs: u64,
+    pub last_skipped_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+/// `GET /v1/schedules`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleView>,
 }

@@ -2,12 +2,14 @@
 //!
 //! # What belongs here
 //! What only the service needs: the durable job store (`store`), the HTTP API's
-//! bodies (`api`), the server and its job dispatcher (`server`); later the
-//! catalog and schedule routes, cron triggers, metrics and OpenAPI. Planning and running a job stay
+//! bodies (`api`), the server and its job dispatcher (`server`), schedules and
+//! their timetable (`schedules`, `cron`), metrics; later OpenAPI. Planning and running a job stay
 //! in `engine`, shared with `squall run`.
 
 pub mod api;
+pub mod cron;
 pub mod metrics;
+mod schedules;
 pub mod server;
 pub mod store;
 
@@ -18,7 +20,10 @@ use squall_executor::OutputFile;
 use crate::error::{Result, SquallError};
 use crate::scheduler::StageJournal;
 pub use server::{Service, ServiceConfig, router};
-pub use store::{CatalogTable, JobRecord, JobState, JobStore, NewJob, StoreError};
+pub use store::{
+    CatalogTable, JobRecord, JobState, JobStore, MissedRunPolicy, NewJob, OverlapPolicy,
+    ScheduleRecord, StoreError,
+};
 
 /// Milliseconds since the Unix epoch, as the store keeps times.
 pub fn now_ms() -> i64 {

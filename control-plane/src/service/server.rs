@@ -54,11 +54,14 @@ pub struct ServiceConfig {
 
 /// The service: engine, store, and the jobs it runs.
 pub struct Service {
-    engine: Engine,
-    store: Arc<JobStore>,
+    pub(super) engine: Engine,
+    pub(super) store: Arc<JobStore>,
     config: ServiceConfig,
     running: AtomicUsize,
-    wake: Notify,
+    /// Wakes the dispatcher: a job was queued or a slot freed.
+    pub(super) wake: Notify,
+    /// Wakes the timetable: a schedule was added or changed.
+    pub(super) schedules_changed: Notify,
     jobs: std::sync::Mutex<JoinSet<()>>,
     /// Running jobs' tasks, to cancel them.
     handles: std::sync::Mutex<HashMap<String, AbortHandle>>,
@@ -157,6 +160,7 @@ impl Service {
             config,
             running: AtomicUsize::new(0),
             wake: Notify::new(),
+            schedules_changed: Notify::new(),
             jobs: std::sync::Mutex::new(JoinSet::new()),
             handles: std::sync::Mutex::new(HashMap::new()),
             live: std::sync::Mutex::new(HashMap::new()),
@@ -166,10 +170,13 @@ impl Service {
     }
 
     /// Takes up the jobs a previous server left running, then starts queued jobs
-    /// as room frees up, until the returned task is aborted.
+    /// as room frees up and queues the jobs of schedules as they fall due, until
+    /// the returned task is aborted.
     pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let service = self.clone();
-        tokio::spawn(async move { service.dispatch().await })
+        tokio::spawn(async move {
+            tokio::join!(service.clone().dispatch(), service.timetable());
+        })
     }
 
     /// Stops every job at once, without cleanup, as a killed process would
@@ -484,22 +491,7 @@ impl Service {
 
     /// Checks a submission by planning it (SQL, tables), then queues it.
     async fn submit(&self, submitted: SubmitJob) -> Result<Accepted, ApiError> {
-        let request = self.request(&submitted).map_err(ApiError::from)?;
-        // Tables the backend's executors cannot reach are refused now, not at run time.
-        self.engine
-            .check_reachable(&request)
-            .map_err(ApiError::from)?;
-        let planned = plan_job(
-            &request.sql,
-            &request.tables,
-            &request.plan,
-            self.engine.stores.clone(),
-            "memory:///squall-validate",
-            "memory:///squall-validate/result",
-        )
-        .await
-        .map_err(ApiError::from)?;
-        check_scan_limit(&planned, request.scan_limit_bytes).map_err(ApiError::from)?;
+        self.check_job(&submitted).await?;
         let body =
             serde_json::to_value(&submitted).map_err(|e| ApiError::internal(e.to_string()))?;
         let job = self
@@ -519,6 +511,27 @@ impl Service {
             id: job.id,
             state: job.state,
         })
+    }
+
+    /// Refuses a job that would fail at once: bad SQL, unknown tables, tables
+    /// the backend's executors cannot reach, a scan over its limit.
+    pub(super) async fn check_job(&self, submitted: &SubmitJob) -> Result<(), ApiError> {
+        let request = self.request(submitted).map_err(ApiError::from)?;
+        // Tables the backend's executors cannot reach are refused now, not at run time.
+        self.engine
+            .check_reachable(&request)
+            .map_err(ApiError::from)?;
+        let planned = plan_job(
+            &request.sql,
+            &request.tables,
+            &request.plan,
+            self.engine.stores.clone(),
+            "memory:///squall-validate",
+            "memory:///squall-validate/result",
+        )
+        .await
+        .map_err(ApiError::from)?;
+        check_scan_limit(&planned, request.scan_limit_bytes).map_err(ApiError::from)
     }
 
     /// A catalog table with its schema, read from its files now.
@@ -553,7 +566,7 @@ impl Service {
         })
     }
 
-    fn view(&self, job: JobRecord) -> Result<JobView, ApiError> {
+    pub(super) fn view(&self, job: JobRecord) -> Result<JobView, ApiError> {
         let outcome = match self.store.result(&job.id) {
             Ok(Some(value)) => serde_json::from_value::<JobOutcome>(value).ok(),
             Ok(None) => None,
@@ -584,6 +597,7 @@ pub fn router(service: Arc<Service>) -> Router {
             "/tables/{name}",
             get(get_table).put(put_table).delete(delete_table),
         )
+        .merge(super::schedules::routes())
         .route_layer(middleware::from_fn_with_state(service.clone(), authorize));
     Router::new()
         .nest("/v1", v1)
@@ -631,6 +645,17 @@ async fn submit_job(
     State(service): State<Arc<Service>>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
+    let submitted: SubmitJob = json_body(body, "a job")?;
+    let accepted = service.submit(submitted).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(accepted)))
+}
+
+/// A JSON request body as `T`: 413 over the size limit, 400 naming what is
+/// wrong with it otherwise.
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, BytesRejection>,
+    what: &str,
+) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -640,15 +665,13 @@ async fn submit_job(
         };
         ApiError::new(status, "unreadable body", detail)
     })?;
-    let submitted: SubmitJob = serde_json::from_slice(&body).map_err(|e| {
+    serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "invalid job",
-            format!("the body is not a job: {e}"),
+            "invalid body",
+            format!("the body is not {what}: {e}"),
         )
-    })?;
-    let accepted = service.submit(submitted).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(accepted)))
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -779,14 +802,7 @@ async fn put_table(
     Path(name): Path<String>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<axum::Json<TableView>, ApiError> {
-    let body = body.map_err(|r| ApiError::new(r.status(), "unreadable body", r.body_text()))?;
-    let put: PutTable = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid table",
-            format!("the body is not a table: {e}"),
-        )
-    })?;
+    let put: PutTable = json_body(body, "a table")?;
     let table = CatalogTable {
         name,
         url: put.url,
@@ -883,7 +899,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, title: &'static str, detail: String) -> Self {
+    pub(super) fn new(status: StatusCode, title: &'static str, detail: String) -> Self {
         Self {
             status,
             title,
@@ -891,7 +907,7 @@ impl ApiError {
         }
     }
 
-    fn unknown_job(id: &str) -> Self {
+    pub(super) fn unknown_job(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "unknown job",
@@ -907,7 +923,7 @@ impl ApiError {
         )
     }
 
-    fn internal(detail: String) -> Self {
+    pub(super) fn internal(detail: String) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", detail)
     }
 }
@@ -916,6 +932,8 @@ impl From<SquallError> for ApiError {
     fn from(error: SquallError) -> Self {
         let (status, title) = match &error {
             SquallError::Sql { .. } => (StatusCode::BAD_REQUEST, "bad SQL"),
+            // Parsed, but cannot be planned: unknown tables or columns, types.
+            SquallError::Plan { .. } => (StatusCode::BAD_REQUEST, "bad query"),
             SquallError::Rejected { .. } => (StatusCode::BAD_REQUEST, "rejected statement"),
             SquallError::Table { .. } => (StatusCode::BAD_REQUEST, "bad table"),
             SquallError::ScanLimit { .. } => (StatusCode::BAD_REQUEST, "scan limit exceeded"),

@@ -13,6 +13,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+mod schedules;
+
+pub use schedules::{Firing, MissedRunPolicy, OverlapPolicy, ScheduleRecord};
+
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use squall_executor::OutputFile;
@@ -71,6 +75,13 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 2: what a finished job produced (rows, manifest, files), as JSON.
     "ALTER TABLE jobs ADD COLUMN result TEXT;",
+    // 3: schedules' names, overlap policy, next fire time and skipped runs
+    // (`catch_up` holds the missed-run policy).
+    "ALTER TABLE schedules ADD COLUMN name TEXT;
+    ALTER TABLE schedules ADD COLUMN overlap TEXT NOT NULL DEFAULT 'skip';
+    ALTER TABLE schedules ADD COLUMN next_fire_at_ms INTEGER;
+    ALTER TABLE schedules ADD COLUMN skipped_runs INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE schedules ADD COLUMN last_skipped_at_ms INTEGER;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -92,9 +103,9 @@ pub enum StoreError {
     Corrupt { what: String, message: String },
 }
 
-type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub(super) type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-fn sqlite(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
+pub(super) fn sqlite(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
     let context = context.into();
     move |source| StoreError::Sqlite { context, source }
 }
@@ -212,7 +223,7 @@ impl JobStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -266,18 +277,44 @@ impl JobStore {
         after: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<JobRecord>, Option<i64>)> {
+        self.list_jobs_where(state, None, after, limit)
+    }
+
+    /// [`list_jobs`](Self::list_jobs), of one schedule's jobs only.
+    pub fn list_schedule_jobs(
+        &self,
+        schedule_id: &str,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<JobRecord>, Option<i64>)> {
+        self.list_jobs_where(None, Some(schedule_id), after, limit)
+    }
+
+    fn list_jobs_where(
+        &self,
+        state: Option<JobState>,
+        schedule_id: Option<&str>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<JobRecord>, Option<i64>)> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs
-                 WHERE (?1 IS NULL OR state = ?1) AND seq > ?2
-                 ORDER BY seq LIMIT ?3"
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR schedule_id = ?2)
+                   AND seq > ?3
+                 ORDER BY seq LIMIT ?4"
             ))
             .map_err(sqlite("list jobs"))?;
         let fetch = limit.saturating_add(1) as i64;
         let rows = stmt
             .query_map(
-                params![state.map(JobState::as_str), after.unwrap_or(0), fetch],
+                params![
+                    state.map(JobState::as_str),
+                    schedule_id,
+                    after.unwrap_or(0),
+                    fetch
+                ],
                 raw_job,
             )
             .map_err(sqlite("list jobs"))?
@@ -527,7 +564,7 @@ const JOB_COLUMNS: &str = "seq, id, state, sql, request, schedule_id, submitted_
                            started_at_ms, finished_at_ms, error";
 
 /// A jobs row before its text columns are parsed.
-struct RawJob {
+pub(super) struct RawJob {
     seq: i64,
     id: String,
     state: String,
@@ -540,7 +577,7 @@ struct RawJob {
     error: Option<String>,
 }
 
-fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
+pub(super) fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
     Ok(RawJob {
         seq: row.get(0)?,
         id: row.get(1)?,
@@ -556,7 +593,7 @@ fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
 }
 
 impl RawJob {
-    fn into_record(self) -> Result<JobRecord> {
+    pub(super) fn into_record(self) -> Result<JobRecord> {
         let corrupt = |message: String| StoreError::Corrupt {
             what: format!("job {}", self.id),
             message,

@@ -1,0 +1,324 @@
+//! Scheduled jobs: the `/v1/schedules` routes, and the timetable that queues a
+//! schedule's job each time its cron falls due.
+//!
+//! A schedule stores its next run time. The timetable sleeps until the earliest
+//! one (or until a schedule changes), then fires every due schedule through
+//! [`JobStore::fire_schedule`], which decides in one transaction whether the run
+//! starts a job or is skipped (the previous one still queued or running, under
+//! the `skip` overlap policy). Runs that fell due while no server was running are
+//! found when the server starts and, per schedule, dropped or run once.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::api::{JobList, NewSchedule, ScheduleChange, ScheduleList, ScheduleView, SubmitJob};
+use super::cron::CronSchedule;
+use super::server::{ApiError, json_body};
+use super::store::{Firing, MissedRunPolicy, NewJob, ScheduleRecord};
+use super::{Service, now_ms};
+use crate::engine::new_job_id;
+
+/// Longest the timetable sleeps without looking at the store again.
+const MAX_SLEEP_MS: i64 = 60_000;
+
+impl Service {
+    /// Fires schedules as they fall due, until the task is aborted.
+    pub(super) async fn timetable(self: Arc<Self>) {
+        let mut starting = true;
+        loop {
+            let now = now_ms();
+            if let Err(e) = self.fire_due(now, starting) {
+                tracing::error!("cannot fire schedules: {e}");
+            }
+            starting = false;
+            let next = match self.store.next_fire_time() {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::error!("cannot read schedules: {e}");
+                    None
+                }
+            };
+            let wait = next.map_or(MAX_SLEEP_MS, |at| (at - now_ms()).clamp(0, MAX_SLEEP_MS));
+            let changed = self.schedules_changed.notified();
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(wait as u64)) => {}
+                _ = changed => {}
+            }
+        }
+    }
+
+    /// Fires every schedule due at `now`. When the server is `starting`, due
+    /// runs were missed while it was down: each schedule's `missed` policy says
+    /// whether one job runs for them.
+    pub(super) fn fire_due(&self, now: i64, starting: bool) -> Result<(), super::StoreError> {
+        for schedule in self.store.due_schedules(now)? {
+            let Some(due) = schedule.next_fire_at_ms else {
+                continue;
+            };
+            let next = match CronSchedule::parse(&schedule.cron, &schedule.time_zone) {
+                Ok(cron) => cron.next_after(now),
+                Err(e) => {
+                    tracing::error!(schedule = schedule.id, "stored schedule unusable: {e}");
+                    None
+                }
+            };
+            let run = !starting || schedule.missed == MissedRunPolicy::RunOnce;
+            let sql = schedule.template["sql"].as_str().unwrap_or_default();
+            let job = NewJob {
+                id: new_job_id(),
+                sql: sql.to_string(),
+                request: schedule.template.clone(),
+                schedule_id: Some(schedule.id.clone()),
+            };
+            match self
+                .store
+                .fire_schedule(&schedule.id, due, next, run, &job, now)?
+            {
+                Firing::Started(job) => {
+                    tracing::info!(schedule = schedule.id, job = job.id, "schedule fired");
+                    self.wake.notify_one();
+                }
+                Firing::SkippedOverlap => tracing::info!(
+                    schedule = schedule.id,
+                    "run skipped: the schedule's previous job is still queued or running"
+                ),
+                Firing::DroppedMissed => tracing::info!(
+                    schedule = schedule.id,
+                    missed_at_ms = due,
+                    "run missed while no server ran; dropped (missed: skip)"
+                ),
+                Firing::Stale => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_schedule(&self, new: NewSchedule) -> Result<ScheduleView, ApiError> {
+        let cron = parse_cron(&new.cron, &new.time_zone)?;
+        self.check_job(&new.job).await?;
+        let now = now_ms();
+        let record = ScheduleRecord {
+            id: new_job_id(),
+            name: new.name,
+            cron: new.cron,
+            time_zone: new.time_zone,
+            template: to_json(&new.job)?,
+            enabled: new.enabled,
+            overlap: new.overlap,
+            missed: new.missed,
+            next_fire_at_ms: if new.enabled {
+                cron.next_after(now)
+            } else {
+                None
+            },
+            last_fired_at_ms: None,
+            skipped_runs: 0,
+            last_skipped_at_ms: None,
+            created_at_ms: now,
+        };
+        self.store
+            .insert_schedule(&record)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        self.schedules_changed.notify_one();
+        schedule_view(record)
+    }
+
+    async fn change_schedule(
+        &self,
+        id: &str,
+        change: ScheduleChange,
+    ) -> Result<ScheduleView, ApiError> {
+        let mut record = self.find_schedule(id)?;
+        if let Some(job) = &change.job {
+            self.check_job(job).await?;
+            record.template = to_json(job)?;
+        }
+        let retimed = change.cron.is_some()
+            || change.time_zone.is_some()
+            || change.enabled.is_some_and(|on| on != record.enabled);
+        if let Some(name) = change.name {
+            record.name = Some(name);
+        }
+        if let Some(cron) = change.cron {
+            record.cron = cron;
+        }
+        if let Some(zone) = change.time_zone {
+            record.time_zone = zone;
+        }
+        if let Some(enabled) = change.enabled {
+            record.enabled = enabled;
+        }
+        if let Some(overlap) = change.overlap {
+            record.overlap = overlap;
+        }
+        if let Some(missed) = change.missed {
+            record.missed = missed;
+        }
+        let cron = parse_cron(&record.cron, &record.time_zone)?;
+        if !record.enabled {
+            record.next_fire_at_ms = None;
+        } else if retimed {
+            // Runs missed while disabled are not made up for.
+            record.next_fire_at_ms = cron.next_after(now_ms());
+        }
+        if !self
+            .store
+            .update_schedule(&record)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        {
+            return Err(unknown_schedule(id));
+        }
+        self.schedules_changed.notify_one();
+        schedule_view(record)
+    }
+
+    fn find_schedule(&self, id: &str) -> Result<ScheduleRecord, ApiError> {
+        self.store
+            .schedule(id)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| unknown_schedule(id))
+    }
+}
+
+fn parse_cron(expression: &str, time_zone: &str) -> Result<CronSchedule, ApiError> {
+    CronSchedule::parse(expression, time_zone)
+        .map_err(|detail| ApiError::new(StatusCode::BAD_REQUEST, "bad cron", detail))
+}
+
+fn to_json(job: &SubmitJob) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(job).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn unknown_schedule(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown schedule",
+        format!("no schedule '{id}'"),
+    )
+}
+
+fn schedule_view(record: ScheduleRecord) -> Result<ScheduleView, ApiError> {
+    let job: SubmitJob = serde_json::from_value(record.template).map_err(|e| {
+        ApiError::internal(format!(
+            "schedule {} holds an unreadable job: {e}",
+            record.id
+        ))
+    })?;
+    let description = CronSchedule::parse(&record.cron, &record.time_zone)
+        .map(|c| c.describe())
+        .unwrap_or_default();
+    Ok(ScheduleView {
+        id: record.id,
+        name: record.name,
+        cron: record.cron,
+        time_zone: record.time_zone,
+        description,
+        job,
+        enabled: record.enabled,
+        overlap: record.overlap,
+        missed: record.missed,
+        next_run_at_ms: record.next_fire_at_ms,
+        last_run_at_ms: record.last_fired_at_ms,
+        skipped_runs: record.skipped_runs,
+        last_skipped_at_ms: record.last_skipped_at_ms,
+        created_at_ms: record.created_at_ms,
+    })
+}
+
+/// The schedule routes, mounted under `/v1` behind the token check.
+pub(super) fn routes() -> Router<Arc<Service>> {
+    Router::new()
+        .route("/schedules", get(list_schedules).post(create_schedule))
+        .route(
+            "/schedules/{id}",
+            get(get_schedule)
+                .patch(change_schedule)
+                .delete(delete_schedule),
+        )
+        .route("/schedules/{id}/runs", get(schedule_runs))
+}
+
+async fn create_schedule(
+    State(service): State<Arc<Service>>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<(StatusCode, axum::Json<ScheduleView>), ApiError> {
+    let new: NewSchedule = json_body(body, "a schedule")?;
+    let view = service.create_schedule(new).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+async fn list_schedules(
+    State(service): State<Arc<Service>>,
+) -> Result<axum::Json<ScheduleList>, ApiError> {
+    let schedules = service
+        .store
+        .schedules()
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .into_iter()
+        .map(schedule_view)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(ScheduleList { schedules }))
+}
+
+async fn get_schedule(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ScheduleView>, ApiError> {
+    Ok(axum::Json(schedule_view(service.find_schedule(&id)?)?))
+}
+
+async fn change_schedule(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<axum::Json<ScheduleView>, ApiError> {
+    let change: ScheduleChange = json_body(body, "a schedule change")?;
+    Ok(axum::Json(service.change_schedule(&id, change).await?))
+}
+
+/// Removes a schedule; jobs it started stay (and keep running).
+async fn delete_schedule(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let deleted = service
+        .store
+        .delete_schedule(&id)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if !deleted {
+        return Err(unknown_schedule(&id));
+    }
+    service.schedules_changed.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct RunsQuery {
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// The jobs a schedule started, oldest first, paged like `GET /v1/jobs`.
+async fn schedule_runs(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+    Query(query): Query<RunsQuery>,
+) -> Result<axum::Json<JobList>, ApiError> {
+    service.find_schedule(&id)?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    let (jobs, next) = service
+        .store
+        .list_schedule_jobs(&id, query.after, limit)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let jobs = jobs
+        .into_iter()
+        .map(|j| service.view(j))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(JobList { jobs, next }))
+}
