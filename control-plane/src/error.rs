@@ -54,6 +54,18 @@ pub enum SquallError {
     #[error("{source}")]
     Store { source: crate::service::StoreError },
 
+    #[error("job {id} {state}: {message}")]
+    Job {
+        id: String,
+        state: String,
+        message: String,
+    },
+
+    #[error("{source}")]
+    Client {
+        source: crate::service::client::ClientError,
+    },
+
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -86,9 +98,11 @@ impl SquallError {
                     | object_store::Error::Unauthenticated { .. }
             ),
             SquallError::Io { .. } => true,
-            SquallError::Backend(_) | SquallError::Internal { .. } | SquallError::Store { .. } => {
-                false
-            }
+            SquallError::Client { source } => source.is_user_error(),
+            SquallError::Backend(_)
+            | SquallError::Internal { .. }
+            | SquallError::Store { .. }
+            | SquallError::Job { .. } => false,
         }
     }
 
@@ -128,6 +142,12 @@ pub fn human_bytes(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+impl From<crate::service::client::ClientError> for SquallError {
+    fn from(source: crate::service::client::ClientError) -> Self {
+        SquallError::Client { source }
+    }
 }
 
 impl From<object_store::Error> for SquallError {

@@ -8,6 +8,12 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of stdout goes
+    // away (`squall jobs | head`) instead of panicking in println!.
+    // SAFETY: setting a signal disposition before any other thread uses signals.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -506,3 +506,36 @@ fn serve_needs_a_token_and_answers_health_checks() {
     assert!(listed.contains("\"jobs\":[]"), "{listed}");
     assert!(data.join("squall.db").exists());
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let rows: String = (0..20_000).map(|i| format!("{i},n{i},1.0\n")).collect();
+    let file = dir.path().join("many.csv");
+    std::fs::write(&file, format!("id,name,score\n{rows}")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(["run", "--format", "csv", "--sql", "SELECT * FROM many"])
+        .arg("--table")
+        .arg(format!("many={}", file.display()))
+        .env("SQUALL_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one byte, then hang up, as `| head -c1` does.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut one = [0u8; 1];
+    stdout.read_exact(&mut one).unwrap();
+    drop(stdout);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    child.wait().unwrap();
+    // Neither a panic nor an error line: the pipe closing is not a failure.
+    assert_eq!(stderr, "", "{stderr}");
+}

@@ -2,6 +2,7 @@
 //! into the library's typed requests; all real work happens in the library.
 
 mod backend;
+mod client;
 mod output;
 mod progress;
 mod serve;
@@ -43,8 +44,22 @@ enum Command {
     Run(RunArgs),
     /// Print the stage DAG a query would run as, without running it.
     Plan(PlanArgs),
-    /// Serve the HTTP job API (POST /v1/jobs, GET /v1/jobs[/ID]) until stopped.
+    /// Serve the HTTP job API (jobs, catalog tables, schedules) until stopped.
     Serve(ServeArgs),
+    /// Submit a job to a server; print its id, or follow it with --watch.
+    Submit(client::SubmitArgs),
+    /// List a server's jobs.
+    Jobs(client::JobsArgs),
+    /// Show one job of a server; follow it with --watch.
+    Job(client::JobArgsById),
+    /// Print a succeeded job's result.
+    Result(client::ResultArgs),
+    /// Cancel a queued or running job.
+    Cancel(client::CancelArgs),
+    /// A server's catalog tables.
+    Tables(client::TablesArgs),
+    /// A server's scheduled jobs.
+    Schedules(client::SchedulesArgs),
     /// Write the eight TPC-H tables as Parquet.
     Tpch(TpchArgs),
     /// Generate TPC-H SF 0.1 locally (if missing) and run a few TPC-H queries.
@@ -150,7 +165,7 @@ impl QueryArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     Table,
     Csv,
     Json,
@@ -219,6 +234,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run_job(args).await,
         Command::Plan(args) => plan(args).await,
         Command::Serve(args) => serve::serve(args).await,
+        Command::Submit(args) => client::submit(args).await,
+        Command::Jobs(args) => client::jobs(args).await,
+        Command::Job(args) => client::job(args).await,
+        Command::Result(args) => client::result(args).await,
+        Command::Cancel(args) => client::cancel(args).await,
+        Command::Tables(args) => client::tables(args).await,
+        Command::Schedules(args) => client::schedules(args).await,
         Command::Tpch(args) => generate(args).await,
         Command::Demo(args) => demo(args).await,
         Command::Bench(BenchCommand::Tpch(args)) => bench_tpch(args).await,

@@ -86,6 +86,21 @@ pub struct StageProgress {
     pub finished_at_ms: Option<i64>,
 }
 
+impl ColumnView {
+    /// The columns of `schema`, in order.
+    pub fn of(schema: &arrow::datatypes::Schema) -> Vec<Self> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| ColumnView {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect()
+    }
+}
+
 impl JobView {
     pub fn new(job: JobRecord, result: Option<&JobOutcome>, stages: Vec<StageProgress>) -> Self {
         Self {
@@ -109,6 +124,9 @@ pub struct JobOutcome {
     pub rows: u64,
     pub manifest_url: String,
     pub files: Vec<String>,
+    /// The result's columns, in order.
+    #[serde(default)]
+    pub columns: Vec<ColumnView>,
     /// The stages as they finished.
     #[serde(default)]
     pub stages: Vec<StageProgress>,
@@ -142,7 +160,9 @@ pub struct Problem {
 /// `GET /v1/jobs/{id}/result`: a page of rows, and where the whole result is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultPage {
-    /// Rows as JSON objects, column name → value.
+    /// The result's columns, in order (the objects in `rows` do not keep it).
+    pub columns: Vec<ColumnView>,
+    /// Rows as JSON objects, column name → value (SQL NULL as null).
     pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
     /// Index of the first row of this page.
     pub offset: u64,

@@ -7,6 +7,7 @@
 //! in `engine`, shared with `squall run`.
 
 pub mod api;
+pub mod client;
 pub mod cron;
 pub mod metrics;
 mod schedules;

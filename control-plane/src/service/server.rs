@@ -360,6 +360,7 @@ impl Service {
         let rows = json_rows(&batches, offset as usize, limit).map_err(internal)?;
         let end = offset + rows.len() as u64;
         Ok(ResultPage {
+            columns: outcome.columns,
             next_offset: (end < outcome.rows).then_some(end),
             rows,
             offset,
@@ -441,6 +442,7 @@ impl Service {
             rows: result.rows,
             manifest_url: result.manifest_url.unwrap_or_default(),
             files: result.files.into_iter().map(|f| f.url).collect(),
+            columns: ColumnView::of(&result.schema),
             stages: progress.snapshot(),
         })
     }
@@ -546,17 +548,7 @@ impl Service {
             "memory:///squall-validate/result",
         )
         .await?;
-        let columns = planned
-            .dag
-            .schema
-            .fields()
-            .iter()
-            .map(|f| ColumnView {
-                name: f.name().clone(),
-                data_type: f.data_type().to_string(),
-                nullable: f.is_nullable(),
-            })
-            .collect();
+        let columns = ColumnView::of(&planned.dag.schema);
         Ok(TableView {
             name: table.name,
             url: table.url,
@@ -855,7 +847,9 @@ fn json_rows(
         skip = 0;
         left -= take;
     }
-    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    let mut writer = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::JsonArray>(Vec::new());
     for batch in &page {
         writer.write(batch).map_err(|e| e.to_string())?;
     }
