@@ -15,6 +15,7 @@ TOOLS="$CACHE/tools"
 CARGO_LAMBDA_VERSION=1.9.2
 LOCALSTACK_VERSION=2026.3.0
 PYTHON_VERSION=3.13.0
+SCHEMATHESIS_VERSION=4.32.5
 
 log() { echo "squall emulators: $*" >&2; }
 
@@ -61,10 +62,25 @@ install_localstack() {
     touch "$venv/.complete"
 }
 
+# Not an emulator, but installed the same way: the API fuzzer tests/api/schemathesis.sh runs.
+install_schemathesis() {
+    local venv="$TOOLS/schemathesis-$SCHEMATHESIS_VERSION"
+    if [[ -f "$venv/.complete" ]]; then
+        log "schemathesis $SCHEMATHESIS_VERSION already installed ($venv)"
+        return
+    fi
+    log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+    rm -rf "$venv"
+    "$(find_python)" -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    touch "$venv/.complete"
+}
+
 mkdir -p "$TOOLS"
 case "${1:-all}" in
     cargo-lambda) install_cargo_lambda ;;
     localstack) install_localstack ;;
-    all) install_localstack; install_cargo_lambda ;;
-    *) log "unknown component '$1' (cargo-lambda, localstack or all)"; exit 2 ;;
+    schemathesis) install_schemathesis ;;
+    all) install_localstack; install_schemathesis; install_cargo_lambda ;;
+    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis or all)"; exit 2 ;;
 esac

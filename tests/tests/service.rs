@@ -469,3 +469,65 @@ async fn scan_limits_refuse_before_running_and_deadlines_stop_jobs() {
     );
     server.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(local_engine(2, &dir.path().join("work")), dir.path(), 1).await;
+    // Open, like /healthz.
+    let (status, doc) = server.get("/openapi.json", None).await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/healthz",
+            "/metrics",
+            "/v1/jobs",
+            "/v1/jobs/{id}",
+            "/v1/jobs/{id}/result",
+            "/v1/schedules",
+            "/v1/schedules/{id}",
+            "/v1/schedules/{id}/runs",
+            "/v1/tables",
+            "/v1/tables/{name}",
+        ]
+    );
+    // Every documented error is problem+json, and /v1 needs the bearer token.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (code, response) in operation["responses"].as_object().unwrap() {
+                if code.starts_with('4') {
+                    assert!(
+                        response["content"]
+                            .get("application/problem+json")
+                            .is_some(),
+                        "{method} {path} {code}"
+                    );
+                }
+            }
+            let open = operation["security"] == serde_json::json!([{}]);
+            assert_eq!(open, !path.starts_with("/v1"), "{method} {path}");
+        }
+    }
+    assert_eq!(doc["security"], serde_json::json!([{"bearer": []}]));
+    // Malformed queries and unknown methods are problems too.
+    let (status, body) = server.get("/v1/jobs?limit=0", Some(TOKEN)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("limit 0"),
+        "{body}"
+    );
+    let (status, _) = server.get("/v1/jobs?after=soon", Some(TOKEN)).await;
+    assert_eq!(status, 400);
+    let (status, _) = server.put("/v1/jobs", &serde_json::json!({})).await;
+    assert_eq!(status, 405);
+    server.kill();
+}

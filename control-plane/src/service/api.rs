@@ -2,12 +2,13 @@
 //! the server and (later) the CLI client share them.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::store::{JobRecord, JobState};
 pub use super::store::{MissedRunPolicy, OverlapPolicy};
 
 /// `POST /v1/jobs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     pub sql: String,
@@ -22,7 +23,7 @@ pub struct SubmitJob {
 }
 
 /// A table a job reads: by URL, or by the name of a catalog table (no URL).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TableRef {
     pub name: String,
@@ -33,7 +34,7 @@ pub struct TableRef {
     pub format: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobOptions {
     /// Width of hash shuffles (default: the backend's parallelism).
@@ -52,7 +53,7 @@ pub struct JobOptions {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct JobView {
     pub id: String,
     pub state: JobState,
@@ -71,7 +72,7 @@ pub struct JobView {
 }
 
 /// Progress of one stage of a job.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct StageProgress {
     pub stage: u32,
     pub tasks: usize,
@@ -119,7 +120,7 @@ impl JobView {
 }
 
 /// What a succeeded job produced (kept in the store).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct JobOutcome {
     pub rows: u64,
     pub manifest_url: String,
@@ -133,7 +134,7 @@ pub struct JobOutcome {
 }
 
 /// `GET /v1/jobs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobList {
     pub jobs: Vec<JobView>,
     /// Pass as `after` for the next page; absent on the last page.
@@ -141,14 +142,14 @@ pub struct JobList {
 }
 
 /// `202 Accepted` to a submission.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Accepted {
     pub id: String,
     pub state: JobState,
 }
 
 /// An error, as `application/problem+json` (RFC 9457).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
@@ -158,11 +159,12 @@ pub struct Problem {
 }
 
 /// `GET /v1/jobs/{id}/result`: a page of rows, and where the whole result is.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ResultPage {
     /// The result's columns, in order (the objects in `rows` do not keep it).
     pub columns: Vec<ColumnView>,
     /// Rows as JSON objects, column name → value (SQL NULL as null).
+    #[schema(value_type = Vec<Object>)]
     pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
     /// Index of the first row of this page.
     pub offset: u64,
@@ -176,7 +178,7 @@ pub struct ResultPage {
 }
 
 /// `PUT /v1/tables/{name}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutTable {
     pub url: String,
@@ -186,7 +188,7 @@ pub struct PutTable {
 }
 
 /// A catalog table with the schema read from its files.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TableView {
     pub name: String,
     pub url: String,
@@ -195,7 +197,7 @@ pub struct TableView {
     pub created_at_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ColumnView {
     pub name: String,
     pub data_type: String,
@@ -203,13 +205,13 @@ pub struct ColumnView {
 }
 
 /// `GET /v1/tables`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TableList {
     pub tables: Vec<TableView>,
 }
 
 /// `POST /v1/schedules`: run `job` at the times `cron` names in `time_zone`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSchedule {
     #[serde(default)]
@@ -241,7 +243,7 @@ fn yes() -> bool {
 }
 
 /// `PATCH /v1/schedules/{id}`: the fields to change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleChange {
     #[serde(default)]
@@ -261,7 +263,7 @@ pub struct ScheduleChange {
 }
 
 /// A schedule as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ScheduleView {
     pub id: String,
     pub name: Option<String>,
@@ -284,7 +286,7 @@ pub struct ScheduleView {
 }
 
 /// `GET /v1/schedules`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ScheduleList {
     pub schedules: Vec<ScheduleView>,
 }

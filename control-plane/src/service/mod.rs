@@ -3,13 +3,16 @@
 //! # What belongs here
 //! What only the service needs: the durable job store (`store`), the HTTP API's
 //! bodies (`api`), the server and its job dispatcher (`server`), schedules and
-//! their timetable (`schedules`, `cron`), metrics; later OpenAPI. Planning and running a job stay
+//! their timetable (`schedules`, `cron`), the routes and OpenAPI document (`routes`),
+//! problem+json errors (`problem`), metrics, and a typed client (`client`). Planning and running a job stay
 //! in `engine`, shared with `squall run`.
 
 pub mod api;
 pub mod client;
 pub mod cron;
 pub mod metrics;
+mod problem;
+mod routes;
 mod schedules;
 pub mod server;
 pub mod store;
@@ -20,7 +23,8 @@ use squall_executor::OutputFile;
 
 use crate::error::{Result, SquallError};
 use crate::scheduler::StageJournal;
-pub use server::{Service, ServiceConfig, router};
+pub use routes::{ApiDoc, MAX_BODY_BYTES, router};
+pub use server::{Service, ServiceConfig};
 pub use store::{
     CatalogTable, JobRecord, JobState, JobStore, MissedRunPolicy, NewJob, OverlapPolicy,
     ScheduleRecord, StoreError,

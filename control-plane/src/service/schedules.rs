@@ -12,14 +12,17 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::api::{JobList, NewSchedule, ScheduleChange, ScheduleList, ScheduleView, SubmitJob};
+use super::api::{
+    JobList, NewSchedule, Problem, ScheduleChange, ScheduleList, ScheduleView, SubmitJob,
+};
 use super::cron::CronSchedule;
-use super::server::{ApiError, json_body};
+use super::problem::ApiError;
+use super::routes::{ApiQuery, json_body, page_limit};
 use super::store::{Firing, MissedRunPolicy, NewJob, ScheduleRecord};
 use super::{Service, now_ms};
 use crate::engine::new_job_id;
@@ -244,7 +247,18 @@ pub(super) fn routes() -> Router<Arc<Service>> {
         .route("/schedules/{id}/runs", get(schedule_runs))
 }
 
-async fn create_schedule(
+/// Create a schedule; its job is checked as a submission would be.
+#[utoipa::path(
+    post, path = "/v1/schedules", tag = "schedules",
+    request_body = NewSchedule,
+    responses(
+        (status = 201, description = "Created", body = ScheduleView),
+        (status = 400, description = "Bad cron, time zone, job or body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn create_schedule(
     State(service): State<Arc<Service>>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<ScheduleView>), ApiError> {
@@ -253,7 +267,15 @@ async fn create_schedule(
     Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
-async fn list_schedules(
+/// All schedules, oldest first.
+#[utoipa::path(
+    get, path = "/v1/schedules", tag = "schedules",
+    responses(
+        (status = 200, description = "All schedules", body = ScheduleList),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn list_schedules(
     State(service): State<Arc<Service>>,
 ) -> Result<axum::Json<ScheduleList>, ApiError> {
     let schedules = service
@@ -266,14 +288,37 @@ async fn list_schedules(
     Ok(axum::Json(ScheduleList { schedules }))
 }
 
-async fn get_schedule(
+/// One schedule.
+#[utoipa::path(
+    get, path = "/v1/schedules/{id}", tag = "schedules",
+    params(("id" = String, Path, description = "Schedule id")),
+    responses(
+        (status = 200, description = "The schedule", body = ScheduleView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such schedule", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_schedule(
     State(service): State<Arc<Service>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ScheduleView>, ApiError> {
     Ok(axum::Json(schedule_view(service.find_schedule(&id)?)?))
 }
 
-async fn change_schedule(
+/// Change a schedule: any of name, cron, time zone, job, enabled, policies.
+#[utoipa::path(
+    patch, path = "/v1/schedules/{id}", tag = "schedules",
+    params(("id" = String, Path, description = "Schedule id")),
+    request_body = ScheduleChange,
+    responses(
+        (status = 200, description = "Changed", body = ScheduleView),
+        (status = 400, description = "Bad cron, time zone, job or body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such schedule", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn change_schedule(
     State(service): State<Arc<Service>>,
     Path(id): Path<String>,
     body: Result<axum::body::Bytes, BytesRejection>,
@@ -283,7 +328,16 @@ async fn change_schedule(
 }
 
 /// Removes a schedule; jobs it started stay (and keep running).
-async fn delete_schedule(
+#[utoipa::path(
+    delete, path = "/v1/schedules/{id}", tag = "schedules",
+    params(("id" = String, Path, description = "Schedule id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such schedule", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn delete_schedule(
     State(service): State<Arc<Service>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -298,20 +352,34 @@ async fn delete_schedule(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
-struct RunsQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RunsQuery {
+    /// The `next` of the previous page.
     after: Option<i64>,
+    /// Jobs per page (1 to 1000; default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// The jobs a schedule started, oldest first, paged like `GET /v1/jobs`.
-async fn schedule_runs(
+#[utoipa::path(
+    get, path = "/v1/schedules/{id}/runs", tag = "schedules",
+    params(("id" = String, Path, description = "Schedule id"), RunsQuery),
+    responses(
+        (status = 200, description = "A page of the schedule's jobs", body = JobList),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such schedule", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn schedule_runs(
     State(service): State<Arc<Service>>,
     Path(id): Path<String>,
-    Query(query): Query<RunsQuery>,
+    ApiQuery(query): ApiQuery<RunsQuery>,
 ) -> Result<axum::Json<JobList>, ApiError> {
     service.find_schedule(&id)?;
-    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    let limit = page_limit(query.limit, 50, 1000)?;
     let (jobs, next) = service
         .store
         .list_schedule_jobs(&id, query.after, limit)

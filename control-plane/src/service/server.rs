@@ -1,5 +1,5 @@
-//! The HTTP server of `squall serve`: the router, its handlers, and the
-//! dispatcher that runs queued jobs under admission control.
+//! The service behind `squall serve`: its job store, the dispatcher that runs
+//! queued jobs under admission control, cancelling, and reading results.
 //!
 //! Jobs live in the [`JobStore`]; the dispatcher starts queued jobs in
 //! submission order while fewer than `max_running` run, and records every
@@ -11,26 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::RecordBatch;
-use axum::extract::DefaultBodyLimit;
-use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
 use squall_executor::OutputFile;
-use tokio::task::AbortHandle;
-
-use axum::Router;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde::Deserialize;
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 use super::api::{
-    Accepted, ColumnView, JobList, JobOutcome, JobView, Problem, PutTable, ResultPage,
-    StageProgress, SubmitJob, TableList, TableView,
+    Accepted, ColumnView, JobOutcome, JobView, ResultPage, StageProgress, SubmitJob, TableView,
 };
 use super::metrics::Metrics;
+use super::problem::ApiError;
 use super::store::{CatalogTable, JobRecord, JobState, JobStore, NewJob};
 use super::{StoreJournal, now_ms};
 use crate::engine::{Engine, JobRequest, JobRun, check_scan_limit, new_job_id, read_result};
@@ -56,7 +46,7 @@ pub struct ServiceConfig {
 pub struct Service {
     pub(super) engine: Engine,
     pub(super) store: Arc<JobStore>,
-    config: ServiceConfig,
+    pub(super) config: ServiceConfig,
     running: AtomicUsize,
     /// Wakes the dispatcher: a job was queued or a slot freed.
     pub(super) wake: Notify,
@@ -67,7 +57,7 @@ pub struct Service {
     handles: std::sync::Mutex<HashMap<String, AbortHandle>>,
     /// Running jobs' stage progress.
     live: std::sync::Mutex<HashMap<String, Arc<JobProgress>>>,
-    metrics: Metrics,
+    pub(super) metrics: Metrics,
 }
 
 /// Counts a running job's tasks per stage from the scheduler's events, and
@@ -169,6 +159,14 @@ impl Service {
         }))
     }
 
+    /// Whether `token` is one of the API tokens.
+    pub(super) fn accepts_token(&self, token: &str) -> bool {
+        self.config
+            .tokens
+            .iter()
+            .any(|known| !known.is_empty() && known == token)
+    }
+
     /// Takes up the jobs a previous server left running, then starts queued jobs
     /// as room frees up and queues the jobs of schedules as they fall due, until
     /// the returned task is aborted.
@@ -262,7 +260,7 @@ impl Service {
     /// Cancels a job: a queued one never starts; a running one is stopped and its
     /// temporary objects (and default result folder) removed. A finished job
     /// cannot be cancelled.
-    async fn cancel(&self, id: &str) -> Result<JobRecord, ApiError> {
+    pub(super) async fn cancel(&self, id: &str) -> Result<JobRecord, ApiError> {
         let internal = |e: super::StoreError| ApiError::internal(e.to_string());
         let job = self
             .store
@@ -315,7 +313,7 @@ impl Service {
     }
 
     /// A page of a succeeded job's rows.
-    async fn result_page(
+    pub(super) async fn result_page(
         &self,
         id: &str,
         offset: u64,
@@ -492,7 +490,7 @@ impl Service {
     }
 
     /// Checks a submission by planning it (SQL, tables), then queues it.
-    async fn submit(&self, submitted: SubmitJob) -> Result<Accepted, ApiError> {
+    pub(super) async fn submit(&self, submitted: SubmitJob) -> Result<Accepted, ApiError> {
         self.check_job(&submitted).await?;
         let body =
             serde_json::to_value(&submitted).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -537,7 +535,7 @@ impl Service {
     }
 
     /// A catalog table with its schema, read from its files now.
-    async fn table_view(&self, table: CatalogTable) -> Result<TableView, ApiError> {
+    pub(super) async fn table_view(&self, table: CatalogTable) -> Result<TableView, ApiError> {
         let spec = table_spec(&table.name, &table.url, table.format.as_deref())?;
         let planned = plan_job(
             &format!("SELECT * FROM {}", table.name),
@@ -575,253 +573,6 @@ impl Service {
                 .unwrap_or_default(),
         };
         Ok(JobView::new(job, outcome.as_ref(), stages))
-    }
-}
-
-/// The router: `/healthz` open, everything under `/v1` behind a bearer token.
-pub fn router(service: Arc<Service>) -> Router {
-    let v1 = Router::new()
-        .route("/jobs", get(list_jobs).post(submit_job))
-        .route("/jobs/{id}", get(get_job).delete(cancel_job))
-        .route("/jobs/{id}/result", get(get_result))
-        .route("/tables", get(list_tables))
-        .route(
-            "/tables/{name}",
-            get(get_table).put(put_table).delete(delete_table),
-        )
-        .merge(super::schedules::routes())
-        .route_layer(middleware::from_fn_with_state(service.clone(), authorize));
-    Router::new()
-        .nest("/v1", v1)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not found", "no such route".into())
-        })
-        .with_state(service)
-}
-
-async fn authorize(State(service): State<Arc<Service>>, request: Request, next: Next) -> Response {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let known = token.is_some_and(|t| {
-        service
-            .config
-            .tokens
-            .iter()
-            .any(|known| !known.is_empty() && known == t)
-    });
-    if !known {
-        let mut response = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send a valid API token as `Authorization: Bearer TOKEN`".into(),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
-    }
-    next.run(request).await
-}
-
-/// Largest request body (a job is SQL and table URLs).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-async fn submit_job(
-    State(service): State<Arc<Service>>,
-    body: Result<axum::body::Bytes, BytesRejection>,
-) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
-    let submitted: SubmitJob = json_body(body, "a job")?;
-    let accepted = service.submit(submitted).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(accepted)))
-}
-
-/// A JSON request body as `T`: 413 over the size limit, 400 naming what is
-/// wrong with it otherwise.
-pub(super) fn json_body<T: serde::de::DeserializeOwned>(
-    body: Result<axum::body::Bytes, BytesRejection>,
-    what: &str,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("the body is over {MAX_BODY_BYTES} bytes")
-        } else {
-            rejection.body_text()
-        };
-        ApiError::new(status, "unreadable body", detail)
-    })?;
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid body",
-            format!("the body is not {what}: {e}"),
-        )
-    })
-}
-
-#[derive(Debug, Deserialize)]
-struct ListQuery {
-    state: Option<String>,
-    after: Option<i64>,
-    limit: Option<usize>,
-}
-
-async fn list_jobs(
-    State(service): State<Arc<Service>>,
-    Query(query): Query<ListQuery>,
-) -> Result<axum::Json<JobList>, ApiError> {
-    let state = match query.state.as_deref() {
-        None => None,
-        Some(text) => Some(JobState::parse(text).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid state",
-                format!(
-                    "unknown job state '{text}' (queued, running, succeeded, failed, cancelled)"
-                ),
-            )
-        })?),
-    };
-    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
-    let (jobs, next) = service
-        .store
-        .list_jobs(state, query.after, limit)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let jobs = jobs
-        .into_iter()
-        .map(|j| service.view(j))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(JobList { jobs, next }))
-}
-
-async fn get_job(
-    State(service): State<Arc<Service>>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<JobView>, ApiError> {
-    let job = service
-        .store
-        .job(&id)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(|| ApiError::unknown_job(&id))?;
-    Ok(axum::Json(service.view(job)?))
-}
-
-async fn cancel_job(
-    State(service): State<Arc<Service>>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<JobView>, ApiError> {
-    let job = service.cancel(&id).await?;
-    Ok(axum::Json(service.view(job)?))
-}
-
-#[derive(Debug, Deserialize)]
-struct ResultQuery {
-    offset: Option<u64>,
-    limit: Option<usize>,
-}
-
-async fn get_result(
-    State(service): State<Arc<Service>>,
-    Path(id): Path<String>,
-    Query(query): Query<ResultQuery>,
-) -> Result<axum::Json<ResultPage>, ApiError> {
-    let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
-    let page = service
-        .result_page(&id, query.offset.unwrap_or(0), limit)
-        .await?;
-    Ok(axum::Json(page))
-}
-
-/// Prometheus text exposition (open, like /healthz).
-async fn metrics(State(service): State<Arc<Service>>) -> Result<Response, ApiError> {
-    let text = service
-        .metrics
-        .render(&service.store)
-        .map_err(ApiError::internal)?;
-    let mut response = text.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    Ok(response)
-}
-
-/// A table spec from its parts, with the CLI's checks of name, format and URL.
-fn table_spec(name: &str, url: &str, format: Option<&str>) -> Result<TableSpec, SquallError> {
-    match format {
-        Some(format) => format!("{name}:{format}={url}").parse(),
-        None => format!("{name}={url}").parse(),
-    }
-}
-
-async fn list_tables(
-    State(service): State<Arc<Service>>,
-) -> Result<axum::Json<TableList>, ApiError> {
-    let tables = service
-        .store
-        .tables()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut views = Vec::new();
-    for table in tables {
-        views.push(service.table_view(table).await?);
-    }
-    Ok(axum::Json(TableList { tables: views }))
-}
-
-async fn get_table(
-    State(service): State<Arc<Service>>,
-    Path(name): Path<String>,
-) -> Result<axum::Json<TableView>, ApiError> {
-    let table = service
-        .store
-        .table(&name)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(|| ApiError::unknown_table(&name))?;
-    Ok(axum::Json(service.table_view(table).await?))
-}
-
-/// Adds or replaces a catalog table; its files must be readable (the schema is
-/// read from them before the table is stored).
-async fn put_table(
-    State(service): State<Arc<Service>>,
-    Path(name): Path<String>,
-    body: Result<axum::body::Bytes, BytesRejection>,
-) -> Result<axum::Json<TableView>, ApiError> {
-    let put: PutTable = json_body(body, "a table")?;
-    let table = CatalogTable {
-        name,
-        url: put.url,
-        format: put.format.map(|f| f.to_ascii_lowercase()),
-        options: serde_json::json!({}),
-        created_at_ms: now_ms(),
-    };
-    let view = service.table_view(table.clone()).await?;
-    service
-        .store
-        .put_table(&table)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(axum::Json(view))
-}
-
-async fn delete_table(
-    State(service): State<Arc<Service>>,
-    Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    if service
-        .store
-        .delete_table(&name)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-    {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::unknown_table(&name))
     }
 }
 
@@ -884,74 +635,10 @@ impl Drop for Slot {
     }
 }
 
-/// An error answer: `application/problem+json` naming the problem.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    title: &'static str,
-    detail: String,
-}
-
-impl ApiError {
-    pub(super) fn new(status: StatusCode, title: &'static str, detail: String) -> Self {
-        Self {
-            status,
-            title,
-            detail,
-        }
-    }
-
-    pub(super) fn unknown_job(id: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "unknown job",
-            format!("no job '{id}'"),
-        )
-    }
-
-    fn unknown_table(name: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "unknown table",
-            format!("no catalog table '{name}'"),
-        )
-    }
-
-    pub(super) fn internal(detail: String) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", detail)
-    }
-}
-
-impl From<SquallError> for ApiError {
-    fn from(error: SquallError) -> Self {
-        let (status, title) = match &error {
-            SquallError::Sql { .. } => (StatusCode::BAD_REQUEST, "bad SQL"),
-            // Parsed, but cannot be planned: unknown tables or columns, types.
-            SquallError::Plan { .. } => (StatusCode::BAD_REQUEST, "bad query"),
-            SquallError::Rejected { .. } => (StatusCode::BAD_REQUEST, "rejected statement"),
-            SquallError::Table { .. } => (StatusCode::BAD_REQUEST, "bad table"),
-            SquallError::ScanLimit { .. } => (StatusCode::BAD_REQUEST, "scan limit exceeded"),
-            e if e.is_user_error() => (StatusCode::BAD_REQUEST, "invalid job"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-        };
-        Self::new(status, title, error.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let problem = Problem {
-            kind: "about:blank".into(),
-            title: self.title.into(),
-            status: self.status.as_u16(),
-            detail: self.detail,
-        };
-        let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut response = (self.status, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        response
+/// A table spec from its parts, with the CLI's checks of name, format and URL.
+fn table_spec(name: &str, url: &str, format: Option<&str>) -> Result<TableSpec, SquallError> {
+    match format {
+        Some(format) => format!("{name}:{format}={url}").parse(),
+        None => format!("{name}={url}").parse(),
     }
 }

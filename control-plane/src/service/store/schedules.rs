@@ -9,7 +9,7 @@ use super::{JOB_COLUMNS, JobRecord, NewJob, Result, StoreError, raw_job, sqlite}
 use crate::service::store::JobStore;
 
 /// What a due run does while the schedule's previous job is queued or running.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OverlapPolicy {
     /// Skip the run (counted in `skipped_runs`).
@@ -20,7 +20,7 @@ pub enum OverlapPolicy {
 }
 
 /// What a server does, when it starts, with runs that fell due while it was down.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MissedRunPolicy {
     /// Drop them; the next run is the next time the cron names.
