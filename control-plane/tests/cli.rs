@@ -539,3 +539,93 @@ fn a_closed_stdout_ends_quietly() {
     // Neither a panic nor an error line: the pipe closing is not a failure.
     assert_eq!(stderr, "", "{stderr}");
 }
+
+#[test]
+fn serve_reads_a_strict_config_file_under_flags_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("squall.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:1\"\nmax_runing = 3\n").unwrap();
+    let out = squall(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--token",
+        "t",
+    ]);
+    assert_user_error(&out, "line 2, column 1: unknown field `max_runing`");
+    std::fs::write(&config, "[backend]\nkind = \"lambda\"\n").unwrap();
+    let out = squall(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--token",
+        "t",
+    ]);
+    assert_user_error(&out, "--data-dir");
+    std::fs::write(&config, "data_dir = \"x\"\n[backend]\nkind = \"lambda\"\n").unwrap();
+    let out = squall(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--token",
+        "t",
+    ]);
+    assert_user_error(&out, "--backend lambda needs --function");
+
+    // Tokens from the file and from a flag; data dir from the environment; the
+    // listen address of the file loses to the flag.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:1\"\ntokens = [\"from-file\"]\nmax_running = 2\n[backend]\nexecutors = 2\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--token",
+            "from-flag",
+        ])
+        .env("SQUALL_DATA_DIR", &data)
+        .env("SQUALL_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = |token: &str| -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(
+            stream,
+            "GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        answer.lines().next().map(str::to_string)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let from_file = loop {
+        if let Some(line) = status("from-file") {
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "never listened");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let from_flag = status("from-flag").unwrap_or_default();
+    let other = status("other").unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(from_file.contains("200"), "{from_file}");
+    assert!(from_flag.contains("200"), "{from_flag}");
+    assert!(other.contains("401"), "{other}");
+    assert!(data.join("squall.db").exists());
+}

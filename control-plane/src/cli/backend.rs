@@ -12,7 +12,8 @@ use squall_control_plane::tables::to_url;
 use squall_control_plane::{Engine, Result, SquallError};
 use squall_executor::StoreRegistry;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BackendKind {
     /// In-process executors (the embedded default).
     Local,
@@ -22,9 +23,9 @@ pub enum BackendKind {
 
 #[derive(Debug, Args)]
 pub struct BackendArgs {
-    /// Where tasks run.
-    #[arg(long, value_enum, default_value_t = BackendKind::Local)]
-    pub backend: BackendKind,
+    /// Where tasks run [default: local].
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
     /// In-process executors running at once (--backend local; default: the number of cores).
     #[arg(long)]
     pub executors: Option<usize>,
@@ -43,9 +44,9 @@ pub struct BackendArgs {
     /// Tasks of one stage running at once (default: no limit beyond the job's).
     #[arg(long)]
     pub max_stage_concurrency: Option<usize>,
-    /// Seconds one invocation may take before its attempt counts as failed.
-    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
-    pub invocation_timeout: u64,
+    /// Seconds one invocation may take before its attempt counts as failed [default: 900].
+    #[arg(long, value_name = "SECONDS")]
+    pub invocation_timeout: Option<u64>,
     /// Where shuffle files and other temporary objects go (default: a folder in the
     /// OS temp directory; with --backend lambda, required and in S3).
     #[arg(long, value_name = "URL")]
@@ -53,9 +54,13 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
+    pub fn kind(&self) -> BackendKind {
+        self.backend.unwrap_or(BackendKind::Local)
+    }
+
     /// Tasks that run at once, which is also the default shuffle width.
     pub fn parallelism(&self) -> usize {
-        match self.backend {
+        match self.kind() {
             BackendKind::Local => self.executors.unwrap_or_else(default_parallelism),
             BackendKind::Lambda => self.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY),
         }
@@ -66,7 +71,7 @@ impl BackendArgs {
             Some(dir) => Some(to_url(dir)?.as_str().trim_end_matches('/').to_string()),
             None => None,
         };
-        match self.backend {
+        match self.kind() {
             BackendKind::Local => {
                 if let Some(flag) = self.lambda_only_flag() {
                     return Err(SquallError::InvalidArgument(format!(
@@ -104,7 +109,7 @@ impl BackendArgs {
                     qualifier: self.qualifier.clone(),
                     endpoint: self.lambda_endpoint.clone(),
                     max_concurrency: self.parallelism(),
-                    invocation_timeout: Duration::from_secs(self.invocation_timeout),
+                    invocation_timeout: Duration::from_secs(self.invocation_timeout.unwrap_or(900)),
                     ..LambdaConfig::new(function)
                 };
                 let stores = Arc::new(StoreRegistry::new());
@@ -124,6 +129,8 @@ impl BackendArgs {
             Some("--lambda-endpoint")
         } else if self.max_concurrency.is_some() {
             Some("--max-concurrency")
+        } else if self.invocation_timeout.is_some() {
+            Some("--invocation-timeout")
         } else {
             None
         }
