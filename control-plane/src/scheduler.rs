@@ -75,9 +75,19 @@ pub enum JobEvent {
     TaskSucceeded {
         stage: u32,
         task: u32,
+        /// The attempt that succeeded (0 for the first).
+        attempt: u32,
         metrics: TaskMetrics,
     },
+    /// An attempt failed and another will run; `attempt` is the next one's number.
     TaskRetrying {
+        stage: u32,
+        task: u32,
+        attempt: u32,
+        failure: TaskFailure,
+    },
+    /// The last attempt of a task failed: the job fails.
+    TaskFailed {
         stage: u32,
         task: u32,
         attempt: u32,
@@ -497,6 +507,7 @@ impl Scheduler<'_> {
                         self.emit(JobEvent::TaskSucceeded {
                             stage: stage.id,
                             task,
+                            attempt,
                             metrics: metrics.clone(),
                         });
                         return (task, attempt + 1, Ok((output, metrics)));
@@ -516,6 +527,12 @@ impl Scheduler<'_> {
             }
             attempt += 1;
             if !failure.retryable || attempt >= self.options.max_attempts {
+                self.emit(JobEvent::TaskFailed {
+                    stage: stage.id,
+                    task,
+                    attempt: attempt - 1,
+                    failure: failure.clone(),
+                });
                 return (
                     task,
                     attempt,

@@ -492,6 +492,7 @@ async fn the_openapi_document_describes_every_route() {
             "/metrics",
             "/v1/jobs",
             "/v1/jobs/{id}",
+            "/v1/jobs/{id}/attempts",
             "/v1/jobs/{id}/result",
             "/v1/schedules",
             "/v1/schedules/{id}",
@@ -529,5 +530,94 @@ async fn the_openapi_document_describes_every_route() {
     assert_eq!(status, 400);
     let (status, _) = server.put("/v1/jobs", &serde_json::json!({})).await;
     assert_eq!(status, 405);
+    server.kill();
+}
+
+/// The in-process backend, failing the first attempt of every task of stage 1
+/// (retryably).
+#[derive(Debug)]
+struct FirstAttemptFails {
+    inner: Arc<dyn squall_control_plane::backend::ExecutorBackend>,
+}
+
+#[async_trait::async_trait]
+impl squall_control_plane::backend::ExecutorBackend for FirstAttemptFails {
+    fn name(&self) -> &str {
+        "first-attempt-fails"
+    }
+    fn max_concurrency(&self) -> usize {
+        self.inner.max_concurrency()
+    }
+    async fn invoke(
+        &self,
+        spec: squall_executor::TaskSpec,
+    ) -> squall_control_plane::Result<squall_executor::TaskResult> {
+        if spec.id.stage_id == 1 && spec.id.attempt == 0 {
+            return Ok(squall_executor::TaskResult {
+                wire_version: spec.wire_version,
+                id: spec.id,
+                outcome: squall_executor::TaskOutcome::Failed(squall_executor::TaskFailure {
+                    kind: squall_executor::FailureKind::Storage,
+                    message: "injected: connection reset".into(),
+                    retryable: true,
+                }),
+            });
+        }
+        self.inner.invoke(spec).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_attempts_are_stored_with_their_failures() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    let flaky = Engine {
+        backend: Arc::new(FirstAttemptFails {
+            inner: engine.backend.clone(),
+        }),
+        ..engine.clone()
+    };
+    let server = Server::start(flaky, dir.path(), 1).await;
+    let (status, body) = server.post("/v1/jobs", &tpch_job(&data, 6)).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let view = server.wait_final(&id).await;
+    check_answer(&engine, &view, 6).await;
+    let stage1 = &view.stages[0];
+    assert_eq!(
+        (stage1.retried, stage1.failed),
+        (stage1.tasks, 0),
+        "{view:?}"
+    );
+    let tasks: usize = view.stages.iter().map(|s| s.tasks).sum();
+
+    let (status, body) = server
+        .get(&format!("/v1/jobs/{id}/attempts"), Some(TOKEN))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let attempts = body["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), tasks + stage1.tasks, "{body}");
+    let failed: Vec<_> = attempts
+        .iter()
+        .filter(|a| a["outcome"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), stage1.tasks);
+    for a in &failed {
+        assert_eq!(
+            (a["stage"].as_u64(), a["attempt"].as_u64()),
+            (Some(1), Some(0))
+        );
+        assert_eq!(a["message"], "injected: connection reset");
+    }
+    let (_, only_failed) = server
+        .get(&format!("/v1/jobs/{id}/attempts?failed=true"), Some(TOKEN))
+        .await;
+    assert_eq!(
+        only_failed["attempts"].as_array().unwrap().len(),
+        failed.len()
+    );
+    let (status, _) = server.get("/v1/jobs/nope/attempts", Some(TOKEN)).await;
+    assert_eq!(status, 404);
     server.kill();
 }

@@ -316,6 +316,23 @@ pub async fn job(args: JobArgsById) -> Result<()> {
         client.job(&args.id).await?
     };
     print_job(&view);
+    let failed = client.attempts(&view.id, true).await?.attempts;
+    if !failed.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = failed
+            .iter()
+            .map(|a| {
+                vec![
+                    a.stage.to_string(),
+                    a.task.to_string(),
+                    a.attempt.to_string(),
+                    format!("{:.1}s", a.elapsed_ms as f64 / 1000.0),
+                    one_line(a.message.as_deref().unwrap_or_default(), 100),
+                ]
+            })
+            .collect();
+        print_rows(&["STAGE", "TASK", "ATTEMPT", "TOOK", "FAILED WITH"], &rows);
+    }
     if args.watch {
         finished(&view)?;
     }
@@ -641,6 +658,7 @@ fn print_job(view: &JobView) {
                     format!("{}/{}", s.done, s.tasks),
                     s.running.to_string(),
                     s.retried.to_string(),
+                    s.failed.to_string(),
                     indicatif::HumanBytes(s.bytes_scanned).to_string(),
                     indicatif::HumanBytes(s.bytes_written).to_string(),
                 ]
@@ -648,7 +666,9 @@ fn print_job(view: &JobView) {
             .collect();
         println!();
         print_rows(
-            &["STAGE", "DONE", "RUNNING", "RETRIED", "SCANNED", "WRITTEN"],
+            &[
+                "STAGE", "DONE", "RUNNING", "RETRIED", "FAILED", "SCANNED", "WRITTEN",
+            ],
             &rows,
         );
     }

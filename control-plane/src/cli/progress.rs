@@ -71,7 +71,7 @@ impl ProgressSink for ProgressBars {
                     bar.finish();
                 }
             }
-            JobEvent::TaskStarted { .. } => {}
+            JobEvent::TaskStarted { .. } | JobEvent::TaskFailed { .. } => {}
         }
     }
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use super::store::AttemptRecord;
 use super::store::{JobRecord, JobState};
 pub use super::store::{MissedRunPolicy, OverlapPolicy};
 
@@ -80,6 +81,9 @@ pub struct StageProgress {
     pub running: usize,
     /// Attempts that failed and were retried.
     pub retried: usize,
+    /// Tasks whose last attempt failed (this fails the job).
+    #[serde(default)]
+    pub failed: usize,
     pub bytes_scanned: u64,
     /// Bytes the stage wrote (shuffle files or results).
     pub bytes_written: u64,
@@ -289,4 +293,10 @@ pub struct ScheduleView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ScheduleList {
     pub schedules: Vec<ScheduleView>,
+}
+
+/// `GET /v1/jobs/{id}/attempts`: how each task attempt ended.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AttemptList {
+    pub attempts: Vec<AttemptRecord>,
 }

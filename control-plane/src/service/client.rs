@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    Accepted, JobList, JobView, NewSchedule, Problem, PutTable, ResultPage, ScheduleChange,
-    ScheduleList, ScheduleView, SubmitJob, TableList, TableView,
+    Accepted, AttemptList, JobList, JobView, NewSchedule, Problem, PutTable, ResultPage,
+    ScheduleChange, ScheduleList, ScheduleView, SubmitJob, TableList, TableView,
 };
 use super::store::JobState;
 
@@ -114,6 +114,15 @@ impl ApiClient {
     pub async fn result(&self, id: &str, offset: u64, limit: usize) -> Result<ResultPage> {
         self.get(&format!(
             "/v1/jobs/{}/result?offset={offset}&limit={limit}",
+            segment(id)
+        ))
+        .await
+    }
+
+    /// How a job's task attempts ended (only the failed ones with `failed_only`).
+    pub async fn attempts(&self, id: &str, failed_only: bool) -> Result<AttemptList> {
+        self.get(&format!(
+            "/v1/jobs/{}/attempts?failed={failed_only}",
             segment(id)
         ))
         .await

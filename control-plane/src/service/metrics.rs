@@ -14,6 +14,7 @@ pub struct Metrics {
     jobs: IntGaugeVec,
     tasks: IntCounter,
     retries: IntCounter,
+    failures: IntCounter,
     bytes_scanned: IntCounter,
     bytes_written: IntCounter,
     task_seconds: Histogram,
@@ -30,6 +31,10 @@ impl Metrics {
         let retries = IntCounter::new(
             "squall_task_retries_total",
             "Task attempts that failed and were retried",
+        )?;
+        let failures = IntCounter::new(
+            "squall_task_failures_total",
+            "Tasks whose last attempt failed (each fails its job)",
         )?;
         let bytes_scanned = IntCounter::new(
             "squall_bytes_scanned_total",
@@ -51,6 +56,7 @@ impl Metrics {
         registry.register(Box::new(jobs.clone()))?;
         registry.register(Box::new(tasks.clone()))?;
         registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(bytes_scanned.clone()))?;
         registry.register(Box::new(bytes_written.clone()))?;
         registry.register(Box::new(task_seconds.clone()))?;
@@ -59,6 +65,7 @@ impl Metrics {
             jobs,
             tasks,
             retries,
+            failures,
             bytes_scanned,
             bytes_written,
             task_seconds,
@@ -76,6 +83,7 @@ impl Metrics {
                     .observe(metrics.elapsed_ms as f64 / 1000.0);
             }
             JobEvent::TaskRetrying { .. } => self.retries.inc(),
+            JobEvent::TaskFailed { .. } => self.failures.inc(),
             _ => {}
         }
     }

@@ -12,6 +12,7 @@ pub mod client;
 pub mod cron;
 pub mod metrics;
 mod problem;
+mod progress;
 mod routes;
 mod schedules;
 pub mod server;
@@ -26,8 +27,8 @@ use crate::scheduler::StageJournal;
 pub use routes::{ApiDoc, MAX_BODY_BYTES, router};
 pub use server::{Service, ServiceConfig};
 pub use store::{
-    CatalogTable, JobRecord, JobState, JobStore, MissedRunPolicy, NewJob, OverlapPolicy,
-    ScheduleRecord, StoreError,
+    AttemptRecord, CatalogTable, JobRecord, JobState, JobStore, MissedRunPolicy, NewJob,
+    OverlapPolicy, ScheduleRecord, StoreError,
 };
 
 /// Milliseconds since the Unix epoch, as the store keeps times.

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use utoipa::OpenApi;
 
 use super::api::{
-    Accepted, JobList, JobView, Problem, PutTable, ResultPage, SubmitJob, TableList, TableView,
+    Accepted, AttemptList, JobList, JobView, Problem, PutTable, ResultPage, SubmitJob, TableList,
+    TableView,
 };
 use super::problem::ApiError;
 use super::store::{CatalogTable, JobState};
@@ -35,6 +36,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/jobs", get(list_jobs).post(submit_job))
         .route("/jobs/{id}", get(get_job).delete(cancel_job))
         .route("/jobs/{id}/result", get(get_result))
+        .route("/jobs/{id}/attempts", get(get_attempts))
         .route("/tables", get(list_tables))
         .route(
             "/tables/{name}",
@@ -74,6 +76,7 @@ pub fn router(service: Arc<Service>) -> Router {
         get_job,
         cancel_job,
         get_result,
+        get_attempts,
         list_tables,
         get_table,
         put_table,
@@ -348,6 +351,43 @@ async fn get_result(
         .result_page(&id, query.offset.unwrap_or(0), limit)
         .await?;
     Ok(axum::Json(page))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AttemptsQuery {
+    /// Only attempts that failed (default false).
+    failed: Option<bool>,
+}
+
+/// How each task attempt of a job ended, stage by stage (stored as each stage
+/// finishes, and when the job ends).
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/attempts", tag = "jobs",
+    params(("id" = String, Path, description = "Job id"), AttemptsQuery),
+    responses(
+        (status = 200, description = "The job's attempts", body = AttemptList),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_attempts(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<AttemptsQuery>,
+) -> Result<axum::Json<AttemptList>, ApiError> {
+    let internal = |e: super::StoreError| ApiError::internal(e.to_string());
+    service
+        .store
+        .job(&id)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::unknown_job(&id))?;
+    let attempts = service
+        .store
+        .attempts(&id, query.failed.unwrap_or(false))
+        .map_err(internal)?;
+    Ok(axum::Json(AttemptList { attempts }))
 }
 
 /// Liveness (open).

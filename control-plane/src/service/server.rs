@@ -16,17 +16,16 @@ use squall_executor::OutputFile;
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::api::{
-    Accepted, ColumnView, JobOutcome, JobView, ResultPage, StageProgress, SubmitJob, TableView,
-};
+use super::api::{Accepted, ColumnView, JobOutcome, JobView, ResultPage, SubmitJob, TableView};
 use super::metrics::Metrics;
 use super::problem::ApiError;
+use super::progress::JobProgress;
 use super::store::{CatalogTable, JobRecord, JobState, JobStore, NewJob};
 use super::{StoreJournal, now_ms};
 use crate::engine::{Engine, JobRequest, JobRun, check_scan_limit, new_job_id, read_result};
 use crate::error::SquallError;
 use crate::planner::{PlanOptions, plan_job};
-use crate::scheduler::{JobEvent, ProgressSink, TaskOptions};
+use crate::scheduler::TaskOptions;
 use crate::tables::TableSpec;
 
 /// How the service behaves, beyond its engine.
@@ -58,66 +57,6 @@ pub struct Service {
     /// Running jobs' stage progress.
     live: std::sync::Mutex<HashMap<String, Arc<JobProgress>>>,
     pub(super) metrics: Metrics,
-}
-
-/// Counts a running job's tasks per stage from the scheduler's events, and
-/// passes them on to the service's metrics.
-#[derive(Debug)]
-struct JobProgress {
-    stages: std::sync::Mutex<std::collections::BTreeMap<u32, StageProgress>>,
-    metrics: Metrics,
-}
-
-impl JobProgress {
-    fn snapshot(&self) -> Vec<StageProgress> {
-        let stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
-        stages.values().cloned().collect()
-    }
-}
-
-impl ProgressSink for JobProgress {
-    fn on_event(&self, event: &JobEvent) {
-        self.metrics.observe(event);
-        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
-        match event {
-            JobEvent::StageStarted { stage, tasks, .. } => {
-                stages.insert(
-                    *stage,
-                    StageProgress {
-                        stage: *stage,
-                        tasks: *tasks,
-                        started_at_ms: Some(now_ms()),
-                        ..StageProgress::default()
-                    },
-                );
-            }
-            JobEvent::TaskStarted { stage, .. } => {
-                if let Some(s) = stages.get_mut(stage) {
-                    s.running += 1;
-                }
-            }
-            JobEvent::TaskSucceeded { stage, metrics, .. } => {
-                if let Some(s) = stages.get_mut(stage) {
-                    s.running = s.running.saturating_sub(1);
-                    s.done += 1;
-                    s.bytes_scanned += metrics.bytes_scanned;
-                    s.bytes_written += metrics.bytes_out;
-                }
-            }
-            JobEvent::TaskRetrying { stage, .. } => {
-                if let Some(s) = stages.get_mut(stage) {
-                    s.running = s.running.saturating_sub(1);
-                    s.retried += 1;
-                }
-            }
-            JobEvent::StageFinished { stage } => {
-                if let Some(s) = stages.get_mut(stage) {
-                    s.running = 0;
-                    s.finished_at_ms = Some(now_ms());
-                }
-            }
-        }
-    }
 }
 
 impl std::fmt::Debug for Service {
@@ -415,10 +354,11 @@ impl Service {
                 .clone()
                 .unwrap_or_else(|| format!("{}/{}", self.config.results_root, job.id)),
         );
-        let progress = Arc::new(JobProgress {
-            stages: Default::default(),
-            metrics: self.metrics.clone(),
-        });
+        let progress = Arc::new(JobProgress::new(
+            self.metrics.clone(),
+            self.store.clone(),
+            job.id.clone(),
+        ));
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -435,7 +375,10 @@ impl Service {
             })),
             progress: Some(progress.clone()),
         };
-        let result = self.engine.run_as(&request, run).await?;
+        let result = self.engine.run_as(&request, run).await;
+        // Attempts of a stage that never finished (the job failed in it).
+        progress.flush_attempts();
+        let result = result?;
         Ok(JobOutcome {
             rows: result.rows,
             manifest_url: result.manifest_url.unwrap_or_default(),

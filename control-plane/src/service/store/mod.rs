@@ -13,8 +13,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
+mod attempts;
 mod schedules;
 
+pub use attempts::AttemptRecord;
 pub use schedules::{Firing, MissedRunPolicy, OverlapPolicy, ScheduleRecord};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -203,6 +205,10 @@ impl JobStore {
         // WAL: readers (API listings) do not block the writer (the scheduler).
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sqlite("set WAL mode"))?;
+        // With WAL, NORMAL cannot corrupt the file; a power cut may lose the
+        // last commits, which a restarted server redoes (stages re-run).
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite("set synchronous mode"))?;
         Self::init(conn, &path.display().to_string())
     }
 

@@ -1,0 +1,176 @@
+//! A running job's progress as the service keeps it: tasks per stage for
+//! `GET /v1/jobs/{id}`, the service's metrics, and the attempts of each task,
+//! written to the store a stage at a time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::api::StageProgress;
+use super::metrics::Metrics;
+use super::now_ms;
+use super::store::{AttemptRecord, JobStore};
+use crate::scheduler::{JobEvent, ProgressSink};
+
+/// Follows one job's scheduler events.
+#[derive(Debug)]
+pub(super) struct JobProgress {
+    stages: Mutex<BTreeMap<u32, StageProgress>>,
+    metrics: Metrics,
+    store: Arc<JobStore>,
+    job_id: String,
+    /// When each attempt in flight was handed to the backend.
+    started: Mutex<HashMap<(u32, u32, u32), Instant>>,
+    /// Attempts that ended and are not stored yet.
+    ended: Mutex<Vec<AttemptRecord>>,
+}
+
+impl JobProgress {
+    pub(super) fn new(metrics: Metrics, store: Arc<JobStore>, job_id: String) -> Self {
+        Self {
+            stages: Mutex::default(),
+            metrics,
+            store,
+            job_id,
+            started: Mutex::default(),
+            ended: Mutex::default(),
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> Vec<StageProgress> {
+        let stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        stages.values().cloned().collect()
+    }
+
+    /// Stores the attempts that ended since the last flush, in one transaction.
+    pub(super) fn flush_attempts(&self) {
+        let ended = std::mem::take(&mut *self.ended.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Err(e) = self.store.record_attempts(&self.job_id, &ended) {
+            tracing::warn!(job = self.job_id, "cannot record task attempts: {e}");
+        }
+    }
+
+    /// Notes that an attempt ended.
+    fn ended(&self, stage: u32, task: u32, attempt: u32, failure: Option<&str>) {
+        let began = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(stage, task, attempt));
+        let elapsed_ms = began.map_or(0, |t| t.elapsed().as_millis() as u64);
+        self.ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(AttemptRecord {
+                stage,
+                task,
+                attempt,
+                outcome: if failure.is_some() {
+                    "failed"
+                } else {
+                    "succeeded"
+                }
+                .into(),
+                message: failure.map(str::to_string),
+                elapsed_ms,
+            });
+    }
+}
+
+impl ProgressSink for JobProgress {
+    fn on_event(&self, event: &JobEvent) {
+        self.metrics.observe(event);
+        match event {
+            JobEvent::TaskStarted {
+                stage,
+                task,
+                attempt,
+            } => {
+                self.started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((*stage, *task, *attempt), Instant::now());
+            }
+            JobEvent::TaskSucceeded {
+                stage,
+                task,
+                attempt,
+                ..
+            } => self.ended(*stage, *task, *attempt, None),
+            JobEvent::TaskRetrying {
+                stage,
+                task,
+                attempt,
+                failure,
+            } => self.ended(
+                *stage,
+                *task,
+                attempt.saturating_sub(1),
+                Some(&failure.message),
+            ),
+            JobEvent::TaskFailed {
+                stage,
+                task,
+                attempt,
+                failure,
+            } => self.ended(*stage, *task, *attempt, Some(&failure.message)),
+            JobEvent::StageStarted { .. } | JobEvent::StageFinished { .. } => {}
+        }
+        self.count(event);
+        if matches!(
+            event,
+            JobEvent::StageFinished { .. } | JobEvent::TaskFailed { .. }
+        ) {
+            self.flush_attempts();
+        }
+    }
+}
+
+impl JobProgress {
+    /// Tasks done, running and retried, and bytes, per stage.
+    fn count(&self, event: &JobEvent) {
+        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            JobEvent::StageStarted { stage, tasks, .. } => {
+                stages.insert(
+                    *stage,
+                    StageProgress {
+                        stage: *stage,
+                        tasks: *tasks,
+                        started_at_ms: Some(now_ms()),
+                        ..StageProgress::default()
+                    },
+                );
+            }
+            JobEvent::TaskStarted { stage, .. } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running += 1;
+                }
+            }
+            JobEvent::TaskSucceeded { stage, metrics, .. } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running = s.running.saturating_sub(1);
+                    s.done += 1;
+                    s.bytes_scanned += metrics.bytes_scanned;
+                    s.bytes_written += metrics.bytes_out;
+                }
+            }
+            JobEvent::TaskRetrying { stage, .. } | JobEvent::TaskFailed { stage, .. } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running = s.running.saturating_sub(1);
+                    if matches!(event, JobEvent::TaskRetrying { .. }) {
+                        s.retried += 1;
+                    } else {
+                        s.failed += 1;
+                    }
+                }
+            }
+            JobEvent::StageFinished { stage } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running = 0;
+                    s.finished_at_ms = Some(now_ms());
+                }
+            }
+        }
+    }
+}
