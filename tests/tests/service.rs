@@ -530,6 +530,29 @@ async fn the_openapi_document_describes_every_route() {
     assert_eq!(status, 400);
     let (status, _) = server.put("/v1/jobs", &serde_json::json!({})).await;
     assert_eq!(status, 405);
+    // serde would take an array for a struct; the API refuses it.
+    let (status, body) = server
+        .post(
+            "/v1/jobs",
+            &serde_json::json!({"sql": "SELECT 1", "options": [null, null]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`options` is an array"),
+        "{body}"
+    );
+    let (status, _) = server
+        .post("/v1/jobs", &serde_json::json!(["SELECT 1"]))
+        .await;
+    assert_eq!(status, 400);
+    let (status, body) = server
+        .get("/v1/jobs/x/result?offset=9223372036854775808", Some(TOKEN))
+        .await;
+    assert_eq!(status, 400, "{body}");
     server.kill();
 }
 

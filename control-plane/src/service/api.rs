@@ -11,6 +11,7 @@ pub use super::store::{MissedRunPolicy, OverlapPolicy};
 /// `POST /v1/jobs`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"sql": "SELECT 1 AS one", "options": {"deadline_seconds": 60}}))]
 pub struct SubmitJob {
     pub sql: String,
     /// Tables by URL: `{"name": "lineitem", "url": "s3://b/tpch/lineitem/"}`.
@@ -217,6 +218,10 @@ pub struct TableList {
 /// `POST /v1/schedules`: run `job` at the times `cron` names in `time_zone`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "nightly", "cron": "0 2 * * *", "time_zone": "Europe/Berlin",
+    "job": {"sql": "SELECT 1 AS one"}, "overlap": "skip", "missed": "run_once"
+}))]
 pub struct NewSchedule {
     #[serde(default)]
     pub name: Option<String>,

@@ -160,13 +160,54 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(
         };
         ApiError::new(status, "unreadable body", detail)
     })?;
-    serde_json::from_slice(&body).map_err(|e| {
+    let invalid = |detail: String| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid body",
-            format!("the body is not {what}: {e}"),
+            format!("the body is not {what}: {detail}"),
         )
-    })
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
+    if let Some(path) = misplaced_array(&value, "") {
+        return Err(invalid(format!(
+            "{path} is an array where an object or value belongs"
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
+}
+
+/// Fields of request bodies that hold arrays; serde would otherwise take an
+/// array for a struct (`"options": [1, 2]`), which the API does not document.
+const ARRAY_FIELDS: &[&str] = &["tables"];
+
+/// The path of the first array outside [`ARRAY_FIELDS`], if any.
+fn misplaced_array(value: &serde_json::Value, path: &str) -> Option<String> {
+    match value {
+        serde_json::Value::Array(items) => {
+            let field = path.rsplit('.').next().unwrap_or_default();
+            if !ARRAY_FIELDS.contains(&field) {
+                return Some(if path.is_empty() {
+                    "the body".into()
+                } else {
+                    format!("`{path}`")
+                });
+            }
+            items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| misplaced_array(item, &format!("{path}[{i}]")))
+        }
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let inner = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            misplaced_array(item, &inner)
+        }),
+        _ => None,
+    }
 }
 
 /// A page size from a query: `default` when absent, refused outside 1..=max.
@@ -211,7 +252,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Api
     post, path = "/v1/jobs", tag = "jobs",
     request_body = SubmitJob,
     responses(
-        (status = 202, description = "Queued", body = Accepted),
+        (status = 202, description = "Queued", body = Accepted, links(
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+            ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
+            ("GetResult" = (operation_id = "get_result", parameters(("id" = "$response.body#/id")))),
+            ("GetAttempts" = (operation_id = "get_attempts", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 400, description = "Bad SQL, table, option or body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
@@ -347,9 +393,15 @@ async fn get_result(
     ApiQuery(query): ApiQuery<ResultQuery>,
 ) -> Result<axum::Json<ResultPage>, ApiError> {
     let limit = page_limit(query.limit, 1000, 10_000)?;
-    let page = service
-        .result_page(&id, query.offset.unwrap_or(0), limit)
-        .await?;
+    let offset = query.offset.unwrap_or(0);
+    if offset > i64::MAX as u64 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid query",
+            format!("offset {offset} is out of range"),
+        ));
+    }
+    let page = service.result_page(&id, offset, limit).await?;
     Ok(axum::Json(page))
 }
 
@@ -469,7 +521,10 @@ async fn get_table(
     params(("name" = String, Path, description = "Table name: letters, digits and _")),
     request_body = PutTable,
     responses(
-        (status = 200, description = "Stored", body = TableView),
+        (status = 200, description = "Stored", body = TableView, links(
+            ("GetTable" = (operation_id = "get_table", parameters(("name" = "$response.body#/name")))),
+            ("DeleteTable" = (operation_id = "delete_table", parameters(("name" = "$response.body#/name")))),
+        )),
         (status = 400, description = "Bad name, URL, format or body; unreadable files", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),

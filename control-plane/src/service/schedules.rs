@@ -252,7 +252,12 @@ pub(super) fn routes() -> Router<Arc<Service>> {
     post, path = "/v1/schedules", tag = "schedules",
     request_body = NewSchedule,
     responses(
-        (status = 201, description = "Created", body = ScheduleView),
+        (status = 201, description = "Created", body = ScheduleView, links(
+            ("GetSchedule" = (operation_id = "get_schedule", parameters(("id" = "$response.body#/id")))),
+            ("ChangeSchedule" = (operation_id = "change_schedule", parameters(("id" = "$response.body#/id")))),
+            ("DeleteSchedule" = (operation_id = "delete_schedule", parameters(("id" = "$response.body#/id")))),
+            ("ScheduleRuns" = (operation_id = "schedule_runs", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 400, description = "Bad cron, time zone, job or body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
