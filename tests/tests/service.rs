@@ -644,3 +644,46 @@ async fn task_attempts_are_stored_with_their_failures() {
     assert_eq!(status, 404);
     server.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_pages_across_files_cover_every_row_once() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(local_engine(2, &dir.path().join("work")), dir.path(), 1).await;
+    let job = serde_json::json!({
+        "sql": "SELECT l_orderkey, l_linenumber FROM lineitem",
+        "tables": [{"name": "lineitem", "url": format!("{}/lineitem/", data.display())}],
+    });
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 202, "{body}");
+    let view = server.wait_final(body["id"].as_str().unwrap()).await;
+    assert_eq!(view.state, JobState::Succeeded, "{view:?}");
+    let total = view.rows.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut offset = 0;
+    let mut files = None;
+    loop {
+        let (status, body) = server
+            .get(
+                &format!("/v1/jobs/{}/result?offset={offset}&limit=7001", view.id),
+                Some(TOKEN),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let page: ResultPage = serde_json::from_value(body).unwrap();
+        files.get_or_insert(page.files.len());
+        for row in &page.rows {
+            let key = (row["l_orderkey"].as_i64(), row["l_linenumber"].as_i64());
+            assert!(seen.insert(key), "row {key:?} twice");
+        }
+        offset += page.rows.len() as u64;
+        match page.next_offset {
+            Some(next) => assert_eq!(next, offset),
+            None => break,
+        }
+    }
+    assert!(files > Some(1), "the result should span several files");
+    assert_eq!((seen.len() as u64, offset), (total, total));
+    assert_eq!(total, 60_175, "TPC-H SF 0.01 lineitem rows");
+    server.kill();
+}

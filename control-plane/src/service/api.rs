@@ -130,6 +130,9 @@ pub struct JobOutcome {
     pub rows: u64,
     pub manifest_url: String,
     pub files: Vec<String>,
+    /// Rows in each of `files` (absent in results stored before it was kept).
+    #[serde(default)]
+    pub file_rows: Vec<u64>,
     /// The result's columns, in order.
     #[serde(default)]
     pub columns: Vec<ColumnView>,

@@ -282,8 +282,9 @@ impl Service {
             .ok_or_else(|| {
                 internal(format!("job {id} succeeded but its result is not recorded"))
             })?;
-        let files: Vec<OutputFile> = outcome
-            .files
+        // Only the files that hold rows offset..offset + limit are read.
+        let (first_row, urls) = page_files(&outcome, offset, limit as u64);
+        let files: Vec<OutputFile> = urls
             .iter()
             .map(|url| OutputFile {
                 url: url.clone(),
@@ -294,7 +295,7 @@ impl Service {
         let batches = read_result(&self.engine.stores, &files)
             .await
             .map_err(|e| internal(e.to_string()))?;
-        let rows = json_rows(&batches, offset as usize, limit).map_err(internal)?;
+        let rows = json_rows(&batches, (offset - first_row) as usize, limit).map_err(internal)?;
         let end = offset + rows.len() as u64;
         Ok(ResultPage {
             columns: outcome.columns,
@@ -382,6 +383,11 @@ impl Service {
         Ok(JobOutcome {
             rows: result.rows,
             manifest_url: result.manifest_url.unwrap_or_default(),
+            file_rows: result
+                .files
+                .iter()
+                .map(|f| f.partitions.iter().map(|p| p.rows).sum())
+                .collect(),
             files: result.files.into_iter().map(|f| f.url).collect(),
             columns: ColumnView::of(&result.schema),
             stages: progress.snapshot(),
@@ -578,10 +584,60 @@ impl Drop for Slot {
     }
 }
 
+/// The result files holding rows `offset..offset + limit`, and the index of
+/// the first row of the first of them. Without per-file row counts (results
+/// stored by an older Squall), every file from the start.
+fn page_files(outcome: &JobOutcome, offset: u64, limit: u64) -> (u64, Vec<String>) {
+    if outcome.file_rows.len() != outcome.files.len() {
+        return (0, outcome.files.clone());
+    }
+    let end = offset.saturating_add(limit);
+    let mut start = 0;
+    let mut first_row = None;
+    let mut files = Vec::new();
+    for (url, rows) in outcome.files.iter().zip(&outcome.file_rows) {
+        let next = start + rows;
+        if *rows > 0 && next > offset && start < end {
+            first_row.get_or_insert(start);
+            files.push(url.clone());
+        }
+        start = next;
+    }
+    (first_row.unwrap_or(offset), files)
+}
+
 /// A table spec from its parts, with the CLI's checks of name, format and URL.
 fn table_spec(name: &str, url: &str, format: Option<&str>) -> Result<TableSpec, SquallError> {
     match format {
         Some(format) => format!("{name}:{format}={url}").parse(),
         None => format!("{name}={url}").parse(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_reads_only_the_files_that_hold_it() {
+        let outcome = JobOutcome {
+            rows: 25,
+            manifest_url: "m".into(),
+            files: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            file_rows: vec![10, 0, 10, 5],
+            columns: vec![],
+            stages: vec![],
+        };
+        let page = |offset, limit| page_files(&outcome, offset, limit);
+        assert_eq!(page(0, 5), (0, vec!["a".to_string()]));
+        assert_eq!(page(5, 10), (0, vec!["a".to_string(), "c".to_string()]));
+        assert_eq!(page(10, 10), (10, vec!["c".to_string()]));
+        assert_eq!(page(22, 100), (20, vec!["d".to_string()]));
+        assert_eq!(page(25, 10), (25, vec![]));
+        let old = JobOutcome {
+            file_rows: vec![],
+            ..outcome.clone()
+        };
+        assert_eq!(page_files(&old, 12, 1), (0, old.files.clone()));
     }
 }
