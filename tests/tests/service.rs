@@ -364,6 +364,24 @@ async fn catalog_tables_show_their_schema_and_serve_jobs_by_name() {
         "{body}"
     );
     assert_eq!(server.get("/v1/tables/ghost", Some(TOKEN)).await.0, 404);
+    // The schema is kept as read at PUT: showing tables reads no files.
+    let copy = dir.path().join("region-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in squall_tests::files_under(&data.join("region")) {
+        std::fs::copy(&file, copy.join(file.file_name().unwrap())).unwrap();
+    }
+    let (status, _) = server
+        .put(
+            "/v1/tables/region",
+            &serde_json::json!({"url": format!("{}/", copy.display())}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    std::fs::remove_dir_all(&copy).unwrap();
+    let (status, body) = server.get("/v1/tables/region", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["columns"][0]["name"], "r_regionkey", "{body}");
+    assert_eq!(server.get("/v1/tables", Some(TOKEN)).await.0, 200);
     assert_eq!(server.delete("/v1/tables/nation").await.0, 204);
     assert_eq!(server.delete("/v1/tables/nation").await.0, 404);
     server.kill();

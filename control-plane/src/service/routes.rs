@@ -515,7 +515,8 @@ async fn get_table(
 }
 
 /// Add or replace a catalog table; its files must be readable (the schema is
-/// read from them before the table is stored).
+/// read from them before the table is stored, and shown as read until the
+/// table is put again).
 #[utoipa::path(
     put, path = "/v1/tables/{name}", tag = "tables",
     params(("name" = String, Path, description = "Table name: letters, digits and _")),
@@ -536,14 +537,18 @@ async fn put_table(
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<axum::Json<TableView>, ApiError> {
     let put: PutTable = json_body(body, "a table")?;
-    let table = CatalogTable {
+    let mut table = CatalogTable {
         name,
         url: put.url,
         format: put.format.map(|f| f.to_ascii_lowercase()),
         options: serde_json::json!({}),
         created_at_ms: now_ms(),
+        columns: None,
     };
+    // Read the schema now; it is shown as read until the table is put again.
     let view = service.table_view(table.clone()).await?;
+    table.columns =
+        Some(serde_json::to_value(&view.columns).map_err(|e| ApiError::internal(e.to_string()))?);
     service
         .store
         .put_table(&table)

@@ -483,8 +483,22 @@ impl Service {
         check_scan_limit(&planned, request.scan_limit_bytes).map_err(ApiError::from)
     }
 
-    /// A catalog table with its schema, read from its files now.
+    /// A catalog table with its schema: as stored when it was put, else read
+    /// from its files now.
     pub(super) async fn table_view(&self, table: CatalogTable) -> Result<TableView, ApiError> {
+        if let Some(columns) = table
+            .columns
+            .clone()
+            .and_then(|c| serde_json::from_value::<Vec<ColumnView>>(c).ok())
+        {
+            return Ok(TableView {
+                name: table.name,
+                url: table.url,
+                format: table.format,
+                columns,
+                created_at_ms: table.created_at_ms,
+            });
+        }
         let spec = table_spec(&table.name, &table.url, table.format.as_deref())?;
         let planned = plan_job(
             &format!("SELECT * FROM {}", table.name),

@@ -84,6 +84,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE schedules ADD COLUMN next_fire_at_ms INTEGER;
     ALTER TABLE schedules ADD COLUMN skipped_runs INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE schedules ADD COLUMN last_skipped_at_ms INTEGER;",
+    // 4: a catalog table's columns as read when it was put (JSON).
+    "ALTER TABLE catalog ADD COLUMN columns TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +191,9 @@ pub struct CatalogTable {
     pub format: Option<String>,
     pub options: serde_json::Value,
     pub created_at_ms: i64,
+    /// The columns read from the files when the table was put (None in rows
+    /// stored before they were kept).
+    pub columns: Option<serde_json::Value>,
 }
 
 /// The job store. One connection behind a mutex: every call is a few SQLite
@@ -488,14 +493,15 @@ impl JobStore {
     pub fn put_table(&self, table: &CatalogTable) -> Result<()> {
         self.conn()
             .execute(
-                "INSERT OR REPLACE INTO catalog (name, url, format, options, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO catalog (name, url, format, options, created_at_ms, columns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     table.name,
                     table.url,
                     table.format,
                     table.options.to_string(),
-                    table.created_at_ms
+                    table.created_at_ms,
+                    table.columns.as_ref().map(|c| c.to_string())
                 ],
             )
             .map_err(sqlite(format!("store table {}", table.name)))?;
@@ -506,7 +512,7 @@ impl JobStore {
         let conn = self.conn();
         let row = conn
             .query_row(
-                "SELECT name, url, format, options, created_at_ms FROM catalog WHERE name = ?1",
+                "SELECT name, url, format, options, created_at_ms, columns FROM catalog WHERE name = ?1",
                 params![name],
                 raw_table,
             )
@@ -518,7 +524,9 @@ impl JobStore {
     pub fn tables(&self) -> Result<Vec<CatalogTable>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT name, url, format, options, created_at_ms FROM catalog ORDER BY name")
+            .prepare(
+                "SELECT name, url, format, options, created_at_ms, columns FROM catalog ORDER BY name",
+            )
             .map_err(sqlite("list tables"))?;
         let rows = stmt
             .query_map([], raw_table)
@@ -623,7 +631,7 @@ impl RawJob {
     }
 }
 
-type RawTable = (String, String, Option<String>, String, i64);
+type RawTable = (String, String, Option<String>, String, i64, Option<String>);
 
 fn raw_table(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawTable> {
     Ok((
@@ -632,20 +640,29 @@ fn raw_table(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawTable> {
         row.get(2)?,
         row.get(3)?,
         row.get(4)?,
+        row.get(5)?,
     ))
 }
 
-fn into_table((name, url, format, options, created_at_ms): RawTable) -> Result<CatalogTable> {
-    let options = serde_json::from_str(&options).map_err(|e| StoreError::Corrupt {
+fn into_table(
+    (name, url, format, options, created_at_ms, columns): RawTable,
+) -> Result<CatalogTable> {
+    let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt {
         what: format!("table {name}"),
-        message: format!("options are not JSON: {e}"),
-    })?;
+        message: format!("{what} are not JSON: {e}"),
+    };
+    let options = serde_json::from_str(&options).map_err(|e| corrupt("options", e))?;
+    let columns = columns
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| corrupt("columns", e))?;
     Ok(CatalogTable {
         name,
         url,
         format,
         options,
         created_at_ms,
+        columns,
     })
 }
 
@@ -816,6 +833,7 @@ mod tests {
             format: Some("parquet".into()),
             options: serde_json::json!({}),
             created_at_ms: 3,
+            columns: Some(serde_json::json!([{"name": "l_orderkey"}])),
         };
         store.put_table(&table).unwrap();
         assert_eq!(store.table("lineitem").unwrap(), Some(table.clone()));
