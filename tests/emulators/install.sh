@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the AWS emulators the Lambda/S3 tests need, without Docker, from the
 # package registries this project may reach (crates.io, PyPI):
-#   - cargo-lambda (crates.io): `cargo lambda watch` runs squall-lambda behind
-#     the Lambda Invoke API;
+#   - cargo-lambda (its prebuilt binary from PyPI; built from crates.io where no
+#     wheel fits): `cargo lambda watch` runs squall-lambda behind the Lambda
+#     Invoke API;
 #   - LocalStack in host mode (PyPI, Python 3.13 from pyenv): S3, and the
 #     Lambda/IAM control APIs the localstack/ init hook calls.
 # Everything lands under $SQUALL_CACHE (default ~/.cache/squall) and is reused
@@ -25,7 +26,21 @@ install_cargo_lambda() {
         log "cargo-lambda $CARGO_LAMBDA_VERSION already installed ($bin)"
         return
     fi
-    log "installing cargo-lambda $CARGO_LAMBDA_VERSION (about 25 minutes on 2 cores; cached afterwards)"
+    mkdir -p "$TOOLS/bin"
+    # PyPI has cargo-lambda's prebuilt binary (seconds); building it from
+    # crates.io takes about 25 minutes on 2 cores, so that is only the fallback
+    # (a platform without a wheel).
+    local venv="$TOOLS/cargo-lambda-$CARGO_LAMBDA_VERSION"
+    log "installing cargo-lambda $CARGO_LAMBDA_VERSION from PyPI into $venv"
+    rm -rf "$venv"
+    if "$(find_python)" -m venv "$venv" \
+        && "$venv/bin/pip" install --quiet --disable-pip-version-check "cargo-lambda==$CARGO_LAMBDA_VERSION" \
+        && "$venv/bin/cargo-lambda" lambda --version | grep -q "$CARGO_LAMBDA_VERSION"; then
+        ln -sf "$venv/bin/cargo-lambda" "$bin"
+        return
+    fi
+    rm -rf "$venv"
+    log "no cargo-lambda wheel here: building it from crates.io (about 25 minutes on 2 cores; cached afterwards)"
     # A target directory of its own, so the install never fights the project's
     # build over a lock, and a partial build is resumed by the next run.
     CARGO_TARGET_DIR="$TOOLS/build/cargo-lambda" \

@@ -30,14 +30,21 @@ use crate::engine::new_job_id;
 /// Longest the timetable sleeps without looking at the store again.
 const MAX_SLEEP_MS: i64 = 60_000;
 
+/// Pause after the store failed to fire schedules.
+const RETRY_AFTER_ERROR_MS: i64 = 1_000;
+
 impl Service {
     /// Fires schedules as they fall due, until the task is aborted.
     pub(super) async fn timetable(self: Arc<Self>) {
         let mut starting = true;
         loop {
             let now = now_ms();
+            // After a store error, wait a while rather than retry at once: a
+            // run that stays due would otherwise spin this loop.
+            let mut least = 0;
             if let Err(e) = self.fire_due(now, starting) {
                 tracing::error!("cannot fire schedules: {e}");
+                least = RETRY_AFTER_ERROR_MS;
             }
             starting = false;
             let next = match self.store.next_fire_time() {
@@ -47,7 +54,9 @@ impl Service {
                     None
                 }
             };
-            let wait = next.map_or(MAX_SLEEP_MS, |at| (at - now_ms()).clamp(0, MAX_SLEEP_MS));
+            let wait = next
+                .map_or(MAX_SLEEP_MS, |at| (at - now_ms()).clamp(0, MAX_SLEEP_MS))
+                .max(least);
             let changed = self.schedules_changed.notified();
             tokio::select! {
                 _ = tokio::time::sleep(std::time::Duration::from_millis(wait as u64)) => {}
