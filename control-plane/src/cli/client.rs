@@ -76,18 +76,7 @@ pub struct JobArgs {
 
 impl JobArgs {
     fn job(&self) -> Result<SubmitJob> {
-        let sql = match (&self.sql, &self.sql_file) {
-            (Some(sql), _) => sql.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| SquallError::Io {
-                context: format!("cannot read SQL file {}", path.display()),
-                source: e,
-            })?,
-            (None, None) => {
-                return Err(SquallError::InvalidArgument(
-                    "give --sql or --sql-file".into(),
-                ));
-            }
-        };
+        let sql = super::read_sql(self.sql.as_deref(), self.sql_file.as_deref())?;
         let tables = self
             .tables
             .iter()
@@ -294,11 +283,7 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
 pub async fn jobs(args: JobsArgs) -> Result<()> {
     let state = match args.state.as_deref() {
         None => None,
-        Some(text) => Some(JobState::parse(text).ok_or_else(|| {
-            SquallError::InvalidArgument(format!(
-                "unknown job state '{text}' (queued, running, succeeded, failed, cancelled)"
-            ))
-        })?),
+        Some(text) => Some(JobState::parse_named(text).map_err(SquallError::InvalidArgument)?),
     };
     let list = args
         .server

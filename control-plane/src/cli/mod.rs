@@ -144,16 +144,7 @@ impl QueryArgs {
     }
 
     fn sql(&self) -> Result<String> {
-        match (&self.sql, &self.sql_file) {
-            (Some(sql), _) => Ok(sql.clone()),
-            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| SquallError::Io {
-                context: format!("cannot read SQL file {}", path.display()),
-                source: e,
-            }),
-            (None, None) => Err(SquallError::InvalidArgument(
-                "give --sql or --sql-file".into(),
-            )),
-        }
+        read_sql(self.sql.as_deref(), self.sql_file.as_deref())
     }
 
     fn plan_options(&self, executors: usize) -> PlanOptions {
@@ -161,6 +152,20 @@ impl QueryArgs {
             shuffle_partitions: self.shuffle_partitions.unwrap_or(executors),
             target_partition_bytes: self.target_partition_bytes,
         }
+    }
+}
+
+/// The query of `--sql SQL` or `--sql-file FILE`.
+fn read_sql(sql: Option<&str>, file: Option<&std::path::Path>) -> Result<String> {
+    match (sql, file) {
+        (Some(sql), _) => Ok(sql.to_string()),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| SquallError::Io {
+            context: format!("cannot read SQL file {}", path.display()),
+            source: e,
+        }),
+        (None, None) => Err(SquallError::InvalidArgument(
+            "give --sql or --sql-file".into(),
+        )),
     }
 }
 

@@ -299,28 +299,19 @@ async fn list_jobs(
     State(service): State<Arc<Service>>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<axum::Json<JobList>, ApiError> {
-    let state = match query.state.as_deref() {
-        None => None,
-        Some(text) => Some(JobState::parse(text).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid state",
-                format!(
-                    "unknown job state '{text}' (queued, running, succeeded, failed, cancelled)"
-                ),
-            )
-        })?),
-    };
+    let state =
+        match query.state.as_deref() {
+            None => None,
+            Some(text) => Some(JobState::parse_named(text).map_err(|detail| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid state", detail)
+            })?),
+        };
     let limit = page_limit(query.limit, 50, 1000)?;
     let (jobs, next) = service
         .store
         .list_jobs(state, query.after, limit)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let jobs = jobs
-        .into_iter()
-        .map(|j| service.view(j))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(JobList { jobs, next }))
+    Ok(axum::Json(service.job_list(jobs, next)?))
 }
 
 /// One job: state, times, error, per-stage progress, and its result once succeeded.

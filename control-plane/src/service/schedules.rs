@@ -398,9 +398,5 @@ pub(super) async fn schedule_runs(
         .store
         .list_schedule_jobs(&id, query.after, limit)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let jobs = jobs
-        .into_iter()
-        .map(|j| service.view(j))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(axum::Json(JobList { jobs, next }))
+    Ok(axum::Json(service.job_list(jobs, next)?))
 }

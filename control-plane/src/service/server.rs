@@ -16,7 +16,9 @@ use squall_executor::OutputFile;
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::api::{Accepted, ColumnView, JobOutcome, JobView, ResultPage, SubmitJob, TableView};
+use super::api::{
+    Accepted, ColumnView, JobList, JobOutcome, JobView, ResultPage, SubmitJob, TableView,
+};
 use super::metrics::Metrics;
 use super::problem::ApiError;
 use super::progress::JobProgress;
@@ -517,6 +519,19 @@ impl Service {
             columns,
             created_at_ms: table.created_at_ms,
         })
+    }
+
+    /// A page of jobs as the API shows them.
+    pub(super) fn job_list(
+        &self,
+        jobs: Vec<JobRecord>,
+        next: Option<i64>,
+    ) -> Result<JobList, ApiError> {
+        let jobs = jobs
+            .into_iter()
+            .map(|j| self.view(j))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(JobList { jobs, next })
     }
 
     pub(super) fn view(&self, job: JobRecord) -> Result<JobView, ApiError> {

@@ -148,6 +148,13 @@ impl JobState {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
+    /// [`parse`](Self::parse), or an error that names the text and the states.
+    pub fn parse_named(text: &str) -> std::result::Result<Self, String> {
+        Self::parse(text).ok_or_else(|| {
+            format!("unknown job state '{text}' (queued, running, succeeded, failed, cancelled)")
+        })
+    }
+
     /// No further change is possible.
     pub fn is_final(self) -> bool {
         matches!(
