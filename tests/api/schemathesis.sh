@@ -21,6 +21,10 @@ SQUALL="$TARGET/debug/squall"
 [[ -x "$SQUALL" ]] || { echo "$SQUALL missing: run cargo build -p squall-control-plane" >&2; exit 1; }
 
 WORK="$(mktemp -d)"
+# The server and schemathesis run inside WORK: fuzzed jobs name relative
+# output paths, and schemathesis keeps a cache in its working directory;
+# neither may land in the checkout.
+cd "$WORK"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 TOKEN="schemathesis-$RANDOM$RANDOM"
 SQUALL_LOG=warn "$SQUALL" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" \
@@ -37,7 +41,6 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-cd "$WORK"
 status=0
 "$ST" run "http://127.0.0.1:$PORT/openapi.json" \
     --header "Authorization: Bearer $TOKEN" \
