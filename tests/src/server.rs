@@ -57,47 +57,37 @@ impl Server {
     }
 
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        decode(response).await
+        self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
     pub async fn put(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let response = reqwest::Client::new()
-            .put(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        decode(response).await
+        self.send(reqwest::Method::PUT, path, Some(body)).await
     }
 
     pub async fn patch(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let response = reqwest::Client::new()
-            .patch(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        decode(response).await
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
     }
 
     pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = reqwest::Client::new()
-            .delete(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        decode(response).await
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// A request with the token and, if given, a JSON body.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        decode(request.send().await.unwrap()).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {

@@ -3,7 +3,6 @@
 //! (or SQUALL_SERVER and SQUALL_TOKEN).
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,16 +42,8 @@ impl ServerArgs {
 /// A job to submit, now or at each run of a schedule.
 #[derive(Debug, Args)]
 pub struct JobArgs {
-    /// The SQL query.
-    #[arg(
-        long,
-        conflicts_with = "sql_file",
-        required_unless_present = "sql_file"
-    )]
-    sql: Option<String>,
-    /// A file holding the SQL query.
-    #[arg(long, value_name = "FILE")]
-    sql_file: Option<PathBuf>,
+    #[command(flatten)]
+    sql: super::SqlArgs,
     /// A table: NAME=URL or NAME:FORMAT=URL (URLs as the server sees them), or
     /// NAME alone for a catalog table.
     #[arg(long = "table", value_name = "NAME=URL")]
@@ -76,7 +67,7 @@ pub struct JobArgs {
 
 impl JobArgs {
     fn job(&self) -> Result<SubmitJob> {
-        let sql = super::read_sql(self.sql.as_deref(), self.sql_file.as_deref())?;
+        let sql = self.sql.read()?;
         let tables = self
             .tables
             .iter()

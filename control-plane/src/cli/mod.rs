@@ -120,16 +120,8 @@ struct QueryArgs {
     /// file or a prefix: s3://bucket/prefix/, file:///path, memory:///, or a local path.
     #[arg(long = "table", value_name = "NAME=URL", required = true)]
     tables: Vec<String>,
-    /// The SQL query.
-    #[arg(
-        long,
-        conflicts_with = "sql_file",
-        required_unless_present = "sql_file"
-    )]
-    sql: Option<String>,
-    /// A file holding the SQL query.
-    #[arg(long, value_name = "FILE")]
-    sql_file: Option<PathBuf>,
+    #[command(flatten)]
+    sql: SqlArgs,
     /// Width of hash shuffles (default: the number of cores).
     #[arg(long)]
     shuffle_partitions: Option<usize>,
@@ -144,7 +136,7 @@ impl QueryArgs {
     }
 
     fn sql(&self) -> Result<String> {
-        read_sql(self.sql.as_deref(), self.sql_file.as_deref())
+        self.sql.read()
     }
 
     fn plan_options(&self, executors: usize) -> PlanOptions {
@@ -155,17 +147,33 @@ impl QueryArgs {
     }
 }
 
-/// The query of `--sql SQL` or `--sql-file FILE`.
-fn read_sql(sql: Option<&str>, file: Option<&std::path::Path>) -> Result<String> {
-    match (sql, file) {
-        (Some(sql), _) => Ok(sql.to_string()),
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| SquallError::Io {
-            context: format!("cannot read SQL file {}", path.display()),
-            source: e,
-        }),
-        (None, None) => Err(SquallError::InvalidArgument(
-            "give --sql or --sql-file".into(),
-        )),
+/// The query: `--sql SQL` or `--sql-file FILE` (`squall run`, `plan`, `submit`, ...).
+#[derive(Debug, Args)]
+struct SqlArgs {
+    /// The SQL query.
+    #[arg(
+        long,
+        conflicts_with = "sql_file",
+        required_unless_present = "sql_file"
+    )]
+    sql: Option<String>,
+    /// A file holding the SQL query.
+    #[arg(long, value_name = "FILE")]
+    sql_file: Option<PathBuf>,
+}
+
+impl SqlArgs {
+    fn read(&self) -> Result<String> {
+        match (&self.sql, &self.sql_file) {
+            (Some(sql), _) => Ok(sql.clone()),
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| SquallError::Io {
+                context: format!("cannot read SQL file {}", path.display()),
+                source: e,
+            }),
+            (None, None) => Err(SquallError::InvalidArgument(
+                "give --sql or --sql-file".into(),
+            )),
+        }
     }
 }
 
