@@ -258,6 +258,7 @@ pub async fn tasks(engine: &Engine, count: usize) -> Result<TasksBench> {
     let options = TaskOptions::default();
     let scheduler = Scheduler {
         job_id: "bench-tasks",
+        run_id: "bench",
         backend: engine.backend.clone(),
         stores: Arc::clone(&engine.stores),
         options: &options,

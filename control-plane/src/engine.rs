@@ -11,12 +11,12 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::execution::object_store::ObjectStoreRegistry;
-use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStoreExt, PutPayload};
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde::{Deserialize, Serialize};
 use squall_executor::{ExecutorContext, ObjectUrl, OutputFile, StoreRegistry};
 
+use crate::access::Access;
 use crate::backend::{ExecutorBackend, InProcessBackend};
 use crate::error::{Result, SquallError};
 use crate::planner::{
@@ -26,9 +26,6 @@ use crate::scheduler::{
     ProgressSink, Scheduler, StageJournal, StageStats, TaskOptions, delete_quietly,
 };
 use crate::tables::{TableSpec, to_url};
-
-/// Name of the manifest written next to a job's result files.
-pub const MANIFEST_NAME: &str = "_squall_manifest.json";
 
 /// Everything that stays the same between jobs.
 #[derive(Debug, Clone)]
@@ -110,6 +107,42 @@ impl Engine {
         Ok(())
     }
 
+    /// Checks a job as far as can be done without running it, and returns its
+    /// plan: the URLs it names against the request's access policy, that the
+    /// backend's executors reach them, the SQL and tables (planned), the scan
+    /// limit. (Whether its output is free is settled by claiming it.)
+    pub async fn check(&self, request: &JobRequest) -> Result<PlannedJob> {
+        check_access(request)?;
+        self.check_reachable(request)?;
+        let planned = plan_job_with(
+            &request.sql,
+            &request.tables,
+            &request.plan,
+            self.stores.clone(),
+            &self.plan_caches,
+            "memory:///squall-validate",
+            "memory:///squall-validate/result",
+        )
+        .await?;
+        check_scan_limit(&planned, request.scan_limit_bytes)?;
+        Ok(planned)
+    }
+
+    /// Makes the output folder `output` (a URL) job `job_id`'s before the job is
+    /// queued; see [`crate::output`]. The job's run keeps the claim.
+    pub async fn claim_output(&self, output: &str, job_id: &str) -> Result<()> {
+        let url = to_url(output)?;
+        crate::output::claim(&self.stores, url.as_str(), job_id).await
+    }
+
+    /// Gives up the output of a job that will not run (cancelled while queued):
+    /// its result files, if any, and its claim.
+    pub async fn release_output(&self, output: &str, job_id: &str) {
+        if let Ok(url) = to_url(output) {
+            crate::output::discard(&self.stores, url.as_str(), job_id).await;
+        }
+    }
+
     /// Plans and runs one job.
     pub async fn run(
         &self,
@@ -127,23 +160,71 @@ impl Engine {
     }
 
     /// Plans and runs one job as `run` says: under a given id, resuming from
-    /// committed stages, recording commits.
+    /// committed stages, recording commits, until told to stop.
+    ///
+    /// However the job ends — done, failed, past its deadline, stopped, its
+    /// scheduler panicking — its tasks have stopped when this returns (as far as
+    /// the backend can stop them) and nothing of it is left under its work
+    /// folder; a job that did not succeed leaves nothing in its output either.
+    /// Only a job interrupted by [`Stop::Shutdown`] keeps its work folder and its
+    /// output claim, for the server that resumes it.
     pub async fn run_as(&self, request: &JobRequest, run: JobRun) -> Result<JobResult> {
+        check_access(request)?;
         self.check_reachable(request)?;
         let job_id = match &run.job_id {
             Some(id) => check_job_id(id)?,
             None => new_job_id(),
         };
+        let run_id = new_run_id();
         let work_dir = format!("{}/{job_id}", self.work_root);
-        let job = self.run_job(request, run, job_id, &work_dir);
-        let result = match request.deadline {
-            // Dropping the job's future abandons its tasks (in-process tasks are
-            // aborted; Lambda invocations are no longer awaited).
-            Some(deadline) => tokio::time::timeout(deadline, job)
-                .await
-                .unwrap_or(Err(SquallError::DeadlineExceeded { deadline })),
-            None => job.await,
+        let mut stop = run.stop.clone();
+        let job =
+            std::panic::AssertUnwindSafe(self.run_job(request, run, &job_id, &run_id, &work_dir))
+                .catch_unwind()
+                .map(|outcome| {
+                    outcome.unwrap_or_else(|panic| {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "(no message)".into());
+                        tracing::error!(job = job_id, "the job's scheduler panicked: {message}");
+                        Err(SquallError::Panicked { message })
+                    })
+                });
+        let stopped = async {
+            let told = async {
+                match stop.as_mut() {
+                    Some(stop) => match stop.wait_for(|s| *s != Stop::Run).await {
+                        Ok(s) if *s == Stop::Shutdown => SquallError::Interrupted,
+                        _ => SquallError::Cancelled,
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            match request.deadline {
+                Some(deadline) => tokio::time::timeout(deadline, told)
+                    .await
+                    .unwrap_or(SquallError::DeadlineExceeded { deadline }),
+                None => told.await,
+            }
         };
+        // A stop drops the job's future: no task starts any more, in-process
+        // tasks are aborted, Lambda invocations no longer awaited.
+        let result = tokio::select! {
+            result = job => result,
+            reason = stopped => Err(reason),
+        };
+        self.backend.wait_idle(&job_id).await;
+        if matches!(result, Err(SquallError::Interrupted)) {
+            return result;
+        }
+        if result.is_err()
+            && let Some(output) = &request.output
+            && let Ok(url) = to_url(output)
+        {
+            crate::output::discard(&self.stores, url.as_str(), &job_id).await;
+        }
         // Whatever the outcome, nothing of the job stays under its work folder:
         // this also catches objects the scheduler never heard of, such as the
         // output of an attempt that timed out and finished writing later.
@@ -171,14 +252,15 @@ impl Engine {
         &self,
         request: &JobRequest,
         run: JobRun,
-        job_id: String,
+        job_id: &str,
+        run_id: &str,
         work_dir: &str,
     ) -> Result<JobResult> {
         let result_dir = match &request.output {
             Some(output) => {
                 let url = to_url(output)?;
                 let dir = url.as_str().trim_end_matches('/').to_string();
-                self.check_output_free(&dir, &job_id).await?;
+                crate::output::claim(&self.stores, &dir, job_id).await?;
                 dir
             }
             None => format!("{work_dir}/result"),
@@ -197,13 +279,15 @@ impl Engine {
         check_scan_limit(&planned, request.scan_limit_bytes)?;
         tracing::info!(
             job = job_id,
+            run = run_id,
             stages = planned.dag.stages.len(),
             tasks = planned.dag.task_count(),
             elapsed_ms = planning.elapsed().as_millis() as u64,
             "planned"
         );
         let scheduler = Scheduler {
-            job_id: &job_id.clone(),
+            job_id,
+            run_id,
             backend: self.backend.clone(),
             stores: self.stores.clone(),
             options: &request.tasks,
@@ -213,7 +297,7 @@ impl Engine {
         let outcome = scheduler.resume(&planned.dag, run.done).await?;
         let rows = outcome.result_files.iter().map(output_rows).sum();
         let mut result = JobResult {
-            job_id,
+            job_id: job_id.to_string(),
             schema: planned.dag.schema.clone(),
             files: outcome.result_files,
             rows,
@@ -223,14 +307,15 @@ impl Engine {
             batches: None,
         };
         if request.output.is_some() {
-            match self.write_manifest(&result_dir, &result).await {
-                Ok(url) => result.manifest_url = Some(url),
-                Err(e) => {
-                    let files: Vec<String> = result.files.iter().map(|f| f.url.clone()).collect();
-                    scheduler.delete_all(&files).await;
-                    return Err(e);
-                }
-            }
+            let url = crate::output::commit(
+                &self.stores,
+                &result_dir,
+                job_id,
+                &result.schema,
+                &result.files,
+            )
+            .await?;
+            result.manifest_url = Some(url);
         } else {
             // Nobody asked to keep the files: read them back and remove them.
             let batches = read_result(&self.stores, &result.files).await;
@@ -240,65 +325,20 @@ impl Engine {
         }
         Ok(result)
     }
+}
 
-    /// Refuses an output that holds another job's result (a resumed job may
-    /// replace its own).
-    async fn check_output_free(&self, dir: &str, job_id: &str) -> Result<()> {
-        let manifest = ObjectUrl::parse(&format!("{dir}/{MANIFEST_NAME}"))
-            .map_err(|e| SquallError::InvalidArgument(format!("output URL: {e}")))?;
-        let store = self
-            .stores
-            .get_store(manifest.store_url().as_ref())
-            .map_err(|e| SquallError::InvalidArgument(format!("output URL: {e}")))?;
-        match store.get(manifest.path()).await {
-            Ok(found) => {
-                let bytes = found.bytes().await?;
-                match serde_json::from_slice::<Manifest>(&bytes) {
-                    Ok(m) if m.job_id == job_id => Ok(()),
-                    _ => Err(SquallError::OutputExists {
-                        url: dir.to_string(),
-                    }),
-                }
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+/// Refuses a job that names a URL its access policy does not allow.
+fn check_access(request: &JobRequest) -> Result<()> {
+    let Some(access) = &request.plan.guard.access else {
+        return Ok(());
+    };
+    for table in &request.tables {
+        access.check(&format!("table '{}'", table.name), &table.url, Access::Read)?;
     }
-
-    async fn write_manifest(&self, dir: &str, result: &JobResult) -> Result<String> {
-        let manifest = Manifest {
-            job_id: result.job_id.clone(),
-            rows: result.rows,
-            columns: result
-                .schema
-                .fields()
-                .iter()
-                .map(|f| ManifestColumn {
-                    name: f.name().clone(),
-                    data_type: f.data_type().to_string(),
-                    nullable: f.is_nullable(),
-                })
-                .collect(),
-            files: result
-                .files
-                .iter()
-                .map(|f| ManifestFile {
-                    url: f.url.clone(),
-                    rows: output_rows(f),
-                    bytes: f.size,
-                })
-                .collect(),
-        };
-        let url = format!("{dir}/{MANIFEST_NAME}");
-        let (store, path) = self
-            .stores
-            .resolve(&url)
-            .map_err(|source| SquallError::Internal { source })?;
-        let body = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| SquallError::Backend(format!("cannot encode manifest: {e}")))?;
-        store.put(&path, PutPayload::from(body)).await?;
-        Ok(url)
+    if let Some(output) = &request.output {
+        access.check("the output", output, Access::Write)?;
     }
+    Ok(())
 }
 
 /// Refuses a planned job whose tables' files add up to more than `limit` bytes.
@@ -334,6 +374,24 @@ pub fn new_job_id() -> String {
     id[..16].to_string()
 }
 
+/// A new run id: 8 hexadecimal digits, in the name of every object the run writes.
+fn new_run_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..8].to_string()
+}
+
+/// What a running job is told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stop {
+    /// Go on.
+    #[default]
+    Run,
+    /// Stop, and remove everything the job wrote: it will not run again.
+    Cancel,
+    /// Stop, keeping what a resume needs (the server is shutting down).
+    Shutdown,
+}
+
 /// How one job is run beyond what it asks for.
 #[derive(Clone, Default)]
 pub struct JobRun {
@@ -345,6 +403,8 @@ pub struct JobRun {
     /// Told of each stage this run commits.
     pub journal: Option<Arc<dyn StageJournal>>,
     pub progress: Option<Arc<dyn ProgressSink>>,
+    /// Tells the job to stop (see [`Stop`]); None: it runs to its end.
+    pub stop: Option<tokio::sync::watch::Receiver<Stop>>,
 }
 
 /// One job as submitted.
@@ -391,29 +451,6 @@ pub struct JobResult {
     pub dag: StageDag,
     /// The rows, when no output location was requested.
     pub batches: Option<Vec<RecordBatch>>,
-}
-
-/// The manifest: exactly the committed result files of one job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    pub job_id: String,
-    pub rows: u64,
-    pub columns: Vec<ManifestColumn>,
-    pub files: Vec<ManifestFile>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ManifestColumn {
-    pub name: String,
-    pub data_type: String,
-    pub nullable: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ManifestFile {
-    pub url: String,
-    pub rows: u64,
-    pub bytes: u64,
 }
 
 /// Reads result files back, in order.

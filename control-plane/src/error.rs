@@ -34,6 +34,50 @@ pub enum SquallError {
     #[error("output {url} already holds a Squall result (remove it or choose another --output)")]
     OutputExists { url: String },
 
+    #[error("output {url} is in use by job {job_id} (choose another output)")]
+    OutputClaimed { url: String, job_id: String },
+
+    #[error("{what} at {url} is not allowed: {reason}")]
+    Forbidden {
+        what: String,
+        url: String,
+        reason: String,
+    },
+
+    #[error("{option} {value} is over the limit of {limit}{hint}")]
+    OverLimit {
+        option: String,
+        value: String,
+        limit: String,
+        /// What to do instead, starting with "; " (or empty).
+        hint: String,
+    },
+
+    #[error("the job was cancelled")]
+    Cancelled,
+
+    #[error(
+        "the job was interrupted: the server stopped while it ran (it resumes when a server starts on the same data dir)"
+    )]
+    Interrupted,
+
+    #[error("internal error: the job's scheduler panicked: {message}")]
+    Panicked { message: String },
+
+    #[error(
+        "data dir {dir} is in use by another squall serve (pid {holder}); one server per data dir"
+    )]
+    DataDirInUse { dir: String, holder: String },
+
+    #[error("cannot set up metrics: {source}")]
+    Metrics { source: prometheus::Error },
+
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: String,
+        source: serde_json::Error,
+    },
+
     #[error("stage {stage} task {task} failed after {attempts} attempt(s): {}", failure.message)]
     TaskFailed {
         stage: u32,
@@ -86,6 +130,10 @@ impl SquallError {
             | SquallError::Table { .. }
             | SquallError::InvalidArgument(_)
             | SquallError::OutputExists { .. }
+            | SquallError::OutputClaimed { .. }
+            | SquallError::Forbidden { .. }
+            | SquallError::OverLimit { .. }
+            | SquallError::Cancelled
             | SquallError::ScanLimit { .. }
             | SquallError::DeadlineExceeded { .. } => true,
             SquallError::TaskFailed { failure, .. } => {
@@ -102,6 +150,11 @@ impl SquallError {
             SquallError::Backend(_)
             | SquallError::Internal { .. }
             | SquallError::Store { .. }
+            | SquallError::Interrupted
+            | SquallError::Panicked { .. }
+            | SquallError::Encode { .. }
+            | SquallError::Metrics { .. }
+            | SquallError::DataDirInUse { .. }
             | SquallError::Job { .. } => false,
         }
     }

@@ -3,23 +3,28 @@
 //!
 //! # What belongs here
 //! Planning (`planner`), tables (`tables`), scheduling and commit (`scheduler`),
-//! backends (`backend`), the job entry point (`engine`), the service's pieces
-//! (`service`) and TPC-H helpers (`tpch`).
+//! a job's output folder (`output`), which URLs a shared server's callers may
+//! name (`access`), backends (`backend`), the job entry point (`engine`), the
+//! service's pieces (`service`) and TPC-H helpers (`tpch`).
 //! Anything one task needs to run lives in `squall-executor` instead.
 
+pub mod access;
 pub mod backend;
 pub mod bench;
 pub mod engine;
 pub mod error;
+pub mod output;
 pub mod planner;
 pub mod scheduler;
 pub mod service;
 pub mod tables;
 pub mod tpch;
 
+pub use access::{Access, AccessPolicy};
 pub use backend::{ExecutorBackend, InProcessBackend};
-pub use engine::{Engine, JobRequest, JobResult, JobRun, MANIFEST_NAME, Manifest, read_result};
+pub use engine::{Engine, JobRequest, JobResult, JobRun, Stop, read_result};
 pub use error::{Result, SquallError};
+pub use output::{CLAIM_NAME, MANIFEST_NAME, Manifest};
 pub use planner::{PlanCaches, PlanOptions, StageDag, plan_job, plan_job_with};
 pub use scheduler::{JobEvent, ProgressSink, StageJournal, TaskOptions};
 pub use tables::{TableFormat, TableSpec};

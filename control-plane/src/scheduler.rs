@@ -133,6 +133,8 @@ pub struct DagOutcome {
 
 pub struct Scheduler<'a> {
     pub job_id: &'a str,
+    /// This run of the job (see `TaskId::run_id`).
+    pub run_id: &'a str,
     pub backend: Arc<dyn ExecutorBackend>,
     pub stores: Arc<StoreRegistry>,
     pub options: &'a TaskOptions,
@@ -199,7 +201,7 @@ impl Scheduler<'_> {
             .options
             .max_concurrency
             .unwrap_or_else(|| self.backend.max_concurrency())
-            .max(1);
+            .clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(JobGate {
             permits: Semaphore::new(concurrency),
             failed: AtomicBool::new(false),
@@ -464,6 +466,7 @@ impl Scheduler<'_> {
             }
             let id = TaskId {
                 job_id: self.job_id.to_string(),
+                run_id: self.run_id.to_string(),
                 stage_id: stage.id,
                 task,
                 attempt,

@@ -18,12 +18,16 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
+use std::collections::{HashMap, HashSet};
+
+use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use squall_executor::ObjectUrl;
 use url::Url;
 
+use crate::access::AccessPolicy;
 use crate::error::{Result, SquallError};
+use crate::output::{CLAIM_NAME, MANIFEST_NAME, Manifest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableFormat {
@@ -175,10 +179,22 @@ impl ResolvedTable {
     }
 }
 
-/// Lists a table's files and settles its format.
+/// What a shared server bounds when it lists a table.
+#[derive(Debug, Clone, Default)]
+pub struct TableGuard {
+    /// Refuse a table whose prefix holds more objects than this.
+    pub max_files: Option<usize>,
+    /// Refuse a listed local file whose links lead outside what this allows.
+    pub access: Option<Arc<AccessPolicy>>,
+}
+
+/// Lists a table's files and settles its format. Of a folder that holds a
+/// Squall manifest only the files it names are taken, and of one that holds
+/// only a job's claim (a job still writing) none (see `output`).
 pub async fn resolve_table(
     spec: &TableSpec,
     store: &Arc<dyn ObjectStore>,
+    guard: &TableGuard,
 ) -> Result<ResolvedTable> {
     let table_err = |message: String| SquallError::Table {
         table: spec.name.clone(),
@@ -205,11 +221,25 @@ pub async fn resolve_table(
             if !url.path().ends_with('/') {
                 url.set_path(&format!("{}/", url.path()));
             }
-            let mut files: Vec<ObjectMeta> = store
-                .list(Some(path))
-                .try_collect()
+            let mut listing = store.list(Some(path));
+            let mut files: Vec<ObjectMeta> = Vec::new();
+            while let Some(meta) = listing
+                .try_next()
                 .await
-                .map_err(|e| table_err(format!("cannot list {url}: {e}")))?;
+                .map_err(|e| table_err(format!("cannot list {url}: {e}")))?
+            {
+                files.push(meta);
+                if let Some(max) = guard.max_files
+                    && files.len() > max
+                {
+                    return Err(table_err(format!(
+                        "{url} holds more than {max} files, over the limit of {max} files \
+                         per table; name a narrower prefix"
+                    )));
+                }
+            }
+            let files = committed_files(store, files).await.map_err(table_err)?;
+            let mut files = files;
             // Hidden and marker files (`.crc`, `_SUCCESS`, manifests) are not data.
             // Only the parts below the table's prefix count: the prefix itself may
             // sit in a hidden folder.
@@ -227,6 +257,13 @@ pub async fn resolve_table(
     };
     if files.is_empty() {
         return Err(table_err(format!("no files at {url}")));
+    }
+    if let Some(access) = &guard.access {
+        for file in &files {
+            let mut file_url = url.clone();
+            file_url.set_path(&format!("/{}", file.location));
+            access.check_listed(&spec.name, &file_url)?;
+        }
     }
 
     let format = match spec.format {
@@ -267,6 +304,72 @@ pub async fn resolve_table(
         format,
         files,
     })
+}
+
+/// `files` less those a Squall job's marks exclude: in a folder holding a
+/// manifest, the files it does not name; in a folder holding only a claim, all.
+async fn committed_files(
+    store: &Arc<dyn ObjectStore>,
+    files: Vec<ObjectMeta>,
+) -> std::result::Result<Vec<ObjectMeta>, String> {
+    let folder_of = |p: &object_store::path::Path| {
+        p.as_ref()
+            .rsplit_once('/')
+            .map_or(String::new(), |(folder, _)| folder.to_string())
+    };
+    let marked = |name: &str| {
+        files
+            .iter()
+            .filter(|f| f.location.filename() == Some(name))
+            .map(|f| f.location.clone())
+            .collect::<Vec<_>>()
+    };
+    let manifests = marked(MANIFEST_NAME);
+    let claims = marked(CLAIM_NAME);
+    if manifests.is_empty() && claims.is_empty() {
+        return Ok(files);
+    }
+    // Folder → the paths its manifest names.
+    let mut named: HashMap<String, HashSet<String>> = HashMap::new();
+    let read = futures::stream::iter(manifests.into_iter().map(|location| async move {
+        let read = async {
+            let bytes = store.get(&location).await?.bytes().await?;
+            Ok::<_, object_store::Error>(bytes)
+        };
+        let bytes = read
+            .await
+            .map_err(|e| format!("cannot read the manifest {location}: {e}"))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the manifest {location} is unreadable: {e}"))?;
+        let paths = manifest
+            .files
+            .iter()
+            .filter_map(|f| ObjectUrl::parse(&f.url).ok())
+            .map(|u| u.path().to_string())
+            .collect::<HashSet<_>>();
+        Ok::<_, String>((location, paths))
+    }))
+    .buffer_unordered(16)
+    .try_collect::<Vec<_>>()
+    .await?;
+    for (location, paths) in read {
+        named.insert(folder_of(&location), paths);
+    }
+    let writing: HashSet<String> = claims
+        .iter()
+        .map(folder_of)
+        .filter(|folder| !named.contains_key(folder))
+        .collect();
+    Ok(files
+        .into_iter()
+        .filter(|f| {
+            let folder = folder_of(&f.location);
+            match named.get(&folder) {
+                Some(paths) => paths.contains(f.location.as_ref()),
+                None => !writing.contains(&folder),
+            }
+        })
+        .collect())
 }
 
 /// Registers a resolved table with DataFusion as a listing table.
@@ -382,26 +485,65 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let t = resolve_table(&TableSpec::new("t", "memory:///t"), &store)
+        let guard = TableGuard::default();
+        let t = resolve_table(&TableSpec::new("t", "memory:///t"), &store, &guard)
             .await
             .unwrap();
         assert_eq!(t.format, TableFormat::Csv);
         assert_eq!(t.files.len(), 2);
         assert_eq!(t.url.as_str(), "memory:///t/");
 
-        let one = resolve_table(&TableSpec::new("t", "memory:///t/a.csv"), &store)
+        let one = resolve_table(&TableSpec::new("t", "memory:///t/a.csv"), &store, &guard)
             .await
             .unwrap();
         assert_eq!(one.files.len(), 1);
 
-        let err = resolve_table(&TableSpec::new("m", "memory:///mixed/"), &store)
+        let err = resolve_table(&TableSpec::new("m", "memory:///mixed/"), &store, &guard)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("several formats"), "{err}");
-        let err = resolve_table(&TableSpec::new("n", "memory:///nothing/"), &store)
+        let err = resolve_table(&TableSpec::new("n", "memory:///nothing/"), &store, &guard)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("table 'n': no files"), "{err}");
         assert!(err.is_user_error());
+    }
+
+    #[tokio::test]
+    async fn manifests_and_claims_decide_which_files_count() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let manifest = serde_json::json!({
+            "job_id": "j", "rows": 2, "columns": [],
+            "files": [{"url": "memory:///r/a/part-0.csv", "rows": 1, "bytes": 4}]
+        });
+        for (key, body) in [
+            ("r/a/part-0.csv", "x\n1\n".to_string()),
+            ("r/a/part-1.csv", "x\n2\n".to_string()),
+            ("r/a/_squall_manifest.json", manifest.to_string()),
+            ("r/b/part-0.csv", "x\n3\n".to_string()),
+            ("r/b/_squall_claim.json", "{\"job_id\": \"k\"}".to_string()),
+            ("r/c/part-0.csv", "x\n4\n".to_string()),
+        ] {
+            store
+                .put(&key.into(), PutPayload::from(body))
+                .await
+                .unwrap();
+        }
+        let guard = TableGuard::default();
+        let t = resolve_table(&TableSpec::new("r", "memory:///r/"), &store, &guard)
+            .await
+            .unwrap();
+        let names: Vec<String> = t.files.iter().map(|f| f.location.to_string()).collect();
+        // a: only what the manifest names; b: a job still writing; c: no marks.
+        assert_eq!(names, ["r/a/part-0.csv", "r/c/part-0.csv"]);
+
+        let bounded = TableGuard {
+            max_files: Some(5),
+            access: None,
+        };
+        let err = resolve_table(&TableSpec::new("r", "memory:///r/"), &store, &bounded)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("more than 5 files"), "{err}");
     }
 }

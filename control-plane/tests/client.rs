@@ -55,7 +55,7 @@ impl Drop for ServerProcess {
     }
 }
 
-fn start_server(data: &Path) -> ServerProcess {
+fn start_server(data: &Path, extra: &[&str]) -> ServerProcess {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -70,6 +70,7 @@ fn start_server(data: &Path) -> ServerProcess {
         ])
         .arg(data)
         .args(["--token", TOKEN, "--executors", "2"])
+        .args(extra)
         .env("SQUALL_LOG", "off")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -98,8 +99,33 @@ fn the_cli_client_submits_watches_and_schedules_jobs() {
         .output()
         .unwrap();
     assert!(generated.status.success(), "{}", text(&generated.stderr));
-    let server = start_server(&dir.path().join("server"));
+    let allow = data.display().to_string();
+    // One-second runs need the minimum interval lowered.
+    let server = start_server(
+        &dir.path().join("server"),
+        &["--allow", &allow, "--min-cron-interval", "1s"],
+    );
     let url = server.url.as_str();
+
+    // One server per data dir: a second one stops at once, naming the first.
+    let second = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "t",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("server"))
+        .env("SQUALL_LOG", "off")
+        .output()
+        .unwrap();
+    failed(
+        &second,
+        1,
+        &format!("in use by another squall serve (pid {})", server.child.id()),
+    );
 
     // Catalog tables: their schema comes back.
     for table in ["customer", "orders", "lineitem"] {

@@ -332,6 +332,7 @@ mod tests {
             wire_version: WIRE_VERSION,
             id: TaskId {
                 job_id: job.into(),
+                run_id: "r".into(),
                 stage_id: 1,
                 task: 0,
                 attempt: 0,

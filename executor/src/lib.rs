@@ -21,7 +21,7 @@ pub use context::{
     task_cache_config,
 };
 pub use protocol::*;
-pub use result_writer::ResultWriterExec;
+pub use result_writer::{ResultWriterExec, is_result_file_of, result_file_name};
 pub use run::run_task;
 pub use shuffle::{ReadMode, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec};
 pub use stores::{ObjectUrl, StoreRegistry};

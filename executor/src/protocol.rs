@@ -9,12 +9,16 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the TaskSpec/TaskResult encoding. Checked on both ends.
-pub const WIRE_VERSION: u32 = 3;
+/// 4: `TaskId::run_id`, which names every object an attempt writes.
+pub const WIRE_VERSION: u32 = 4;
 
 /// Identity of one attempt of one task.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TaskId {
     pub job_id: String,
+    /// One run of the job: a resumed job runs again under a new run id, so its
+    /// attempts never write an object a straggler of an earlier run also writes.
+    pub run_id: String,
     pub stage_id: u32,
     /// Index of the task in its stage; it is also the plan partition the task runs.
     pub task: u32,
@@ -26,8 +30,8 @@ impl std::fmt::Display for TaskId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "job {} stage {} task {} attempt {}",
-            self.job_id, self.stage_id, self.task, self.attempt
+            "job {} run {} stage {} task {} attempt {}",
+            self.job_id, self.run_id, self.stage_id, self.task, self.attempt
         )
     }
 }
@@ -213,6 +217,7 @@ mod tests {
             wire_version: WIRE_VERSION,
             id: TaskId {
                 job_id: "j".into(),
+                run_id: "r".into(),
                 stage_id: 2,
                 task: 3,
                 attempt: 1,

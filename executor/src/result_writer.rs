@@ -29,6 +29,32 @@ use crate::protocol::{OutputFile, PartitionSlot, TaskId};
 use crate::shuffle::writer::summary_schema;
 use crate::stores::ObjectUrl;
 
+/// The name of the result file one attempt writes:
+/// `part-{task}-{job}-{run}-{attempt}.parquet`.
+pub fn result_file_name(task: &TaskId) -> String {
+    format!(
+        "part-{:05}-{}-{}-{}.parquet",
+        task.task, task.job_id, task.run_id, task.attempt
+    )
+}
+
+/// Whether `name` is a result file some attempt of job `job_id` wrote (of any run).
+pub fn is_result_file_of(name: &str, job_id: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix("part-")
+        .and_then(|r| r.strip_suffix(".parquet"))
+    else {
+        return false;
+    };
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    match rest.split('-').collect::<Vec<_>>().as_slice() {
+        [task, job, run, attempt] => {
+            digits(task) && *job == job_id && !run.is_empty() && digits(attempt)
+        }
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ResultWriterExec {
     input: Arc<dyn ExecutionPlan>,
@@ -63,13 +89,14 @@ impl ResultWriterExec {
         &self.output_dir
     }
 
-    /// The file one attempt of one task writes.
+    /// The file one attempt of one task writes: named by task first (so a
+    /// listing keeps the result's order), then job, run and attempt, so that no
+    /// two attempts of any jobs sharing the folder write the same object.
     pub fn output_url(&self, task: &TaskId) -> String {
         format!(
-            "{}/part-{:05}-{}.parquet",
+            "{}/{}",
             self.output_dir.trim_end_matches('/'),
-            task.task,
-            task.attempt
+            result_file_name(task)
         )
     }
 
@@ -192,5 +219,35 @@ impl ExecutionPlan for ResultWriterExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_files_name_their_job_run_and_attempt() {
+        let id = TaskId {
+            job_id: "0123456789abcdef".into(),
+            run_id: "r1".into(),
+            stage_id: 3,
+            task: 7,
+            attempt: 2,
+        };
+        let name = result_file_name(&id);
+        assert_eq!(name, "part-00007-0123456789abcdef-r1-2.parquet");
+        assert!(is_result_file_of(&name, "0123456789abcdef"));
+        assert!(!is_result_file_of(&name, "0123456789abcdee"));
+        assert!(!is_result_file_of(
+            "part-00007-0123456789abcdef",
+            "0123456789abcdef"
+        ));
+        assert!(!is_result_file_of(
+            "data-0123456789abcdef-x.parquet",
+            "0123456789abcdef"
+        ));
+        // Files of an older Squall (`part-{task}-{attempt}`) are no job's.
+        assert!(!is_result_file_of("part-00001-0.parquet", "0"));
     }
 }

@@ -10,7 +10,7 @@ use object_store::ObjectStoreExt;
 use squall_control_plane::backend::ExecutorBackend;
 use squall_control_plane::service::api::JobView;
 use squall_control_plane::service::{JobState, JobStore, Service, ServiceConfig, router};
-use squall_control_plane::{Engine, Manifest, read_result, tpch};
+use squall_control_plane::{AccessPolicy, Engine, Manifest, read_result, tpch};
 use squall_executor::{OutputFile, TaskResult, TaskSpec};
 
 use crate::{compare, expected_answer, is_ordered, render};
@@ -25,14 +25,37 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server on `data` that lets callers read the TPC-H test data and
+    /// `{data}/tables/`, with `max_running` jobs at once.
     pub async fn start(engine: Engine, data: &std::path::Path, max_running: usize) -> Self {
+        Self::start_with(engine, data, |config| config.max_running = max_running).await
+    }
+
+    /// A server configured as [`Server::start`]'s, then changed by `configure`.
+    pub async fn start_with(
+        engine: Engine,
+        data: &std::path::Path,
+        configure: impl FnOnce(&mut ServiceConfig),
+    ) -> Self {
         let store = Arc::new(JobStore::open(&data.join("squall.db")).unwrap());
-        let config = ServiceConfig {
-            tokens: vec![TOKEN.into()],
-            max_running,
-            results_root: format!("file://{}", data.join("results").display()),
-            shuffle_partitions: 3,
-        };
+        let results_root = format!("file://{}", data.join("results").display());
+        let mut config = ServiceConfig::new(vec![TOKEN.into()], results_root.clone(), &engine);
+        config.shuffle_partitions = 3;
+        config.access = Arc::new(
+            AccessPolicy::new(
+                &[
+                    crate::data_root().to_string_lossy().to_string(),
+                    data.join("tables").to_string_lossy().to_string(),
+                ],
+                &[results_root],
+                &[
+                    data.join("squall.db").to_string_lossy().to_string(),
+                    engine.work_root.clone(),
+                ],
+            )
+            .unwrap(),
+        );
+        configure(&mut config);
         let service = Service::new(engine, store, config).unwrap();
         let dispatcher = service.start();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -38,7 +38,7 @@ async fn a_one_second_cron_fires_and_its_jobs_answer_right() {
     let data = tpch_data("0.01").await;
     let dir = tempfile::tempdir().unwrap();
     let engine = local_engine(2, &dir.path().join("work"));
-    let server = Server::start(engine.clone(), dir.path(), 2).await;
+    let server = Server::start_with(engine.clone(), dir.path(), |c| seconds_cron(c, 2)).await;
     let created = create(
         &server,
         serde_json::json!({
@@ -126,7 +126,7 @@ async fn overlapping_runs_are_skipped_and_missed_runs_follow_their_policy() {
         }),
         ..engine.clone()
     };
-    let first = Server::start(hanging.clone(), dir.path(), 4).await;
+    let first = Server::start_with(hanging.clone(), dir.path(), |c| seconds_cron(c, 4)).await;
     // Q3's later stages hang: its first run never ends, so later runs overlap.
     let busy = create(
         &first,
@@ -174,7 +174,7 @@ async fn overlapping_runs_are_skipped_and_missed_runs_follow_their_policy() {
         s.next_fire_at_ms = Some(three_hours_ago);
         store.update_schedule(&s).unwrap();
     }
-    let second = Server::start(engine.clone(), dir.path(), 4).await;
+    let second = Server::start_with(engine.clone(), dir.path(), |c| seconds_cron(c, 4)).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let caught_up = loop {
         let jobs = runs(&second, &ids[1]).await;
@@ -206,7 +206,10 @@ async fn overlapping_runs_are_skipped_and_missed_runs_follow_their_policy() {
 async fn bad_schedules_are_refused_naming_the_problem() {
     let data = tpch_data("0.01").await;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(local_engine(2, &dir.path().join("work")), dir.path(), 1).await;
+    let server = Server::start_with(local_engine(2, &dir.path().join("work")), dir.path(), |c| {
+        seconds_cron(c, 1)
+    })
+    .await;
     let cases = [
         (
             serde_json::json!({"cron": "61 * * * *", "job": tpch_job(&data, 6)}),
@@ -278,4 +281,10 @@ async fn bad_schedules_are_refused_naming_the_problem() {
     // No token → 401.
     assert_eq!(server.get("/v1/schedules", None).await.0, 401);
     server.kill();
+}
+
+/// A server config whose schedules may run every second, `max_running` jobs at once.
+fn seconds_cron(config: &mut squall_control_plane::service::ServiceConfig, max_running: usize) {
+    config.max_running = max_running;
+    config.limits.min_cron_interval = Duration::from_secs(1);
 }

@@ -365,7 +365,7 @@ async fn catalog_tables_show_their_schema_and_serve_jobs_by_name() {
     );
     assert_eq!(server.get("/v1/tables/ghost", Some(TOKEN)).await.0, 404);
     // The schema is kept as read at PUT: showing tables reads no files.
-    let copy = dir.path().join("region-copy");
+    let copy = dir.path().join("tables").join("region-copy");
     std::fs::create_dir_all(&copy).unwrap();
     for file in squall_tests::files_under(&data.join("region")) {
         std::fs::copy(&file, copy.join(file.file_name().unwrap())).unwrap();

@@ -75,6 +75,7 @@ async fn large_parquet_file_is_split_on_row_groups() {
             request.plan = PlanOptions {
                 shuffle_partitions: 3,
                 target_partition_bytes: target,
+                ..PlanOptions::default()
             };
             let planned = squall_control_plane::plan_job(
                 &request.sql,

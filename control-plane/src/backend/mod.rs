@@ -6,10 +6,12 @@
 //! remote backend would. The Lambda backend ([`lambda`]) invokes the same
 //! `run_task` inside the `squall-lambda` function.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use squall_executor::{ExecutorContext, TaskResult, TaskSpec, run_task};
+use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{Result, SquallError};
 
@@ -34,13 +36,78 @@ pub trait ExecutorBackend: Send + Sync + std::fmt::Debug {
         let _ = url;
         true
     }
+
+    /// Returns once no task of job `job_id` runs any more on this backend's
+    /// executors, as far as the backend can stop them: called after a job's
+    /// future was dropped (cancelled, past its deadline), before its objects
+    /// are swept. Remote executors that cannot be stopped are not waited for.
+    async fn wait_idle(&self, job_id: &str) {
+        let _ = job_id;
+    }
 }
 
-/// Runs tasks on this process's tokio runtime.
+/// Runs tasks on this process's tokio runtime, at most `concurrency` at once
+/// across all jobs. A task whose invocation is dropped (its job cancelled or
+/// past its deadline) is aborted.
 #[derive(Debug, Clone)]
 pub struct InProcessBackend {
     ctx: ExecutorContext,
     concurrency: usize,
+    permits: Arc<Semaphore>,
+    live: Arc<LiveTasks>,
+}
+
+/// Tasks running on the runtime, by job.
+#[derive(Debug, Default)]
+struct LiveTasks {
+    by_job: std::sync::Mutex<HashMap<String, usize>>,
+    ended: Notify,
+}
+
+impl LiveTasks {
+    fn count(&self, job_id: &str) -> usize {
+        let by_job = self.by_job.lock().unwrap_or_else(|e| e.into_inner());
+        by_job.get(job_id).copied().unwrap_or(0)
+    }
+
+    fn started(self: &Arc<Self>, job_id: &str) -> LiveTask {
+        let mut by_job = self.by_job.lock().unwrap_or_else(|e| e.into_inner());
+        *by_job.entry(job_id.to_string()).or_default() += 1;
+        LiveTask {
+            live: self.clone(),
+            job_id: job_id.to_string(),
+        }
+    }
+}
+
+/// Counts one task of a job while the task's future exists: it is dropped when
+/// the task ends, however it ends (an aborted task's future is dropped too).
+struct LiveTask {
+    live: Arc<LiveTasks>,
+    job_id: String,
+}
+
+impl Drop for LiveTask {
+    fn drop(&mut self) {
+        let mut by_job = self.live.by_job.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = by_job.get_mut(&self.job_id) {
+            *count -= 1;
+            if *count == 0 {
+                by_job.remove(&self.job_id);
+            }
+        }
+        drop(by_job);
+        self.live.ended.notify_waiters();
+    }
+}
+
+/// Aborts a spawned task when its invocation is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl InProcessBackend {
@@ -50,7 +117,18 @@ impl InProcessBackend {
                 "executors must be at least 1".into(),
             ));
         }
-        Ok(Self { ctx, concurrency })
+        if concurrency > Semaphore::MAX_PERMITS {
+            return Err(SquallError::InvalidArgument(format!(
+                "executors must be at most {}",
+                Semaphore::MAX_PERMITS
+            )));
+        }
+        Ok(Self {
+            ctx,
+            concurrency,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            live: Arc::default(),
+        })
     }
 }
 
@@ -65,23 +143,95 @@ impl ExecutorBackend for InProcessBackend {
     }
 
     async fn invoke(&self, spec: TaskSpec) -> Result<TaskResult> {
-        let payload = serde_json::to_vec(&spec)
-            .map_err(|e| SquallError::Backend(format!("cannot encode task spec: {e}")))?;
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SquallError::Backend("in-process executors closed".into()))?;
+        let payload = serde_json::to_vec(&spec).map_err(|source| SquallError::Encode {
+            what: "a task spec".into(),
+            source,
+        })?;
         let ctx = self.ctx.clone();
-        let handle = tokio::spawn(async move {
+        let live = self.live.started(&spec.id.job_id);
+        let mut handle = AbortOnDrop(tokio::spawn(async move {
+            let _live = live;
             let spec: TaskSpec = serde_json::from_slice(&payload)
                 .map_err(|e| format!("executor cannot decode task spec: {e}"))?;
             let result = run_task(&ctx, spec).await;
             serde_json::to_vec(&result).map_err(|e| format!("cannot encode task result: {e}"))
-        });
-        let bytes = handle
+        }));
+        let bytes = (&mut handle.0)
             .await
             .map_err(|e| SquallError::Backend(format!("executor task crashed: {e}")))?
             .map_err(SquallError::Backend)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| SquallError::Backend(format!("cannot decode task result: {e}")))
     }
+
+    async fn wait_idle(&self, job_id: &str) {
+        loop {
+            let ended = self.live.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.live.count(job_id) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
 }
 
 /// Shares one backend between jobs.
 pub type SharedBackend = Arc<dyn ExecutorBackend>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use squall_executor::{StoreRegistry, TaskAction, TaskId, WIRE_VERSION};
+
+    fn spec(job: &str) -> TaskSpec {
+        TaskSpec {
+            wire_version: WIRE_VERSION,
+            id: TaskId {
+                job_id: job.into(),
+                run_id: "r".into(),
+                stage_id: 1,
+                task: 0,
+                attempt: 0,
+            },
+            action: TaskAction::Ping,
+            plan: vec![],
+            inputs: vec![],
+            memory_limit_bytes: 1 << 20,
+            session_options: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_invocation_stops_its_task() {
+        let ctx = ExecutorContext::new(Arc::new(StoreRegistry::new()), std::env::temp_dir());
+        let backend = InProcessBackend::new(ctx, 1).unwrap();
+        // Holds the only permit: the next invocation waits and is then dropped.
+        let answered = backend.invoke(spec("a")).await.unwrap();
+        assert_eq!(answered.id.job_id, "a");
+        assert_eq!(backend.live.count("a"), 0);
+        let held = backend.permits.clone().acquire_owned().await.unwrap();
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            backend.invoke(spec("b")),
+        )
+        .await;
+        assert!(waiting.is_err(), "no executor was free");
+        drop(held);
+        backend.wait_idle("b").await;
+        assert!(
+            InProcessBackend::new(
+                ExecutorContext::new(Arc::new(StoreRegistry::new()), std::env::temp_dir()),
+                usize::MAX
+            )
+            .is_err()
+        );
+    }
+}

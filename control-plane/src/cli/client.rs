@@ -44,8 +44,8 @@ impl ServerArgs {
 pub struct JobArgs {
     #[command(flatten)]
     sql: super::SqlArgs,
-    /// A table: NAME=URL or NAME:FORMAT=URL (URLs as the server sees them), or
-    /// NAME alone for a catalog table.
+    /// A table: NAME=URL or NAME:FORMAT=URL (a local path is sent as an
+    /// absolute file:// URL), or NAME alone for a catalog table.
     #[arg(long = "table", value_name = "NAME=URL")]
     tables: Vec<String>,
     /// Keep the result under this URL (default: the server's results folder).
@@ -76,7 +76,7 @@ impl JobArgs {
         Ok(SubmitJob {
             sql,
             tables,
-            output: self.output.clone(),
+            output: self.output.as_deref().map(absolute).transpose()?,
             options: JobOptions {
                 shuffle_partitions: self.shuffle_partitions,
                 max_concurrency: self.max_concurrency,
@@ -101,9 +101,16 @@ fn table_ref(text: &str) -> Result<TableRef> {
     let spec: TableSpec = text.parse()?;
     Ok(TableRef {
         name: spec.name,
-        url: Some(spec.url),
+        url: Some(absolute(&spec.url)?),
         format: spec.format.map(|f| f.to_string()),
     })
+}
+
+/// A location as the server takes it: a URL as given, a local path made an
+/// absolute `file://` URL (the server refuses relative paths; the client's
+/// working directory is what a path on its command line means).
+fn absolute(location: &str) -> Result<String> {
+    Ok(squall_control_plane::tables::to_url(location)?.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +354,7 @@ pub async fn tables(args: TablesArgs) -> Result<()> {
         }
         TablesCommand::Show { name } => print_table(&client.table(&name).await?),
         TablesCommand::Put { name, url, format } => {
+            let url = absolute(&url)?;
             let view = client.put_table(&name, &PutTable { url, format }).await?;
             print_table(&view);
         }

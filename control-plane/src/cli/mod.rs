@@ -143,6 +143,7 @@ impl QueryArgs {
         PlanOptions {
             shuffle_partitions: self.shuffle_partitions.unwrap_or(executors),
             target_partition_bytes: self.target_partition_bytes,
+            ..PlanOptions::default()
         }
     }
 }

@@ -9,19 +9,25 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
-use squall_control_plane::service::{JobStore, Service, ServiceConfig, router};
-use squall_control_plane::{Result, SquallError};
+use squall_control_plane::service::{
+    DEFAULT_RETENTION, JobStore, Limits, Service, ServiceConfig, router,
+};
+use squall_control_plane::{AccessPolicy, Result, SquallError};
 
 use super::backend::{BackendArgs, BackendKind};
+use super::units;
 
 /// Defaults of the settings below.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_RUNNING: usize = 4;
+/// How long a stopping server waits for its jobs' tasks to stop.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct ServeArgs {
     /// A TOML file of settings (flags and environment variables win over it).
     #[arg(long, value_name = "FILE", env = "SQUALL_CONFIG")]
@@ -39,8 +45,135 @@ pub struct ServeArgs {
     /// Jobs running at once; later ones wait in submission order [default: 4].
     #[arg(long, env = "SQUALL_MAX_RUNNING")]
     max_running: Option<usize>,
+    /// A URL prefix callers' tables and outputs may name: s3://bucket/prefix/,
+    /// file:///data/ or a path (repeatable; SQUALL_ALLOW adds comma-separated
+    /// ones, the config file's `allow` more). Without any, callers read nothing
+    /// and write only under the server's results folder.
+    #[arg(long = "allow", value_name = "PREFIX")]
+    allow: Vec<String>,
+    /// Delete finished jobs, their attempts and default results after this long
+    /// (`forever` keeps them) [default: 30d].
+    #[arg(long, value_name = "DURATION", env = "SQUALL_RETAIN_JOBS")]
+    retain_jobs: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
     #[command(flatten)]
     backend: BackendArgs,
+}
+
+impl std::fmt::Debug for ServeArgs {
+    /// Tokens are counted, never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("config", &self.config)
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("tokens", &format_args!("{} (hidden)", self.tokens.len()))
+            .field("max_running", &self.max_running)
+            .field("allow", &self.allow)
+            .field("retain_jobs", &self.retain_jobs)
+            .field("limits", &self.limits)
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+/// Bounds of what callers may ask for (also `[limits]` in the config file).
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitArgs {
+    /// Largest options.max_concurrency of a job [default: the backend's concurrency].
+    #[arg(long, value_name = "N")]
+    max_job_concurrency: Option<usize>,
+    /// Largest options.shuffle_partitions [default: 4 × the backend's concurrency, 256 to 10000].
+    #[arg(long, value_name = "N")]
+    max_shuffle_partitions: Option<usize>,
+    /// Deadline of a job that gives none [default: 1h].
+    #[arg(long, value_name = "DURATION")]
+    default_deadline: Option<String>,
+    /// Largest options.deadline_seconds [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    max_deadline: Option<String>,
+    /// Scan limit of a job that gives none [default: 1TB].
+    #[arg(long, value_name = "SIZE")]
+    default_scan_limit: Option<String>,
+    /// Largest options.scan_limit_bytes [default: 100TB].
+    #[arg(long, value_name = "SIZE")]
+    max_scan_limit: Option<String>,
+    /// Shortest time between two runs of a schedule [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    min_cron_interval: Option<String>,
+    /// Jobs waiting to run at most; more submissions get 429 [default: 100].
+    #[arg(long, value_name = "N")]
+    max_queued: Option<usize>,
+    /// Files one table may list at most [default: 100000].
+    #[arg(long, value_name = "N")]
+    max_table_files: Option<usize>,
+}
+
+impl LimitArgs {
+    /// Flags over the file's values, over `defaults`.
+    fn resolve(self, file: LimitArgs, defaults: Limits) -> Result<Limits> {
+        let duration = |flag: &str, text: Option<String>, default: Duration| -> Result<Duration> {
+            match text {
+                Some(text) => units::parse_duration(&text)
+                    .map_err(|e| SquallError::InvalidArgument(format!("{flag}: {e}"))),
+                None => Ok(default),
+            }
+        };
+        let size = |flag: &str, text: Option<String>, default: u64| -> Result<u64> {
+            match text {
+                Some(text) => units::parse_size(&text)
+                    .map_err(|e| SquallError::InvalidArgument(format!("{flag}: {e}"))),
+                None => Ok(default),
+            }
+        };
+        let limits = Limits {
+            max_concurrency: self
+                .max_job_concurrency
+                .or(file.max_job_concurrency)
+                .unwrap_or(defaults.max_concurrency),
+            max_shuffle_partitions: self
+                .max_shuffle_partitions
+                .or(file.max_shuffle_partitions)
+                .unwrap_or(defaults.max_shuffle_partitions),
+            default_deadline: duration(
+                "--default-deadline",
+                self.default_deadline.or(file.default_deadline),
+                defaults.default_deadline,
+            )?,
+            max_deadline: duration(
+                "--max-deadline",
+                self.max_deadline.or(file.max_deadline),
+                defaults.max_deadline,
+            )?,
+            default_scan_limit_bytes: size(
+                "--default-scan-limit",
+                self.default_scan_limit.or(file.default_scan_limit),
+                defaults.default_scan_limit_bytes,
+            )?,
+            max_scan_limit_bytes: size(
+                "--max-scan-limit",
+                self.max_scan_limit.or(file.max_scan_limit),
+                defaults.max_scan_limit_bytes,
+            )?,
+            min_cron_interval: duration(
+                "--min-cron-interval",
+                self.min_cron_interval.or(file.min_cron_interval),
+                defaults.min_cron_interval,
+            )?,
+            max_queued: self
+                .max_queued
+                .or(file.max_queued)
+                .unwrap_or(defaults.max_queued),
+            max_table_files: self
+                .max_table_files
+                .or(file.max_table_files)
+                .unwrap_or(defaults.max_table_files),
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
 }
 
 /// The config file: the same settings as the flags.
@@ -57,7 +190,7 @@ pub struct ServeArgs {
 /// work_dir = "s3://my-bucket/squall-work"
 /// max_concurrency = 500
 /// ```
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     listen: Option<String>,
@@ -66,7 +199,28 @@ struct ConfigFile {
     tokens: Vec<String>,
     max_running: Option<usize>,
     #[serde(default)]
+    allow: Vec<String>,
+    retain_jobs: Option<String>,
+    #[serde(default)]
+    limits: LimitArgs,
+    #[serde(default)]
     backend: BackendFile,
+}
+
+impl std::fmt::Debug for ConfigFile {
+    /// Tokens are counted, never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigFile")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("tokens", &format_args!("{} (hidden)", self.tokens.len()))
+            .field("max_running", &self.max_running)
+            .field("allow", &self.allow)
+            .field("retain_jobs", &self.retain_jobs)
+            .field("limits", &self.limits)
+            .field("backend", &self.backend)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,13 +266,42 @@ impl ConfigFile {
 }
 
 /// The settings with flags, environment and file merged.
-#[derive(Debug)]
 struct Settings {
     listen: String,
     data_dir: PathBuf,
     tokens: Vec<String>,
     max_running: usize,
+    allow: Vec<String>,
+    retain_jobs: Option<Duration>,
+    limits: LimitArgs,
+    file_limits: LimitArgs,
     backend: BackendArgs,
+}
+
+impl std::fmt::Debug for Settings {
+    /// Tokens are counted, never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("tokens", &format_args!("{} (hidden)", self.tokens.len()))
+            .field("max_running", &self.max_running)
+            .field("allow", &self.allow)
+            .field("retain_jobs", &self.retain_jobs)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `--retain-jobs`: a duration, or `forever`.
+fn parse_retention(text: Option<String>) -> Result<Option<Duration>> {
+    match text.as_deref().map(str::trim) {
+        None => Ok(Some(DEFAULT_RETENTION)),
+        Some("forever") => Ok(None),
+        Some(text) => units::parse_duration(text).map(Some).map_err(|e| {
+            SquallError::InvalidArgument(format!("--retain-jobs: {e} (or 'forever')"))
+        }),
+    }
 }
 
 impl Settings {
@@ -160,7 +343,17 @@ impl Settings {
         if backend.work_dir.is_none() {
             backend.work_dir = Some(data_dir.join("work").to_string_lossy().to_string());
         }
+        let mut allow = args.allow;
+        if let Ok(more) = std::env::var("SQUALL_ALLOW") {
+            allow.extend(more.split(',').map(str::to_string));
+        }
+        allow.extend(file.allow);
+        allow.retain(|a| !a.trim().is_empty());
         Ok(Self {
+            allow,
+            retain_jobs: parse_retention(args.retain_jobs.or(file.retain_jobs))?,
+            limits: args.limits,
+            file_limits: file.limits,
             listen: args
                 .listen
                 .or(file.listen)
@@ -181,32 +374,124 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let io = |context: String| move |source| SquallError::Io { context, source };
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(io(format!("cannot create {}", settings.data_dir.display())))?;
+    // One server per data dir: held until the process ends.
+    let _lock = lock_data_dir(&settings.data_dir)?;
     let engine = settings.backend.engine().await?;
     let store = JobStore::open(&settings.data_dir.join("squall.db"))
         .map_err(|source| SquallError::Store { source })?;
-    let config = ServiceConfig {
-        tokens: settings.tokens,
-        max_running: settings.max_running,
-        results_root: format!("{}/results", engine.work_root),
-        shuffle_partitions: settings.backend.parallelism(),
-    };
+    let results_root = format!("{}/results", engine.work_root);
+    let data_dir = std::path::absolute(&settings.data_dir).map_err(io(format!(
+        "cannot resolve {}",
+        settings.data_dir.display()
+    )))?;
+    // Callers may name the allowed prefixes, write results, and never touch
+    // the server's own folders (its store, its work files).
+    let access = AccessPolicy::new(
+        &settings.allow,
+        std::slice::from_ref(&results_root),
+        &[
+            data_dir.to_string_lossy().to_string(),
+            engine.work_root.clone(),
+        ],
+    )?;
+    let mut config = ServiceConfig::new(settings.tokens, results_root, &engine);
+    config.max_running = settings.max_running;
+    config.shuffle_partitions = settings.backend.parallelism();
+    config.limits = settings.limits.resolve(
+        settings.file_limits,
+        Limits::for_backend(engine.backend.max_concurrency()),
+    )?;
+    config.retain_jobs = settings.retain_jobs;
+    let allowed = access.allowed();
+    config.access = Arc::new(access);
     let service = Service::new(engine, Arc::new(store), config)?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .map_err(io(format!("cannot listen on {}", settings.listen)))?;
     let dispatcher = service.start();
     eprintln!(
-        "squall serve: listening on http://{} (jobs in {}, {} backend)",
+        "squall serve: listening on http://{} (jobs in {}, {} backend; callers may use {})",
         settings.listen,
         settings.data_dir.join("squall.db").display(),
         match settings.backend.kind() {
             BackendKind::Local => "local",
             BackendKind::Lambda => "lambda",
+        },
+        if allowed.is_empty() {
+            "no tables: see --allow".to_string()
+        } else {
+            allowed.join(", ")
         }
     );
-    let served = axum::serve(listener, router(service)).await;
+    let served = axum::serve(listener, router(service.clone()))
+        .with_graceful_shutdown(stop_signal())
+        .await;
+    eprintln!("squall serve: stopping; running jobs resume when a server starts on this data dir");
+    service.shutdown(SHUTDOWN_WAIT).await;
     dispatcher.abort();
     served.map_err(io("the HTTP server stopped".into()))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// Takes `DATA_DIR/squall.lock` for this process (an exclusive lock the
+/// system drops when the process ends, however it ends) and writes our PID in
+/// it; refuses if another process holds it, naming that process.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = data_dir.join("squall.lock");
+    let io = |context: String| move |source| SquallError::Io { context, source };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io(format!("cannot open {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(SquallError::DataDirInUse {
+                dir: data_dir.display().to_string(),
+                holder: holder.trim().to_string(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(SquallError::Io {
+                context: format!("cannot lock {}", path.display()),
+                source,
+            });
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(io(format!("cannot write {}", path.display())))?;
+    Ok(file)
 }
 
 #[cfg(test)]

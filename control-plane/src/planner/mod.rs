@@ -5,6 +5,7 @@
 //! computing scan splits, building DataFusion's physical plan with Squall's session
 //! settings, and cutting it into stages (`stages`). Nothing here runs a task.
 
+pub mod generated;
 pub mod joins;
 pub mod slices;
 pub mod splits;
@@ -31,7 +32,7 @@ use squall_executor::{
 };
 
 use crate::error::{Result, SquallError};
-use crate::tables::{ResolvedTable, TableSpec, register_table, resolve_table};
+use crate::tables::{ResolvedTable, TableGuard, TableSpec, register_table, resolve_table};
 pub use splits::{ScanSplits, SplitScans};
 pub use stages::{Stage, StageDag, StageOutput, cut_stages};
 
@@ -44,6 +45,8 @@ pub struct PlanOptions {
     pub shuffle_partitions: usize,
     /// Size of one scan task's input; larger Parquet files are split on row groups.
     pub target_partition_bytes: u64,
+    /// Bounds of table listings (a shared server's; none for `squall run`).
+    pub guard: TableGuard,
 }
 
 impl Default for PlanOptions {
@@ -51,6 +54,7 @@ impl Default for PlanOptions {
         Self {
             shuffle_partitions: default_parallelism(),
             target_partition_bytes: DEFAULT_TARGET_PARTITION_BYTES,
+            guard: TableGuard::default(),
         }
     }
 }
@@ -203,7 +207,7 @@ pub async fn plan_job_with(
     let resolved = futures::future::try_join_all(used.map(|spec| async move {
         let url = crate::tables::to_url(&spec.url)?;
         let store = store_of(&spec.name, &url)?;
-        resolve_table(spec, &store).await
+        resolve_table(spec, &store, &options.guard).await
     }))
     .await?;
     let listed = started.elapsed();
@@ -227,6 +231,8 @@ pub async fn plan_job_with(
     futures::future::try_join_all(resolved.iter().map(|table| register_table(&ctx, table))).await?;
     let registered = started.elapsed();
     let physical_plan = physical_plan(&ctx, statement).await?;
+    let physical_plan = generated::unproject_generated(physical_plan)
+        .map_err(|source| SquallError::Internal { source })?;
     let optimized = started.elapsed();
     let distributable =
         joins::distributable_joins(physical_plan.clone(), options.shuffle_partitions)

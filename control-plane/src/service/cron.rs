@@ -50,6 +50,23 @@ impl CronSchedule {
         Some(next.timestamp_millis())
     }
 
+    /// The shortest time between two consecutive runs among the next `runs`
+    /// after `after_ms` (None if fewer than two runs remain). A minute holds at
+    /// most 60 runs, so 200 runs see every gap of a pattern with seconds.
+    pub fn shortest_gap(&self, after_ms: i64, runs: usize) -> Option<std::time::Duration> {
+        let mut previous = self.next_after(after_ms)?;
+        let mut shortest: Option<i64> = None;
+        for _ in 1..runs {
+            let Some(next) = self.next_after(previous) else {
+                break;
+            };
+            let gap = next - previous;
+            shortest = Some(shortest.map_or(gap, |s| s.min(gap)));
+            previous = next;
+        }
+        shortest.map(|ms| std::time::Duration::from_millis(ms.max(0) as u64))
+    }
+
     /// In words ("At 02:00 AM"), for listings.
     pub fn describe(&self) -> String {
         self.cron.describe()
@@ -101,6 +118,22 @@ mod tests {
             daily.next_after(ms("2026-11-26T10:00:00Z")),
             Some(ms("2026-11-27T00:00:00Z"))
         );
+    }
+
+    #[test]
+    fn the_shortest_gap_between_runs_is_found() {
+        let gap = |cron: &str| {
+            CronSchedule::parse(cron, "UTC")
+                .unwrap()
+                .shortest_gap(ms("2026-11-28T00:00:00Z"), 200)
+        };
+        use std::time::Duration;
+        assert_eq!(gap("* * * * * *"), Some(Duration::from_secs(1)));
+        assert_eq!(gap("*/15 * * * *"), Some(Duration::from_secs(900)));
+        // Two seconds of each minute, a second apart.
+        assert_eq!(gap("0,1 * * * * *"), Some(Duration::from_secs(1)));
+        assert_eq!(gap("* * * * *"), Some(Duration::from_secs(60)));
+        assert_eq!(gap("@daily"), Some(Duration::from_secs(86_400)));
     }
 
     #[test]

@@ -2,17 +2,22 @@
 //!
 //! # What belongs here
 //! What only the service needs: the durable job store (`store`), the HTTP API's
-//! bodies (`api`), the server and its job dispatcher (`server`), schedules and
-//! their timetable (`schedules`, `cron`), the routes and OpenAPI document (`routes`),
-//! problem+json errors (`problem`), metrics, and a typed client (`client`). Planning and running a job stay
+//! bodies (`api`), the server and its job dispatcher (`server`), what callers
+//! may ask for (`limits`), result pages (`results`), deleting old jobs
+//! (`retention`), schedules and their timetable (`schedules`, `cron`), the
+//! routes and OpenAPI document (`routes`), problem+json errors (`problem`),
+//! metrics, and a typed client (`client`). Planning and running a job stay
 //! in `engine`, shared with `squall run`.
 
 pub mod api;
 pub mod client;
 pub mod cron;
+pub mod limits;
 pub mod metrics;
 mod problem;
 mod progress;
+mod results;
+mod retention;
 mod routes;
 mod schedules;
 pub mod server;
@@ -24,6 +29,8 @@ use squall_executor::OutputFile;
 
 use crate::error::{Result, SquallError};
 use crate::scheduler::StageJournal;
+pub use limits::Limits;
+pub use retention::DEFAULT_RETENTION;
 pub use routes::{ApiDoc, MAX_BODY_BYTES, router};
 pub use server::{Service, ServiceConfig};
 pub use store::{

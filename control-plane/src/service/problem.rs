@@ -13,6 +13,8 @@ pub struct ApiError {
     status: StatusCode,
     title: &'static str,
     detail: String,
+    /// Sent as `Retry-After` (429).
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -21,7 +23,14 @@ impl ApiError {
             status,
             title,
             detail,
+            retry_after: None,
         }
+    }
+
+    /// Tells the client when to try again.
+    pub(crate) fn retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
 
     pub(crate) fn unknown_job(id: &str) -> Self {
@@ -54,6 +63,11 @@ impl From<SquallError> for ApiError {
             SquallError::Rejected { .. } => (StatusCode::BAD_REQUEST, "rejected statement"),
             SquallError::Table { .. } => (StatusCode::BAD_REQUEST, "bad table"),
             SquallError::ScanLimit { .. } => (StatusCode::BAD_REQUEST, "scan limit exceeded"),
+            SquallError::OverLimit { .. } => (StatusCode::BAD_REQUEST, "over a limit"),
+            SquallError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            SquallError::OutputClaimed { .. } | SquallError::OutputExists { .. } => {
+                (StatusCode::CONFLICT, "output in use")
+            }
             e if e.is_user_error() => (StatusCode::BAD_REQUEST, "invalid job"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         };
@@ -75,6 +89,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(after) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs()));
+        }
         response
     }
 }

@@ -125,11 +125,14 @@ async fn openapi() -> Response {
 }
 
 async fn authorize(State(service): State<Arc<Service>>, request: Request, next: Next) -> Response {
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer t` is `Bearer t`.
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     if !token.is_some_and(|t| service.accepts_token(t)) {
         let mut response = ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -258,9 +261,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Api
             ("GetResult" = (operation_id = "get_result", parameters(("id" = "$response.body#/id")))),
             ("GetAttempts" = (operation_id = "get_attempts", parameters(("id" = "$response.body#/id")))),
         )),
-        (status = 400, description = "Bad SQL, table, option or body", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad SQL, table, URL or body; an option over its limit", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A table or output outside the prefixes the server allows", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The output is another job's", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The queue is full (see Retry-After)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn submit_job(
@@ -517,8 +523,9 @@ async fn get_table(
             ("GetTable" = (operation_id = "get_table", parameters(("name" = "$response.body#/name")))),
             ("DeleteTable" = (operation_id = "delete_table", parameters(("name" = "$response.body#/name")))),
         )),
-        (status = 400, description = "Bad name, URL, format or body; unreadable files", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad name, URL, format or body; unreadable files; too many files", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The URL is outside the prefixes the server allows", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -538,6 +545,8 @@ async fn put_table(
     };
     // Read the schema now; it is shown as read until the table is put again.
     let view = service.table_view(table.clone()).await?;
+    // Stored as checked: the URL normalised.
+    table.url = view.url.clone();
     table.columns =
         Some(serde_json::to_value(&view.columns).map_err(|e| ApiError::internal(e.to_string()))?);
     service

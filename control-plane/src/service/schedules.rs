@@ -82,15 +82,17 @@ impl Service {
             };
             let run = !starting || schedule.missed == MissedRunPolicy::RunOnce;
             let sql = schedule.template["sql"].as_str().unwrap_or_default();
+            let id = new_job_id();
             let job = NewJob {
-                id: new_job_id(),
                 sql: sql.to_string(),
-                request: schedule.template.clone(),
+                request: run_request(&schedule.template, due, &id),
+                id,
                 schedule_id: Some(schedule.id.clone()),
             };
+            let max_queued = self.config.limits.max_queued;
             match self
                 .store
-                .fire_schedule(&schedule.id, due, next, run, &job, now)?
+                .fire_schedule(&schedule.id, due, next, run, &job, now, max_queued)?
             {
                 Firing::Started(job) => {
                     tracing::info!(schedule = schedule.id, job = job.id, "schedule fired");
@@ -99,6 +101,10 @@ impl Service {
                 Firing::SkippedOverlap => tracing::info!(
                     schedule = schedule.id,
                     "run skipped: the schedule's previous job is still queued or running"
+                ),
+                Firing::SkippedQueueFull => tracing::warn!(
+                    schedule = schedule.id,
+                    "run skipped: {max_queued} jobs are queued, the most the server queues"
                 ),
                 Firing::DroppedMissed => tracing::info!(
                     schedule = schedule.id,
@@ -111,16 +117,56 @@ impl Service {
         Ok(())
     }
 
+    /// Checks a schedule's job as a submission, with its output (if any) as
+    /// the folder its runs' subfolders go in; returns the template to store
+    /// (URLs normalised).
+    async fn check_template(&self, job: &SubmitJob) -> Result<serde_json::Value, ApiError> {
+        let id = new_job_id();
+        let mut run = job.clone();
+        if let Some(output) = &job.output {
+            run.output = Some(format!("{}/{}", output.trim_end_matches('/'), id));
+        }
+        let request = self.check_job(&run, &id).await?;
+        let mut template = job.clone();
+        for (table, spec) in template.tables.iter_mut().zip(&request.tables) {
+            if table.url.is_some() {
+                table.url = Some(spec.url.clone());
+            }
+        }
+        if let (Some(_), Some(run_output)) = (&template.output, &request.output) {
+            let folder = run_output
+                .trim_end_matches('/')
+                .strip_suffix(id.as_str())
+                .unwrap_or(run_output)
+                .trim_end_matches('/');
+            template.output = Some(format!("{folder}/"));
+        }
+        to_json(&template)
+    }
+
+    /// A cron as given, refused if it does not parse or runs more often than
+    /// the server allows.
+    fn checked_cron(&self, expression: &str, time_zone: &str) -> Result<CronSchedule, ApiError> {
+        let cron = parse_cron(expression, time_zone)?;
+        if let Some(gap) = cron.shortest_gap(now_ms(), 200) {
+            self.config
+                .limits
+                .check_interval(expression, gap)
+                .map_err(ApiError::from)?;
+        }
+        Ok(cron)
+    }
+
     async fn create_schedule(&self, new: NewSchedule) -> Result<ScheduleView, ApiError> {
-        let cron = parse_cron(&new.cron, &new.time_zone)?;
-        self.check_job(&new.job).await?;
+        let cron = self.checked_cron(&new.cron, &new.time_zone)?;
+        let template = self.check_template(&new.job).await?;
         let now = now_ms();
         let record = ScheduleRecord {
             id: new_job_id(),
             name: new.name,
             cron: new.cron,
             time_zone: new.time_zone,
-            template: to_json(&new.job)?,
+            template,
             enabled: new.enabled,
             overlap: new.overlap,
             missed: new.missed,
@@ -133,6 +179,7 @@ impl Service {
             skipped_runs: 0,
             last_skipped_at_ms: None,
             created_at_ms: now,
+            revision: 0,
         };
         self.store
             .insert_schedule(&record)
@@ -141,16 +188,51 @@ impl Service {
         schedule_view(record)
     }
 
+    /// Applies a change to a schedule, compare-and-set: if the timetable fired
+    /// it (or another edit landed) since it was read, it is read again and the
+    /// change applied anew, so no edit writes back a stale next run time.
     async fn change_schedule(
         &self,
         id: &str,
         change: ScheduleChange,
     ) -> Result<ScheduleView, ApiError> {
-        let mut record = self.find_schedule(id)?;
-        if let Some(job) = &change.job {
-            self.check_job(job).await?;
-            record.template = to_json(job)?;
+        let template = match &change.job {
+            Some(job) => Some(self.check_template(job).await?),
+            None => None,
+        };
+        for _ in 0..10 {
+            let mut record = self.find_schedule(id)?;
+            if let Some(template) = &template {
+                record.template = template.clone();
+            }
+            self.apply_change(&mut record, &change)?;
+            if self
+                .store
+                .update_schedule(&record)
+                .map_err(|e| ApiError::internal(e.to_string()))?
+            {
+                self.schedules_changed.notify_one();
+                record.revision += 1;
+                return schedule_view(record);
+            }
         }
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "schedule busy",
+            format!("schedule '{id}' kept changing while this change was applied; try again"),
+        ))
+    }
+
+    /// The record as `change` leaves it, its next run recomputed if its
+    /// timing changed.
+    fn apply_change(
+        &self,
+        record: &mut ScheduleRecord,
+        change: &ScheduleChange,
+    ) -> Result<(), ApiError> {
+        let change = change.clone();
+        // A cron stored before the interval limit does not block other edits.
+        let new_timing = change.cron.is_some() || change.time_zone.is_some();
         let retimed = change.cron.is_some()
             || change.time_zone.is_some()
             || change.enabled.is_some_and(|on| on != record.enabled);
@@ -172,22 +254,18 @@ impl Service {
         if let Some(missed) = change.missed {
             record.missed = missed;
         }
-        let cron = parse_cron(&record.cron, &record.time_zone)?;
+        let cron = if new_timing {
+            self.checked_cron(&record.cron, &record.time_zone)?
+        } else {
+            parse_cron(&record.cron, &record.time_zone)?
+        };
         if !record.enabled {
             record.next_fire_at_ms = None;
         } else if retimed {
             // Runs missed while disabled are not made up for.
             record.next_fire_at_ms = cron.next_after(now_ms());
         }
-        if !self
-            .store
-            .update_schedule(&record)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-        {
-            return Err(unknown_schedule(id));
-        }
-        self.schedules_changed.notify_one();
-        schedule_view(record)
+        Ok(())
     }
 
     fn find_schedule(&self, id: &str) -> Result<ScheduleRecord, ApiError> {
@@ -196,6 +274,21 @@ impl Service {
             .map_err(|e| ApiError::internal(e.to_string()))?
             .ok_or_else(|| unknown_schedule(id))
     }
+}
+
+/// The request a run of a schedule submits: its template, with an output
+/// folder (if any) made the run's own subfolder, named by the time the run fell
+/// due (UTC) and the job: `{output}/20261203T020000Z-{job id}/`.
+fn run_request(template: &serde_json::Value, due_ms: i64, job_id: &str) -> serde_json::Value {
+    let mut request = template.clone();
+    if let Some(output) = template.get("output").and_then(|o| o.as_str()) {
+        let due = chrono::DateTime::from_timestamp_millis(due_ms)
+            .map(|t| t.format("%Y%m%dT%H%M%SZ").to_string())
+            .unwrap_or_else(|| due_ms.to_string());
+        request["output"] =
+            serde_json::Value::String(format!("{}/{due}-{job_id}/", output.trim_end_matches('/')));
+    }
+    request
 }
 
 fn parse_cron(expression: &str, time_zone: &str) -> Result<CronSchedule, ApiError> {

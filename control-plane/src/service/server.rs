@@ -1,37 +1,43 @@
 //! The service behind `squall serve`: its job store, the dispatcher that runs
-//! queued jobs under admission control, cancelling, and reading results.
+//! queued jobs under admission control, cancelling, and checking what callers
+//! send against the server's access policy and limits.
 //!
 //! Jobs live in the [`JobStore`]; the dispatcher starts queued jobs in
 //! submission order while fewer than `max_running` run, and records every
 //! committed stage, so a server started on the same data dir takes up the jobs
-//! it finds running (from their committed stages) and queued.
+//! it finds running (from their committed stages) and queued. A running job is
+//! stopped through its [`Stop`] channel, and its slot is held until its tasks
+//! have stopped and its objects are swept.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use arrow::array::RecordBatch;
 use axum::http::StatusCode;
-use squall_executor::OutputFile;
-use tokio::sync::Notify;
-use tokio::task::{AbortHandle, JoinSet};
+use futures::FutureExt;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
-use super::api::{
-    Accepted, ColumnView, JobList, JobOutcome, JobView, ResultPage, SubmitJob, TableView,
-};
+use super::api::{Accepted, ColumnView, JobList, JobOutcome, JobView, SubmitJob, TableView};
+use super::limits::Limits;
 use super::metrics::Metrics;
 use super::problem::ApiError;
 use super::progress::JobProgress;
 use super::store::{CatalogTable, JobRecord, JobState, JobStore, NewJob};
 use super::{StoreJournal, now_ms};
-use crate::engine::{Engine, JobRequest, JobRun, check_scan_limit, new_job_id, read_result};
+use crate::access::{Access, AccessPolicy};
+use crate::engine::{Engine, JobRequest, JobRun, Stop, new_job_id};
 use crate::error::SquallError;
-use crate::planner::{PlanOptions, plan_job};
+use crate::planner::PlanOptions;
 use crate::scheduler::TaskOptions;
-use crate::tables::TableSpec;
+use crate::tables::{TableGuard, TableSpec};
+
+/// How long a cancel waits for the job's tasks to stop before it answers.
+const CANCEL_WAIT: Duration = Duration::from_secs(60);
 
 /// How the service behaves, beyond its engine.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServiceConfig {
     /// Bearer tokens accepted on `/v1`; at least one.
     pub tokens: Vec<String>,
@@ -41,6 +47,58 @@ pub struct ServiceConfig {
     pub results_root: String,
     /// Default shuffle width.
     pub shuffle_partitions: usize,
+    /// The URLs callers may name.
+    pub access: Arc<AccessPolicy>,
+    /// Bounds of what callers may ask for.
+    pub limits: Limits,
+    /// Finished jobs older than this are deleted, with their default results
+    /// (None: kept forever).
+    pub retain_jobs: Option<Duration>,
+}
+
+impl ServiceConfig {
+    /// A configuration with the defaults for `engine`: nothing readable, results
+    /// written under `results_root` only, limits from the backend's concurrency.
+    pub fn new(tokens: Vec<String>, results_root: String, engine: &Engine) -> Self {
+        let concurrency = engine.backend.max_concurrency();
+        let access = AccessPolicy::new(
+            &[],
+            std::slice::from_ref(&results_root),
+            std::slice::from_ref(&engine.work_root),
+        )
+        .unwrap_or_default();
+        Self {
+            tokens,
+            max_running: 4,
+            results_root,
+            shuffle_partitions: concurrency,
+            access: Arc::new(access),
+            limits: Limits::for_backend(concurrency),
+            retain_jobs: Some(super::retention::DEFAULT_RETENTION),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServiceConfig {
+    /// Tokens are counted, never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("tokens", &format_args!("{} (hidden)", self.tokens.len()))
+            .field("max_running", &self.max_running)
+            .field("results_root", &self.results_root)
+            .field("shuffle_partitions", &self.shuffle_partitions)
+            .field("access", &self.access)
+            .field("limits", &self.limits)
+            .field("retain_jobs", &self.retain_jobs)
+            .finish()
+    }
+}
+
+/// A job running on this server.
+struct RunningJob {
+    stop: watch::Sender<Stop>,
+    /// Turns true once the job's task has ended (its slot freed).
+    ended: watch::Receiver<bool>,
 }
 
 /// The service: engine, store, and the jobs it runs.
@@ -49,13 +107,15 @@ pub struct Service {
     pub(super) store: Arc<JobStore>,
     pub(super) config: ServiceConfig,
     running: AtomicUsize,
+    /// Set by `shutdown`: no job starts any more.
+    stopping: AtomicBool,
     /// Wakes the dispatcher: a job was queued or a slot freed.
     pub(super) wake: Notify,
     /// Wakes the timetable: a schedule was added or changed.
     pub(super) schedules_changed: Notify,
     jobs: std::sync::Mutex<JoinSet<()>>,
-    /// Running jobs' tasks, to cancel them.
-    handles: std::sync::Mutex<HashMap<String, AbortHandle>>,
+    /// Running jobs, to stop them.
+    handles: std::sync::Mutex<HashMap<String, RunningJob>>,
     /// Running jobs' stage progress.
     live: std::sync::Mutex<HashMap<String, Arc<JobProgress>>>,
     pub(super) metrics: Metrics,
@@ -85,36 +145,44 @@ impl Service {
                 "max running jobs must be at least 1".into(),
             ));
         }
+        config.limits.validate()?;
         Ok(Arc::new(Self {
             engine,
             store,
             config,
             running: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
             wake: Notify::new(),
             schedules_changed: Notify::new(),
             jobs: std::sync::Mutex::new(JoinSet::new()),
             handles: std::sync::Mutex::new(HashMap::new()),
             live: std::sync::Mutex::new(HashMap::new()),
-            metrics: Metrics::new()
-                .map_err(|e| SquallError::Backend(format!("cannot set up metrics: {e}")))?,
+            metrics: Metrics::new().map_err(|source| SquallError::Metrics { source })?,
         }))
     }
 
-    /// Whether `token` is one of the API tokens.
+    /// Whether `token` is one of the API tokens, compared in constant time.
     pub(super) fn accepts_token(&self, token: &str) -> bool {
-        self.config
-            .tokens
-            .iter()
-            .any(|known| !known.is_empty() && known == token)
+        use subtle::ConstantTimeEq;
+        // Every token is compared, so the time taken does not say which matched.
+        self.config.tokens.iter().fold(false, |found, known| {
+            let same = !known.is_empty() && bool::from(known.as_bytes().ct_eq(token.as_bytes()));
+            found | same
+        })
     }
 
     /// Takes up the jobs a previous server left running, then starts queued jobs
-    /// as room frees up and queues the jobs of schedules as they fall due, until
-    /// the returned task is aborted.
+    /// as room frees up, queues the jobs of schedules as they fall due, and
+    /// deletes finished jobs past their retention, until the returned task is
+    /// aborted.
     pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let service = self.clone();
         tokio::spawn(async move {
-            tokio::join!(service.clone().dispatch(), service.timetable());
+            tokio::join!(
+                service.clone().dispatch(),
+                service.clone().timetable(),
+                service.retention()
+            );
         })
     }
 
@@ -125,6 +193,31 @@ impl Service {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .abort_all();
+    }
+
+    /// Stops starting jobs and interrupts the running ones, keeping them
+    /// `running` in the store with their committed stages for the next server;
+    /// returns once their tasks have stopped (or `wait` has passed).
+    pub async fn shutdown(&self, wait: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let ended: Vec<watch::Receiver<bool>> = {
+            let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            handles
+                .values()
+                .map(|job| {
+                    job.stop.send_replace(Stop::Shutdown);
+                    job.ended.clone()
+                })
+                .collect()
+        };
+        let all = futures::future::join_all(
+            ended
+                .into_iter()
+                .map(|mut e| async move { e.wait_for(|done| *done).await.map(|_| ()) }),
+        );
+        if tokio::time::timeout(wait, all).await.is_err() {
+            tracing::warn!("jobs still stopping after {} s", wait.as_secs());
+        }
     }
 
     async fn dispatch(self: Arc<Self>) {
@@ -142,7 +235,9 @@ impl Service {
             Err(e) => tracing::error!("cannot read unfinished jobs: {e}"),
         }
         loop {
-            while self.running.load(Ordering::SeqCst) < self.config.max_running {
+            while !self.stopping.load(Ordering::SeqCst)
+                && self.running.load(Ordering::SeqCst) < self.config.max_running
+            {
                 match self.next_queued() {
                     Ok(Some(job)) => {
                         self.running.fetch_add(1, Ordering::SeqCst);
@@ -181,26 +276,37 @@ impl Service {
     fn spawn(self: &Arc<Self>, job: JobRecord) {
         let service = self.clone();
         let id = job.id.clone();
+        let (stop, stop_rx) = watch::channel(Stop::Run);
+        let (ended_tx, ended) = watch::channel(false);
         // Held while spawning, so a job that ends at once removes its handle
         // only after it was added.
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         // Forget the tasks that ended (a JoinSet keeps them until joined).
         while jobs.try_join_next().is_some() {}
-        let handle = jobs.spawn(async move {
+        jobs.spawn(async move {
             // Frees the job's slot however the task ends, cancelled included.
             let _slot = Slot {
                 service: service.clone(),
                 job_id: job.id.clone(),
+                ended: ended_tx,
             };
-            service.run(job).await;
+            let id = job.id.clone();
+            let run = std::panic::AssertUnwindSafe(service.run(job, stop_rx)).catch_unwind();
+            if run.await.is_err() {
+                service.finish(
+                    &id,
+                    JobState::Failed,
+                    Some("internal error: the job panicked"),
+                );
+            }
         });
-        handles.insert(id, handle);
+        handles.insert(id, RunningJob { stop, ended });
     }
 
-    /// Cancels a job: a queued one never starts; a running one is stopped and its
-    /// temporary objects (and default result folder) removed. A finished job
-    /// cannot be cancelled.
+    /// Cancels a job: a queued one never starts; a running one is stopped, and
+    /// the answer comes once its tasks have stopped and its temporary objects
+    /// (and default result folder) are removed. A finished job cannot be cancelled.
     pub(super) async fn cancel(&self, id: &str) -> Result<JobRecord, ApiError> {
         let internal = |e: super::StoreError| ApiError::internal(e.to_string());
         let job = self
@@ -233,86 +339,50 @@ impl Service {
                 ),
             ));
         }
-        let handle = self
-            .handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        if let Some(handle) = handle {
-            handle.abort();
+        let ended = {
+            let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            handles.get(id).map(|job| {
+                job.stop.send_replace(Stop::Cancel);
+                job.ended.clone()
+            })
+        };
+        match ended {
+            Some(mut ended) => {
+                let stopped = tokio::time::timeout(CANCEL_WAIT, ended.wait_for(|done| *done));
+                if stopped.await.is_err() {
+                    tracing::warn!(job = id, "cancelled job still stopping");
+                }
+            }
+            // Never started: nothing runs, only its output claim to give up.
+            None => self.discard_outputs(&job).await,
         }
-        self.engine
-            .sweep(&format!("{}/{id}", self.engine.work_root))
-            .await;
-        self.engine
-            .sweep(&format!("{}/{id}", self.config.results_root))
-            .await;
         self.store
             .job(id)
             .map_err(internal)?
             .ok_or_else(|| ApiError::unknown_job(id))
     }
 
-    /// A page of a succeeded job's rows.
-    pub(super) async fn result_page(
-        &self,
-        id: &str,
-        offset: u64,
-        limit: usize,
-    ) -> Result<ResultPage, ApiError> {
-        let internal = |e: String| ApiError::internal(e);
-        let job = self
-            .store
-            .job(id)
-            .map_err(|e| internal(e.to_string()))?
-            .ok_or_else(|| ApiError::unknown_job(id))?;
-        if job.state != JobState::Succeeded {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "no result",
-                format!(
-                    "job {id} is {}; a result exists once it succeeded",
-                    job.state.as_str()
-                ),
-            ));
+    /// Removes what a job that will not succeed left in its outputs: its
+    /// default result folder, and its files and claim in a named output.
+    async fn discard_outputs(&self, job: &JobRecord) {
+        self.engine
+            .sweep(&format!("{}/{}", self.config.results_root, job.id))
+            .await;
+        if let Some(output) = job.request.get("output").and_then(|o| o.as_str()) {
+            self.engine.release_output(output, &job.id).await;
         }
-        let outcome: JobOutcome = self
-            .store
-            .result(id)
-            .map_err(|e| internal(e.to_string()))?
-            .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or_else(|| {
-                internal(format!("job {id} succeeded but its result is not recorded"))
-            })?;
-        // Only the files that hold rows offset..offset + limit are read.
-        let (first_row, urls) = page_files(&outcome, offset, limit as u64);
-        let files: Vec<OutputFile> = urls
-            .iter()
-            .map(|url| OutputFile {
-                url: url.clone(),
-                size: 0,
-                partitions: vec![],
-            })
-            .collect();
-        let batches = read_result(&self.engine.stores, &files)
-            .await
-            .map_err(|e| internal(e.to_string()))?;
-        let rows = json_rows(&batches, (offset - first_row) as usize, limit).map_err(internal)?;
-        let end = offset + rows.len() as u64;
-        Ok(ResultPage {
-            columns: outcome.columns,
-            next_offset: (end < outcome.rows).then_some(end),
-            rows,
-            offset,
-            total: outcome.rows,
-            manifest_url: outcome.manifest_url,
-            files: outcome.files,
-        })
     }
 
-    async fn run(&self, job: JobRecord) {
-        let outcome = self.run_job(&job).await;
+    async fn run(&self, job: JobRecord, stop: watch::Receiver<Stop>) {
+        // Cancelled between being started and getting here: nothing to run.
+        if !matches!(self.store.job(&job.id), Ok(Some(j)) if j.state == JobState::Running) {
+            self.discard_outputs(&job).await;
+            return;
+        }
+        let outcome = self.run_job(&job, stop).await;
         let (state, error) = match &outcome {
+            // Left running in the store: the next server resumes it.
+            Err(SquallError::Interrupted) => return,
             Ok(result) => {
                 let stored = serde_json::to_value(result)
                     .map_err(|e| e.to_string())
@@ -331,32 +401,36 @@ impl Service {
             }
             Err(e) => (JobState::Failed, Some(e.to_string())),
         };
-        // A cancelled job is no longer running: this changes nothing then.
-        if let Err(e) = self.store.transition(
-            &job.id,
-            &[JobState::Running],
-            state,
-            error.as_deref(),
-            now_ms(),
-        ) {
-            tracing::error!(job = job.id, "cannot record the job's end: {e}");
+        if state != JobState::Succeeded {
+            self.discard_outputs(&job).await;
+        }
+        self.finish(&job.id, state, error.as_deref());
+    }
+
+    /// Records a running job's end. A cancelled job is no longer running: this
+    /// changes nothing then.
+    fn finish(&self, id: &str, state: JobState, error: Option<&str>) {
+        if let Err(e) = self
+            .store
+            .transition(id, &[JobState::Running], state, error, now_ms())
+        {
+            tracing::error!(job = id, "cannot record the job's end: {e}");
         }
     }
 
-    async fn run_job(&self, job: &JobRecord) -> Result<JobOutcome, SquallError> {
+    async fn run_job(
+        &self,
+        job: &JobRecord,
+        stop: watch::Receiver<Stop>,
+    ) -> Result<JobOutcome, SquallError> {
         let submitted: SubmitJob = serde_json::from_value(job.request.clone()).map_err(|e| {
             SquallError::InvalidArgument(format!(
                 "stored request of job {} is unreadable: {e}",
                 job.id
             ))
         })?;
-        let mut request = self.request(&submitted)?;
-        request.output = Some(
-            submitted
-                .output
-                .clone()
-                .unwrap_or_else(|| format!("{}/{}", self.config.results_root, job.id)),
-        );
+        // Checked again: the allowed prefixes and limits may have changed since.
+        let request = self.request(&submitted, &job.id)?;
         let progress = Arc::new(JobProgress::new(
             self.metrics.clone(),
             self.store.clone(),
@@ -377,6 +451,7 @@ impl Service {
                 job_id: job.id.clone(),
             })),
             progress: Some(progress.clone()),
+            stop: Some(stop),
         };
         let result = self.engine.run_as(&request, run).await;
         // Attempts of a stage that never finished (the job failed in it).
@@ -396,67 +471,114 @@ impl Service {
         })
     }
 
-    /// The engine's request for a submission (tables and options checked).
-    fn request(&self, submitted: &SubmitJob) -> Result<JobRequest, SquallError> {
+    /// The engine's request for a submission that runs as job `job_id`: its
+    /// URLs normalised and checked against the access policy, its options
+    /// against the limits, catalog tables looked up.
+    pub(super) fn request(
+        &self,
+        submitted: &SubmitJob,
+        job_id: &str,
+    ) -> Result<JobRequest, SquallError> {
+        let access = &self.config.access;
+        let limits = &self.config.limits;
         let tables = submitted
             .tables
             .iter()
-            .map(|t| match &t.url {
-                Some(url) => table_spec(&t.name, url, t.format.as_deref()),
-                None => {
-                    let found = self
-                        .store
-                        .table(&t.name)
-                        .map_err(|source| SquallError::Store { source })?
-                        .ok_or_else(|| SquallError::Table {
-                            table: t.name.clone(),
-                            message: "no URL given and no catalog table of that name".into(),
-                        })?;
-                    table_spec(&found.name, &found.url, found.format.as_deref())
-                }
+            .map(|t| {
+                let (url, format) = match &t.url {
+                    Some(url) => (url.clone(), t.format.clone()),
+                    None => {
+                        let found = self
+                            .store
+                            .table(&t.name)
+                            .map_err(|source| SquallError::Store { source })?
+                            .ok_or_else(|| SquallError::Table {
+                                table: t.name.clone(),
+                                message: "no URL given and no catalog table of that name".into(),
+                            })?;
+                        (found.url, found.format)
+                    }
+                };
+                let url = access.check(&format!("table '{}'", t.name), &url, Access::Read)?;
+                table_spec(&t.name, url.as_str(), format.as_deref())
             })
             .collect::<Result<Vec<_>, SquallError>>()?;
+        let output = match &submitted.output {
+            Some(output) => access.check("the output", output, Access::Write)?,
+            None => crate::tables::to_url(&format!("{}/{job_id}", self.config.results_root))?,
+        };
         let mut request = JobRequest::new(submitted.sql.clone(), tables);
+        request.output = Some(output.to_string());
+        let options = &submitted.options;
         request.plan = PlanOptions {
-            shuffle_partitions: submitted
-                .options
-                .shuffle_partitions
-                .unwrap_or(self.config.shuffle_partitions),
+            shuffle_partitions: match options.shuffle_partitions {
+                Some(n) => limits.count(
+                    "options.shuffle_partitions",
+                    n,
+                    limits.max_shuffle_partitions,
+                )?,
+                None => self
+                    .config
+                    .shuffle_partitions
+                    .min(limits.max_shuffle_partitions),
+            },
+            guard: TableGuard {
+                max_files: Some(limits.max_table_files),
+                access: Some(access.clone()),
+            },
             ..PlanOptions::default()
         };
         request.tasks = TaskOptions {
-            max_concurrency: submitted.options.max_concurrency,
+            max_concurrency: match options.max_concurrency {
+                Some(n) => {
+                    Some(limits.count("options.max_concurrency", n, limits.max_concurrency)?)
+                }
+                None => Some(limits.max_concurrency),
+            },
             ..TaskOptions::default()
         };
-        request.scan_limit_bytes = submitted.options.scan_limit_bytes;
-        request.deadline = match submitted.options.deadline_seconds {
-            Some(0) => {
-                return Err(SquallError::InvalidArgument(
-                    "options.deadline_seconds must be at least 1".into(),
-                ));
-            }
-            seconds => seconds.map(std::time::Duration::from_secs),
-        };
+        request.scan_limit_bytes = Some(limits.scan_limit(options.scan_limit_bytes)?);
+        request.deadline = Some(limits.deadline(options.deadline_seconds)?);
         Ok(request)
     }
 
-    /// Checks a submission by planning it (SQL, tables), then queues it.
+    /// Checks a submission by planning it (URLs, SQL, tables, limits), claims
+    /// the output it names, then queues it.
     pub(super) async fn submit(&self, submitted: SubmitJob) -> Result<Accepted, ApiError> {
-        self.check_job(&submitted).await?;
-        let body =
-            serde_json::to_value(&submitted).map_err(|e| ApiError::internal(e.to_string()))?;
-        let job = self
+        let id = new_job_id();
+        self.check_room()?;
+        let request = self.check_job(&submitted, &id).await?;
+        // What runs is what was checked: the URLs as normalised.
+        let mut stored = submitted.clone();
+        normalise_urls(&mut stored, &request);
+        if let Some(output) = &stored.output {
+            self.engine
+                .claim_output(output, &id)
+                .await
+                .map_err(ApiError::from)?;
+        }
+        let body = serde_json::to_value(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
+        let new = NewJob {
+            id: id.clone(),
+            sql: stored.sql,
+            request: body,
+            schedule_id: None,
+        };
+        let inserted = self
             .store
-            .insert_job(
-                &NewJob {
-                    id: new_job_id(),
-                    sql: submitted.sql,
-                    request: body,
-                    schedule_id: None,
-                },
-                now_ms(),
-            )
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .insert_queued(&new, now_ms(), self.config.limits.max_queued);
+        let job = match inserted {
+            Ok(Some(job)) => job,
+            refused => {
+                if let Some(output) = &stored.output {
+                    self.engine.release_output(output, &id).await;
+                }
+                return Err(match refused {
+                    Err(e) => ApiError::internal(e.to_string()),
+                    _ => self.queue_full(),
+                });
+            }
+        };
         self.wake.notify_one();
         Ok(Accepted {
             id: job.id,
@@ -464,25 +586,42 @@ impl Service {
         })
     }
 
-    /// Refuses a job that would fail at once: bad SQL, unknown tables, tables
-    /// the backend's executors cannot reach, a scan over its limit.
-    pub(super) async fn check_job(&self, submitted: &SubmitJob) -> Result<(), ApiError> {
-        let request = self.request(submitted).map_err(ApiError::from)?;
-        // Tables the backend's executors cannot reach are refused now, not at run time.
-        self.engine
-            .check_reachable(&request)
-            .map_err(ApiError::from)?;
-        let planned = plan_job(
-            &request.sql,
-            &request.tables,
-            &request.plan,
-            self.engine.stores.clone(),
-            "memory:///squall-validate",
-            "memory:///squall-validate/result",
+    /// 429 while the queue is full.
+    fn check_room(&self) -> Result<(), ApiError> {
+        let queued = self
+            .store
+            .count_jobs(JobState::Queued)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        if queued >= self.config.limits.max_queued as u64 {
+            return Err(self.queue_full());
+        }
+        Ok(())
+    }
+
+    fn queue_full(&self) -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue full",
+            format!(
+                "{} jobs are waiting to run, the most this server queues; submit again later",
+                self.config.limits.max_queued
+            ),
         )
-        .await
-        .map_err(ApiError::from)?;
-        check_scan_limit(&planned, request.scan_limit_bytes).map_err(ApiError::from)
+        .retry_after(Duration::from_secs(30))
+    }
+
+    /// Refuses a job that would fail at once: a URL outside the allowed
+    /// prefixes, an option over its limit, bad SQL, unknown tables, tables the
+    /// backend's executors cannot reach, a scan over its limit. Returns the
+    /// request as it would run.
+    pub(super) async fn check_job(
+        &self,
+        submitted: &SubmitJob,
+        job_id: &str,
+    ) -> Result<JobRequest, ApiError> {
+        let request = self.request(submitted, job_id).map_err(ApiError::from)?;
+        self.engine.check(&request).await.map_err(ApiError::from)?;
+        Ok(request)
     }
 
     /// A catalog table with its schema: as stored when it was put, else read
@@ -501,22 +640,27 @@ impl Service {
                 created_at_ms: table.created_at_ms,
             });
         }
-        let spec = table_spec(&table.name, &table.url, table.format.as_deref())?;
-        let planned = plan_job(
-            &format!("SELECT * FROM {}", table.name),
-            &[spec],
-            &PlanOptions::default(),
-            self.engine.stores.clone(),
-            "memory:///squall-validate",
-            "memory:///squall-validate/result",
-        )
-        .await?;
-        let columns = ColumnView::of(&planned.dag.schema);
+        let submitted = SubmitJob {
+            sql: format!("SELECT * FROM {}", table.name),
+            tables: vec![super::api::TableRef {
+                name: table.name.clone(),
+                url: Some(table.url.clone()),
+                format: table.format.clone(),
+            }],
+            output: None,
+            options: Default::default(),
+        };
+        let mut request = self
+            .request(&submitted, &new_job_id())
+            .map_err(ApiError::from)?;
+        // Reading a schema is not a scan: no scan limit.
+        request.scan_limit_bytes = None;
+        let planned = self.engine.check(&request).await.map_err(ApiError::from)?;
         Ok(TableView {
             name: table.name,
-            url: table.url,
+            url: request.tables[0].url.clone(),
             format: table.format,
-            columns,
+            columns: ColumnView::of(&planned.dag.schema),
             created_at_ms: table.created_at_ms,
         })
     }
@@ -554,46 +698,24 @@ impl Service {
     }
 }
 
-/// Rows `offset..offset + limit` of `batches` as JSON objects.
-fn json_rows(
-    batches: &[RecordBatch],
-    offset: usize,
-    limit: usize,
-) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, String> {
-    let mut page = Vec::new();
-    let mut skip = offset;
-    let mut left = limit;
-    for batch in batches {
-        if left == 0 {
-            break;
+/// Puts the URLs `request` runs with (normalised) into the submission kept in
+/// the store.
+fn normalise_urls(submitted: &mut SubmitJob, request: &JobRequest) {
+    for (table, spec) in submitted.tables.iter_mut().zip(&request.tables) {
+        if table.url.is_some() {
+            table.url = Some(spec.url.clone());
         }
-        if skip >= batch.num_rows() {
-            skip -= batch.num_rows();
-            continue;
-        }
-        let take = (batch.num_rows() - skip).min(left);
-        page.push(batch.slice(skip, take));
-        skip = 0;
-        left -= take;
     }
-    let mut writer = arrow::json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, arrow::json::writer::JsonArray>(Vec::new());
-    for batch in &page {
-        writer.write(batch).map_err(|e| e.to_string())?;
+    if submitted.output.is_some() {
+        submitted.output = request.output.clone();
     }
-    writer.finish().map_err(|e| e.to_string())?;
-    let bytes = writer.into_inner();
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 /// Frees a running job's slot and wakes the dispatcher when dropped.
 struct Slot {
     service: Arc<Service>,
     job_id: String,
+    ended: watch::Sender<bool>,
 }
 
 impl Drop for Slot {
@@ -609,64 +731,19 @@ impl Drop for Slot {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.job_id);
         self.service.running.fetch_sub(1, Ordering::SeqCst);
+        self.ended.send_replace(true);
         self.service.wake.notify_one();
     }
 }
 
-/// The result files holding rows `offset..offset + limit`, and the index of
-/// the first row of the first of them. Without per-file row counts (results
-/// stored by an older Squall), every file from the start.
-fn page_files(outcome: &JobOutcome, offset: u64, limit: u64) -> (u64, Vec<String>) {
-    if outcome.file_rows.len() != outcome.files.len() {
-        return (0, outcome.files.clone());
-    }
-    let end = offset.saturating_add(limit);
-    let mut start = 0;
-    let mut first_row = None;
-    let mut files = Vec::new();
-    for (url, rows) in outcome.files.iter().zip(&outcome.file_rows) {
-        let next = start + rows;
-        if *rows > 0 && next > offset && start < end {
-            first_row.get_or_insert(start);
-            files.push(url.clone());
-        }
-        start = next;
-    }
-    (first_row.unwrap_or(offset), files)
-}
-
 /// A table spec from its parts, with the CLI's checks of name, format and URL.
-fn table_spec(name: &str, url: &str, format: Option<&str>) -> Result<TableSpec, SquallError> {
+pub(super) fn table_spec(
+    name: &str,
+    url: &str,
+    format: Option<&str>,
+) -> Result<TableSpec, SquallError> {
     match format {
         Some(format) => format!("{name}:{format}={url}").parse(),
         None => format!("{name}={url}").parse(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_page_reads_only_the_files_that_hold_it() {
-        let outcome = JobOutcome {
-            rows: 25,
-            manifest_url: "m".into(),
-            files: vec!["a".into(), "b".into(), "c".into(), "d".into()],
-            file_rows: vec![10, 0, 10, 5],
-            columns: vec![],
-            stages: vec![],
-        };
-        let page = |offset, limit| page_files(&outcome, offset, limit);
-        assert_eq!(page(0, 5), (0, vec!["a".to_string()]));
-        assert_eq!(page(5, 10), (0, vec!["a".to_string(), "c".to_string()]));
-        assert_eq!(page(10, 10), (10, vec!["c".to_string()]));
-        assert_eq!(page(22, 100), (20, vec!["d".to_string()]));
-        assert_eq!(page(25, 10), (25, vec![]));
-        let old = JobOutcome {
-            file_rows: vec![],
-            ..outcome.clone()
-        };
-        assert_eq!(page_files(&old, 12, 1), (0, old.files.clone()));
     }
 }

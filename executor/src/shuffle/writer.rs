@@ -112,9 +112,10 @@ impl ShuffleWriterExec {
     /// The object one attempt of one task writes.
     pub fn output_url(&self, task: &TaskId) -> String {
         format!(
-            "{}/task-{}-attempt-{}.sqsh",
+            "{}/task-{}-{}-attempt-{}.sqsh",
             self.stage_dir.trim_end_matches('/'),
             task.task,
+            task.run_id,
             task.attempt
         )
     }

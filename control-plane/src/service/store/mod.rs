@@ -86,6 +86,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE schedules ADD COLUMN last_skipped_at_ms INTEGER;",
     // 4: a catalog table's columns as read when it was put (JSON).
     "ALTER TABLE catalog ADD COLUMN columns TEXT;",
+    // 5: schedules' revisions (edits are compare-and-set); finished jobs by
+    // finish time (retention).
+    "ALTER TABLE schedules ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_by_finish ON jobs (finished_at_ms) WHERE finished_at_ms IS NOT NULL;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -272,6 +276,69 @@ impl JobStore {
             what: format!("job {}", job.id),
             message: "missing right after its insert".into(),
         })
+    }
+
+    /// Inserts a queued job unless `max_queued` jobs are queued already
+    /// (None then), in one step: two submissions cannot both take the last place.
+    pub fn insert_queued(
+        &self,
+        job: &NewJob,
+        now_ms: i64,
+        max_queued: usize,
+    ) -> Result<Option<JobRecord>> {
+        let conn = self.conn();
+        let inserted = conn
+            .execute(
+                "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms)
+                 SELECT ?1, 'queued', ?2, ?3, ?4, ?5
+                 WHERE (SELECT count(*) FROM jobs WHERE state = 'queued') < ?6",
+                params![
+                    job.id,
+                    job.sql,
+                    job.request.to_string(),
+                    job.schedule_id,
+                    now_ms,
+                    max_queued as i64
+                ],
+            )
+            .map_err(sqlite(format!("insert job {}", job.id)))?;
+        drop(conn);
+        if inserted == 0 {
+            return Ok(None);
+        }
+        self.job(&job.id)
+    }
+
+    /// Finished jobs that ended before `before_ms`, oldest first, at most `limit`.
+    pub fn expired_jobs(&self, before_ms: i64, limit: usize) -> Result<Vec<JobRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs
+                 WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1
+                   AND state IN ('succeeded', 'failed', 'cancelled')
+                 ORDER BY finished_at_ms LIMIT ?2"
+            ))
+            .map_err(sqlite("list expired jobs"))?;
+        let rows = stmt
+            .query_map(params![before_ms, limit as i64], raw_job)
+            .map_err(sqlite("list expired jobs"))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(sqlite("list expired jobs"))?;
+        rows.into_iter().map(RawJob::into_record).collect()
+    }
+
+    /// Deletes a finished job with its stages and attempts; false if there is
+    /// no such finished job.
+    pub fn delete_finished_job(&self, id: &str) -> Result<bool> {
+        let changed = self
+            .conn()
+            .execute(
+                "DELETE FROM jobs WHERE id = ?1 AND state IN ('succeeded', 'failed', 'cancelled')",
+                params![id],
+            )
+            .map_err(sqlite(format!("delete job {id}")))?;
+        Ok(changed == 1)
     }
 
     pub fn job(&self, id: &str) -> Result<Option<JobRecord>> {

@@ -78,6 +78,9 @@ pub struct ScheduleRecord {
     pub skipped_runs: u64,
     pub last_skipped_at_ms: Option<i64>,
     pub created_at_ms: i64,
+    /// Bumped by every change, a user's or a firing's: an edit applies only to
+    /// the revision it was made from.
+    pub revision: i64,
 }
 
 /// What became of a due run.
@@ -87,6 +90,8 @@ pub enum Firing {
     Started(Box<JobRecord>),
     /// The schedule's previous job is still queued or running.
     SkippedOverlap,
+    /// The server's queue of jobs is full.
+    SkippedQueueFull,
     /// Missed while no server ran, and the schedule drops missed runs.
     DroppedMissed,
     /// Nothing: the schedule changed, was disabled or deleted, or another
@@ -95,7 +100,7 @@ pub enum Firing {
 }
 
 const SCHEDULE_COLUMNS: &str = "id, name, cron, time_zone, template, enabled, overlap, catch_up, \
-     next_fire_at_ms, last_fired_at_ms, skipped_runs, last_skipped_at_ms, created_at_ms";
+     next_fire_at_ms, last_fired_at_ms, skipped_runs, last_skipped_at_ms, created_at_ms, revision";
 
 impl JobStore {
     pub fn insert_schedule(&self, schedule: &ScheduleRecord) -> Result<()> {
@@ -103,7 +108,7 @@ impl JobStore {
             .execute(
                 &format!(
                     "INSERT INTO schedules ({SCHEDULE_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                 ),
                 params![
                     schedule.id,
@@ -118,7 +123,8 @@ impl JobStore {
                     schedule.last_fired_at_ms,
                     schedule.skipped_runs as i64,
                     schedule.last_skipped_at_ms,
-                    schedule.created_at_ms
+                    schedule.created_at_ms,
+                    schedule.revision
                 ],
             )
             .map_err(sqlite(format!("insert schedule {}", schedule.id)))?;
@@ -126,14 +132,17 @@ impl JobStore {
     }
 
     /// Replaces what a user may change (name, cron, zone, template, enabled,
-    /// policies) and the next fire time; false if there is no such schedule.
+    /// policies) and the next fire time, if the schedule is still at
+    /// `schedule.revision`; false if it is not (changed or fired since it was
+    /// read) or does not exist.
     pub fn update_schedule(&self, schedule: &ScheduleRecord) -> Result<bool> {
         let changed = self
             .conn()
             .execute(
                 "UPDATE schedules SET name = ?2, cron = ?3, time_zone = ?4, template = ?5,
-                    enabled = ?6, overlap = ?7, catch_up = ?8, next_fire_at_ms = ?9
-                 WHERE id = ?1",
+                    enabled = ?6, overlap = ?7, catch_up = ?8, next_fire_at_ms = ?9,
+                    revision = revision + 1
+                 WHERE id = ?1 AND revision = ?10",
                 params![
                     schedule.id,
                     schedule.name,
@@ -144,6 +153,7 @@ impl JobStore {
                     schedule.overlap.as_str(),
                     schedule.missed.as_str(),
                     schedule.next_fire_at_ms,
+                    schedule.revision,
                 ],
             )
             .map_err(sqlite(format!("update schedule {}", schedule.id)))?;
@@ -223,7 +233,9 @@ impl JobStore {
     /// Takes the run of schedule `id` that fell due at `due_ms`, in one
     /// transaction: unless the schedule moved on (→ `Stale`), its next run
     /// becomes `next_ms`, and `job` is queued — or not, when `run` is false
-    /// (missed, dropped) or the overlap policy skips it.
+    /// (missed, dropped), the overlap policy skips it, or `max_queued` jobs
+    /// are queued already.
+    #[allow(clippy::too_many_arguments)]
     pub fn fire_schedule(
         &self,
         id: &str,
@@ -232,6 +244,7 @@ impl JobStore {
         run: bool,
         job: &NewJob,
         now_ms: i64,
+        max_queued: usize,
     ) -> Result<Firing> {
         let mut conn = self.conn();
         let context = format!("fire schedule {id}");
@@ -251,7 +264,7 @@ impl JobStore {
             return Ok(Firing::Stale);
         }
         tx.execute(
-            "UPDATE schedules SET next_fire_at_ms = ?2 WHERE id = ?1",
+            "UPDATE schedules SET next_fire_at_ms = ?2, revision = revision + 1 WHERE id = ?1",
             params![id, next_ms],
         )
         .map_err(sqlite(context.clone()))?;
@@ -266,14 +279,28 @@ impl JobStore {
                     |r| r.get(0),
                 )
                 .map_err(sqlite(context.clone()))?;
-            if busy && OverlapPolicy::parse(&overlap) != Some(OverlapPolicy::Allow) {
+            let queued: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM jobs WHERE state = 'queued'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite(context.clone()))?;
+            let skipped = if busy && OverlapPolicy::parse(&overlap) != Some(OverlapPolicy::Allow) {
+                Some(Firing::SkippedOverlap)
+            } else if queued >= max_queued as i64 {
+                Some(Firing::SkippedQueueFull)
+            } else {
+                None
+            };
+            if let Some(skipped) = skipped {
                 tx.execute(
                     "UPDATE schedules SET skipped_runs = skipped_runs + 1,
                         last_skipped_at_ms = ?2 WHERE id = ?1",
                     params![id, now_ms],
                 )
                 .map_err(sqlite(context.clone()))?;
-                Firing::SkippedOverlap
+                skipped
             } else {
                 tx.execute(
                     "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms)
@@ -317,6 +344,7 @@ struct RawSchedule {
     skipped_runs: i64,
     last_skipped_at_ms: Option<i64>,
     created_at_ms: i64,
+    revision: i64,
 }
 
 impl RawSchedule {
@@ -335,6 +363,7 @@ impl RawSchedule {
             skipped_runs: row.get(10)?,
             last_skipped_at_ms: row.get(11)?,
             created_at_ms: row.get(12)?,
+            revision: row.get(13)?,
         })
     }
 
@@ -363,6 +392,7 @@ impl RawSchedule {
             skipped_runs: self.skipped_runs.max(0) as u64,
             last_skipped_at_ms: self.last_skipped_at_ms,
             created_at_ms: self.created_at_ms,
+            revision: self.revision,
         })
     }
 }
@@ -387,6 +417,7 @@ mod tests {
             skipped_runs: 0,
             last_skipped_at_ms: None,
             created_at_ms: 1,
+            revision: 0,
         }
     }
 
@@ -421,6 +452,9 @@ mod tests {
         changed.cron = "*/5 * * * *".into();
         changed.overlap = OverlapPolicy::Allow;
         assert!(store.update_schedule(&changed).unwrap());
+        // An edit made from the old revision no longer applies.
+        assert!(!store.update_schedule(&changed).unwrap());
+        changed.revision = 1;
         assert_eq!(store.schedule("a").unwrap(), Some(changed));
         assert!(store.delete_schedule("a").unwrap());
         assert!(!store.delete_schedule("a").unwrap());
@@ -432,7 +466,7 @@ mod tests {
         let store = JobStore::open_in_memory().unwrap();
         store.insert_schedule(&schedule("s", 100)).unwrap();
         let fired = store
-            .fire_schedule("s", 100, Some(200), true, &job("j1"), 101)
+            .fire_schedule("s", 100, Some(200), true, &job("j1"), 101, 100)
             .unwrap();
         let Firing::Started(record) = fired else {
             panic!("{fired:?}")
@@ -441,12 +475,12 @@ mod tests {
         assert_eq!(record.state, JobState::Queued);
         // The same run again: taken already.
         let again = store
-            .fire_schedule("s", 100, Some(200), true, &job("j2"), 102)
+            .fire_schedule("s", 100, Some(200), true, &job("j2"), 102, 100)
             .unwrap();
         assert_eq!(again, Firing::Stale);
         // The next run while j1 is still queued: skipped and counted.
         let next = store
-            .fire_schedule("s", 200, Some(300), true, &job("j3"), 201)
+            .fire_schedule("s", 200, Some(300), true, &job("j3"), 201, 100)
             .unwrap();
         assert_eq!(next, Firing::SkippedOverlap);
         let s = store.schedule("s").unwrap().unwrap();
@@ -463,7 +497,7 @@ mod tests {
             .transition("j1", &[JobState::Running], JobState::Failed, Some("x"), 260)
             .unwrap();
         let later = store
-            .fire_schedule("s", 300, Some(400), true, &job("j4"), 301)
+            .fire_schedule("s", 300, Some(400), true, &job("j4"), 301, 100)
             .unwrap();
         assert!(matches!(later, Firing::Started(_)), "{later:?}");
         let (runs, _) = store.list_schedule_jobs("s", None, 10).unwrap();
@@ -474,7 +508,7 @@ mod tests {
             .transition("j4", &[JobState::Queued], JobState::Cancelled, None, 302)
             .unwrap();
         let dropped = store
-            .fire_schedule("s", 400, Some(500), false, &job("j5"), 501)
+            .fire_schedule("s", 400, Some(500), false, &job("j5"), 501, 100)
             .unwrap();
         assert_eq!(dropped, Firing::DroppedMissed);
         assert_eq!(store.list_schedule_jobs("s", None, 10).unwrap().0.len(), 2);
@@ -484,16 +518,27 @@ mod tests {
         store.update_schedule(&allow).unwrap();
         for (due, id) in [(500, "j6"), (600, "j7")] {
             let f = store
-                .fire_schedule("s", due, Some(due + 100), true, &job(id), due)
+                .fire_schedule("s", due, Some(due + 100), true, &job(id), due, 100)
                 .unwrap();
             assert!(matches!(f, Firing::Started(_)), "{f:?}");
         }
-        // A disabled schedule never fires.
+        // An edit read before those firings is stale: it would write back an
+        // old next run time.
         allow.enabled = false;
-        allow.next_fire_at_ms = Some(700);
-        store.update_schedule(&allow).unwrap();
+        assert!(!store.update_schedule(&allow).unwrap());
+        // A full queue skips the run (and counts it).
+        let full = store
+            .fire_schedule("s", 700, Some(800), true, &job("j8"), 700, 2)
+            .unwrap();
+        assert_eq!(full, Firing::SkippedQueueFull);
+        assert_eq!(store.schedule("s").unwrap().unwrap().skipped_runs, 2);
+        // A disabled schedule never fires.
+        let mut off = store.schedule("s").unwrap().unwrap();
+        off.enabled = false;
+        off.next_fire_at_ms = Some(800);
+        assert!(store.update_schedule(&off).unwrap());
         let off = store
-            .fire_schedule("s", 700, Some(800), true, &job("j8"), 700)
+            .fire_schedule("s", 800, Some(900), true, &job("j9"), 800, 100)
             .unwrap();
         assert_eq!(off, Firing::Stale);
     }

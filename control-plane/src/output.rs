@@ -1,0 +1,344 @@
+//! A job's output folder: who owns it, the manifest that names its result, and
+//! what a failed job leaves there (nothing).
+//!
+//! # The protocol
+//! Before any task runs, a job claims its output folder by creating
+//! `_squall_claim.json`, naming the job, with a create-if-absent put (S3's
+//! `If-None-Match: *`, a no-clobber link on local disk): of two jobs naming one
+//! folder, exactly one gets it, and the other is refused. A folder that holds
+//! another job's claim or manifest is refused too. Result files carry the job,
+//! the run and the attempt in their names (`part-{task}-{job}-{run}-{attempt}.parquet`),
+//! so no two attempts of any jobs ever write the same object. A job that
+//! succeeds writes `_squall_manifest.json`, naming exactly its committed files,
+//! and then drops its claim; a job that fails deletes the result files it wrote
+//! (found by name) and its claim, and the folder is free again.
+//!
+//! Readers follow the same marks (see `tables`): of a folder holding a manifest
+//! they take only the files it names, and of a folder holding only a claim (a
+//! job still writing there) nothing.
+
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use squall_executor::{ObjectUrl, OutputFile, StoreRegistry, is_result_file_of};
+use std::sync::Arc;
+
+use crate::error::{Result, SquallError};
+use crate::scheduler::delete_quietly;
+
+/// Name of the manifest written next to a job's result files.
+pub const MANIFEST_NAME: &str = "_squall_manifest.json";
+
+/// Name of the mark a job puts in its output folder while it writes there.
+pub const CLAIM_NAME: &str = "_squall_claim.json";
+
+/// The manifest: exactly the committed result files of one job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub job_id: String,
+    pub rows: u64,
+    pub columns: Vec<ManifestColumn>,
+    pub files: Vec<ManifestFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestColumn {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub url: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl Manifest {
+    pub fn new(job_id: &str, schema: &SchemaRef, files: &[OutputFile]) -> Self {
+        let rows = |f: &OutputFile| f.partitions.iter().map(|p| p.rows).sum::<u64>();
+        Self {
+            job_id: job_id.to_string(),
+            rows: files.iter().map(rows).sum(),
+            columns: schema
+                .fields()
+                .iter()
+                .map(|f| ManifestColumn {
+                    name: f.name().clone(),
+                    data_type: f.data_type().to_string(),
+                    nullable: f.is_nullable(),
+                })
+                .collect(),
+            files: files
+                .iter()
+                .map(|f| ManifestFile {
+                    url: f.url.clone(),
+                    rows: rows(f),
+                    bytes: f.size,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What the claim mark holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Claim {
+    job_id: String,
+    claimed_at_ms: i64,
+}
+
+/// An output folder (`scheme://authority/path`, no trailing slash) and its store.
+struct Folder {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    path: object_store::path::Path,
+}
+
+impl Folder {
+    fn open(stores: &StoreRegistry, dir: &str) -> Result<Self> {
+        let url = dir.trim_end_matches('/').to_string();
+        let bad = |e: &dyn std::fmt::Display| {
+            SquallError::InvalidArgument(format!("output URL '{url}': {e}"))
+        };
+        let target = ObjectUrl::parse(&format!("{url}/")).map_err(|e| bad(&e))?;
+        let store = stores
+            .get_store(target.store_url().as_ref())
+            .map_err(|e| bad(&e))?;
+        Ok(Self {
+            path: target.path().clone(),
+            url,
+            store,
+        })
+    }
+
+    fn child(&self, name: &str) -> object_store::path::Path {
+        self.path.clone().join(name)
+    }
+
+    /// The job named by the mark `name`, if the folder holds one.
+    async fn mark(&self, name: &str) -> Result<Option<String>> {
+        let bytes = match self.store.get(&self.child(name)).await {
+            Ok(found) => found.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        #[derive(Deserialize)]
+        struct Named {
+            job_id: String,
+        }
+        // A mark that cannot be read is someone's: never take it over.
+        Ok(Some(
+            serde_json::from_slice::<Named>(&bytes)
+                .map(|n| n.job_id)
+                .unwrap_or_else(|_| "(unreadable mark)".into()),
+        ))
+    }
+
+    /// Refuses the folder if another job's manifest or claim is in it.
+    async fn check_free(&self, job_id: &str) -> Result<()> {
+        if let Some(owner) = self.mark(CLAIM_NAME).await?
+            && owner != job_id
+        {
+            return Err(SquallError::OutputClaimed {
+                url: self.url.clone(),
+                job_id: owner,
+            });
+        }
+        match self.mark(MANIFEST_NAME).await? {
+            Some(owner) if owner != job_id => Err(SquallError::OutputExists {
+                url: self.url.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Makes `dir` the output of job `job_id`, atomically: refused if another job
+/// claimed it or left its result there. Claiming again for the same job (a
+/// resumed job) succeeds.
+pub async fn claim(stores: &StoreRegistry, dir: &str, job_id: &str) -> Result<()> {
+    let folder = Folder::open(stores, dir)?;
+    folder.check_free(job_id).await?;
+    let body = serde_json::to_vec(&Claim {
+        job_id: job_id.to_string(),
+        claimed_at_ms: chrono::Utc::now().timestamp_millis(),
+    })
+    .map_err(|source| SquallError::Encode {
+        what: "the output claim".into(),
+        source,
+    })?;
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    let location = folder.child(CLAIM_NAME);
+    match folder
+        .store
+        .put_opts(&location, PutPayload::from(body.clone()), options)
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Someone created it since the check: whoever it names owns the folder.
+        Err(object_store::Error::AlreadyExists { .. }) => match folder.mark(CLAIM_NAME).await? {
+            Some(owner) if owner == job_id => Ok(()),
+            Some(owner) => Err(SquallError::OutputClaimed {
+                url: folder.url.clone(),
+                job_id: owner,
+            }),
+            None => Err(SquallError::OutputClaimed {
+                url: folder.url.clone(),
+                job_id: "(a claim since removed)".into(),
+            }),
+        },
+        // A store without conditional puts: checked above, then put.
+        Err(object_store::Error::NotImplemented { .. }) => {
+            tracing::warn!(
+                output = folder.url,
+                "the store cannot create objects conditionally; output claimed without a lock"
+            );
+            folder.store.put(&location, PutPayload::from(body)).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the manifest of job `job_id`'s committed `files` into `dir` and drops
+/// the job's claim. Returns the manifest's URL.
+pub async fn commit(
+    stores: &StoreRegistry,
+    dir: &str,
+    job_id: &str,
+    schema: &SchemaRef,
+    files: &[OutputFile],
+) -> Result<String> {
+    let folder = Folder::open(stores, dir)?;
+    let manifest = Manifest::new(job_id, schema, files);
+    let body = serde_json::to_vec_pretty(&manifest).map_err(|source| SquallError::Encode {
+        what: "the manifest".into(),
+        source,
+    })?;
+    folder
+        .store
+        .put(&folder.child(MANIFEST_NAME), PutPayload::from(body))
+        .await?;
+    // The manifest now says whose the folder is.
+    release_claim(&folder, job_id).await;
+    Ok(format!("{}/{MANIFEST_NAME}", folder.url))
+}
+
+/// Removes what job `job_id` wrote into `dir` (its result files of every run,
+/// found by name) and its claim; other jobs' objects stay. Failures are logged.
+pub async fn discard(stores: &StoreRegistry, dir: &str, job_id: &str) {
+    let Ok(folder) = Folder::open(stores, dir) else {
+        return;
+    };
+    let prefix = folder.path.clone();
+    let owner = job_id.to_string();
+    let owned = folder
+        .store
+        .list(Some(&folder.path))
+        .try_filter(move |meta| {
+            let direct = meta
+                .location
+                .prefix_match(&prefix)
+                .is_some_and(|rest| rest.count() == 1);
+            let ours = direct
+                && meta
+                    .location
+                    .filename()
+                    .is_some_and(|name| is_result_file_of(name, &owner));
+            futures::future::ready(ours)
+        })
+        .map_ok(|meta| meta.location)
+        .boxed();
+    delete_quietly(folder.store.as_ref(), owned, &folder.url).await;
+    release_claim(&folder, job_id).await;
+}
+
+/// Deletes the folder's claim if it is job `job_id`'s.
+async fn release_claim(folder: &Folder, job_id: &str) {
+    match folder.mark(CLAIM_NAME).await {
+        Ok(Some(owner)) if owner == job_id => {
+            let one = futures::stream::iter([Ok(folder.child(CLAIM_NAME))]).boxed();
+            delete_quietly(folder.store.as_ref(), one, &folder.url).await;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(output = folder.url, "cannot read the output claim: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::path::Path;
+
+    async fn names(stores: &StoreRegistry) -> Vec<String> {
+        let (store, _) = stores.resolve("memory:///").unwrap();
+        let mut names: Vec<String> = store
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn one_job_owns_an_output_until_it_fails() {
+        let stores = StoreRegistry::new();
+        let dir = "memory:///out";
+        claim(&stores, dir, "a").await.unwrap();
+        // Again for the same job (a resume): fine. Another job: refused, naming the owner.
+        claim(&stores, dir, "a").await.unwrap();
+        let err = claim(&stores, dir, "b").await.unwrap_err();
+        assert!(matches!(&err, SquallError::OutputClaimed { job_id, .. } if job_id == "a"));
+        assert!(err.to_string().contains("memory:///out"), "{err}");
+
+        // Job a wrote two attempts; job b's file (from another run) and a user's file stay.
+        let (store, _) = stores.resolve("memory:///").unwrap();
+        for name in [
+            "out/part-00000-a-r1-0.parquet",
+            "out/part-00000-a-r2-1.parquet",
+            "out/part-00000-b-r1-0.parquet",
+            "out/notes.txt",
+            "out/deeper/part-00000-a-r1-0.parquet",
+        ] {
+            store
+                .put(&Path::from(name), PutPayload::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        discard(&stores, dir, "a").await;
+        assert_eq!(
+            names(&stores).await,
+            [
+                "out/deeper/part-00000-a-r1-0.parquet",
+                "out/notes.txt",
+                "out/part-00000-b-r1-0.parquet"
+            ]
+        );
+        // Free again.
+        claim(&stores, dir, "b").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_committed_output_is_kept_by_its_manifest() {
+        let stores = StoreRegistry::new();
+        let dir = "memory:///done/";
+        claim(&stores, dir, "a").await.unwrap();
+        let schema = Arc::new(arrow::datatypes::Schema::empty());
+        let url = commit(&stores, dir, "a", &schema, &[]).await.unwrap();
+        assert_eq!(url, "memory:///done/_squall_manifest.json");
+        assert_eq!(names(&stores).await, ["done/_squall_manifest.json"]);
+        let err = claim(&stores, dir, "b").await.unwrap_err();
+        assert!(matches!(err, SquallError::OutputExists { .. }), "{err}");
+        // Its own job may write it again (resumed after the manifest was written).
+        claim(&stores, dir, "a").await.unwrap();
+    }
+}

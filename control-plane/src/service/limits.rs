@@ -1,0 +1,207 @@
+//! What one caller of a shared server may ask for: the bounds every number in
+//! a submission is checked against, and the defaults of those left out.
+//!
+//! # What belongs here
+//! [`Limits`] (server settings with defaults from the backend) and the checks
+//! of a job's options against them. A number over its bound is refused at
+//! submission (400 naming the option and the limit), never clamped silently.
+
+use std::time::Duration;
+
+use crate::error::{SquallError, human_bytes};
+
+/// Bounds and defaults of what callers may ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest `options.max_concurrency` (tasks of one job at once).
+    pub max_concurrency: usize,
+    /// Largest `options.shuffle_partitions`.
+    pub max_shuffle_partitions: usize,
+    /// `options.deadline_seconds` when a job gives none.
+    pub default_deadline: Duration,
+    /// Largest `options.deadline_seconds`.
+    pub max_deadline: Duration,
+    /// `options.scan_limit_bytes` when a job gives none.
+    pub default_scan_limit_bytes: u64,
+    /// Largest `options.scan_limit_bytes`.
+    pub max_scan_limit_bytes: u64,
+    /// Shortest time between two runs of a schedule.
+    pub min_cron_interval: Duration,
+    /// Jobs waiting to run at most; a submission beyond is answered 429.
+    pub max_queued: usize,
+    /// Files (objects) one table may list at most.
+    pub max_table_files: usize,
+}
+
+/// Default shortest time between two runs of a schedule.
+pub const DEFAULT_MIN_CRON_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Limits {
+    /// The defaults for a backend that runs `backend_concurrency` tasks at once.
+    pub fn for_backend(backend_concurrency: usize) -> Self {
+        Self {
+            max_concurrency: backend_concurrency.max(1),
+            max_shuffle_partitions: backend_concurrency.saturating_mul(4).clamp(256, 10_000),
+            default_deadline: Duration::from_secs(3600),
+            max_deadline: Duration::from_secs(24 * 3600),
+            default_scan_limit_bytes: 1_000_000_000_000,
+            max_scan_limit_bytes: 100_000_000_000_000,
+            min_cron_interval: DEFAULT_MIN_CRON_INTERVAL,
+            max_queued: 100,
+            max_table_files: 100_000,
+        }
+    }
+
+    /// Refuses limits that contradict themselves (a default over its maximum, a zero).
+    pub fn validate(&self) -> Result<(), SquallError> {
+        let invalid = |what: String| Err(SquallError::InvalidArgument(what));
+        if self.max_concurrency == 0
+            || self.max_shuffle_partitions == 0
+            || self.max_queued == 0
+            || self.max_table_files == 0
+        {
+            return invalid(
+                "limits: max concurrency, shuffle partitions, queued jobs and table files \
+                 must be at least 1"
+                    .into(),
+            );
+        }
+        if self.default_deadline.is_zero() || self.default_deadline > self.max_deadline {
+            return invalid(format!(
+                "limits: the default deadline ({} s) must be between 1 s and the maximum ({} s)",
+                self.default_deadline.as_secs(),
+                self.max_deadline.as_secs()
+            ));
+        }
+        if self.default_scan_limit_bytes == 0
+            || self.default_scan_limit_bytes > self.max_scan_limit_bytes
+        {
+            return invalid(format!(
+                "limits: the default scan limit ({}) must be between 1 byte and the maximum ({})",
+                human_bytes(self.default_scan_limit_bytes),
+                human_bytes(self.max_scan_limit_bytes)
+            ));
+        }
+        Ok(())
+    }
+
+    /// `value` of option `name`, refused outside `1..=max`.
+    pub fn count(&self, name: &str, value: usize, max: usize) -> Result<usize, SquallError> {
+        if value == 0 {
+            return Err(SquallError::InvalidArgument(format!(
+                "{name} must be at least 1"
+            )));
+        }
+        if value > max {
+            return Err(SquallError::OverLimit {
+                option: name.into(),
+                value: value.to_string(),
+                limit: format!("{max} on this server"),
+                hint: String::new(),
+            });
+        }
+        Ok(value)
+    }
+
+    /// A job's deadline: its own (1 s to the maximum) or the default.
+    pub fn deadline(&self, seconds: Option<u64>) -> Result<Duration, SquallError> {
+        let Some(seconds) = seconds else {
+            return Ok(self.default_deadline);
+        };
+        if seconds == 0 {
+            return Err(SquallError::InvalidArgument(
+                "options.deadline_seconds must be at least 1".into(),
+            ));
+        }
+        if seconds > self.max_deadline.as_secs() {
+            return Err(SquallError::OverLimit {
+                option: "options.deadline_seconds".into(),
+                value: seconds.to_string(),
+                limit: format!("{} seconds on this server", self.max_deadline.as_secs()),
+                hint: String::new(),
+            });
+        }
+        Ok(Duration::from_secs(seconds))
+    }
+
+    /// A job's scan limit: its own (up to the maximum) or the default.
+    pub fn scan_limit(&self, bytes: Option<u64>) -> Result<u64, SquallError> {
+        match bytes {
+            None => Ok(self.default_scan_limit_bytes),
+            Some(0) => Err(SquallError::InvalidArgument(
+                "options.scan_limit_bytes must be at least 1".into(),
+            )),
+            Some(bytes) if bytes > self.max_scan_limit_bytes => Err(SquallError::OverLimit {
+                option: "options.scan_limit_bytes".into(),
+                value: bytes.to_string(),
+                limit: format!(
+                    "{} bytes ({}) on this server",
+                    self.max_scan_limit_bytes,
+                    human_bytes(self.max_scan_limit_bytes)
+                ),
+                hint: String::new(),
+            }),
+            Some(bytes) => Ok(bytes),
+        }
+    }
+
+    /// Refuses a cron whose runs can come closer together than the minimum.
+    pub fn check_interval(&self, cron: &str, shortest: Duration) -> Result<(), SquallError> {
+        if shortest < self.min_cron_interval {
+            return Err(SquallError::OverLimit {
+                option: format!("cron '{cron}'"),
+                value: format!("runs {} s apart", shortest.as_secs_f64()),
+                limit: format!(
+                    "one run per {} s on this server",
+                    self.min_cron_interval.as_secs()
+                ),
+                hint: String::new(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_number_has_a_bound_and_a_named_refusal() {
+        let limits = Limits::for_backend(8);
+        limits.validate().unwrap();
+        assert_eq!(limits.max_shuffle_partitions, 256);
+        assert_eq!(Limits::for_backend(1000).max_shuffle_partitions, 4000);
+        let huge = 1usize << 61;
+        let err = limits
+            .count("options.max_concurrency", huge, limits.max_concurrency)
+            .unwrap_err();
+        assert!(matches!(err, SquallError::OverLimit { .. }));
+        assert_eq!(
+            err.to_string(),
+            format!("options.max_concurrency {huge} is over the limit of 8 on this server")
+        );
+        assert!(limits.count("options.shuffle_partitions", 0, 9).is_err());
+        assert_eq!(limits.deadline(None).unwrap(), Duration::from_secs(3600));
+        let err = limits.deadline(Some(86_401)).unwrap_err().to_string();
+        assert!(err.contains("options.deadline_seconds 86401"), "{err}");
+        assert!(limits.deadline(Some(0)).is_err());
+        assert_eq!(limits.scan_limit(None).unwrap(), 1_000_000_000_000);
+        let err = limits.scan_limit(Some(u64::MAX)).unwrap_err().to_string();
+        assert!(err.contains("100.0 TB"), "{err}");
+        let err = limits
+            .check_interval("* * * * * *", Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runs 1 s apart"), "{err}");
+        limits
+            .check_interval("* * * * *", Duration::from_secs(60))
+            .unwrap();
+        let contradictory = Limits {
+            default_deadline: Duration::from_secs(10),
+            max_deadline: Duration::from_secs(5),
+            ..limits
+        };
+        assert!(contradictory.validate().is_err());
+    }
+}

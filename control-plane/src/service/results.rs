@@ -1,0 +1,293 @@
+//! A page of a succeeded job's rows (`GET /v1/jobs/{id}/result`): only the
+//! files that hold the page are opened, and of those only the row groups (and,
+//! with the page index, the pages) that hold its rows are read and decoded.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use axum::http::StatusCode;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use squall_executor::StoreRegistry;
+
+use super::Service;
+use super::api::{JobOutcome, ResultPage};
+use super::problem::ApiError;
+use super::store::JobState;
+
+impl Service {
+    /// A page of a succeeded job's rows.
+    pub(super) async fn result_page(
+        &self,
+        id: &str,
+        offset: u64,
+        limit: usize,
+    ) -> Result<ResultPage, ApiError> {
+        let internal = |e: String| ApiError::internal(e);
+        let job = self
+            .store
+            .job(id)
+            .map_err(|e| internal(e.to_string()))?
+            .ok_or_else(|| ApiError::unknown_job(id))?;
+        if job.state != JobState::Succeeded {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no result",
+                format!(
+                    "job {id} is {}; a result exists once it succeeded",
+                    job.state.as_str()
+                ),
+            ));
+        }
+        let outcome: JobOutcome = self
+            .store
+            .result(id)
+            .map_err(|e| internal(e.to_string()))?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| {
+                internal(format!("job {id} succeeded but its result is not recorded"))
+            })?;
+        let (first_row, urls) = page_files(&outcome, offset, limit as u64);
+        let mut skip = offset.saturating_sub(first_row) as usize;
+        let mut left = limit;
+        let mut batches = Vec::new();
+        for url in &urls {
+            if left == 0 {
+                break;
+            }
+            let (rows_in_file, mut part) = read_rows(&self.engine.stores, url, skip, left)
+                .await
+                .map_err(|e| internal(format!("cannot read result {url}: {e}")))?;
+            let read: usize = part.iter().map(|b| b.num_rows()).sum();
+            left -= read.min(left);
+            skip = skip.saturating_sub(rows_in_file);
+            batches.append(&mut part);
+        }
+        let rows = json_rows(&batches).map_err(internal)?;
+        let end = offset + rows.len() as u64;
+        Ok(ResultPage {
+            columns: outcome.columns,
+            next_offset: (end < outcome.rows).then_some(end),
+            rows,
+            offset,
+            total: outcome.rows,
+            manifest_url: outcome.manifest_url,
+            files: outcome.files,
+        })
+    }
+}
+
+/// Rows `skip..skip + take` of the Parquet file at `url`, reading only the row
+/// groups (and pages) that hold them; also the file's row count.
+async fn read_rows(
+    stores: &StoreRegistry,
+    url: &str,
+    skip: usize,
+    take: usize,
+) -> Result<(usize, Vec<RecordBatch>), String> {
+    let (store, path) = stores.resolve(url).map_err(|e| e.to_string())?;
+    let size = store.head(&path).await.map_err(|e| e.to_string())?.size;
+    let reader = ResultFile { store, path, size };
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut start = 0;
+    let mut groups = Vec::new();
+    let mut first_start = None;
+    for (index, group) in builder.metadata().row_groups().iter().enumerate() {
+        let rows = group.num_rows().max(0) as usize;
+        if start + rows > skip && start < skip.saturating_add(take) {
+            first_start.get_or_insert(start);
+            groups.push(index);
+        }
+        start += rows;
+    }
+    let Some(first_start) = first_start else {
+        return Ok((start, Vec::new()));
+    };
+    let stream = builder
+        .with_row_groups(groups)
+        .with_offset(skip - first_start)
+        .with_limit(take)
+        .with_batch_size(take.clamp(1, 8192))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let batches = stream.try_collect().await.map_err(|e| e.to_string())?;
+    Ok((start, batches))
+}
+
+/// A result file read through its object store: ranged GETs only.
+struct ResultFile {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn parquet_error(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ResultFile {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(parquet_error)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(parquet_error)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// `batches` as JSON objects, column name → value (SQL NULL as null).
+fn json_rows(
+    batches: &[RecordBatch],
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, String> {
+    let mut writer = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::JsonArray>(Vec::new());
+    for batch in batches {
+        writer.write(batch).map_err(|e| e.to_string())?;
+    }
+    writer.finish().map_err(|e| e.to_string())?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// The result files holding rows `offset..offset + limit`, and the index of
+/// the first row of the first of them. Without per-file row counts (results
+/// stored by an older Squall), every file from the start.
+fn page_files(outcome: &JobOutcome, offset: u64, limit: u64) -> (u64, Vec<String>) {
+    if outcome.file_rows.len() != outcome.files.len() {
+        return (0, outcome.files.clone());
+    }
+    let end = offset.saturating_add(limit);
+    let mut start = 0;
+    let mut first_row = None;
+    let mut files = Vec::new();
+    for (url, rows) in outcome.files.iter().zip(&outcome.file_rows) {
+        let next = start + rows;
+        if *rows > 0 && next > offset && start < end {
+            first_row.get_or_insert(start);
+            files.push(url.clone());
+        }
+        start = next;
+    }
+    (first_row.unwrap_or(offset), files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use object_store::PutPayload;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    #[test]
+    fn a_page_reads_only_the_files_that_hold_it() {
+        let outcome = JobOutcome {
+            rows: 25,
+            manifest_url: "m".into(),
+            files: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            file_rows: vec![10, 0, 10, 5],
+            columns: vec![],
+            stages: vec![],
+        };
+        let page = |offset, limit| page_files(&outcome, offset, limit);
+        assert_eq!(page(0, 5), (0, vec!["a".to_string()]));
+        assert_eq!(page(5, 10), (0, vec!["a".to_string(), "c".to_string()]));
+        assert_eq!(page(10, 10), (10, vec!["c".to_string()]));
+        assert_eq!(page(22, 100), (20, vec!["d".to_string()]));
+        assert_eq!(page(25, 10), (25, vec![]));
+        let old = JobOutcome {
+            file_rows: vec![],
+            ..outcome.clone()
+        };
+        assert_eq!(page_files(&old, 12, 1), (0, old.files.clone()));
+    }
+
+    #[tokio::test]
+    async fn rows_come_from_the_row_groups_that_hold_them() {
+        // 1000 rows in row groups of 100: rows 250..255 are in group 2 alone.
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(100))
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema.clone(), Some(props)).unwrap();
+        let values = Int64Array::from_iter_values(0..1000);
+        writer
+            .write(&RecordBatch::try_new(schema, vec![Arc::new(values)]).unwrap())
+            .unwrap();
+        writer.close().unwrap();
+        let stores = StoreRegistry::new();
+        let (store, path) = stores.resolve("memory:///r/part-0.parquet").unwrap();
+        store.put(&path, PutPayload::from(bytes)).await.unwrap();
+
+        let (total, batches) = read_rows(&stores, "memory:///r/part-0.parquet", 250, 5)
+            .await
+            .unwrap();
+        assert_eq!(total, 1000);
+        let rows = json_rows(&batches).unwrap();
+        let ns: Vec<i64> = rows.iter().map(|r| r["n"].as_i64().unwrap()).collect();
+        assert_eq!(ns, [250, 251, 252, 253, 254]);
+        // Across a row-group boundary, and past the end.
+        let (_, batches) = read_rows(&stores, "memory:///r/part-0.parquet", 198, 4)
+            .await
+            .unwrap();
+        let ns: Vec<i64> = json_rows(&batches)
+            .unwrap()
+            .iter()
+            .map(|r| r["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ns, [198, 199, 200, 201]);
+        let (_, batches) = read_rows(&stores, "memory:///r/part-0.parquet", 1000, 4)
+            .await
+            .unwrap();
+        assert!(batches.is_empty());
+    }
+}
