@@ -372,13 +372,17 @@ impl Settings {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let settings = Settings::resolve(args)?;
     let io = |context: String| move |source| SquallError::Io { context, source };
-    std::fs::create_dir_all(&settings.data_dir)
-        .map_err(io(format!("cannot create {}", settings.data_dir.display())))?;
-    // One server per data dir: held until the process ends.
-    let _lock = lock_data_dir(&settings.data_dir)?;
+    // Every setting is checked before anything is written to disk.
+    if settings.tokens.is_empty() {
+        return Err(SquallError::InvalidArgument(
+            "the service needs at least one API token (--token or SQUALL_TOKENS)".into(),
+        ));
+    }
     let engine = settings.backend.engine().await?;
-    let store = JobStore::open(&settings.data_dir.join("squall.db"))
-        .map_err(|source| SquallError::Store { source })?;
+    let limits = settings.limits.resolve(
+        settings.file_limits,
+        Limits::for_backend(engine.backend.max_concurrency()),
+    )?;
     let results_root = format!("{}/results", engine.work_root);
     let data_dir = std::path::absolute(&settings.data_dir).map_err(io(format!(
         "cannot resolve {}",
@@ -394,13 +398,16 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             engine.work_root.clone(),
         ],
     )?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(io(format!("cannot create {}", settings.data_dir.display())))?;
+    // One server per data dir: held until the process ends.
+    let _lock = lock_data_dir(&settings.data_dir)?;
+    let store = JobStore::open(&settings.data_dir.join("squall.db"))
+        .map_err(|source| SquallError::Store { source })?;
     let mut config = ServiceConfig::new(settings.tokens, results_root, &engine);
     config.max_running = settings.max_running;
     config.shuffle_partitions = settings.backend.parallelism();
-    config.limits = settings.limits.resolve(
-        settings.file_limits,
-        Limits::for_backend(engine.backend.max_concurrency()),
-    )?;
+    config.limits = limits;
     config.retain_jobs = settings.retain_jobs;
     let allowed = access.allowed();
     config.access = Arc::new(access);
