@@ -50,6 +50,10 @@ pub enum Reply {
     NoSuchFunction,
     /// Run the task after sleeping this long.
     Slow(Duration),
+    /// Answer with the URL of another object as the task's result, as a
+    /// compromised or buggy function might: the control plane must neither read
+    /// nor delete it.
+    ResultElsewhere(&'static str),
 }
 
 /// One invocation as the fake saw it.
@@ -226,6 +230,13 @@ async fn invoke(
             let answer = InvocationResponse {
                 task_result: None,
                 task_result_url: Some(url),
+            };
+            json(StatusCode::OK, HeaderMap::new(), &answer)
+        }
+        Reply::ResultElsewhere(url) => {
+            let answer = InvocationResponse {
+                task_result: None,
+                task_result_url: Some(url.to_string()),
             };
             json(StatusCode::OK, HeaderMap::new(), &answer)
         }

@@ -252,6 +252,34 @@ async fn oversized_specs_and_results_travel_through_the_bucket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_url_other_than_the_one_sent_is_refused_and_left_alone() {
+    let (stores, memory) = bucket_with_tpch().await;
+    let victim: &'static str =
+        Box::leak(format!("{BUCKET}/tpch/region/region.1.parquet").into_boxed_str());
+    let fake = FakeLambda::start(stores.clone(), move |_, _| Reply::ResultElsewhere(victim)).await;
+    let engine = engine(config(&fake), &stores);
+    let err = run_rendered(&engine, &request(6)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("answered with result URL {victim}, not the one")),
+        "{err}"
+    );
+    // Not retried (the answer cannot be trusted), and the object is still there.
+    assert!(
+        fake.calls().iter().all(|c| c.id.attempt == 0),
+        "{:?}",
+        fake.calls()
+    );
+    let objects: Vec<_> = memory.list(None).try_collect().await.unwrap();
+    assert!(
+        objects
+            .iter()
+            .any(|o| o.location.as_ref() == "tpch/region/region.1.parquet"),
+        "the object the function named was deleted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_caps_hold_per_backend_and_per_stage() {
     let (stores, _memory) = bucket_with_tpch().await;
     // Slow invocations, so that tasks pile up against the caps.

@@ -220,8 +220,8 @@ impl LambdaBackend {
     /// Where an attempt's oversized spec or result is kept.
     fn payload_url(&self, id: &TaskId, what: &str) -> String {
         format!(
-            "{}/{}/invocations/s{}-t{}-a{}.{what}.json",
-            self.payload_root, id.job_id, id.stage_id, id.task, id.attempt
+            "{}/{}/invocations/s{}-t{}-{}-a{}.{what}.json",
+            self.payload_root, id.job_id, id.stage_id, id.task, id.run_id, id.attempt
         )
     }
 
@@ -389,6 +389,21 @@ impl ExecutorBackend for LambdaBackend {
         }
         match answer? {
             Answer::Result(result) => Ok(*result),
+            // Only the URL this attempt was given is read (and deleted): a
+            // function answering with another would have the control plane
+            // fetch and delete objects it names.
+            Answer::InBucket(url) if url != self.payload_url(&id, "result") => Ok(TaskResult {
+                wire_version: WIRE_VERSION,
+                outcome: TaskOutcome::Failed(TaskFailure {
+                    kind: FailureKind::Internal,
+                    message: format!(
+                        "{} answered with result URL {url}, not the one its attempt was given",
+                        self.config.function
+                    ),
+                    retryable: false,
+                }),
+                id,
+            }),
             Answer::InBucket(url) => {
                 let result = self.fetch_result(&url).await;
                 self.delete(&url).await;
