@@ -111,6 +111,12 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 impl InProcessBackend {
+    /// Tasks running on the runtime now, of all jobs.
+    pub fn running(&self) -> usize {
+        let by_job = self.live.by_job.lock().unwrap_or_else(|e| e.into_inner());
+        by_job.values().sum()
+    }
+
     pub fn new(ctx: ExecutorContext, concurrency: usize) -> Result<Self> {
         if concurrency == 0 {
             return Err(SquallError::InvalidArgument(
