@@ -27,8 +27,11 @@ WORK="$(mktemp -d)"
 cd "$WORK"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 TOKEN="schemathesis-$RANDOM$RANDOM"
+# Callers may use $WORK/allowed: fuzzed URLs elsewhere are refused with 403.
+mkdir -p "$WORK/allowed"
+printf 'a,b\n1,2\n' > "$WORK/allowed/t.csv"
 SQUALL_LOG=warn "$SQUALL" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" \
-    --token "$TOKEN" --executors 2 > "$WORK/server.log" 2>&1 &
+    --token "$TOKEN" --executors 2 --allow "$WORK/allowed" > "$WORK/server.log" 2>&1 &
 SERVER=$!
 cleanup() {
     kill "$SERVER" 2>/dev/null || true

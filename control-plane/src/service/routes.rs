@@ -496,6 +496,7 @@ async fn list_tables(
         (status = 200, description = "The table", body = TableView),
         (status = 400, description = "Its files cannot be read", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Its URL is no longer inside the prefixes the server allows", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such table", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -360,7 +360,8 @@ pub(super) fn routes() -> Router<Arc<Service>> {
             ("DeleteSchedule" = (operation_id = "delete_schedule", parameters(("id" = "$response.body#/id")))),
             ("ScheduleRuns" = (operation_id = "schedule_runs", parameters(("id" = "$response.body#/id")))),
         )),
-        (status = 400, description = "Bad cron, time zone, job or body", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad cron, time zone, job or body; runs closer than the server allows; an option over its limit", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A table or output of the job outside the prefixes the server allows", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
     )
@@ -419,9 +420,11 @@ pub(super) async fn get_schedule(
     request_body = ScheduleChange,
     responses(
         (status = 200, description = "Changed", body = ScheduleView),
-        (status = 400, description = "Bad cron, time zone, job or body", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad cron, time zone, job or body; runs closer than the server allows; an option over its limit", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A table or output of the job outside the prefixes the server allows", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The schedule kept changing while the change was applied", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -34,7 +34,7 @@ use crate::scheduler::TaskOptions;
 use crate::tables::{TableGuard, TableSpec};
 
 /// How long a cancel waits for the job's tasks to stop before it answers.
-const CANCEL_WAIT: Duration = Duration::from_secs(60);
+const CANCEL_WAIT: Duration = Duration::from_secs(20);
 
 /// How the service behaves, beyond its engine.
 #[derive(Clone)]
