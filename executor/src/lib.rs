@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod result_writer;
 pub mod run;
 pub mod shuffle;
+pub mod stop;
 pub mod stores;
 
 pub use codec::{SquallCodec, decode_plan, encode_plan};
@@ -22,6 +23,7 @@ pub use context::{
 };
 pub use protocol::*;
 pub use result_writer::{ResultWriterExec, is_result_file_of, result_file_name};
-pub use run::run_task;
+pub use run::{run_task, run_task_stoppable};
 pub use shuffle::{ReadMode, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec};
+pub use stop::StopFlag;
 pub use stores::{ObjectUrl, StoreRegistry};

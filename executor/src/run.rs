@@ -23,10 +23,29 @@ use crate::protocol::{
 };
 use crate::result_writer::ResultWriterExec;
 use crate::shuffle::writer::{RAW_BYTES_METRIC, ShuffleWriterExec};
+use crate::stop::{StopFlag, stoppable};
 
 /// Runs one task attempt. Never panics on a bad spec: every failure is a typed
 /// `TaskOutcome::Failed` that says whether a retry can help.
 pub async fn run_task(ctx: &ExecutorContext, spec: TaskSpec) -> TaskResult {
+    run_task_until(ctx, spec, None).await
+}
+
+/// [`run_task`], ending (failed) within a batch of each operator once `stop`
+/// is raised.
+pub async fn run_task_stoppable(
+    ctx: &ExecutorContext,
+    spec: TaskSpec,
+    stop: StopFlag,
+) -> TaskResult {
+    run_task_until(ctx, spec, Some(stop)).await
+}
+
+async fn run_task_until(
+    ctx: &ExecutorContext,
+    spec: TaskSpec,
+    stop: Option<StopFlag>,
+) -> TaskResult {
     let id = spec.id.clone();
     let outcome = if spec.wire_version != WIRE_VERSION {
         TaskOutcome::Failed(TaskFailure {
@@ -47,7 +66,7 @@ pub async fn run_task(ctx: &ExecutorContext, spec: TaskSpec) -> TaskResult {
             metrics: TaskMetrics::default(),
         }
     } else {
-        match run(ctx, spec).await {
+        match run(ctx, spec, stop).await {
             Ok((output, metrics)) => TaskOutcome::Succeeded { output, metrics },
             Err(failure) => TaskOutcome::Failed(failure),
         }
@@ -62,6 +81,7 @@ pub async fn run_task(ctx: &ExecutorContext, spec: TaskSpec) -> TaskResult {
 async fn run(
     ctx: &ExecutorContext,
     spec: TaskSpec,
+    stop: Option<StopFlag>,
 ) -> std::result::Result<(OutputFile, TaskMetrics), TaskFailure> {
     let started = Instant::now();
     let pool = Arc::new(PeakPool::new(spec.memory_limit_bytes as usize));
@@ -72,6 +92,10 @@ async fn run(
         message: format!("cannot decode the stage plan: {e}"),
         retryable: false,
     })?;
+    let plan = match &stop {
+        Some(flag) => stoppable(plan, flag).map_err(|e| classify(&e))?,
+        None => plan,
+    };
     let decoded_us = started.elapsed().as_micros() as u64;
     let partition = spec.id.task as usize;
     let written = if let Some(writer) = plan.downcast_ref::<ShuffleWriterExec>() {

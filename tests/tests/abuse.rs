@@ -453,6 +453,31 @@ async fn cancel_and_deadlines_stop_every_task_and_leave_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(backend.running(), 0);
     assert_eq!(leftovers(), Vec::<PathBuf>::new());
+
+    // An operator that never awaits (a cross join feeding a count hands over
+    // batch after batch), stopped by a server shutdown: the tasks end, the job
+    // stays running in the store for the next server.
+    let busy = serde_json::json!({
+        "sql": "SELECT count(*) AS n FROM generate_series(1, 100000) a, \
+                generate_series(1, 100000000) b"
+    });
+    let id = submit(&server, &busy).await;
+    wait_for(&server, &id, |v| v.stages.iter().any(|s| s.running > 0)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    server.service.shutdown(Duration::from_secs(20)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        backend.running(),
+        0,
+        "tasks still running after the shutdown"
+    );
+    let (_, body) = server.get(&format!("/v1/jobs/{id}"), Some(TOKEN)).await;
+    assert_eq!(body["state"], "running", "{body}");
     server.kill();
 }
 

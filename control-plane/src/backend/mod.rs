@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use squall_executor::{ExecutorContext, TaskResult, TaskSpec, run_task};
+use squall_executor::{ExecutorContext, StopFlag, TaskResult, TaskSpec, run_task_stoppable};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{Result, SquallError};
@@ -101,12 +101,18 @@ impl Drop for LiveTask {
     }
 }
 
-/// Aborts a spawned task when its invocation is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// Stops a spawned task when its invocation is dropped: raises its stop flag
+/// (the task ends within a batch of each operator, even one that never awaits)
+/// and aborts it (it ends at its next await).
+struct StopOnDrop<T> {
+    handle: tokio::task::JoinHandle<T>,
+    flag: StopFlag,
+}
 
-impl<T> Drop for AbortOnDrop<T> {
+impl<T> Drop for StopOnDrop<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        self.flag.raise();
+        self.handle.abort();
     }
 }
 
@@ -161,14 +167,19 @@ impl ExecutorBackend for InProcessBackend {
         })?;
         let ctx = self.ctx.clone();
         let live = self.live.started(&spec.id.job_id);
-        let mut handle = AbortOnDrop(tokio::spawn(async move {
-            let _live = live;
-            let spec: TaskSpec = serde_json::from_slice(&payload)
-                .map_err(|e| format!("executor cannot decode task spec: {e}"))?;
-            let result = run_task(&ctx, spec).await;
-            serde_json::to_vec(&result).map_err(|e| format!("cannot encode task result: {e}"))
-        }));
-        let bytes = (&mut handle.0)
+        let flag = StopFlag::default();
+        let stop = flag.clone();
+        let mut task = StopOnDrop {
+            handle: tokio::spawn(async move {
+                let _live = live;
+                let spec: TaskSpec = serde_json::from_slice(&payload)
+                    .map_err(|e| format!("executor cannot decode task spec: {e}"))?;
+                let result = run_task_stoppable(&ctx, spec, stop).await;
+                serde_json::to_vec(&result).map_err(|e| format!("cannot encode task result: {e}"))
+            }),
+            flag,
+        };
+        let bytes = (&mut task.handle)
             .await
             .map_err(|e| SquallError::Backend(format!("executor task crashed: {e}")))?
             .map_err(SquallError::Backend)?;
