@@ -114,14 +114,30 @@ impl Engine {
     pub async fn check(&self, request: &JobRequest) -> Result<PlannedJob> {
         check_access(request)?;
         self.check_reachable(request)?;
+        self.plan(
+            request,
+            "memory:///squall-validate",
+            "memory:///squall-validate/result",
+        )
+        .await
+    }
+
+    /// Plans `request` with shuffle files under `work_dir` and results under
+    /// `result_dir`, and refuses it if it would scan over its limit.
+    async fn plan(
+        &self,
+        request: &JobRequest,
+        work_dir: &str,
+        result_dir: &str,
+    ) -> Result<PlannedJob> {
         let planned = plan_job_with(
             &request.sql,
             &request.tables,
             &request.plan,
             self.stores.clone(),
             &self.plan_caches,
-            "memory:///squall-validate",
-            "memory:///squall-validate/result",
+            work_dir,
+            result_dir,
         )
         .await?;
         check_scan_limit(&planned, request.scan_limit_bytes)?;
@@ -266,17 +282,7 @@ impl Engine {
             None => format!("{work_dir}/result"),
         };
         let planning = std::time::Instant::now();
-        let planned = plan_job_with(
-            &request.sql,
-            &request.tables,
-            &request.plan,
-            self.stores.clone(),
-            &self.plan_caches,
-            work_dir,
-            &result_dir,
-        )
-        .await?;
-        check_scan_limit(&planned, request.scan_limit_bytes)?;
+        let planned = self.plan(request, work_dir, &result_dir).await?;
         tracing::info!(
             job = job_id,
             run = run_id,

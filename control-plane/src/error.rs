@@ -34,7 +34,10 @@ pub enum SquallError {
     #[error("output {url} already holds a Squall result (remove it or choose another --output)")]
     OutputExists { url: String },
 
-    #[error("output {url} is in use by job {job_id} (choose another output)")]
+    #[error(
+        "output {url} is in use by job {job_id} (choose another output; if that job is gone, \
+         for instance killed, remove {url}/_squall_claim.json)"
+    )]
     OutputClaimed { url: String, job_id: String },
 
     #[error("{what} at {url} is not allowed: {reason}")]
