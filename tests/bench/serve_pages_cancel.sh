@@ -58,3 +58,11 @@ echo "cancel of a running cross join: median $t s"
 cpu() { awk '{print ($14 + $15) / 100}' "/proc/$SERVER/stat"; }
 before=$(cpu); sleep 2; after=$(cpu)
 echo "server CPU in the 2 s after the last cancel: $(echo "$after - $before" | bc) s"
+
+# SIGTERM while that job runs: the server stops its tasks and exits.
+submit '{"sql": "SELECT count(*) AS n FROM generate_series(1, 100000) a, generate_series(1, 1000000000) b"}' >/dev/null
+sleep 2
+started=$(date +%s.%N)
+kill -TERM "$SERVER"
+wait "$SERVER" || true
+echo "SIGTERM to exit with the job running: $(echo "$(date +%s.%N) - $started" | bc) s"
