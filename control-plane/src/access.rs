@@ -43,7 +43,7 @@ impl Prefix {
     /// A prefix as an operator writes it: a URL or a path (relative to the
     /// working directory), always taken as a folder.
     fn from_operator(location: &str) -> Result<Self> {
-        let url = crate::tables::to_url(location)?;
+        let url = crate::urls::to_url(location)?;
         let mut url = normalize_url(&url, location)?;
         if !url.path().ends_with('/') {
             let path = format!("{}/", url.path());

@@ -15,8 +15,8 @@ use crate::engine::{Engine, JobRequest};
 use crate::error::{Result, SquallError};
 use crate::planner::PlanOptions;
 use crate::scheduler::{Scheduler, TaskOptions};
-use crate::tables::to_url;
 use crate::tpch::{self, answers};
+use crate::urls::to_url;
 
 /// What `bench tpch` runs.
 #[derive(Debug, Clone)]

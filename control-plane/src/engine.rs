@@ -10,22 +10,21 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use datafusion::execution::object_store::ObjectStoreRegistry;
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::FutureExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use squall_executor::{ExecutorContext, ObjectUrl, OutputFile, StoreRegistry};
+use squall_executor::{ExecutorContext, OutputFile, StoreRegistry};
 
 use crate::access::Access;
 use crate::backend::{ExecutorBackend, InProcessBackend};
+use crate::commit::StageJournal;
 use crate::error::{Result, SquallError};
 use crate::planner::{
     PlanCaches, PlanOptions, PlannedJob, StageDag, default_parallelism, plan_job_with,
 };
-use crate::scheduler::{
-    ProgressSink, Scheduler, StageJournal, StageStats, TaskOptions, delete_quietly,
-};
-use crate::tables::{TableSpec, to_url};
+use crate::scheduler::{ProgressSink, Scheduler, StageStats, TaskOptions};
+use crate::tables::TableSpec;
+use crate::urls::to_url;
 
 /// Everything that stays the same between jobs.
 #[derive(Debug, Clone)]
@@ -145,17 +144,17 @@ impl Engine {
     }
 
     /// Makes the output folder `output` (a URL) job `job_id`'s before the job is
-    /// queued; see [`crate::output`]. The job's run keeps the claim.
+    /// queued; see [`crate::commit`]. The job's run keeps the claim.
     pub async fn claim_output(&self, output: &str, job_id: &str) -> Result<()> {
         let url = to_url(output)?;
-        crate::output::claim(&self.stores, url.as_str(), job_id).await
+        crate::commit::claim(&self.stores, url.as_str(), job_id).await
     }
 
     /// Gives up the output of a job that will not run (cancelled while queued):
     /// its result files, if any, and its claim.
     pub async fn release_output(&self, output: &str, job_id: &str) {
         if let Ok(url) = to_url(output) {
-            crate::output::discard(&self.stores, url.as_str(), job_id).await;
+            crate::commit::discard(&self.stores, url.as_str(), job_id).await;
         }
     }
 
@@ -239,29 +238,19 @@ impl Engine {
             && let Some(output) = &request.output
             && let Ok(url) = to_url(output)
         {
-            crate::output::discard(&self.stores, url.as_str(), &job_id).await;
+            crate::commit::discard(&self.stores, url.as_str(), &job_id).await;
         }
         // Whatever the outcome, nothing of the job stays under its work folder:
         // this also catches objects the scheduler never heard of, such as the
         // output of an attempt that timed out and finished writing later.
-        self.sweep(&work_dir).await;
+        crate::commit::sweep(&self.stores, &work_dir).await;
         result
     }
 
-    /// Removes every object under `dir`. Failures are logged, not returned: the
-    /// job's own outcome matters more.
-    pub(crate) async fn sweep(&self, dir: &str) {
-        let Ok(target) = ObjectUrl::parse(&format!("{dir}/")) else {
-            return;
-        };
-        let Ok(store) = self.stores.get_store(target.store_url().as_ref()) else {
-            return;
-        };
-        let locations = store
-            .list(Some(target.path()))
-            .map_ok(|meta| meta.location)
-            .boxed();
-        delete_quietly(store.as_ref(), locations, dir).await;
+    /// Removes every object under the folder `dir` (a URL): for a caller's own
+    /// folders, such as the service's default result folders. Failures are logged.
+    pub async fn remove_folder(&self, dir: &str) {
+        crate::commit::sweep(&self.stores, dir).await;
     }
 
     async fn run_job(
@@ -276,7 +265,7 @@ impl Engine {
             Some(output) => {
                 let url = to_url(output)?;
                 let dir = url.as_str().trim_end_matches('/').to_string();
-                crate::output::claim(&self.stores, &dir, job_id).await?;
+                crate::commit::claim(&self.stores, &dir, job_id).await?;
                 dir
             }
             None => format!("{work_dir}/result"),
@@ -313,7 +302,7 @@ impl Engine {
             batches: None,
         };
         if request.output.is_some() {
-            let url = crate::output::commit(
+            let url = crate::commit::commit(
                 &self.stores,
                 &result_dir,
                 job_id,
@@ -326,7 +315,7 @@ impl Engine {
             // Nobody asked to keep the files: read them back and remove them.
             let batches = read_result(&self.stores, &result.files).await;
             let files: Vec<String> = result.files.iter().map(|f| f.url.clone()).collect();
-            scheduler.delete_all(&files).await;
+            crate::commit::delete_all(&self.stores, &files).await;
             result.batches = Some(batches?);
         }
         Ok(result)

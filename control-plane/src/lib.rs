@@ -11,20 +11,21 @@
 pub mod access;
 pub mod backend;
 pub mod bench;
+pub mod commit;
 pub mod engine;
 pub mod error;
-pub mod output;
 pub mod planner;
 pub mod scheduler;
 pub mod service;
 pub mod tables;
 pub mod tpch;
+pub mod urls;
 
 pub use access::{Access, AccessPolicy};
 pub use backend::{ExecutorBackend, InProcessBackend};
+pub use commit::{CLAIM_NAME, MANIFEST_NAME, Manifest, StageJournal};
 pub use engine::{Engine, JobRequest, JobResult, JobRun, Stop, read_result};
 pub use error::{Result, SquallError};
-pub use output::{CLAIM_NAME, MANIFEST_NAME, Manifest};
 pub use planner::{PlanCaches, PlanOptions, StageDag, plan_job, plan_job_with};
-pub use scheduler::{JobEvent, ProgressSink, StageJournal, TaskOptions};
+pub use scheduler::{JobEvent, ProgressSink, TaskOptions};
 pub use tables::{TableFormat, TableSpec};

@@ -1,11 +1,10 @@
 //! Runs a stage DAG on a backend.
 //!
 //! A stage starts when every stage it reads has committed. Each task is tried up to
-//! `max_attempts` times while its failures are retryable. Commit protocol: outputs
-//! are keyed by attempt; the first successful attempt of a task wins, any later one
-//! is deleted, and failed attempts' objects are deleted. On a failure that cannot be
-//! retried, no new task starts, running ones are waited for, and everything the job
-//! wrote is removed.
+//! `max_attempts` times while its failures are retryable, following the commit
+//! protocol (see `commit`): the first successful attempt of a task wins and failed
+//! attempts' objects are deleted. On a failure that cannot be retried, no new task
+//! starts, running ones are waited for, and everything the job wrote is removed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,20 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use arrow::datatypes::Schema;
-use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::physical_plan::empty::EmptyExec;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use object_store::ObjectStore;
-use object_store::path::Path;
 use squall_executor::{
-    ObjectUrl, OutputFile, ReadMode, ResultWriterExec, ShuffleWriterExec, StageInput,
-    StoreRegistry, TaskAction, TaskFailure, TaskId, TaskMetrics, TaskOutcome, TaskSpec,
-    WIRE_VERSION, encode_plan,
+    OutputFile, ReadMode, StageInput, StoreRegistry, TaskAction, TaskFailure, TaskId, TaskMetrics,
+    TaskOutcome, TaskSpec, WIRE_VERSION, encode_plan,
 };
 use tokio::sync::Semaphore;
 
 use crate::backend::ExecutorBackend;
+use crate::commit::{StageJournal, attempt_output_url, delete_all};
 use crate::error::{Result, SquallError};
 use crate::planner::slices::sliceable_inputs;
 use crate::planner::{Stage, StageDag, StageOutput};
@@ -143,11 +139,6 @@ pub struct Scheduler<'a> {
     pub journal: Option<Arc<dyn StageJournal>>,
 }
 
-/// Records committed stages somewhere durable (the service's job store).
-pub trait StageJournal: Send + Sync {
-    fn committed(&self, stage: u32, outputs: &[OutputFile]) -> Result<()>;
-}
-
 /// Shared by every task of one stage.
 struct StageTasks {
     plan: Arc<Vec<u8>>,
@@ -242,7 +233,7 @@ impl Scheduler<'_> {
             .collect();
         let outcome = self.run_stages(dag, &gate, &mut written, done).await;
         if outcome.is_err() {
-            self.delete_all(&written).await;
+            delete_all(&self.stores, &written).await;
         }
         outcome
     }
@@ -331,7 +322,7 @@ impl Scheduler<'_> {
             .flatten()
             .map(|f| f.url.clone())
             .collect();
-        self.delete_all(&shuffle).await;
+        delete_all(&self.stores, &shuffle).await;
         stats.sort_by_key(|s| s.stage);
         Ok(DagOutcome {
             result_files,
@@ -525,8 +516,8 @@ impl Scheduler<'_> {
                 },
             };
             // The failed attempt's object, if it got written, is not part of the job.
-            if let Some(url) = attempt_output_url(stage, &id) {
-                self.delete_all(&[url]).await;
+            if let Some(url) = attempt_output_url(&stage.plan, &id) {
+                delete_all(&self.stores, &[url]).await;
             }
             attempt += 1;
             if !failure.retryable || attempt >= self.options.max_attempts {
@@ -560,59 +551,5 @@ impl Scheduler<'_> {
         if let Some(sink) = &self.progress {
             sink.on_event(&event);
         }
-    }
-
-    /// Deletes objects, ignoring those already gone. Failures are logged: cleanup
-    /// must not hide the job's own outcome. Objects of one store go in one
-    /// `delete_stream` (batched DeleteObjects on S3).
-    pub(crate) async fn delete_all(&self, urls: &[String]) {
-        let mut by_store: HashMap<String, (Arc<dyn ObjectStore>, Vec<Path>)> = HashMap::new();
-        for url in urls {
-            let Ok(target) = ObjectUrl::parse(url) else {
-                continue;
-            };
-            let key = target.store_url().as_str().to_string();
-            let Ok(store) = self.stores.get_store(target.store_url().as_ref()) else {
-                continue;
-            };
-            by_store
-                .entry(key)
-                .or_insert_with(|| (store, Vec::new()))
-                .1
-                .push(target.path().clone());
-        }
-        for (key, (store, paths)) in by_store {
-            let locations = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
-            delete_quietly(store.as_ref(), locations, &key).await;
-        }
-    }
-}
-
-/// Deletes `locations` from `store` in one `delete_stream` (batched DeleteObjects
-/// on S3), ignoring objects already gone and logging other failures (naming
-/// `what`): cleanup must not hide a job's own outcome.
-pub(crate) async fn delete_quietly(
-    store: &dyn ObjectStore,
-    locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
-    what: &str,
-) {
-    let mut deleted = store.delete_stream(locations);
-    while let Some(outcome) = deleted.next().await {
-        match outcome {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => tracing::warn!("could not delete from {what}: {e}"),
-        }
-    }
-}
-
-/// The object an attempt writes, from the stage's writer node.
-fn attempt_output_url(stage: &Stage, id: &TaskId) -> Option<String> {
-    if let Some(w) = stage.plan.downcast_ref::<ShuffleWriterExec>() {
-        Some(w.output_url(id))
-    } else {
-        stage
-            .plan
-            .downcast_ref::<ResultWriterExec>()
-            .map(|w| w.output_url(id))
     }
 }

@@ -28,7 +28,8 @@ use tpchgen_arrow::{
 };
 
 use crate::error::{Result, SquallError};
-use crate::tables::{TableSpec, to_url};
+use crate::tables::TableSpec;
+use crate::urls::to_url;
 
 pub const TABLES: [&str; 8] = [
     "nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem",

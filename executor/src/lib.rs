@@ -1,9 +1,10 @@
 //! Squall's executor: everything one task needs, and nothing about scheduling.
 //!
 //! # What belongs here
-//! The task protocol (`protocol`), Squall's plan nodes (shuffle writer/reader, result
-//! writer) and their datafusion-proto codec, the shuffle file format, object-store
-//! resolution, and `run_task`. The in-process backend and the Lambda handler both
+//! The task protocol (`protocol`), Squall's plan nodes (the writer that ends every
+//! stage, `writer`, in its two kinds, shuffle and result files; the shuffle reader)
+//! and their datafusion-proto codec, the shuffle file format, object-store
+//! resolution, stopping a task (`stop`), and `run_task`. The in-process backend and the Lambda handler both
 //! call [`run_task`]; neither adds logic of its own.
 
 pub mod codec;
@@ -15,6 +16,7 @@ pub mod run;
 pub mod shuffle;
 pub mod stop;
 pub mod stores;
+pub mod writer;
 
 pub use codec::{SquallCodec, decode_plan, encode_plan};
 pub use context::{
@@ -27,3 +29,4 @@ pub use run::{run_task, run_task_stoppable};
 pub use shuffle::{ReadMode, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec};
 pub use stop::StopFlag;
 pub use stores::{ObjectUrl, StoreRegistry};
+pub use writer::{StageWriter, WriterExec, stage_writer};

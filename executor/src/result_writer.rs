@@ -5,18 +5,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, UInt64Array};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, internal_err};
-use datafusion::execution::TaskContext;
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
-    SendableRecordBatchStream,
-};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::MetricBuilder;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
@@ -24,10 +15,9 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-use crate::context::TaskAttempt;
 use crate::protocol::{OutputFile, PartitionSlot, TaskId};
-use crate::shuffle::writer::summary_schema;
 use crate::stores::ObjectUrl;
+use crate::writer::{WriteCall, WriterExec, WriterKind};
 
 /// The name of the result file one attempt writes:
 /// `part-{task}-{job}-{run}-{attempt}.parquet`.
@@ -55,44 +45,34 @@ pub fn is_result_file_of(name: &str, job_id: &str) -> bool {
     }
 }
 
+/// Result files: the output of a job's final stage, one Parquet file per attempt
+/// under the job's output folder.
 #[derive(Debug, Clone)]
-pub struct ResultWriterExec {
-    input: Arc<dyn ExecutionPlan>,
+pub struct ResultFiles {
     /// URL prefix of the job's result files.
     output_dir: String,
-    properties: Arc<PlanProperties>,
-    metrics: ExecutionPlanMetricsSet,
 }
+
+/// Ends a job's final stage.
+pub type ResultWriterExec = WriterExec<ResultFiles>;
 
 impl ResultWriterExec {
     pub fn new(input: Arc<dyn ExecutionPlan>, output_dir: String) -> Self {
-        let partitions = input.output_partitioning().partition_count();
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(summary_schema()),
-            Partitioning::UnknownPartitioning(partitions),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
-        Self {
-            input,
-            output_dir,
-            properties,
-            metrics: ExecutionPlanMetricsSet::new(),
-        }
-    }
-
-    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
-        &self.input
+        Self::with_kind(input, ResultFiles { output_dir })
     }
 
     pub fn output_dir(&self) -> &str {
-        &self.output_dir
+        &self.kind().output_dir
     }
+}
 
-    /// The file one attempt of one task writes: named by task first (so a
-    /// listing keeps the result's order), then job, run and attempt, so that no
-    /// two attempts of any jobs sharing the folder write the same object.
-    pub fn output_url(&self, task: &TaskId) -> String {
+impl WriterKind for ResultFiles {
+    const NAME: &'static str = "ResultWriterExec";
+
+    /// Named by task first (so a listing keeps the result's order), then job,
+    /// run and attempt, so that no two attempts of any jobs sharing the folder
+    /// write the same object.
+    fn output_url(&self, task: &TaskId) -> String {
         format!(
             "{}/{}",
             self.output_dir.trim_end_matches('/'),
@@ -100,12 +80,18 @@ impl ResultWriterExec {
         )
     }
 
-    pub async fn write(
-        &self,
-        partition: usize,
-        ctx: Arc<TaskContext>,
-        task: &TaskId,
-    ) -> Result<OutputFile> {
+    async fn write(&self, call: WriteCall<'_>) -> Result<OutputFile> {
+        self.write_file(call).await
+    }
+
+    fn describe(&self, _f: &mut fmt::Formatter) -> fmt::Result {
+        Ok(())
+    }
+}
+
+impl ResultFiles {
+    async fn write_file(&self, call: WriteCall<'_>) -> Result<OutputFile> {
+        let (input, metrics, partition, ctx, task) = call.into_parts();
         let url = self.output_url(task);
         let target = ObjectUrl::parse(&url)?;
         let store = ctx.runtime_env().object_store(target.store_url())?;
@@ -113,9 +99,9 @@ impl ResultWriterExec {
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .build();
         let sink = BufWriter::new(store.clone(), target.path().clone());
-        let mut writer = AsyncArrowWriter::try_new(sink, self.input.schema(), Some(props))?;
+        let mut writer = AsyncArrowWriter::try_new(sink, input.schema(), Some(props))?;
         let mut rows = 0u64;
-        let mut stream = self.input.execute(partition, ctx)?;
+        let mut stream = input.execute(partition, ctx)?;
         let written = async {
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
@@ -136,7 +122,7 @@ impl ResultWriterExec {
             .await
             .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?
             .size;
-        MetricBuilder::new(&self.metrics)
+        MetricBuilder::new(metrics)
             .output_rows(partition)
             .add(rows as usize);
         Ok(OutputFile {
@@ -148,77 +134,6 @@ impl ResultWriterExec {
                 rows,
             }],
         })
-    }
-}
-
-impl DisplayAs for ResultWriterExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "ResultWriterExec")
-    }
-}
-
-impl ExecutionPlan for ResultWriterExec {
-    fn name(&self) -> &str {
-        "ResultWriterExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        match <[_; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(ResultWriterExec::new(
-                input,
-                self.output_dir.clone(),
-            ))),
-            Err(_) => internal_err!("ResultWriterExec takes exactly one child"),
-        }
-    }
-
-    /// Writes the partition and yields one summary row (rows, bytes).
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let Some(attempt) = context.session_config().get_extension::<TaskAttempt>() else {
-            return internal_err!("ResultWriterExec runs only inside a Squall task");
-        };
-        let task = attempt.id.clone();
-        let this = self.clone();
-        let fut = async move {
-            let out = this.write(partition, context, &task).await?;
-            Ok(RecordBatch::try_new(
-                summary_schema(),
-                vec![
-                    Arc::new(UInt64Array::from(vec![out.partitions[0].rows])),
-                    Arc::new(UInt64Array::from(vec![out.size])),
-                ],
-            )?)
-        };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            summary_schema(),
-            futures::stream::once(fut),
-        )))
-    }
-
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
     }
 }
 

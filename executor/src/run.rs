@@ -21,9 +21,9 @@ use crate::protocol::{
     FailureKind, OutputFile, TaskAction, TaskFailure, TaskMetrics, TaskOutcome, TaskResult,
     TaskSpec, WIRE_VERSION,
 };
-use crate::result_writer::ResultWriterExec;
-use crate::shuffle::writer::{RAW_BYTES_METRIC, ShuffleWriterExec};
+use crate::shuffle::writer::RAW_BYTES_METRIC;
 use crate::stop::{StopFlag, stoppable};
+use crate::writer::stage_writer;
 
 /// Runs one task attempt. Never panics on a bad spec: every failure is a typed
 /// `TaskOutcome::Failed` that says whether a retry can help.
@@ -98,15 +98,12 @@ async fn run(
     };
     let decoded_us = started.elapsed().as_micros() as u64;
     let partition = spec.id.task as usize;
-    let written = if let Some(writer) = plan.downcast_ref::<ShuffleWriterExec>() {
-        writer.write(partition, task_ctx, &spec.id).await
-    } else if let Some(writer) = plan.downcast_ref::<ResultWriterExec>() {
-        writer.write(partition, task_ctx, &spec.id).await
-    } else {
-        internal_err!(
+    let written = match stage_writer(plan.as_ref()) {
+        Some(writer) => writer.write(partition, task_ctx, &spec.id).await,
+        None => internal_err!(
             "a stage plan must end in a Squall writer, not {}",
             plan.name()
-        )
+        ),
     };
     let output = written.map_err(|e| classify(&e))?;
     let mut metrics = collect_metrics(&plan);

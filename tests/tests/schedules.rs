@@ -155,12 +155,18 @@ async fn overlapping_runs_are_skipped_and_missed_runs_follow_their_policy() {
         .await;
     assert_eq!(status, 200);
 
-    // Two hourly schedules, one per missed-run policy.
+    // Two hourly schedules, one per missed-run policy, at a minute half an
+    // hour away: no run of theirs falls due while the test runs.
+    let minute = (chrono_minute() + 30) % 60;
+    let hourly = format!("{minute} * * * *");
     let mut ids = Vec::new();
     for missed in ["skip", "run_once"] {
         let view = create(
             &first,
-            serde_json::json!({"cron": "0 * * * *", "missed": missed, "job": tpch_job(&data, 6)}),
+            // Disabled until the first server is gone, so it never fires them
+            // (a test running across the hour would otherwise see a real run).
+            serde_json::json!({"cron": hourly, "missed": missed, "enabled": false,
+                               "job": tpch_job(&data, 6)}),
         )
         .await;
         ids.push(view.id);
@@ -171,8 +177,9 @@ async fn overlapping_runs_are_skipped_and_missed_runs_follow_their_policy() {
     let three_hours_ago = squall_control_plane::service::now_ms() - 3 * 3600 * 1000;
     for id in &ids {
         let mut s = store.schedule(id).unwrap().unwrap();
+        s.enabled = true;
         s.next_fire_at_ms = Some(three_hours_ago);
-        store.update_schedule(&s).unwrap();
+        assert!(store.update_schedule(&s).unwrap());
     }
     let second = Server::start_with(engine.clone(), dir.path(), |c| seconds_cron(c, 4)).await;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -287,4 +294,9 @@ async fn bad_schedules_are_refused_naming_the_problem() {
 fn seconds_cron(config: &mut squall_control_plane::service::ServiceConfig, max_running: usize) {
     config.max_running = max_running;
     config.limits.min_cron_interval = Duration::from_secs(1);
+}
+
+/// The current minute of the hour (UTC).
+fn chrono_minute() -> i64 {
+    squall_control_plane::service::now_ms() / 60_000 % 60
 }

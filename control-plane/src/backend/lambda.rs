@@ -42,8 +42,8 @@ use squall_executor::{
 use tokio::sync::Semaphore;
 
 use super::ExecutorBackend;
+use crate::commit::delete_quietly;
 use crate::error::{Result, SquallError};
-use crate::scheduler::delete_quietly;
 use futures::StreamExt;
 
 /// Invocations in flight at once unless configured.

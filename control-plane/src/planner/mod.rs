@@ -205,7 +205,7 @@ pub async fn plan_job_with(
     };
     // Tables are listed, and their schemas read, concurrently.
     let resolved = futures::future::try_join_all(used.map(|spec| async move {
-        let url = crate::tables::to_url(&spec.url)?;
+        let url = crate::urls::to_url(&spec.url)?;
         let store = store_of(&spec.name, &url)?;
         resolve_table(spec, &store, &options.guard).await
     }))

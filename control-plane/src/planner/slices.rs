@@ -24,7 +24,7 @@ use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
-use squall_executor::{ReadMode, ResultWriterExec, ShuffleReaderExec, ShuffleWriterExec};
+use squall_executor::{ReadMode, ShuffleReaderExec, stage_writer};
 
 /// The input stages of `plan` that every task reads only its own partition of,
 /// with the mode of their readers.
@@ -72,8 +72,7 @@ fn one_to_one(plan: &Arc<dyn ExecutionPlan>, child: usize) -> bool {
             PartitionMode::Auto => false,
         };
     }
-    plan.downcast_ref::<ShuffleWriterExec>().is_some()
-        || plan.downcast_ref::<ResultWriterExec>().is_some()
+    stage_writer(plan.as_ref()).is_some()
         || plan.downcast_ref::<ProjectionExec>().is_some()
         || plan.downcast_ref::<FilterExec>().is_some()
         || plan.downcast_ref::<CooperativeExec>().is_some()

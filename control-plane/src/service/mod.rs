@@ -27,8 +27,7 @@ use std::sync::Arc;
 
 use squall_executor::OutputFile;
 
-use crate::error::{Result, SquallError};
-use crate::scheduler::StageJournal;
+use crate::commit::StageJournal;
 pub use limits::Limits;
 pub use retention::DEFAULT_RETENTION;
 pub use routes::{ApiDoc, MAX_BODY_BYTES, router};
@@ -55,9 +54,13 @@ pub struct StoreJournal {
 }
 
 impl StageJournal for StoreJournal {
-    fn committed(&self, stage: u32, outputs: &[OutputFile]) -> Result<()> {
+    fn committed(
+        &self,
+        stage: u32,
+        outputs: &[OutputFile],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
         self.store
             .commit_stage(&self.job_id, stage, outputs.len(), outputs, now_ms())
-            .map_err(|source| SquallError::Store { source })
+            .map_err(Into::into)
     }
 }

@@ -45,7 +45,7 @@ impl Service {
             }
             for job in &jobs {
                 self.engine
-                    .sweep(&format!("{}/{}", self.config.results_root, job.id))
+                    .remove_folder(&format!("{}/{}", self.config.results_root, job.id))
                     .await;
                 if self.store.delete_finished_job(&job.id)? {
                     deleted += 1;

@@ -366,7 +366,7 @@ impl Service {
     /// default result folder, and its files and claim in a named output.
     async fn discard_outputs(&self, job: &JobRecord) {
         self.engine
-            .sweep(&format!("{}/{}", self.config.results_root, job.id))
+            .remove_folder(&format!("{}/{}", self.config.results_root, job.id))
             .await;
         if let Some(output) = job.request.get("output").and_then(|o| o.as_str()) {
             self.engine.release_output(output, &job.id).await;
@@ -505,7 +505,7 @@ impl Service {
             .collect::<Result<Vec<_>, SquallError>>()?;
         let output = match &submitted.output {
             Some(output) => access.check("the output", output, Access::Write)?,
-            None => crate::tables::to_url(&format!("{}/{job_id}", self.config.results_root))?,
+            None => crate::urls::to_url(&format!("{}/{job_id}", self.config.results_root))?,
         };
         let mut request = JobRequest::new(submitted.sql.clone(), tables);
         request.output = Some(output.to_string());

@@ -10,24 +10,18 @@ use std::fmt;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, UInt64Array};
+use arrow::array::RecordBatch;
 use arrow::compute::BatchCoalescer;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::StreamWriter;
 use bytes::Bytes;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, internal_err};
-use datafusion::execution::TaskContext;
+use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::memory_pool::MemoryConsumer;
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_expr::{Partitioning, PhysicalExpr};
+use datafusion::physical_plan::metrics::MetricBuilder;
 use datafusion::physical_plan::repartition::BatchPartitioner;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
-    SendableRecordBatchStream,
-};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::StreamExt;
 use lz4_flex::frame::FrameEncoder;
 use object_store::buffered::BufWriter;
@@ -37,6 +31,7 @@ use super::format::encode_footer;
 use crate::context::TaskAttempt;
 use crate::protocol::{OutputFile, PartitionSlot, TaskId};
 use crate::stores::ObjectUrl;
+use crate::writer::{WriteCall, WriterExec, WriterKind};
 
 /// Where a map task's rows go.
 #[derive(Debug, Clone)]
@@ -69,48 +64,36 @@ impl fmt::Display for ShuffleOutput {
     }
 }
 
+/// Shuffle files: the output of a map stage, one file per attempt holding
+/// every output partition (see `format`).
 #[derive(Debug, Clone)]
-pub struct ShuffleWriterExec {
-    input: Arc<dyn ExecutionPlan>,
+pub struct ShuffleFiles {
     output: ShuffleOutput,
     /// URL prefix under which this stage's shuffle files go.
     stage_dir: String,
-    properties: Arc<PlanProperties>,
-    metrics: ExecutionPlanMetricsSet,
 }
+
+/// Ends a map stage.
+pub type ShuffleWriterExec = WriterExec<ShuffleFiles>;
 
 impl ShuffleWriterExec {
     pub fn new(input: Arc<dyn ExecutionPlan>, output: ShuffleOutput, stage_dir: String) -> Self {
-        let partitions = input.output_partitioning().partition_count();
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(summary_schema()),
-            Partitioning::UnknownPartitioning(partitions),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
-        Self {
-            input,
-            output,
-            stage_dir,
-            properties,
-            metrics: ExecutionPlanMetricsSet::new(),
-        }
-    }
-
-    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
-        &self.input
+        Self::with_kind(input, ShuffleFiles { output, stage_dir })
     }
 
     pub fn output(&self) -> &ShuffleOutput {
-        &self.output
+        &self.kind().output
     }
 
     pub fn stage_dir(&self) -> &str {
-        &self.stage_dir
+        &self.kind().stage_dir
     }
+}
 
-    /// The object one attempt of one task writes.
-    pub fn output_url(&self, task: &TaskId) -> String {
+impl WriterKind for ShuffleFiles {
+    const NAME: &'static str = "ShuffleWriterExec";
+
+    fn output_url(&self, task: &TaskId) -> String {
         format!(
             "{}/task-{}-{}-attempt-{}.sqsh",
             self.stage_dir.trim_end_matches('/'),
@@ -120,23 +103,43 @@ impl ShuffleWriterExec {
         )
     }
 
-    /// Runs input partition `partition` and writes its shuffle file.
-    pub async fn write(
+    async fn write(&self, call: WriteCall<'_>) -> Result<OutputFile> {
+        self.write_file(call).await
+    }
+
+    fn apply_expressions(
         &self,
-        partition: usize,
-        ctx: Arc<TaskContext>,
-        task: &TaskId,
-    ) -> Result<OutputFile> {
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        if let ShuffleOutput::Hash(exprs, _) = &self.output {
+            for e in exprs {
+                if f(e)? == TreeNodeRecursion::Stop {
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, ": {}", self.output)
+    }
+}
+
+impl ShuffleFiles {
+    /// Runs input partition `partition` and writes its shuffle file.
+    async fn write_file(&self, call: WriteCall<'_>) -> Result<OutputFile> {
+        let (input, metrics, partition, ctx, task) = call.into_parts();
         let url = self.output_url(task);
         let target = ObjectUrl::parse(&url)?;
         let store = ctx.runtime_env().object_store(target.store_url())?;
-        let bytes_written = MetricBuilder::new(&self.metrics).counter("bytes_written", partition);
-        let rows_written = MetricBuilder::new(&self.metrics).output_rows(partition);
-        let spilled_bytes = MetricBuilder::new(&self.metrics).spilled_bytes(partition);
-        let raw_bytes = MetricBuilder::new(&self.metrics).counter(RAW_BYTES_METRIC, partition);
+        let bytes_written = MetricBuilder::new(metrics).counter("bytes_written", partition);
+        let rows_written = MetricBuilder::new(metrics).output_rows(partition);
+        let spilled_bytes = MetricBuilder::new(metrics).spilled_bytes(partition);
+        let raw_bytes = MetricBuilder::new(metrics).counter(RAW_BYTES_METRIC, partition);
 
         let n = self.output.partition_count();
-        let schema = self.input.schema();
+        let schema = input.schema();
         let batch_size = ctx.session_config().batch_size();
         let mut buffers: Vec<PartitionBuffer> = (0..n)
             .map(|_| PartitionBuffer::new(schema.clone(), batch_size))
@@ -144,9 +147,9 @@ impl ShuffleWriterExec {
         let mut partitioner = match &self.output {
             ShuffleOutput::Hash(exprs, n) => Some(BatchPartitioner::try_new(
                 Partitioning::Hash(exprs.clone(), *n),
-                MetricBuilder::new(&self.metrics).subset_time("repartition_time", partition),
+                MetricBuilder::new(metrics).subset_time("repartition_time", partition),
                 partition,
-                self.input.output_partitioning().partition_count(),
+                input.output_partitioning().partition_count(),
             )?),
             ShuffleOutput::Single => None,
         };
@@ -159,7 +162,7 @@ impl ShuffleWriterExec {
             .map(|t| t.spill_dir.clone())
             .unwrap_or_else(std::env::temp_dir);
 
-        let mut stream = self.input.execute(partition, ctx.clone())?;
+        let mut stream = input.execute(partition, ctx.clone())?;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             match partitioner.as_mut() {
@@ -371,94 +374,5 @@ impl Write for SpillSink {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// Schema of the one-row summary `execute` yields per partition written.
-pub fn summary_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("rows", DataType::UInt64, false),
-        Field::new("bytes", DataType::UInt64, false),
-    ]))
-}
-
-impl DisplayAs for ShuffleWriterExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "ShuffleWriterExec: {}", self.output)
-    }
-}
-
-impl ExecutionPlan for ShuffleWriterExec {
-    fn name(&self) -> &str {
-        "ShuffleWriterExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        if let ShuffleOutput::Hash(exprs, _) = &self.output {
-            for e in exprs {
-                if f(e)? == TreeNodeRecursion::Stop {
-                    return Ok(TreeNodeRecursion::Stop);
-                }
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        match <[_; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(ShuffleWriterExec::new(
-                input,
-                self.output.clone(),
-                self.stage_dir.clone(),
-            ))),
-            Err(_) => internal_err!("ShuffleWriterExec takes exactly one child"),
-        }
-    }
-
-    /// Writes the partition and yields one summary row (rows, bytes). The attempt
-    /// comes from the task's [`TaskAttempt`] session extension.
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let Some(attempt) = context.session_config().get_extension::<TaskAttempt>() else {
-            return internal_err!("ShuffleWriterExec runs only inside a Squall task");
-        };
-        let task = attempt.id.clone();
-        let this = self.clone();
-        let fut = async move {
-            let out = this.write(partition, context, &task).await?;
-            let rows: u64 = out.partitions.iter().map(|s| s.rows).sum();
-            Ok(RecordBatch::try_new(
-                summary_schema(),
-                vec![
-                    Arc::new(UInt64Array::from(vec![rows])),
-                    Arc::new(UInt64Array::from(vec![out.size])),
-                ],
-            )?)
-        };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            summary_schema(),
-            futures::stream::once(fut),
-        )))
-    }
-
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
     }
 }

@@ -1,32 +1,49 @@
-//! A job's output folder: who owns it, the manifest that names its result, and
-//! what a failed job leaves there (nothing).
+//! The commit protocol: how the objects a job's task attempts write become its
+//! result, and how everything else is removed. The scheduler, the engine and
+//! the Lambda backend follow it through this module.
 //!
 //! # The protocol
-//! Before any task runs, a job claims its output folder by creating
-//! `_squall_claim.json`, naming the job, with a create-if-absent put (S3's
-//! `If-None-Match: *`, a no-clobber link on local disk): of two jobs naming one
-//! folder, exactly one gets it, and the other is refused. A folder that holds
-//! another job's claim or manifest is refused too. Result files carry the job,
-//! the run and the attempt in their names (`part-{task}-{job}-{run}-{attempt}.parquet`),
-//! so no two attempts of any jobs ever write the same object. A job that
-//! succeeds writes `_squall_manifest.json`, naming exactly its committed files,
-//! and then drops its claim; a job that fails deletes the result files it wrote
-//! (found by name) and its claim, and the folder is free again.
+//! - **Attempts.** Every attempt writes exactly one object, named by job, run
+//!   and attempt (the stage writer's `output_url`: `task-{t}-{run}-attempt-{a}.sqsh`
+//!   for shuffle files, `part-{task}-{job}-{run}-{attempt}.parquet` for results),
+//!   so no two attempts of any jobs, or of a job resumed under a new run id,
+//!   write the same object. The first successful attempt of a task wins; a failed
+//!   attempt's object is deleted ([`attempt_output_url`], [`delete_all`]).
+//! - **Stages.** A stage is committed when every task has a winner; a
+//!   [`StageJournal`] records it (the service's job store), so an interrupted job
+//!   resumes from its committed stages.
+//! - **Outputs.** Before any task runs, a job claims its output folder by
+//!   creating `_squall_claim.json`, naming the job, with a create-if-absent put
+//!   (S3's `If-None-Match: *`, a no-clobber link on local disk): of two jobs naming
+//!   one folder, exactly one gets it, and the other is refused. A folder that
+//!   holds another job's claim or manifest is refused too. A job that succeeds
+//!   writes `_squall_manifest.json`, naming exactly its committed files, and then
+//!   drops its claim ([`commit`]); a job that fails deletes the result files it
+//!   wrote (found by name) and its claim, and the folder is free again
+//!   ([`discard`]).
+//! - **Sweep.** Whatever the outcome, nothing of a job stays under its work
+//!   folder ([`sweep`]): this also catches objects nobody heard of, such as the
+//!   output of an attempt that timed out and finished writing later.
 //!
 //! Readers follow the same marks (see `tables`): of a folder holding a manifest
 //! they take only the files it names, and of a folder holding only a claim (a
 //! job still writing there) nothing.
 
 use arrow::datatypes::SchemaRef;
-use datafusion::execution::object_store::ObjectStoreRegistry;
-use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use serde::{Deserialize, Serialize};
-use squall_executor::{ObjectUrl, OutputFile, StoreRegistry, is_result_file_of};
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::physical_plan::ExecutionPlan;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use squall_executor::{
+    ObjectUrl, OutputFile, StoreRegistry, TaskId, is_result_file_of, stage_writer,
+};
+
 use crate::error::{Result, SquallError};
-use crate::scheduler::delete_quietly;
 
 /// Name of the manifest written next to a job's result files.
 pub const MANIFEST_NAME: &str = "_squall_manifest.json";
@@ -95,7 +112,7 @@ struct Claim {
 struct Folder {
     url: String,
     store: Arc<dyn ObjectStore>,
-    path: object_store::path::Path,
+    path: Path,
 }
 
 impl Folder {
@@ -115,7 +132,7 @@ impl Folder {
         })
     }
 
-    fn child(&self, name: &str) -> object_store::path::Path {
+    fn child(&self, name: &str) -> Path {
         self.path.clone().join(name)
     }
 
@@ -272,10 +289,80 @@ async fn release_claim(folder: &Folder, job_id: &str) {
     }
 }
 
+/// Records committed stages somewhere durable (the service's job store).
+pub trait StageJournal: Send + Sync {
+    fn committed(
+        &self,
+        stage: u32,
+        outputs: &[OutputFile],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// The object an attempt of a stage whose plan is `plan` writes.
+pub fn attempt_output_url(plan: &Arc<dyn ExecutionPlan>, id: &TaskId) -> Option<String> {
+    stage_writer(plan.as_ref()).map(|writer| writer.output_url(id))
+}
+
+/// Deletes objects by URL, ignoring those already gone. Failures are logged:
+/// cleanup must not hide the job's own outcome. Objects of one store go in one
+/// `delete_stream` (batched DeleteObjects on S3).
+pub async fn delete_all(stores: &StoreRegistry, urls: &[String]) {
+    let mut by_store: HashMap<String, (Arc<dyn ObjectStore>, Vec<Path>)> = HashMap::new();
+    for url in urls {
+        let Ok(target) = ObjectUrl::parse(url) else {
+            continue;
+        };
+        let key = target.store_url().as_str().to_string();
+        let Ok(store) = stores.get_store(target.store_url().as_ref()) else {
+            continue;
+        };
+        by_store
+            .entry(key)
+            .or_insert_with(|| (store, Vec::new()))
+            .1
+            .push(target.path().clone());
+    }
+    for (key, (store, paths)) in by_store {
+        let locations = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+        delete_quietly(store.as_ref(), locations, &key).await;
+    }
+}
+
+/// Removes every object under the folder `dir` (a URL). Failures are logged.
+pub async fn sweep(stores: &StoreRegistry, dir: &str) {
+    let Ok(target) = ObjectUrl::parse(&format!("{}/", dir.trim_end_matches('/'))) else {
+        return;
+    };
+    let Ok(store) = stores.get_store(target.store_url().as_ref()) else {
+        return;
+    };
+    let locations = store
+        .list(Some(target.path()))
+        .map_ok(|meta| meta.location)
+        .boxed();
+    delete_quietly(store.as_ref(), locations, dir).await;
+}
+
+/// Deletes `locations` from `store` in one `delete_stream` (batched DeleteObjects
+/// on S3), ignoring objects already gone and logging other failures (naming
+/// `what`): cleanup must not hide a job's own outcome.
+pub async fn delete_quietly(
+    store: &dyn ObjectStore,
+    locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+    what: &str,
+) {
+    let mut deleted = store.delete_stream(locations);
+    while let Some(outcome) = deleted.next().await {
+        match outcome {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => tracing::warn!("could not delete from {what}: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use object_store::path::Path;
 
     async fn names(stores: &StoreRegistry) -> Vec<String> {
         let (store, _) = stores.resolve("memory:///").unwrap();
