@@ -1,9 +1,12 @@
-//! One job from SQL to committed result: plan, run, write the manifest, clean up.
+//! One job from SQL to committed result: check, plan, run, commit, clean up.
 //!
 //! # What belongs here
-//! `Engine` (stores + backend + where temporary objects go), `JobRequest` and
-//! `JobResult`, the result manifest, and reading result files back. The CLI and,
-//! later, the HTTP API call this; neither plans or schedules on its own.
+//! `Engine` (stores + backend + where temporary objects go) and its entry
+//! points — `check` (a job as far as it can be checked without running it),
+//! `run`/`run_as` (run it, stoppable), `claim_output`/`release_output` and
+//! `remove_folder` (for outputs a caller keeps) — `JobRequest` and `JobResult`,
+//! and reading result files back. `squall run` and the service call these;
+//! neither plans, schedules or deletes on its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,7 +83,7 @@ impl Engine {
 
     /// Refuses a job whose tables, output or work files the backend's executors
     /// could not reach, before anything runs.
-    pub(crate) fn check_reachable(&self, request: &JobRequest) -> Result<()> {
+    fn check_reachable(&self, request: &JobRequest) -> Result<()> {
         let unreachable = |what: String, url: &url::Url| {
             SquallError::InvalidArgument(format!(
                 "{what} is at {url}, which {} executors cannot reach: use an object store they share (s3://...)",
@@ -337,7 +340,7 @@ fn check_access(request: &JobRequest) -> Result<()> {
 }
 
 /// Refuses a planned job whose tables' files add up to more than `limit` bytes.
-pub(crate) fn check_scan_limit(planned: &PlannedJob, limit: Option<u64>) -> Result<()> {
+fn check_scan_limit(planned: &PlannedJob, limit: Option<u64>) -> Result<()> {
     match limit {
         Some(limit) if planned.input_bytes() > limit => Err(SquallError::ScanLimit {
             estimate: planned.input_bytes(),
@@ -456,16 +459,17 @@ pub async fn read_result(stores: &StoreRegistry, files: &[OutputFile]) -> Result
             .resolve(&file.url)
             .map_err(|source| SquallError::Internal { source })?;
         let bytes = store.get(&path).await?.bytes().await?;
-        let unreadable = |e: &dyn std::fmt::Display| {
-            SquallError::Backend(format!("cannot read result {}: {e}", file.url))
+        let unreadable = |source| SquallError::ReadResult {
+            url: file.url.clone(),
+            source,
         };
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .map_err(|e| unreadable(&e))?
+            .map_err(unreadable)?
             .build()
-            .map_err(|e| unreadable(&e))?;
+            .map_err(unreadable)?;
         let mut part = reader
             .collect::<std::result::Result<Vec<RecordBatch>, _>>()
-            .map_err(|e| unreadable(&e))?;
+            .map_err(|e| unreadable(e.into()))?;
         batches.append(&mut part);
     }
     Ok(batches)

@@ -1,5 +1,7 @@
-//! The control plane's error type. Each variant says whose fault it is: the user's
-//! input (exit code 2, HTTP 400 later) or Squall's (exit code 1).
+//! The engine's error type: planning, scheduling, backends, storage. Each variant
+//! says whose fault it is: the input's (`is_user_error`) or Squall's. It knows
+//! nothing of the service or the CLI; their error types wrap it (the service's
+//! `ServiceError`, mapped to HTTP statuses; the CLI's `CliError`, to exit codes).
 
 use datafusion::common::DataFusionError;
 use squall_executor::TaskFailure;
@@ -67,14 +69,6 @@ pub enum SquallError {
     #[error("internal error: the job's scheduler panicked: {message}")]
     Panicked { message: String },
 
-    #[error(
-        "data dir {dir} is in use by another squall serve (pid {holder}); one server per data dir"
-    )]
-    DataDirInUse { dir: String, holder: String },
-
-    #[error("cannot set up metrics: {source}")]
-    Metrics { source: prometheus::Error },
-
     #[error("cannot encode {what}: {source}")]
     Encode {
         what: String,
@@ -89,29 +83,66 @@ pub enum SquallError {
         failure: TaskFailure,
     },
 
-    #[error("executor backend: {0}")]
-    Backend(String),
+    #[error("cannot decode {what}: {source}")]
+    Decode {
+        what: String,
+        source: serde_json::Error,
+    },
+
+    #[error("cannot read result {url}: {source}")]
+    ReadResult {
+        url: String,
+        source: parquet::errors::ParquetError,
+    },
+
+    /// A task of this process (an in-process executor's, a generator's)
+    /// panicked or was cancelled.
+    #[error("{what} crashed: {source}")]
+    Crashed {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
+
+    /// The executor answered with an error of its own (it crosses a process
+    /// boundary as text, like a Lambda function's error).
+    #[error("executor: {message}")]
+    Executor { message: String },
+
+    #[error("Lambda function {function}: gave up after {tries} tries: {last}")]
+    LambdaUnavailable {
+        function: String,
+        tries: u32,
+        last: String,
+    },
+
+    #[error("{what} closed")]
+    Closed { what: &'static str },
+
+    /// A task that did not start because another task of its job failed first.
+    #[error("not started: another task of the job failed")]
+    Abandoned,
+
+    #[error("TPC-H generator, table {table}: {source}")]
+    TpchGenerate {
+        table: String,
+        source: arrow::error::ArrowError,
+    },
+
+    #[error("cannot encode TPC-H table {table} part {part}: {source}")]
+    TpchEncode {
+        table: String,
+        part: usize,
+        source: parquet::errors::ParquetError,
+    },
+
+    #[error("{what}")]
+    Inconsistent { what: String },
 
     #[error("storage: {source}")]
     Storage { source: object_store::Error },
 
     #[error("internal error: {source}")]
     Internal { source: DataFusionError },
-
-    #[error("{source}")]
-    Store { source: crate::service::StoreError },
-
-    #[error("job {id} {state}: {message}")]
-    Job {
-        id: String,
-        state: String,
-        message: String,
-    },
-
-    #[error("{source}")]
-    Client {
-        source: crate::service::client::ClientError,
-    },
 
     #[error("{context}: {source}")]
     Io {
@@ -149,16 +180,20 @@ impl SquallError {
                     | object_store::Error::Unauthenticated { .. }
             ),
             SquallError::Io { .. } => true,
-            SquallError::Client { source } => source.is_user_error(),
-            SquallError::Backend(_)
-            | SquallError::Internal { .. }
-            | SquallError::Store { .. }
+            SquallError::Internal { .. }
             | SquallError::Interrupted
             | SquallError::Panicked { .. }
             | SquallError::Encode { .. }
-            | SquallError::Metrics { .. }
-            | SquallError::DataDirInUse { .. }
-            | SquallError::Job { .. } => false,
+            | SquallError::Decode { .. }
+            | SquallError::ReadResult { .. }
+            | SquallError::Crashed { .. }
+            | SquallError::Executor { .. }
+            | SquallError::LambdaUnavailable { .. }
+            | SquallError::Closed { .. }
+            | SquallError::Abandoned
+            | SquallError::TpchGenerate { .. }
+            | SquallError::TpchEncode { .. }
+            | SquallError::Inconsistent { .. } => false,
         }
     }
 
@@ -198,12 +233,6 @@ pub fn human_bytes(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
-}
-
-impl From<crate::service::client::ClientError> for SquallError {
-    fn from(source: crate::service::client::ClientError) -> Self {
-        SquallError::Client { source }
-    }
 }
 
 impl From<object_store::Error> for SquallError {

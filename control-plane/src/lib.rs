@@ -2,15 +2,24 @@
 //! executor backend, and the pieces the `squall` binary is built from.
 //!
 //! # What belongs here
-//! Planning (`planner`), tables (`tables`), scheduling and commit (`scheduler`),
-//! a job's output folder (`output`), which URLs a shared server's callers may
-//! name (`access`), backends (`backend`), the job entry point (`engine`), the
-//! service's pieces (`service`) and TPC-H helpers (`tpch`).
-//! Anything one task needs to run lives in `squall-executor` instead.
+//! In layers, each importing only from those below it (`tests/layers.rs`
+//! checks it):
+//! - `error` (the engine's error type);
+//! - `urls` (locations as URLs), `access` (which URLs a shared server's callers
+//!   may name), `commit` (the commit protocol: attempt names, output claims,
+//!   manifests, deletes, sweeps);
+//! - `tables` (table specs, listing, registering);
+//! - `planner` (SQL to stage DAG) and `backend` (where tasks run);
+//! - `scheduler` (runs a DAG on a backend);
+//! - `engine` (one job from request to result: the entry points);
+//! - `service` (`squall serve`) and `tools` (TPC-H data and answers, benches).
+//!
+//! The `squall` binary (`main.rs`, `cli/`) sits on top. Anything one task needs
+//! to run lives in `squall-executor` instead. This file only declares and
+//! re-exports.
 
 pub mod access;
 pub mod backend;
-pub mod bench;
 pub mod commit;
 pub mod engine;
 pub mod error;
@@ -18,7 +27,7 @@ pub mod planner;
 pub mod scheduler;
 pub mod service;
 pub mod tables;
-pub mod tpch;
+pub mod tools;
 pub mod urls;
 
 pub use access::{Access, AccessPolicy};
@@ -29,3 +38,4 @@ pub use error::{Result, SquallError};
 pub use planner::{PlanCaches, PlanOptions, StageDag, plan_job, plan_job_with};
 pub use scheduler::{JobEvent, ProgressSink, TaskOptions};
 pub use tables::{TableFormat, TableSpec};
+pub use tools::{bench, tpch};

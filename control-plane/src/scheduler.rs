@@ -24,7 +24,6 @@ use tokio::sync::Semaphore;
 use crate::backend::ExecutorBackend;
 use crate::commit::{StageJournal, attempt_output_url, delete_all};
 use crate::error::{Result, SquallError};
-use crate::planner::slices::sliceable_inputs;
 use crate::planner::{Stage, StageDag, StageOutput};
 
 /// How a job's tasks are run.
@@ -178,6 +177,7 @@ impl Scheduler<'_> {
             plan: Arc::new(EmptyExec::new(Arc::new(Schema::empty()))),
             tasks,
             inputs: vec![],
+            sliced_inputs: HashMap::new(),
             output: StageOutput::Result,
         };
         let gate = self.gate();
@@ -352,7 +352,7 @@ impl Scheduler<'_> {
         });
         let shared = Arc::new(StageTasks {
             plan,
-            sliceable: sliceable_inputs(&stage.plan),
+            sliceable: stage.sliced_inputs.clone(),
             inputs,
             permits: Semaphore::new(
                 self.options
@@ -445,15 +445,13 @@ impl Scheduler<'_> {
                 return (
                     task,
                     attempt,
-                    Err(SquallError::Backend("scheduler closed".into())),
+                    Err(SquallError::Closed {
+                        what: "the scheduler",
+                    }),
                 );
             };
             if gate.failed.load(Ordering::SeqCst) {
-                return (
-                    task,
-                    attempt,
-                    Err(SquallError::Backend("job cancelled".into())),
-                );
+                return (task, attempt, Err(SquallError::Abandoned));
             }
             let id = TaskId {
                 job_id: self.job_id.to_string(),

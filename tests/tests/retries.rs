@@ -72,7 +72,9 @@ impl ExecutorBackend for FlakyBackend {
             return self.inner.invoke(spec).await;
         }
         match self.failure {
-            Failure::Unreachable => Err(SquallError::Backend("connection reset".into())),
+            Failure::Unreachable => Err(SquallError::Executor {
+                message: "connection reset".into(),
+            }),
             Failure::AfterRunning { retryable } => {
                 let result = self.inner.invoke(spec).await?;
                 assert!(

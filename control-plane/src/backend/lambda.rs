@@ -229,8 +229,10 @@ impl LambdaBackend {
     /// Returns the payload and the URL of the spec object, if one was written.
     async fn payload(&self, spec: TaskSpec) -> Result<(Vec<u8>, Option<String>)> {
         let result_url = self.payload_url(&spec.id, "result");
-        let spec_json = serde_json::to_vec(&spec)
-            .map_err(|e| SquallError::Backend(format!("cannot encode task spec: {e}")))?;
+        let spec_json = serde_json::to_vec(&spec).map_err(|source| SquallError::Encode {
+            what: "a task spec".into(),
+            source,
+        })?;
         let (invocation, spec_url) = if spec_json.len() <= self.config.max_inline_spec_bytes {
             let invocation = Invocation {
                 task_spec: Some(spec),
@@ -248,8 +250,10 @@ impl LambdaBackend {
             };
             (invocation, Some(spec_url))
         };
-        let body = serde_json::to_vec(&invocation)
-            .map_err(|e| SquallError::Backend(format!("cannot encode invocation: {e}")))?;
+        let body = serde_json::to_vec(&invocation).map_err(|source| SquallError::Encode {
+            what: "an invocation".into(),
+            source,
+        })?;
         Ok((body, spec_url))
     }
 
@@ -296,10 +300,11 @@ impl LambdaBackend {
                 },
             };
             if retry >= self.config.backoff.max_retries {
-                return Err(SquallError::Backend(format!(
-                    "{id}: gave up after {} tries: {transient}",
-                    retry + 1
-                )));
+                return Err(SquallError::LambdaUnavailable {
+                    function: self.config.function.clone(),
+                    tries: retry + 1,
+                    last: format!("{id}: {transient}"),
+                });
             }
             let delay = self.config.backoff.delay(retry);
             tracing::debug!(task = %id, retry, delay_ms = delay.as_millis() as u64, "{transient}; retrying");
@@ -349,8 +354,10 @@ impl LambdaBackend {
             .resolve(url)
             .map_err(|source| SquallError::Internal { source })?;
         let bytes = store.get(&path).await?.bytes().await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| SquallError::Backend(format!("task result at {url} is unreadable: {e}")))
+        serde_json::from_slice(&bytes).map_err(|source| SquallError::Decode {
+            what: format!("the task result at {url}"),
+            source,
+        })
     }
 
     async fn delete(&self, url: &str) {
@@ -380,7 +387,9 @@ impl ExecutorBackend for LambdaBackend {
             .permits
             .acquire()
             .await
-            .map_err(|_| SquallError::Backend("Lambda backend closed".into()))?;
+            .map_err(|_| SquallError::Closed {
+                what: "the Lambda backend",
+            })?;
         let id = spec.id.clone();
         let (payload, spec_url) = self.payload(spec).await?;
         let answer = self.invoke_with_backoff(&id, payload).await;

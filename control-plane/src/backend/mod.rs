@@ -155,12 +155,14 @@ impl ExecutorBackend for InProcessBackend {
     }
 
     async fn invoke(&self, spec: TaskSpec) -> Result<TaskResult> {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| SquallError::Backend("in-process executors closed".into()))?;
+        let _permit =
+            self.permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| SquallError::Closed {
+                    what: "the in-process executors",
+                })?;
         let payload = serde_json::to_vec(&spec).map_err(|source| SquallError::Encode {
             what: "a task spec".into(),
             source,
@@ -181,10 +183,15 @@ impl ExecutorBackend for InProcessBackend {
         };
         let bytes = (&mut task.handle)
             .await
-            .map_err(|e| SquallError::Backend(format!("executor task crashed: {e}")))?
-            .map_err(SquallError::Backend)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| SquallError::Backend(format!("cannot decode task result: {e}")))
+            .map_err(|source| SquallError::Crashed {
+                what: "an executor task",
+                source,
+            })?
+            .map_err(|message| SquallError::Executor { message })?;
+        serde_json::from_slice(&bytes).map_err(|source| SquallError::Decode {
+            what: "a task result".into(),
+            source,
+        })
     }
 
     async fn wait_idle(&self, job_id: &str) {

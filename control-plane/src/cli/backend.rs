@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use squall_control_plane::Engine;
 use squall_control_plane::backend::lambda::DEFAULT_CONCURRENCY;
 use squall_control_plane::backend::{LambdaBackend, LambdaConfig};
 use squall_control_plane::planner::default_parallelism;
 use squall_control_plane::tables::to_url;
-use squall_control_plane::{Engine, Result, SquallError};
+
+use super::error::{CliError, Result};
 use squall_executor::StoreRegistry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -74,7 +76,7 @@ impl BackendArgs {
         match self.kind() {
             BackendKind::Local => {
                 if let Some(flag) = self.lambda_only_flag() {
-                    return Err(SquallError::InvalidArgument(format!(
+                    return Err(CliError::InvalidArgument(format!(
                         "{flag} applies to --backend lambda only"
                     )));
                 }
@@ -89,18 +91,18 @@ impl BackendArgs {
             }
             BackendKind::Lambda => {
                 if self.executors.is_some() {
-                    return Err(SquallError::InvalidArgument(
+                    return Err(CliError::InvalidArgument(
                         "--executors applies to --backend local; use --max-concurrency".into(),
                     ));
                 }
                 let function = self.function.clone().ok_or_else(|| {
-                    SquallError::InvalidArgument(
+                    CliError::InvalidArgument(
                         "--backend lambda needs --function NAME (the squall-lambda function)"
                             .into(),
                     )
                 })?;
                 let work_root = work_root.ok_or_else(|| {
-                    SquallError::InvalidArgument(
+                    CliError::InvalidArgument(
                         "--backend lambda needs --work-dir s3://bucket/prefix for shuffle files"
                             .into(),
                     )

@@ -10,13 +10,15 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema};
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use squall_control_plane::TableSpec;
 use squall_control_plane::service::JobState;
 use squall_control_plane::service::api::{
     ColumnView, JobOptions, JobView, MissedRunPolicy, NewSchedule, OverlapPolicy, PutTable,
     ScheduleChange, ScheduleView, SubmitJob, TableRef, TableView,
 };
 use squall_control_plane::service::client::ApiClient;
-use squall_control_plane::{Result, SquallError, TableSpec};
+
+use super::error::{CliError, Result};
 
 use super::Format;
 use super::output::write_result;
@@ -281,7 +283,7 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
 pub async fn jobs(args: JobsArgs) -> Result<()> {
     let state = match args.state.as_deref() {
         None => None,
-        Some(text) => Some(JobState::parse_named(text).map_err(SquallError::InvalidArgument)?),
+        Some(text) => Some(JobState::parse_named(text).map_err(CliError::InvalidArgument)?),
     };
     let list = args
         .server
@@ -511,7 +513,7 @@ impl StageBars {
 fn finished(view: &JobView) -> Result<()> {
     match view.state {
         JobState::Succeeded => Ok(()),
-        state => Err(SquallError::Job {
+        state => Err(CliError::Job {
             id: view.id.clone(),
             state: state.as_str().into(),
             message: view.error.clone().unwrap_or_default(),
@@ -573,11 +575,7 @@ fn rows_to_batch(
         })
         .collect();
     let schema = Arc::new(Schema::new(fields));
-    let invalid = |e: arrow::error::ArrowError| {
-        SquallError::Backend(format!(
-            "the server's result rows do not fit their columns: {e}"
-        ))
-    };
+    let invalid = |source| CliError::ResultRows { source };
     let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
         .build_decoder()
         .map_err(invalid)?;
@@ -606,7 +604,7 @@ fn print_jobs(jobs: &[JobView], next: Option<i64>) -> Result<()> {
     if let Some(next) = next {
         println!("more: --after {next}");
     }
-    std::io::stdout().flush().map_err(|e| SquallError::Io {
+    std::io::stdout().flush().map_err(|e| CliError::Io {
         context: "cannot print".into(),
         source: e,
     })

@@ -3,6 +3,7 @@
 
 mod backend;
 mod client;
+mod error;
 mod output;
 mod progress;
 mod serve;
@@ -18,9 +19,10 @@ use std::collections::HashMap;
 use squall_control_plane::bench;
 use squall_control_plane::planner::{DEFAULT_TARGET_PARTITION_BYTES, default_parallelism};
 use squall_control_plane::{
-    Engine, JobRequest, PlanOptions, ProgressSink, Result, SquallError, TableSpec, TaskOptions,
-    tpch,
+    Engine, JobRequest, PlanOptions, ProgressSink, TableSpec, TaskOptions, tpch,
 };
+
+use error::{CliError, Result};
 
 use backend::BackendArgs;
 use output::write_result;
@@ -132,7 +134,10 @@ struct QueryArgs {
 
 impl QueryArgs {
     fn tables(&self) -> Result<Vec<TableSpec>> {
-        self.tables.iter().map(|t| t.parse()).collect()
+        self.tables
+            .iter()
+            .map(|t| t.parse().map_err(CliError::from))
+            .collect()
     }
 
     fn sql(&self) -> Result<String> {
@@ -167,13 +172,11 @@ impl SqlArgs {
     fn read(&self) -> Result<String> {
         match (&self.sql, &self.sql_file) {
             (Some(sql), _) => Ok(sql.clone()),
-            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| SquallError::Io {
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| CliError::Io {
                 context: format!("cannot read SQL file {}", path.display()),
                 source: e,
             }),
-            (None, None) => Err(SquallError::InvalidArgument(
-                "give --sql or --sql-file".into(),
-            )),
+            (None, None) => Err(CliError::InvalidArgument("give --sql or --sql-file".into())),
         }
     }
 }
@@ -366,9 +369,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
         // Generate next to the target and rename it into place, so that an
         // interrupted run never leaves data that looks complete.
         let staging = staging_dir(&args.data);
-        let io = |context: String| move |source| SquallError::Io { context, source };
         std::fs::create_dir_all(&staging)
-            .map_err(io(format!("cannot create {}", staging.display())))?;
+            .map_err(CliError::io(format!("cannot create {}", staging.display())))?;
         let bar = progress::file_bar(4 * tpch::TABLES.len() as u64, "writing TPC-H");
         let generated = tpch::generate(
             &engine.stores,
@@ -387,15 +389,19 @@ async fn demo(args: DemoArgs) -> Result<()> {
         }
         if let Err(e) = generated {
             let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
+            return Err(e.into());
         }
         if args.data.exists() {
             // An incomplete earlier copy.
-            std::fs::remove_dir_all(&args.data)
-                .map_err(io(format!("cannot replace {}", args.data.display())))?;
+            std::fs::remove_dir_all(&args.data).map_err(CliError::io(format!(
+                "cannot replace {}",
+                args.data.display()
+            )))?;
         }
-        std::fs::rename(&staging, &args.data)
-            .map_err(io(format!("cannot move data into {}", args.data.display())))?;
+        std::fs::rename(&staging, &args.data).map_err(CliError::io(format!(
+            "cannot move data into {}",
+            args.data.display()
+        )))?;
     }
     let root = squall_control_plane::tables::to_url(&args.data.to_string_lossy())?;
     let tables = tpch::table_specs(root.as_str());
@@ -425,12 +431,12 @@ async fn demo(args: DemoArgs) -> Result<()> {
 async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
     let duckdb: HashMap<usize, f64> = match &args.duckdb {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| SquallError::Io {
+            let text = std::fs::read_to_string(path).map_err(|e| CliError::Io {
                 context: format!("cannot read DuckDB timings {}", path.display()),
                 source: e,
             })?;
             let raw: HashMap<String, f64> = serde_json::from_str(&text).map_err(|e| {
-                SquallError::InvalidArgument(format!("DuckDB timings {}: {e}", path.display()))
+                CliError::InvalidArgument(format!("DuckDB timings {}: {e}", path.display()))
             })?;
             raw.into_iter()
                 .filter_map(|(k, v)| {
@@ -541,18 +547,17 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
     }
     println!();
     if !failures.is_empty() {
-        return Err(SquallError::Backend(format!(
-            "{} wrong answers: {}",
-            failures.len(),
-            failures.join("; ")
-        )));
+        return Err(CliError::WrongAnswers {
+            count: failures.len(),
+            failures,
+        });
     }
     Ok(())
 }
 
 async fn bench_tasks(args: BenchTasksArgs) -> Result<()> {
     if args.count == 0 || args.runs == 0 {
-        return Err(SquallError::InvalidArgument(
+        return Err(CliError::InvalidArgument(
             "--count and --runs must be at least 1".into(),
         ));
     }

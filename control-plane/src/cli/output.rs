@@ -3,9 +3,9 @@
 
 use std::io::Write;
 
+use super::error::{CliError, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use squall_control_plane::{Result, SquallError};
 
 #[derive(Debug, Clone, Copy)]
 pub enum OutputFormat {
@@ -20,7 +20,7 @@ pub fn write_result(
     batches: &[RecordBatch],
     format: OutputFormat,
 ) -> Result<()> {
-    let failed = |e: &dyn std::fmt::Display| SquallError::Io {
+    let failed = |e: &dyn std::fmt::Display| CliError::Io {
         context: "cannot print the result".into(),
         source: std::io::Error::other(e.to_string()),
     };

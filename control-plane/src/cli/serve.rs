@@ -13,10 +13,12 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
+use squall_control_plane::AccessPolicy;
 use squall_control_plane::service::{
     DEFAULT_RETENTION, JobStore, Limits, Service, ServiceConfig, router,
 };
-use squall_control_plane::{AccessPolicy, Result, SquallError};
+
+use super::error::{CliError, Result};
 
 use super::backend::{BackendArgs, BackendKind};
 use super::units;
@@ -117,14 +119,14 @@ impl LimitArgs {
         let duration = |flag: &str, text: Option<String>, default: Duration| -> Result<Duration> {
             match text {
                 Some(text) => units::parse_duration(&text)
-                    .map_err(|e| SquallError::InvalidArgument(format!("{flag}: {e}"))),
+                    .map_err(|e| CliError::InvalidArgument(format!("{flag}: {e}"))),
                 None => Ok(default),
             }
         };
         let size = |flag: &str, text: Option<String>, default: u64| -> Result<u64> {
             match text {
                 Some(text) => units::parse_size(&text)
-                    .map_err(|e| SquallError::InvalidArgument(format!("{flag}: {e}"))),
+                    .map_err(|e| CliError::InvalidArgument(format!("{flag}: {e}"))),
                 None => Ok(default),
             }
         };
@@ -239,7 +241,7 @@ struct BackendFile {
 
 impl ConfigFile {
     fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| SquallError::Io {
+        let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
             context: format!("cannot read config file {}", path.display()),
             source,
         })?;
@@ -257,10 +259,7 @@ impl ConfigFile {
                 .find(|l| !l.trim().is_empty() && !l.starts_with("TOML") && !l.contains('|'))
                 .unwrap_or_default()
                 .to_string();
-            SquallError::InvalidArgument(format!(
-                "config file {}, {place}: {detail}",
-                path.display()
-            ))
+            CliError::InvalidArgument(format!("config file {}, {place}: {detail}", path.display()))
         })
     }
 }
@@ -298,9 +297,9 @@ fn parse_retention(text: Option<String>) -> Result<Option<Duration>> {
     match text.as_deref().map(str::trim) {
         None => Ok(Some(DEFAULT_RETENTION)),
         Some("forever") => Ok(None),
-        Some(text) => units::parse_duration(text).map(Some).map_err(|e| {
-            SquallError::InvalidArgument(format!("--retain-jobs: {e} (or 'forever')"))
-        }),
+        Some(text) => units::parse_duration(text)
+            .map(Some)
+            .map_err(|e| CliError::InvalidArgument(format!("--retain-jobs: {e} (or 'forever')"))),
     }
 }
 
@@ -311,7 +310,7 @@ impl Settings {
             None => ConfigFile::default(),
         };
         let data_dir = args.data_dir.or(file.data_dir).ok_or_else(|| {
-            SquallError::InvalidArgument(
+            CliError::InvalidArgument(
                 "give --data-dir DIR (or SQUALL_DATA_DIR, or data_dir in the config file)".into(),
             )
         })?;
@@ -371,10 +370,9 @@ impl Settings {
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let settings = Settings::resolve(args)?;
-    let io = |context: String| move |source| SquallError::Io { context, source };
     // Every setting is checked before anything is written to disk.
     if settings.tokens.is_empty() {
-        return Err(SquallError::InvalidArgument(
+        return Err(CliError::InvalidArgument(
             "the service needs at least one API token (--token or SQUALL_TOKENS)".into(),
         ));
     }
@@ -384,7 +382,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Limits::for_backend(engine.backend.max_concurrency()),
     )?;
     let results_root = format!("{}/results", engine.work_root);
-    let data_dir = std::path::absolute(&settings.data_dir).map_err(io(format!(
+    let data_dir = std::path::absolute(&settings.data_dir).map_err(CliError::io(format!(
         "cannot resolve {}",
         settings.data_dir.display()
     )))?;
@@ -398,12 +396,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             engine.work_root.clone(),
         ],
     )?;
-    std::fs::create_dir_all(&settings.data_dir)
-        .map_err(io(format!("cannot create {}", settings.data_dir.display())))?;
+    std::fs::create_dir_all(&settings.data_dir).map_err(CliError::io(format!(
+        "cannot create {}",
+        settings.data_dir.display()
+    )))?;
     // One server per data dir: held until the process ends.
     let _lock = lock_data_dir(&settings.data_dir)?;
-    let store = JobStore::open(&settings.data_dir.join("squall.db"))
-        .map_err(|source| SquallError::Store { source })?;
+    let store = JobStore::open(&settings.data_dir.join("squall.db"))?;
     let mut config = ServiceConfig::new(settings.tokens, results_root, &engine);
     config.max_running = settings.max_running;
     config.shuffle_partitions = settings.backend.parallelism();
@@ -414,7 +413,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let service = Service::new(engine, Arc::new(store), config)?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
-        .map_err(io(format!("cannot listen on {}", settings.listen)))?;
+        .map_err(CliError::io(format!(
+            "cannot listen on {}",
+            settings.listen
+        )))?;
     let dispatcher = service.start();
     eprintln!(
         "squall serve: listening on http://{} (jobs in {}, {} backend; callers may use {})",
@@ -436,7 +438,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     eprintln!("squall serve: stopping; running jobs resume when a server starts on this data dir");
     service.shutdown(SHUTDOWN_WAIT).await;
     dispatcher.abort();
-    served.map_err(io("the HTTP server stopped".into()))
+    served.map_err(CliError::io("the HTTP server stopped"))
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -469,26 +471,25 @@ async fn stop_signal() {
 fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
     use std::io::{Read, Seek, Write};
     let path = data_dir.join("squall.lock");
-    let io = |context: String| move |source| SquallError::Io { context, source };
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(io(format!("cannot open {}", path.display())))?;
+        .map_err(CliError::io(format!("cannot open {}", path.display())))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
-            return Err(SquallError::DataDirInUse {
+            return Err(CliError::DataDirInUse {
                 dir: data_dir.display().to_string(),
                 holder: holder.trim().to_string(),
             });
         }
         Err(std::fs::TryLockError::Error(source)) => {
-            return Err(SquallError::Io {
+            return Err(CliError::Io {
                 context: format!("cannot lock {}", path.display()),
                 source,
             });
@@ -497,7 +498,7 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
     file.set_len(0)
         .and_then(|()| file.rewind())
         .and_then(|()| writeln!(file, "{}", std::process::id()))
-        .map_err(io(format!("cannot write {}", path.display())))?;
+        .map_err(CliError::io(format!("cannot write {}", path.display())))?;
     Ok(file)
 }
 

@@ -22,6 +22,7 @@
 //! Every stage runs one task per output partition of its plan; task `i` executes
 //! partition `i`.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ use squall_executor::{
     ReadMode, ResultWriterExec, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec,
 };
 
+use super::slices::sliceable_inputs;
+
 /// What a stage's tasks write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StageOutput {
@@ -64,6 +67,9 @@ pub struct Stage {
     pub tasks: usize,
     /// Stages whose outputs this stage's readers consume.
     pub inputs: Vec<u32>,
+    /// The inputs of which each task gets only its own slice, and how it reads
+    /// them (see `slices`); the others every task reads whole.
+    pub sliced_inputs: HashMap<u32, ReadMode>,
     pub output: StageOutput,
 }
 
@@ -151,9 +157,12 @@ pub fn cut_stages(
     let inputs = readers_of(&root);
     let tasks = root.output_partitioning().partition_count();
     let id = cutter.stages.len() as u32 + 1;
+    let plan: Arc<dyn ExecutionPlan> =
+        Arc::new(ResultWriterExec::new(root, result_dir.to_string()));
     cutter.stages.push(Stage {
         id,
-        plan: Arc::new(ResultWriterExec::new(root, result_dir.to_string())),
+        sliced_inputs: sliceable_inputs(&plan),
+        plan,
         tasks,
         inputs,
         output: StageOutput::Result,
@@ -306,9 +315,11 @@ impl Cutter {
         let tasks = child.output_partitioning().partition_count();
         let inputs = readers_of(&child);
         let dir = format!("{}/stage-{id}", self.work_dir);
+        let plan: Arc<dyn ExecutionPlan> = Arc::new(ShuffleWriterExec::new(child, output, dir));
         self.stages.push(Stage {
             id,
-            plan: Arc::new(ShuffleWriterExec::new(child, output, dir)),
+            sliced_inputs: sliceable_inputs(&plan),
+            plan,
             tasks,
             inputs,
             output: stage_output,

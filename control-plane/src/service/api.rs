@@ -1,12 +1,9 @@
-//! The HTTP API's request and response bodies. Plain serde types, nothing else:
-//! the server and (later) the CLI client share them.
+//! The HTTP API's request and response bodies, and the states and policies
+//! they name. Plain serde types, nothing else: the server, the job store and
+//! the CLI client share them, and they depend on nothing of the service.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-
-pub use super::store::AttemptRecord;
-use super::store::{JobRecord, JobState};
-pub use super::store::{MissedRunPolicy, OverlapPolicy};
 
 /// `POST /v1/jobs`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -104,23 +101,6 @@ impl ColumnView {
                 nullable: f.is_nullable(),
             })
             .collect()
-    }
-}
-
-impl JobView {
-    pub fn new(job: JobRecord, result: Option<&JobOutcome>, stages: Vec<StageProgress>) -> Self {
-        Self {
-            id: job.id,
-            state: job.state,
-            sql: job.sql,
-            submitted_at_ms: job.submitted_at_ms,
-            started_at_ms: job.started_at_ms,
-            finished_at_ms: job.finished_at_ms,
-            error: job.error,
-            rows: result.map(|r| r.rows),
-            manifest_url: result.map(|r| r.manifest_url.clone()),
-            stages,
-        }
     }
 }
 
@@ -307,4 +287,121 @@ pub struct ScheduleList {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AttemptList {
     pub attempts: Vec<AttemptRecord>,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// [`parse`](Self::parse), or an error that names the text and the states.
+    pub fn parse_named(text: &str) -> std::result::Result<Self, String> {
+        Self::parse(text).ok_or_else(|| {
+            format!("unknown job state '{text}' (queued, running, succeeded, failed, cancelled)")
+        })
+    }
+
+    /// No further change is possible.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// What a due run does while the schedule's previous job is queued or running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicy {
+    /// Skip the run (counted in `skipped_runs`).
+    #[default]
+    Skip,
+    /// Start another job anyway.
+    Allow,
+}
+
+/// What a server does, when it starts, with runs that fell due while it was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedRunPolicy {
+    /// Drop them; the next run is the next time the cron names.
+    #[default]
+    Skip,
+    /// Start one job for all of them, at once.
+    RunOnce,
+}
+
+impl OverlapPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverlapPolicy::Skip => "skip",
+            OverlapPolicy::Allow => "allow",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [OverlapPolicy::Skip, OverlapPolicy::Allow]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+}
+
+impl MissedRunPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissedRunPolicy::Skip => "skip",
+            MissedRunPolicy::RunOnce => "run_once",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [MissedRunPolicy::Skip, MissedRunPolicy::RunOnce]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+}
+
+/// One attempt of one task, as it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptRecord {
+    pub stage: u32,
+    pub task: u32,
+    /// 0 for the first attempt.
+    pub attempt: u32,
+    /// `succeeded` or `failed`.
+    pub outcome: String,
+    /// Why it failed.
+    pub message: Option<String>,
+    /// From hand-off to the backend to its answer.
+    pub elapsed_ms: u64,
 }

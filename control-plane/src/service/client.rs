@@ -11,11 +11,11 @@ use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::api::JobState;
 use super::api::{
     Accepted, AttemptList, JobList, JobView, NewSchedule, Problem, PutTable, ResultPage,
     ScheduleChange, ScheduleList, ScheduleView, SubmitJob, TableList, TableView,
 };
-use super::store::JobState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

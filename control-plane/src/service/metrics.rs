@@ -2,9 +2,11 @@
 //! the store at each scrape), and counters fed by the scheduler's events — tasks,
 //! retries, bytes scanned and written, task durations.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry};
 
-use super::store::{JobState, JobStore};
+use super::api::JobState;
+use super::errors::ServiceError;
+use super::store::JobStore;
 use crate::scheduler::JobEvent;
 
 /// The service's metrics, registered in a registry of their own.
@@ -89,17 +91,16 @@ impl Metrics {
     }
 
     /// The text exposition format, with job counts read from `store` now.
-    pub fn render(&self, store: &JobStore) -> Result<String, String> {
+    pub fn render(&self, store: &JobStore) -> Result<String, ServiceError> {
         for state in JobState::ALL {
-            let count = store.count_jobs(state).map_err(|e| e.to_string())?;
+            let count = store.count_jobs(state)?;
             self.jobs
                 .with_label_values(&[state.as_str()])
                 .set(count as i64);
         }
-        let mut out = Vec::new();
+        // The text encoder writes UTF-8 only.
         prometheus::TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .map_err(|e| e.to_string())?;
-        String::from_utf8(out).map_err(|e| e.to_string())
+            .encode_to_string(&self.registry.gather())
+            .map_err(ServiceError::from)
     }
 }

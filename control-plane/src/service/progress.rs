@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::api::AttemptRecord;
 use super::api::StageProgress;
 use super::metrics::Metrics;
 use super::now_ms;
-use super::store::{AttemptRecord, JobStore};
+use super::store::JobStore;
 use crate::scheduler::{JobEvent, ProgressSink};
 
 /// Follows one job's scheduler events.

@@ -6,7 +6,6 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use axum::http::StatusCode;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
@@ -19,43 +18,35 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use squall_executor::StoreRegistry;
 
-use super::Service;
-use super::api::{JobOutcome, ResultPage};
-use super::problem::ApiError;
-use super::store::JobState;
+use super::api::{JobOutcome, JobState, ResultPage};
+use super::core::Service;
+use super::errors::ServiceError;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Service {
     /// A page of a succeeded job's rows.
-    pub(super) async fn result_page(
+    pub(crate) async fn result_page(
         &self,
         id: &str,
         offset: u64,
         limit: usize,
-    ) -> Result<ResultPage, ApiError> {
-        let internal = |e: String| ApiError::internal(e);
+    ) -> Result<ResultPage, ServiceError> {
         let job = self
             .store
-            .job(id)
-            .map_err(|e| internal(e.to_string()))?
-            .ok_or_else(|| ApiError::unknown_job(id))?;
+            .job(id)?
+            .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
         if job.state != JobState::Succeeded {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "no result",
-                format!(
-                    "job {id} is {}; a result exists once it succeeded",
-                    job.state.as_str()
-                ),
-            ));
+            return Err(ServiceError::NoResult {
+                id: id.to_string(),
+                state: job.state,
+            });
         }
         let outcome: JobOutcome = self
             .store
-            .result(id)
-            .map_err(|e| internal(e.to_string()))?
+            .result(id)?
             .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or_else(|| {
-                internal(format!("job {id} succeeded but its result is not recorded"))
-            })?;
+            .ok_or_else(|| ServiceError::ResultMissing { id: id.to_string() })?;
         let (first_row, urls) = page_files(&outcome, offset, limit as u64);
         let mut skip = offset.saturating_sub(first_row) as usize;
         let mut left = limit;
@@ -66,13 +57,19 @@ impl Service {
             }
             let (rows_in_file, mut part) = read_rows(&self.engine.stores, url, skip, left)
                 .await
-                .map_err(|e| internal(format!("cannot read result {url}: {e}")))?;
+                .map_err(|source| ServiceError::ResultUnreadable {
+                    url: url.clone(),
+                    source,
+                })?;
             let read: usize = part.iter().map(|b| b.num_rows()).sum();
             left -= read.min(left);
             skip = skip.saturating_sub(rows_in_file);
             batches.append(&mut part);
         }
-        let rows = json_rows(&batches).map_err(internal)?;
+        let rows = json_rows(&batches).map_err(|source| ServiceError::ResultUnreadable {
+            url: urls.join(", "),
+            source,
+        })?;
         let end = offset + rows.len() as u64;
         Ok(ResultPage {
             columns: outcome.columns,
@@ -93,14 +90,12 @@ async fn read_rows(
     url: &str,
     skip: usize,
     take: usize,
-) -> Result<(usize, Vec<RecordBatch>), String> {
-    let (store, path) = stores.resolve(url).map_err(|e| e.to_string())?;
-    let size = store.head(&path).await.map_err(|e| e.to_string())?.size;
+) -> Result<(usize, Vec<RecordBatch>), BoxError> {
+    let (store, path) = stores.resolve(url)?;
+    let size = store.head(&path).await?.size;
     let reader = ResultFile { store, path, size };
     let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
-        .await
-        .map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
     let mut start = 0;
     let mut groups = Vec::new();
     let mut first_start = None;
@@ -120,9 +115,8 @@ async fn read_rows(
         .with_offset(skip - first_start)
         .with_limit(take)
         .with_batch_size(take.clamp(1, 8192))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let batches = stream.try_collect().await.map_err(|e| e.to_string())?;
+        .build()?;
+    let batches = stream.try_collect().await?;
     Ok((start, batches))
 }
 
@@ -180,19 +174,19 @@ impl AsyncFileReader for ResultFile {
 /// `batches` as JSON objects, column name → value (SQL NULL as null).
 fn json_rows(
     batches: &[RecordBatch],
-) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, String> {
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, BoxError> {
     let mut writer = arrow::json::WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, arrow::json::writer::JsonArray>(Vec::new());
     for batch in batches {
-        writer.write(batch).map_err(|e| e.to_string())?;
+        writer.write(batch)?;
     }
-    writer.finish().map_err(|e| e.to_string())?;
+    writer.finish()?;
     let bytes = writer.into_inner();
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    Ok(serde_json::from_slice(&bytes)?)
 }
 
 /// The result files holding rows `offset..offset + limit`, and the index of

@@ -6,17 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Service, StoreError, now_ms};
-
-/// How long finished jobs are kept unless the server says otherwise.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+use super::core::Service;
+use super::store::{StoreError, now_ms};
 
 /// Jobs deleted per store call.
 const BATCH: usize = 100;
 
 impl Service {
     /// Deletes expired jobs now and then, until the task is aborted.
-    pub(super) async fn retention(self: Arc<Self>) {
+    pub(crate) async fn retention(self: Arc<Self>) {
         let Some(retain) = self.config.retain_jobs else {
             return;
         };

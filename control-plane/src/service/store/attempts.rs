@@ -2,24 +2,9 @@
 //! stage at a time (the service buffers them), read back for a job's view.
 
 use rusqlite::params;
-use serde::{Deserialize, Serialize};
 
 use super::{JobStore, Result, sqlite};
-
-/// One attempt of one task, as it ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AttemptRecord {
-    pub stage: u32,
-    pub task: u32,
-    /// 0 for the first attempt.
-    pub attempt: u32,
-    /// `succeeded` or `failed`.
-    pub outcome: String,
-    /// Why it failed.
-    pub message: Option<String>,
-    /// From hand-off to the backend to its answer.
-    pub elapsed_ms: u64,
-}
+use crate::service::api::AttemptRecord;
 
 impl JobStore {
     /// Records attempts of `job_id` in one transaction (a repeated attempt

@@ -16,12 +16,21 @@ use std::sync::Mutex;
 mod attempts;
 mod schedules;
 
-pub use attempts::AttemptRecord;
-pub use schedules::{Firing, MissedRunPolicy, OverlapPolicy, ScheduleRecord};
+pub use schedules::{Firing, ScheduleRecord};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use squall_executor::OutputFile;
+
+use crate::service::api::JobState;
+
+/// Milliseconds since the Unix epoch, as the store keeps times.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -116,56 +125,6 @@ pub(super) type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub(super) fn sqlite(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
     let context = context.into();
     move |source| StoreError::Sqlite { context, source }
-}
-
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 5] = [
-        JobState::Queued,
-        JobState::Running,
-        JobState::Succeeded,
-        JobState::Failed,
-        JobState::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    /// [`parse`](Self::parse), or an error that names the text and the states.
-    pub fn parse_named(text: &str) -> std::result::Result<Self, String> {
-        Self::parse(text).ok_or_else(|| {
-            format!("unknown job state '{text}' (queued, running, succeeded, failed, cancelled)")
-        })
-    }
-
-    /// No further change is possible.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled
-        )
-    }
 }
 
 /// A job as stored.

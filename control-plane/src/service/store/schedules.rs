@@ -3,62 +3,9 @@
 //! still runs, or is dropped as missed — so a run is never started twice.
 
 use rusqlite::{OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 
-use super::{JOB_COLUMNS, JobRecord, NewJob, Result, StoreError, raw_job, sqlite};
-use crate::service::store::JobStore;
-
-/// What a due run does while the schedule's previous job is queued or running.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OverlapPolicy {
-    /// Skip the run (counted in `skipped_runs`).
-    #[default]
-    Skip,
-    /// Start another job anyway.
-    Allow,
-}
-
-/// What a server does, when it starts, with runs that fell due while it was down.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MissedRunPolicy {
-    /// Drop them; the next run is the next time the cron names.
-    #[default]
-    Skip,
-    /// Start one job for all of them, at once.
-    RunOnce,
-}
-
-impl OverlapPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OverlapPolicy::Skip => "skip",
-            OverlapPolicy::Allow => "allow",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [OverlapPolicy::Skip, OverlapPolicy::Allow]
-            .into_iter()
-            .find(|p| p.as_str() == text)
-    }
-}
-
-impl MissedRunPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MissedRunPolicy::Skip => "skip",
-            MissedRunPolicy::RunOnce => "run_once",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [MissedRunPolicy::Skip, MissedRunPolicy::RunOnce]
-            .into_iter()
-            .find(|p| p.as_str() == text)
-    }
-}
+use super::{JOB_COLUMNS, JobRecord, JobStore, NewJob, Result, StoreError, raw_job, sqlite};
+use crate::service::api::{MissedRunPolicy, OverlapPolicy};
 
 /// A schedule as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -400,7 +347,7 @@ impl RawSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::JobState;
+    use crate::service::api::JobState;
 
     fn schedule(id: &str, next: i64) -> ScheduleRecord {
         ScheduleRecord {

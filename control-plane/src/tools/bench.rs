@@ -269,10 +269,9 @@ pub async fn tasks(engine: &Engine, count: usize) -> Result<TasksBench> {
     let stats = scheduler.ping(count).await?;
     let elapsed = started.elapsed();
     if stats.attempts as usize != count {
-        return Err(SquallError::Backend(format!(
-            "{} attempts for {count} ping tasks",
-            stats.attempts
-        )));
+        return Err(SquallError::Inconsistent {
+            what: format!("{} attempts for {count} ping tasks", stats.attempts),
+        });
     }
     Ok(TasksBench {
         tasks: count,

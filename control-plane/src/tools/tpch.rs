@@ -120,8 +120,8 @@ pub async fn generate(
     let root = to_url(out)?;
     let root = root.as_str().trim_end_matches('/').to_string();
     let store = {
-        let target =
-            ObjectUrl::parse(&root).map_err(|e| SquallError::InvalidArgument(e.to_string()))?;
+        let target = ObjectUrl::parse(&root)
+            .map_err(|e| SquallError::InvalidArgument(format!("--out: {e}")))?;
         stores
             .get_store(target.store_url().as_ref())
             .map_err(|e| SquallError::InvalidArgument(format!("--out: {e}")))?
@@ -139,7 +139,10 @@ pub async fn generate(
                 let encoded =
                     tokio::task::spawn_blocking(move || encode_part(table, scale, part, parts))
                         .await
-                        .map_err(|e| SquallError::Backend(format!("generator crashed: {e}")))??;
+                        .map_err(|source| SquallError::Crashed {
+                            what: "the TPC-H generator",
+                            source,
+                        })??;
                 let target =
                     ObjectUrl::parse(&url).map_err(|source| SquallError::Internal { source })?;
                 store.put(target.path(), PutPayload::from(encoded)).await?;
@@ -172,13 +175,16 @@ fn encode_part(table: &str, scale: f64, part: usize, parts: usize) -> Result<Byt
         }
     };
     let schema = reader.schema();
+    let generated = |source| SquallError::TpchGenerate {
+        table: table.to_string(),
+        source,
+    };
     let batches: Vec<RecordBatch> = reader
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| SquallError::Backend(format!("TPC-H generator: {e}")))?;
+        .map_err(generated)?;
     // The generator does not part nation and region: give each file a slice of rows.
     let batches = if matches!(table, "nation" | "region") {
-        let all = arrow::compute::concat_batches(&schema, &batches)
-            .map_err(|e| SquallError::Backend(format!("TPC-H generator: {e}")))?;
+        let all = arrow::compute::concat_batches(&schema, &batches).map_err(generated)?;
         let rows = all.num_rows();
         let (start, end) = ((part - 1) * rows / parts, part * rows / parts);
         vec![all.slice(start, end - start)]
@@ -196,8 +202,11 @@ fn encode_part(table: &str, scale: f64, part: usize, parts: usize) -> Result<Byt
         }
         writer.close().map(|_| ())
     };
-    encode()
-        .map_err(|e| SquallError::Backend(format!("cannot encode {table} part {part}: {e}")))?;
+    encode().map_err(|source| SquallError::TpchEncode {
+        table: table.to_string(),
+        part,
+        source,
+    })?;
     Ok(Bytes::from(buffer))
 }
 

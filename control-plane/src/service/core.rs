@@ -1,0 +1,256 @@
+//! The service behind `squall serve`: its configuration, its state (engine,
+//! job store, running jobs, metrics) and the views of jobs it answers with.
+//! What it does is in the files named for it: `dispatch` (running jobs),
+//! `submission` (checking and queueing them), `catalog`, `schedules` and
+//! `timetable`, `results`, `retention`. None of them speaks HTTP: they answer
+//! with [`ServiceError`]s, which the `http` layer turns into statuses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use super::api::{AttemptList, JobList, JobOutcome, JobState, JobView, StageProgress};
+use super::errors::ServiceError;
+use super::limits::Limits;
+use super::metrics::Metrics;
+use super::progress::JobProgress;
+use super::store::{JobRecord, JobStore};
+use crate::access::AccessPolicy;
+use crate::engine::{Engine, Stop};
+use crate::error::SquallError;
+
+/// How long finished jobs are kept unless the server says otherwise.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How the service behaves, beyond its engine.
+#[derive(Clone)]
+pub struct ServiceConfig {
+    /// Bearer tokens accepted on `/v1`; at least one.
+    pub tokens: Vec<String>,
+    /// Jobs running at once; the rest wait in submission order.
+    pub max_running: usize,
+    /// Where results go when a job names no output (`{root}/{job id}`).
+    pub results_root: String,
+    /// Default shuffle width.
+    pub shuffle_partitions: usize,
+    /// The URLs callers may name.
+    pub access: Arc<AccessPolicy>,
+    /// Bounds of what callers may ask for.
+    pub limits: Limits,
+    /// Finished jobs older than this are deleted, with their default results
+    /// (None: kept forever).
+    pub retain_jobs: Option<Duration>,
+}
+
+impl ServiceConfig {
+    /// A configuration with the defaults for `engine`: nothing readable, results
+    /// written under `results_root` only, limits from the backend's concurrency.
+    pub fn new(tokens: Vec<String>, results_root: String, engine: &Engine) -> Self {
+        let concurrency = engine.backend.max_concurrency();
+        let access = AccessPolicy::new(
+            &[],
+            std::slice::from_ref(&results_root),
+            std::slice::from_ref(&engine.work_root),
+        )
+        .unwrap_or_default();
+        Self {
+            tokens,
+            max_running: 4,
+            results_root,
+            shuffle_partitions: concurrency,
+            access: Arc::new(access),
+            limits: Limits::for_backend(concurrency),
+            retain_jobs: Some(DEFAULT_RETENTION),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServiceConfig {
+    /// Tokens are counted, never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("tokens", &format_args!("{} (hidden)", self.tokens.len()))
+            .field("max_running", &self.max_running)
+            .field("results_root", &self.results_root)
+            .field("shuffle_partitions", &self.shuffle_partitions)
+            .field("access", &self.access)
+            .field("limits", &self.limits)
+            .field("retain_jobs", &self.retain_jobs)
+            .finish()
+    }
+}
+
+/// A job running on this server.
+pub(super) struct RunningJob {
+    pub(super) stop: watch::Sender<Stop>,
+    /// Turns true once the job's task has ended (its slot freed).
+    pub(super) ended: watch::Receiver<bool>,
+}
+
+/// The service: engine, store, and the jobs it runs.
+pub struct Service {
+    pub(super) engine: Engine,
+    pub(super) store: Arc<JobStore>,
+    pub(super) config: ServiceConfig,
+    pub(super) running: AtomicUsize,
+    /// Set by `shutdown`: no job starts any more.
+    pub(super) stopping: AtomicBool,
+    /// Wakes the dispatcher: a job was queued or a slot freed.
+    pub(super) wake: Notify,
+    /// Wakes the timetable: a schedule was added or changed.
+    pub(super) schedules_changed: Notify,
+    pub(super) jobs: std::sync::Mutex<JoinSet<()>>,
+    /// Running jobs, to stop them.
+    pub(super) handles: std::sync::Mutex<HashMap<String, RunningJob>>,
+    /// Running jobs' stage progress.
+    pub(super) live: std::sync::Mutex<HashMap<String, Arc<JobProgress>>>,
+    pub(super) metrics: Metrics,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    pub fn new(
+        engine: Engine,
+        store: Arc<JobStore>,
+        config: ServiceConfig,
+    ) -> Result<Arc<Self>, ServiceError> {
+        if config.tokens.iter().all(|t| t.trim().is_empty()) {
+            return Err(SquallError::InvalidArgument(
+                "the service needs at least one API token (--token or SQUALL_TOKENS)".into(),
+            )
+            .into());
+        }
+        if config.max_running == 0 {
+            return Err(
+                SquallError::InvalidArgument("max running jobs must be at least 1".into()).into(),
+            );
+        }
+        config.limits.validate()?;
+        Ok(Arc::new(Self {
+            engine,
+            store,
+            config,
+            running: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            wake: Notify::new(),
+            schedules_changed: Notify::new(),
+            jobs: std::sync::Mutex::new(JoinSet::new()),
+            handles: std::sync::Mutex::new(HashMap::new()),
+            live: std::sync::Mutex::new(HashMap::new()),
+            metrics: Metrics::new()?,
+        }))
+    }
+
+    /// Whether `token` is one of the API tokens, compared in constant time.
+    pub(crate) fn accepts_token(&self, token: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        // Every token is compared, so the time taken does not say which matched.
+        self.config.tokens.iter().fold(false, |found, known| {
+            let same = !known.is_empty() && bool::from(known.as_bytes().ct_eq(token.as_bytes()));
+            found | same
+        })
+    }
+
+    /// Takes up the jobs a previous server left running, then starts queued jobs
+    /// as room frees up, queues the jobs of schedules as they fall due, and
+    /// deletes finished jobs past their retention, until the returned task is
+    /// aborted.
+    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            tokio::join!(
+                service.clone().dispatch(),
+                service.clone().timetable(),
+                service.retention()
+            );
+        })
+    }
+
+    /// A page of jobs in submission order, of one state if given.
+    pub(crate) fn jobs(
+        &self,
+        state: Option<JobState>,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<JobList, ServiceError> {
+        let (jobs, next) = self.store.list_jobs(state, after, limit)?;
+        self.job_list(jobs, next)
+    }
+
+    /// One job as the API shows it.
+    pub(crate) fn job(&self, id: &str) -> Result<JobView, ServiceError> {
+        let job = self
+            .store
+            .job(id)?
+            .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
+        self.view(job)
+    }
+
+    /// How a job's task attempts ended (only the failed ones if `failed`).
+    pub(crate) fn attempts(&self, id: &str, failed: bool) -> Result<AttemptList, ServiceError> {
+        self.store
+            .job(id)?
+            .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
+        Ok(AttemptList {
+            attempts: self.store.attempts(id, failed)?,
+        })
+    }
+
+    /// A page of jobs as the API shows them.
+    pub(super) fn job_list(
+        &self,
+        jobs: Vec<JobRecord>,
+        next: Option<i64>,
+    ) -> Result<JobList, ServiceError> {
+        let jobs = jobs
+            .into_iter()
+            .map(|j| self.view(j))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(JobList { jobs, next })
+    }
+
+    pub(crate) fn view(&self, job: JobRecord) -> Result<JobView, ServiceError> {
+        let outcome = self
+            .store
+            .result(&job.id)?
+            .and_then(|value| serde_json::from_value::<JobOutcome>(value).ok());
+        let stages = match &outcome {
+            Some(outcome) => outcome.stages.clone(),
+            None => self
+                .live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&job.id)
+                .map(|p| p.snapshot())
+                .unwrap_or_default(),
+        };
+        Ok(job_view(job, outcome.as_ref(), stages))
+    }
+}
+
+/// A job as the API shows it.
+fn job_view(job: JobRecord, result: Option<&JobOutcome>, stages: Vec<StageProgress>) -> JobView {
+    JobView {
+        id: job.id,
+        state: job.state,
+        sql: job.sql,
+        submitted_at_ms: job.submitted_at_ms,
+        started_at_ms: job.started_at_ms,
+        finished_at_ms: job.finished_at_ms,
+        error: job.error,
+        rows: result.map(|r| r.rows),
+        manifest_url: result.map(|r| r.manifest_url.clone()),
+        stages,
+    }
+}

@@ -1,0 +1,317 @@
+//! Running jobs: the dispatcher that starts queued jobs in submission order
+//! while fewer than `max_running` run (and, at start, takes up the jobs a
+//! previous server left running, from their committed stages), cancelling,
+//! and shutting down. A running job is stopped through its [`Stop`] channel;
+//! its slot is held until its tasks have stopped and its objects are swept.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::watch;
+
+use super::api::{ColumnView, JobOutcome, JobState, SubmitJob};
+use super::core::{RunningJob, Service};
+use super::errors::ServiceError;
+use super::journal::StoreJournal;
+use super::progress::JobProgress;
+use super::store::{JobRecord, StoreError, now_ms};
+use crate::engine::{JobRun, Stop};
+use crate::error::SquallError;
+
+/// How long a cancel waits for the job's tasks to stop before it answers.
+const CANCEL_WAIT: Duration = Duration::from_secs(20);
+
+impl Service {
+    /// Stops every job at once, without cleanup, as a killed process would
+    /// (tests of restarts).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn abort_jobs(&self) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abort_all();
+    }
+
+    /// Stops starting jobs and interrupts the running ones, keeping them
+    /// `running` in the store with their committed stages for the next server;
+    /// returns once their tasks have stopped (or `wait` has passed).
+    pub async fn shutdown(&self, wait: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let ended: Vec<watch::Receiver<bool>> = {
+            let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            handles
+                .values()
+                .map(|job| {
+                    job.stop.send_replace(Stop::Shutdown);
+                    job.ended.clone()
+                })
+                .collect()
+        };
+        let all = futures::future::join_all(
+            ended
+                .into_iter()
+                .map(|mut e| async move { e.wait_for(|done| *done).await.map(|_| ()) }),
+        );
+        if tokio::time::timeout(wait, all).await.is_err() {
+            tracing::warn!("jobs still stopping after {} s", wait.as_secs());
+        }
+    }
+
+    pub(super) async fn dispatch(self: Arc<Self>) {
+        match self.store.unfinished_jobs() {
+            Ok(jobs) => {
+                for job in jobs.into_iter().filter(|j| j.state == JobState::Running) {
+                    tracing::info!(
+                        job = job.id,
+                        "resuming a job the previous server was running"
+                    );
+                    self.running.fetch_add(1, Ordering::SeqCst);
+                    self.spawn(job);
+                }
+            }
+            Err(e) => tracing::error!("cannot read unfinished jobs: {e}"),
+        }
+        loop {
+            while !self.stopping.load(Ordering::SeqCst)
+                && self.running.load(Ordering::SeqCst) < self.config.max_running
+            {
+                match self.next_queued() {
+                    Ok(Some(job)) => {
+                        self.running.fetch_add(1, Ordering::SeqCst);
+                        self.spawn(job);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!("cannot start queued jobs: {e}");
+                        break;
+                    }
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// The oldest queued job, moved to running (compare-and-set).
+    fn next_queued(&self) -> Result<Option<JobRecord>, StoreError> {
+        loop {
+            let (queued, _) = self.store.list_jobs(Some(JobState::Queued), None, 1)?;
+            let Some(job) = queued.into_iter().next() else {
+                return Ok(None);
+            };
+            if self.store.transition(
+                &job.id,
+                &[JobState::Queued],
+                JobState::Running,
+                None,
+                now_ms(),
+            )? {
+                return self.store.job(&job.id);
+            }
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, job: JobRecord) {
+        let service = self.clone();
+        let id = job.id.clone();
+        let (stop, stop_rx) = watch::channel(Stop::Run);
+        let (ended_tx, ended) = watch::channel(false);
+        // Held while spawning, so a job that ends at once removes its handle
+        // only after it was added.
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget the tasks that ended (a JoinSet keeps them until joined).
+        while jobs.try_join_next().is_some() {}
+        jobs.spawn(async move {
+            // Frees the job's slot however the task ends, cancelled included.
+            let _slot = Slot {
+                service: service.clone(),
+                job_id: job.id.clone(),
+                ended: ended_tx,
+            };
+            let id = job.id.clone();
+            let run = std::panic::AssertUnwindSafe(service.run(job, stop_rx)).catch_unwind();
+            if run.await.is_err() {
+                service.finish(
+                    &id,
+                    JobState::Failed,
+                    Some("internal error: the job panicked"),
+                );
+            }
+        });
+        handles.insert(id, RunningJob { stop, ended });
+    }
+
+    /// Cancels a job: a queued one never starts; a running one is stopped, and
+    /// the answer comes once its tasks have stopped and its temporary objects
+    /// (and default result folder) are removed. A finished job cannot be cancelled.
+    pub(crate) async fn cancel(&self, id: &str) -> Result<JobRecord, ServiceError> {
+        let unknown = || ServiceError::UnknownJob { id: id.to_string() };
+        let job = self.store.job(id)?.ok_or_else(unknown)?;
+        let moved = self.store.transition(
+            id,
+            &[JobState::Queued, JobState::Running],
+            JobState::Cancelled,
+            Some("cancelled"),
+            now_ms(),
+        )?;
+        if !moved {
+            let state = self.store.job(id)?.map_or(job.state, |j| j.state);
+            return Err(ServiceError::AlreadyFinished {
+                id: id.to_string(),
+                state,
+            });
+        }
+        let ended = {
+            let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            handles.get(id).map(|job| {
+                job.stop.send_replace(Stop::Cancel);
+                job.ended.clone()
+            })
+        };
+        match ended {
+            Some(mut ended) => {
+                let stopped = tokio::time::timeout(CANCEL_WAIT, ended.wait_for(|done| *done));
+                if stopped.await.is_err() {
+                    tracing::warn!(job = id, "cancelled job still stopping");
+                }
+            }
+            // Never started: nothing runs, only its output claim to give up.
+            None => self.discard_outputs(&job).await,
+        }
+        self.store.job(id)?.ok_or_else(unknown)
+    }
+
+    /// Removes what a job that will not succeed left in its outputs: its
+    /// default result folder, and its files and claim in a named output.
+    async fn discard_outputs(&self, job: &JobRecord) {
+        self.engine
+            .remove_folder(&format!("{}/{}", self.config.results_root, job.id))
+            .await;
+        if let Some(output) = job.request.get("output").and_then(|o| o.as_str()) {
+            self.engine.release_output(output, &job.id).await;
+        }
+    }
+
+    async fn run(&self, job: JobRecord, stop: watch::Receiver<Stop>) {
+        // Cancelled between being started and getting here: nothing to run.
+        if !matches!(self.store.job(&job.id), Ok(Some(j)) if j.state == JobState::Running) {
+            self.discard_outputs(&job).await;
+            return;
+        }
+        let outcome = self.run_job(&job, stop).await;
+        let (state, error) = match &outcome {
+            // Left running in the store: the next server resumes it.
+            Err(ServiceError::Engine(SquallError::Interrupted)) => return,
+            Ok(result) => {
+                let stored = serde_json::to_value(result)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| {
+                        self.store
+                            .set_result(&job.id, &v)
+                            .map_err(|e| e.to_string())
+                    });
+                match stored {
+                    Ok(()) => (JobState::Succeeded, None),
+                    Err(e) => (
+                        JobState::Failed,
+                        Some(format!("cannot record the result: {e}")),
+                    ),
+                }
+            }
+            Err(e) => (JobState::Failed, Some(e.to_string())),
+        };
+        if state != JobState::Succeeded {
+            self.discard_outputs(&job).await;
+        }
+        self.finish(&job.id, state, error.as_deref());
+    }
+
+    /// Records a running job's end. A cancelled job is no longer running: this
+    /// changes nothing then.
+    fn finish(&self, id: &str, state: JobState, error: Option<&str>) {
+        if let Err(e) = self
+            .store
+            .transition(id, &[JobState::Running], state, error, now_ms())
+        {
+            tracing::error!(job = id, "cannot record the job's end: {e}");
+        }
+    }
+
+    async fn run_job(
+        &self,
+        job: &JobRecord,
+        stop: watch::Receiver<Stop>,
+    ) -> Result<JobOutcome, ServiceError> {
+        let submitted: SubmitJob =
+            serde_json::from_value(job.request.clone()).map_err(|source| {
+                ServiceError::Corrupt {
+                    what: format!("request of job {}", job.id),
+                    source,
+                }
+            })?;
+        // Checked again: the allowed prefixes and limits may have changed since.
+        let request = self.request(&submitted, &job.id)?;
+        let progress = Arc::new(JobProgress::new(
+            self.metrics.clone(),
+            self.store.clone(),
+            job.id.clone(),
+        ));
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.id.clone(), progress.clone());
+        let run = JobRun {
+            job_id: Some(job.id.clone()),
+            done: self.store.committed_stages(&job.id)?,
+            journal: Some(Arc::new(StoreJournal {
+                store: self.store.clone(),
+                job_id: job.id.clone(),
+            })),
+            progress: Some(progress.clone()),
+            stop: Some(stop),
+        };
+        let result = self.engine.run_as(&request, run).await;
+        // Attempts of a stage that never finished (the job failed in it).
+        progress.flush_attempts();
+        let result = result?;
+        Ok(JobOutcome {
+            rows: result.rows,
+            manifest_url: result.manifest_url.unwrap_or_default(),
+            file_rows: result
+                .files
+                .iter()
+                .map(|f| f.partitions.iter().map(|p| p.rows).sum())
+                .collect(),
+            files: result.files.into_iter().map(|f| f.url).collect(),
+            columns: ColumnView::of(&result.schema),
+            stages: progress.snapshot(),
+        })
+    }
+}
+
+/// Frees a running job's slot and wakes the dispatcher when dropped.
+struct Slot {
+    service: Arc<Service>,
+    job_id: String,
+    ended: watch::Sender<bool>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.service
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.job_id);
+        self.service
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.job_id);
+        self.service.running.fetch_sub(1, Ordering::SeqCst);
+        self.ended.send_replace(true);
+        self.service.wake.notify_one();
+    }
+}

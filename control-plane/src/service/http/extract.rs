@@ -1,0 +1,147 @@
+//! What handlers take from a request: a JSON body (413 over the limit, 400
+//! naming what is wrong), a query string (400 as problem+json, not axum's
+//! plain text), a page size within bounds, and the bearer token.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::problem::ApiError;
+use crate::service::core::Service;
+
+/// Largest request body (a job is SQL and table URLs).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub(super) async fn authorize(
+    State(service): State<Arc<Service>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer t` is `Bearer t`.
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    if !token.is_some_and(|t| service.accepts_token(t)) {
+        let mut response = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send a valid API token as `Authorization: Bearer TOKEN`".into(),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    next.run(request).await
+}
+
+/// A JSON request body as `T`: 413 over the size limit, 400 naming what is
+/// wrong with it otherwise.
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, BytesRejection>,
+    what: &str,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the body is over {MAX_BODY_BYTES} bytes")
+        } else {
+            rejection.body_text()
+        };
+        ApiError::new(status, "unreadable body", detail)
+    })?;
+    let invalid = |detail: String| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid body",
+            format!("the body is not {what}: {detail}"),
+        )
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
+    if let Some(path) = misplaced_array(&value, "") {
+        return Err(invalid(format!(
+            "{path} is an array where an object or value belongs"
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
+}
+
+/// Fields of request bodies that hold arrays; serde would otherwise take an
+/// array for a struct (`"options": [1, 2]`), which the API does not document.
+const ARRAY_FIELDS: &[&str] = &["tables"];
+
+/// The path of the first array outside [`ARRAY_FIELDS`], if any.
+fn misplaced_array(value: &serde_json::Value, path: &str) -> Option<String> {
+    match value {
+        serde_json::Value::Array(items) => {
+            let field = path.rsplit('.').next().unwrap_or_default();
+            if !ARRAY_FIELDS.contains(&field) {
+                return Some(if path.is_empty() {
+                    "the body".into()
+                } else {
+                    format!("`{path}`")
+                });
+            }
+            items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| misplaced_array(item, &format!("{path}[{i}]")))
+        }
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let inner = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            misplaced_array(item, &inner)
+        }),
+        _ => None,
+    }
+}
+
+/// A page size from a query: `default` when absent, refused outside 1..=max.
+pub(super) fn page_limit(
+    limit: Option<usize>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid query",
+            format!("limit {n} is out of range (1 to {max})"),
+        )),
+    }
+}
+
+/// A query string as `T`, refused as problem+json (axum's own rejection is
+/// plain text).
+pub(super) struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid query",
+                rejection.body_text(),
+            )),
+        }
+    }
+}

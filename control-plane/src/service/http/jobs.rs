@@ -1,0 +1,188 @@
+//! `/v1/jobs`: submit, list, get, cancel; a job's result pages and attempts.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::extract::{ApiQuery, json_body, page_limit};
+use super::problem::ApiError;
+use crate::service::api::{
+    Accepted, AttemptList, JobList, JobState, JobView, Problem, ResultPage, SubmitJob,
+};
+use crate::service::core::Service;
+
+/// Submit a job. It is planned first, so bad SQL, unknown tables, tables the
+/// executors cannot reach and scans over the job's limit are refused here.
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs",
+    request_body = SubmitJob,
+    responses(
+        (status = 202, description = "Queued", body = Accepted, links(
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+            ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
+            ("GetResult" = (operation_id = "get_result", parameters(("id" = "$response.body#/id")))),
+            ("GetAttempts" = (operation_id = "get_attempts", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 400, description = "Bad SQL, table, URL or body; an option over its limit", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A table or output outside the prefixes the server allows", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The output is another job's", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The queue is full (see Retry-After)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn submit_job(
+    State(service): State<Arc<Service>>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
+    let submitted: SubmitJob = json_body(body, "a job")?;
+    let accepted = service.submit(submitted).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(accepted)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
+    /// Only jobs in this state: queued, running, succeeded, failed, cancelled.
+    #[param(value_type = Option<JobState>)]
+    state: Option<String>,
+    /// The `next` of the previous page.
+    after: Option<i64>,
+    /// Jobs per page (1 to 1000; default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// Jobs in submission order, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobList),
+        (status = 400, description = "Unknown state or bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn list_jobs(
+    State(service): State<Arc<Service>>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<axum::Json<JobList>, ApiError> {
+    let state =
+        match query.state.as_deref() {
+            None => None,
+            Some(text) => Some(JobState::parse_named(text).map_err(|detail| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid state", detail)
+            })?),
+        };
+    let limit = page_limit(query.limit, 50, 1000)?;
+    Ok(axum::Json(service.jobs(state, query.after, limit)?))
+}
+
+/// One job: state, times, error, per-stage progress, and its result once succeeded.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_job(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    Ok(axum::Json(service.job(&id)?))
+}
+
+/// Cancel a queued or running job: no new tasks, running ones abandoned,
+/// temporary objects removed.
+#[utoipa::path(
+    delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Cancelled", body = JobView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job already finished", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn cancel_job(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    let job = service.cancel(&id).await?;
+    Ok(axum::Json(service.view(job)?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ResultQuery {
+    /// First row of the page (default 0).
+    offset: Option<u64>,
+    /// Rows per page (1 to 10000; default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<usize>,
+}
+
+/// A page of a succeeded job's rows, and its result files.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/result", tag = "jobs",
+    params(("id" = String, Path, description = "Job id"), ResultQuery),
+    responses(
+        (status = 200, description = "A page of rows", body = ResultPage),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has not succeeded", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_result(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<ResultQuery>,
+) -> Result<axum::Json<ResultPage>, ApiError> {
+    let limit = page_limit(query.limit, 1000, 10_000)?;
+    let offset = query.offset.unwrap_or(0);
+    if offset > i64::MAX as u64 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid query",
+            format!("offset {offset} is out of range"),
+        ));
+    }
+    let page = service.result_page(&id, offset, limit).await?;
+    Ok(axum::Json(page))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AttemptsQuery {
+    /// Only attempts that failed (default false).
+    failed: Option<bool>,
+}
+
+/// How each task attempt of a job ended, stage by stage (stored as each stage
+/// finishes, and when the job ends).
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/attempts", tag = "jobs",
+    params(("id" = String, Path, description = "Job id"), AttemptsQuery),
+    responses(
+        (status = 200, description = "The job's attempts", body = AttemptList),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_attempts(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<AttemptsQuery>,
+) -> Result<axum::Json<AttemptList>, ApiError> {
+    Ok(axum::Json(
+        service.attempts(&id, query.failed.unwrap_or(false))?,
+    ))
+}

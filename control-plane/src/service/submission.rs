@@ -1,0 +1,188 @@
+//! Taking a job in: its request checked against the server's access policy and
+//! limits and planned (so what would fail at once is refused now), its output
+//! claimed, and queued, unless the queue is full.
+
+use std::time::Duration;
+
+use super::api::{Accepted, JobState, SubmitJob};
+use super::core::Service;
+use super::errors::ServiceError;
+use super::store::{NewJob, now_ms};
+use crate::access::Access;
+use crate::engine::{JobRequest, new_job_id};
+use crate::error::SquallError;
+use crate::planner::PlanOptions;
+use crate::scheduler::TaskOptions;
+use crate::tables::{TableGuard, TableSpec};
+
+impl Service {
+    /// The engine's request for a submission that runs as job `job_id`: its
+    /// URLs normalised and checked against the access policy, its options
+    /// against the limits, catalog tables looked up.
+    pub(super) fn request(
+        &self,
+        submitted: &SubmitJob,
+        job_id: &str,
+    ) -> Result<JobRequest, ServiceError> {
+        let access = &self.config.access;
+        let limits = &self.config.limits;
+        let tables = submitted
+            .tables
+            .iter()
+            .map(|t| {
+                let (url, format) = match &t.url {
+                    Some(url) => (url.clone(), t.format.clone()),
+                    None => {
+                        let found =
+                            self.store
+                                .table(&t.name)?
+                                .ok_or_else(|| SquallError::Table {
+                                    table: t.name.clone(),
+                                    message: "no URL given and no catalog table of that name"
+                                        .into(),
+                                })?;
+                        (found.url, found.format)
+                    }
+                };
+                let url = access.check(&format!("table '{}'", t.name), &url, Access::Read)?;
+                Ok(table_spec(&t.name, url.as_str(), format.as_deref())?)
+            })
+            .collect::<Result<Vec<_>, ServiceError>>()?;
+        let output = match &submitted.output {
+            Some(output) => access.check("the output", output, Access::Write)?,
+            None => crate::urls::to_url(&format!("{}/{job_id}", self.config.results_root))?,
+        };
+        let mut request = JobRequest::new(submitted.sql.clone(), tables);
+        request.output = Some(output.to_string());
+        let options = &submitted.options;
+        request.plan = PlanOptions {
+            shuffle_partitions: match options.shuffle_partitions {
+                Some(n) => limits.count(
+                    "options.shuffle_partitions",
+                    n,
+                    limits.max_shuffle_partitions,
+                )?,
+                None => self
+                    .config
+                    .shuffle_partitions
+                    .min(limits.max_shuffle_partitions),
+            },
+            guard: TableGuard {
+                max_files: Some(limits.max_table_files),
+                access: Some(access.clone()),
+            },
+            ..PlanOptions::default()
+        };
+        request.tasks = TaskOptions {
+            max_concurrency: match options.max_concurrency {
+                Some(n) => {
+                    Some(limits.count("options.max_concurrency", n, limits.max_concurrency)?)
+                }
+                None => Some(limits.max_concurrency),
+            },
+            ..TaskOptions::default()
+        };
+        request.scan_limit_bytes = Some(limits.scan_limit(options.scan_limit_bytes)?);
+        request.deadline = Some(limits.deadline(options.deadline_seconds)?);
+        Ok(request)
+    }
+
+    /// Checks a submission by planning it (URLs, SQL, tables, limits), claims
+    /// the output it names, then queues it.
+    pub(crate) async fn submit(&self, submitted: SubmitJob) -> Result<Accepted, ServiceError> {
+        let id = new_job_id();
+        self.check_room()?;
+        let request = self.check_job(&submitted, &id).await?;
+        // What runs is what was checked: the URLs as normalised.
+        let mut stored = submitted.clone();
+        normalise_urls(&mut stored, &request);
+        if let Some(output) = &stored.output {
+            self.engine.claim_output(output, &id).await?;
+        }
+        let body = serde_json::to_value(&stored).map_err(|source| ServiceError::Encode {
+            what: "the submission".into(),
+            source,
+        })?;
+        let new = NewJob {
+            id: id.clone(),
+            sql: stored.sql,
+            request: body,
+            schedule_id: None,
+        };
+        let inserted = self
+            .store
+            .insert_queued(&new, now_ms(), self.config.limits.max_queued);
+        let job = match inserted {
+            Ok(Some(job)) => job,
+            refused => {
+                if let Some(output) = &stored.output {
+                    self.engine.release_output(output, &id).await;
+                }
+                return Err(match refused {
+                    Err(e) => e.into(),
+                    _ => self.queue_full(),
+                });
+            }
+        };
+        self.wake.notify_one();
+        Ok(Accepted {
+            id: job.id,
+            state: job.state,
+        })
+    }
+
+    /// Refused while the queue is full.
+    fn check_room(&self) -> Result<(), ServiceError> {
+        let queued = self.store.count_jobs(JobState::Queued)?;
+        if queued >= self.config.limits.max_queued as u64 {
+            return Err(self.queue_full());
+        }
+        Ok(())
+    }
+
+    fn queue_full(&self) -> ServiceError {
+        ServiceError::QueueFull {
+            max: self.config.limits.max_queued,
+            retry_after: Duration::from_secs(30),
+        }
+    }
+
+    /// Refuses a job that would fail at once: a URL outside the allowed
+    /// prefixes, an option over its limit, bad SQL, unknown tables, tables the
+    /// backend's executors cannot reach, a scan over its limit. Returns the
+    /// request as it would run.
+    pub(super) async fn check_job(
+        &self,
+        submitted: &SubmitJob,
+        job_id: &str,
+    ) -> Result<JobRequest, ServiceError> {
+        let request = self.request(submitted, job_id)?;
+        self.engine.check(&request).await?;
+        Ok(request)
+    }
+}
+
+/// Puts the URLs `request` runs with (normalised) into the submission kept in
+/// the store.
+fn normalise_urls(submitted: &mut SubmitJob, request: &JobRequest) {
+    for (table, spec) in submitted.tables.iter_mut().zip(&request.tables) {
+        if table.url.is_some() {
+            table.url = Some(spec.url.clone());
+        }
+    }
+    if submitted.output.is_some() {
+        submitted.output = request.output.clone();
+    }
+}
+
+/// A table spec from its parts, with the CLI's checks of name, format and URL.
+pub(super) fn table_spec(
+    name: &str,
+    url: &str,
+    format: Option<&str>,
+) -> Result<TableSpec, SquallError> {
+    match format {
+        Some(format) => format!("{name}:{format}={url}").parse(),
+        None => format!("{name}={url}").parse(),
+    }
+}
