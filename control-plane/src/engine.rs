@@ -196,20 +196,21 @@ impl Engine {
         let run_id = new_run_id();
         let work_dir = format!("{}/{job_id}", self.work_root);
         let mut stop = run.stop.clone();
-        let job =
-            std::panic::AssertUnwindSafe(self.run_job(request, run, &job_id, &run_id, &work_dir))
-                .catch_unwind()
-                .map(|outcome| {
-                    outcome.unwrap_or_else(|panic| {
-                        let message = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "(no message)".into());
-                        tracing::error!(job = job_id, "the job's scheduler panicked: {message}");
-                        Err(SquallError::Panicked { message })
-                    })
-                });
+        let job = std::panic::AssertUnwindSafe(
+            self.plan_and_run(request, run, &job_id, &run_id, &work_dir),
+        )
+        .catch_unwind()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                tracing::error!(job = job_id, "the job's scheduler panicked: {message}");
+                Err(SquallError::Panicked { message })
+            })
+        });
         let stopped = async {
             let told = async {
                 match stop.as_mut() {
@@ -256,7 +257,7 @@ impl Engine {
         crate::commit::sweep(&self.stores, dir).await;
     }
 
-    async fn run_job(
+    async fn plan_and_run(
         &self,
         request: &JobRequest,
         run: JobRun,

@@ -248,7 +248,7 @@ struct DemoArgs {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run(args) => run_job(args).await,
+        Command::Run(args) => run_command(args).await,
         Command::Plan(args) => plan(args).await,
         Command::Serve(args) => serve::serve(args).await,
         Command::Submit(args) => client::submit(args).await,
@@ -279,7 +279,7 @@ fn engine(executors: Option<usize>, work_dir: Option<&str>) -> Result<Engine> {
     }
 }
 
-async fn run_job(args: RunArgs) -> Result<()> {
+async fn run_command(args: RunArgs) -> Result<()> {
     let request = JobRequest {
         sql: args.query.sql()?,
         tables: args.query.tables()?,

@@ -200,26 +200,15 @@ impl Service {
             self.discard_outputs(&job).await;
             return;
         }
-        let outcome = self.run_job(&job, stop).await;
-        let (state, error) = match &outcome {
+        let outcome = self
+            .execute(&job, stop)
+            .await
+            .and_then(|result| self.record_result(&job.id, &result));
+        let (state, error) = match outcome {
             // Left running in the store: the next server resumes it.
             Err(ServiceError::Engine(SquallError::Interrupted)) => return,
-            Ok(result) => {
-                let stored = serde_json::to_value(result)
-                    .map_err(|e| e.to_string())
-                    .and_then(|v| {
-                        self.store
-                            .set_result(&job.id, &v)
-                            .map_err(|e| e.to_string())
-                    });
-                match stored {
-                    Ok(()) => (JobState::Succeeded, None),
-                    Err(e) => (
-                        JobState::Failed,
-                        Some(format!("cannot record the result: {e}")),
-                    ),
-                }
-            }
+            Ok(()) => (JobState::Succeeded, None),
+            // What the job's view shows as its error.
             Err(e) => (JobState::Failed, Some(e.to_string())),
         };
         if state != JobState::Succeeded {
@@ -239,7 +228,17 @@ impl Service {
         }
     }
 
-    async fn run_job(
+    /// Keeps what a succeeded job produced.
+    fn record_result(&self, id: &str, result: &JobOutcome) -> Result<(), ServiceError> {
+        let value = serde_json::to_value(result).map_err(|source| ServiceError::Encode {
+            what: format!("the result of job {id}"),
+            source,
+        })?;
+        Ok(self.store.set_result(id, &value)?)
+    }
+
+    /// Runs a started job on the engine, as its stored request says.
+    async fn execute(
         &self,
         job: &JobRecord,
         stop: watch::Receiver<Stop>,
