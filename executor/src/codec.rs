@@ -157,7 +157,7 @@ impl PhysicalExtensionCodec for SquallCodec {
                 ShuffleOutput::Single => (vec![], 1),
             };
             SquallNode::ShuffleWriter {
-                stage_dir: writer.stage_dir().to_string(),
+                stage_dir: writer.dir().to_string(),
                 hash_exprs,
                 partitions,
             }
@@ -171,7 +171,7 @@ impl PhysicalExtensionCodec for SquallCodec {
             }
         } else if let Some(writer) = node.downcast_ref::<ResultWriterExec>() {
             SquallNode::ResultWriter {
-                output_dir: writer.output_dir().to_string(),
+                output_dir: writer.dir().to_string(),
             }
         } else {
             return internal_err!("Squall plan codec cannot encode {}", node.name());

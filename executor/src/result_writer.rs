@@ -16,8 +16,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::protocol::{OutputFile, PartitionSlot, TaskId};
-use crate::stores::ObjectUrl;
-use crate::writer::{WriteCall, WriterExec, WriterKind};
+use crate::writer::{Target, WriteCall, WriterExec, WriterKind};
 
 /// The name of the result file one attempt writes:
 /// `part-{task}-{job}-{run}-{attempt}.parquet`.
@@ -49,35 +48,29 @@ pub fn is_result_file_of(name: &str, job_id: &str) -> bool {
 /// under the job's output folder.
 #[derive(Debug, Clone)]
 pub struct ResultFiles {
-    /// URL prefix of the job's result files.
-    output_dir: String,
+    dir: String,
 }
 
 /// Ends a job's final stage.
 pub type ResultWriterExec = WriterExec<ResultFiles>;
 
 impl ResultWriterExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>, output_dir: String) -> Self {
-        Self::with_kind(input, ResultFiles { output_dir })
-    }
-
-    pub fn output_dir(&self) -> &str {
-        &self.kind().output_dir
+    pub fn new(input: Arc<dyn ExecutionPlan>, dir: String) -> Self {
+        Self::with_kind(input, ResultFiles { dir })
     }
 }
 
 impl WriterKind for ResultFiles {
     const NAME: &'static str = "ResultWriterExec";
 
-    /// Named by task first (so a listing keeps the result's order), then job,
-    /// run and attempt, so that no two attempts of any jobs sharing the folder
-    /// write the same object.
-    fn output_url(&self, task: &TaskId) -> String {
-        format!(
-            "{}/{}",
-            self.output_dir.trim_end_matches('/'),
-            result_file_name(task)
-        )
+    fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// Named by task first (so a listing keeps the result's order): see
+    /// [`result_file_name`].
+    fn object_name(&self, task: &TaskId) -> String {
+        result_file_name(task)
     }
 
     async fn write(&self, call: WriteCall<'_>) -> Result<OutputFile> {
@@ -91,14 +84,12 @@ impl WriterKind for ResultFiles {
 
 impl ResultFiles {
     async fn write_file(&self, call: WriteCall<'_>) -> Result<OutputFile> {
-        let (input, metrics, partition, ctx, task) = call.into_parts();
-        let url = self.output_url(task);
-        let target = ObjectUrl::parse(&url)?;
-        let store = ctx.runtime_env().object_store(target.store_url())?;
+        let Target { url, path, store } = call.target(self)?;
+        let (input, metrics, partition, ctx, _) = call.into_parts();
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .build();
-        let sink = BufWriter::new(store.clone(), target.path().clone());
+        let sink = BufWriter::new(store.clone(), path.clone());
         let mut writer = AsyncArrowWriter::try_new(sink, input.schema(), Some(props))?;
         let mut rows = 0u64;
         let mut stream = input.execute(partition, ctx)?;
@@ -118,7 +109,7 @@ impl ResultFiles {
         }
         writer.close().await?;
         let size = store
-            .head(target.path())
+            .head(&path)
             .await
             .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?
             .size;

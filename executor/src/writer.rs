@@ -30,6 +30,7 @@ use crate::context::TaskAttempt;
 use crate::protocol::{OutputFile, TaskId};
 use crate::result_writer::ResultFiles;
 use crate::shuffle::writer::ShuffleFiles;
+use crate::stores::ObjectUrl;
 
 /// What a kind of stage output is: where an attempt's object goes, and how the
 /// partition is written there.
@@ -37,8 +38,21 @@ pub trait WriterKind: fmt::Debug + Clone + Send + Sync + 'static {
     /// The plan node's name.
     const NAME: &'static str;
 
+    /// The folder (URL) the kind's objects go in.
+    fn dir(&self) -> &str;
+
+    /// The name of the object one attempt of one task writes in [`dir`](Self::dir):
+    /// it names the attempt (task, run, attempt; for results also the job).
+    fn object_name(&self, task: &TaskId) -> String;
+
     /// The object one attempt of one task writes.
-    fn output_url(&self, task: &TaskId) -> String;
+    fn output_url(&self, task: &TaskId) -> String {
+        format!(
+            "{}/{}",
+            self.dir().trim_end_matches('/'),
+            self.object_name(task)
+        )
+    }
 
     /// Runs the input's partition and writes it as the attempt's object.
     fn write(&self, call: WriteCall<'_>) -> impl Future<Output = Result<OutputFile>> + Send;
@@ -73,7 +87,26 @@ type CallParts<'a> = (
     &'a TaskId,
 );
 
+/// Where an attempt's object goes.
+pub struct Target {
+    pub url: String,
+    pub path: object_store::path::Path,
+    pub store: Arc<dyn object_store::ObjectStore>,
+}
+
 impl<'a> WriteCall<'a> {
+    /// The object this attempt of a `kind` writer writes, and its store.
+    pub fn target(&self, kind: &impl WriterKind) -> Result<Target> {
+        let url = kind.output_url(self.task);
+        let parsed = ObjectUrl::parse(&url)?;
+        let store = self.ctx.runtime_env().object_store(parsed.store_url())?;
+        Ok(Target {
+            path: parsed.path().clone(),
+            url,
+            store,
+        })
+    }
+
     /// Input, metrics, partition, task context and task, in that order.
     pub fn into_parts(self) -> CallParts<'a> {
         (
@@ -118,6 +151,11 @@ impl<K: WriterKind> WriterExec<K> {
 
     pub fn kind(&self) -> &K {
         &self.kind
+    }
+
+    /// The folder (URL) this stage's objects go in.
+    pub fn dir(&self) -> &str {
+        self.kind.dir()
     }
 }
 

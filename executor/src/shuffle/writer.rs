@@ -30,8 +30,7 @@ use tokio::io::AsyncWriteExt;
 use super::format::encode_footer;
 use crate::context::TaskAttempt;
 use crate::protocol::{OutputFile, PartitionSlot, TaskId};
-use crate::stores::ObjectUrl;
-use crate::writer::{WriteCall, WriterExec, WriterKind};
+use crate::writer::{Target, WriteCall, WriterExec, WriterKind};
 
 /// Where a map task's rows go.
 #[derive(Debug, Clone)]
@@ -69,37 +68,34 @@ impl fmt::Display for ShuffleOutput {
 #[derive(Debug, Clone)]
 pub struct ShuffleFiles {
     output: ShuffleOutput,
-    /// URL prefix under which this stage's shuffle files go.
-    stage_dir: String,
+    /// The stage's folder.
+    dir: String,
 }
 
 /// Ends a map stage.
 pub type ShuffleWriterExec = WriterExec<ShuffleFiles>;
 
 impl ShuffleWriterExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>, output: ShuffleOutput, stage_dir: String) -> Self {
-        Self::with_kind(input, ShuffleFiles { output, stage_dir })
+    pub fn new(input: Arc<dyn ExecutionPlan>, output: ShuffleOutput, dir: String) -> Self {
+        Self::with_kind(input, ShuffleFiles { output, dir })
     }
 
     pub fn output(&self) -> &ShuffleOutput {
         &self.kind().output
-    }
-
-    pub fn stage_dir(&self) -> &str {
-        &self.kind().stage_dir
     }
 }
 
 impl WriterKind for ShuffleFiles {
     const NAME: &'static str = "ShuffleWriterExec";
 
-    fn output_url(&self, task: &TaskId) -> String {
+    fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    fn object_name(&self, task: &TaskId) -> String {
         format!(
-            "{}/task-{}-{}-attempt-{}.sqsh",
-            self.stage_dir.trim_end_matches('/'),
-            task.task,
-            task.run_id,
-            task.attempt
+            "task-{}-{}-attempt-{}.sqsh",
+            task.task, task.run_id, task.attempt
         )
     }
 
@@ -129,10 +125,8 @@ impl WriterKind for ShuffleFiles {
 impl ShuffleFiles {
     /// Runs input partition `partition` and writes its shuffle file.
     async fn write_file(&self, call: WriteCall<'_>) -> Result<OutputFile> {
-        let (input, metrics, partition, ctx, task) = call.into_parts();
-        let url = self.output_url(task);
-        let target = ObjectUrl::parse(&url)?;
-        let store = ctx.runtime_env().object_store(target.store_url())?;
+        let Target { url, path, store } = call.target(self)?;
+        let (input, metrics, partition, ctx, _) = call.into_parts();
         let bytes_written = MetricBuilder::new(metrics).counter("bytes_written", partition);
         let rows_written = MetricBuilder::new(metrics).output_rows(partition);
         let spilled_bytes = MetricBuilder::new(metrics).spilled_bytes(partition);
@@ -187,7 +181,7 @@ impl ShuffleFiles {
             raw_bytes.add(raw as usize);
         }
 
-        let mut writer = BufWriter::new(store, target.path().clone());
+        let mut writer = BufWriter::new(store, path);
         let mut slots = Vec::with_capacity(n);
         let mut offset = 0u64;
         let upload = async {
