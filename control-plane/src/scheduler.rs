@@ -178,6 +178,7 @@ impl Scheduler<'_> {
             tasks,
             inputs: vec![],
             sliced_inputs: HashMap::new(),
+            sliced_scans: false,
             output: StageOutput::Result,
         };
         let gate = self.gate();
@@ -460,11 +461,23 @@ impl Scheduler<'_> {
                 task,
                 attempt,
             };
+            // A stage that scans files partition-for-partition sends each task
+            // its own files only; others share one encoding.
+            let plan = if stage.sliced_scans {
+                match stage.task_plan(task).and_then(encode_plan) {
+                    Ok(plan) => plan,
+                    Err(source) => {
+                        return (task, attempt, Err(SquallError::Internal { source }));
+                    }
+                }
+            } else {
+                shared.plan.as_ref().clone()
+            };
             let spec = TaskSpec {
                 wire_version: WIRE_VERSION,
                 id: id.clone(),
                 action: shared.action,
-                plan: shared.plan.as_ref().clone(),
+                plan,
                 inputs: shared.task_inputs(task),
                 memory_limit_bytes: self.options.memory_limit_bytes,
                 session_options: self.options.session_options.clone(),

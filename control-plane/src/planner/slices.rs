@@ -1,4 +1,4 @@
-//! Which shuffle inputs a task needs only a slice of.
+//! Which shuffle inputs, and which file scans, a task needs only a slice of.
 //!
 //! A TaskSpec carries the committed outputs of the stages its stage reads. In
 //! full that is producers × partitions slot locations — for a thousand producers
@@ -11,11 +11,17 @@
 //! (unions, coalesces, merges, the build side of a collect-left join, any
 //! operator not listed here) gets the whole input: a wrong guess here is caught
 //! by the reader, which refuses a partition it was not given.
+//!
+//! File scans reached the same way are sliced too ([`slice_scans`]): a scan
+//! task's plan keeps only its own partition's files, the other partitions left
+//! empty (so the plan's partitioning is unchanged), and its spec does not grow
+//! with the number of tasks in the stage.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
@@ -24,6 +30,7 @@ use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+use datafusion::physical_plan::{ExecutionPlan, replace_children_if_necessary};
 use squall_executor::{ReadMode, ShuffleReaderExec, stage_writer};
 
 /// The input stages of `plan` that every task reads only its own partition of,
@@ -59,6 +66,82 @@ fn walk(plan: &Arc<dyn ExecutionPlan>, aligned: bool, seen: &mut HashMap<u32, Op
             seen,
         );
     }
+}
+
+/// Whether `plan` holds a file scan that every task reads only its own
+/// partition of.
+pub fn has_sliceable_scans(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    fn find(plan: &Arc<dyn ExecutionPlan>, aligned: bool) -> bool {
+        if scan_config(plan).is_some() {
+            return aligned && plan.properties().partitioning.partition_count() > 1;
+        }
+        let partitions = plan.properties().partitioning.partition_count();
+        plan.children()
+            .into_iter()
+            .enumerate()
+            .any(|(index, child)| {
+                let same = child.properties().partitioning.partition_count() == partitions;
+                find(child, aligned && same && one_to_one(plan, index))
+            })
+    }
+    find(plan, true)
+}
+
+/// `plan` as task `task` runs it: every file scan it reads only partition
+/// `task` of keeps that partition's files alone.
+pub fn slice_scans(
+    plan: &Arc<dyn ExecutionPlan>,
+    task: usize,
+) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    fn slice(
+        plan: &Arc<dyn ExecutionPlan>,
+        aligned: bool,
+        task: usize,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        if let Some(config) = scan_config(plan) {
+            if !aligned {
+                return Ok(plan.clone());
+            }
+            let groups = config
+                .file_groups
+                .iter()
+                .enumerate()
+                .map(|(i, group)| {
+                    if i == task {
+                        group.clone()
+                    } else {
+                        FileGroup::new(vec![])
+                    }
+                })
+                .collect();
+            let config = FileScanConfigBuilder::from(config.clone())
+                .with_file_groups(groups)
+                .build();
+            return Ok(DataSourceExec::from_data_source(config));
+        }
+        let children = plan.children();
+        if children.is_empty() {
+            return Ok(plan.clone());
+        }
+        let partitions = plan.properties().partitioning.partition_count();
+        let sliced = children
+            .into_iter()
+            .enumerate()
+            .map(|(index, child)| {
+                let same = child.properties().partitioning.partition_count() == partitions;
+                slice(child, aligned && same && one_to_one(plan, index), task)
+            })
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        replace_children_if_necessary(plan.clone(), sliced)
+    }
+    slice(plan, true, task)
+}
+
+/// The file scan configuration of `plan`, if it is a file scan.
+fn scan_config(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
+    plan.downcast_ref::<DataSourceExec>()?
+        .data_source()
+        .downcast_ref::<FileScanConfig>()
 }
 
 /// Whether partition `i` of `plan` is computed from partition `i` of child

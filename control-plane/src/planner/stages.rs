@@ -46,7 +46,7 @@ use squall_executor::{
     ReadMode, ResultWriterExec, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec,
 };
 
-use super::slices::sliceable_inputs;
+use super::slices::{has_sliceable_scans, slice_scans, sliceable_inputs};
 
 /// What a stage's tasks write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,23 @@ pub struct Stage {
     /// The inputs of which each task gets only its own slice, and how it reads
     /// them (see `slices`); the others every task reads whole.
     pub sliced_inputs: HashMap<u32, ReadMode>,
+    /// Whether the plan holds file scans each task reads only its own
+    /// partition of: then each task gets its own plan ([`Stage::task_plan`]).
+    pub sliced_scans: bool,
     pub output: StageOutput,
+}
+
+impl Stage {
+    /// The plan task `task` runs: the stage's, with the files of other tasks'
+    /// partitions left out where it scans files partition-for-partition, so a
+    /// task's spec does not grow with the stage's task count.
+    pub fn task_plan(&self, task: u32) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        if self.sliced_scans {
+            slice_scans(&self.plan, task as usize)
+        } else {
+            Ok(self.plan.clone())
+        }
+    }
 }
 
 /// The stages of one job, children before parents; the last one writes the result.
@@ -162,6 +178,7 @@ pub fn cut_stages(
     cutter.stages.push(Stage {
         id,
         sliced_inputs: sliceable_inputs(&plan),
+        sliced_scans: has_sliceable_scans(&plan),
         plan,
         tasks,
         inputs,
@@ -319,6 +336,7 @@ impl Cutter {
         self.stages.push(Stage {
             id,
             sliced_inputs: sliceable_inputs(&plan),
+            sliced_scans: has_sliceable_scans(&plan),
             plan,
             tasks,
             inputs,
