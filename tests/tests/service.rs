@@ -705,3 +705,75 @@ async fn result_pages_across_files_cover_every_row_once() {
     assert_eq!(total, 60_175, "TPC-H SF 0.01 lineitem rows");
     server.kill();
 }
+
+/// The in-process backend, counting the tasks of each stage in flight.
+#[derive(Debug)]
+struct CountingStages {
+    inner: Arc<dyn squall_control_plane::ExecutorBackend>,
+    in_flight: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
+    most: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
+}
+
+#[async_trait::async_trait]
+impl squall_control_plane::ExecutorBackend for CountingStages {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    fn max_concurrency(&self) -> usize {
+        self.inner.max_concurrency()
+    }
+    async fn invoke(
+        &self,
+        spec: squall_executor::TaskSpec,
+    ) -> squall_control_plane::Result<squall_executor::TaskResult> {
+        let stage = spec.id.stage_id;
+        {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            let now = in_flight.entry(stage).or_default();
+            *now += 1;
+            let mut most = self.most.lock().unwrap();
+            let top = most.entry(stage).or_default();
+            *top = (*top).max(*now);
+        }
+        // Long enough for a stage's tasks to overlap if they may.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let result = self.inner.invoke(spec).await;
+        *self.in_flight.lock().unwrap().entry(stage).or_default() -= 1;
+        result
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stage_concurrency_cap_holds_in_the_service() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = local_engine(4, &dir.path().join("work"));
+    let counting = Arc::new(CountingStages {
+        inner: local.backend.clone(),
+        in_flight: Default::default(),
+        most: Default::default(),
+    });
+    let engine = Engine {
+        backend: counting.clone(),
+        ..local
+    };
+    let server = Server::start_with(engine.clone(), dir.path(), |c| {
+        c.max_stage_concurrency = Some(2);
+    })
+    .await;
+    let (status, body) = server.post("/v1/jobs", &tpch_job(&data, 3)).await;
+    assert_eq!(status, 202, "{body}");
+    let view = server.wait_final(body["id"].as_str().unwrap()).await;
+    check_answer(&engine, &view, 3).await;
+    let most = counting.most.lock().unwrap().clone();
+    assert!(!most.is_empty());
+    assert!(
+        most.values().all(|n| *n <= 2),
+        "a stage ran more than 2 tasks at once: {most:?}"
+    );
+    assert!(
+        most.values().any(|n| *n == 2),
+        "the cap was never reached: {most:?}"
+    );
+    server.kill();
+}

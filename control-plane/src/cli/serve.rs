@@ -406,6 +406,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let mut config = ServiceConfig::new(settings.tokens, results_root, &engine);
     config.max_running = settings.max_running;
     config.shuffle_partitions = settings.backend.parallelism();
+    config.max_stage_concurrency = settings.backend.max_stage_concurrency;
     config.limits = limits;
     config.retain_jobs = settings.retain_jobs;
     let allowed = access.allowed();

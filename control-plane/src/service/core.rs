@@ -37,6 +37,8 @@ pub struct ServiceConfig {
     pub results_root: String,
     /// Default shuffle width.
     pub shuffle_partitions: usize,
+    /// Tasks of any one stage running at once (None: no cap beyond the job's).
+    pub max_stage_concurrency: Option<usize>,
     /// The URLs callers may name.
     pub access: Arc<AccessPolicy>,
     /// Bounds of what callers may ask for.
@@ -62,6 +64,7 @@ impl ServiceConfig {
             max_running: 4,
             results_root,
             shuffle_partitions: concurrency,
+            max_stage_concurrency: None,
             access: Arc::new(access),
             limits: Limits::for_backend(concurrency),
             retain_jobs: Some(DEFAULT_RETENTION),
@@ -77,6 +80,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("max_running", &self.max_running)
             .field("results_root", &self.results_root)
             .field("shuffle_partitions", &self.shuffle_partitions)
+            .field("max_stage_concurrency", &self.max_stage_concurrency)
             .field("access", &self.access)
             .field("limits", &self.limits)
             .field("retain_jobs", &self.retain_jobs)
@@ -135,6 +139,12 @@ impl Service {
             return Err(
                 SquallError::InvalidArgument("max running jobs must be at least 1".into()).into(),
             );
+        }
+        if config.max_stage_concurrency == Some(0) {
+            return Err(SquallError::InvalidArgument(
+                "max stage concurrency must be at least 1".into(),
+            )
+            .into());
         }
         config.limits.validate()?;
         Ok(Arc::new(Self {

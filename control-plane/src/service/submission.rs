@@ -80,6 +80,7 @@ impl Service {
                 }
                 None => Some(limits.max_concurrency),
             },
+            max_stage_concurrency: self.config.max_stage_concurrency,
             ..TaskOptions::default()
         };
         request.scan_limit_bytes = Some(limits.scan_limit(options.scan_limit_bytes)?);
