@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
+use percent_encoding::percent_decode_str;
 use url::Url;
 
 use crate::error::{Result, SquallError};
@@ -205,7 +206,7 @@ fn normalize_url(url: &Url, location: &str) -> Result<Url> {
     // decoded must be plain names (an encoded '/' could smuggle in a '..').
     let segments = url.path().split('/').skip(1);
     for segment in segments {
-        let decoded = percent_decode(segment);
+        let decoded = percent_decode_str(segment).decode_utf8_lossy();
         if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\0') {
             return Err(invalid(format!(
                 "'{location}' has a path segment '{segment}' that is not a plain name"
@@ -288,26 +289,6 @@ fn follow_links(path: &Path) -> PathBuf {
             _ => return path.to_path_buf(),
         }
     }
-}
-
-fn percent_decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -219,8 +219,7 @@ pub async fn resolve_table(
                     )));
                 }
             }
-            let files = committed_files(store, files).await.map_err(table_err)?;
-            let mut files = files;
+            let mut files = committed_files(store, files).await.map_err(table_err)?;
             // Hidden and marker files (`.crc`, `_SUCCESS`, manifests) are not data.
             // Only the parts below the table's prefix count: the prefix itself may
             // sit in a hidden folder.

@@ -116,20 +116,23 @@ struct LimitArgs {
 impl LimitArgs {
     /// Flags over the file's values, over `defaults`.
     fn resolve(self, file: LimitArgs, defaults: Limits) -> Result<Limits> {
-        let duration = |flag: &str, text: Option<String>, default: Duration| -> Result<Duration> {
+        /// `text` read by `parse` (naming `flag` if it cannot be), or `default`.
+        fn parsed<T>(
+            flag: &str,
+            text: Option<String>,
+            parse: fn(&str) -> std::result::Result<T, String>,
+            default: T,
+        ) -> Result<T> {
             match text {
-                Some(text) => units::parse_duration(&text)
-                    .map_err(|e| CliError::InvalidArgument(format!("{flag}: {e}"))),
+                Some(text) => {
+                    parse(&text).map_err(|e| CliError::InvalidArgument(format!("{flag}: {e}")))
+                }
                 None => Ok(default),
             }
-        };
-        let size = |flag: &str, text: Option<String>, default: u64| -> Result<u64> {
-            match text {
-                Some(text) => units::parse_size(&text)
-                    .map_err(|e| CliError::InvalidArgument(format!("{flag}: {e}"))),
-                None => Ok(default),
-            }
-        };
+        }
+        let duration =
+            |flag: &str, text, default| parsed(flag, text, units::parse_duration, default);
+        let size = |flag: &str, text, default| parsed(flag, text, units::parse_size, default);
         let limits = Limits {
             max_concurrency: self
                 .max_job_concurrency
