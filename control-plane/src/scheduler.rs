@@ -140,7 +140,9 @@ pub struct Scheduler<'a> {
 
 /// Shared by every task of one stage.
 struct StageTasks {
-    plan: Arc<Vec<u8>>,
+    /// The stage plan, encoded once for all tasks; None where each task gets a
+    /// plan of its own (a stage scanning files partition-for-partition).
+    plan: Option<Vec<u8>>,
     inputs: Vec<StageInput>,
     /// Inputs of which each task gets only its own slice.
     sliceable: HashMap<u32, ReadMode>,
@@ -342,9 +344,13 @@ impl Scheduler<'_> {
         action: TaskAction,
     ) -> (u32, Result<(Vec<OutputFile>, StageStats)>, Vec<String>) {
         let started = Instant::now();
-        let plan = match encode_plan(stage.plan.clone()) {
-            Ok(plan) => Arc::new(plan),
-            Err(source) => return (stage.id, Err(SquallError::Internal { source }), vec![]),
+        let plan = if stage.sliced_scans {
+            None
+        } else {
+            match encode_plan(stage.plan.clone()) {
+                Ok(plan) => Some(plan),
+                Err(source) => return (stage.id, Err(SquallError::Internal { source }), vec![]),
+            }
         };
         self.emit(JobEvent::StageStarted {
             stage: stage.id,
@@ -463,15 +469,14 @@ impl Scheduler<'_> {
             };
             // A stage that scans files partition-for-partition sends each task
             // its own files only; others share one encoding.
-            let plan = if stage.sliced_scans {
-                match stage.task_plan(task).and_then(encode_plan) {
+            let plan = match &shared.plan {
+                Some(plan) => plan.clone(),
+                None => match stage.task_plan(task).and_then(encode_plan) {
                     Ok(plan) => plan,
                     Err(source) => {
                         return (task, attempt, Err(SquallError::Internal { source }));
                     }
-                }
-            } else {
-                shared.plan.as_ref().clone()
+                },
             };
             let spec = TaskSpec {
                 wire_version: WIRE_VERSION,
