@@ -254,8 +254,30 @@ pub async fn discard(stores: &StoreRegistry, dir: &str, job_id: &str) {
     let Ok(folder) = Folder::open(stores, dir) else {
         return;
     };
+    remove_results(&folder, job_id, &[]).await;
+    release_claim(&folder, job_id).await;
+}
+
+/// Removes job `job_id`'s result files in `dir` that its manifest does not
+/// name (`kept`): objects of attempts that lost to another copy or answered
+/// too late, written after the scheduler deleted what it knew of.
+pub async fn discard_strays(stores: &StoreRegistry, dir: &str, job_id: &str, kept: &[OutputFile]) {
+    if let Ok(folder) = Folder::open(stores, dir) {
+        let kept: Vec<String> = kept.iter().map(|f| f.url.clone()).collect();
+        remove_results(&folder, job_id, &kept).await;
+    }
+}
+
+/// Deletes the result files of job `job_id` directly in `folder`, but those
+/// whose URL is in `kept`.
+async fn remove_results(folder: &Folder, job_id: &str, kept: &[String]) {
     let prefix = folder.path.clone();
     let owner = job_id.to_string();
+    let kept: std::collections::HashSet<Path> = kept
+        .iter()
+        .filter_map(|url| ObjectUrl::parse(url).ok())
+        .map(|u| u.path().clone())
+        .collect();
     let owned = folder
         .store
         .list(Some(&folder.path))
@@ -265,6 +287,7 @@ pub async fn discard(stores: &StoreRegistry, dir: &str, job_id: &str) {
                 .prefix_match(&prefix)
                 .is_some_and(|rest| rest.count() == 1);
             let ours = direct
+                && !kept.contains(&meta.location)
                 && meta
                     .location
                     .filename()
@@ -274,7 +297,6 @@ pub async fn discard(stores: &StoreRegistry, dir: &str, job_id: &str) {
         .map_ok(|meta| meta.location)
         .boxed();
     delete_quietly(folder.store.as_ref(), owned, &folder.url).await;
-    release_claim(&folder, job_id).await;
 }
 
 /// Deletes the folder's claim if it is job `job_id`'s.

@@ -238,11 +238,18 @@ impl Engine {
         if matches!(result, Err(SquallError::Interrupted)) {
             return result;
         }
-        if result.is_err()
-            && let Some(output) = &request.output
+        if let Some(output) = &request.output
             && let Ok(url) = to_url(output)
         {
-            crate::commit::discard(&self.stores, url.as_str(), &job_id).await;
+            match &result {
+                Err(_) => crate::commit::discard(&self.stores, url.as_str(), &job_id).await,
+                // Losing copies of tasks stopped only now: anything they
+                // wrote late is not in the manifest.
+                Ok(done) => {
+                    crate::commit::discard_strays(&self.stores, url.as_str(), &job_id, &done.files)
+                        .await
+                }
+            }
         }
         // Whatever the outcome, nothing of the job stays under its work folder:
         // this also catches objects the scheduler never heard of, such as the

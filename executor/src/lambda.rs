@@ -196,9 +196,19 @@ impl LambdaExecutor {
             }
         };
         #[cfg(feature = "fault-injection")]
-        faults::apply(&mut spec);
+        let fault = faults::apply(&mut spec);
         self.limit_memory(&mut spec);
+        #[cfg(feature = "fault-injection")]
+        if fault == crate::faults::Fault::Fail {
+            return self
+                .respond(faults::failed(&spec), &invocation.result_url)
+                .await;
+        }
+        #[cfg(feature = "fault-injection")]
+        let started = std::time::Instant::now();
         let result = run_task(&self.ctx, spec).await;
+        #[cfg(feature = "fault-injection")]
+        faults::after_running(fault, started.elapsed()).await;
         self.respond(result, &invocation.result_url).await
     }
 
@@ -273,7 +283,10 @@ pub const MAX_INLINE_SPEC_BYTES: usize = MAX_PAYLOAD_BYTES - PAYLOAD_MARGIN;
 /// Crashes on request, for tests of what a backend does when the function dies.
 #[cfg(feature = "fault-injection")]
 pub mod faults {
-    use crate::protocol::TaskSpec;
+    use crate::faults::{Fault, FaultPlan};
+    use crate::protocol::{
+        FailureKind, TaskFailure, TaskOutcome, TaskResult, TaskSpec, WIRE_VERSION,
+    };
 
     /// Session option `STAGE:TASK`: the first attempt of that task exits the
     /// process before running, as a function killed mid-invocation does.
@@ -282,12 +295,18 @@ pub mod faults {
     /// handler; the runtime reports it as a function error.
     pub const PANIC_AT: &str = "squall.fault.panic_at";
 
-    /// Removes the fault options from `spec` (DataFusion does not know them), then
-    /// crashes if one names this attempt.
-    pub fn apply(spec: &mut TaskSpec) {
+    /// Session option: a JSON [`FaultPlan`] whose draw for each attempt decides
+    /// whether it straggles, crashes (exits after running) or fails.
+    pub const PLAN: &str = "squall.fault.plan";
+
+    /// Removes the fault options from `spec` (DataFusion does not know them),
+    /// crashes if one names this attempt, and returns what the plan, if any,
+    /// draws for it.
+    pub fn apply(spec: &mut TaskSpec) -> Fault {
         let target = format!("{}:{}", spec.id.stage_id, spec.id.task);
         let first = spec.id.attempt == 0;
         let (mut exit, mut panic) = (false, false);
+        let mut plan: Option<FaultPlan> = None;
         spec.session_options
             .retain(|(key, value)| match key.as_str() {
                 EXIT_AT => {
@@ -298,6 +317,10 @@ pub mod faults {
                     panic |= first && *value == target;
                     false
                 }
+                PLAN => {
+                    plan = serde_json::from_str(value).ok();
+                    false
+                }
                 _ => true,
             });
         if exit {
@@ -306,6 +329,34 @@ pub mod faults {
         }
         if panic {
             panic!("fault injection: panic at {}", spec.id);
+        }
+        plan.map_or(Fault::None, |p| p.draw(&spec.id))
+    }
+
+    /// The answer of an attempt that fails at once.
+    pub fn failed(spec: &TaskSpec) -> TaskResult {
+        TaskResult {
+            wire_version: WIRE_VERSION,
+            id: spec.id.clone(),
+            outcome: TaskOutcome::Failed(TaskFailure {
+                kind: FailureKind::Storage,
+                message: format!("fault injection: failing {}", spec.id),
+                retryable: true,
+            }),
+        }
+    }
+
+    /// After the task ran for `took`: a straggler waits, a crash exits.
+    pub async fn after_running(fault: Fault, took: std::time::Duration) {
+        match fault {
+            Fault::Straggle { factor } => {
+                tokio::time::sleep(took.mul_f64((factor - 1.0).max(0.0))).await
+            }
+            Fault::Crash => {
+                eprintln!("fault injection: crashing after the task ran");
+                std::process::exit(70);
+            }
+            Fault::None | Fault::Fail => {}
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod context;
+pub mod faults;
 pub mod lambda;
 pub mod protocol;
 pub mod result_writer;
@@ -23,6 +24,7 @@ pub use context::{
     ExecutorContext, METADATA_CACHE_BYTES, TaskAttempt, new_metadata_cache, squall_session_config,
     task_cache_config,
 };
+pub use faults::{Fault, FaultPlan};
 pub use protocol::*;
 pub use result_writer::{ResultWriterExec, is_result_file_of, result_file_name};
 pub use run::{run_task, run_task_stoppable};

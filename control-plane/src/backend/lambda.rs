@@ -3,7 +3,8 @@
 //! # What belongs here
 //! [`LambdaBackend`]: one synchronous `Invoke` (RequestResponse) per task attempt,
 //! and everything between the scheduler and that call: the backend-wide
-//! concurrency cap, jittered exponential backoff while Lambda throttles or fails
+//! concurrency cap (lowered while Lambda throttles, see `aimd`), jittered
+//! exponential backoff while Lambda throttles or fails
 //! on its side, the per-invocation timeout, specs and results too large for the
 //! 6 MB payload routed through the bucket, and turning function errors into task
 //! failures. The payload types and the handler are in `squall_executor::lambda`.
@@ -22,6 +23,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::ExecutorBackend;
+use super::aimd::{Aimd, FlowStats};
+use crate::commit::delete_quietly;
+use crate::error::{Result, SquallError};
 use async_trait::async_trait;
 use aws_sdk_lambda::config::retry::RetryConfig;
 use aws_sdk_lambda::config::timeout::TimeoutConfig;
@@ -30,6 +35,7 @@ use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError}
 use aws_sdk_lambda::operation::invoke::{InvokeError, InvokeOutput};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
+use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::Deserialize;
 use squall_executor::lambda::{
@@ -39,12 +45,6 @@ use squall_executor::{
     FailureKind, StoreRegistry, TaskFailure, TaskId, TaskOutcome, TaskResult, TaskSpec,
     WIRE_VERSION,
 };
-use tokio::sync::Semaphore;
-
-use super::ExecutorBackend;
-use crate::commit::delete_quietly;
-use crate::error::{Result, SquallError};
-use futures::StreamExt;
 
 /// Invocations in flight at once unless configured.
 pub const DEFAULT_CONCURRENCY: usize = 100;
@@ -156,7 +156,8 @@ pub struct LambdaBackend {
     /// Prefix under which specs and results that do not fit a payload are kept
     /// while their invocation runs (`{root}/{job}/invocations/...`).
     payload_root: String,
-    permits: Semaphore,
+    /// Invocations in flight, halved on throttling (see [`Aimd`]).
+    flow: Aimd,
 }
 
 impl LambdaBackend {
@@ -206,7 +207,7 @@ impl LambdaBackend {
         let client = aws_sdk_lambda::Client::from_conf(builder.build());
         Ok(Self {
             client,
-            permits: Semaphore::new(config.max_concurrency),
+            flow: Aimd::new(config.max_concurrency),
             config,
             stores,
             payload_root: payload_root.trim_end_matches('/').to_string(),
@@ -280,6 +281,7 @@ impl LambdaBackend {
             if let Some(q) = &self.config.qualifier {
                 call = call.qualifier(q);
             }
+            let slot = self.flow.acquire().await;
             let sent = tokio::time::timeout(self.config.invocation_timeout, call.send()).await;
             let transient = match sent {
                 Err(_) => {
@@ -293,10 +295,24 @@ impl LambdaBackend {
                         retryable: true,
                     }));
                 }
-                Ok(Ok(output)) => return Ok(self.answer(output)),
+                Ok(Ok(output)) => {
+                    slot.succeeded();
+                    return Ok(self.answer(output));
+                }
                 Ok(Err(error)) => match classify(&self.config.function, error) {
-                    Classified::Answer(answer) => return Ok(answer),
-                    Classified::Transient(message) => message,
+                    Classified::Answer(answer) => {
+                        slot.succeeded();
+                        return Ok(answer);
+                    }
+                    Classified::Throttled(message) => {
+                        // The slot goes back while this invocation backs off.
+                        slot.throttled();
+                        message
+                    }
+                    Classified::Transient(message) => {
+                        drop(slot);
+                        message
+                    }
                 },
             };
             if retry >= self.config.backoff.max_retries {
@@ -382,14 +398,11 @@ impl ExecutorBackend for LambdaBackend {
         remote_scheme(url)
     }
 
+    fn flow(&self) -> Option<FlowStats> {
+        Some(self.flow.stats())
+    }
+
     async fn invoke(&self, spec: TaskSpec) -> Result<TaskResult> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| SquallError::Closed {
-                what: "the Lambda backend",
-            })?;
         let id = spec.id.clone();
         let (payload, spec_url) = self.payload(spec).await?;
         let answer = self.invoke_with_backoff(&id, payload).await;
@@ -443,6 +456,8 @@ enum Answer {
 
 enum Classified {
     Answer(Answer),
+    /// Lambda refused for now (429): fewer invocations should be in flight.
+    Throttled(String),
     /// Throttling, a Lambda-side 5xx, or the network: try again after a while.
     Transient(String),
 }
@@ -477,7 +492,7 @@ fn classify(
         || service.is_ec2_throttled_exception()
         || status == 429
     {
-        return Classified::Transient(format!("Lambda throttled {function} ({status})"));
+        return Classified::Throttled(format!("Lambda throttled {function} ({status})"));
     }
     // Emulators (cargo lambda, the runtime interface emulator) report a function
     // error as a 500 whose body is the function's error.

@@ -15,8 +15,12 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{Result, SquallError};
 
+pub mod aimd;
+pub mod faults;
 pub mod lambda;
 
+pub use aimd::FlowStats;
+pub use faults::FaultyBackend;
 pub use lambda::{Backoff, LambdaBackend, LambdaConfig};
 
 /// Runs task attempts somewhere. `Ok` carries the task's own result (success or a
@@ -35,6 +39,12 @@ pub trait ExecutorBackend: Send + Sync + std::fmt::Debug {
     fn can_reach(&self, url: &url::Url) -> bool {
         let _ = url;
         true
+    }
+
+    /// The in-flight limit and throttles of a backend whose service throttles
+    /// (Lambda); None for others.
+    fn flow(&self) -> Option<FlowStats> {
+        None
     }
 
     /// Returns once no task of job `job_id` runs any more on this backend's

@@ -497,6 +497,12 @@ impl StageBars {
             if stage.retried > 0 {
                 message.push_str(&format!(", {} retried", stage.retried));
             }
+            if stage.backups > 0 {
+                message.push_str(&format!(
+                    ", {} backups ({} won)",
+                    stage.backups, stage.backup_wins
+                ));
+            }
             bar.set_message(message);
             if stage.finished_at_ms.is_some() && !bar.is_finished() {
                 bar.finish();
@@ -641,6 +647,7 @@ fn print_job(view: &JobView) {
                     s.running.to_string(),
                     s.retried.to_string(),
                     s.failed.to_string(),
+                    format!("{}/{}", s.backup_wins, s.backups),
                     indicatif::HumanBytes(s.bytes_scanned).to_string(),
                     indicatif::HumanBytes(s.bytes_written).to_string(),
                 ]
@@ -649,7 +656,14 @@ fn print_job(view: &JobView) {
         println!();
         print_rows(
             &[
-                "STAGE", "DONE", "RUNNING", "RETRIED", "FAILED", "SCANNED", "WRITTEN",
+                "STAGE",
+                "DONE",
+                "RUNNING",
+                "RETRIED",
+                "FAILED",
+                "BACKUPS WON",
+                "SCANNED",
+                "WRITTEN",
             ],
             &rows,
         );

@@ -4,9 +4,11 @@
 mod backend;
 mod client;
 mod error;
+mod faults;
 mod output;
 mod progress;
 mod serve;
+mod tasks;
 mod units;
 
 use std::path::PathBuf;
@@ -18,9 +20,7 @@ use std::collections::HashMap;
 
 use squall_control_plane::bench;
 use squall_control_plane::planner::{DEFAULT_TARGET_PARTITION_BYTES, default_parallelism};
-use squall_control_plane::{
-    Engine, JobRequest, PlanOptions, ProgressSink, TableSpec, TaskOptions, tpch,
-};
+use squall_control_plane::{Engine, JobRequest, PlanOptions, ProgressSink, TableSpec, tpch};
 
 use error::{CliError, Result};
 
@@ -66,7 +66,7 @@ enum Command {
     Tpch(TpchArgs),
     /// Generate TPC-H SF 0.1 locally (if missing) and run a few TPC-H queries.
     Demo(DemoArgs),
-    /// Benchmarks: TPC-H against single-node DataFusion, scheduler overhead.
+    /// Benchmarks: TPC-H against single-node DataFusion, scheduler overhead, faults.
     #[command(subcommand)]
     Bench(BenchCommand),
 }
@@ -77,6 +77,8 @@ enum BenchCommand {
     Tpch(BenchTpchArgs),
     /// Time N tasks that only round-trip the task protocol through the scheduler.
     Tasks(BenchTasksArgs),
+    /// Time TPC-H clean and under injected stragglers, crashes and failures.
+    Faults(faults::BenchFaultsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -200,12 +202,8 @@ struct RunArgs {
     output: Option<String>,
     #[command(flatten)]
     backend: BackendArgs,
-    /// Memory limit of one task, in bytes.
-    #[arg(long, default_value_t = TaskOptions::default().memory_limit_bytes)]
-    task_memory: u64,
-    /// Attempts per task when failures are retryable.
-    #[arg(long, default_value_t = TaskOptions::default().max_attempts)]
-    max_attempts: u32,
+    #[command(flatten)]
+    tasks: tasks::TaskArgs,
     /// Refuse to run when the tables' files add up to more than this (10GB, 512MiB, ...).
     #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
     scan_limit: Option<u64>,
@@ -262,6 +260,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo(args).await,
         Command::Bench(BenchCommand::Tpch(args)) => bench_tpch(args).await,
         Command::Bench(BenchCommand::Tasks(args)) => bench_tasks(args).await,
+        Command::Bench(BenchCommand::Faults(args)) => faults::bench_faults(args).await,
     }
 }
 
@@ -285,12 +284,7 @@ async fn run_command(args: RunArgs) -> Result<()> {
         tables: args.query.tables()?,
         output: args.output.clone(),
         plan: args.query.plan_options(args.backend.parallelism()),
-        tasks: TaskOptions {
-            max_attempts: args.max_attempts.max(1),
-            memory_limit_bytes: args.task_memory,
-            max_stage_concurrency: args.backend.max_stage_concurrency,
-            ..TaskOptions::default()
-        },
+        tasks: args.tasks.options(args.backend.max_stage_concurrency)?,
         scan_limit_bytes: args.scan_limit,
         deadline: args.deadline,
     };

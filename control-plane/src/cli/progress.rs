@@ -60,9 +60,19 @@ impl ProgressSink for ProgressBars {
             } => {
                 if let Some((bar, _)) = stages.get(stage) {
                     bar.println(format!(
-                        "stage {stage} task {task}: retrying (attempt {}) after: {}",
-                        attempt + 1,
+                        "stage {stage} task {task}: attempt {attempt} failed, retrying: {}",
                         failure.message
+                    ));
+                }
+            }
+            JobEvent::BackupStarted {
+                stage,
+                task,
+                attempt,
+            } => {
+                if let Some((bar, _)) = stages.get(stage) {
+                    bar.println(format!(
+                        "stage {stage} task {task}: straggling, backup started (attempt {attempt})"
                     ));
                 }
             }
@@ -71,7 +81,9 @@ impl ProgressSink for ProgressBars {
                     bar.finish();
                 }
             }
-            JobEvent::TaskStarted { .. } | JobEvent::TaskFailed { .. } => {}
+            JobEvent::TaskStarted { .. }
+            | JobEvent::TaskFailed { .. }
+            | JobEvent::TaskSuperseded { .. } => {}
         }
     }
 }

@@ -38,19 +38,20 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes.round() as u64)
 }
 
-/// `90` or `90s`, `15m`, `2h`, `30d`.
+/// `90` or `90s`, `500ms`, `15m`, `2h`, `30d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, scale) = match text.char_indices().last() {
+        _ if text.ends_with("ms") => (&text[..text.len() - 2], 0.001),
         Some((i, 's')) => (&text[..i], 1.0),
         Some((i, 'm')) => (&text[..i], 60.0),
         Some((i, 'h')) => (&text[..i], 3600.0),
         Some((i, 'd')) => (&text[..i], 86400.0),
         _ => (text, 1.0),
     };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (examples: 90, 90s, 15m, 2h, 30d)"))?;
+    let value: f64 = number.parse().map_err(|_| {
+        format!("'{text}' is not a duration (examples: 90, 90s, 500ms, 15m, 2h, 30d)")
+    })?;
     let seconds = value * scale;
     if !seconds.is_finite() || seconds <= 0.0 || seconds > 365.0 * 86400.0 {
         return Err(format!(
@@ -86,6 +87,8 @@ mod tests {
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
         assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("ms").is_err());
         assert!(parse_duration("0").is_err());
         assert!(
             parse_duration("soon")

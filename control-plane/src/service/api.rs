@@ -82,6 +82,12 @@ pub struct StageProgress {
     /// Tasks whose last attempt failed (this fails the job).
     #[serde(default)]
     pub failed: usize,
+    /// Backup copies started for straggling tasks.
+    #[serde(default)]
+    pub backups: usize,
+    /// Tasks whose backup copy finished first.
+    #[serde(default)]
+    pub backup_wins: usize,
     pub bytes_scanned: u64,
     /// Bytes the stage wrote (shuffle files or results).
     pub bytes_written: u64,
@@ -398,7 +404,8 @@ pub struct AttemptRecord {
     pub task: u32,
     /// 0 for the first attempt.
     pub attempt: u32,
-    /// `succeeded` or `failed`.
+    /// `succeeded`, `failed`, or `superseded` (stopped or ignored because the
+    /// task's other copy, a backup or the straggler it backed up, won).
     pub outcome: String,
     /// Why it failed.
     pub message: Option<String>,

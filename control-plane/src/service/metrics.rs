@@ -1,12 +1,13 @@
 //! Prometheus metrics of the service (`GET /metrics`): jobs by state (read from
 //! the store at each scrape), and counters fed by the scheduler's events — tasks,
-//! retries, bytes scanned and written, task durations.
+//! retries, backups, bytes scanned and written, task durations.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::api::JobState;
 use super::errors::ServiceError;
 use super::store::JobStore;
+use crate::backend::FlowStats;
 use crate::scheduler::JobEvent;
 
 /// The service's metrics, registered in a registry of their own.
@@ -17,9 +18,16 @@ pub struct Metrics {
     tasks: IntCounter,
     retries: IntCounter,
     failures: IntCounter,
+    backups: IntCounter,
+    backup_wins: IntCounter,
     bytes_scanned: IntCounter,
     bytes_written: IntCounter,
     task_seconds: Histogram,
+    /// The backend's in-flight limit and throttles (read at each scrape).
+    flow_limit: IntGauge,
+    flow_max: IntGauge,
+    throttles: IntCounter,
+    throttle_decreases: IntCounter,
 }
 
 impl Metrics {
@@ -38,6 +46,14 @@ impl Metrics {
             "squall_task_failures_total",
             "Tasks whose last attempt failed (each fails its job)",
         )?;
+        let backups = IntCounter::new(
+            "squall_task_backups_total",
+            "Backup copies started for straggling tasks",
+        )?;
+        let backup_wins = IntCounter::new(
+            "squall_task_backup_wins_total",
+            "Tasks whose backup copy finished before the straggler",
+        )?;
         let bytes_scanned = IntCounter::new(
             "squall_bytes_scanned_total",
             "Bytes read from tables by succeeded tasks",
@@ -55,10 +71,32 @@ impl Metrics {
                 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0,
             ]),
         )?;
+        let flow_limit = IntGauge::new(
+            "squall_backend_inflight_limit",
+            "Invocations the backend lets run at once now (halved on throttling)",
+        )?;
+        let flow_max = IntGauge::new(
+            "squall_backend_inflight_max",
+            "Invocations the backend lets run at once at most",
+        )?;
+        let throttles = IntCounter::new(
+            "squall_backend_throttles_total",
+            "Invocations the backend's service throttled (Lambda 429s)",
+        )?;
+        let throttle_decreases = IntCounter::new(
+            "squall_backend_throttle_decreases_total",
+            "Times throttling halved the in-flight limit",
+        )?;
+        registry.register(Box::new(flow_limit.clone()))?;
+        registry.register(Box::new(flow_max.clone()))?;
+        registry.register(Box::new(throttles.clone()))?;
+        registry.register(Box::new(throttle_decreases.clone()))?;
         registry.register(Box::new(jobs.clone()))?;
         registry.register(Box::new(tasks.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(failures.clone()))?;
+        registry.register(Box::new(backups.clone()))?;
+        registry.register(Box::new(backup_wins.clone()))?;
         registry.register(Box::new(bytes_scanned.clone()))?;
         registry.register(Box::new(bytes_written.clone()))?;
         registry.register(Box::new(task_seconds.clone()))?;
@@ -68,17 +106,28 @@ impl Metrics {
             tasks,
             retries,
             failures,
+            backups,
+            backup_wins,
             bytes_scanned,
             bytes_written,
             task_seconds,
+            flow_limit,
+            flow_max,
+            throttles,
+            throttle_decreases,
         })
     }
 
     /// Counts what a job's scheduler reports.
     pub fn observe(&self, event: &JobEvent) {
         match event {
-            JobEvent::TaskSucceeded { metrics, .. } => {
+            JobEvent::TaskSucceeded {
+                metrics, backup, ..
+            } => {
                 self.tasks.inc();
+                if *backup {
+                    self.backup_wins.inc();
+                }
                 self.bytes_scanned.inc_by(metrics.bytes_scanned);
                 self.bytes_written.inc_by(metrics.bytes_out);
                 self.task_seconds
@@ -86,12 +135,27 @@ impl Metrics {
             }
             JobEvent::TaskRetrying { .. } => self.retries.inc(),
             JobEvent::TaskFailed { .. } => self.failures.inc(),
+            JobEvent::BackupStarted { .. } => self.backups.inc(),
             _ => {}
         }
     }
 
-    /// The text exposition format, with job counts read from `store` now.
-    pub fn render(&self, store: &JobStore) -> Result<String, ServiceError> {
+    /// The text exposition format, with job counts read from `store` and the
+    /// backend's `flow` (if it throttles) now.
+    pub fn render(
+        &self,
+        store: &JobStore,
+        flow: Option<FlowStats>,
+    ) -> Result<String, ServiceError> {
+        if let Some(flow) = flow {
+            self.flow_limit.set(flow.limit as i64);
+            self.flow_max.set(flow.max as i64);
+            // The backend keeps the running totals; the counters mirror them.
+            self.throttles.reset();
+            self.throttles.inc_by(flow.throttles);
+            self.throttle_decreases.reset();
+            self.throttle_decreases.inc_by(flow.decreases);
+        }
         for state in JobState::ALL {
             let count = store.count_jobs(state)?;
             self.jobs

@@ -51,8 +51,9 @@ impl JobProgress {
         }
     }
 
-    /// Notes that an attempt ended.
-    fn ended(&self, stage: u32, task: u32, attempt: u32, failure: Option<&str>) {
+    /// Notes that an attempt ended: `outcome` is `succeeded`, `failed` (with
+    /// its message) or `superseded`.
+    fn ended(&self, stage: u32, task: u32, attempt: u32, outcome: &str, message: Option<&str>) {
         let began = self
             .started
             .lock()
@@ -66,13 +67,8 @@ impl JobProgress {
                 stage,
                 task,
                 attempt,
-                outcome: if failure.is_some() {
-                    "failed"
-                } else {
-                    "succeeded"
-                }
-                .into(),
-                message: failure.map(str::to_string),
+                outcome: outcome.into(),
+                message: message.map(str::to_string),
                 elapsed_ms,
             });
     }
@@ -97,25 +93,27 @@ impl ProgressSink for JobProgress {
                 task,
                 attempt,
                 ..
-            } => self.ended(*stage, *task, *attempt, None),
+            } => self.ended(*stage, *task, *attempt, "succeeded", None),
+            JobEvent::TaskSuperseded {
+                stage,
+                task,
+                attempt,
+            } => self.ended(*stage, *task, *attempt, "superseded", None),
             JobEvent::TaskRetrying {
                 stage,
                 task,
                 attempt,
                 failure,
-            } => self.ended(
-                *stage,
-                *task,
-                attempt.saturating_sub(1),
-                Some(&failure.message),
-            ),
+            } => self.ended(*stage, *task, *attempt, "failed", Some(&failure.message)),
             JobEvent::TaskFailed {
                 stage,
                 task,
                 attempt,
                 failure,
-            } => self.ended(*stage, *task, *attempt, Some(&failure.message)),
-            JobEvent::StageStarted { .. } | JobEvent::StageFinished { .. } => {}
+            } => self.ended(*stage, *task, *attempt, "failed", Some(&failure.message)),
+            JobEvent::StageStarted { .. }
+            | JobEvent::StageFinished { .. }
+            | JobEvent::BackupStarted { .. } => {}
         }
         self.count(event);
         if matches!(
@@ -148,10 +146,26 @@ impl JobProgress {
                     s.running += 1;
                 }
             }
-            JobEvent::TaskSucceeded { stage, metrics, .. } => {
+            JobEvent::BackupStarted { stage, .. } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.backups += 1;
+                }
+            }
+            JobEvent::TaskSuperseded { stage, .. } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running = s.running.saturating_sub(1);
+                }
+            }
+            JobEvent::TaskSucceeded {
+                stage,
+                metrics,
+                backup,
+                ..
+            } => {
                 if let Some(s) = stages.get_mut(stage) {
                     s.running = s.running.saturating_sub(1);
                     s.done += 1;
+                    s.backup_wins += usize::from(*backup);
                     s.bytes_scanned += metrics.bytes_scanned;
                     s.bytes_written += metrics.bytes_out;
                 }

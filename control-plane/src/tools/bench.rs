@@ -210,6 +210,12 @@ pub fn process_cpu() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
+/// The scale factor of the TPC-H tables registered in `ctx`, as the answers
+/// folders name it, from the row count of `customer`.
+pub(crate) async fn scale_name_of(ctx: &SessionContext) -> Result<String> {
+    Ok(scale_name(customer_rows(ctx).await? as f64 / 150_000.0))
+}
+
 async fn customer_rows(ctx: &SessionContext) -> Result<u64> {
     let batches = ctx
         .sql("SELECT count(*) FROM customer")

@@ -21,13 +21,16 @@ pub(super) async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Prometheus metrics (open): jobs by state, tasks, retries, bytes, task durations.
+/// Prometheus metrics (open): jobs by state, tasks, retries, backups, bytes,
+/// task durations, and the backend's throttles and in-flight limit.
 #[utoipa::path(
     get, path = "/metrics", tag = "operations", security(()),
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
 )]
 pub(super) async fn metrics(State(service): State<Arc<Service>>) -> Result<Response, ApiError> {
-    let text = service.metrics.render(&service.store)?;
+    let text = service
+        .metrics
+        .render(&service.store, service.engine.backend.flow())?;
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -3,13 +3,19 @@
 //! A stage starts when every stage it reads has committed. Each task is tried up to
 //! `max_attempts` times while its failures are retryable, following the commit
 //! protocol (see `commit`): the first successful attempt of a task wins and failed
-//! attempts' objects are deleted. On a failure that cannot be retried, no new task
-//! starts, running ones are waited for, and everything the job wrote is removed.
+//! attempts' objects are deleted. A task that runs out of memory is tried again
+//! with a pool twice as large, up to `max_memory_limit_bytes`. A task that
+//! straggles gets one backup copy ([`speculation`]); whichever copy succeeds
+//! first wins, and the other is stopped and its object deleted. On a failure that
+//! cannot be retried, no new task starts, running ones are waited for, and
+//! everything the job wrote is removed.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+pub mod speculation;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow::datatypes::Schema;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -19,25 +25,32 @@ use squall_executor::{
     OutputFile, ReadMode, StageInput, StoreRegistry, TaskAction, TaskFailure, TaskId, TaskMetrics,
     TaskOutcome, TaskSpec, WIRE_VERSION, encode_plan,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::backend::ExecutorBackend;
 use crate::commit::{StageJournal, attempt_output_url, delete_all};
 use crate::error::{Result, SquallError};
 use crate::planner::{Stage, StageDag, StageOutput};
 
+pub use speculation::Speculation;
+
 /// How a job's tasks are run.
 #[derive(Debug, Clone)]
 pub struct TaskOptions {
     /// Attempts per task, counting the first.
     pub max_attempts: u32,
-    /// Memory pool limit of each task.
+    /// Memory pool limit of each task's first attempt.
     pub memory_limit_bytes: u64,
+    /// A task that runs out of memory is tried again with twice the pool, up
+    /// to this (no larger than `memory_limit_bytes`: no escalation).
+    pub max_memory_limit_bytes: u64,
     /// Tasks of this job running at once (None: the backend's limit).
     pub max_concurrency: Option<usize>,
     /// Tasks of any one stage running at once (None: no limit beyond the job's).
     pub max_stage_concurrency: Option<usize>,
     pub session_options: Vec<(String, String)>,
+    /// When stragglers get backup copies.
+    pub speculation: Speculation,
 }
 
 impl Default for TaskOptions {
@@ -45,6 +58,8 @@ impl Default for TaskOptions {
         Self {
             max_attempts: 3,
             memory_limit_bytes: 2 << 30,
+            max_memory_limit_bytes: 8 << 30,
+            speculation: Speculation::default(),
             max_concurrency: None,
             max_stage_concurrency: None,
             session_options: vec![],
@@ -67,14 +82,29 @@ pub enum JobEvent {
         task: u32,
         attempt: u32,
     },
+    /// A straggling task got a backup copy; its first attempt is `attempt`.
+    BackupStarted {
+        stage: u32,
+        task: u32,
+        attempt: u32,
+    },
+    /// A task's winning attempt: its output is the task's.
     TaskSucceeded {
         stage: u32,
         task: u32,
         /// The attempt that succeeded (0 for the first).
         attempt: u32,
+        /// Whether it was the backup copy's.
+        backup: bool,
         metrics: TaskMetrics,
     },
-    /// An attempt failed and another will run; `attempt` is the next one's number.
+    /// An attempt stopped (or ignored) because the task's other copy won.
+    TaskSuperseded {
+        stage: u32,
+        task: u32,
+        attempt: u32,
+    },
+    /// Attempt `attempt` failed and the task will be tried again.
     TaskRetrying {
         stage: u32,
         task: u32,
@@ -115,6 +145,9 @@ pub struct StageStats {
     pub peak_memory_bytes: u64,
     /// Bytes the stage's tasks spilled to local disk.
     pub spilled_bytes: u64,
+    /// Backup copies started for stragglers, and how many of them won.
+    pub backups: u32,
+    pub backup_wins: u32,
     pub elapsed_ms: u64,
 }
 
@@ -149,6 +182,8 @@ struct StageTasks {
     /// The stage's own concurrency cap.
     permits: Semaphore,
     action: TaskAction,
+    /// One per task.
+    ledgers: Vec<TaskLedger>,
 }
 
 impl StageTasks {
@@ -162,6 +197,109 @@ impl StageTasks {
             })
             .collect()
     }
+
+    /// The failure of a task out of memory at the largest pool it may have,
+    /// naming the pool and what the task reads from shuffles.
+    fn out_of_memory(&self, task: u32, pool: u64, failure: TaskFailure) -> TaskFailure {
+        let inputs = self.task_inputs(task);
+        let slots = || {
+            inputs
+                .iter()
+                .flat_map(|i| &i.producers)
+                .flat_map(|f| &f.partitions)
+        };
+        let bytes: u64 = slots().map(|p| p.length).sum();
+        let rows: u64 = slots().map(|p| p.rows).sum();
+        let read = if inputs.is_empty() {
+            "it reads tables only".to_string()
+        } else {
+            format!("it reads {bytes} shuffle bytes in {rows} rows")
+        };
+        TaskFailure {
+            message: format!(
+                "out of memory with a pool of {pool} bytes, the largest allowed \
+                 (raise --task-memory-max); {read}: {}",
+                failure.message
+            ),
+            ..failure
+        }
+    }
+}
+
+/// Which copy of a task: every task has a primary; a straggler gets a backup.
+const PRIMARY: usize = 0;
+const BACKUP: usize = 1;
+
+/// One task of a running stage: the attempt numbers its copies share, and the
+/// attempt each copy runs now.
+#[derive(Debug, Default)]
+struct TaskLedger {
+    next_attempt: AtomicU32,
+    /// Per copy: the attempt in the backend's hands, and since when.
+    running: Mutex<[Option<(u32, Instant)>; 2]>,
+}
+
+impl TaskLedger {
+    fn next_attempt(&self) -> u32 {
+        self.next_attempt.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// The number the next attempt will get.
+    fn peek_attempt(&self) -> u32 {
+        self.next_attempt.load(Ordering::SeqCst)
+    }
+
+    /// Attempts started so far, by both copies.
+    fn attempts(&self) -> u32 {
+        self.peek_attempt()
+    }
+
+    fn running(&self, copy: usize) -> Option<(u32, Instant)> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())[copy]
+    }
+
+    fn set_running(&self, copy: usize, now: Option<(u32, Instant)>) {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())[copy] = now;
+    }
+}
+
+/// A running stage as its loop keeps it.
+struct StageRun {
+    /// Each task's winning output.
+    outputs: Vec<Option<OutputFile>>,
+    stats: StageStats,
+    /// Objects of winning attempts (removed if the job fails).
+    written: Vec<String>,
+    error: Option<SquallError>,
+    /// How long each winning attempt took, as the scheduler saw it.
+    succeeded: Vec<Duration>,
+    /// Tasks that got a backup.
+    backed_up: HashSet<u32>,
+    /// Copies still running: dropping one's sender stops it.
+    live: HashMap<(u32, usize), oneshot::Sender<()>>,
+}
+
+/// How one copy of a task ended.
+struct CopyEnd {
+    task: u32,
+    copy: usize,
+    result: std::result::Result<Won, Ended>,
+}
+
+/// A successful attempt.
+struct Won {
+    attempt: u32,
+    /// From hand-off to the backend to its answer.
+    wall: Duration,
+    output: OutputFile,
+    metrics: TaskMetrics,
+}
+
+/// Why a copy ended without success.
+enum Ended {
+    /// The task's other copy won first.
+    Superseded,
+    Failed(SquallError),
 }
 
 /// Shared by every task of a job: stop launching once the job has failed.
@@ -368,6 +506,7 @@ impl Scheduler<'_> {
                     .clamp(1, Semaphore::MAX_PERMITS),
             ),
             action,
+            ledgers: (0..stage.tasks).map(|_| TaskLedger::default()).collect(),
         });
         tracing::debug!(
             job = self.job_id,
@@ -376,47 +515,50 @@ impl Scheduler<'_> {
             sliced = shared.sliceable.len(),
             "stage inputs"
         );
-        let mut tasks: FuturesUnordered<_> = (0..stage.tasks as u32)
-            .map(|task| self.run_task(stage, task, shared.clone(), gate.clone()))
-            .collect();
-        let mut outputs: Vec<Option<OutputFile>> = vec![None; stage.tasks];
-        let mut stats = StageStats {
-            stage: stage.id,
-            tasks: stage.tasks,
-            ..Default::default()
+        let mut run = StageRun {
+            outputs: vec![None; stage.tasks],
+            stats: StageStats {
+                stage: stage.id,
+                tasks: stage.tasks,
+                ..Default::default()
+            },
+            written: Vec::new(),
+            error: None,
+            succeeded: Vec::new(),
+            backed_up: HashSet::new(),
+            live: HashMap::new(),
         };
-        let mut written = Vec::new();
-        let mut error = None;
-        while let Some((task, attempts, result)) = tasks.next().await {
-            stats.attempts += attempts;
-            match result {
-                Ok((output, metrics)) => {
-                    stats.rows_in += metrics.rows_in;
-                    stats.bytes_in += metrics.bytes_in;
-                    stats.bytes_scanned += metrics.bytes_scanned;
-                    stats.rows_out += metrics.rows_out;
-                    stats.bytes_out += metrics.bytes_out;
-                    stats.raw_bytes_out += metrics.raw_bytes_out;
-                    stats.peak_memory_bytes =
-                        stats.peak_memory_bytes.max(metrics.peak_memory_bytes);
-                    stats.spilled_bytes += metrics.spilled_bytes;
-                    if !output.url.is_empty() {
-                        written.push(output.url.clone());
-                    }
-                    let slot = &mut outputs[task as usize];
-                    if slot.is_none() {
-                        *slot = Some(output);
-                    }
+        let mut copies = FuturesUnordered::new();
+        for task in 0..stage.tasks as u32 {
+            copies.push(self.start_copy(stage, task, PRIMARY, &shared, &gate, &mut run));
+        }
+        let policy = &self.options.speculation;
+        let speculate = policy.enabled && action == TaskAction::Run && stage.tasks > 1;
+        let mut ticker = tokio::time::interval(policy.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                end = copies.next() => {
+                    let Some(end) = end else { break };
+                    self.copy_ended(stage, &shared, &gate, &mut run, end).await;
                 }
-                Err(e) => {
-                    gate.failed.store(true, Ordering::SeqCst);
-                    error.get_or_insert(e);
+                _ = ticker.tick(), if speculate && run.error.is_none() => {
+                    for task in self.stragglers(stage, &shared, &run) {
+                        let attempt = shared.ledgers[task as usize].peek_attempt();
+                        self.emit(JobEvent::BackupStarted { stage: stage.id, task, attempt });
+                        tracing::info!(job = self.job_id, stage = stage.id, task, attempt, "backup started");
+                        run.backed_up.insert(task);
+                        run.stats.backups += 1;
+                        copies.push(self.start_copy(stage, task, BACKUP, &shared, &gate, &mut run));
+                    }
                 }
             }
         }
-        if let Some(e) = error {
-            return (stage.id, Err(e), written);
+        run.stats.attempts = shared.ledgers.iter().map(TaskLedger::attempts).sum();
+        if let Some(e) = run.error {
+            return (stage.id, Err(e), run.written);
         }
+        let mut stats = run.stats;
         stats.elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             job = self.job_id,
@@ -427,46 +569,177 @@ impl Scheduler<'_> {
             bytes_in = stats.bytes_in,
             rows_out = stats.rows_out,
             bytes_out = stats.bytes_out,
+            backups = stats.backups,
+            backup_wins = stats.backup_wins,
             "stage finished"
         );
         self.emit(JobEvent::StageFinished { stage: stage.id });
-        let outputs = outputs.into_iter().flatten().collect();
-        (stage.id, Ok((outputs, stats)), written)
+        let outputs = run.outputs.into_iter().flatten().collect();
+        (stage.id, Ok((outputs, stats)), run.written)
     }
 
-    /// Runs one task until an attempt succeeds, fails for good, or attempts run out.
-    async fn run_task(
+    /// A copy of `task`, which ends early (superseded) when its stop sender in
+    /// `run.live` is dropped.
+    fn start_copy<'s>(
+        &'s self,
+        stage: &'s Stage,
+        task: u32,
+        copy: usize,
+        shared: &Arc<StageTasks>,
+        gate: &Arc<JobGate>,
+        run: &mut StageRun,
+    ) -> impl std::future::Future<Output = CopyEnd> + 's {
+        let (stop, stopped) = oneshot::channel::<()>();
+        run.live.insert((task, copy), stop);
+        let attempts = self.run_copy(stage, task, copy, shared.clone(), gate.clone());
+        async move {
+            tokio::select! {
+                result = attempts => CopyEnd { task, copy, result },
+                // Dropping `attempts` drops its invocation: the backend stops it.
+                _ = stopped => CopyEnd { task, copy, result: Err(Ended::Superseded) },
+            }
+        }
+    }
+
+    /// Tasks that straggle now and get a backup.
+    fn stragglers(&self, stage: &Stage, shared: &StageTasks, run: &StageRun) -> Vec<u32> {
+        let running: Vec<(u32, Duration)> = (0..stage.tasks as u32)
+            .filter(|t| run.outputs[*t as usize].is_none() && !run.backed_up.contains(t))
+            .filter_map(|t| {
+                shared.ledgers[t as usize]
+                    .running(PRIMARY)
+                    .map(|(_, since)| (t, since.elapsed()))
+            })
+            .collect();
+        self.options
+            .speculation
+            .pick(stage.tasks, &run.succeeded, &running, run.backed_up.len())
+    }
+
+    /// Takes in how one copy of a task ended: the first success wins and stops
+    /// the other copy; a failure fails the task unless its other copy still runs.
+    async fn copy_ended(
+        &self,
+        stage: &Stage,
+        shared: &StageTasks,
+        gate: &JobGate,
+        run: &mut StageRun,
+        end: CopyEnd,
+    ) {
+        let CopyEnd { task, copy, result } = end;
+        run.live.remove(&(task, copy));
+        let other = 1 - copy;
+        let ledger = &shared.ledgers[task as usize];
+        match result {
+            Ok(won) if run.outputs[task as usize].is_none() => {
+                let metrics = &won.metrics;
+                run.stats.rows_in += metrics.rows_in;
+                run.stats.bytes_in += metrics.bytes_in;
+                run.stats.bytes_scanned += metrics.bytes_scanned;
+                run.stats.rows_out += metrics.rows_out;
+                run.stats.bytes_out += metrics.bytes_out;
+                run.stats.raw_bytes_out += metrics.raw_bytes_out;
+                run.stats.peak_memory_bytes =
+                    run.stats.peak_memory_bytes.max(metrics.peak_memory_bytes);
+                run.stats.spilled_bytes += metrics.spilled_bytes;
+                if copy == BACKUP {
+                    run.stats.backup_wins += 1;
+                }
+                run.succeeded.push(won.wall);
+                self.emit(JobEvent::TaskSucceeded {
+                    stage: stage.id,
+                    task,
+                    attempt: won.attempt,
+                    backup: copy == BACKUP,
+                    metrics: won.metrics,
+                });
+                if !won.output.url.is_empty() {
+                    run.written.push(won.output.url.clone());
+                }
+                run.outputs[task as usize] = Some(won.output);
+                // The other copy lost: stop it (its future ends as superseded).
+                run.live.remove(&(task, other));
+            }
+            // Both copies succeeded before the loser could be stopped.
+            Ok(late) => {
+                self.emit(JobEvent::TaskSuperseded {
+                    stage: stage.id,
+                    task,
+                    attempt: late.attempt,
+                });
+                delete_all(&self.stores, &[late.output.url]).await;
+            }
+            Err(Ended::Superseded) => {
+                if let Some((attempt, _)) = ledger.running(copy) {
+                    self.emit(JobEvent::TaskSuperseded {
+                        stage: stage.id,
+                        task,
+                        attempt,
+                    });
+                    if let Some(url) =
+                        attempt_output_url(&stage.plan, &self.task_id(stage, task, attempt))
+                    {
+                        delete_all(&self.stores, &[url]).await;
+                    }
+                }
+            }
+            Err(Ended::Failed(e)) => {
+                if run.outputs[task as usize].is_some() || run.live.contains_key(&(task, other)) {
+                    // The task is done, or its other copy may still make it.
+                    tracing::info!(
+                        job = self.job_id,
+                        stage = stage.id,
+                        task,
+                        "a copy failed: {e}"
+                    );
+                } else {
+                    gate.failed.store(true, Ordering::SeqCst);
+                    run.error.get_or_insert(e);
+                }
+            }
+        }
+    }
+
+    fn task_id(&self, stage: &Stage, task: u32, attempt: u32) -> TaskId {
+        TaskId {
+            job_id: self.job_id.to_string(),
+            run_id: self.run_id.to_string(),
+            stage_id: stage.id,
+            task,
+            attempt,
+        }
+    }
+
+    /// Runs one copy of a task until an attempt succeeds, fails for good, or
+    /// attempts run out. An attempt that runs out of memory is tried again with
+    /// twice the pool while that stays within `max_memory_limit_bytes`, without
+    /// counting against `max_attempts`.
+    async fn run_copy(
         &self,
         stage: &Stage,
         task: u32,
+        copy: usize,
         shared: Arc<StageTasks>,
         gate: Arc<JobGate>,
-    ) -> (u32, u32, Result<(OutputFile, TaskMetrics)>) {
-        let mut attempt = 0;
+    ) -> std::result::Result<Won, Ended> {
+        let ledger = &shared.ledgers[task as usize];
+        let mut failures = 0;
+        let mut memory = self.options.memory_limit_bytes;
         loop {
             // The stage's permit first, so that a capped stage does not hold job
             // permits other stages could use.
             let (Ok(_stage_permit), Ok(_permit)) =
                 (shared.permits.acquire().await, gate.permits.acquire().await)
             else {
-                return (
-                    task,
-                    attempt,
-                    Err(SquallError::Closed {
-                        what: "the scheduler",
-                    }),
-                );
+                return Err(Ended::Failed(SquallError::Closed {
+                    what: "the scheduler",
+                }));
             };
             if gate.failed.load(Ordering::SeqCst) {
-                return (task, attempt, Err(SquallError::Abandoned));
+                return Err(Ended::Failed(SquallError::Abandoned));
             }
-            let id = TaskId {
-                job_id: self.job_id.to_string(),
-                run_id: self.run_id.to_string(),
-                stage_id: stage.id,
-                task,
-                attempt,
-            };
+            let attempt = ledger.next_attempt();
+            let id = self.task_id(stage, task, attempt);
             // A stage that scans files partition-for-partition sends each task
             // its own files only; others share one encoding.
             let plan = match &shared.plan {
@@ -474,7 +747,7 @@ impl Scheduler<'_> {
                 None => match stage.task_plan(task).and_then(encode_plan) {
                     Ok(plan) => plan,
                     Err(source) => {
-                        return (task, attempt, Err(SquallError::Internal { source }));
+                        return Err(Ended::Failed(SquallError::Internal { source }));
                     }
                 },
             };
@@ -484,7 +757,7 @@ impl Scheduler<'_> {
                 action: shared.action,
                 plan,
                 inputs: shared.task_inputs(task),
-                memory_limit_bytes: self.options.memory_limit_bytes,
+                memory_limit_bytes: memory,
                 session_options: self.options.session_options.clone(),
             };
             self.emit(JobEvent::TaskStarted {
@@ -492,7 +765,11 @@ impl Scheduler<'_> {
                 task,
                 attempt,
             });
-            let failure = match self.backend.invoke(spec).await {
+            let began = Instant::now();
+            ledger.set_running(copy, Some((attempt, began)));
+            let answer = self.backend.invoke(spec).await;
+            ledger.set_running(copy, None);
+            let failure = match answer {
                 Ok(result) if result.wire_version != WIRE_VERSION => TaskFailure {
                     kind: squall_executor::FailureKind::WireVersion,
                     message: format!(
@@ -514,13 +791,12 @@ impl Scheduler<'_> {
                             bytes_out = metrics.bytes_out,
                             "task finished"
                         );
-                        self.emit(JobEvent::TaskSucceeded {
-                            stage: stage.id,
-                            task,
+                        return Ok(Won {
                             attempt,
-                            metrics: metrics.clone(),
+                            wall: began.elapsed(),
+                            output,
+                            metrics,
                         });
-                        return (task, attempt + 1, Ok((output, metrics)));
                     }
                     TaskOutcome::Failed(failure) => failure,
                 },
@@ -535,24 +811,48 @@ impl Scheduler<'_> {
             if let Some(url) = attempt_output_url(&stage.plan, &id) {
                 delete_all(&self.stores, &[url]).await;
             }
-            attempt += 1;
-            if !failure.retryable || attempt >= self.options.max_attempts {
+            let out_of_memory = failure.kind == squall_executor::FailureKind::ResourcesExhausted;
+            let larger = memory
+                .saturating_mul(2)
+                .min(self.options.max_memory_limit_bytes);
+            if out_of_memory && larger > memory {
+                tracing::info!(
+                    job = self.job_id,
+                    stage = stage.id,
+                    task,
+                    attempt,
+                    from = memory,
+                    to = larger,
+                    "out of memory; trying again with a larger pool"
+                );
+                memory = larger;
+                self.emit(JobEvent::TaskRetrying {
+                    stage: stage.id,
+                    task,
+                    attempt,
+                    failure,
+                });
+                continue;
+            }
+            failures += 1;
+            if !failure.retryable || failures >= self.options.max_attempts {
+                let failure = if out_of_memory {
+                    shared.out_of_memory(task, memory, failure)
+                } else {
+                    failure
+                };
                 self.emit(JobEvent::TaskFailed {
                     stage: stage.id,
                     task,
-                    attempt: attempt - 1,
+                    attempt,
                     failure: failure.clone(),
                 });
-                return (
+                return Err(Ended::Failed(SquallError::TaskFailed {
+                    stage: stage.id,
                     task,
-                    attempt,
-                    Err(SquallError::TaskFailed {
-                        stage: stage.id,
-                        task,
-                        attempts: attempt,
-                        failure,
-                    }),
-                );
+                    attempts: ledger.attempts(),
+                    failure,
+                }));
             }
             self.emit(JobEvent::TaskRetrying {
                 stage: stage.id,
