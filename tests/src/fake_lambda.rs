@@ -73,7 +73,9 @@ pub struct Call {
     pub inputs: Vec<(u32, Option<u32>, usize)>,
 }
 
-type Script = Box<dyn Fn(&TaskId, usize) -> Reply + Send + Sync>;
+/// Picks a reply from the task, the invocation's sequence number and the
+/// invocations in flight when it arrived (itself included).
+type Script = Box<dyn Fn(&TaskId, usize, usize) -> Reply + Send + Sync>;
 
 struct FakeState {
     executor: LambdaExecutor,
@@ -97,6 +99,15 @@ impl FakeLambda {
     pub async fn start(
         stores: Arc<StoreRegistry>,
         script: impl Fn(&TaskId, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with_load(stores, move |id, n, _| script(id, n)).await
+    }
+
+    /// Like [`start`](Self::start), with a script that also sees how many
+    /// invocations are in flight, as a function's concurrency limit does.
+    pub async fn start_with_load(
+        stores: Arc<StoreRegistry>,
+        script: impl Fn(&TaskId, usize, usize) -> Reply + Send + Sync + 'static,
     ) -> Self {
         let config = squall_executor::lambda::FunctionConfig {
             spill_dir: std::env::temp_dir(),
@@ -178,7 +189,7 @@ async fn invoke(
             *n
         };
         let in_flight = map.values().sum();
-        let reply = (state.script)(&spec.id, calls.len());
+        let reply = (state.script)(&spec.id, calls.len(), in_flight);
         calls.push(Call {
             function,
             qualifier: query.get("Qualifier").cloned(),

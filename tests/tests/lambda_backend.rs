@@ -309,3 +309,113 @@ async fn concurrency_caps_hold_per_backend_and_per_stage() {
     // of 3, more than one stage ran at once.
     assert_eq!(most, 3, "the backend cap was never reached");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_halves_the_invocations_in_flight_and_success_grows_them_back() {
+    let (stores, memory) = bucket_with_tpch().await;
+    // A function limited to 3 concurrent executions: more are throttled (429).
+    // Each runs for at least 50 ms, so that a stage's 12 tasks overlap.
+    let fake = FakeLambda::start_with_load(stores.clone(), |_, _, in_flight| {
+        if in_flight > 3 {
+            Reply::Throttle
+        } else {
+            Reply::Slow(Duration::from_millis(50))
+        }
+    })
+    .await;
+    let engine = engine(
+        LambdaConfig {
+            max_concurrency: 12,
+            ..config(&fake)
+        },
+        &stores,
+    );
+    let mut request = request(3);
+    request.plan.shuffle_partitions = 12;
+    check_query(&engine, &request, 3).await;
+
+    let calls = fake.calls();
+    let throttled = calls.iter().filter(|c| c.reply == Reply::Throttle).count();
+    let flow = engine
+        .backend
+        .flow()
+        .expect("the Lambda backend reports its flow");
+    assert_eq!(flow.throttles, throttled as u64, "{flow:?}");
+    assert!(flow.decreases >= 1, "{flow:?}");
+    // The limit came down from 12 to about the function's 3...
+    assert!(flow.lowest <= 3, "{flow:?}");
+    // ...and successes grew it again.
+    assert!(flow.limit > flow.lowest, "{flow:?}");
+    assert_eq!(flow.in_flight, 0);
+    let ran = calls.len() - throttled;
+    eprintln!("{ran} invocations ran, {throttled} throttled: {flow:?}");
+    // Never more in flight than the limit allowed: at most 12 at first.
+    assert!(calls.iter().all(|c| c.in_flight <= 12), "{calls:?}");
+    // Against a fixed 12 in flight, most invocations would be throttled; with
+    // the limit near the function's, few are.
+    assert!(
+        throttled < ran,
+        "{throttled} throttled for {ran} that ran: {flow:?}"
+    );
+    assert!(
+        calls.iter().all(|c| c.id.attempt == 0),
+        "no attempt lost to a 429"
+    );
+    assert!(leftovers(&memory).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_retried_with_a_larger_pool_invokes_the_larger_qualifier() {
+    let (stores, memory) = bucket_with_tpch().await;
+    let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
+    let engine = engine(
+        LambdaConfig {
+            qualifier: Some("small".into()),
+            memory_qualifiers: vec![(128 << 10, "medium".into()), (1 << 20, "large".into())],
+            ..config(&fake)
+        },
+        &stores,
+    );
+    // A hash join's build side cannot spill: 64 KiB is too little for it.
+    let mut request = JobRequest::new(
+        "SELECT count(*) FROM orders JOIN lineitem ON o_orderkey = l_orderkey",
+        tpch::table_specs(&format!("{BUCKET}/tpch/")),
+    );
+    request.tasks = TaskOptions {
+        memory_limit_bytes: 64 << 10,
+        max_memory_limit_bytes: 64 << 20,
+        ..TaskOptions::default()
+    };
+    let rows = run_rendered(&engine, &request).await.unwrap();
+    assert_eq!(rows[1], vec!["60175".to_string()]);
+    let calls = fake.calls();
+    // First attempts go to the configured qualifier; a task that ran out of
+    // memory went on with 128 KiB ("medium"), then 256 KiB and up ("large"
+    // from 1 MiB).
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.id.attempt == 0)
+            .all(|c| c.qualifier.as_deref() == Some("small")),
+        "{calls:?}"
+    );
+    let by_attempt = |a: u32| {
+        calls
+            .iter()
+            .filter(|c| c.id.attempt == a)
+            .filter_map(|c| c.qualifier.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(by_attempt(1).iter().all(|q| q == "medium"), "{calls:?}");
+    assert!(
+        !by_attempt(1).is_empty(),
+        "no task ran out of memory: {calls:?}"
+    );
+    let larger: Vec<String> = calls
+        .iter()
+        .filter(|c| c.id.attempt >= 4)
+        .filter_map(|c| c.qualifier.clone())
+        .collect();
+    assert!(larger.iter().all(|q| q == "large"), "{calls:?}");
+    assert!(leftovers(&memory).await.is_empty());
+}

@@ -777,3 +777,120 @@ async fn the_stage_concurrency_cap_holds_in_the_service() {
     );
     server.kill();
 }
+
+/// The in-process backend; the first attempt of task 1 of stage `stage` runs,
+/// then holds its answer for ten minutes.
+#[derive(Debug)]
+struct Straggles {
+    inner: Arc<dyn squall_control_plane::backend::ExecutorBackend>,
+    stage: u32,
+}
+
+#[async_trait::async_trait]
+impl squall_control_plane::backend::ExecutorBackend for Straggles {
+    fn name(&self) -> &str {
+        "straggles"
+    }
+    fn max_concurrency(&self) -> usize {
+        self.inner.max_concurrency()
+    }
+    async fn invoke(
+        &self,
+        spec: squall_executor::TaskSpec,
+    ) -> squall_control_plane::Result<squall_executor::TaskResult> {
+        let straggles = (spec.id.stage_id, spec.id.task, spec.id.attempt) == (self.stage, 1, 0);
+        let answer = self.inner.invoke(spec).await;
+        if straggles {
+            tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+        }
+        answer
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_are_counted_in_the_job_view_attempts_and_metrics() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    let sql = "SELECT o_orderpriority, count(*) AS n FROM orders GROUP BY o_orderpriority";
+    let tables = vec![squall_control_plane::TableSpec {
+        name: "orders".into(),
+        url: format!("file://{}/orders/", data.display()),
+        format: None,
+    }];
+    let plan = squall_control_plane::PlanOptions {
+        shuffle_partitions: 4,
+        ..Default::default()
+    };
+    let planned = squall_control_plane::plan_job(
+        sql,
+        &tables,
+        &plan,
+        engine.stores.clone(),
+        "memory:///w",
+        "memory:///w/r",
+    )
+    .await
+    .unwrap();
+    let last = planned.dag.final_stage();
+    assert_eq!(last.tasks, 4);
+    let straggling = Engine {
+        backend: Arc::new(Straggles {
+            inner: engine.backend.clone(),
+            stage: last.id,
+        }),
+        ..engine.clone()
+    };
+    let server = Server::start(straggling, dir.path(), 1).await;
+    let job = serde_json::json!({
+        "sql": sql,
+        "tables": [{"name": "orders", "url": format!("{}/orders/", data.display())}],
+        "options": {"shuffle_partitions": 4},
+    });
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let view = tokio::time::timeout(std::time::Duration::from_secs(120), server.wait_final(&id))
+        .await
+        .expect("the backup should end the job long before the straggler");
+    assert_eq!(view.state, JobState::Succeeded, "{view:?}");
+    let stage = view.stages.iter().find(|s| s.stage == last.id).unwrap();
+    assert_eq!((stage.backups, stage.backup_wins), (1, 1), "{view:?}");
+    assert_eq!((stage.done, stage.running), (4, 0), "{view:?}");
+
+    let (status, body) = server
+        .get(&format!("/v1/jobs/{id}/attempts"), Some(TOKEN))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let outcomes: Vec<(u64, u64, String)> = body["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["stage"].as_u64() == Some(u64::from(last.id)) && a["task"] == 1)
+        .map(|a| {
+            (
+                a["task"].as_u64().unwrap(),
+                a["attempt"].as_u64().unwrap(),
+                a["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&(1, 0, "superseded".into()))
+            && outcomes.contains(&(1, 1, "succeeded".into())),
+        "{outcomes:?}"
+    );
+
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("squall_task_backups_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("squall_task_backup_wins_total 1"),
+        "{metrics}"
+    );
+    server.kill();
+}

@@ -22,6 +22,8 @@ pub struct FlowStats {
     /// The most it ever allows (the configured concurrency).
     pub max: usize,
     pub in_flight: usize,
+    /// The lowest the limit has been.
+    pub lowest: usize,
     /// Throttles seen, and how many of them lowered the limit.
     pub throttles: u64,
     pub decreases: u64,
@@ -39,6 +41,7 @@ pub struct Aimd {
 #[derive(Debug)]
 struct State {
     limit: f64,
+    lowest: f64,
     in_flight: usize,
     /// Bumped at each decrease: a throttle of an invocation that started in an
     /// earlier epoch belongs to a congestion event already answered.
@@ -63,6 +66,7 @@ impl Aimd {
         Self {
             state: Mutex::new(State {
                 limit: max as f64,
+                lowest: max as f64,
                 in_flight: 0,
                 epoch: 0,
                 throttles: 0,
@@ -105,6 +109,7 @@ impl Aimd {
             limit: state.limit.floor() as usize,
             max: self.max,
             in_flight: state.in_flight,
+            lowest: state.lowest.floor() as usize,
             throttles: state.throttles,
             decreases: state.decreases,
         }
@@ -120,6 +125,7 @@ impl Slot<'_> {
         state.throttles += 1;
         if self.epoch == state.epoch {
             state.limit = (state.limit / 2.0).max(aimd.floor as f64);
+            state.lowest = state.lowest.min(state.limit);
             state.epoch += 1;
             state.decreases += 1;
             tracing::info!(
@@ -187,6 +193,7 @@ mod tests {
         }
         let stats = aimd.stats();
         assert_eq!(stats.limit, 4, "the floor is a tenth of 40");
+        assert_eq!(stats.lowest, 4);
         // Successes grow it back, to the maximum and no further.
         for _ in 0..2000 {
             aimd.acquire().await.succeeded();

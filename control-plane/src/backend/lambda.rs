@@ -91,6 +91,12 @@ pub struct LambdaConfig {
     pub function: String,
     /// Published version or alias; None: `$LATEST`.
     pub qualifier: Option<String>,
+    /// (pool bytes, qualifier): an attempt whose memory pool is at least the
+    /// bytes goes to the qualifier (of the largest such entry) instead, so that
+    /// a task retried with a larger pool after running out of memory runs on a
+    /// version or alias configured with more memory (Lambda's memory is fixed
+    /// per version and cannot be set per invocation).
+    pub memory_qualifiers: Vec<(u64, String)>,
     /// Lambda API endpoint (LocalStack, `cargo lambda watch`); None: AWS's, from
     /// the environment (`AWS_ENDPOINT_URL_LAMBDA`, `AWS_ENDPOINT_URL` also work).
     pub endpoint: Option<String>,
@@ -109,12 +115,23 @@ impl LambdaConfig {
         Self {
             function: function.into(),
             qualifier: None,
+            memory_qualifiers: Vec::new(),
             endpoint: None,
             max_concurrency: DEFAULT_CONCURRENCY,
             invocation_timeout: MAX_INVOCATION_TIMEOUT,
             backoff: Backoff::default(),
             max_inline_spec_bytes: MAX_INLINE_SPEC_BYTES,
         }
+    }
+
+    /// The qualifier an attempt with a memory pool of `pool` bytes invokes.
+    pub fn qualifier_for(&self, pool: u64) -> Option<&str> {
+        self.memory_qualifiers
+            .iter()
+            .filter(|(bytes, _)| *bytes <= pool)
+            .max_by_key(|(bytes, _)| *bytes)
+            .map(|(_, q)| q.as_str())
+            .or(self.qualifier.as_deref())
     }
 
     fn validate(&self) -> Result<()> {
@@ -137,6 +154,22 @@ impl LambdaConfig {
                 "specs of up to {MAX_INLINE_SPEC_BYTES} bytes fit in an invocation, not {}",
                 self.max_inline_spec_bytes
             ));
+        }
+        for (bytes, qualifier) in &self.memory_qualifiers {
+            if qualifier.trim().is_empty() {
+                return invalid(format!("the qualifier for pools of {bytes} bytes is empty"));
+            }
+            if self
+                .memory_qualifiers
+                .iter()
+                .filter(|(b, _)| b == bytes)
+                .count()
+                > 1
+            {
+                return invalid(format!(
+                    "pools of {bytes} bytes have more than one qualifier"
+                ));
+            }
         }
         if let Some(endpoint) = &self.endpoint
             && url::Url::parse(endpoint).is_err()
@@ -268,7 +301,12 @@ impl LambdaBackend {
     }
 
     /// One invocation with backoff on throttling and Lambda-side errors.
-    async fn invoke_with_backoff(&self, id: &TaskId, payload: Vec<u8>) -> Result<Answer> {
+    async fn invoke_with_backoff(
+        &self,
+        id: &TaskId,
+        qualifier: Option<&str>,
+        payload: Vec<u8>,
+    ) -> Result<Answer> {
         let payload = Blob::new(payload);
         let mut retry = 0;
         loop {
@@ -278,7 +316,7 @@ impl LambdaBackend {
                 .function_name(&self.config.function)
                 .invocation_type(InvocationType::RequestResponse)
                 .payload(payload.clone());
-            if let Some(q) = &self.config.qualifier {
+            if let Some(q) = qualifier {
                 call = call.qualifier(q);
             }
             let slot = self.flow.acquire().await;
@@ -404,8 +442,9 @@ impl ExecutorBackend for LambdaBackend {
 
     async fn invoke(&self, spec: TaskSpec) -> Result<TaskResult> {
         let id = spec.id.clone();
+        let qualifier = self.config.qualifier_for(spec.memory_limit_bytes);
         let (payload, spec_url) = self.payload(spec).await?;
-        let answer = self.invoke_with_backoff(&id, payload).await;
+        let answer = self.invoke_with_backoff(&id, qualifier, payload).await;
         if let Some(url) = &spec_url {
             self.delete(url).await;
         }

@@ -37,6 +37,10 @@ pub struct BackendArgs {
     /// Published version or alias of the function (default: $LATEST).
     #[arg(long, value_name = "Q", requires = "function")]
     pub qualifier: Option<String>,
+    /// Attempts with a memory pool of at least SIZE invoke QUALIFIER (a version
+    /// or alias with more memory), e.g. 4GiB=big (repeatable; --backend lambda).
+    #[arg(long, value_name = "SIZE=QUALIFIER", requires = "function")]
+    pub memory_qualifier: Vec<String>,
     /// Lambda API endpoint, e.g. LocalStack's or `cargo lambda watch`'s (default: AWS's).
     #[arg(long, value_name = "URL", requires = "function")]
     pub lambda_endpoint: Option<String>,
@@ -109,6 +113,7 @@ impl BackendArgs {
                 })?;
                 let config = LambdaConfig {
                     qualifier: self.qualifier.clone(),
+                    memory_qualifiers: self.memory_qualifiers()?,
                     endpoint: self.lambda_endpoint.clone(),
                     max_concurrency: self.parallelism(),
                     invocation_timeout: Duration::from_secs(self.invocation_timeout.unwrap_or(900)),
@@ -121,12 +126,31 @@ impl BackendArgs {
         }
     }
 
+    /// `--memory-qualifier SIZE=QUALIFIER` flags as (bytes, qualifier).
+    fn memory_qualifiers(&self) -> Result<Vec<(u64, String)>> {
+        self.memory_qualifier
+            .iter()
+            .map(|flag| {
+                let bad = |why: String| {
+                    CliError::InvalidArgument(format!("--memory-qualifier '{flag}': {why}"))
+                };
+                let (size, qualifier) = flag
+                    .split_once('=')
+                    .ok_or_else(|| bad("expected SIZE=QUALIFIER, e.g. 4GiB=big".into()))?;
+                let bytes = super::units::parse_size(size).map_err(bad)?;
+                Ok((bytes, qualifier.trim().to_string()))
+            })
+            .collect()
+    }
+
     /// A Lambda flag given with the local backend.
     fn lambda_only_flag(&self) -> Option<&'static str> {
         if self.function.is_some() {
             Some("--function")
         } else if self.qualifier.is_some() {
             Some("--qualifier")
+        } else if !self.memory_qualifier.is_empty() {
+            Some("--memory-qualifier")
         } else if self.lambda_endpoint.is_some() {
             Some("--lambda-endpoint")
         } else if self.max_concurrency.is_some() {

@@ -65,6 +65,9 @@ pub struct JobArgs {
     /// Stop the job when it has run this long (90s, 15m, 2h; whole seconds).
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     deadline: Option<Duration>,
+    /// Never start backup copies of straggling tasks.
+    #[arg(long)]
+    no_backups: bool,
 }
 
 impl JobArgs {
@@ -84,6 +87,7 @@ impl JobArgs {
                 max_concurrency: self.max_concurrency,
                 scan_limit_bytes: self.scan_limit,
                 deadline_seconds: self.deadline.map(|d| d.as_secs().max(1)),
+                backup_tasks: self.no_backups.then_some(false),
             },
         })
     }

@@ -235,6 +235,8 @@ struct BackendFile {
     executors: Option<usize>,
     function: Option<String>,
     qualifier: Option<String>,
+    #[serde(default)]
+    memory_qualifiers: Vec<String>,
     lambda_endpoint: Option<String>,
     max_concurrency: Option<usize>,
     max_stage_concurrency: Option<usize>,
@@ -334,6 +336,11 @@ impl Settings {
             executors: flags.executors.or(from_file.executors),
             function: flags.function.or(from_file.function),
             qualifier: flags.qualifier.or(from_file.qualifier),
+            memory_qualifier: if flags.memory_qualifier.is_empty() {
+                from_file.memory_qualifiers
+            } else {
+                flags.memory_qualifier
+            },
             lambda_endpoint: flags.lambda_endpoint.or(from_file.lambda_endpoint),
             max_concurrency: flags.max_concurrency.or(from_file.max_concurrency),
             max_stage_concurrency: flags

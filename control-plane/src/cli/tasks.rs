@@ -39,7 +39,7 @@ pub struct BackupArgs {
     /// ...once this fraction of its stage's tasks has finished [default: 0.75].
     #[arg(long, value_name = "FRACTION")]
     pub backup_quantile: Option<f64>,
-    /// ...and once it has run this long (500ms, 2s) [default: 500ms].
+    /// ...and once it has run this long (200ms, 2s) [default: 200ms].
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub backup_after: Option<Duration>,
 }

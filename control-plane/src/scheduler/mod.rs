@@ -13,7 +13,7 @@
 pub mod speculation;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -235,6 +235,10 @@ const BACKUP: usize = 1;
 #[derive(Debug, Default)]
 struct TaskLedger {
     next_attempt: AtomicU32,
+    /// The memory pool of the task's next attempt, once raised after running
+    /// out of memory (0: the job's `memory_limit_bytes`). Shared, so that a
+    /// backup starts from what the task is known to need.
+    pool: AtomicU64,
     /// Per copy: the attempt in the backend's hands, and since when.
     running: Mutex<[Option<(u32, Instant)>; 2]>,
 }
@@ -252,6 +256,15 @@ impl TaskLedger {
     /// Attempts started so far, by both copies.
     fn attempts(&self) -> u32 {
         self.peek_attempt()
+    }
+
+    /// The pool of the next attempt, starting from `base`.
+    fn pool(&self, base: u64) -> u64 {
+        self.pool.load(Ordering::SeqCst).max(base)
+    }
+
+    fn raise_pool(&self, to: u64) {
+        self.pool.fetch_max(to, Ordering::SeqCst);
     }
 
     fn running(&self, copy: usize) -> Option<(u32, Instant)> {
@@ -306,6 +319,9 @@ enum Ended {
 struct JobGate {
     permits: Semaphore,
     failed: AtomicBool,
+    /// How long the job's winning attempts took, in every stage so far: what a
+    /// stage of one task is compared with for backups.
+    succeeded: Mutex<Vec<Duration>>,
 }
 
 impl Scheduler<'_> {
@@ -337,6 +353,7 @@ impl Scheduler<'_> {
         Arc::new(JobGate {
             permits: Semaphore::new(concurrency),
             failed: AtomicBool::new(false),
+            succeeded: Mutex::default(),
         })
     }
 
@@ -533,7 +550,7 @@ impl Scheduler<'_> {
             copies.push(self.start_copy(stage, task, PRIMARY, &shared, &gate, &mut run));
         }
         let policy = &self.options.speculation;
-        let speculate = policy.enabled && action == TaskAction::Run && stage.tasks > 1;
+        let speculate = policy.enabled && action == TaskAction::Run;
         let mut ticker = tokio::time::interval(policy.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -543,7 +560,7 @@ impl Scheduler<'_> {
                     self.copy_ended(stage, &shared, &gate, &mut run, end).await;
                 }
                 _ = ticker.tick(), if speculate && run.error.is_none() => {
-                    for task in self.stragglers(stage, &shared, &run) {
+                    for task in self.stragglers(stage, &shared, &gate, &run) {
                         let attempt = shared.ledgers[task as usize].peek_attempt();
                         self.emit(JobEvent::BackupStarted { stage: stage.id, task, attempt });
                         tracing::info!(job = self.job_id, stage = stage.id, task, attempt, "backup started");
@@ -602,7 +619,13 @@ impl Scheduler<'_> {
     }
 
     /// Tasks that straggle now and get a backup.
-    fn stragglers(&self, stage: &Stage, shared: &StageTasks, run: &StageRun) -> Vec<u32> {
+    fn stragglers(
+        &self,
+        stage: &Stage,
+        shared: &StageTasks,
+        gate: &JobGate,
+        run: &StageRun,
+    ) -> Vec<u32> {
         let running: Vec<(u32, Duration)> = (0..stage.tasks as u32)
             .filter(|t| run.outputs[*t as usize].is_none() && !run.backed_up.contains(t))
             .filter_map(|t| {
@@ -611,9 +634,28 @@ impl Scheduler<'_> {
                     .map(|(_, since)| (t, since.elapsed()))
             })
             .collect();
+        if running.is_empty() {
+            return vec![];
+        }
+        // A backend that throttles has its limit lowered: a backup would only
+        // add to the load (and a throttled task looks slow for that reason).
+        if self.backend.flow().is_some_and(|f| f.limit < f.max) {
+            return vec![];
+        }
+        let job_wide;
+        let succeeded = if stage.tasks == 1 {
+            job_wide = gate
+                .succeeded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            &job_wide
+        } else {
+            &run.succeeded
+        };
         self.options
             .speculation
-            .pick(stage.tasks, &run.succeeded, &running, run.backed_up.len())
+            .pick(stage.tasks, succeeded, &running, run.backed_up.len())
     }
 
     /// Takes in how one copy of a task ended: the first success wins and stops
@@ -646,6 +688,10 @@ impl Scheduler<'_> {
                     run.stats.backup_wins += 1;
                 }
                 run.succeeded.push(won.wall);
+                gate.succeeded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(won.wall);
                 self.emit(JobEvent::TaskSucceeded {
                     stage: stage.id,
                     task,
@@ -724,8 +770,8 @@ impl Scheduler<'_> {
     ) -> std::result::Result<Won, Ended> {
         let ledger = &shared.ledgers[task as usize];
         let mut failures = 0;
-        let mut memory = self.options.memory_limit_bytes;
         loop {
+            let memory = ledger.pool(self.options.memory_limit_bytes);
             // The stage's permit first, so that a capped stage does not hold job
             // permits other stages could use.
             let (Ok(_stage_permit), Ok(_permit)) =
@@ -825,7 +871,7 @@ impl Scheduler<'_> {
                     to = larger,
                     "out of memory; trying again with a larger pool"
                 );
-                memory = larger;
+                ledger.raise_pool(larger);
                 self.emit(JobEvent::TaskRetrying {
                     stage: stage.id,
                     task,

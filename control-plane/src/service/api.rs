@@ -49,6 +49,9 @@ pub struct JobOptions {
     /// Stop the job when it has run this many seconds (queueing not counted).
     #[serde(default)]
     pub deadline_seconds: Option<u64>,
+    /// Start a backup copy of a straggling task (default: true).
+    #[serde(default)]
+    pub backup_tasks: Option<bool>,
 }
 
 /// A job as the API shows it.

@@ -12,7 +12,7 @@ use crate::access::Access;
 use crate::engine::{JobRequest, new_job_id};
 use crate::error::SquallError;
 use crate::planner::PlanOptions;
-use crate::scheduler::TaskOptions;
+use crate::scheduler::{Speculation, TaskOptions};
 use crate::tables::{TableGuard, TableSpec};
 
 impl Service {
@@ -81,6 +81,10 @@ impl Service {
                 None => Some(limits.max_concurrency),
             },
             max_stage_concurrency: self.config.max_stage_concurrency,
+            speculation: match options.backup_tasks {
+                Some(false) => Speculation::disabled(),
+                _ => Speculation::default(),
+            },
             ..TaskOptions::default()
         };
         request.scan_limit_bytes = Some(limits.scan_limit(options.scan_limit_bytes)?);
