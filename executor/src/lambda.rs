@@ -390,6 +390,7 @@ mod tests {
             },
             action: TaskAction::Ping,
             plan: vec![],
+            partition: None,
             inputs: vec![],
             memory_limit_bytes: 1 << 30,
             session_options: vec![],

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the TaskSpec/TaskResult encoding. Checked on both ends.
 /// 4: `TaskId::run_id`, which names every object an attempt writes.
-pub const WIRE_VERSION: u32 = 4;
+/// 5: `TaskSpec::partition` and slices of several partitions
+/// (`StageInput::slice`), for reduce tasks that read a range of partitions.
+pub const WIRE_VERSION: u32 = 5;
 
 /// Identity of one attempt of one task.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -58,6 +60,11 @@ pub struct TaskSpec {
     /// The stage plan as datafusion-proto bytes (encoded with `SquallCodec`).
     #[serde(with = "base64_bytes")]
     pub plan: Vec<u8>,
+    /// The plan partition to run; None: `id.task`. A reduce task that reads a
+    /// range of shuffle partitions runs the first of them, its readers
+    /// returning the whole range (see [`StageInput::slice`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
     /// Committed outputs of the stages this stage reads, by stage id.
     pub inputs: Vec<StageInput>,
     /// Bytes the task may hold in DataFusion's memory pool before spilling or failing.
@@ -72,36 +79,70 @@ pub struct TaskSpec {
 pub struct StageInput {
     pub stage_id: u32,
     pub producers: Vec<OutputFile>,
-    /// `Some(p)`: cut down to what a task reading only reader partition `p` needs —
-    /// each producer's partition `p` alone (partitioned readers), or producer `p`
-    /// alone (readers by producer). `None`: everything.
+    /// `Some(s)`: cut down to what a task reading reader partitions
+    /// `s.start..s.end` needs — each producer's partitions in that range
+    /// (partitioned readers), or the producers in that range (readers by
+    /// producer). The task's reader partition `s.start` then returns the whole
+    /// range. `None`: everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slice: Option<u32>,
+    pub slice: Option<Slice>,
+}
+
+/// A range of reader partitions, `start..end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Slice {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Slice {
+    /// The one partition `p`.
+    pub fn one(p: u32) -> Self {
+        Self {
+            start: p,
+            end: p.saturating_add(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
 }
 
 impl StageInput {
-    /// The part of this input a reader of `mode` needs for reader partition `p`.
-    pub fn sliced(&self, p: u32, by_producer: bool) -> StageInput {
+    /// The part of this input a reader of `mode` needs for reader partitions
+    /// `slice`.
+    pub fn sliced(&self, slice: Slice, by_producer: bool) -> StageInput {
         let producers = if by_producer {
-            self.producers
-                .get(p as usize)
-                .cloned()
-                .into_iter()
-                .collect()
+            let end = slice.range().end.min(self.producers.len());
+            let start = slice.range().start.min(end);
+            self.producers[start..end].to_vec()
         } else {
             self.producers
                 .iter()
-                .map(|f| OutputFile {
-                    url: f.url.clone(),
-                    size: f.size,
-                    partitions: f.partitions.get(p as usize).copied().into_iter().collect(),
+                .map(|f| {
+                    let end = slice.range().end.min(f.partitions.len());
+                    let start = slice.range().start.min(end);
+                    OutputFile {
+                        url: f.url.clone(),
+                        size: f.size,
+                        partitions: f.partitions[start..end].to_vec(),
+                    }
                 })
                 .collect()
         };
         StageInput {
             stage_id: self.stage_id,
             producers,
-            slice: Some(p),
+            slice: Some(slice),
         }
     }
 }
@@ -224,6 +265,7 @@ mod tests {
             },
             action: TaskAction::Run,
             plan: vec![0, 1, 2, 255],
+            partition: Some(3),
             inputs: vec![StageInput {
                 slice: None,
                 stage_id: 1,

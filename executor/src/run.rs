@@ -97,7 +97,7 @@ async fn run(
         None => plan,
     };
     let decoded_us = started.elapsed().as_micros() as u64;
-    let partition = spec.id.task as usize;
+    let partition = spec.partition.unwrap_or(spec.id.task) as usize;
     let written = match stage_writer(plan.as_ref()) {
         Some(writer) => writer.write(partition, task_ctx, &spec.id).await,
         None => internal_err!(

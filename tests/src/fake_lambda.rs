@@ -203,7 +203,7 @@ async fn invoke(
                 .iter()
                 .map(|i| {
                     let slots = i.producers.iter().map(|p| p.partitions.len()).sum();
-                    (i.stage_id, i.slice, slots)
+                    (i.stage_id, i.slice.map(|s| s.start), slots)
                 })
                 .collect(),
         });

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use squall_control_plane::backend::ExecutorBackend;
-use squall_control_plane::scheduler::Speculation;
+use squall_control_plane::scheduler::{Coalescing, Speculation};
 use squall_control_plane::{Engine, JobRequest, MANIFEST_NAME, Manifest, PlanOptions};
 use squall_executor::{StoreRegistry, TaskResult, TaskSpec};
 use squall_tests::{compare, files_under, local_engine, render, tpch_data, tpch_tables};
@@ -98,6 +98,8 @@ async fn setup(
         ..PlanOptions::default()
     };
     request.tasks.speculation = speculation;
+    // Four reduce tasks, not sized to the (tiny) shuffle.
+    request.tasks.coalescing = Coalescing::disabled();
     request.output = output;
     // The last stage's task 1 straggles.
     let planned = squall_control_plane::plan_job(

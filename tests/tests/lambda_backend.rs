@@ -66,6 +66,8 @@ fn request(q: usize) -> JobRequest {
         shuffle_partitions: 3,
         ..PlanOptions::default()
     };
+    // Three reduce tasks, each reading one partition: the slices checked below.
+    request.tasks.coalescing = squall_control_plane::scheduler::Coalescing::disabled();
     request
 }
 

@@ -130,6 +130,8 @@ async fn q3_request(output: Option<String>) -> JobRequest {
         shuffle_partitions: 4,
         ..PlanOptions::default()
     };
+    // The tasks chosen to fail exist: one reduce task per partition.
+    request.tasks.coalescing = squall_control_plane::scheduler::Coalescing::disabled();
     request.output = output;
     request
 }

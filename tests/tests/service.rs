@@ -778,7 +778,7 @@ async fn the_stage_concurrency_cap_holds_in_the_service() {
     server.kill();
 }
 
-/// The in-process backend; the first attempt of task 1 of stage `stage` runs,
+/// The in-process backend; the first attempt of task 0 of stage `stage` runs,
 /// then holds its answer for ten minutes.
 #[derive(Debug)]
 struct Straggles {
@@ -798,7 +798,7 @@ impl squall_control_plane::backend::ExecutorBackend for Straggles {
         &self,
         spec: squall_executor::TaskSpec,
     ) -> squall_control_plane::Result<squall_executor::TaskResult> {
-        let straggles = (spec.id.stage_id, spec.id.task, spec.id.attempt) == (self.stage, 1, 0);
+        let straggles = (spec.id.stage_id, spec.id.task, spec.id.attempt) == (self.stage, 0, 0);
         let answer = self.inner.invoke(spec).await;
         if straggles {
             tokio::time::sleep(std::time::Duration::from_secs(600)).await;
@@ -833,7 +833,6 @@ async fn backups_are_counted_in_the_job_view_attempts_and_metrics() {
     .await
     .unwrap();
     let last = planned.dag.final_stage();
-    assert_eq!(last.tasks, 4);
     let straggling = Engine {
         backend: Arc::new(Straggles {
             inner: engine.backend.clone(),
@@ -856,7 +855,10 @@ async fn backups_are_counted_in_the_job_view_attempts_and_metrics() {
     assert_eq!(view.state, JobState::Succeeded, "{view:?}");
     let stage = view.stages.iter().find(|s| s.stage == last.id).unwrap();
     assert_eq!((stage.backups, stage.backup_wins), (1, 1), "{view:?}");
-    assert_eq!((stage.done, stage.running), (4, 0), "{view:?}");
+    assert_eq!((stage.done, stage.running), (stage.tasks, 0), "{view:?}");
+    // The four shuffle partitions, read by as many tasks as their size asks.
+    assert_eq!(stage.partitions, 4, "{view:?}");
+    assert!(stage.tasks <= 4, "{view:?}");
 
     let (status, body) = server
         .get(&format!("/v1/jobs/{id}/attempts"), Some(TOKEN))
@@ -866,7 +868,7 @@ async fn backups_are_counted_in_the_job_view_attempts_and_metrics() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|a| a["stage"].as_u64() == Some(u64::from(last.id)) && a["task"] == 1)
+        .filter(|a| a["stage"].as_u64() == Some(u64::from(last.id)) && a["task"] == 0)
         .map(|a| {
             (
                 a["task"].as_u64().unwrap(),
@@ -876,8 +878,8 @@ async fn backups_are_counted_in_the_job_view_attempts_and_metrics() {
         })
         .collect();
     assert!(
-        outcomes.contains(&(1, 0, "superseded".into()))
-            && outcomes.contains(&(1, 1, "succeeded".into())),
+        outcomes.contains(&(0, 0, "superseded".into()))
+            && outcomes.contains(&(0, 1, "succeeded".into())),
         "{outcomes:?}"
     );
 

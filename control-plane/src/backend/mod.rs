@@ -237,6 +237,7 @@ mod tests {
             },
             action: TaskAction::Ping,
             plan: vec![],
+            partition: None,
             inputs: vec![],
             memory_limit_bytes: 1 << 20,
             session_options: vec![],

@@ -39,7 +39,9 @@ impl ProgressSink for ProgressBars {
     fn on_event(&self, event: &JobEvent) {
         let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
         match event {
-            JobEvent::StageStarted { stage, of, tasks } => {
+            JobEvent::StageStarted {
+                stage, of, tasks, ..
+            } => {
                 let bar = self.multi.add(ProgressBar::new(*tasks as u64));
                 bar.set_style(style());
                 bar.set_prefix(format!("stage {stage}/{of}"));

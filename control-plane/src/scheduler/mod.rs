@@ -10,6 +10,7 @@
 //! cannot be retried, no new task starts, running ones are waited for, and
 //! everything the job wrote is removed.
 
+pub mod coalesce;
 pub mod speculation;
 
 use std::collections::{HashMap, HashSet};
@@ -22,8 +23,8 @@ use datafusion::physical_plan::empty::EmptyExec;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use squall_executor::{
-    OutputFile, ReadMode, StageInput, StoreRegistry, TaskAction, TaskFailure, TaskId, TaskMetrics,
-    TaskOutcome, TaskSpec, WIRE_VERSION, encode_plan,
+    OutputFile, ReadMode, Slice, StageInput, StoreRegistry, TaskAction, TaskFailure, TaskId,
+    TaskMetrics, TaskOutcome, TaskSpec, WIRE_VERSION, encode_plan,
 };
 use tokio::sync::{Semaphore, oneshot};
 
@@ -32,6 +33,7 @@ use crate::commit::{StageJournal, attempt_output_url, delete_all};
 use crate::error::{Result, SquallError};
 use crate::planner::{Stage, StageDag, StageOutput};
 
+pub use coalesce::Coalescing;
 pub use speculation::Speculation;
 
 /// How a job's tasks are run.
@@ -51,6 +53,8 @@ pub struct TaskOptions {
     pub session_options: Vec<(String, String)>,
     /// When stragglers get backup copies.
     pub speculation: Speculation,
+    /// How reduce tasks are sized to the shuffle they read.
+    pub coalescing: Coalescing,
 }
 
 impl Default for TaskOptions {
@@ -60,6 +64,7 @@ impl Default for TaskOptions {
             memory_limit_bytes: 2 << 30,
             max_memory_limit_bytes: 8 << 30,
             speculation: Speculation::default(),
+            coalescing: Coalescing::default(),
             max_concurrency: None,
             max_stage_concurrency: None,
             session_options: vec![],
@@ -75,6 +80,9 @@ pub enum JobEvent {
         /// Stages in the job (stage ids run from 1 to this).
         of: usize,
         tasks: usize,
+        /// The plan's partitions: more than `tasks` where reduce tasks read
+        /// several shuffle partitions each (see [`coalesce`]).
+        partitions: usize,
     },
     /// An attempt of a task was handed to the backend.
     TaskStarted {
@@ -131,7 +139,10 @@ pub trait ProgressSink: Send + Sync {
 #[derive(Debug, Clone, Default)]
 pub struct StageStats {
     pub stage: u32,
+    /// Tasks run: the plan's partitions, or fewer where reduce tasks read
+    /// several shuffle partitions each.
     pub tasks: usize,
+    pub partitions: usize,
     pub attempts: u32,
     pub rows_in: u64,
     pub bytes_in: u64,
@@ -179,6 +190,9 @@ struct StageTasks {
     inputs: Vec<StageInput>,
     /// Inputs of which each task gets only its own slice.
     sliceable: HashMap<u32, ReadMode>,
+    /// The shuffle partitions each task reads, where reduce tasks were sized
+    /// to the shuffle; None: task `t` reads partition `t`.
+    groups: Option<Vec<Slice>>,
     /// The stage's own concurrency cap.
     permits: Semaphore,
     action: TaskAction,
@@ -187,12 +201,26 @@ struct StageTasks {
 }
 
 impl StageTasks {
+    /// The reader partitions task `task` reads.
+    fn slice(&self, task: u32) -> Slice {
+        self.groups
+            .as_ref()
+            .and_then(|g| g.get(task as usize).copied())
+            .unwrap_or(Slice::one(task))
+    }
+
+    /// The plan partition task `task` runs, where it is not the task's index.
+    fn partition(&self, task: u32) -> Option<u32> {
+        self.groups.as_ref().map(|_| self.slice(task).start)
+    }
+
     /// What task `task` reads of the stage's inputs.
     fn task_inputs(&self, task: u32) -> Vec<StageInput> {
+        let slice = self.slice(task);
         self.inputs
             .iter()
             .map(|input| match self.sliceable.get(&input.stage_id) {
-                Some(mode) => input.sliced(task, *mode == ReadMode::ByProducer),
+                Some(mode) => input.sliced(slice, *mode == ReadMode::ByProducer),
                 None => input.clone(),
             })
             .collect()
@@ -318,6 +346,8 @@ enum Ended {
 /// Shared by every task of a job: stop launching once the job has failed.
 struct JobGate {
     permits: Semaphore,
+    /// Tasks of the job that run at once.
+    concurrency: usize,
     failed: AtomicBool,
     /// How long the job's winning attempts took, in every stage so far: what a
     /// stage of one task is compared with for backups.
@@ -352,6 +382,7 @@ impl Scheduler<'_> {
             .clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(JobGate {
             permits: Semaphore::new(concurrency),
+            concurrency,
             failed: AtomicBool::new(false),
             succeeded: Mutex::default(),
         })
@@ -363,8 +394,9 @@ impl Scheduler<'_> {
     }
 
     /// Runs the stages of `dag` not in `done` (stage id → its committed outputs,
-    /// from an earlier run of the same job that was interrupted). An entry whose
-    /// task count does not match the DAG's stage is ignored and the stage runs again.
+    /// from an earlier run of the same job that was interrupted). An entry with
+    /// no outputs, or more than the DAG's stage has partitions, is ignored and
+    /// the stage runs again.
     pub async fn resume(
         &self,
         dag: &StageDag,
@@ -375,10 +407,11 @@ impl Scheduler<'_> {
         let done = done
             .into_iter()
             .filter(|(id, outputs)| {
+                // A reduce stage may have run fewer tasks than partitions.
                 let fits = dag
                     .stages
                     .iter()
-                    .any(|s| s.id == *id && s.tasks == outputs.len());
+                    .any(|s| s.id == *id && !outputs.is_empty() && outputs.len() <= s.tasks);
                 if !fits {
                     tracing::warn!(
                         job = self.job_id,
@@ -507,15 +540,28 @@ impl Scheduler<'_> {
                 Err(source) => return (stage.id, Err(SquallError::Internal { source }), vec![]),
             }
         };
+        let groups = self.reduce_groups(stage, &inputs, &gate, action);
+        let tasks = groups.as_ref().map_or(stage.tasks, Vec::len);
+        if tasks != stage.tasks {
+            tracing::info!(
+                job = self.job_id,
+                stage = stage.id,
+                partitions = stage.tasks,
+                tasks,
+                "reduce tasks sized to the shuffle"
+            );
+        }
         self.emit(JobEvent::StageStarted {
             stage: stage.id,
             of,
-            tasks: stage.tasks,
+            tasks,
+            partitions: stage.tasks,
         });
         let shared = Arc::new(StageTasks {
             plan,
             sliceable: stage.sliced_inputs.clone(),
             inputs,
+            groups,
             permits: Semaphore::new(
                 self.options
                     .max_stage_concurrency
@@ -523,7 +569,7 @@ impl Scheduler<'_> {
                     .clamp(1, Semaphore::MAX_PERMITS),
             ),
             action,
-            ledgers: (0..stage.tasks).map(|_| TaskLedger::default()).collect(),
+            ledgers: (0..tasks).map(|_| TaskLedger::default()).collect(),
         });
         tracing::debug!(
             job = self.job_id,
@@ -533,10 +579,11 @@ impl Scheduler<'_> {
             "stage inputs"
         );
         let mut run = StageRun {
-            outputs: vec![None; stage.tasks],
+            outputs: vec![None; tasks],
             stats: StageStats {
                 stage: stage.id,
-                tasks: stage.tasks,
+                tasks,
+                partitions: stage.tasks,
                 ..Default::default()
             },
             written: Vec::new(),
@@ -546,7 +593,7 @@ impl Scheduler<'_> {
             live: HashMap::new(),
         };
         let mut copies = FuturesUnordered::new();
-        for task in 0..stage.tasks as u32 {
+        for task in 0..tasks as u32 {
             copies.push(self.start_copy(stage, task, PRIMARY, &shared, &gate, &mut run));
         }
         let policy = &self.options.speculation;
@@ -560,7 +607,7 @@ impl Scheduler<'_> {
                     self.copy_ended(stage, &shared, &gate, &mut run, end).await;
                 }
                 _ = ticker.tick(), if speculate && run.error.is_none() => {
-                    for task in self.stragglers(stage, &shared, &gate, &run) {
+                    for task in self.stragglers(&shared, &gate, &run) {
                         let attempt = shared.ledgers[task as usize].peek_attempt();
                         self.emit(JobEvent::BackupStarted { stage: stage.id, task, attempt });
                         tracing::info!(job = self.job_id, stage = stage.id, task, attempt, "backup started");
@@ -580,7 +627,7 @@ impl Scheduler<'_> {
         tracing::info!(
             job = self.job_id,
             stage = stage.id,
-            tasks = stage.tasks,
+            tasks,
             elapsed_ms = stats.elapsed_ms,
             rows_in = stats.rows_in,
             bytes_in = stats.bytes_in,
@@ -618,15 +665,56 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Tasks that straggle now and get a backup.
-    fn stragglers(
+    /// The partition ranges of a reduce stage's tasks, sized to the bytes of
+    /// the shuffle partitions its inputs committed; None where the stage runs
+    /// one task per partition: it scans files, or reads an input other than
+    /// partition-for-partition, or coalescing is off.
+    fn reduce_groups(
         &self,
         stage: &Stage,
-        shared: &StageTasks,
+        inputs: &[StageInput],
         gate: &JobGate,
-        run: &StageRun,
-    ) -> Vec<u32> {
-        let running: Vec<(u32, Duration)> = (0..stage.tasks as u32)
+        action: TaskAction,
+    ) -> Option<Vec<Slice>> {
+        let coalescing = &self.options.coalescing;
+        let eligible = coalescing.enabled
+            && action == TaskAction::Run
+            && !stage.sliced_scans
+            && !stage.sliced_inputs.is_empty()
+            && stage
+                .sliced_inputs
+                .values()
+                .all(|m| *m == ReadMode::Partitioned);
+        if !eligible {
+            return None;
+        }
+        let mut sizes = vec![0u64; stage.tasks];
+        for input in inputs {
+            if !stage.sliced_inputs.contains_key(&input.stage_id) {
+                continue;
+            }
+            for producer in &input.producers {
+                if producer.partitions.len() != stage.tasks {
+                    return None;
+                }
+                for (size, slot) in sizes.iter_mut().zip(&producer.partitions) {
+                    *size += slot.length;
+                }
+            }
+        }
+        let parallelism = self
+            .options
+            .max_stage_concurrency
+            .unwrap_or(gate.concurrency)
+            .min(gate.concurrency);
+        let groups = coalescing.groups(&sizes, parallelism);
+        (groups.len() < stage.tasks).then_some(groups)
+    }
+
+    /// Tasks that straggle now and get a backup.
+    fn stragglers(&self, shared: &StageTasks, gate: &JobGate, run: &StageRun) -> Vec<u32> {
+        let tasks = shared.ledgers.len();
+        let running: Vec<(u32, Duration)> = (0..tasks as u32)
             .filter(|t| run.outputs[*t as usize].is_none() && !run.backed_up.contains(t))
             .filter_map(|t| {
                 shared.ledgers[t as usize]
@@ -643,7 +731,7 @@ impl Scheduler<'_> {
             return vec![];
         }
         let job_wide;
-        let succeeded = if stage.tasks == 1 {
+        let succeeded = if tasks == 1 {
             job_wide = gate
                 .succeeded
                 .lock()
@@ -655,7 +743,7 @@ impl Scheduler<'_> {
         };
         self.options
             .speculation
-            .pick(stage.tasks, succeeded, &running, run.backed_up.len())
+            .pick(tasks, succeeded, &running, run.backed_up.len())
     }
 
     /// Takes in how one copy of a task ended: the first success wins and stops
@@ -802,6 +890,7 @@ impl Scheduler<'_> {
                 id: id.clone(),
                 action: shared.action,
                 plan,
+                partition: shared.partition(task),
                 inputs: shared.task_inputs(task),
                 memory_limit_bytes: memory,
                 session_options: self.options.session_options.clone(),

@@ -77,7 +77,12 @@ pub struct JobView {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct StageProgress {
     pub stage: u32,
+    /// Tasks the stage runs (chosen when it starts: a reduce stage's tasks
+    /// may each read several shuffle partitions).
     pub tasks: usize,
+    /// The shuffle partitions (or scan partitions) of the stage's plan.
+    #[serde(default)]
+    pub partitions: usize,
     pub done: usize,
     pub running: usize,
     /// Attempts that failed and were retried.

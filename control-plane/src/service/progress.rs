@@ -130,12 +130,18 @@ impl JobProgress {
     fn count(&self, event: &JobEvent) {
         let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
         match event {
-            JobEvent::StageStarted { stage, tasks, .. } => {
+            JobEvent::StageStarted {
+                stage,
+                tasks,
+                partitions,
+                ..
+            } => {
                 stages.insert(
                     *stage,
                     StageProgress {
                         stage: *stage,
                         tasks: *tasks,
+                        partitions: *partitions,
                         started_at_ms: Some(now_ms()),
                         ..StageProgress::default()
                     },

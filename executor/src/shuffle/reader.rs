@@ -25,7 +25,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 
 use super::format::decode_partition;
-use crate::protocol::StageInput;
+use crate::protocol::{PartitionSlot, StageInput};
 use crate::stores::ObjectUrl;
 
 /// Ranged GETs one reader partition keeps in flight.
@@ -82,17 +82,21 @@ impl ShuffleReaderExec {
                 input.stage_id
             );
         }
+        // Readers by producer may see fewer producers than partitions: the
+        // input stage's tasks read several partitions each (coalesced); the
+        // partitions past its producers are empty.
         let consistent = match (self.mode, input.slice) {
-            (_, Some(p)) if p as usize >= self.partitions => false,
+            (_, Some(s)) if s.is_empty() || s.end as usize > self.partitions => false,
             (ReadMode::Partitioned, None) => input
                 .producers
                 .iter()
                 .all(|p| p.partitions.len() == self.partitions),
-            (ReadMode::Partitioned, Some(_)) => {
-                input.producers.iter().all(|p| p.partitions.len() == 1)
-            }
-            (ReadMode::ByProducer, None) => input.producers.len() == self.partitions,
-            (ReadMode::ByProducer, Some(_)) => input.producers.len() == 1,
+            (ReadMode::Partitioned, Some(s)) => input
+                .producers
+                .iter()
+                .all(|p| p.partitions.len() == s.len()),
+            (ReadMode::ByProducer, None) => input.producers.len() <= self.partitions,
+            (ReadMode::ByProducer, Some(s)) => input.producers.len() <= s.len(),
         };
         if !consistent {
             return internal_err!(
@@ -133,27 +137,33 @@ impl ShuffleReaderExec {
                 self.stage_id
             );
         }
-        // Where reader partition `partition` lies in the (possibly sliced) input.
-        let index = match input.slice {
-            None => partition,
-            Some(p) if p as usize == partition => 0,
-            Some(p) => {
+        // A sliced input holds only the partitions its task reads, and the
+        // task's partition (the slice's first) returns all of them.
+        let pieces: Vec<(&String, PartitionSlot)> = match (input.slice, self.mode) {
+            (Some(s), _) if s.start as usize != partition => {
                 return internal_err!(
-                    "ShuffleReaderExec of stage {} was given partition {p} only, not {partition}",
-                    self.stage_id
+                    "ShuffleReaderExec of stage {} was given partitions {}..{} only, not {partition}",
+                    self.stage_id,
+                    s.start,
+                    s.end
                 );
             }
-        };
-        let pieces = match self.mode {
-            ReadMode::Partitioned => input
+            (Some(_), _) => input
                 .producers
                 .iter()
-                .map(|p| (&p.url, p.partitions[index]))
-                .collect::<Vec<_>>(),
-            ReadMode::ByProducer => {
-                let p = &input.producers[index];
-                p.partitions.iter().map(|s| (&p.url, *s)).collect()
-            }
+                .flat_map(|p| p.partitions.iter().map(move |s| (&p.url, *s)))
+                .collect(),
+            (None, ReadMode::Partitioned) => input
+                .producers
+                .iter()
+                .map(|p| (&p.url, p.partitions[partition]))
+                .collect(),
+            (None, ReadMode::ByProducer) => input
+                .producers
+                .get(partition)
+                .into_iter()
+                .flat_map(|p| p.partitions.iter().map(move |s| (&p.url, *s)))
+                .collect(),
         };
         let mut fetches: Vec<Fetch> = Vec::new();
         for (url, slot) in pieces.into_iter().filter(|(_, slot)| slot.rows > 0) {
