@@ -135,6 +135,18 @@ pub enum SquallError {
         source: parquet::errors::ParquetError,
     },
 
+    #[error("skewed data generator, {what}: {source}")]
+    SkewGenerate {
+        what: String,
+        source: arrow::error::ArrowError,
+    },
+
+    #[error("cannot encode skewed data {what}: {source}")]
+    SkewEncode {
+        what: String,
+        source: parquet::errors::ParquetError,
+    },
+
     #[error("{what}")]
     Inconsistent { what: String },
 
@@ -193,6 +205,8 @@ impl SquallError {
             | SquallError::Abandoned
             | SquallError::TpchGenerate { .. }
             | SquallError::TpchEncode { .. }
+            | SquallError::SkewGenerate { .. }
+            | SquallError::SkewEncode { .. }
             | SquallError::Inconsistent { .. } => false,
         }
     }

@@ -2,8 +2,9 @@
 //! four files per table: at shuffle widths 1, 4 and 7 with one reduce task per
 //! partition (the static plan), and at widths 7 and 32 with reduce tasks sized
 //! to the shuffle (coalescing, with a small target so that tasks read uneven
-//! ranges of partitions). Each job must also leave nothing behind in its work
-//! folder.
+//! ranges of partitions, joins shuffling both sides and the larger partitions
+//! of their probe sides split by producer). Each job must also leave nothing
+//! behind in its work folder.
 
 use squall_control_plane::scheduler::Coalescing;
 use squall_control_plane::{JobRequest, PlanOptions};
@@ -12,27 +13,41 @@ use squall_tests::{
 };
 
 async fn check_all(scale: &str, width: usize) {
-    let coalesced = check_with(scale, width, Coalescing::disabled()).await;
-    assert_eq!(coalesced, 0, "coalescing was off");
+    let (coalesced, split) = check_with(scale, width, Coalescing::disabled(), false).await;
+    assert_eq!((coalesced, split), (0, 0), "coalescing was off");
 }
 
 /// Coalescing with targets small enough that SF 0.01–0.1 shuffles are cut into
-/// several uneven ranges.
+/// several uneven ranges, and a skew bar low enough that the larger partitions
+/// of splittable inputs are split by producer.
 fn small_targets() -> Coalescing {
     Coalescing {
         enabled: true,
         target_bytes: 256 << 10,
         min_bytes: 16 << 10,
+        skew_factor: 1.0,
+        skew_min_bytes: 32 << 10,
+        piece_bytes: Some(16 << 10),
     }
 }
 
-/// Checks every query; returns how many stages ran fewer tasks than partitions.
-async fn check_with(scale: &str, width: usize, coalescing: Coalescing) -> usize {
+/// Checks every query; returns how many stages ran fewer tasks than
+/// partitions, and how many tasks read a piece of a split partition.
+///
+/// `shuffle_joins`: joins shuffle both sides (no build side is broadcast), so
+/// that their probe sides can be split.
+async fn check_with(
+    scale: &str,
+    width: usize,
+    coalescing: Coalescing,
+    shuffle_joins: bool,
+) -> (usize, u32) {
     let data = tpch_data(scale).await;
     let work = tempfile::tempdir().unwrap();
     let engine = local_engine(4, work.path());
     let mut failures = Vec::new();
     let mut coalesced = 0;
+    let mut split = 0;
     for q in 1..=22 {
         let sql = squall_control_plane::tpch::query(q).unwrap();
         let mut request = JobRequest::new(sql, tpch_tables(&data));
@@ -40,6 +55,10 @@ async fn check_with(scale: &str, width: usize, coalescing: Coalescing) -> usize 
             shuffle_partitions: width,
             ..PlanOptions::default()
         };
+        if shuffle_joins {
+            request.plan.broadcast_rows = 100;
+            request.plan.broadcast_bytes = 4 << 10;
+        }
         request.tasks.coalescing = coalescing.clone();
         match engine.run(&request, None).await {
             Ok(result) => {
@@ -48,6 +67,7 @@ async fn check_with(scale: &str, width: usize, coalescing: Coalescing) -> usize 
                     .iter()
                     .filter(|s| s.tasks < s.partitions)
                     .count();
+                split += result.stages.iter().map(|s| s.split_tasks).sum::<u32>();
                 let rows = render(result.batches.as_deref().unwrap_or_default());
                 if let Err(e) = compare(&expected_answer(scale, q), &rows, is_ordered(q)) {
                     failures.push(format!("Q{q}: {e}"));
@@ -66,11 +86,11 @@ async fn check_with(scale: &str, width: usize, coalescing: Coalescing) -> usize 
     }
     assert!(
         failures.is_empty(),
-        "SF {scale}, shuffle width {width}, {coalescing:?}: {} of 22 queries wrong:\n{}",
+        "SF {scale}, shuffle width {width}, {coalescing:?}, shuffled joins {shuffle_joins}: {} of 22 queries wrong:\n{}",
         failures.len(),
         failures.join("\n")
     );
-    coalesced
+    (coalesced, split)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,17 +125,19 @@ async fn tpch_sf01_width7() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf001_width7_coalesced() {
-    let coalesced = check_with("0.01", 7, small_targets()).await;
+    let (coalesced, split) = check_with("0.01", 7, small_targets(), true).await;
     assert!(coalesced > 0, "no stage was coalesced");
+    assert!(split > 0, "no partition was split");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf01_width32_coalesced() {
-    let coalesced = check_with("0.1", 32, small_targets()).await;
+    let (coalesced, split) = check_with("0.1", 32, small_targets(), true).await;
     assert!(coalesced >= 22, "only {coalesced} stages coalesced");
+    assert!(split > 0, "no partition was split");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf01_width32_coalesced_by_default() {
-    check_with("0.1", 32, Coalescing::default()).await;
+    check_with("0.1", 32, Coalescing::default(), false).await;
 }

@@ -27,6 +27,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement;
+use squall_executor::context::{BROADCAST_JOIN_BYTES, BROADCAST_JOIN_ROWS};
 use squall_executor::{
     METADATA_CACHE_BYTES, ObjectUrl, StoreRegistry, new_metadata_cache, squall_session_config,
 };
@@ -47,6 +48,10 @@ pub struct PlanOptions {
     pub target_partition_bytes: u64,
     /// Bounds of table listings (a shared server's; none for `squall run`).
     pub guard: TableGuard,
+    /// A join broadcasts its build side to every probe task when the side is
+    /// estimated at most this many rows and bytes; larger sides are shuffled.
+    pub broadcast_rows: usize,
+    pub broadcast_bytes: usize,
 }
 
 impl Default for PlanOptions {
@@ -55,6 +60,8 @@ impl Default for PlanOptions {
             shuffle_partitions: default_parallelism(),
             target_partition_bytes: DEFAULT_TARGET_PARTITION_BYTES,
             guard: TableGuard::default(),
+            broadcast_rows: BROADCAST_JOIN_ROWS,
+            broadcast_bytes: BROADCAST_JOIN_BYTES,
         }
     }
 }
@@ -221,12 +228,7 @@ pub async fn plan_job_with(
     .await?;
 
     let listings = job_listings(&resolved)?;
-    let ctx = session(
-        stores,
-        caches.config(listings),
-        Arc::new(splits),
-        options.shuffle_partitions,
-    )?;
+    let ctx = session(stores, caches.config(listings), Arc::new(splits), options)?;
     let session_built = started.elapsed();
     futures::future::try_join_all(resolved.iter().map(|table| register_table(&ctx, table))).await?;
     let registered = started.elapsed();
@@ -270,9 +272,12 @@ fn session(
     stores: Arc<StoreRegistry>,
     caches: CacheManagerConfig,
     splits: Arc<ScanSplits>,
-    shuffle_partitions: usize,
+    options: &PlanOptions,
 ) -> Result<SessionContext> {
-    let config = squall_session_config().with_target_partitions(shuffle_partitions);
+    let mut config = squall_session_config().with_target_partitions(options.shuffle_partitions);
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.hash_join_single_partition_threshold = options.broadcast_bytes;
+    optimizer.hash_join_single_partition_threshold_rows = options.broadcast_rows;
     let runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(stores)
         .with_cache_manager(caches)

@@ -20,9 +20,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::common::JoinType;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode, SortMergeJoinExec};
@@ -135,6 +136,57 @@ pub fn slice_scans(
         replace_children_if_necessary(plan.clone(), sliced)
     }
     slice(plan, true, task)
+}
+
+/// The input stage whose partitions may be split among several tasks by
+/// producer, every piece reading the stage's other inputs' partition whole
+/// (skew splitting, see `scheduler::coalesce`): a partitioned reader reached
+/// from the stage's root through operators that handle each input row on its
+/// own — projections, filters, partial aggregates, and the probe side of hash
+/// joins that never emit a build-side row by itself (inner, right, right
+/// semi, right anti). Anything else (a final aggregate, a sort, a window, a
+/// join that emits unmatched build rows) needs a partition whole: None.
+pub fn splittable_input(plan: &Arc<dyn ExecutionPlan>) -> Option<u32> {
+    fn find(plan: &Arc<dyn ExecutionPlan>) -> Option<u32> {
+        if let Some(reader) = plan.downcast_ref::<ShuffleReaderExec>() {
+            return (reader.mode() == ReadMode::Partitioned).then(|| reader.stage_id());
+        }
+        let children = plan.children();
+        if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+            let probe_only = matches!(
+                join.join_type(),
+                JoinType::Inner | JoinType::Right | JoinType::RightSemi | JoinType::RightAnti
+            ) && matches!(
+                join.partition_mode(),
+                PartitionMode::Partitioned | PartitionMode::CollectLeft
+            );
+            if !probe_only {
+                return None;
+            }
+            let stage = find(children[1])?;
+            // The build side must not read the same stage.
+            return (!reads_stage(children[0], stage)).then_some(stage);
+        }
+        let row_by_row = stage_writer(plan.as_ref()).is_some()
+            || plan.downcast_ref::<ProjectionExec>().is_some()
+            || plan.downcast_ref::<FilterExec>().is_some()
+            || plan.downcast_ref::<CooperativeExec>().is_some()
+            || plan
+                .downcast_ref::<AggregateExec>()
+                .is_some_and(|a| *a.mode() == AggregateMode::Partial);
+        match children.as_slice() {
+            [child] if row_by_row => find(child),
+            _ => None,
+        }
+    }
+    find(plan)
+}
+
+/// Whether `plan` reads stage `stage` anywhere.
+fn reads_stage(plan: &Arc<dyn ExecutionPlan>, stage: u32) -> bool {
+    plan.downcast_ref::<ShuffleReaderExec>()
+        .is_some_and(|r| r.stage_id() == stage)
+        || plan.children().into_iter().any(|c| reads_stage(c, stage))
 }
 
 /// The file scan configuration of `plan`, if it is a file scan.

@@ -46,7 +46,7 @@ use squall_executor::{
     ReadMode, ResultWriterExec, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec,
 };
 
-use super::slices::{has_sliceable_scans, slice_scans, sliceable_inputs};
+use super::slices::{has_sliceable_scans, slice_scans, sliceable_inputs, splittable_input};
 
 /// What a stage's tasks write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +73,10 @@ pub struct Stage {
     /// Whether the plan holds file scans each task reads only its own
     /// partition of: then each task gets its own plan ([`Stage::task_plan`]).
     pub sliced_scans: bool,
+    /// The sliced input whose partitions may be split among several tasks by
+    /// producer when one is far larger than the others (see
+    /// `slices::splittable_input`).
+    pub split_input: Option<u32>,
     pub output: StageOutput,
 }
 
@@ -179,6 +183,7 @@ pub fn cut_stages(
         id,
         sliced_inputs: sliceable_inputs(&plan),
         sliced_scans: has_sliceable_scans(&plan),
+        split_input: splittable_input(&plan),
         plan,
         tasks,
         inputs,
@@ -337,6 +342,7 @@ impl Cutter {
             id,
             sliced_inputs: sliceable_inputs(&plan),
             sliced_scans: has_sliceable_scans(&plan),
+            split_input: splittable_input(&plan),
             plan,
             tasks,
             inputs,

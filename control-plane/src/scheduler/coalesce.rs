@@ -7,6 +7,16 @@
 //! `max(min(target_bytes, total / parallelism), min_bytes)`, so that small
 //! shuffles still give every executor a task, and large ones are cut into
 //! `target_bytes` pieces whatever the shuffle width was.
+//!
+//! Skew: where the stage may split a partition among tasks (its input
+//! `split_input`, the probe side of a join or the input of a partial
+//! aggregate), a partition of that input larger than `skew_min_bytes` and
+//! `skew_factor` times the median partition is split by producer ranges into
+//! pieces of about the target (Spark's `OptimizeSkewedJoin`, with the
+//! per-producer sizes every map task reports); each piece reads the stage's
+//! other inputs' partition whole.
+
+use std::ops::Range;
 
 use squall_executor::Slice;
 
@@ -18,6 +28,14 @@ pub struct Coalescing {
     pub target_bytes: u64,
     /// A task reads at least this much, however many executors wait.
     pub min_bytes: u64,
+    /// A partition of the splittable input is skewed above both this many
+    /// times the median partition...
+    pub skew_factor: f64,
+    /// ...and this many bytes.
+    pub skew_min_bytes: u64,
+    /// Bytes of one piece of a split partition; None: the larger of the
+    /// target and the mean of the partitions that are not skewed (Spark's).
+    pub piece_bytes: Option<u64>,
 }
 
 impl Default for Coalescing {
@@ -26,8 +44,21 @@ impl Default for Coalescing {
             enabled: true,
             target_bytes: 64 << 20,
             min_bytes: 1 << 20,
+            skew_factor: 5.0,
+            skew_min_bytes: 256 << 20,
+            piece_bytes: None,
         }
     }
+}
+
+/// One reduce task's share of the stage's inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The partitions it reads.
+    pub slice: Slice,
+    /// For a piece of a split partition: the producers of the split input
+    /// it reads (of the others, all).
+    pub producers: Option<Range<usize>>,
 }
 
 impl Coalescing {
@@ -38,26 +69,37 @@ impl Coalescing {
         }
     }
 
+    /// What one task reads at most, for `total` bytes over `parallelism`
+    /// executors.
+    fn target(&self, total: u64, parallelism: usize) -> u64 {
+        self.target_bytes
+            .min(total / parallelism.max(1) as u64)
+            .max(self.min_bytes)
+            .max(1)
+    }
+
     /// The partition ranges of the reduce tasks, for partitions of `sizes`
     /// bytes and `parallelism` executors; every partition in exactly one range,
     /// in order. Disabled: one range per partition.
     pub fn groups(&self, sizes: &[u64], parallelism: usize) -> Vec<Slice> {
+        self.groups_apart(sizes, parallelism, &[])
+    }
+
+    /// [`groups`](Self::groups), with the partitions in `alone` each in a
+    /// range of its own.
+    fn groups_apart(&self, sizes: &[u64], parallelism: usize, alone: &[usize]) -> Vec<Slice> {
         let one_each = || (0..sizes.len() as u32).map(Slice::one).collect();
         if !self.enabled || sizes.len() <= 1 {
             return one_each();
         }
-        let total: u64 = sizes.iter().sum();
-        let target = self
-            .target_bytes
-            .min(total / parallelism.max(1) as u64)
-            .max(self.min_bytes)
-            .max(1);
+        let target = self.target(sizes.iter().sum(), parallelism);
         let mut groups = Vec::new();
         let mut start = 0u32;
         let mut bytes = 0u64;
         for (p, &size) in sizes.iter().enumerate() {
+            let apart = alone.contains(&p) || (p > 0 && alone.contains(&(p - 1)));
             let p = p as u32;
-            if p > start && bytes + size > target {
+            if p > start && (apart || bytes + size > target) {
                 groups.push(Slice { start, end: p });
                 start = p;
                 bytes = 0;
@@ -69,6 +111,82 @@ impl Coalescing {
             end: sizes.len() as u32,
         });
         groups
+    }
+
+    /// The reduce tasks' shares: [`groups`](Self::groups) of the partitions
+    /// of `sizes` bytes (all inputs the tasks slice), with each skewed
+    /// partition of the splittable input — whose bytes are `split[m][p]` for
+    /// producer `m` and partition `p` — split by producer ranges.
+    pub fn shares(
+        &self,
+        sizes: &[u64],
+        split: Option<&[Vec<u64>]>,
+        parallelism: usize,
+    ) -> Vec<Share> {
+        let whole = |groups: Vec<Slice>| {
+            groups
+                .into_iter()
+                .map(|slice| Share {
+                    slice,
+                    producers: None,
+                })
+                .collect()
+        };
+        let Some(split) = split.filter(|s| self.enabled && !s.is_empty()) else {
+            return whole(self.groups(sizes, parallelism));
+        };
+        let probe: Vec<u64> = (0..sizes.len())
+            .map(|p| split.iter().map(|m| m.get(p).copied().unwrap_or(0)).sum())
+            .collect();
+        let mut sorted = probe.clone();
+        sorted.sort_unstable();
+        let median = sorted[sorted.len() / 2];
+        let bar = (median as f64 * self.skew_factor).max(self.skew_min_bytes as f64);
+        let skewed: Vec<usize> = (0..probe.len())
+            .filter(|p| probe[*p] as f64 > bar)
+            .collect();
+        if skewed.is_empty() {
+            return whole(self.groups(sizes, parallelism));
+        }
+        let others: Vec<u64> = (0..sizes.len())
+            .filter(|p| !skewed.contains(p))
+            .map(|p| sizes[p])
+            .collect();
+        let mean = others.iter().sum::<u64>() / others.len().max(1) as u64;
+        let piece = self
+            .piece_bytes
+            .unwrap_or_else(|| self.target(sizes.iter().sum(), parallelism).max(mean))
+            .max(1);
+        let mut shares = Vec::new();
+        for slice in self.groups_apart(sizes, parallelism, &skewed) {
+            let p = slice.start as usize;
+            if slice.len() != 1 || !skewed.contains(&p) {
+                shares.push(Share {
+                    slice,
+                    producers: None,
+                });
+                continue;
+            }
+            let mut start = 0;
+            let mut bytes = 0u64;
+            for (m, producer) in split.iter().enumerate() {
+                let size = producer.get(p).copied().unwrap_or(0);
+                if m > start && bytes + size > piece {
+                    shares.push(Share {
+                        slice,
+                        producers: Some(start..m),
+                    });
+                    start = m;
+                    bytes = 0;
+                }
+                bytes += size;
+            }
+            shares.push(Share {
+                slice,
+                producers: (start > 0).then_some(start..split.len()),
+            });
+        }
+        shares
     }
 }
 
@@ -115,6 +233,52 @@ mod tests {
             next = g.end;
         }
         assert_eq!(next as usize, sizes.len());
+    }
+
+    #[test]
+    fn a_skewed_partition_is_split_by_producers_and_kept_apart() {
+        let c = Coalescing {
+            target_bytes: 100,
+            min_bytes: 1,
+            skew_factor: 5.0,
+            skew_min_bytes: 50,
+            ..Coalescing::default()
+        };
+        // 4 producers × 6 partitions; partition 2 holds 4 × 90 bytes.
+        let split: Vec<Vec<u64>> = (0..4).map(|_| vec![10, 10, 90, 10, 10, 10]).collect();
+        let sizes: Vec<u64> = (0..6).map(|p| split.iter().map(|m| m[p]).sum()).collect();
+        let shares = c.shares(&sizes, Some(&split), 1);
+        type View = ((u32, u32), Option<Range<usize>>);
+        let view: Vec<View> = shares
+            .iter()
+            .map(|s| ((s.slice.start, s.slice.end), s.producers.clone()))
+            .collect();
+        assert_eq!(
+            view,
+            vec![
+                ((0, 2), None),
+                ((2, 3), Some(0..1)),
+                ((2, 3), Some(1..2)),
+                ((2, 3), Some(2..3)),
+                ((2, 3), Some(3..4)),
+                ((3, 5), None),
+                ((5, 6), None),
+            ]
+        );
+        // Without a splittable input, the partition is only kept whole.
+        let whole = c.shares(&sizes, None, 1);
+        assert!(whole.iter().all(|s| s.producers.is_none()));
+        // Below the byte floor nothing is skewed.
+        let floor = Coalescing {
+            skew_min_bytes: 1000,
+            ..c.clone()
+        };
+        assert!(
+            floor
+                .shares(&sizes, Some(&split), 1)
+                .iter()
+                .all(|s| s.producers.is_none())
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::commit::{StageJournal, attempt_output_url, delete_all};
 use crate::error::{Result, SquallError};
 use crate::planner::{Stage, StageDag, StageOutput};
 
-pub use coalesce::Coalescing;
+pub use coalesce::{Coalescing, Share};
 pub use speculation::Speculation;
 
 /// How a job's tasks are run.
@@ -143,6 +143,8 @@ pub struct StageStats {
     /// several shuffle partitions each.
     pub tasks: usize,
     pub partitions: usize,
+    /// Tasks that each read a piece of a skewed partition.
+    pub split_tasks: u32,
     pub attempts: u32,
     pub rows_in: u64,
     pub bytes_in: u64,
@@ -190,9 +192,11 @@ struct StageTasks {
     inputs: Vec<StageInput>,
     /// Inputs of which each task gets only its own slice.
     sliceable: HashMap<u32, ReadMode>,
-    /// The shuffle partitions each task reads, where reduce tasks were sized
-    /// to the shuffle; None: task `t` reads partition `t`.
-    groups: Option<Vec<Slice>>,
+    /// What each task reads, where reduce tasks were sized to the shuffle;
+    /// None: task `t` reads partition `t`.
+    groups: Option<Vec<Share>>,
+    /// The input whose skewed partitions are split by producer.
+    split_input: Option<u32>,
     /// The stage's own concurrency cap.
     permits: Semaphore,
     action: TaskAction,
@@ -205,8 +209,8 @@ impl StageTasks {
     fn slice(&self, task: u32) -> Slice {
         self.groups
             .as_ref()
-            .and_then(|g| g.get(task as usize).copied())
-            .unwrap_or(Slice::one(task))
+            .and_then(|g| g.get(task as usize))
+            .map_or(Slice::one(task), |share| share.slice)
     }
 
     /// The plan partition task `task` runs, where it is not the task's index.
@@ -217,10 +221,26 @@ impl StageTasks {
     /// What task `task` reads of the stage's inputs.
     fn task_inputs(&self, task: u32) -> Vec<StageInput> {
         let slice = self.slice(task);
+        let producers = self
+            .groups
+            .as_ref()
+            .and_then(|g| g.get(task as usize))
+            .and_then(|share| share.producers.clone());
         self.inputs
             .iter()
             .map(|input| match self.sliceable.get(&input.stage_id) {
-                Some(mode) => input.sliced(slice, *mode == ReadMode::ByProducer),
+                Some(mode) => {
+                    let mut sliced = input.sliced(slice, *mode == ReadMode::ByProducer);
+                    // A piece of a split partition: some producers of it only.
+                    if let Some(range) = &producers
+                        && self.split_input == Some(input.stage_id)
+                    {
+                        let end = range.end.min(sliced.producers.len());
+                        let start = range.start.min(end);
+                        sliced.producers = sliced.producers[start..end].to_vec();
+                    }
+                    sliced
+                }
                 None => input.clone(),
             })
             .collect()
@@ -365,6 +385,7 @@ impl Scheduler<'_> {
             inputs: vec![],
             sliced_inputs: HashMap::new(),
             sliced_scans: false,
+            split_input: None,
             output: StageOutput::Result,
         };
         let gate = self.gate();
@@ -542,12 +563,18 @@ impl Scheduler<'_> {
         };
         let groups = self.reduce_groups(stage, &inputs, &gate, action);
         let tasks = groups.as_ref().map_or(stage.tasks, Vec::len);
-        if tasks != stage.tasks {
+        let split_tasks = groups
+            .iter()
+            .flatten()
+            .filter(|s| s.producers.is_some())
+            .count();
+        if groups.is_some() {
             tracing::info!(
                 job = self.job_id,
                 stage = stage.id,
                 partitions = stage.tasks,
                 tasks,
+                split_tasks,
                 "reduce tasks sized to the shuffle"
             );
         }
@@ -562,6 +589,7 @@ impl Scheduler<'_> {
             sliceable: stage.sliced_inputs.clone(),
             inputs,
             groups,
+            split_input: stage.split_input,
             permits: Semaphore::new(
                 self.options
                     .max_stage_concurrency
@@ -584,6 +612,7 @@ impl Scheduler<'_> {
                 stage: stage.id,
                 tasks,
                 partitions: stage.tasks,
+                split_tasks: split_tasks as u32,
                 ..Default::default()
             },
             written: Vec::new(),
@@ -665,17 +694,18 @@ impl Scheduler<'_> {
         }
     }
 
-    /// The partition ranges of a reduce stage's tasks, sized to the bytes of
-    /// the shuffle partitions its inputs committed; None where the stage runs
-    /// one task per partition: it scans files, or reads an input other than
-    /// partition-for-partition, or coalescing is off.
+    /// What each task of a reduce stage reads, sized to the bytes of the
+    /// shuffle partitions its inputs committed (see [`coalesce`]); None where
+    /// the stage runs one task per partition: it scans files, or reads an
+    /// input other than partition-for-partition, or coalescing is off, or
+    /// there is nothing to change.
     fn reduce_groups(
         &self,
         stage: &Stage,
         inputs: &[StageInput],
         gate: &JobGate,
         action: TaskAction,
-    ) -> Option<Vec<Slice>> {
+    ) -> Option<Vec<Share>> {
         let coalescing = &self.options.coalescing;
         let eligible = coalescing.enabled
             && action == TaskAction::Run
@@ -689,16 +719,23 @@ impl Scheduler<'_> {
             return None;
         }
         let mut sizes = vec![0u64; stage.tasks];
+        let mut split: Option<Vec<Vec<u64>>> = None;
         for input in inputs {
             if !stage.sliced_inputs.contains_key(&input.stage_id) {
                 continue;
             }
+            let splits = stage.split_input == Some(input.stage_id);
             for producer in &input.producers {
                 if producer.partitions.len() != stage.tasks {
                     return None;
                 }
                 for (size, slot) in sizes.iter_mut().zip(&producer.partitions) {
                     *size += slot.length;
+                }
+                if splits {
+                    split
+                        .get_or_insert_with(Vec::new)
+                        .push(producer.partitions.iter().map(|s| s.length).collect());
                 }
             }
         }
@@ -707,8 +744,9 @@ impl Scheduler<'_> {
             .max_stage_concurrency
             .unwrap_or(gate.concurrency)
             .min(gate.concurrency);
-        let groups = coalescing.groups(&sizes, parallelism);
-        (groups.len() < stage.tasks).then_some(groups)
+        let shares = coalescing.shares(&sizes, split.as_deref(), parallelism);
+        let changed = shares.len() != stage.tasks || shares.iter().any(|s| s.producers.is_some());
+        changed.then_some(shares)
     }
 
     /// Tasks that straggle now and get a backup.

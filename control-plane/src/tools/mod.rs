@@ -1,8 +1,10 @@
 //! Tooling around the engine, off its core path: TPC-H data generation, the
-//! queries and their reference answers (`tpch`), and the benchmarks behind
-//! `squall bench` (`bench`, and the fault and straggler harness, `faults`). Tests and the CLI use them; the engine and the
-//! service never do.
+//! queries and their reference answers (`tpch`), a skewed data set and its
+//! queries (`skew`), and the benchmarks behind `squall bench` (`bench`, and
+//! the fault and straggler harness, `faults`). Tests and the CLI use them; the
+//! engine and the service never do.
 
 pub mod bench;
 pub mod faults;
+pub mod skew;
 pub mod tpch;
