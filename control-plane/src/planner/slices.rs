@@ -29,6 +29,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode, SortMergeJoinExec};
 use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, replace_children_if_necessary};
@@ -207,6 +208,11 @@ fn one_to_one(plan: &Arc<dyn ExecutionPlan>, child: usize) -> bool {
             PartitionMode::Auto => false,
         };
     }
+    // A scalar subquery's main input runs partition for partition; the
+    // subqueries (children after the first) are computed whole.
+    if plan.downcast_ref::<ScalarSubqueryExec>().is_some() {
+        return child == 0;
+    }
     stage_writer(plan.as_ref()).is_some()
         || plan.downcast_ref::<ProjectionExec>().is_some()
         || plan.downcast_ref::<FilterExec>().is_some()
@@ -270,5 +276,26 @@ mod tests {
         ])
         .unwrap();
         assert!(sliceable_inputs(&union).is_empty());
+    }
+
+    #[test]
+    fn a_scalar_subquery_slices_its_main_input_not_its_subqueries() {
+        use datafusion::logical_expr::physical_planning_context::{
+            ScalarSubqueryResults, SubqueryIndex,
+        };
+        use datafusion::physical_plan::scalar_subquery::ScalarSubqueryLink;
+        let plan: Arc<dyn ExecutionPlan> = Arc::new(ScalarSubqueryExec::new(
+            reader(6, ReadMode::Partitioned, 4),
+            vec![ScalarSubqueryLink {
+                plan: reader(3, ReadMode::Partitioned, 4),
+                index: SubqueryIndex::new(0),
+            }],
+            ScalarSubqueryResults::new(1),
+        ));
+        assert_eq!(
+            sliceable_inputs(&plan),
+            HashMap::from([(6, ReadMode::Partitioned)]),
+            "the main input is read partition for partition, the subquery whole"
+        );
     }
 }
