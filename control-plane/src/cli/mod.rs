@@ -8,6 +8,7 @@ mod faults;
 mod output;
 mod progress;
 mod serve;
+mod skew;
 mod tasks;
 mod units;
 
@@ -19,7 +20,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::collections::HashMap;
 
 use squall_control_plane::bench;
-use squall_control_plane::planner::{DEFAULT_TARGET_PARTITION_BYTES, default_parallelism};
+use squall_control_plane::planner::{DEFAULT_TARGET_PARTITION_BYTES, Widen, default_parallelism};
 use squall_control_plane::{Engine, JobRequest, PlanOptions, ProgressSink, TableSpec, tpch};
 
 use error::{CliError, Result};
@@ -64,9 +65,11 @@ enum Command {
     Schedules(client::SchedulesArgs),
     /// Write the eight TPC-H tables as Parquet.
     Tpch(TpchArgs),
+    /// Write a skewed data set (Zipf join and group keys) as Parquet.
+    Skew(skew::SkewArgs),
     /// Generate TPC-H SF 0.1 locally (if missing) and run a few TPC-H queries.
     Demo(DemoArgs),
-    /// Benchmarks: TPC-H against single-node DataFusion, scheduler overhead, faults.
+    /// Benchmarks: TPC-H against single-node DataFusion, scheduler overhead, faults, skew.
     #[command(subcommand)]
     Bench(BenchCommand),
 }
@@ -79,6 +82,9 @@ enum BenchCommand {
     Tasks(BenchTasksArgs),
     /// Time TPC-H clean and under injected stragglers, crashes and failures.
     Faults(faults::BenchFaultsArgs),
+    /// Time the skewed data set's queries: single-node DataFusion, Squall's
+    /// static plan and Squall's adaptive plan, with a small task pool.
+    Skew(skew::BenchSkewArgs),
 }
 
 #[derive(Debug, Args)]
@@ -95,7 +101,13 @@ struct BenchTpchArgs {
     /// In-process executors (default: cores); also DataFusion's target partitions.
     #[arg(long)]
     executors: Option<usize>,
-    /// Reference answers to check both sides against (sfX/qNN.csv below).
+    /// Width of Squall's hash shuffles [default: executors, widened with the
+    /// data as in `squall run`]; reduce stages coalesce its partitions to
+    /// about 64 MiB a task.
+    #[arg(long)]
+    shuffle_partitions: Option<usize>,
+    /// Reference answers to check both sides against (sfX/qNN.csv below);
+    /// where there is none, Squall's answer is checked against DataFusion's.
     #[arg(long, value_name = "DIR", default_value = "tests/tpch/answers")]
     answers: PathBuf,
     /// Scale factor of the data (default: from the row count of customer).
@@ -126,7 +138,9 @@ struct QueryArgs {
     tables: Vec<String>,
     #[command(flatten)]
     sql: SqlArgs,
-    /// Width of hash shuffles (default: the number of cores).
+    /// Width of hash shuffles [default: the executors, widened to one
+    /// partition per 64 MiB of the tables' files, up to 1024; reduce stages
+    /// coalesce small partitions].
     #[arg(long)]
     shuffle_partitions: Option<usize>,
     /// Bytes of input per scan task; larger Parquet files are split on row groups.
@@ -150,6 +164,10 @@ impl QueryArgs {
         PlanOptions {
             shuffle_partitions: self.shuffle_partitions.unwrap_or(executors),
             target_partition_bytes: self.target_partition_bytes,
+            // No width given: scans need only as many tasks as executors, and
+            // the shuffle grows with the tables (reduce stages coalesce it).
+            min_scan_tasks: self.shuffle_partitions.is_none().then_some(executors),
+            widen: self.shuffle_partitions.is_none().then(Widen::default),
             ..PlanOptions::default()
         }
     }
@@ -257,10 +275,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Tables(args) => client::tables(args).await,
         Command::Schedules(args) => client::schedules(args).await,
         Command::Tpch(args) => generate(args).await,
+        Command::Skew(args) => skew::generate(args).await,
         Command::Demo(args) => demo(args).await,
         Command::Bench(BenchCommand::Tpch(args)) => bench_tpch(args).await,
         Command::Bench(BenchCommand::Tasks(args)) => bench_tasks(args).await,
         Command::Bench(BenchCommand::Faults(args)) => faults::bench_faults(args).await,
+        Command::Bench(BenchCommand::Skew(args)) => skew::bench_skew(args).await,
     }
 }
 
@@ -448,12 +468,18 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
         queries: args.queries.clone(),
         iterations: args.iterations,
         executors: args.executors.unwrap_or_else(default_parallelism),
+        shuffle_partitions: args.shuffle_partitions,
         answers: args.answers.is_dir().then(|| args.answers.clone()),
         scale: args.scale.clone(),
     };
     println!(
-        "TPC-H on {} — {} executors, {} iterations, medians in seconds",
-        args.data, bench.executors, bench.iterations
+        "TPC-H on {} — {} executors, shuffle width {}, {} iterations, medians in seconds",
+        args.data,
+        bench.executors,
+        bench
+            .shuffle_partitions
+            .map_or("follows the data".to_string(), |w| w.to_string()),
+        bench.iterations
     );
     println!();
     let duck_col = if duckdb.is_empty() {
@@ -498,7 +524,12 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
                     }
                     format!("WRONG ({})", wrong.join(", "))
                 }
-                (Some(_), None) => "not checked".to_string(),
+                // No reference file: Squall's answer against DataFusion's.
+                (Some(Ok(())), None) => "ok (= datafusion)".to_string(),
+                (Some(Err(e)), None) => {
+                    failures.push(format!("Q{} squall against datafusion: {e}", q.query));
+                    "WRONG (squall vs datafusion)".to_string()
+                }
             };
             println!(
                 "| Q{} | {:.3} | {:.3} | {:.2} |{duck} {:.3} | {:.3} | {} | {} | {} | {:.2} | {} | {check} |",

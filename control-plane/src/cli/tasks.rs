@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use squall_control_plane::TaskOptions;
-use squall_control_plane::scheduler::Speculation;
+use squall_control_plane::scheduler::{Coalescing, Speculation};
 
 use super::error::{CliError, Result};
 use super::units;
@@ -23,6 +23,14 @@ pub struct TaskArgs {
     /// Attempts per task when failures are retryable.
     #[arg(long, default_value_t = TaskOptions::default().max_attempts)]
     pub max_attempts: u32,
+    /// Keep one reduce task per shuffle partition: no coalescing of small
+    /// partitions, no splitting of skewed ones.
+    #[arg(long)]
+    pub no_coalesce: bool,
+    /// Shuffle bytes a reduce task reads at most, where coalescing can help
+    /// (skewed partitions above it and 5× the median are split) [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    pub reduce_task_bytes: Option<u64>,
     #[command(flatten)]
     pub backups: BackupArgs,
 }
@@ -67,6 +75,21 @@ impl TaskArgs {
             ));
         }
         let default = TaskOptions::default();
+        if self.reduce_task_bytes == Some(0) {
+            return Err(CliError::InvalidArgument(
+                "--reduce-task-bytes must be more than 0 bytes".into(),
+            ));
+        }
+        let coalescing = if self.no_coalesce {
+            Coalescing::disabled()
+        } else {
+            Coalescing {
+                target_bytes: self
+                    .reduce_task_bytes
+                    .unwrap_or(default.coalescing.target_bytes),
+                ..default.coalescing.clone()
+            }
+        };
         Ok(TaskOptions {
             max_attempts: self.max_attempts.max(1),
             memory_limit_bytes: self.task_memory,
@@ -76,6 +99,7 @@ impl TaskArgs {
                 .max(self.task_memory),
             max_stage_concurrency,
             speculation: self.backups.speculation()?,
+            coalescing,
             ..default
         })
     }

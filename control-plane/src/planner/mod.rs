@@ -52,6 +52,53 @@ pub struct PlanOptions {
     /// estimated at most this many rows and bytes; larger sides are shuffled.
     pub broadcast_rows: usize,
     pub broadcast_bytes: usize,
+    /// Fewest tasks a scan is cut into, where it has that many files or row
+    /// groups; None: `shuffle_partitions` (before any widening). With a wide
+    /// shuffle that reduce stages coalesce, the executors are enough.
+    pub min_scan_tasks: Option<usize>,
+    /// Widen the shuffle with the data: None, `shuffle_partitions` is the width.
+    pub widen: Option<Widen>,
+}
+
+/// A shuffle width that grows with the bytes of the tables a query names: one
+/// partition per `bytes_per_partition`, at least the configured width and at
+/// most `max_partitions`. Reduce stages coalesce what turns out small, so a
+/// width too generous costs little and one too narrow leaves every reduce
+/// task a large share (TPC-H SF 10 on two executors: geometric mean of
+/// squall/datafusion 1.44 at width 2, 1.18 at width 32; BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Widen {
+    pub bytes_per_partition: u64,
+    pub max_partitions: usize,
+}
+
+impl Default for Widen {
+    fn default() -> Self {
+        Self {
+            bytes_per_partition: DEFAULT_WIDEN_BYTES,
+            max_partitions: DEFAULT_WIDEN_MAX,
+        }
+    }
+}
+
+/// Table bytes per shuffle partition when the width follows the data.
+pub const DEFAULT_WIDEN_BYTES: u64 = 64 << 20;
+/// The most partitions a widened shuffle gets.
+pub const DEFAULT_WIDEN_MAX: usize = 1024;
+
+impl PlanOptions {
+    /// The shuffle width for a query over tables of `table_bytes`.
+    pub fn width_for(&self, table_bytes: u64) -> usize {
+        let base = self.shuffle_partitions.max(1);
+        match self.widen {
+            None => base,
+            Some(w) => {
+                let wanted = table_bytes.div_ceil(w.bytes_per_partition.max(1));
+                let wanted = usize::try_from(wanted).unwrap_or(usize::MAX);
+                wanted.min(w.max_partitions).max(base)
+            }
+        }
+    }
 }
 
 impl Default for PlanOptions {
@@ -62,6 +109,8 @@ impl Default for PlanOptions {
             guard: TableGuard::default(),
             broadcast_rows: BROADCAST_JOIN_ROWS,
             broadcast_bytes: BROADCAST_JOIN_BYTES,
+            min_scan_tasks: None,
+            widen: None,
         }
     }
 }
@@ -218,12 +267,21 @@ pub async fn plan_job_with(
     }))
     .await?;
     let listed = started.elapsed();
+    let min_scan_tasks = options
+        .min_scan_tasks
+        .unwrap_or(options.shuffle_partitions)
+        .max(1);
+    let width = options.width_for(resolved.iter().map(|t| t.total_bytes()).sum());
+    let options = &PlanOptions {
+        shuffle_partitions: width,
+        ..options.clone()
+    };
     let splits = ScanSplits::compute(
         &resolved,
         |t| store_of(&t.spec.name, &t.url),
         &caches.footers,
         options.target_partition_bytes,
-        options.shuffle_partitions,
+        min_scan_tasks,
     )
     .await?;
 
@@ -352,5 +410,40 @@ fn df_statement_kind(statement: &DfStatement) -> &'static str {
         DfStatement::CopyTo(_) => "COPY",
         DfStatement::Explain(_) => "EXPLAIN",
         DfStatement::Reset(_) => "RESET",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_width_follows_the_tables_between_the_base_and_the_cap() {
+        let fixed = PlanOptions {
+            shuffle_partitions: 4,
+            ..PlanOptions::default()
+        };
+        assert_eq!(fixed.width_for(100 << 30), 4, "no widening asked for");
+        let widened = PlanOptions {
+            widen: Some(Widen::default()),
+            ..fixed.clone()
+        };
+        assert_eq!(widened.width_for(0), 4, "never below the base");
+        assert_eq!(widened.width_for(64 << 20), 4);
+        assert_eq!(
+            widened.width_for((640 << 20) + 1),
+            11,
+            "one per 64 MiB, rounded up"
+        );
+        assert_eq!(widened.width_for(1 << 50), DEFAULT_WIDEN_MAX, "capped");
+        let wide_base = PlanOptions {
+            shuffle_partitions: 2000,
+            ..widened
+        };
+        assert_eq!(
+            wide_base.width_for(1 << 50),
+            2000,
+            "the cap never narrows the base"
+        );
     }
 }

@@ -11,7 +11,7 @@ use super::store::{NewJob, now_ms};
 use crate::access::Access;
 use crate::engine::{JobRequest, new_job_id};
 use crate::error::SquallError;
-use crate::planner::PlanOptions;
+use crate::planner::{PlanOptions, Widen};
 use crate::scheduler::{Speculation, TaskOptions};
 use crate::tables::{TableGuard, TableSpec};
 
@@ -71,6 +71,11 @@ impl Service {
                 max_files: Some(limits.max_table_files),
                 access: Some(access.clone()),
             },
+            // No width asked for: it grows with the tables, within the limit.
+            widen: options.shuffle_partitions.is_none().then(|| Widen {
+                max_partitions: limits.max_shuffle_partitions,
+                ..Widen::default()
+            }),
             ..PlanOptions::default()
         };
         request.tasks = TaskOptions {

@@ -25,8 +25,11 @@ pub struct TpchBench {
     pub data: String,
     pub queries: Vec<usize>,
     pub iterations: usize,
-    /// In-process executors; also DataFusion's target partitions and the shuffle width.
+    /// In-process executors; also DataFusion's target partitions.
     pub executors: usize,
+    /// Width of Squall's hash shuffles; None: widened with the data from
+    /// `executors` (see `planner::Widen`).
+    pub shuffle_partitions: Option<usize>,
     /// Reference answers (`sfX/qNN.csv` below); None: do not check.
     pub answers: Option<PathBuf>,
     /// Scale factor of the data; None: read from the row count of `customer`.
@@ -132,7 +135,13 @@ impl TpchBench {
             };
             let mut request = JobRequest::new(sql, tables.clone());
             request.plan = PlanOptions {
-                shuffle_partitions: self.executors,
+                shuffle_partitions: self.shuffle_partitions.unwrap_or(self.executors),
+                min_scan_tasks: Some(self.executors),
+                // No width given: it follows the data, as in `squall run`.
+                widen: self
+                    .shuffle_partitions
+                    .is_none()
+                    .then(crate::planner::Widen::default),
                 ..PlanOptions::default()
             };
             let mut bench = QueryBench {
@@ -170,18 +179,26 @@ impl TpchBench {
 
                 if i == 0 {
                     bench.stages = result.dag.stages.len();
-                    bench.tasks = result.dag.task_count();
+                    // Tasks run: a reduce stage's width is chosen as it starts.
+                    bench.tasks = result.stages.iter().map(|s| s.tasks).sum();
                     let last = result.dag.final_stage().id;
                     let shuffles = result.stages.iter().filter(|s| s.stage != last);
                     bench.shuffle_bytes = shuffles.clone().map(|s| s.bytes_out).sum();
                     bench.shuffle_raw_bytes = shuffles.map(|s| s.raw_bytes_out).sum();
                     bench.scanned_bytes = result.stages.iter().map(|s| s.bytes_scanned).sum();
-                    if let Some(expected) = &expected {
-                        let ordered = answers::is_ordered(q);
-                        let ours = answers::render(result.batches.as_deref().unwrap_or_default());
-                        bench.squall_check = Some(answers::compare(expected, &ours, ordered));
-                        let theirs = answers::render(&df_batches);
-                        bench.datafusion_check = Some(answers::compare(expected, &theirs, ordered));
+                    let ordered = answers::is_ordered(q);
+                    let ours = answers::render(result.batches.as_deref().unwrap_or_default());
+                    let theirs = answers::render(&df_batches);
+                    match &expected {
+                        Some(expected) => {
+                            bench.squall_check = Some(answers::compare(expected, &ours, ordered));
+                            bench.datafusion_check =
+                                Some(answers::compare(expected, &theirs, ordered));
+                        }
+                        // No reference answer (SF 10): DataFusion's is the reference.
+                        None => {
+                            bench.squall_check = Some(answers::compare(&theirs, &ours, ordered));
+                        }
                     }
                 }
             }

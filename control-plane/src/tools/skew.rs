@@ -339,3 +339,158 @@ mod tests {
         assert!(bad.validate().unwrap_err().to_string().contains("files"));
     }
 }
+
+/// What `bench skew` runs: each query on single-node DataFusion (the reference
+/// answer and time), on Squall's static plan (one reduce task per partition of
+/// a shuffle as wide as the executors, no memory escalation, no backups: the
+/// engine before adaptive execution), and on Squall's adaptive plan (a wide
+/// shuffle sized by coalescing and skew splitting, escalation, backups).
+#[derive(Debug, Clone)]
+pub struct SkewBench {
+    pub data: String,
+    pub executors: usize,
+    pub iterations: usize,
+    /// Memory pool of a task's first attempt, on both Squall sides.
+    pub task_memory: u64,
+    /// Shuffle width of the adaptive side.
+    pub width: usize,
+}
+
+/// One run's outcome: its times, or why it failed.
+pub type Timed = std::result::Result<Vec<std::time::Duration>, String>;
+
+/// One query's figures.
+#[derive(Debug, Clone)]
+pub struct SkewQuery {
+    pub name: &'static str,
+    pub datafusion: Vec<std::time::Duration>,
+    pub static_plan: Timed,
+    pub adaptive: Timed,
+    /// Of the adaptive plan's first run: tasks that read a piece of a split
+    /// partition, reduce tasks run and shuffle partitions planned.
+    pub split_tasks: u32,
+    pub tasks: usize,
+    pub partitions: usize,
+    /// Every Squall answer against DataFusion's (the first mismatch).
+    pub check: std::result::Result<(), String>,
+}
+
+impl SkewBench {
+    pub async fn run(&self, mut on_query: impl FnMut(&SkewQuery)) -> Result<Vec<SkewQuery>> {
+        use crate::engine::{Engine, JobRequest};
+        use crate::planner::PlanOptions;
+        use crate::scheduler::{Coalescing, Speculation, TaskOptions};
+        use crate::tpch::answers;
+        use std::time::Instant;
+
+        if self.iterations == 0 || self.executors == 0 || self.width == 0 {
+            return Err(SquallError::InvalidArgument(
+                "iterations, executors and width must be at least 1".into(),
+            ));
+        }
+        let root = to_url(&self.data)?;
+        let root = root.as_str().trim_end_matches('/').to_string();
+        let tables = table_specs(&root);
+        let engine = Engine::embedded(Some(self.executors))?;
+        let config =
+            squall_executor::squall_session_config().with_target_partitions(self.executors);
+        let ctx = datafusion::prelude::SessionContext::new_with_config(config);
+        for table in &tables {
+            ctx.register_parquet(
+                &table.name,
+                &table.url,
+                datafusion::prelude::ParquetReadOptions::default(),
+            )
+            .await
+            .map_err(SquallError::from_planning)?;
+        }
+        let static_tasks = TaskOptions {
+            memory_limit_bytes: self.task_memory,
+            max_memory_limit_bytes: self.task_memory,
+            speculation: Speculation::disabled(),
+            coalescing: Coalescing::disabled(),
+            ..TaskOptions::default()
+        };
+        let adaptive_tasks = TaskOptions {
+            memory_limit_bytes: self.task_memory,
+            ..TaskOptions::default()
+        };
+        let mut results = Vec::new();
+        for (name, sql) in QUERIES {
+            let mut query = SkewQuery {
+                name,
+                datafusion: vec![],
+                static_plan: Ok(vec![]),
+                adaptive: Ok(vec![]),
+                split_tasks: 0,
+                tasks: 0,
+                partitions: 0,
+                check: Ok(()),
+            };
+            let mut reference = None;
+            for _ in 0..self.iterations {
+                let started = Instant::now();
+                let batches = ctx
+                    .sql(sql)
+                    .await
+                    .map_err(SquallError::from_planning)?
+                    .collect()
+                    .await
+                    .map_err(|source| SquallError::Internal { source })?;
+                query.datafusion.push(started.elapsed());
+                reference.get_or_insert_with(|| answers::render(&batches));
+            }
+            let reference = reference.unwrap_or_default();
+            for (width, tasks, adaptive) in [
+                (self.executors, &static_tasks, false),
+                (self.width, &adaptive_tasks, true),
+            ] {
+                let mut request = JobRequest::new(sql, tables.clone());
+                request.plan = PlanOptions {
+                    shuffle_partitions: width,
+                    ..PlanOptions::default()
+                };
+                request.tasks = tasks.clone();
+                let mut times = Ok(vec![]);
+                for i in 0..self.iterations {
+                    let started = Instant::now();
+                    match engine.run(&request, None).await {
+                        Ok(result) => {
+                            if let Ok(t) = times.as_mut() {
+                                t.push(started.elapsed());
+                            }
+                            if adaptive && i == 0 {
+                                let reduce = result.stages.iter().filter(|s| s.partitions > 0);
+                                query.split_tasks =
+                                    result.stages.iter().map(|s| s.split_tasks).sum();
+                                query.tasks = reduce.clone().map(|s| s.tasks).sum();
+                                query.partitions = reduce.map(|s| s.partitions).sum();
+                            }
+                            let ours =
+                                answers::render(result.batches.as_deref().unwrap_or_default());
+                            if query.check.is_ok() {
+                                query.check =
+                                    answers::compare(&reference, &ours, false).map_err(|e| {
+                                        let side = if adaptive { "adaptive" } else { "static" };
+                                        format!("{side}: {e}")
+                                    });
+                            }
+                        }
+                        Err(e) => {
+                            times = Err(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                if adaptive {
+                    query.adaptive = times;
+                } else {
+                    query.static_plan = times;
+                }
+            }
+            on_query(&query);
+            results.push(query);
+        }
+        Ok(results)
+    }
+}
