@@ -226,6 +226,80 @@ async fn a_crashing_function_is_retried_through_the_emulator() {
     emulated.clean_up().await;
 }
 
+/// A seeded fault plan, sent to the function as a session option (the
+/// `fault-injection` build draws each attempt's fault from it): a fifth of the
+/// attempts fail at once and a fifth straggle 30×. The job's id is fixed, so
+/// the draw is the same on every run: attempts that fail are retried, a
+/// straggler is overtaken by a backup invocation, and the answer is right with
+/// nothing left in the work folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_plan_is_survived_through_the_emulator() {
+    use squall_control_plane::engine::JobRun;
+    use squall_executor::{Fault, FaultPlan, TaskId};
+
+    let emulated = EmulatedRun::start("fault-plan", 4, Duration::from_secs(60)).await;
+    let plan = FaultPlan {
+        seed: 11,
+        stragglers: 0.2,
+        slowdown: 30.0,
+        crash: 0.0,
+        fail: 0.2,
+    };
+    let mut request = JobRequest::new(tpch::query(3).unwrap(), emulated.tables.clone());
+    request.tasks.session_options = vec![(
+        squall_executor::lambda::faults::PLAN.into(),
+        serde_json::to_string(&plan).unwrap(),
+    )];
+    let job_id = "00000000fa017000";
+    let run = JobRun {
+        job_id: Some(job_id.into()),
+        ..JobRun::default()
+    };
+    let result = emulated
+        .engine
+        .run_as(&request, run)
+        .await
+        .expect("Q3 survives the fault plan");
+    let rows = render(result.batches.as_deref().unwrap_or_default());
+    compare(&expected_answer("0.01", 3), &rows, is_ordered(3)).expect("Q3 answer");
+
+    // What the plan drew for the first attempt of every task that ran.
+    let first = |stage: u32, task: u32| {
+        plan.draw(&TaskId {
+            job_id: job_id.into(),
+            run_id: String::new(),
+            stage_id: stage,
+            task,
+            attempt: 0,
+        })
+    };
+    let drawn: Vec<Fault> = result
+        .stages
+        .iter()
+        .flat_map(|s| (0..s.tasks as u32).map(move |t| first(s.stage, t)))
+        .collect();
+    let failed_first = drawn.iter().filter(|f| **f == Fault::Fail).count();
+    assert!(failed_first > 0, "the seed makes some first attempt fail");
+    let attempts: u32 = result.stages.iter().map(|s| s.attempts).sum();
+    let tasks: usize = result.stages.iter().map(|s| s.tasks).sum();
+    assert!(
+        attempts as usize >= tasks + failed_first,
+        "{attempts} attempts for {tasks} tasks, {failed_first} of whose first attempts failed"
+    );
+    let backups: u32 = result.stages.iter().map(|s| s.backups).sum();
+    let wins: u32 = result.stages.iter().map(|s| s.backup_wins).sum();
+    assert!(
+        drawn.iter().any(|f| matches!(f, Fault::Straggle { .. })),
+        "the seed makes some first attempt straggle"
+    );
+    assert!(
+        backups >= 1 && wins >= 1,
+        "a straggler 30× slower is overtaken by a backup ({backups} backups, {wins} won)"
+    );
+    assert!(emulated.work_left().await.is_empty());
+    emulated.clean_up().await;
+}
+
 #[tokio::test]
 async fn emulated_s3_passes_the_object_store_suite() {
     let stores = StoreRegistry::new();
