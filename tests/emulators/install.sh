@@ -17,6 +17,7 @@ CARGO_LAMBDA_VERSION=1.9.2
 LOCALSTACK_VERSION=2026.3.0
 PYTHON_VERSION=3.13.0
 SCHEMATHESIS_VERSION=4.32.5
+CFN_LINT_VERSION=1.58.0
 
 log() { echo "squall emulators: $*" >&2; }
 
@@ -91,11 +92,26 @@ install_schemathesis() {
     touch "$venv/.complete"
 }
 
+# Not an emulator either: the linter of infra/squall.yaml (tests/infra/lint.sh).
+install_cfn_lint() {
+    local venv="$TOOLS/cfn-lint-$CFN_LINT_VERSION"
+    if [[ -f "$venv/.complete" ]]; then
+        log "cfn-lint $CFN_LINT_VERSION already installed ($venv)"
+        return
+    fi
+    log "installing cfn-lint $CFN_LINT_VERSION into $venv"
+    rm -rf "$venv"
+    "$(find_python)" -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
+    touch "$venv/.complete"
+}
+
 mkdir -p "$TOOLS"
 case "${1:-all}" in
     cargo-lambda) install_cargo_lambda ;;
     localstack) install_localstack ;;
     schemathesis) install_schemathesis ;;
-    all) install_localstack; install_schemathesis; install_cargo_lambda ;;
-    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis or all)"; exit 2 ;;
+    cfn-lint) install_cfn_lint ;;
+    all) install_localstack; install_schemathesis; install_cfn_lint; install_cargo_lambda ;;
+    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint or all)"; exit 2 ;;
 esac
