@@ -18,6 +18,7 @@ LOCALSTACK_VERSION=2026.3.0
 PYTHON_VERSION=3.13.0
 SCHEMATHESIS_VERSION=4.32.5
 CFN_LINT_VERSION=1.58.0
+AWSCLI_VERSION=1.46.3
 
 log() { echo "squall emulators: $*" >&2; }
 
@@ -106,12 +107,28 @@ install_cfn_lint() {
     touch "$venv/.complete"
 }
 
+# The AWS CLI (v1, PyPI) that infra/deploy.sh and infra/destroy.sh drive in
+# tests/infra/deploy_check.sh (infra/aws.sh installs the same version for users).
+install_awscli() {
+    local venv="$TOOLS/awscli-$AWSCLI_VERSION"
+    if [[ -f "$venv/.complete" ]]; then
+        log "AWS CLI $AWSCLI_VERSION already installed ($venv)"
+        return
+    fi
+    log "installing AWS CLI $AWSCLI_VERSION into $venv"
+    rm -rf "$venv"
+    "$(find_python)" -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "awscli==$AWSCLI_VERSION"
+    touch "$venv/.complete"
+}
+
 mkdir -p "$TOOLS"
 case "${1:-all}" in
     cargo-lambda) install_cargo_lambda ;;
     localstack) install_localstack ;;
     schemathesis) install_schemathesis ;;
     cfn-lint) install_cfn_lint ;;
-    all) install_localstack; install_schemathesis; install_cfn_lint; install_cargo_lambda ;;
-    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint or all)"; exit 2 ;;
+    awscli) install_awscli ;;
+    all) install_localstack; install_schemathesis; install_cfn_lint; install_awscli; install_cargo_lambda ;;
+    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, awscli or all)"; exit 2 ;;
 esac

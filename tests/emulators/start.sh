@@ -58,8 +58,13 @@ wait_for() { # NAME URL LOGFILE PIDFILE SECONDS
 log "starting LocalStack (host mode) on 127.0.0.1:$S3_PORT"
 (
     cd "$RUN/localstack"
+    # CloudFormation and Logs for the stack check (tests/infra/deploy_check.sh);
+    # a Lambda runtime executor that runs nothing, so that functions reach
+    # Active without Docker (localstack/noop-runtime/; invocations go to cargo
+    # lambda watch).
     exec setsid env OVERRIDE_IN_DOCKER=0 GATEWAY_LISTEN="127.0.0.1:$S3_PORT" \
-        SERVICES=s3,lambda,iam,sts FILESYSTEM_ROOT="$RUN/localstack/fs" \
+        SERVICES=s3,lambda,iam,sts,cloudformation,logs FILESYSTEM_ROOT="$RUN/localstack/fs" \
+        LAMBDA_RUNTIME_EXECUTOR=noop PYTHONPATH="$ROOT/localstack/noop-runtime" \
         LOCALSTACK_VOLUME_DIR="$RUN/localstack/vol" SKIP_SSL_CERT_DOWNLOAD=1 DISABLE_EVENTS=1 \
         "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main
 ) > "$RUN/localstack.log" 2>&1 &
