@@ -1,4 +1,6 @@
-# Sourced by infra/deploy.sh and infra/destroy.sh: the AWS CLI and stack helpers.
+# Sourced by infra/deploy.sh, infra/destroy.sh and tests/infra/deploy_check.sh:
+# the AWS CLI (`aws` on PATH, or with SQUALL_AWS_FROM_PYPI=1 or none on PATH,
+# AWS CLI v1 from PyPI, pinned here) and stack helpers.
 AWSCLI_VERSION=1.46.3
 
 aws_cli() {
@@ -37,4 +39,9 @@ stack_wait() {
 stack_outputs() {
     aws_cli cloudformation describe-stacks --stack-name "$1" \
         --query 'Stacks[0].Outputs[].[OutputKey,OutputValue]' --output text
+}
+
+# The value of output KEY in OUTPUTS (as stack_outputs prints them).
+output_value() {
+    awk -v k="$2" '$1 == k {print $2}' <<< "$1"
 }

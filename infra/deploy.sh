@@ -80,7 +80,7 @@ case "$status" in
 esac
 echo "infra/deploy.sh: stack $STACK $status ($ACTION)" >&2
 outputs="$(stack_outputs "$STACK")"
-output() { awk -v k="$1" '$1 == k {print $2}' <<< "$outputs"; }
+output() { output_value "$outputs" "$1"; }
 echo "$outputs"
 echo
 echo "squall run --backend lambda --function $(output FunctionName) --work-dir $(output WorkDir) \\"

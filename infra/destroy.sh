@@ -31,7 +31,7 @@ param() {
         --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue" --output text
 }
 outputs="$(stack_outputs "$STACK")"
-output() { awk -v k="$1" '$1 == k {print $2}' <<< "$outputs"; }
+output() { output_value "$outputs" "$1"; }
 code_bucket="$(param CodeBucket)"
 given_bucket="$(param BucketName)"
 bucket="$(output Bucket)"

@@ -18,7 +18,6 @@ LOCALSTACK_VERSION=2026.3.0
 PYTHON_VERSION=3.13.0
 SCHEMATHESIS_VERSION=4.32.5
 CFN_LINT_VERSION=1.58.0
-AWSCLI_VERSION=1.46.3
 
 log() { echo "squall emulators: $*" >&2; }
 
@@ -79,48 +78,26 @@ install_localstack() {
     touch "$venv/.complete"
 }
 
-# Not an emulator, but installed the same way: the API fuzzer tests/api/schemathesis.sh runs.
-install_schemathesis() {
-    local venv="$TOOLS/schemathesis-$SCHEMATHESIS_VERSION"
+# A Python tool from PyPI in a venv of its own, TOOLS/NAME-VERSION, marked
+# complete only once pip succeeded (a half-built venv is redone).
+install_pip_tool() {
+    local name="$1" version="$2" venv="$TOOLS/$1-$2"
     if [[ -f "$venv/.complete" ]]; then
-        log "schemathesis $SCHEMATHESIS_VERSION already installed ($venv)"
+        log "$name $version already installed ($venv)"
         return
     fi
-    log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+    log "installing $name $version into $venv"
     rm -rf "$venv"
     "$(find_python)" -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$name==$version"
     touch "$venv/.complete"
 }
 
-# Not an emulator either: the linter of infra/squall.yaml (tests/infra/lint.sh).
-install_cfn_lint() {
-    local venv="$TOOLS/cfn-lint-$CFN_LINT_VERSION"
-    if [[ -f "$venv/.complete" ]]; then
-        log "cfn-lint $CFN_LINT_VERSION already installed ($venv)"
-        return
-    fi
-    log "installing cfn-lint $CFN_LINT_VERSION into $venv"
-    rm -rf "$venv"
-    "$(find_python)" -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
-    touch "$venv/.complete"
-}
-
-# The AWS CLI (v1, PyPI) that infra/deploy.sh and infra/destroy.sh drive in
-# tests/infra/deploy_check.sh (infra/aws.sh installs the same version for users).
-install_awscli() {
-    local venv="$TOOLS/awscli-$AWSCLI_VERSION"
-    if [[ -f "$venv/.complete" ]]; then
-        log "AWS CLI $AWSCLI_VERSION already installed ($venv)"
-        return
-    fi
-    log "installing AWS CLI $AWSCLI_VERSION into $venv"
-    rm -rf "$venv"
-    "$(find_python)" -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "awscli==$AWSCLI_VERSION"
-    touch "$venv/.complete"
-}
+# Not emulators, but installed the same way: the API fuzzer
+# tests/api/schemathesis.sh runs, and the linter of infra/squall.yaml
+# (tests/infra/lint.sh).
+install_schemathesis() { install_pip_tool schemathesis "$SCHEMATHESIS_VERSION"; }
+install_cfn_lint() { install_pip_tool cfn-lint "$CFN_LINT_VERSION"; }
 
 mkdir -p "$TOOLS"
 case "${1:-all}" in
@@ -128,7 +105,6 @@ case "${1:-all}" in
     localstack) install_localstack ;;
     schemathesis) install_schemathesis ;;
     cfn-lint) install_cfn_lint ;;
-    awscli) install_awscli ;;
-    all) install_localstack; install_schemathesis; install_cfn_lint; install_awscli; install_cargo_lambda ;;
-    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, awscli or all)"; exit 2 ;;
+    all) install_localstack; install_schemathesis; install_cfn_lint; install_cargo_lambda ;;
+    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint or all)"; exit 2 ;;
 esac

@@ -16,9 +16,12 @@ CACHE="${SQUALL_CACHE:-$HOME/.cache/squall}"
 RUN="${SQUALL_EMULATORS_RUN:-$CACHE/run}"
 # shellcheck source=/dev/null
 source "$RUN/env"
-AWSCLI_VERSION="$(sed -n 's/^AWSCLI_VERSION=//p' "$ROOT/tests/emulators/install.sh")"
-"$ROOT/tests/emulators/install.sh" awscli
-export SQUALL_AWS="$CACHE/tools/awscli-$AWSCLI_VERSION/bin/aws"
+# shellcheck source=infra/aws.sh
+source "$ROOT/infra/aws.sh"
+# The pinned AWS CLI from PyPI, whatever `aws` is on PATH; installed once.
+export SQUALL_AWS_FROM_PYPI=1
+aws_cli --version >/dev/null
+export SQUALL_AWS
 export AWS_DEFAULT_REGION="${AWS_REGION:-us-east-1}"
 SQUALL="${SQUALL_BIN:-${CARGO_TARGET_DIR:-$CACHE/target}/debug/squall}"
 [[ -x "$SQUALL" ]] || (cd "$ROOT" && cargo build --quiet --bin squall)
@@ -39,18 +42,18 @@ printf '#!/bin/sh\nexit 1\n' > "$work/bootstrap"
 
 "$ROOT/infra/deploy.sh" --stack "$STACK" --code-bucket "$CODE_BUCKET" --zip "$work/code.zip" \
     --param FunctionName="$STACK" --param MemorySize=2048 > "$work/outputs"
-output() { awk -v k="$1" '$1 == k {print $2}' "$work/outputs"; }
+output() { output_value "$(cat "$work/outputs")" "$1"; }
 for key in Bucket FunctionName WorkDir DataUrl ResultUrl RoleArn; do
     [[ -n "$(output "$key")" ]] || { log "output $key missing"; exit 1; }
 done
-state="$("$SQUALL_AWS" lambda get-function --function-name "$(output FunctionName)" \
+state="$(aws_cli lambda get-function --function-name "$(output FunctionName)" \
     --query 'Configuration.[State,MemorySize,Runtime]' --output text)"
 [[ "$state" == $'Active\t2048\tprovided.al2023' ]] || { log "function is '$state'"; exit 1; }
 log "stack $STACK CREATE_COMPLETE, function $(output FunctionName) Active"
 
 "$ROOT/infra/deploy.sh" --stack "$STACK" --code-bucket "$CODE_BUCKET" --zip "$work/code.zip" \
     --param FunctionName="$STACK" --param MemorySize=3008 > /dev/null
-memory="$("$SQUALL_AWS" lambda get-function --function-name "$STACK" --query 'Configuration.MemorySize' --output text)"
+memory="$(aws_cli lambda get-function --function-name "$STACK" --query 'Configuration.MemorySize' --output text)"
 [[ "$memory" == 3008 ]] || { log "the update left MemorySize at $memory"; exit 1; }
 log "stack $STACK updated (MemorySize 3008)"
 

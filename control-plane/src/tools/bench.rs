@@ -167,13 +167,7 @@ impl TpchBench {
 
                 let started = Instant::now();
                 let cpu = process_cpu();
-                let df_batches = ctx
-                    .sql(sql)
-                    .await
-                    .map_err(SquallError::from_planning)?
-                    .collect()
-                    .await
-                    .map_err(|source| SquallError::Internal { source })?;
+                let df_batches = tpch::single_node_collect(&ctx, sql).await?;
                 bench.datafusion.push(started.elapsed());
                 bench.datafusion_cpu.push(process_cpu().saturating_sub(cpu));
 
@@ -234,13 +228,7 @@ pub(crate) async fn scale_name_of(ctx: &SessionContext) -> Result<String> {
 }
 
 async fn customer_rows(ctx: &SessionContext) -> Result<u64> {
-    let batches = ctx
-        .sql("SELECT count(*) FROM customer")
-        .await
-        .map_err(SquallError::from_planning)?
-        .collect()
-        .await
-        .map_err(|source| SquallError::Internal { source })?;
+    let batches = tpch::single_node_collect(ctx, "SELECT count(*) FROM customer").await?;
     let rows = batches
         .first()
         .and_then(|b| {

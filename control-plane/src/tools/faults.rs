@@ -123,14 +123,7 @@ impl FaultsBench {
             };
             let reference = match reference {
                 Some(rows) => rows,
-                None => answers::render(
-                    &ctx.sql(sql)
-                        .await
-                        .map_err(SquallError::from_planning)?
-                        .collect()
-                        .await
-                        .map_err(|source| SquallError::Internal { source })?,
-                ),
+                None => answers::render(&tpch::single_node_collect(&ctx, sql).await?),
             };
             let mut request = JobRequest::new(sql, tables.clone());
             request.plan = PlanOptions {

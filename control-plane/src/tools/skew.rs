@@ -22,7 +22,6 @@ use bytes::Bytes;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
-use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use squall_executor::{ObjectUrl, StoreRegistry};
@@ -262,19 +261,10 @@ fn encode(part: &Part, spec: &SkewSpec, keys: &Zipf, groups: &Zipf, url: &str) -
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(1 << 20))
         .build();
-    let mut buffer = Vec::new();
-    let write = || {
-        let mut writer = ArrowWriter::try_new(&mut buffer, schema.clone(), Some(props))?;
-        for batch in &batches {
-            writer.write(batch)?;
-        }
-        writer.close().map(|_| ())
-    };
-    write().map_err(|source| SquallError::SkewEncode {
+    crate::tpch::parquet_bytes(&schema, &batches, props).map_err(|source| SquallError::SkewEncode {
         what: url.to_string(),
         source,
-    })?;
-    Ok(Bytes::from(buffer))
+    })
 }
 
 /// Draws from 1..=n with weight `1 / i^s`, by inverse transform over the
@@ -430,13 +420,7 @@ impl SkewBench {
             let mut reference = None;
             for _ in 0..self.iterations {
                 let started = Instant::now();
-                let batches = ctx
-                    .sql(sql)
-                    .await
-                    .map_err(SquallError::from_planning)?
-                    .collect()
-                    .await
-                    .map_err(|source| SquallError::Internal { source })?;
+                let batches = crate::tpch::single_node_collect(&ctx, sql).await?;
                 query.datafusion.push(started.elapsed());
                 reference.get_or_insert_with(|| answers::render(&batches));
             }

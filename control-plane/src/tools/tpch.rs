@@ -98,6 +98,33 @@ pub async fn single_node_context(root: &str, target_partitions: usize) -> Result
     Ok(ctx)
 }
 
+/// Runs `sql` on a single-node context (see [`single_node_context`]) and
+/// collects its batches.
+pub async fn single_node_collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    ctx.sql(sql)
+        .await
+        .map_err(SquallError::from_planning)?
+        .collect()
+        .await
+        .map_err(|source| SquallError::Internal { source })
+}
+
+/// `batches` of `schema` as one Parquet file, in memory (the generators'
+/// encoder).
+pub(crate) fn parquet_bytes(
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+    props: WriterProperties,
+) -> parquet::errors::Result<Bytes> {
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, schema.clone(), Some(props))?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    writer.close()?;
+    Ok(Bytes::from(buffer))
+}
+
 /// Writes the eight TPC-H tables at `scale` under `out`, `parts` files per table.
 /// `on_file` is called after each file is written.
 pub async fn generate(
@@ -194,20 +221,11 @@ fn encode_part(table: &str, scale: f64, part: usize, parts: usize) -> Result<Byt
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let mut buffer = Vec::new();
-    let encode = || {
-        let mut writer = ArrowWriter::try_new(&mut buffer, schema.clone(), Some(props))?;
-        for batch in &batches {
-            writer.write(batch)?;
-        }
-        writer.close().map(|_| ())
-    };
-    encode().map_err(|source| SquallError::TpchEncode {
+    parquet_bytes(&schema, &batches, props).map_err(|source| SquallError::TpchEncode {
         table: table.to_string(),
         part,
         source,
-    })?;
-    Ok(Bytes::from(buffer))
+    })
 }
 
 /// Whether TPC-H data for every table seems to be at `root` (a local folder).
