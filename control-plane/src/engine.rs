@@ -21,6 +21,7 @@ use squall_executor::{ExecutorContext, OutputFile, StoreRegistry};
 use crate::access::Access;
 use crate::backend::{ExecutorBackend, InProcessBackend};
 use crate::commit::StageJournal;
+use crate::cost::{JobCost, JobMeter, Prices};
 use crate::error::{Result, SquallError};
 use crate::planner::{
     PlanCaches, PlanOptions, PlannedJob, StageDag, default_parallelism, plan_job_with,
@@ -38,6 +39,8 @@ pub struct Engine {
     pub work_root: String,
     /// Footers and file statistics read while planning earlier jobs.
     pub plan_caches: PlanCaches,
+    /// What jobs' usage is priced at.
+    pub prices: Prices,
 }
 
 impl Engine {
@@ -64,6 +67,7 @@ impl Engine {
             backend: Arc::new(backend),
             work_root: work_root.trim_end_matches('/').to_string(),
             plan_caches: PlanCaches::default(),
+            prices: Prices::default(),
         })
     }
 
@@ -78,7 +82,14 @@ impl Engine {
             backend,
             work_root: work_root.trim_end_matches('/').to_string(),
             plan_caches: PlanCaches::default(),
+            prices: Prices::default(),
         }
+    }
+
+    /// A meter for a run of `request`: this engine's prices, the request's
+    /// cost limit. Pass it in [`JobRun::meter`] to watch the job's cost.
+    pub fn meter(&self, request: &JobRequest) -> Arc<JobMeter> {
+        JobMeter::new(self.prices.clone(), request.cost_limit_usd)
     }
 
     /// Refuses a job whose tables, output or work files the backend's executors
@@ -117,6 +128,7 @@ impl Engine {
         check_access(request)?;
         self.check_reachable(request)?;
         self.plan(
+            &self.stores,
             request,
             "memory:///squall-validate",
             "memory:///squall-validate/result",
@@ -128,6 +140,7 @@ impl Engine {
     /// `result_dir`, and refuses it if it would scan over its limit.
     async fn plan(
         &self,
+        stores: &Arc<StoreRegistry>,
         request: &JobRequest,
         work_dir: &str,
         result_dir: &str,
@@ -136,7 +149,7 @@ impl Engine {
             &request.sql,
             &request.tables,
             &request.plan,
-            self.stores.clone(),
+            stores.clone(),
             &self.plan_caches,
             work_dir,
             result_dir,
@@ -196,8 +209,11 @@ impl Engine {
         let run_id = new_run_id();
         let work_dir = format!("{}/{job_id}", self.work_root);
         let mut stop = run.stop.clone();
+        let meter = run.meter.clone().unwrap_or_else(|| self.meter(request));
+        // Everything this job asks of the object stores is counted in its cost.
+        let stores = Arc::new(self.stores.counted(meter.control_requests()));
         let job = std::panic::AssertUnwindSafe(
-            self.plan_and_run(request, run, &job_id, &run_id, &work_dir),
+            self.plan_and_run(&stores, request, run, &meter, &job_id, &run_id, &work_dir),
         )
         .catch_unwind()
         .map(|outcome| {
@@ -221,11 +237,20 @@ impl Engine {
                     None => std::future::pending().await,
                 }
             };
-            match request.deadline {
-                Some(deadline) => tokio::time::timeout(deadline, told)
-                    .await
-                    .unwrap_or(SquallError::DeadlineExceeded { deadline }),
-                None => told.await,
+            let told = async {
+                match request.deadline {
+                    Some(deadline) => tokio::time::timeout(deadline, told)
+                        .await
+                        .unwrap_or(SquallError::DeadlineExceeded { deadline }),
+                    None => told.await,
+                }
+            };
+            tokio::select! {
+                reason = told => reason,
+                spent = meter.exceeded() => SquallError::CostLimitExceeded {
+                    limit_usd: meter.limit_usd().unwrap_or_default(),
+                    spent_usd: spent,
+                },
             }
         };
         // A stop drops the job's future: no task starts any more, in-process
@@ -242,20 +267,22 @@ impl Engine {
             && let Ok(url) = to_url(output)
         {
             match &result {
-                Err(_) => crate::commit::discard(&self.stores, url.as_str(), &job_id).await,
+                Err(_) => crate::commit::discard(&stores, url.as_str(), &job_id).await,
                 // Losing copies of tasks stopped only now: anything they
                 // wrote late is not in the manifest.
                 Ok(done) => {
-                    crate::commit::discard_strays(&self.stores, url.as_str(), &job_id, &done.files)
-                        .await
+                    crate::commit::discard_strays(&stores, url.as_str(), &job_id, &done.files).await
                 }
             }
         }
         // Whatever the outcome, nothing of the job stays under its work folder:
         // this also catches objects the scheduler never heard of, such as the
         // output of an attempt that timed out and finished writing later.
-        crate::commit::sweep(&self.stores, &work_dir).await;
-        result
+        crate::commit::sweep(&stores, &work_dir).await;
+        result.map(|mut done| {
+            done.cost = meter.report();
+            done
+        })
     }
 
     /// Removes every object under the folder `dir` (a URL): for a caller's own
@@ -264,10 +291,13 @@ impl Engine {
         crate::commit::sweep(&self.stores, dir).await;
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn plan_and_run(
         &self,
+        stores: &Arc<StoreRegistry>,
         request: &JobRequest,
         run: JobRun,
+        meter: &Arc<JobMeter>,
         job_id: &str,
         run_id: &str,
         work_dir: &str,
@@ -276,13 +306,13 @@ impl Engine {
             Some(output) => {
                 let url = to_url(output)?;
                 let dir = url.as_str().trim_end_matches('/').to_string();
-                crate::commit::claim(&self.stores, &dir, job_id).await?;
+                crate::commit::claim(stores, &dir, job_id).await?;
                 dir
             }
             None => format!("{work_dir}/result"),
         };
         let planning = std::time::Instant::now();
-        let planned = self.plan(request, work_dir, &result_dir).await?;
+        let planned = self.plan(stores, request, work_dir, &result_dir).await?;
         tracing::info!(
             job = job_id,
             run = run_id,
@@ -295,10 +325,11 @@ impl Engine {
             job_id,
             run_id,
             backend: self.backend.clone(),
-            stores: self.stores.clone(),
+            stores: stores.clone(),
             options: &request.tasks,
             progress: run.progress,
             journal: run.journal,
+            meter: meter.clone(),
         };
         let outcome = scheduler.resume(&planned.dag, run.done).await?;
         let rows = outcome.result_files.iter().map(output_rows).sum();
@@ -311,22 +342,18 @@ impl Engine {
             stages: outcome.stages,
             dag: planned.dag,
             batches: None,
+            cost: JobCost::default(),
         };
         if request.output.is_some() {
-            let url = crate::commit::commit(
-                &self.stores,
-                &result_dir,
-                job_id,
-                &result.schema,
-                &result.files,
-            )
-            .await?;
+            let url =
+                crate::commit::commit(stores, &result_dir, job_id, &result.schema, &result.files)
+                    .await?;
             result.manifest_url = Some(url);
         } else {
             // Nobody asked to keep the files: read them back and remove them.
-            let batches = read_result(&self.stores, &result.files).await;
+            let batches = read_result(stores, &result.files).await;
             let files: Vec<String> = result.files.iter().map(|f| f.url.clone()).collect();
-            crate::commit::delete_all(&self.stores, &files).await;
+            crate::commit::delete_all(stores, &files).await;
             result.batches = Some(batches?);
         }
         Ok(result)
@@ -411,6 +438,9 @@ pub struct JobRun {
     pub progress: Option<Arc<dyn ProgressSink>>,
     /// Tells the job to stop (see [`Stop`]); None: it runs to its end.
     pub stop: Option<tokio::sync::watch::Receiver<Stop>>,
+    /// Takes in the job's usage (see [`Engine::meter`]); None: a meter of
+    /// the engine's own, whose report is in the result.
+    pub meter: Option<Arc<JobMeter>>,
 }
 
 /// One job as submitted.
@@ -428,6 +458,9 @@ pub struct JobRequest {
     /// Stop the job (tasks abandoned, temporary objects removed) when it has run
     /// this long, planning included.
     pub deadline: Option<std::time::Duration>,
+    /// Stop the job, like a deadline, once its estimated cost passes this
+    /// many dollars (see [`crate::cost`]).
+    pub cost_limit_usd: Option<f64>,
 }
 
 impl JobRequest {
@@ -440,6 +473,7 @@ impl JobRequest {
             tasks: TaskOptions::default(),
             scan_limit_bytes: None,
             deadline: None,
+            cost_limit_usd: None,
         }
     }
 }
@@ -457,6 +491,8 @@ pub struct JobResult {
     pub dag: StageDag,
     /// The rows, when no output location was requested.
     pub batches: Option<Vec<RecordBatch>>,
+    /// What the job used, priced.
+    pub cost: JobCost,
 }
 
 /// Reads result files back, in order.

@@ -33,6 +33,11 @@ pub enum SquallError {
     #[error("the job ran past its deadline of {}s and was stopped", deadline.as_secs_f64())]
     DeadlineExceeded { deadline: std::time::Duration },
 
+    #[error(
+        "the job's estimated cost ${spent_usd:.6} passed its cost limit of ${limit_usd:.6} and it was stopped"
+    )]
+    CostLimitExceeded { limit_usd: f64, spent_usd: f64 },
+
     #[error("output {url} already holds a Squall result (remove it or choose another --output)")]
     OutputExists { url: String },
 
@@ -181,7 +186,8 @@ impl SquallError {
             | SquallError::OverLimit { .. }
             | SquallError::Cancelled
             | SquallError::ScanLimit { .. }
-            | SquallError::DeadlineExceeded { .. } => true,
+            | SquallError::DeadlineExceeded { .. }
+            | SquallError::CostLimitExceeded { .. } => true,
             SquallError::TaskFailed { failure, .. } => {
                 matches!(failure.kind, FailureKind::Execution | FailureKind::NotFound)
             }

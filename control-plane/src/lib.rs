@@ -7,7 +7,7 @@
 //! - `error` (the engine's error type);
 //! - `urls` (locations as URLs), `access` (which URLs a shared server's callers
 //!   may name), `commit` (the commit protocol: attempt names, output claims,
-//!   manifests, deletes, sweeps);
+//!   manifests, deletes, sweeps), `cost` (a job's usage, priced);
 //! - `tables` (table specs, listing, registering);
 //! - `planner` (SQL to stage DAG) and `backend` (where tasks run);
 //! - `scheduler` (runs a DAG on a backend);
@@ -21,6 +21,7 @@
 pub mod access;
 pub mod backend;
 pub mod commit;
+pub mod cost;
 pub mod engine;
 pub mod error;
 pub mod planner;
@@ -33,6 +34,7 @@ pub mod urls;
 pub use access::{Access, AccessPolicy};
 pub use backend::{ExecutorBackend, InProcessBackend};
 pub use commit::{CLAIM_NAME, MANIFEST_NAME, Manifest, StageJournal};
+pub use cost::{Cost, JobCost, JobMeter, Prices};
 pub use engine::{Engine, JobRequest, JobResult, JobRun, Stop, read_result};
 pub use error::{Result, SquallError};
 pub use planner::{PlanCaches, PlanOptions, StageDag, plan_job, plan_job_with};

@@ -629,3 +629,39 @@ fn serve_reads_a_strict_config_file_under_flags_and_environment() {
     assert!(other.contains("401"), "{other}");
     assert!(data.join("squall.db").exists());
 }
+
+#[test]
+fn show_cost_prints_what_the_job_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = people(dir.path());
+    let out = squall(&[
+        "run",
+        "--table",
+        &table,
+        "--sql",
+        "SELECT count(*) AS n FROM people",
+        "--format",
+        "csv",
+        "--show-cost",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "n\n3\n");
+    let stderr = text(&out.stderr);
+    // Local files: requests and CPU, no dollars.
+    assert!(stderr.starts_with("cost: $0.000000 ("), "{stderr}");
+    let gets: u64 = stderr
+        .split(" GET")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(gets > 0, "{stderr}");
+    assert!(stderr.contains("CPU-s)"), "{stderr}");
+    let refused = squall(&["run", "--sql", "SELECT 1", "--cost-limit", "0"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("not a positive amount of US dollars"),
+        "{}",
+        text(&refused.stderr)
+    );
+}

@@ -1,6 +1,6 @@
 //! The library's files import each other in one direction only: no cycle
 //! between files, and no module imports one from a higher layer
-//! (service → engine → scheduler → planner/backend → tables → commit/access →
+//! (service → engine → scheduler → planner/backend → tables → commit/access/cost →
 //! error). Read from the `crate::`, `super::` and `self::` paths in
 //! `control-plane/src` (the `squall` binary's `main.rs` and `cli/` are the top
 //! and not read). A facade (`lib.rs`, a `mod.rs`) only declares and re-exports:
@@ -12,7 +12,7 @@ use std::path::Path;
 /// Layers, lowest first; a module may import from its own layer and below.
 const LAYERS: &[&[&str]] = &[
     &["error"],
-    &["commit", "access", "urls"],
+    &["commit", "access", "urls", "cost"],
     &["tables"],
     &["planner", "backend"],
     &["scheduler"],

@@ -16,6 +16,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -25,6 +27,7 @@ use crate::context::ExecutorContext;
 use crate::protocol::{TaskResult, TaskSpec};
 use crate::run::run_task;
 use crate::stores::StoreRegistry;
+use crate::usage::{FunctionUsage, RequestCounter, add_requests};
 
 /// Largest synchronous Invoke payload, request or response (6 MB).
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
@@ -110,6 +113,10 @@ pub struct FunctionConfig {
     pub spill_dir: PathBuf,
     /// Cap on any task's memory pool, from the function's configured memory.
     pub max_pool_bytes: Option<u64>,
+    /// The function's configured memory, MB (what Lambda bills by).
+    pub memory_mb: Option<u64>,
+    /// When the process started: a cold start's init time is counted from here.
+    pub started: Instant,
 }
 
 impl FunctionConfig {
@@ -119,25 +126,35 @@ impl FunctionConfig {
         let spill_dir = std::env::var_os("SQUALL_SPILL_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
-        let max_pool_bytes = match std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") {
-            Ok(mb) => Some(pool_cap(&mb)?),
+        let memory_mb = match std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") {
+            Ok(mb) => Some(memory_mb(&mb)?),
             Err(_) => None,
         };
         Ok(Self {
             spill_dir,
-            max_pool_bytes,
+            max_pool_bytes: memory_mb.map(pool_cap),
+            memory_mb,
+            started: Instant::now(),
         })
     }
 }
 
-/// The pool cap for a function of `mb` megabytes (Lambda's value, as text).
-fn pool_cap(mb: &str) -> Result<u64, InvocationError> {
-    let mb: u64 = mb.trim().parse().map_err(|_| {
-        InvocationError::Invalid(format!(
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE is '{mb}', not a number of megabytes"
-        ))
-    })?;
-    Ok(((mb * 1024 * 1024) as f64 * POOL_SHARE_OF_FUNCTION_MEMORY) as u64)
+/// Lambda's `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (MB, as text), checked.
+fn memory_mb(text: &str) -> Result<u64, InvocationError> {
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|mb| (1..=1 << 20).contains(mb))
+        .ok_or_else(|| {
+            InvocationError::Invalid(format!(
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE is '{text}', not a number of megabytes"
+            ))
+        })
+}
+
+/// The pool cap for a function of `mb` megabytes.
+fn pool_cap(mb: u64) -> u64 {
+    ((mb * 1024 * 1024) as f64 * POOL_SHARE_OF_FUNCTION_MEMORY) as u64
 }
 
 /// Variables the Lambda runtime (or an emulator) sets for a function process;
@@ -171,6 +188,8 @@ pub fn check_runtime_variables(
 pub struct LambdaExecutor {
     ctx: ExecutorContext,
     config: FunctionConfig,
+    /// No invocation has run in this process yet.
+    fresh: Arc<AtomicBool>,
 }
 
 impl LambdaExecutor {
@@ -178,17 +197,48 @@ impl LambdaExecutor {
         Self {
             ctx: ExecutorContext::new(stores, config.spill_dir.clone()),
             config,
+            fresh: Arc::new(AtomicBool::new(true)),
         }
     }
 
-    /// Runs the task of one invocation.
+    /// Runs the task of one invocation; its result says what the invocation
+    /// used (see [`crate::usage`]).
     pub async fn handle(
         &self,
         invocation: Invocation,
     ) -> Result<InvocationResponse, InvocationError> {
-        let mut spec = match (invocation.task_spec, invocation.task_spec_url) {
+        let began = Instant::now();
+        let cold_start = self.fresh.swap(false, Ordering::SeqCst);
+        let function = self.config.memory_mb.map(|memory_mb| FunctionUsage {
+            memory_mb,
+            arch: std::env::consts::ARCH.to_string(),
+            cold_start,
+            init_ms: if cold_start {
+                began.duration_since(self.config.started).as_millis() as u64
+            } else {
+                0
+            },
+        });
+        let requests = RequestCounter::new();
+        let mut result = self
+            .run(invocation.task_spec, invocation.task_spec_url, &requests)
+            .await?;
+        add_requests(&mut result.usage.requests, &requests.snapshot());
+        result.usage.reported = true;
+        result.usage.duration_ms = began.elapsed().as_millis() as u64;
+        result.usage.function = function;
+        self.respond(result, &invocation.result_url).await
+    }
+
+    async fn run(
+        &self,
+        task_spec: Option<TaskSpec>,
+        task_spec_url: Option<String>,
+        requests: &Arc<RequestCounter>,
+    ) -> Result<TaskResult, InvocationError> {
+        let mut spec = match (task_spec, task_spec_url) {
             (Some(spec), None) => spec,
-            (None, Some(url)) => self.fetch_spec(&url).await?,
+            (None, Some(url)) => self.fetch_spec(&url, requests).await?,
             _ => {
                 return Err(InvocationError::Invalid(
                     "an invocation carries exactly one of task_spec and task_spec_url".into(),
@@ -200,16 +250,14 @@ impl LambdaExecutor {
         self.limit_memory(&mut spec);
         #[cfg(feature = "fault-injection")]
         if fault == crate::faults::Fault::Fail {
-            return self
-                .respond(faults::failed(&spec), &invocation.result_url)
-                .await;
+            return Ok(faults::failed(&spec));
         }
         #[cfg(feature = "fault-injection")]
         let started = std::time::Instant::now();
         let result = run_task(&self.ctx, spec).await;
         #[cfg(feature = "fault-injection")]
         faults::after_running(fault, started.elapsed()).await;
-        self.respond(result, &invocation.result_url).await
+        Ok(result)
     }
 
     /// No task's pool may outgrow the function's memory.
@@ -219,7 +267,11 @@ impl LambdaExecutor {
         }
     }
 
-    async fn fetch_spec(&self, url: &str) -> Result<TaskSpec, InvocationError> {
+    async fn fetch_spec(
+        &self,
+        url: &str,
+        requests: &Arc<RequestCounter>,
+    ) -> Result<TaskSpec, InvocationError> {
         let unreadable = |message: String| InvocationError::SpecUnreadable {
             url: url.to_string(),
             message,
@@ -227,6 +279,7 @@ impl LambdaExecutor {
         let (store, path) = self
             .ctx
             .stores
+            .counted(requests.clone())
             .resolve(url)
             .map_err(|e| unreadable(e.to_string()))?;
         let bytes = store
@@ -239,10 +292,11 @@ impl LambdaExecutor {
         serde_json::from_slice(&bytes).map_err(|e| unreadable(format!("not a task spec: {e}")))
     }
 
-    /// The result inline, or put at `result_url` when it would not fit.
+    /// The result inline, or put at `result_url` when it would not fit (that
+    /// PUT counted in the result's usage).
     async fn respond(
         &self,
-        result: TaskResult,
+        mut result: TaskResult,
         result_url: &str,
     ) -> Result<InvocationResponse, InvocationError> {
         let unwritable = |message: String| InvocationError::ResultUnwritable {
@@ -256,6 +310,11 @@ impl LambdaExecutor {
                 task_result_url: None,
             });
         }
+        let scheme = url::Url::parse(result_url)
+            .map(|u| u.scheme().to_string())
+            .map_err(|e| unwritable(e.to_string()))?;
+        result.usage.requests.entry(scheme).or_default().put += 1;
+        let body = serde_json::to_vec(&result).map_err(|e| unwritable(e.to_string()))?;
         let (store, path) = self
             .ctx
             .stores
@@ -343,6 +402,7 @@ pub mod faults {
                 message: format!("fault injection: failing {}", spec.id),
                 retryable: true,
             }),
+            usage: Default::default(),
         }
     }
 
@@ -401,15 +461,18 @@ mod tests {
         let stores = Arc::new(StoreRegistry::new());
         let config = FunctionConfig {
             spill_dir: std::env::temp_dir(),
-            max_pool_bytes: Some(pool_cap("1024").unwrap()),
+            max_pool_bytes: Some(pool_cap(1024)),
+            memory_mb: Some(1024),
+            started: Instant::now(),
         };
         (LambdaExecutor::new(stores.clone(), config), stores)
     }
 
     #[test]
     fn pool_follows_function_memory() {
-        assert_eq!(pool_cap("1000").unwrap(), 734_003_200);
-        let err = pool_cap("lots").unwrap_err().to_string();
+        assert_eq!(pool_cap(memory_mb("1000").unwrap()), 734_003_200);
+        assert!(memory_mb("0").is_err());
+        let err = memory_mb("lots").unwrap_err().to_string();
         assert!(err.contains("'lots'"), "{err}");
     }
 
@@ -464,7 +527,7 @@ mod tests {
         let mut spec = ping("c");
         spec.memory_limit_bytes = u64::MAX;
         executor.limit_memory(&mut spec);
-        assert_eq!(spec.memory_limit_bytes, pool_cap("1024").unwrap());
+        assert_eq!(spec.memory_limit_bytes, pool_cap(1024));
 
         // A plan that cannot decode is the task's failure, not the function's.
         spec.action = TaskAction::Run;

@@ -17,6 +17,7 @@ pub mod run;
 pub mod shuffle;
 pub mod stop;
 pub mod stores;
+pub mod usage;
 pub mod writer;
 
 pub use codec::{SquallCodec, decode_plan, encode_plan};
@@ -31,4 +32,8 @@ pub use run::{run_task, run_task_stoppable};
 pub use shuffle::{ReadMode, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec};
 pub use stop::StopFlag;
 pub use stores::{ObjectUrl, StoreRegistry};
+pub use usage::{
+    CountingStore, FunctionUsage, RequestCounter, RequestCounts, StoreRequests, TaskUsage,
+    add_requests,
+};
 pub use writer::{StageWriter, WriterExec, stage_writer};

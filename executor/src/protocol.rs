@@ -8,11 +8,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::usage::TaskUsage;
+
 /// Version of the TaskSpec/TaskResult encoding. Checked on both ends.
 /// 4: `TaskId::run_id`, which names every object an attempt writes.
 /// 5: `TaskSpec::partition` and slices of several partitions
 /// (`StageInput::slice`), for reduce tasks that read a range of partitions.
-pub const WIRE_VERSION: u32 = 5;
+/// 6: `TaskResult::usage` (requests, time, the function's memory), what a
+/// job's cost is reckoned from.
+pub const WIRE_VERSION: u32 = 6;
 
 /// Identity of one attempt of one task.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -171,6 +175,9 @@ pub struct TaskResult {
     pub wire_version: u32,
     pub id: TaskId,
     pub outcome: TaskOutcome,
+    /// What the attempt used, succeeded or failed.
+    #[serde(default)]
+    pub usage: TaskUsage,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

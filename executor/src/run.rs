@@ -23,6 +23,8 @@ use crate::protocol::{
 };
 use crate::shuffle::writer::RAW_BYTES_METRIC;
 use crate::stop::{StopFlag, stoppable};
+use crate::stores::StoreRegistry;
+use crate::usage::{RequestCounter, TaskUsage};
 use crate::writer::stage_writer;
 
 /// Runs one task attempt. Never panics on a bad spec: every failure is a typed
@@ -46,7 +48,10 @@ async fn run_task_until(
     spec: TaskSpec,
     stop: Option<StopFlag>,
 ) -> TaskResult {
+    let started = Instant::now();
     let id = spec.id.clone();
+    let requests = RequestCounter::new();
+    let mut cpu_ms = 0;
     let outcome = if spec.wire_version != WIRE_VERSION {
         TaskOutcome::Failed(TaskFailure {
             kind: FailureKind::WireVersion,
@@ -66,7 +71,7 @@ async fn run_task_until(
             metrics: TaskMetrics::default(),
         }
     } else {
-        match run(ctx, spec, stop).await {
+        match run(ctx, spec, stop, &requests, &mut cpu_ms).await {
             Ok((output, metrics)) => TaskOutcome::Succeeded { output, metrics },
             Err(failure) => TaskOutcome::Failed(failure),
         }
@@ -75,6 +80,13 @@ async fn run_task_until(
         wire_version: WIRE_VERSION,
         id,
         outcome,
+        usage: TaskUsage {
+            reported: true,
+            requests: requests.snapshot(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            cpu_ms,
+            function: None,
+        },
     }
 }
 
@@ -82,10 +94,13 @@ async fn run(
     ctx: &ExecutorContext,
     spec: TaskSpec,
     stop: Option<StopFlag>,
+    requests: &Arc<RequestCounter>,
+    cpu_ms: &mut u64,
 ) -> std::result::Result<(OutputFile, TaskMetrics), TaskFailure> {
     let started = Instant::now();
     let pool = Arc::new(PeakPool::new(spec.memory_limit_bytes as usize));
-    let task_ctx = task_context(ctx, &spec, pool.clone()).map_err(|e| classify(&e))?;
+    let stores = Arc::new(ctx.stores.counted(requests.clone()));
+    let task_ctx = task_context(ctx, stores, &spec, pool.clone()).map_err(|e| classify(&e))?;
     let context_us = started.elapsed().as_micros() as u64;
     let plan = decode_plan(&spec.plan, &task_ctx, spec.inputs).map_err(|e| TaskFailure {
         kind: FailureKind::PlanDecode,
@@ -105,6 +120,7 @@ async fn run(
             plan.name()
         ),
     };
+    *cpu_ms = compute_ms(&plan);
     let output = written.map_err(|e| classify(&e))?;
     let mut metrics = collect_metrics(&plan);
     metrics.rows_out = output.partitions.iter().map(|s| s.rows).sum();
@@ -123,6 +139,7 @@ async fn run(
 
 fn task_context(
     ctx: &ExecutorContext,
+    stores: Arc<StoreRegistry>,
     spec: &TaskSpec,
     pool: Arc<PeakPool>,
 ) -> Result<Arc<TaskContext>> {
@@ -140,7 +157,7 @@ fn task_context(
             DiskManagerBuilder::default()
                 .with_mode(DiskManagerMode::Directories(vec![ctx.spill_dir.clone()])),
         )
-        .with_object_store_registry(ctx.stores.clone())
+        .with_object_store_registry(stores)
         .with_cache_manager(task_cache_config(&ctx.footers))
         .build_arc()?;
     let state = &ctx.functions;
@@ -215,6 +232,29 @@ fn collect_metrics(plan: &Arc<dyn ExecutionPlan>) -> TaskMetrics {
         stack.extend(children.into_iter().cloned());
     }
     metrics
+}
+
+/// Compute time the plan's operators measured, in milliseconds: each
+/// operator's `elapsed_compute`, and the decoding time of file scans
+/// (`time_elapsed_processing`), which they report instead.
+fn compute_ms(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    let mut nanos = 0u64;
+    let mut stack = vec![plan.clone()];
+    while let Some(node) = stack.pop() {
+        if let Some(set) = node.metrics() {
+            for metric in set.iter() {
+                match metric.value() {
+                    MetricValue::ElapsedCompute(time) => nanos += time.value() as u64,
+                    MetricValue::Time { name, time } if name == "time_elapsed_processing" => {
+                        nanos += time.value() as u64
+                    }
+                    _ => {}
+                }
+            }
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    nanos / 1_000_000
 }
 
 impl std::fmt::Display for PeakPool {

@@ -21,6 +21,8 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use url::Url;
 
+use crate::usage::RequestCounter;
+
 /// A URL split into its store (`scheme://authority`) and the path inside the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectUrl {
@@ -57,9 +59,12 @@ impl ObjectUrl {
 }
 
 /// Resolves URLs to object stores; builds and caches one store per scheme+authority.
+/// A counted view ([`counted`](Self::counted)) shares the stores and counts the
+/// requests made through it.
 #[derive(Debug, Default)]
 pub struct StoreRegistry {
-    stores: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
+    stores: Arc<RwLock<HashMap<String, Arc<dyn ObjectStore>>>>,
+    counter: Option<Arc<RequestCounter>>,
 }
 
 impl StoreRegistry {
@@ -72,6 +77,23 @@ impl StoreRegistry {
 
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same stores, with every request made through the view counted in
+    /// `counter` (by URL scheme). Registering through the view registers the
+    /// store itself, for every view.
+    pub fn counted(&self, counter: Arc<RequestCounter>) -> Self {
+        Self {
+            stores: self.stores.clone(),
+            counter: Some(counter),
+        }
+    }
+
+    fn view(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+        match &self.counter {
+            Some(counter) => counter.wrap(url.scheme(), store),
+            None => store,
+        }
     }
 
     /// Uses `store` for every URL under `url`'s scheme and authority.
@@ -136,15 +158,15 @@ impl ObjectStoreRegistry for StoreRegistry {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
         {
-            return Ok(store.clone());
+            return Ok(self.view(url, store.clone()));
         }
         let mut stores = self.stores.write().unwrap_or_else(|e| e.into_inner());
         if let Some(store) = stores.get(&key) {
-            return Ok(store.clone());
+            return Ok(self.view(url, store.clone()));
         }
         let store = Self::build(url)?;
         stores.insert(key, store.clone());
-        Ok(store)
+        Ok(self.view(url, store))
     }
 }
 

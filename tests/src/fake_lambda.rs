@@ -24,6 +24,9 @@ use object_store::{ObjectStoreExt, PutPayload};
 use squall_executor::lambda::{Invocation, InvocationResponse, LambdaExecutor};
 use squall_executor::{StoreRegistry, TaskId, TaskSpec};
 
+/// The memory the fake function says it has (what its attempts are billed at).
+pub const FAKE_MEMORY_MB: u64 = 2048;
+
 /// How the fake answers one invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {
@@ -112,6 +115,8 @@ impl FakeLambda {
         let config = squall_executor::lambda::FunctionConfig {
             spill_dir: std::env::temp_dir(),
             max_pool_bytes: None,
+            memory_mb: Some(FAKE_MEMORY_MB),
+            started: std::time::Instant::now(),
         };
         let state = Arc::new(FakeState {
             executor: LambdaExecutor::new(stores.clone(), config),
@@ -231,7 +236,10 @@ async fn invoke(
         Reply::RunResultInBucket => {
             let url = invocation.result_url.clone();
             let response = state.executor.handle(invocation).await.expect("handler");
-            let result = response.task_result.expect("inline result");
+            let mut result = response.task_result.expect("inline result");
+            // As the handler does: the PUT is counted in the attempt's usage.
+            let scheme = url.split(':').next().unwrap_or_default().to_string();
+            result.usage.requests.entry(scheme).or_default().put += 1;
             let (store, path) = state.stores.resolve(&url).expect("result URL");
             let body = serde_json::to_vec(&result).expect("encode result");
             store

@@ -89,6 +89,7 @@ impl ExecutorBackend for FlakyBackend {
                         message: "injected failure".into(),
                         retryable,
                     }),
+                    usage: result.usage,
                 })
             }
         }
@@ -115,6 +116,7 @@ fn flaky_engine(
         backend: backend.clone(),
         work_root: format!("file://{}", work.display()),
         plan_caches: Default::default(),
+        prices: Default::default(),
     };
     (engine, backend)
 }

@@ -39,13 +39,17 @@ async fn a_one_second_cron_fires_and_its_jobs_answer_right() {
     let dir = tempfile::tempdir().unwrap();
     let engine = local_engine(2, &dir.path().join("work"));
     let server = Server::start_with(engine.clone(), dir.path(), |c| seconds_cron(c, 2)).await;
+    // The template carries labels and a cost limit to every run.
+    let mut labelled = tpch_job(&data, 6);
+    labelled["labels"] = serde_json::json!({"team": "nightly"});
+    labelled["options"] = serde_json::json!({"cost_limit_usd": 5.0});
     let created = create(
         &server,
         serde_json::json!({
             "name": "q6 every second",
             "cron": "* * * * * *",
             "time_zone": "Europe/Berlin",
-            "job": tpch_job(&data, 6),
+            "job": labelled,
         }),
     )
     .await;
@@ -74,7 +78,19 @@ async fn a_one_second_cron_fires_and_its_jobs_answer_right() {
     };
     for job in &done {
         check_answer(&engine, job, 6).await;
+        assert_eq!(job.labels.get("team").map(String::as_str), Some("nightly"));
+        assert!(
+            job.cost.as_ref().is_some_and(|c| c.requests.get > 0),
+            "{job:?}"
+        );
     }
+    let (_, labelled) = server.get("/v1/jobs?label=team:nightly", Some(TOKEN)).await;
+    assert!(
+        labelled["jobs"].as_array().unwrap().len() >= 2,
+        "{labelled}"
+    );
+    let (_, other) = server.get("/v1/jobs?label=team:other", Some(TOKEN)).await;
+    assert!(other["jobs"].as_array().unwrap().is_empty(), "{other}");
     // Runs are a second apart (submission times of consecutive runs).
     let gap = done[1].submitted_at_ms - done[0].submitted_at_ms;
     assert!(gap >= 900, "runs {gap} ms apart");

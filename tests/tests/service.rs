@@ -602,6 +602,7 @@ impl squall_control_plane::backend::ExecutorBackend for FirstAttemptFails {
                     message: "injected: connection reset".into(),
                     retryable: true,
                 }),
+                usage: Default::default(),
             });
         }
         self.inner.invoke(spec).await
@@ -892,6 +893,106 @@ async fn backups_are_counted_in_the_job_view_attempts_and_metrics() {
     assert!(metrics.contains("squall_task_backups_total 1"), "{metrics}");
     assert!(
         metrics.contains("squall_task_backup_wins_total 1"),
+        "{metrics}"
+    );
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_filter_listings_and_jobs_show_what_they_cost() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    let server = Server::start(engine.clone(), dir.path(), 2).await;
+    let mut ids = Vec::new();
+    for (team, q) in [("red", 6), ("blue", 1), ("red", 14)] {
+        let mut job = tpch_job(&data, q);
+        job["labels"] = serde_json::json!({"team": team, "owner": "ana"});
+        let (status, body) = server.post("/v1/jobs", &job).await;
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let view = server.wait_final(id).await;
+        assert_eq!(view.state, JobState::Succeeded, "{view:?}");
+        assert_eq!(view.labels.get("owner").map(String::as_str), Some("ana"));
+        // In-process on local files: requests and CPU, no dollars.
+        let cost = view.cost.as_ref().expect("a finished job's cost");
+        assert!(cost.requests.get > 0 && cost.requests.put > 0, "{cost:?}");
+        assert_eq!(cost.lambda_invocations, 0);
+        assert_eq!(cost.usd, 0.0);
+        assert!(cost.bytes_scanned > 0);
+        let stages = view.stages.iter().filter_map(|s| s.cost.as_ref());
+        let stage_gets: u64 = stages.map(|c| c.requests.get).sum();
+        assert!(
+            stage_gets > 0 && stage_gets <= cost.requests.get,
+            "{view:?}"
+        );
+    }
+    let (status, red) = server.get("/v1/jobs?label=team:red", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{red}");
+    let red: JobList = serde_json::from_value(red).unwrap();
+    let red_ids: Vec<&str> = red.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(red_ids, [ids[0].as_str(), ids[2].as_str()]);
+    let (_, red_failed) = server
+        .get("/v1/jobs?label=team:red&state=failed", Some(TOKEN))
+        .await;
+    assert!(red_failed["jobs"].as_array().unwrap().is_empty());
+    let (_, paged) = server
+        .get("/v1/jobs?label=owner:ana&limit=2", Some(TOKEN))
+        .await;
+    assert_eq!(paged["jobs"].as_array().unwrap().len(), 2, "{paged}");
+    assert!(paged["next"].is_number(), "{paged}");
+
+    // Bad labels, filters and limits are refused, naming what is wrong.
+    for (labels, options, needle) in [
+        (
+            serde_json::json!({"Team": "x"}),
+            serde_json::json!({}),
+            "label key 'Team'",
+        ),
+        (
+            serde_json::json!({"": "x"}),
+            serde_json::json!({}),
+            "label key ''",
+        ),
+        (
+            serde_json::json!({}),
+            serde_json::json!({"cost_limit_usd": -1}),
+            "options.cost_limit_usd",
+        ),
+        (
+            serde_json::json!({}),
+            serde_json::json!({"cost_limit_usd": 1e12}),
+            "options.cost_limit_usd",
+        ),
+    ] {
+        let mut job = tpch_job(&data, 6);
+        job["labels"] = labels;
+        job["options"] = options;
+        let (status, body) = server.post("/v1/jobs", &job).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains(needle), "{body}");
+    }
+    let (status, body) = server.get("/v1/jobs?label=team", Some(TOKEN)).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.get("/v1/jobs?label=Te%20am:x", Some(TOKEN)).await;
+    assert_eq!(status, 400, "{body}");
+
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gets = metrics
+        .lines()
+        .find(|l| l.starts_with("squall_object_store_requests_total{kind=\"get\",store=\"file\"}"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let counted: u64 = gets.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(counted > 0, "{gets}");
+    assert!(
+        metrics.contains("squall_cost_usd_total{part=\"s3_requests\"} 0"),
         "{metrics}"
     );
     server.kill();

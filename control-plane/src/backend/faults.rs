@@ -81,6 +81,10 @@ impl ExecutorBackend for FaultyBackend {
         self.inner.flow()
     }
 
+    fn bills_invocations(&self) -> bool {
+        self.inner.bills_invocations()
+    }
+
     async fn invoke(&self, spec: TaskSpec) -> Result<TaskResult> {
         let id = spec.id.clone();
         match self.plan.draw(&id) {
@@ -95,6 +99,7 @@ impl ExecutorBackend for FaultyBackend {
                         retryable: true,
                     }),
                     id,
+                    usage: Default::default(),
                 })
             }
             Fault::Crash => {

@@ -42,8 +42,8 @@ use squall_executor::lambda::{
     Invocation, InvocationResponse, MAX_INLINE_SPEC_BYTES, function_error_is_retryable,
 };
 use squall_executor::{
-    FailureKind, StoreRegistry, TaskFailure, TaskId, TaskOutcome, TaskResult, TaskSpec,
-    WIRE_VERSION,
+    FailureKind, RequestCounter, StoreRegistry, TaskFailure, TaskId, TaskOutcome, TaskResult,
+    TaskSpec, WIRE_VERSION, add_requests,
 };
 
 /// Invocations in flight at once unless configured.
@@ -261,7 +261,11 @@ impl LambdaBackend {
 
     /// The invocation payload: the spec inline, or put in the bucket when too large.
     /// Returns the payload and the URL of the spec object, if one was written.
-    async fn payload(&self, spec: TaskSpec) -> Result<(Vec<u8>, Option<String>)> {
+    async fn payload(
+        &self,
+        stores: &StoreRegistry,
+        spec: TaskSpec,
+    ) -> Result<(Vec<u8>, Option<String>)> {
         let result_url = self.payload_url(&spec.id, "result");
         let spec_json = serde_json::to_vec(&spec).map_err(|source| SquallError::Encode {
             what: "a task spec".into(),
@@ -276,7 +280,7 @@ impl LambdaBackend {
             (invocation, None)
         } else {
             let spec_url = self.payload_url(&spec.id, "spec");
-            self.put(&spec_url, spec_json).await?;
+            put(stores, &spec_url, spec_json).await?;
             let invocation = Invocation {
                 task_spec: None,
                 task_spec_url: Some(spec_url.clone()),
@@ -289,15 +293,6 @@ impl LambdaBackend {
             source,
         })?;
         Ok((body, spec_url))
-    }
-
-    async fn put(&self, url: &str, body: Vec<u8>) -> Result<()> {
-        let (store, path) = self
-            .stores
-            .resolve(url)
-            .map_err(|source| SquallError::Internal { source })?;
-        store.put(&path, PutPayload::from(body)).await?;
-        Ok(())
     }
 
     /// One invocation with backoff on throttling and Lambda-side errors.
@@ -401,24 +396,31 @@ impl LambdaBackend {
             }),
         }
     }
+}
 
-    async fn fetch_result(&self, url: &str) -> Result<TaskResult> {
-        let (store, path) = self
-            .stores
-            .resolve(url)
-            .map_err(|source| SquallError::Internal { source })?;
-        let bytes = store.get(&path).await?.bytes().await?;
-        serde_json::from_slice(&bytes).map_err(|source| SquallError::Decode {
-            what: format!("the task result at {url}"),
-            source,
-        })
-    }
+async fn put(stores: &StoreRegistry, url: &str, body: Vec<u8>) -> Result<()> {
+    let (store, path) = stores
+        .resolve(url)
+        .map_err(|source| SquallError::Internal { source })?;
+    store.put(&path, PutPayload::from(body)).await?;
+    Ok(())
+}
 
-    async fn delete(&self, url: &str) {
-        if let Ok((store, path)) = self.stores.resolve(url) {
-            let one = futures::stream::iter([Ok(path)]).boxed();
-            delete_quietly(store.as_ref(), one, url).await;
-        }
+async fn fetch_result(stores: &StoreRegistry, url: &str) -> Result<TaskResult> {
+    let (store, path) = stores
+        .resolve(url)
+        .map_err(|source| SquallError::Internal { source })?;
+    let bytes = store.get(&path).await?.bytes().await?;
+    serde_json::from_slice(&bytes).map_err(|source| SquallError::Decode {
+        what: format!("the task result at {url}"),
+        source,
+    })
+}
+
+async fn delete(stores: &StoreRegistry, url: &str) {
+    if let Ok((store, path)) = stores.resolve(url) {
+        let one = futures::stream::iter([Ok(path)]).boxed();
+        delete_quietly(store.as_ref(), one, url).await;
     }
 }
 
@@ -436,45 +438,62 @@ impl ExecutorBackend for LambdaBackend {
         remote_scheme(url)
     }
 
+    fn bills_invocations(&self) -> bool {
+        true
+    }
+
     fn flow(&self) -> Option<FlowStats> {
         Some(self.flow.stats())
     }
 
+    /// Requests this backend makes for an attempt (its spec or result put
+    /// in the bucket) are added to the attempt's usage.
     async fn invoke(&self, spec: TaskSpec) -> Result<TaskResult> {
+        let requests = RequestCounter::new();
+        let stores = self.stores.counted(requests.clone());
+        let mut result = self.invoke_counted(&stores, spec).await?;
+        add_requests(&mut result.usage.requests, &requests.snapshot());
+        Ok(result)
+    }
+}
+
+impl LambdaBackend {
+    async fn invoke_counted(&self, stores: &StoreRegistry, spec: TaskSpec) -> Result<TaskResult> {
         let id = spec.id.clone();
         let qualifier = self.config.qualifier_for(spec.memory_limit_bytes);
-        let (payload, spec_url) = self.payload(spec).await?;
+        let (payload, spec_url) = self.payload(stores, spec).await?;
         let answer = self.invoke_with_backoff(&id, qualifier, payload).await;
         if let Some(url) = &spec_url {
-            self.delete(url).await;
+            delete(stores, url).await;
         }
+        let failed = |id, failure| TaskResult {
+            wire_version: WIRE_VERSION,
+            id,
+            outcome: TaskOutcome::Failed(failure),
+            usage: Default::default(),
+        };
         match answer? {
             Answer::Result(result) => Ok(*result),
             // Only the URL this attempt was given is read (and deleted): a
             // function answering with another would have the control plane
             // fetch and delete objects it names.
-            Answer::InBucket(url) if url != self.payload_url(&id, "result") => Ok(TaskResult {
-                wire_version: WIRE_VERSION,
-                outcome: TaskOutcome::Failed(TaskFailure {
+            Answer::InBucket(url) if url != self.payload_url(&id, "result") => Ok(failed(
+                id,
+                TaskFailure {
                     kind: FailureKind::Internal,
                     message: format!(
                         "{} answered with result URL {url}, not the one its attempt was given",
                         self.config.function
                     ),
                     retryable: false,
-                }),
-                id,
-            }),
+                },
+            )),
             Answer::InBucket(url) => {
-                let result = self.fetch_result(&url).await;
-                self.delete(&url).await;
+                let result = fetch_result(stores, &url).await;
+                delete(stores, &url).await;
                 result
             }
-            Answer::Failed(failure) => Ok(TaskResult {
-                wire_version: WIRE_VERSION,
-                id,
-                outcome: TaskOutcome::Failed(failure),
-            }),
+            Answer::Failed(failure) => Ok(failed(id, failure)),
         }
     }
 }

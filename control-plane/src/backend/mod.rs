@@ -41,6 +41,13 @@ pub trait ExecutorBackend: Send + Sync + std::fmt::Debug {
         true
     }
 
+    /// Whether each invocation is billed by its duration and memory (Lambda):
+    /// an attempt whose executor never answered is then billed at the time
+    /// it was waited for (see `cost`).
+    fn bills_invocations(&self) -> bool {
+        false
+    }
+
     /// The in-flight limit and throttles of a backend whose service throttles
     /// (Lambda); None for others.
     fn flow(&self) -> Option<FlowStats> {

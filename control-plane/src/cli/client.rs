@@ -21,7 +21,7 @@ use squall_control_plane::service::client::ApiClient;
 use super::error::{CliError, Result};
 
 use super::Format;
-use super::output::write_result;
+use super::output::{cost_summary, usd, write_result};
 use super::units;
 
 /// Where the server is and the token to show it.
@@ -68,6 +68,19 @@ pub struct JobArgs {
     /// Never start backup copies of straggling tasks.
     #[arg(long)]
     no_backups: bool,
+    /// Stop the job once its estimated cost passes this many US dollars.
+    #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
+    cost_limit: Option<f64>,
+    /// A label for chargeback and listing: KEY=VALUE (repeat for more).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not KEY=VALUE"))?;
+    Ok((key.to_string(), value.to_string()))
 }
 
 impl JobArgs {
@@ -88,7 +101,9 @@ impl JobArgs {
                 scan_limit_bytes: self.scan_limit,
                 deadline_seconds: self.deadline.map(|d| d.as_secs().max(1)),
                 backup_tasks: self.no_backups.then_some(false),
+                cost_limit_usd: self.cost_limit,
             },
+            labels: self.labels.iter().cloned().collect(),
         })
     }
 }
@@ -140,6 +155,9 @@ pub struct JobsArgs {
     /// Only jobs in this state (queued, running, succeeded, failed, cancelled).
     #[arg(long)]
     state: Option<String>,
+    /// Only jobs with this label: KEY:VALUE (team:data).
+    #[arg(long, value_name = "KEY:VALUE")]
+    label: Option<String>,
     /// Jobs per page.
     #[arg(long, default_value_t = 50)]
     limit: usize,
@@ -221,7 +239,7 @@ enum SchedulesCommand {
     /// One schedule.
     Show { id: String },
     /// Run a job at the times a cron expression names.
-    Create(CreateSchedule),
+    Create(Box<CreateSchedule>),
     /// Start firing again (runs missed while disabled are not made up for).
     Enable { id: String },
     /// Stop firing (jobs already started go on).
@@ -292,7 +310,7 @@ pub async fn jobs(args: JobsArgs) -> Result<()> {
     let list = args
         .server
         .client()?
-        .jobs(state, args.after, args.limit.max(1))
+        .jobs(state, args.label.as_deref(), args.after, args.limit.max(1))
         .await?;
     print_jobs(&list.jobs, list.next)
 }
@@ -606,11 +624,18 @@ fn print_jobs(jobs: &[JobView], next: Option<i64>) -> Result<()> {
                 time(j.submitted_at_ms),
                 duration(j),
                 j.rows.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                j.cost
+                    .as_ref()
+                    .map(|c| usd(c.usd))
+                    .unwrap_or_else(|| "-".into()),
                 one_line(&j.sql, 50),
             ]
         })
         .collect();
-    print_rows(&["ID", "STATE", "SUBMITTED", "TOOK", "ROWS", "SQL"], &rows);
+    print_rows(
+        &["ID", "STATE", "SUBMITTED", "TOOK", "ROWS", "COST", "SQL"],
+        &rows,
+    );
     if let Some(next) = next {
         println!("more: --after {next}");
     }
@@ -639,6 +664,17 @@ fn print_job(view: &JobView) {
     if let Some(error) = &view.error {
         println!("error      {error}");
     }
+    if !view.labels.is_empty() {
+        let labels: Vec<String> = view
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("labels     {}", labels.join(", "));
+    }
+    if let Some(cost) = &view.cost {
+        println!("cost       {}", cost_summary(cost));
+    }
     println!("sql        {}", one_line(&view.sql, 200));
     if !view.stages.is_empty() {
         let rows: Vec<Vec<String>> = view
@@ -654,6 +690,14 @@ fn print_job(view: &JobView) {
                     format!("{}/{}", s.backup_wins, s.backups),
                     indicatif::HumanBytes(s.bytes_scanned).to_string(),
                     indicatif::HumanBytes(s.bytes_written).to_string(),
+                    s.cost
+                        .as_ref()
+                        .map(|c| usd(c.usd))
+                        .unwrap_or_else(|| "-".into()),
+                    s.cost
+                        .as_ref()
+                        .map(|c| c.requests.total().to_string())
+                        .unwrap_or_else(|| "-".into()),
                 ]
             })
             .collect();
@@ -668,6 +712,8 @@ fn print_job(view: &JobView) {
                 "BACKUPS WON",
                 "SCANNED",
                 "WRITTEN",
+                "COST",
+                "REQUESTS",
             ],
             &rows,
         );

@@ -12,6 +12,7 @@ mod skew;
 mod tasks;
 mod units;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +22,9 @@ use std::collections::HashMap;
 
 use squall_control_plane::bench;
 use squall_control_plane::planner::{DEFAULT_TARGET_PARTITION_BYTES, Widen, default_parallelism};
-use squall_control_plane::{Engine, JobRequest, PlanOptions, ProgressSink, TableSpec, tpch};
+use squall_control_plane::{
+    Engine, JobRequest, JobRun, PlanOptions, ProgressSink, TableSpec, tpch,
+};
 
 use error::{CliError, Result};
 
@@ -228,6 +231,17 @@ struct RunArgs {
     /// Stop the job when it has run this long (90s, 15m, 2h).
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     deadline: Option<std::time::Duration>,
+    /// Stop the job once its estimated cost passes this many US dollars.
+    #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
+    cost_limit: Option<f64>,
+    /// Price table (TOML, the keys of `[prices]` in the serve config) the
+    /// cost estimate uses instead of us-east-1 list prices.
+    #[arg(long, value_name = "FILE")]
+    prices: Option<std::path::PathBuf>,
+    /// Print what the job used and cost on stderr even when it is not a
+    /// terminal (on a terminal it always is).
+    #[arg(long)]
+    show_cost: bool,
 }
 
 #[derive(Debug, Args)]
@@ -307,13 +321,27 @@ async fn run_command(args: RunArgs) -> Result<()> {
         tasks: args.tasks.options(args.backend.max_stage_concurrency)?,
         scan_limit_bytes: args.scan_limit,
         deadline: args.deadline,
+        cost_limit_usd: args.cost_limit,
     };
-    let engine = args.backend.engine().await?;
+    let mut engine = args.backend.engine().await?;
+    if let Some(path) = &args.prices {
+        engine.prices = serve::read_prices(path)?;
+    }
     let bars = ProgressBars::for_stderr();
     let progress = bars.clone().map(|b| b as Arc<dyn ProgressSink>);
-    let result = engine.run(&request, progress).await;
+    let meter = engine.meter(&request);
+    let run = JobRun {
+        progress,
+        meter: Some(meter.clone()),
+        ..JobRun::default()
+    };
+    let result = engine.run_as(&request, run).await;
     if let Some(bars) = bars {
         bars.clear();
+    }
+    // What it cost, however it ended.
+    if args.show_cost || std::io::stderr().is_terminal() {
+        eprintln!("cost: {}", output::cost_summary(&meter.report().total));
     }
     let result = result?;
     let batches = match &result.batches {

@@ -58,3 +58,32 @@ pub fn write_result(
     }
     out.flush().map_err(|e| failed(&e))
 }
+
+/// Dollars with the precision small amounts need (`$0.000123`, `$1.23`).
+pub fn usd(amount: f64) -> String {
+    if amount >= 1.0 {
+        format!("${amount:.2}")
+    } else {
+        format!("${amount:.6}")
+    }
+}
+
+/// One line of what a job used: `$0.000123 (Lambda 1.2 GB-s in 34
+/// invocations, 2 cold; 120 GET, 3 HEAD, 40 PUT, 4 LIST, 38 DELETE; 1.9
+/// CPU-s)`; the Lambda part only where there was any.
+pub fn cost_summary(cost: &squall_control_plane::Cost) -> String {
+    let r = &cost.requests;
+    let mut parts = Vec::new();
+    if cost.lambda_invocations > 0 {
+        parts.push(format!(
+            "Lambda {:.1} GB-s in {} invocations, {} cold",
+            cost.lambda_gb_seconds, cost.lambda_invocations, cost.cold_starts
+        ));
+    }
+    parts.push(format!(
+        "{} GET, {} HEAD, {} PUT, {} LIST, {} DELETE",
+        r.get, r.head, r.put, r.list, r.delete
+    ));
+    parts.push(format!("{:.1} CPU-s", cost.cpu_seconds));
+    format!("{} ({})", usd(cost.usd), parts.join("; "))
+}

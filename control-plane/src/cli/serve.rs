@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
-use squall_control_plane::AccessPolicy;
 use squall_control_plane::service::{
     DEFAULT_RETENTION, JobStore, Limits, Service, ServiceConfig, router,
 };
+use squall_control_plane::{AccessPolicy, Prices};
 
 use super::error::{CliError, Result};
 
@@ -111,6 +111,12 @@ struct LimitArgs {
     /// Files one table may list at most [default: 100000].
     #[arg(long, value_name = "N")]
     max_table_files: Option<usize>,
+    /// Cost limit (US dollars) of a job that gives none [default: none].
+    #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
+    default_cost_limit: Option<f64>,
+    /// Largest options.cost_limit_usd [default: 10000].
+    #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
+    max_cost_limit: Option<f64>,
 }
 
 impl LimitArgs {
@@ -175,6 +181,14 @@ impl LimitArgs {
                 .max_table_files
                 .or(file.max_table_files)
                 .unwrap_or(defaults.max_table_files),
+            default_cost_limit_usd: self
+                .default_cost_limit
+                .or(file.default_cost_limit)
+                .or(defaults.default_cost_limit_usd),
+            max_cost_limit_usd: self
+                .max_cost_limit
+                .or(file.max_cost_limit)
+                .unwrap_or(defaults.max_cost_limit_usd),
         };
         limits.validate()?;
         Ok(limits)
@@ -194,6 +208,9 @@ impl LimitArgs {
 /// function = "squall-executor"
 /// work_dir = "s3://my-bucket/squall-work"
 /// max_concurrency = 500
+///
+/// [prices]                       # default: us-east-1 list prices
+/// lambda_gb_second_arm64 = 0.0000133334
 /// ```
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +227,9 @@ struct ConfigFile {
     limits: LimitArgs,
     #[serde(default)]
     backend: BackendFile,
+    /// What job costs are estimated at (see `squall_control_plane::cost`).
+    #[serde(default)]
+    prices: Prices,
 }
 
 impl std::fmt::Debug for ConfigFile {
@@ -224,6 +244,7 @@ impl std::fmt::Debug for ConfigFile {
             .field("retain_jobs", &self.retain_jobs)
             .field("limits", &self.limits)
             .field("backend", &self.backend)
+            .field("prices", &self.prices)
             .finish()
     }
 }
@@ -280,6 +301,7 @@ struct Settings {
     limits: LimitArgs,
     file_limits: LimitArgs,
     backend: BackendArgs,
+    prices: Prices,
 }
 
 impl std::fmt::Debug for Settings {
@@ -374,6 +396,7 @@ impl Settings {
                 .or(file.max_running)
                 .unwrap_or(DEFAULT_MAX_RUNNING),
             backend,
+            prices: file.prices,
         })
     }
 }
@@ -386,7 +409,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             "the service needs at least one API token (--token or SQUALL_TOKENS)".into(),
         ));
     }
-    let engine = settings.backend.engine().await?;
+    settings.prices.validate()?;
+    let mut engine = settings.backend.engine().await?;
+    engine.prices = settings.prices.clone();
     let limits = settings.limits.resolve(
         settings.file_limits,
         Limits::for_backend(engine.backend.max_concurrency()),
@@ -511,6 +536,21 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
         .and_then(|()| writeln!(file, "{}", std::process::id()))
         .map_err(CliError::io(format!("cannot write {}", path.display())))?;
     Ok(file)
+}
+
+/// A price table from a TOML file with the keys of the config's `[prices]`
+/// (those left out keep their defaults), checked.
+pub fn read_prices(path: &Path) -> Result<Prices> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+        context: format!("cannot read price table {}", path.display()),
+        source,
+    })?;
+    let prices: Prices = toml::from_str(&text).map_err(|e| {
+        let first = e.to_string().lines().last().unwrap_or_default().to_string();
+        CliError::InvalidArgument(format!("price table {}: {first}", path.display()))
+    })?;
+    prices.validate()?;
+    Ok(prices)
 }
 
 #[cfg(test)]

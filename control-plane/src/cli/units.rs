@@ -61,6 +61,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// `0.50`, `$2`, `1e-3`: a positive number of US dollars.
+pub fn parse_usd(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim().trim_start_matches('$');
+    match trimmed.parse::<f64>() {
+        Ok(usd) if usd > 0.0 && usd.is_finite() => Ok(usd),
+        _ => Err(format!(
+            "'{text}' is not a positive amount of US dollars (examples: 0.50, $2)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

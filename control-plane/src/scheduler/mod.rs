@@ -24,12 +24,13 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use squall_executor::{
     OutputFile, ReadMode, Slice, StageInput, StoreRegistry, TaskAction, TaskFailure, TaskId,
-    TaskMetrics, TaskOutcome, TaskSpec, WIRE_VERSION, encode_plan,
+    TaskMetrics, TaskOutcome, TaskSpec, TaskUsage, WIRE_VERSION, encode_plan,
 };
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::backend::ExecutorBackend;
 use crate::commit::{StageJournal, attempt_output_url, delete_all};
+use crate::cost::JobMeter;
 use crate::error::{Result, SquallError};
 use crate::planner::{Stage, StageDag, StageOutput};
 
@@ -182,6 +183,44 @@ pub struct Scheduler<'a> {
     pub progress: Option<Arc<dyn ProgressSink>>,
     /// Told of every committed stage, so an interrupted job can be resumed.
     pub journal: Option<Arc<dyn StageJournal>>,
+    /// Takes in what every attempt used.
+    pub meter: Arc<JobMeter>,
+}
+
+/// Bills one attempt when dropped, if it was not billed with its answer: an
+/// attempt stopped while in the backend's hands (superseded, or its job
+/// stopped) is billed at the time it was waited for.
+struct AttemptBill<'a> {
+    meter: &'a JobMeter,
+    stage: u32,
+    began: Instant,
+    bills_invocations: bool,
+    done: bool,
+}
+
+impl AttemptBill<'_> {
+    fn answered(&mut self, usage: &TaskUsage) {
+        self.done = true;
+        self.meter.attempt(
+            self.stage,
+            usage,
+            self.began.elapsed(),
+            self.bills_invocations,
+        );
+    }
+}
+
+impl Drop for AttemptBill<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.meter.attempt(
+                self.stage,
+                &TaskUsage::default(),
+                self.began.elapsed(),
+                self.bills_invocations,
+            );
+        }
+    }
 }
 
 /// Shared by every task of one stage.
@@ -801,6 +840,7 @@ impl Scheduler<'_> {
         match result {
             Ok(won) if run.outputs[task as usize].is_none() => {
                 let metrics = &won.metrics;
+                self.meter.scanned(stage.id, metrics.bytes_scanned);
                 run.stats.rows_in += metrics.rows_in;
                 run.stats.bytes_in += metrics.bytes_in;
                 run.stats.bytes_scanned += metrics.bytes_scanned;
@@ -940,8 +980,19 @@ impl Scheduler<'_> {
             });
             let began = Instant::now();
             ledger.set_running(copy, Some((attempt, began)));
+            let mut bill = AttemptBill {
+                meter: &self.meter,
+                stage: stage.id,
+                began,
+                bills_invocations: self.backend.bills_invocations(),
+                done: false,
+            };
             let answer = self.backend.invoke(spec).await;
             ledger.set_running(copy, None);
+            match &answer {
+                Ok(result) => bill.answered(&result.usage),
+                Err(_) => bill.answered(&TaskUsage::default()),
+            }
             let failure = match answer {
                 Ok(result) if result.wire_version != WIRE_VERSION => TaskFailure {
                     kind: squall_executor::FailureKind::WireVersion,

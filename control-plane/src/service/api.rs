@@ -2,8 +2,12 @@
 //! they name. Plain serde types, nothing else: the server, the job store and
 //! the CLI client share them, and they depend on nothing of the service.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+pub use crate::cost::{Cost, Requests};
 
 /// `POST /v1/jobs`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -19,6 +23,11 @@ pub struct SubmitJob {
     pub output: Option<String>,
     #[serde(default)]
     pub options: JobOptions,
+    /// Free-form labels for chargeback and listing (`{"team": "data"}`): at
+    /// most 16, keys of 1 to 63 characters `a-z 0-9 _ . -`, values up to 256
+    /// characters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A table a job reads: by URL, or by the name of a catalog table (no URL).
@@ -52,6 +61,10 @@ pub struct JobOptions {
     /// Start a backup copy of a straggling task (default: true).
     #[serde(default)]
     pub backup_tasks: Option<bool>,
+    /// Stop the job, like a deadline, once its estimated cost passes this
+    /// many US dollars (default and maximum: the server's).
+    #[serde(default)]
+    pub cost_limit_usd: Option<f64>,
 }
 
 /// A job as the API shows it.
@@ -71,6 +84,12 @@ pub struct JobView {
     /// Per stage: tasks and bytes, while running (this server's view) and after.
     #[serde(default)]
     pub stages: Vec<StageProgress>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// What the job used and its estimated cost: running totals while it
+    /// runs, final once it ended (whatever its outcome).
+    #[serde(default)]
+    pub cost: Option<Cost>,
 }
 
 /// Progress of one stage of a job.
@@ -101,6 +120,9 @@ pub struct StageProgress {
     pub bytes_written: u64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    /// What the stage's attempts used, priced.
+    #[serde(default)]
+    pub cost: Option<Cost>,
 }
 
 impl ColumnView {

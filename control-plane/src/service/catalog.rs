@@ -93,6 +93,7 @@ impl Service {
             }],
             output: None,
             options: Default::default(),
+            labels: Default::default(),
         };
         let mut request = self.request(&submitted, &new_job_id())?;
         // Reading a schema is not a scan: no scan limit.

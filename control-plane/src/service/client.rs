@@ -89,12 +89,16 @@ impl ApiClient {
     pub async fn jobs(
         &self,
         state: Option<JobState>,
+        label: Option<&str>,
         after: Option<i64>,
         limit: usize,
     ) -> Result<JobList> {
         let mut path = format!("/v1/jobs?limit={limit}");
         if let Some(state) = state {
             path.push_str(&format!("&state={}", state.as_str()));
+        }
+        if let Some(label) = label {
+            path.push_str(&format!("&label={}", segment(label)));
         }
         if let Some(after) = after {
             path.push_str(&format!("&after={after}"));

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use super::api::{AttemptList, JobList, JobOutcome, JobState, JobView, StageProgress};
+use super::api::{AttemptList, Cost, JobList, JobOutcome, JobState, JobView, StageProgress};
 use super::errors::ServiceError;
 use super::limits::Limits;
 use super::metrics::Metrics;
@@ -187,14 +187,19 @@ impl Service {
         })
     }
 
-    /// A page of jobs in submission order, of one state if given.
+    /// A page of jobs in submission order, of one state and with one label
+    /// (key, value) if given.
     pub(crate) fn jobs(
         &self,
         state: Option<JobState>,
+        label: Option<(&str, &str)>,
         after: Option<i64>,
         limit: usize,
     ) -> Result<JobList, ServiceError> {
-        let (jobs, next) = self.store.list_jobs(state, after, limit)?;
+        let (jobs, next) = match label {
+            Some(label) => self.store.list_labelled_jobs(state, label, after, limit)?,
+            None => self.store.list_jobs(state, after, limit)?,
+        };
         self.job_list(jobs, next)
     }
 
@@ -235,22 +240,49 @@ impl Service {
             .store
             .result(&job.id)?
             .and_then(|value| serde_json::from_value::<JobOutcome>(value).ok());
-        let stages = match &outcome {
-            Some(outcome) => outcome.stages.clone(),
-            None => self
-                .live
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&job.id)
-                .map(|p| p.snapshot())
-                .unwrap_or_default(),
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&job.id)
+            .cloned();
+        let mut stages = match (&outcome, &live) {
+            (Some(outcome), _) => outcome.stages.clone(),
+            (None, Some(progress)) => progress.snapshot(),
+            (None, None) => vec![],
         };
-        Ok(job_view(job, outcome.as_ref(), stages))
+        // Final once recorded; running totals while the job runs.
+        let cost = match (&job.cost, &live) {
+            (Some(cost), _) => Some(cost.clone()),
+            (None, Some(progress)) => Some(progress.meter.report()),
+            (None, None) => None,
+        };
+        if let Some(cost) = &cost {
+            for stage in &mut stages {
+                stage.cost = cost.stages.get(&stage.stage).cloned();
+            }
+        }
+        Ok(job_view(
+            job,
+            outcome.as_ref(),
+            stages,
+            cost.map(|c| c.total),
+        ))
     }
 }
 
 /// A job as the API shows it.
-fn job_view(job: JobRecord, result: Option<&JobOutcome>, stages: Vec<StageProgress>) -> JobView {
+fn job_view(
+    job: JobRecord,
+    result: Option<&JobOutcome>,
+    stages: Vec<StageProgress>,
+    cost: Option<Cost>,
+) -> JobView {
+    let labels = job
+        .request
+        .get("labels")
+        .and_then(|l| serde_json::from_value(l.clone()).ok())
+        .unwrap_or_default();
     JobView {
         id: job.id,
         state: job.state,
@@ -262,5 +294,7 @@ fn job_view(job: JobRecord, result: Option<&JobOutcome>, stages: Vec<StageProgre
         rows: result.map(|r| r.rows),
         manifest_url: result.map(|r| r.manifest_url.clone()),
         stages,
+        labels,
+        cost,
     }
 }

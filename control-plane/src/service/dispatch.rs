@@ -252,10 +252,16 @@ impl Service {
             })?;
         // Checked again: the allowed prefixes and limits may have changed since.
         let request = self.request(&submitted, &job.id)?;
+        let meter = self.engine.meter(&request);
+        // A resumed job goes on from what its earlier runs used.
+        if let Some(earlier) = &job.cost {
+            meter.carry(earlier);
+        }
         let progress = Arc::new(JobProgress::new(
             self.metrics.clone(),
             self.store.clone(),
             job.id.clone(),
+            meter.clone(),
         ));
         self.live
             .lock()
@@ -270,10 +276,18 @@ impl Service {
             })),
             progress: Some(progress.clone()),
             stop: Some(stop),
+            meter: Some(meter.clone()),
         };
         let result = self.engine.run_as(&request, run).await;
         // Attempts of a stage that never finished (the job failed in it).
         progress.flush_attempts();
+        // What it used, whatever the outcome (an interrupted job's resumed
+        // run carries it on).
+        let cost = meter.report();
+        if let Err(e) = self.store.set_cost(&job.id, &cost) {
+            tracing::warn!(job = job.id, "cannot record the job's cost: {e}");
+        }
+        self.metrics.add_cost(&meter.report_since_carried());
         let result = result?;
         Ok(JobOutcome {
             rows: result.rows,

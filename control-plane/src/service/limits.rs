@@ -31,7 +31,21 @@ pub struct Limits {
     pub max_queued: usize,
     /// Files (objects) one table may list at most.
     pub max_table_files: usize,
+    /// `options.cost_limit_usd` when a job gives none (None: no limit).
+    pub default_cost_limit_usd: Option<f64>,
+    /// Largest `options.cost_limit_usd`.
+    pub max_cost_limit_usd: f64,
 }
+
+/// Default largest `options.cost_limit_usd`: a typo guard, not a budget.
+pub const DEFAULT_MAX_COST_LIMIT_USD: f64 = 10_000.0;
+
+/// Labels one job may carry at most.
+pub const MAX_LABELS: usize = 16;
+/// Longest label key, in characters.
+pub const MAX_LABEL_KEY: usize = 63;
+/// Longest label value, in characters.
+pub const MAX_LABEL_VALUE: usize = 256;
 
 /// Default shortest time between two runs of a schedule.
 pub const DEFAULT_MIN_CRON_INTERVAL: Duration = Duration::from_secs(60);
@@ -49,6 +63,8 @@ impl Limits {
             min_cron_interval: DEFAULT_MIN_CRON_INTERVAL,
             max_queued: 100,
             max_table_files: 100_000,
+            default_cost_limit_usd: None,
+            max_cost_limit_usd: DEFAULT_MAX_COST_LIMIT_USD,
         }
     }
 
@@ -82,9 +98,88 @@ impl Limits {
                 human_bytes(self.max_scan_limit_bytes)
             ));
         }
+        if !(self.max_cost_limit_usd > 0.0 && self.max_cost_limit_usd.is_finite()) {
+            return invalid(format!(
+                "limits: the maximum cost limit ({}) must be a positive number of dollars",
+                self.max_cost_limit_usd
+            ));
+        }
+        if let Some(default) = self.default_cost_limit_usd
+            && !(default > 0.0 && default <= self.max_cost_limit_usd)
+        {
+            return invalid(format!(
+                "limits: the default cost limit (${default}) must be above $0 and at most the maximum (${})",
+                self.max_cost_limit_usd
+            ));
+        }
         Ok(())
     }
 
+    /// A job's cost limit: its own (above $0, up to the maximum) or the default.
+    pub fn cost_limit(&self, usd: Option<f64>) -> Result<Option<f64>, SquallError> {
+        let Some(usd) = usd else {
+            return Ok(self.default_cost_limit_usd);
+        };
+        if !(usd > 0.0 && usd.is_finite()) {
+            return Err(SquallError::InvalidArgument(format!(
+                "options.cost_limit_usd is {usd}: it must be a positive number of dollars"
+            )));
+        }
+        if usd > self.max_cost_limit_usd {
+            return Err(SquallError::OverLimit {
+                option: "options.cost_limit_usd".into(),
+                value: usd.to_string(),
+                limit: format!("${} on this server", self.max_cost_limit_usd),
+                hint: String::new(),
+            });
+        }
+        Ok(Some(usd))
+    }
+
+    /// Refuses labels beyond the bounds, naming the first bad one.
+    pub fn check_labels(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), SquallError> {
+        if labels.len() > MAX_LABELS {
+            return Err(SquallError::OverLimit {
+                option: "labels".into(),
+                value: format!("{} labels", labels.len()),
+                limit: format!("{MAX_LABELS} labels"),
+                hint: String::new(),
+            });
+        }
+        for (key, value) in labels {
+            check_label_key(key)?;
+            if value.chars().count() > MAX_LABEL_VALUE || value.chars().any(char::is_control) {
+                return Err(SquallError::InvalidArgument(format!(
+                    "label '{key}': its value must be at most {MAX_LABEL_VALUE} characters, none of them control characters"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a label key that is empty, too long, or has a character other
+/// than `a-z 0-9 _ . -`.
+pub fn check_label_key(key: &str) -> Result<(), SquallError> {
+    let fine = !key.is_empty()
+        && key.len() <= MAX_LABEL_KEY
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if fine {
+        return Ok(());
+    }
+    let shown: String = key.chars().take(MAX_LABEL_KEY + 1).collect();
+    Err(SquallError::InvalidArgument(format!(
+        "label key '{}' must be 1 to {MAX_LABEL_KEY} characters of a-z, 0-9, '_', '.', '-'",
+        shown.escape_default()
+    )))
+}
+
+impl Limits {
     /// `value` of option `name`, refused outside `1..=max`.
     pub fn count(&self, name: &str, value: usize, max: usize) -> Result<usize, SquallError> {
         if value == 0 {
@@ -203,5 +298,37 @@ mod tests {
             ..limits
         };
         assert!(contradictory.validate().is_err());
+        let limits = Limits::for_backend(8);
+        assert_eq!(limits.cost_limit(None).unwrap(), None);
+        assert_eq!(limits.cost_limit(Some(2.5)).unwrap(), Some(2.5));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let err = limits.cost_limit(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("options.cost_limit_usd"), "{err}");
+        }
+        let err = limits.cost_limit(Some(1e9)).unwrap_err().to_string();
+        assert!(err.contains("$10000 on this server"), "{err}");
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        limits
+            .check_labels(&labels(&[("team", "data"), ("cost-center.id", "42")]))
+            .unwrap();
+        let err = limits
+            .check_labels(&labels(&[("Team", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("label key 'Team'"), "{err}");
+        assert!(limits.check_labels(&labels(&[("", "x")])).is_err());
+        assert!(limits.check_labels(&labels(&[("k", "a b/é")])).is_ok());
+        assert!(limits.check_labels(&labels(&[("k", "a\u{7}")])).is_err());
+        let many: Vec<(String, String)> = (0..17).map(|i| (format!("k{i}"), "v".into())).collect();
+        let err = limits
+            .check_labels(&many.into_iter().collect())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("17 labels"), "{err}");
     }
 }

@@ -1,13 +1,18 @@
 //! Prometheus metrics of the service (`GET /metrics`): jobs by state (read from
 //! the store at each scrape), and counters fed by the scheduler's events — tasks,
-//! retries, backups, bytes scanned and written, task durations.
+//! retries, backups, bytes scanned and written, task durations — and what
+//! ended jobs cost (dollars, GB-seconds, invocations, requests).
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Counter, CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
 
 use super::api::JobState;
 use super::errors::ServiceError;
 use super::store::JobStore;
 use crate::backend::FlowStats;
+use crate::cost::JobCost;
 use crate::scheduler::JobEvent;
 
 /// The service's metrics, registered in a registry of their own.
@@ -28,6 +33,13 @@ pub struct Metrics {
     flow_max: IntGauge,
     throttles: IntCounter,
     throttle_decreases: IntCounter,
+    /// What jobs cost, added when each job ends (see `cost`).
+    cost_usd: CounterVec,
+    lambda_gb_seconds: Counter,
+    lambda_invocations: IntCounter,
+    cold_starts: IntCounter,
+    cpu_seconds: Counter,
+    requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -87,6 +99,42 @@ impl Metrics {
             "squall_backend_throttle_decreases_total",
             "Times throttling halved the in-flight limit",
         )?;
+        let cost_usd = CounterVec::new(
+            Opts::new(
+                "squall_cost_usd_total",
+                "Estimated cost of ended jobs in US dollars, by part (lambda_compute, lambda_requests, s3_requests)",
+            ),
+            &["part"],
+        )?;
+        let lambda_gb_seconds = Counter::new(
+            "squall_lambda_gb_seconds_total",
+            "Billed Lambda duration × memory of ended jobs' attempts",
+        )?;
+        let lambda_invocations = IntCounter::new(
+            "squall_lambda_invocations_total",
+            "Lambda invocations billed to ended jobs",
+        )?;
+        let cold_starts = IntCounter::new(
+            "squall_lambda_cold_starts_total",
+            "Invocations of ended jobs that started a fresh function process",
+        )?;
+        let cpu_seconds = Counter::new(
+            "squall_task_cpu_seconds_total",
+            "Compute time DataFusion measured in ended jobs' attempts",
+        )?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "squall_object_store_requests_total",
+                "Object-store requests of ended jobs, by store (s3, file, memory) and kind (get, head, put, list, delete)",
+            ),
+            &["store", "kind"],
+        )?;
+        registry.register(Box::new(cost_usd.clone()))?;
+        registry.register(Box::new(lambda_gb_seconds.clone()))?;
+        registry.register(Box::new(lambda_invocations.clone()))?;
+        registry.register(Box::new(cold_starts.clone()))?;
+        registry.register(Box::new(cpu_seconds.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(flow_limit.clone()))?;
         registry.register(Box::new(flow_max.clone()))?;
         registry.register(Box::new(throttles.clone()))?;
@@ -115,7 +163,45 @@ impl Metrics {
             flow_max,
             throttles,
             throttle_decreases,
+            cost_usd,
+            lambda_gb_seconds,
+            lambda_invocations,
+            cold_starts,
+            cpu_seconds,
+            requests,
         })
+    }
+
+    /// Adds what an ended job (or run of a job) used.
+    pub fn add_cost(&self, cost: &JobCost) {
+        let total = &cost.total;
+        for (part, usd) in [
+            ("lambda_compute", total.lambda_compute_usd),
+            ("lambda_requests", total.lambda_request_usd),
+            ("s3_requests", total.s3_request_usd),
+        ] {
+            self.cost_usd
+                .with_label_values(&[part])
+                .inc_by(usd.max(0.0));
+        }
+        self.lambda_gb_seconds
+            .inc_by(total.lambda_gb_seconds.max(0.0));
+        self.lambda_invocations.inc_by(total.lambda_invocations);
+        self.cold_starts.inc_by(total.cold_starts);
+        self.cpu_seconds.inc_by(total.cpu_seconds.max(0.0));
+        for (store, r) in &total.requests_by_store {
+            for (kind, n) in [
+                ("get", r.get),
+                ("head", r.head),
+                ("put", r.put),
+                ("list", r.list),
+                ("delete", r.delete),
+            ] {
+                self.requests
+                    .with_label_values(&[store.as_str(), kind])
+                    .inc_by(n);
+            }
+        }
     }
 
     /// Counts what a job's scheduler reports.

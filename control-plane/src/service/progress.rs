@@ -11,6 +11,7 @@ use super::api::StageProgress;
 use super::metrics::Metrics;
 use super::now_ms;
 use super::store::JobStore;
+use crate::cost::JobMeter;
 use crate::scheduler::{JobEvent, ProgressSink};
 
 /// Follows one job's scheduler events.
@@ -24,10 +25,17 @@ pub(super) struct JobProgress {
     started: Mutex<HashMap<(u32, u32, u32), Instant>>,
     /// Attempts that ended and are not stored yet.
     ended: Mutex<Vec<AttemptRecord>>,
+    /// What the job has used so far.
+    pub(super) meter: Arc<JobMeter>,
 }
 
 impl JobProgress {
-    pub(super) fn new(metrics: Metrics, store: Arc<JobStore>, job_id: String) -> Self {
+    pub(super) fn new(
+        metrics: Metrics,
+        store: Arc<JobStore>,
+        job_id: String,
+        meter: Arc<JobMeter>,
+    ) -> Self {
         Self {
             stages: Mutex::default(),
             metrics,
@@ -35,6 +43,7 @@ impl JobProgress {
             job_id,
             started: Mutex::default(),
             ended: Mutex::default(),
+            meter,
         }
     }
 

@@ -94,6 +94,8 @@ impl Service {
         };
         request.scan_limit_bytes = Some(limits.scan_limit(options.scan_limit_bytes)?);
         request.deadline = Some(limits.deadline(options.deadline_seconds)?);
+        request.cost_limit_usd = limits.cost_limit(options.cost_limit_usd)?;
+        limits.check_labels(&submitted.labels)?;
         Ok(request)
     }
 

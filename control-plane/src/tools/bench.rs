@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::prelude::SessionContext;
 
+use crate::cost::JobMeter;
 use crate::engine::{Engine, JobRequest};
 use crate::error::{Result, SquallError};
 use crate::planner::PlanOptions;
@@ -275,6 +276,7 @@ pub async fn tasks(engine: &Engine, count: usize) -> Result<TasksBench> {
         options: &options,
         progress: None,
         journal: None,
+        meter: JobMeter::new(engine.prices.clone(), None),
     };
     let started = Instant::now();
     let stats = scheduler.ping(count).await?;

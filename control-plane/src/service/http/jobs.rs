@@ -13,6 +13,7 @@ use crate::service::api::{
     Accepted, AttemptList, JobList, JobState, JobView, Problem, ResultPage, SubmitJob,
 };
 use crate::service::core::Service;
+use crate::service::limits::check_label_key;
 
 /// Submit a job. It is planned first, so bad SQL, unknown tables, tables the
 /// executors cannot reach and scans over the job's limit are refused here.
@@ -49,6 +50,8 @@ pub(super) struct ListQuery {
     /// Only jobs in this state: queued, running, succeeded, failed, cancelled.
     #[param(value_type = Option<JobState>)]
     state: Option<String>,
+    /// Only jobs with this label, as `key:value` (`team:data`).
+    label: Option<String>,
     /// The `next` of the previous page.
     after: Option<i64>,
     /// Jobs per page (1 to 1000; default 50).
@@ -62,7 +65,7 @@ pub(super) struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of jobs", body = JobList),
-        (status = 400, description = "Unknown state or bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Unknown state, bad label or bad query", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -77,8 +80,27 @@ pub(super) async fn list_jobs(
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid state", detail)
             })?),
         };
+    let label = match query.label.as_deref() {
+        None => None,
+        Some(text) => Some(parse_label(text)?),
+    };
     let limit = page_limit(query.limit, 50, 1000)?;
-    Ok(axum::Json(service.jobs(state, query.after, limit)?))
+    Ok(axum::Json(service.jobs(
+        state,
+        label,
+        query.after,
+        limit,
+    )?))
+}
+
+/// `key:value`, the key checked as a label key is.
+fn parse_label(text: &str) -> Result<(&str, &str), ApiError> {
+    let bad = |detail: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid label", detail);
+    let (key, value) = text
+        .split_once(':')
+        .ok_or_else(|| bad("label must be key:value (team:data)".into()))?;
+    check_label_key(key).map_err(|e| bad(e.to_string()))?;
+    Ok((key, value))
 }
 
 /// One job: state, times, error, per-stage progress, and its result once succeeded.

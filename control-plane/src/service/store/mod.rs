@@ -22,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use squall_executor::OutputFile;
 
+use crate::cost::JobCost;
 use crate::service::api::JobState;
 
 /// Milliseconds since the Unix epoch, as the store keeps times.
@@ -99,6 +100,15 @@ const MIGRATIONS: &[&str] = &[
     // finish time (retention).
     "ALTER TABLE schedules ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX jobs_by_finish ON jobs (finished_at_ms) WHERE finished_at_ms IS NOT NULL;",
+    // 6: what a job cost (JSON); jobs' labels, to list jobs by label.
+    "ALTER TABLE jobs ADD COLUMN cost TEXT;
+    CREATE TABLE job_labels (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (job_id, key)
+    );
+    CREATE INDEX job_labels_by_label ON job_labels (key, value);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +152,8 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// Submission order; the cursor of job listings.
     pub seq: i64,
+    /// What the job cost, recorded when it ended (or was interrupted).
+    pub cost: Option<JobCost>,
 }
 
 /// A job to insert (queued).
@@ -214,10 +226,13 @@ impl JobStore {
             .map_err(sqlite("read schema version"))
     }
 
-    /// Inserts a queued job.
+    /// Inserts a queued job (and its labels, from its request's `labels`).
     pub fn insert_job(&self, job: &NewJob, now_ms: i64) -> Result<JobRecord> {
-        let conn = self.conn();
-        conn.execute(
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(sqlite(format!("insert job {}", job.id)))?;
+        tx.execute(
             "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -230,6 +245,9 @@ impl JobStore {
             ],
         )
         .map_err(sqlite(format!("insert job {}", job.id)))?;
+        insert_labels(&tx, job)?;
+        tx.commit()
+            .map_err(sqlite(format!("insert job {}", job.id)))?;
         drop(conn);
         self.job(&job.id)?.ok_or_else(|| StoreError::Corrupt {
             what: format!("job {}", job.id),
@@ -245,8 +263,11 @@ impl JobStore {
         now_ms: i64,
         max_queued: usize,
     ) -> Result<Option<JobRecord>> {
-        let conn = self.conn();
-        let inserted = conn
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(sqlite(format!("insert job {}", job.id)))?;
+        let inserted = tx
             .execute(
                 "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms)
                  SELECT ?1, 'queued', ?2, ?3, ?4, ?5
@@ -260,6 +281,11 @@ impl JobStore {
                     max_queued as i64
                 ],
             )
+            .map_err(sqlite(format!("insert job {}", job.id)))?;
+        if inserted == 1 {
+            insert_labels(&tx, job)?;
+        }
+        tx.commit()
             .map_err(sqlite(format!("insert job {}", job.id)))?;
         drop(conn);
         if inserted == 0 {
@@ -321,7 +347,18 @@ impl JobStore {
         after: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<JobRecord>, Option<i64>)> {
-        self.list_jobs_where(state, None, after, limit)
+        self.list_jobs_where(state, None, None, after, limit)
+    }
+
+    /// [`list_jobs`](Self::list_jobs), of jobs labelled `key` = `value` only.
+    pub fn list_labelled_jobs(
+        &self,
+        state: Option<JobState>,
+        label: (&str, &str),
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<JobRecord>, Option<i64>)> {
+        self.list_jobs_where(state, None, Some(label), after, limit)
     }
 
     /// [`list_jobs`](Self::list_jobs), of one schedule's jobs only.
@@ -331,13 +368,14 @@ impl JobStore {
         after: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<JobRecord>, Option<i64>)> {
-        self.list_jobs_where(None, Some(schedule_id), after, limit)
+        self.list_jobs_where(None, Some(schedule_id), None, after, limit)
     }
 
     fn list_jobs_where(
         &self,
         state: Option<JobState>,
         schedule_id: Option<&str>,
+        label: Option<(&str, &str)>,
         after: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<JobRecord>, Option<i64>)> {
@@ -347,6 +385,8 @@ impl JobStore {
                 "SELECT {JOB_COLUMNS} FROM jobs
                  WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR schedule_id = ?2)
                    AND seq > ?3
+                   AND (?5 IS NULL OR EXISTS (SELECT 1 FROM job_labels l
+                        WHERE l.job_id = jobs.id AND l.key = ?5 AND l.value = ?6))
                  ORDER BY seq LIMIT ?4"
             ))
             .map_err(sqlite("list jobs"))?;
@@ -357,7 +397,9 @@ impl JobStore {
                     state.map(JobState::as_str),
                     schedule_id,
                     after.unwrap_or(0),
-                    fetch
+                    fetch,
+                    label.map(|l| l.0),
+                    label.map(|l| l.1),
                 ],
                 raw_job,
             )
@@ -436,6 +478,18 @@ impl JobStore {
                 params![result.to_string(), id],
             )
             .map_err(sqlite(format!("store the result of job {id}")))?;
+        Ok(())
+    }
+
+    /// Records what job `id` cost.
+    pub fn set_cost(&self, id: &str, cost: &JobCost) -> Result<()> {
+        let text = serde_json::to_string(cost).map_err(|e| StoreError::Corrupt {
+            what: format!("cost of job {id}"),
+            message: e.to_string(),
+        })?;
+        self.conn()
+            .execute("UPDATE jobs SET cost = ?1 WHERE id = ?2", params![text, id])
+            .map_err(sqlite(format!("store the cost of job {id}")))?;
         Ok(())
     }
 
@@ -608,7 +662,25 @@ fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
 }
 
 const JOB_COLUMNS: &str = "seq, id, state, sql, request, schedule_id, submitted_at_ms, \
-                           started_at_ms, finished_at_ms, error";
+                           started_at_ms, finished_at_ms, error, cost";
+
+/// Inserts the labels of `job`'s request (`labels`, an object of strings).
+pub(super) fn insert_labels(tx: &rusqlite::Transaction<'_>, job: &NewJob) -> Result<()> {
+    let Some(labels) = job.request.get("labels").and_then(|l| l.as_object()) else {
+        return Ok(());
+    };
+    for (key, value) in labels {
+        let Some(value) = value.as_str() else {
+            continue;
+        };
+        tx.execute(
+            "INSERT INTO job_labels (job_id, key, value) VALUES (?1, ?2, ?3)",
+            params![job.id, key, value],
+        )
+        .map_err(sqlite(format!("label job {}", job.id)))?;
+    }
+    Ok(())
+}
 
 /// A jobs row before its text columns are parsed.
 pub(super) struct RawJob {
@@ -622,6 +694,7 @@ pub(super) struct RawJob {
     started_at_ms: Option<i64>,
     finished_at_ms: Option<i64>,
     error: Option<String>,
+    cost: Option<String>,
 }
 
 pub(super) fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
@@ -636,6 +709,7 @@ pub(super) fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
         started_at_ms: row.get(7)?,
         finished_at_ms: row.get(8)?,
         error: row.get(9)?,
+        cost: row.get(10)?,
     })
 }
 
@@ -649,6 +723,12 @@ impl RawJob {
             .ok_or_else(|| corrupt(format!("unknown state '{}'", self.state)))?;
         let request = serde_json::from_str(&self.request)
             .map_err(|e| corrupt(format!("request is not JSON: {e}")))?;
+        let cost = self
+            .cost
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt(format!("cost is not a job cost: {e}")))?;
         Ok(JobRecord {
             id: self.id,
             state,
@@ -660,6 +740,7 @@ impl RawJob {
             finished_at_ms: self.finished_at_ms,
             error: self.error,
             seq: self.seq,
+            cost,
         })
     }
 }

@@ -4,7 +4,9 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{JOB_COLUMNS, JobRecord, JobStore, NewJob, Result, StoreError, raw_job, sqlite};
+use super::{
+    JOB_COLUMNS, JobRecord, JobStore, NewJob, Result, StoreError, insert_labels, raw_job, sqlite,
+};
 use crate::service::api::{MissedRunPolicy, OverlapPolicy};
 
 /// A schedule as stored.
@@ -255,6 +257,7 @@ impl JobStore {
                     params![job.id, job.sql, job.request.to_string(), id, now_ms],
                 )
                 .map_err(sqlite(context.clone()))?;
+                insert_labels(&tx, job)?;
                 tx.execute(
                     "UPDATE schedules SET last_fired_at_ms = ?2 WHERE id = ?1",
                     params![id, now_ms],
