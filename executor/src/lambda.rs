@@ -225,7 +225,8 @@ impl LambdaExecutor {
             .await?;
         add_requests(&mut result.usage.requests, &requests.snapshot());
         result.usage.reported = true;
-        result.usage.duration_ms = began.elapsed().as_millis() as u64;
+        // Lambda bills by the millisecond, rounded up.
+        result.usage.duration_ms = began.elapsed().as_micros().div_ceil(1000) as u64;
         result.usage.function = function;
         self.respond(result, &invocation.result_url).await
     }

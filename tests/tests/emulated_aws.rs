@@ -222,6 +222,15 @@ async fn a_crashing_function_is_retried_through_the_emulator() {
         tasks + 2,
         "two crashed attempts, each retried once"
     );
+    // The real function reports its memory (cargo lambda's default) and
+    // fresh processes; every invocation is billed, the crashed ones at the
+    // time they were waited for.
+    let cost = &result.cost.total;
+    assert_eq!(cost.lambda_invocations, u64::from(attempts), "{cost:#?}");
+    assert!(cost.cold_starts >= 1, "{cost:#?}");
+    assert!(cost.lambda_gb_seconds > 0.0 && cost.lambda_compute_usd > 0.0, "{cost:#?}");
+    assert!(cost.requests_by_store["s3"].put > 0, "{cost:#?}");
+    assert!(cost.s3_request_usd > 0.0, "{cost:#?}");
     assert!(emulated.work_left().await.is_empty());
     emulated.clean_up().await;
 }
