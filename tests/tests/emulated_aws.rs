@@ -228,7 +228,10 @@ async fn a_crashing_function_is_retried_through_the_emulator() {
     let cost = &result.cost.total;
     assert_eq!(cost.lambda_invocations, u64::from(attempts), "{cost:#?}");
     assert!(cost.cold_starts >= 1, "{cost:#?}");
-    assert!(cost.lambda_gb_seconds > 0.0 && cost.lambda_compute_usd > 0.0, "{cost:#?}");
+    assert!(
+        cost.lambda_gb_seconds > 0.0 && cost.lambda_compute_usd > 0.0,
+        "{cost:#?}"
+    );
     assert!(cost.requests_by_store["s3"].put > 0, "{cost:#?}");
     assert!(cost.s3_request_usd > 0.0, "{cost:#?}");
     assert!(emulated.work_left().await.is_empty());
