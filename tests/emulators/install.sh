@@ -18,6 +18,8 @@ LOCALSTACK_VERSION=2026.3.0
 PYTHON_VERSION=3.13.0
 SCHEMATHESIS_VERSION=4.32.5
 CFN_LINT_VERSION=1.58.0
+# Debian's prometheus package (bookworm): only its promtool is used.
+PROMETHEUS_DEB_VERSION=2.42.0+ds-5+b6
 
 log() { echo "squall emulators: $*" >&2; }
 
@@ -99,12 +101,34 @@ install_pip_tool() {
 install_schemathesis() { install_pip_tool schemathesis "$SCHEMATHESIS_VERSION"; }
 install_cfn_lint() { install_pip_tool cfn-lint "$CFN_LINT_VERSION"; }
 
+# promtool, which checks and unit-tests infra/prometheus/squall-rules.yml
+# (tests/infra/promql.sh): taken out of Debian's prometheus package with
+# apt-get download and dpkg-deb, nothing installed system-wide.
+install_promtool() {
+    local dir="$TOOLS/promtool-$PROMETHEUS_DEB_VERSION"
+    if [ -x "$dir/promtool" ]; then return; fi
+    log "installing promtool from Debian's prometheus $PROMETHEUS_DEB_VERSION"
+    local work
+    work="$(mktemp -d)"
+    (
+        cd "$work"
+        apt-get download "prometheus=$PROMETHEUS_DEB_VERSION" 2>/dev/null \
+            || { apt-get update -qq && apt-get download "prometheus=$PROMETHEUS_DEB_VERSION"; }
+        dpkg-deb -x prometheus_*.deb extracted
+    )
+    mkdir -p "$dir"
+    cp "$work/extracted/usr/bin/promtool" "$dir/promtool"
+    rm -rf "$work"
+    "$dir/promtool" --version >/dev/null
+}
+
 mkdir -p "$TOOLS"
 case "${1:-all}" in
     cargo-lambda) install_cargo_lambda ;;
     localstack) install_localstack ;;
     schemathesis) install_schemathesis ;;
     cfn-lint) install_cfn_lint ;;
-    all) install_localstack; install_schemathesis; install_cfn_lint; install_cargo_lambda ;;
-    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint or all)"; exit 2 ;;
+    promtool) install_promtool ;;
+    all) install_localstack; install_schemathesis; install_cfn_lint; install_promtool; install_cargo_lambda ;;
+    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, promtool or all)"; exit 2 ;;
 esac

@@ -997,3 +997,112 @@ async fn labels_filter_listings_and_jobs_show_what_they_cost() {
     );
     server.kill();
 }
+
+/// A scrape's value of the sample `name` (with its labels, as printed).
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_level_metrics_count_jobs_by_outcome_and_have_what_the_rules_use() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    // Stages after the second never answer: Q3 hangs, Q6 runs.
+    let hanging = Engine {
+        backend: Arc::new(Hanging {
+            inner: engine.backend.clone(),
+        }),
+        ..engine.clone()
+    };
+    let server = Server::start(hanging, dir.path(), 1).await;
+    let submit = |job: serde_json::Value| {
+        let server = &server;
+        async move {
+            let (status, body) = server.post("/v1/jobs", &job).await;
+            assert_eq!(status, 202, "{body}");
+            body["id"].as_str().unwrap().to_string()
+        }
+    };
+    let ok = submit(tpch_job(&data, 6)).await;
+    assert_eq!(server.wait_final(&ok).await.state, JobState::Succeeded);
+    let mut bad = tpch_job(&data, 6);
+    bad["sql"] = "SELECT CAST(l_shipmode AS INT) AS m FROM lineitem".into();
+    let bad = submit(bad).await;
+    assert_eq!(server.wait_final(&bad).await.state, JobState::Failed);
+    // One job hangs running; the next waits in the queue; both are cancelled.
+    let hung = submit(tpch_job(&data, 3)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, view) = server.get(&format!("/v1/jobs/{hung}"), Some(TOKEN)).await;
+        if view["state"] == "running" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let queued = submit(tpch_job(&data, 6)).await;
+    for id in [&queued, &hung] {
+        let (status, body) = server.delete(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["state"], "cancelled", "{body}");
+    }
+
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| sample(&metrics, name).unwrap_or_else(|| panic!("{name}: {metrics}"));
+    assert_eq!(value("squall_jobs_ended_total{outcome=\"succeeded\"}"), 1.0);
+    assert_eq!(value("squall_jobs_ended_total{outcome=\"failed\"}"), 1.0);
+    assert_eq!(value("squall_jobs_ended_total{outcome=\"cancelled\"}"), 2.0);
+    // The queued job never ran: a queue time, no run time.
+    assert_eq!(
+        value("squall_job_queue_seconds_count{outcome=\"cancelled\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("squall_job_duration_seconds_count{outcome=\"cancelled\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("squall_job_duration_seconds_count{outcome=\"succeeded\"}"),
+        1.0
+    );
+    let attempts = value("squall_task_attempts_total");
+    let succeeded = value("squall_tasks_succeeded_total");
+    assert!(
+        attempts > succeeded,
+        "the hung and failed attempts count too"
+    );
+    assert!(value("squall_task_duration_seconds_count{stage_kind=\"scan\"}") > 0.0);
+    assert!(value("squall_task_duration_seconds_count{stage_kind=\"final\"}") > 0.0);
+    assert!(value("squall_bytes_shuffled_total") > 0.0);
+
+    // Every metric the recording and alerting rules name is in the scrape.
+    let rules = std::fs::read_to_string(
+        squall_tests::tests_dir().join("../infra/prometheus/squall-rules.yml"),
+    )
+    .unwrap();
+    let mut named: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("squall_"))
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    assert!(named.len() >= 12, "{named:?}");
+    for name in named {
+        let family = name.strip_suffix("_bucket").unwrap_or(name);
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "the rules use {name}, which /metrics does not have: {metrics}"
+        );
+    }
+    server.kill();
+}

@@ -100,6 +100,8 @@ pub enum JobEvent {
     /// A task's winning attempt: its output is the task's.
     TaskSucceeded {
         stage: u32,
+        /// What the stage does (for metrics by stage kind).
+        kind: StageKind,
         task: u32,
         /// The attempt that succeeded (0 for the first).
         attempt: u32,
@@ -130,6 +132,35 @@ pub enum JobEvent {
     StageFinished {
         stage: u32,
     },
+}
+
+/// What a stage does, as metrics group stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageKind {
+    /// Reads tables only and writes a shuffle.
+    Scan,
+    /// Reads shuffles and writes a shuffle.
+    Reduce,
+    /// Writes the job's result (whatever it reads).
+    Final,
+}
+
+impl StageKind {
+    pub fn of(stage: &Stage) -> Self {
+        match (&stage.output, stage.inputs.is_empty()) {
+            (StageOutput::Result, _) => StageKind::Final,
+            (_, true) => StageKind::Scan,
+            (_, false) => StageKind::Reduce,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Scan => "scan",
+            StageKind::Reduce => "reduce",
+            StageKind::Final => "final",
+        }
+    }
 }
 
 pub trait ProgressSink: Send + Sync {
@@ -860,6 +891,7 @@ impl Scheduler<'_> {
                     .push(won.wall);
                 self.emit(JobEvent::TaskSucceeded {
                     stage: stage.id,
+                    kind: StageKind::of(stage),
                     task,
                     attempt: won.attempt,
                     backup: copy == BACKUP,

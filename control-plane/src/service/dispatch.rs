@@ -178,7 +178,12 @@ impl Service {
                 }
             }
             // Never started: nothing runs, only its output claim to give up.
-            None => self.discard_outputs(&job).await,
+            None => {
+                self.discard_outputs(&job).await;
+                if let Some(ended) = self.store.job(id)? {
+                    self.count_ended(&ended);
+                }
+            }
         }
         self.store.job(id)?.ok_or_else(unknown)
     }
@@ -215,6 +220,24 @@ impl Service {
             self.discard_outputs(&job).await;
         }
         self.finish(&job.id, state, error.as_deref());
+        // As the store has it: a job cancelled while it ran is `cancelled`.
+        match self.store.job(&job.id) {
+            Ok(Some(ended)) => self.count_ended(&ended),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(job = job.id, "cannot read the job's end: {e}"),
+        }
+    }
+
+    /// Adds an ended job to the job metrics (outcome, queue time, run time).
+    fn count_ended(&self, job: &JobRecord) {
+        let Some(finished) = job.finished_at_ms.filter(|_| job.state.is_final()) else {
+            return;
+        };
+        let ms = |from: i64, to: i64| Duration::from_millis(to.saturating_sub(from).max(0) as u64);
+        let started = job.started_at_ms;
+        let queued = ms(job.submitted_at_ms, started.unwrap_or(finished));
+        let ran = started.map(|s| ms(s, finished));
+        self.metrics.job_ended(job.state, queued, ran);
     }
 
     /// Records a running job's end. A cancelled job is no longer running: this

@@ -3,8 +3,10 @@
 //! retries, backups, bytes scanned and written, task durations — and what
 //! ended jobs cost (dollars, GB-seconds, invocations, requests).
 
+use std::time::Duration;
+
 use prometheus::{
-    Counter, CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    Counter, CounterVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
 
@@ -13,7 +15,7 @@ use super::errors::ServiceError;
 use super::store::JobStore;
 use crate::backend::FlowStats;
 use crate::cost::JobCost;
-use crate::scheduler::JobEvent;
+use crate::scheduler::{JobEvent, StageKind};
 
 /// The service's metrics, registered in a registry of their own.
 #[derive(Debug, Clone)]
@@ -27,7 +29,13 @@ pub struct Metrics {
     backup_wins: IntCounter,
     bytes_scanned: IntCounter,
     bytes_written: IntCounter,
-    task_seconds: Histogram,
+    bytes_shuffled: IntCounter,
+    attempts: IntCounter,
+    task_seconds: HistogramVec,
+    /// Jobs that ended, by outcome (succeeded, failed, cancelled).
+    jobs_ended: IntCounterVec,
+    job_seconds: HistogramVec,
+    queue_seconds: HistogramVec,
     /// The backend's in-flight limit and throttles (read at each scrape).
     flow_limit: IntGauge,
     flow_max: IntGauge,
@@ -74,15 +82,60 @@ impl Metrics {
             "squall_bytes_written_total",
             "Bytes of shuffle and result files written by succeeded tasks",
         )?;
-        let task_seconds = Histogram::with_opts(
+        let task_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "squall_task_duration_seconds",
-                "Executor time of succeeded task attempts",
+                "Executor time of succeeded task attempts, by stage kind (scan, reduce, final)",
             )
             .buckets(vec![
                 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0,
             ]),
+            &["stage_kind"],
         )?;
+        let bytes_shuffled = IntCounter::new(
+            "squall_bytes_shuffled_total",
+            "Bytes of shuffle files written by succeeded tasks (results not counted)",
+        )?;
+        let attempts = IntCounter::new(
+            "squall_task_attempts_total",
+            "Task attempts handed to the backend (first tries, retries and backups)",
+        )?;
+        let jobs_ended = IntCounterVec::new(
+            Opts::new(
+                "squall_jobs_ended_total",
+                "Jobs that ended, by outcome (succeeded, failed, cancelled)",
+            ),
+            &["outcome"],
+        )?;
+        let job_buckets = vec![
+            0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14400.0,
+        ];
+        let job_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "squall_job_duration_seconds",
+                "From a job's start to its end (queueing not counted), by outcome",
+            )
+            .buckets(job_buckets.clone()),
+            &["outcome"],
+        )?;
+        let queue_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "squall_job_queue_seconds",
+                "From a job's submission to its start (or to its cancellation, if it never started), by outcome",
+            )
+            .buckets(
+                [0.01, 0.1]
+                    .into_iter()
+                    .chain(job_buckets)
+                    .collect::<Vec<f64>>(),
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(bytes_shuffled.clone()))?;
+        registry.register(Box::new(attempts.clone()))?;
+        registry.register(Box::new(jobs_ended.clone()))?;
+        registry.register(Box::new(job_seconds.clone()))?;
+        registry.register(Box::new(queue_seconds.clone()))?;
         let flow_limit = IntGauge::new(
             "squall_backend_inflight_limit",
             "Invocations the backend lets run at once now (halved on throttling)",
@@ -158,7 +211,12 @@ impl Metrics {
             backup_wins,
             bytes_scanned,
             bytes_written,
+            bytes_shuffled,
+            attempts,
             task_seconds,
+            jobs_ended,
+            job_seconds,
+            queue_seconds,
             flow_limit,
             flow_max,
             throttles,
@@ -170,6 +228,21 @@ impl Metrics {
             cpu_seconds,
             requests,
         })
+    }
+
+    /// Counts a job that ended as `outcome`: it waited `queued` and then ran
+    /// for `ran` (None: it never started).
+    pub fn job_ended(&self, outcome: JobState, queued: Duration, ran: Option<Duration>) {
+        let outcome = outcome.as_str();
+        self.jobs_ended.with_label_values(&[outcome]).inc();
+        self.queue_seconds
+            .with_label_values(&[outcome])
+            .observe(queued.as_secs_f64());
+        if let Some(ran) = ran {
+            self.job_seconds
+                .with_label_values(&[outcome])
+                .observe(ran.as_secs_f64());
+        }
     }
 
     /// Adds what an ended job (or run of a job) used.
@@ -208,7 +281,10 @@ impl Metrics {
     pub fn observe(&self, event: &JobEvent) {
         match event {
             JobEvent::TaskSucceeded {
-                metrics, backup, ..
+                metrics,
+                backup,
+                kind,
+                ..
             } => {
                 self.tasks.inc();
                 if *backup {
@@ -216,9 +292,14 @@ impl Metrics {
                 }
                 self.bytes_scanned.inc_by(metrics.bytes_scanned);
                 self.bytes_written.inc_by(metrics.bytes_out);
+                if *kind != StageKind::Final {
+                    self.bytes_shuffled.inc_by(metrics.bytes_out);
+                }
                 self.task_seconds
+                    .with_label_values(&[kind.as_str()])
                     .observe(metrics.elapsed_ms as f64 / 1000.0);
             }
+            JobEvent::TaskStarted { .. } => self.attempts.inc(),
             JobEvent::TaskRetrying { .. } => self.retries.inc(),
             JobEvent::TaskFailed { .. } => self.failures.inc(),
             JobEvent::BackupStarted { .. } => self.backups.inc(),
