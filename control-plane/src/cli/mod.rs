@@ -8,6 +8,7 @@ mod faults;
 mod output;
 mod progress;
 mod serve;
+mod simulate;
 mod skew;
 mod tasks;
 mod units;
@@ -50,6 +51,9 @@ enum Command {
     Run(RunArgs),
     /// Print the stage DAG a query would run as, without running it.
     Plan(PlanArgs),
+    /// Predict a query's time and cost on data many times larger and many
+    /// workers (Lambda), from a run on the tables given.
+    Simulate(simulate::SimulateArgs),
     /// Serve the HTTP job API (jobs, catalog tables, schedules) until stopped.
     Serve(ServeArgs),
     /// Submit a job to a server; print its id, or follow it with --watch.
@@ -88,6 +92,9 @@ enum BenchCommand {
     /// Time the skewed data set's queries: single-node DataFusion, Squall's
     /// static plan and Squall's adaptive plan, with a small task pool.
     Skew(skew::BenchSkewArgs),
+    /// Check the scale model: predict TPC-H queries on larger tables from a
+    /// run on smaller ones, run them, print the error.
+    Simulate(simulate::BenchSimulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +287,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run_command(args).await,
         Command::Plan(args) => plan(args).await,
+        Command::Simulate(args) => simulate::simulate(args).await,
         Command::Serve(args) => serve::serve(args).await,
         Command::Submit(args) => client::submit(args).await,
         Command::Jobs(args) => client::jobs(args).await,
@@ -295,6 +303,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Tasks(args)) => bench_tasks(args).await,
         Command::Bench(BenchCommand::Faults(args)) => faults::bench_faults(args).await,
         Command::Bench(BenchCommand::Skew(args)) => skew::bench_skew(args).await,
+        Command::Bench(BenchCommand::Simulate(args)) => simulate::bench_simulate(args).await,
     }
 }
 

@@ -6,5 +6,6 @@
 
 pub mod bench;
 pub mod faults;
+pub mod simulate;
 pub mod skew;
 pub mod tpch;
