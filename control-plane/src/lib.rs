@@ -12,7 +12,8 @@
 //! - `planner` (SQL to stage DAG) and `backend` (where tasks run);
 //! - `scheduler` (runs a DAG on a backend);
 //! - `engine` (one job from request to result: the entry points);
-//! - `service` (`squall serve`) and `tools` (TPC-H data and answers, benches).
+//! - `service` (`squall serve`) and `tools` (TPC-H data and answers, benches,
+//!   the scale model).
 //!
 //! The `squall` binary (`main.rs`, `cli/`) sits on top. Anything one task needs
 //! to run lives in `squall-executor` instead. This file only declares and

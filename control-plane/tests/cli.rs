@@ -665,3 +665,79 @@ fn show_cost_prints_what_the_job_used() {
         text(&refused.stderr)
     );
 }
+
+#[test]
+fn simulate_predicts_at_scale_and_refuses_bad_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    generate_tpch("0.01", dir.path());
+    let table = format!("lineitem={}", dir.path().join("lineitem").display());
+    let sql = "SELECT l_returnflag, count(*) AS n FROM lineitem GROUP BY l_returnflag";
+    let out = squall(&[
+        "simulate",
+        "--table",
+        &table,
+        "--sql",
+        sql,
+        "--scale-factor",
+        "1000",
+        "--workers",
+        "1000",
+        "--runs",
+        "3",
+        "--executors",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("measured: "), "{stdout}");
+    // The scan is cut into at least one task per worker.
+    let scan = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("at scale"))
+        .find(|l| l.contains("stage 1 (scan)"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let tasks: usize = scan
+        .split(": ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{scan}"));
+    assert!(tasks >= 1000, "{scan}");
+    for needle in [
+        "without backups on 1000 lambda workers",
+        "with backups    on 1000 lambda workers",
+        "GB-s",
+    ] {
+        assert!(stdout.contains(needle), "{needle}: {stdout}");
+    }
+    for (flag, value, needle) in [
+        ("--workers", "0", "--workers 0"),
+        (
+            "--scale-factor",
+            "0",
+            "scale factor must be a positive number",
+        ),
+        ("--memory", "64", "--memory 64"),
+    ] {
+        let mut args = vec![
+            "simulate",
+            "--table",
+            &table,
+            "--sql",
+            sql,
+            "--scale-factor",
+            "10",
+        ];
+        if flag == "--scale-factor" {
+            args.truncate(5);
+        }
+        args.extend([flag, value]);
+        let refused = squall(&args);
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+        assert!(
+            text(&refused.stderr).contains(needle),
+            "{needle}: {}",
+            text(&refused.stderr)
+        );
+    }
+}

@@ -74,6 +74,12 @@ fn check_workers(workers: usize) -> Result<()> {
 
 pub async fn simulate(args: SimulateArgs) -> Result<()> {
     check_workers(args.workers)?;
+    if !(args.scale_factor.is_finite() && args.scale_factor > 0.0) {
+        return Err(CliError::InvalidArgument(format!(
+            "--scale-factor {}: the scale factor must be a positive number",
+            args.scale_factor
+        )));
+    }
     let platform = platform(args.platform, args.memory)?;
     let prices = match &args.prices {
         Some(path) => super::serve::read_prices(path)?,
@@ -164,7 +170,8 @@ fn print_stages(stages: &[ScaledStage]) {
 
 #[derive(Debug, Args)]
 pub struct BenchSimulateArgs {
-    /// TPC-H tables the model measures (as `squall tpch` writes them).
+    /// TPC-H tables the model measures (as `squall tpch` writes them; a
+    /// folder or an s3:// URL).
     #[arg(long)]
     small: PathBuf,
     /// The same tables `--factor` times larger, run to check the prediction.
@@ -175,9 +182,12 @@ pub struct BenchSimulateArgs {
     factor: f64,
     #[arg(long, value_delimiter = ',', default_values_t = [1, 6, 12])]
     queries: Vec<usize>,
-    /// In-process executors, for the measured runs and the prediction.
-    #[arg(long)]
-    executors: Option<usize>,
+    /// Where the measured runs go: in-process (`--executors`), or Lambda
+    /// (`cargo lambda watch`: `--backend lambda --function ... --lambda-endpoint
+    /// ... --work-dir s3://...`, tables in S3), predicted with the emulator's
+    /// invocation overhead.
+    #[command(flatten)]
+    backend: super::backend::BackendArgs,
     /// Runs of each query on the large tables (the median is compared).
     #[arg(long, default_value_t = 3)]
     iterations: usize,
@@ -186,8 +196,18 @@ pub struct BenchSimulateArgs {
 /// Predicts each query on the large tables from a run on the small ones,
 /// runs it there, and prints the error.
 pub async fn bench_simulate(args: BenchSimulateArgs) -> Result<()> {
-    let executors = args.executors.unwrap_or_else(default_parallelism);
-    let engine = super::engine(Some(executors), None)?;
+    if !(args.factor.is_finite() && args.factor > 0.0) {
+        return Err(CliError::InvalidArgument(format!(
+            "--factor {}: the scale factor must be a positive number",
+            args.factor
+        )));
+    }
+    let executors = args.backend.parallelism();
+    let engine = args.backend.engine().await?;
+    let platform = match args.backend.kind() {
+        super::backend::BackendKind::Local => Platform::in_process(),
+        super::backend::BackendKind::Lambda => Platform::emulated_lambda(),
+    };
     let options = || squall_control_plane::PlanOptions {
         shuffle_partitions: executors,
         min_scan_tasks: Some(executors),
@@ -198,7 +218,6 @@ pub async fn bench_simulate(args: BenchSimulateArgs) -> Result<()> {
         Ok(squall_control_plane::tables::to_url(&p.to_string_lossy())?.to_string())
     };
     let (small, large) = (dir(&args.small)?, dir(&args.large)?);
-    let platform = Platform::in_process();
     println!("query  predicted_s  measured_s  error");
     let mut errors = Vec::new();
     for &q in &args.queries {
