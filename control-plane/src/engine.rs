@@ -26,7 +26,7 @@ use crate::error::{Result, SquallError};
 use crate::planner::{
     PlanCaches, PlanOptions, PlannedJob, StageDag, default_parallelism, plan_job_with,
 };
-use crate::scheduler::{ProgressSink, Scheduler, StageStats, TaskOptions};
+use crate::scheduler::{JobEvent, ProgressSink, Scheduler, StageStats, TaskOptions};
 use crate::tables::TableSpec;
 use crate::urls::to_url;
 
@@ -313,6 +313,11 @@ impl Engine {
         };
         let planning = std::time::Instant::now();
         let planned = self.plan(stores, request, work_dir, &result_dir).await?;
+        if let Some(progress) = &run.progress {
+            progress.on_event(&JobEvent::Planned {
+                dag: Arc::new(planned.dag.clone()),
+            });
+        }
         tracing::info!(
             job = job_id,
             run = run_id,

@@ -511,6 +511,7 @@ async fn the_openapi_document_describes_every_route() {
             "/v1/jobs",
             "/v1/jobs/{id}",
             "/v1/jobs/{id}/attempts",
+            "/v1/jobs/{id}/plan",
             "/v1/jobs/{id}/result",
             "/v1/schedules",
             "/v1/schedules/{id}",
@@ -883,6 +884,31 @@ async fn backups_are_counted_in_the_job_view_attempts_and_metrics() {
             && outcomes.contains(&(0, 1, "succeeded".into())),
         "{outcomes:?}"
     );
+    // Each attempt has its start and end; the backup is marked.
+    let attempts: squall_control_plane::service::api::AttemptList =
+        serde_json::from_value(body.clone()).unwrap();
+    for a in &attempts.attempts {
+        let (start, end) = (a.started_at_ms.unwrap(), a.ended_at_ms.unwrap());
+        assert!(start <= end && end <= view.finished_at_ms.unwrap(), "{a:?}");
+        assert!(start >= view.started_at_ms.unwrap(), "{a:?}");
+        let is_backup = a.stage == last.id && a.task == 0 && a.attempt == 1;
+        assert_eq!(a.backup, is_backup, "{a:?}");
+    }
+    // The plan the job ran: every stage, with its inputs, and the text.
+    let (status, plan) = server
+        .get(&format!("/v1/jobs/{id}/plan"), Some(TOKEN))
+        .await;
+    assert_eq!(status, 200, "{plan}");
+    let plan: squall_control_plane::service::api::PlanView = serde_json::from_value(plan).unwrap();
+    let ids: Vec<u32> = plan.stages.iter().map(|s| s.stage).collect();
+    let viewed: Vec<u32> = view.stages.iter().map(|s| s.stage).collect();
+    assert_eq!(ids, viewed);
+    assert_eq!(plan.stages.last().unwrap().output, "result");
+    assert!(
+        plan.stages.iter().skip(1).all(|s| !s.inputs.is_empty()),
+        "{plan:?}"
+    );
+    assert!(plan.text.contains("stage 1"), "{}", plan.text);
 
     let metrics = reqwest::get(format!("{}/metrics", server.url))
         .await

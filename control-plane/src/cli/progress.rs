@@ -85,7 +85,8 @@ impl ProgressSink for ProgressBars {
             }
             JobEvent::TaskStarted { .. }
             | JobEvent::TaskFailed { .. }
-            | JobEvent::TaskSuperseded { .. } => {}
+            | JobEvent::TaskSuperseded { .. }
+            | JobEvent::Planned { .. } => {}
         }
     }
 }

@@ -76,6 +76,10 @@ impl Default for TaskOptions {
 /// What the scheduler tells whoever watches a job.
 #[derive(Debug, Clone)]
 pub enum JobEvent {
+    /// The job was planned (told by the engine before any stage starts).
+    Planned {
+        dag: Arc<StageDag>,
+    },
     StageStarted {
         stage: u32,
         /// Stages in the job (stage ids run from 1 to this).

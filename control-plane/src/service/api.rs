@@ -434,11 +434,43 @@ pub struct AttemptRecord {
     pub task: u32,
     /// 0 for the first attempt.
     pub attempt: u32,
-    /// `succeeded`, `failed`, or `superseded` (stopped or ignored because the
-    /// task's other copy, a backup or the straggler it backed up, won).
+    /// `succeeded`, `failed`, `superseded` (stopped or ignored because the
+    /// task's other copy, a backup or the straggler it backed up, won), or
+    /// `running`.
     pub outcome: String,
     /// Why it failed.
     pub message: Option<String>,
-    /// From hand-off to the backend to its answer.
+    /// From hand-off to the backend to its answer (so far, while running).
     pub elapsed_ms: u64,
+    /// When it was handed to the backend (ms since the epoch).
+    #[serde(default)]
+    pub started_at_ms: Option<i64>,
+    /// When it ended; absent while it runs.
+    #[serde(default)]
+    pub ended_at_ms: Option<i64>,
+    /// Whether it was a backup copy of a straggling task.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+/// `GET /v1/jobs/{id}/plan`: the stage DAG the job runs, as planned.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct PlanView {
+    pub stages: Vec<StagePlan>,
+    /// The DAG as `squall plan` prints it.
+    pub text: String,
+}
+
+/// One stage of a planned job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct StagePlan {
+    pub stage: u32,
+    /// `scan`, `reduce` or `final`.
+    pub kind: String,
+    /// The stages whose output it reads.
+    pub inputs: Vec<u32>,
+    /// Partitions (before reduce tasks are sized to the shuffle).
+    pub partitions: usize,
+    /// What it writes: `shuffle hash xN`, `shuffle single` or `result`.
+    pub output: String,
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use super::api::{AttemptList, Cost, JobList, JobOutcome, JobState, JobView, StageProgress};
+use super::api::{
+    AttemptList, Cost, JobList, JobOutcome, JobState, JobView, PlanView, StageProgress,
+};
 use super::errors::ServiceError;
 use super::limits::Limits;
 use super::metrics::Metrics;
@@ -212,14 +214,45 @@ impl Service {
         self.view(job)
     }
 
-    /// How a job's task attempts ended (only the failed ones if `failed`).
+    /// The stage DAG job `id` runs; None until it has been planned.
+    pub(crate) fn plan(&self, id: &str) -> Result<Option<PlanView>, ServiceError> {
+        self.store
+            .job(id)?
+            .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
+        Ok(self.store.plan(id)?)
+    }
+
+    /// How a job's task attempts ended (only the failed ones if `failed`),
+    /// with, for a running job, the attempts still running.
     pub(crate) fn attempts(&self, id: &str, failed: bool) -> Result<AttemptList, ServiceError> {
         self.store
             .job(id)?
             .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
-        Ok(AttemptList {
-            attempts: self.store.attempts(id, failed)?,
-        })
+        let mut attempts = self.store.attempts(id, failed)?;
+        if !failed {
+            // Attempts of a running job that have not ended, and those that
+            // ended since the last flush to the store.
+            let live = self
+                .live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(id)
+                .cloned();
+            if let Some(progress) = live {
+                let stored: std::collections::HashSet<(u32, u32, u32)> = attempts
+                    .iter()
+                    .map(|a| (a.stage, a.task, a.attempt))
+                    .collect();
+                attempts.extend(
+                    progress
+                        .unflushed_and_running()
+                        .into_iter()
+                        .filter(|a| !stored.contains(&(a.stage, a.task, a.attempt))),
+                );
+                attempts.sort_by_key(|a| (a.stage, a.task, a.attempt));
+            }
+        }
+        Ok(AttemptList { attempts })
     }
 
     /// A page of jobs as the API shows them.

@@ -2,17 +2,18 @@
 //! `GET /v1/jobs/{id}`, the service's metrics, and the attempts of each task,
 //! written to the store a stage at a time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::api::AttemptRecord;
 use super::api::StageProgress;
+use super::api::{AttemptRecord, PlanView, StagePlan};
 use super::metrics::Metrics;
 use super::now_ms;
 use super::store::JobStore;
 use crate::cost::JobMeter;
-use crate::scheduler::{JobEvent, ProgressSink};
+use crate::planner::{StageDag, StageOutput};
+use crate::scheduler::{JobEvent, ProgressSink, StageKind};
 
 /// Follows one job's scheduler events.
 #[derive(Debug)]
@@ -21,8 +22,11 @@ pub(super) struct JobProgress {
     metrics: Metrics,
     store: Arc<JobStore>,
     job_id: String,
-    /// When each attempt in flight was handed to the backend.
-    started: Mutex<HashMap<(u32, u32, u32), Instant>>,
+    /// When each attempt in flight was handed to the backend (and the
+    /// wall-clock time of that).
+    started: Mutex<HashMap<(u32, u32, u32), (Instant, i64)>>,
+    /// Attempts that are backup copies.
+    backups: Mutex<HashSet<(u32, u32, u32)>>,
     /// Attempts that ended and are not stored yet.
     ended: Mutex<Vec<AttemptRecord>>,
     /// What the job has used so far.
@@ -42,6 +46,7 @@ impl JobProgress {
             store,
             job_id,
             started: Mutex::default(),
+            backups: Mutex::default(),
             ended: Mutex::default(),
             meter,
         }
@@ -68,7 +73,12 @@ impl JobProgress {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(stage, task, attempt));
-        let elapsed_ms = began.map_or(0, |t| t.elapsed().as_millis() as u64);
+        let elapsed_ms = began.map_or(0, |(t, _)| t.elapsed().as_millis() as u64);
+        let backup = self
+            .backups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(stage, task, attempt));
         self.ended
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -79,7 +89,62 @@ impl JobProgress {
                 outcome: outcome.into(),
                 message: message.map(str::to_string),
                 elapsed_ms,
+                started_at_ms: began.map(|(_, at)| at),
+                ended_at_ms: Some(now_ms()),
+                backup,
             });
+    }
+
+    /// Attempts that ended but are not stored yet, and those in the
+    /// backend's hands now (as `running` records).
+    pub(super) fn unflushed_and_running(&self) -> Vec<AttemptRecord> {
+        let mut attempts = self.ended.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        attempts.extend(self.running_attempts());
+        attempts
+    }
+
+    fn running_attempts(&self) -> Vec<AttemptRecord> {
+        let started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        let backups = self.backups.lock().unwrap_or_else(|e| e.into_inner());
+        started
+            .iter()
+            .map(|((stage, task, attempt), (since, at))| AttemptRecord {
+                stage: *stage,
+                task: *task,
+                attempt: *attempt,
+                outcome: "running".into(),
+                message: None,
+                elapsed_ms: since.elapsed().as_millis() as u64,
+                started_at_ms: Some(*at),
+                ended_at_ms: None,
+                backup: backups.contains(&(*stage, *task, *attempt)),
+            })
+            .collect()
+    }
+
+    /// Keeps the plan's stages and text in the store, for the job's console page.
+    fn planned(&self, dag: &StageDag) {
+        let plan = PlanView {
+            stages: dag
+                .stages
+                .iter()
+                .map(|stage| StagePlan {
+                    stage: stage.id,
+                    kind: StageKind::of(stage).as_str().into(),
+                    inputs: stage.inputs.clone(),
+                    partitions: stage.tasks,
+                    output: match &stage.output {
+                        StageOutput::Hash(n) => format!("shuffle hash x{n}"),
+                        StageOutput::Single => "shuffle single".into(),
+                        StageOutput::Result => "result".into(),
+                    },
+                })
+                .collect(),
+            text: dag.display(&[]),
+        };
+        if let Err(e) = self.store.set_plan(&self.job_id, &plan) {
+            tracing::warn!(job = self.job_id, "cannot record the job's plan: {e}");
+        }
     }
 }
 
@@ -87,6 +152,7 @@ impl ProgressSink for JobProgress {
     fn on_event(&self, event: &JobEvent) {
         self.metrics.observe(event);
         match event {
+            JobEvent::Planned { dag } => self.planned(dag),
             JobEvent::TaskStarted {
                 stage,
                 task,
@@ -95,7 +161,17 @@ impl ProgressSink for JobProgress {
                 self.started
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert((*stage, *task, *attempt), Instant::now());
+                    .insert((*stage, *task, *attempt), (Instant::now(), now_ms()));
+            }
+            JobEvent::BackupStarted {
+                stage,
+                task,
+                attempt,
+            } => {
+                self.backups
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((*stage, *task, *attempt));
             }
             JobEvent::TaskSucceeded {
                 stage,
@@ -120,9 +196,7 @@ impl ProgressSink for JobProgress {
                 attempt,
                 failure,
             } => self.ended(*stage, *task, *attempt, "failed", Some(&failure.message)),
-            JobEvent::StageStarted { .. }
-            | JobEvent::StageFinished { .. }
-            | JobEvent::BackupStarted { .. } => {}
+            JobEvent::StageStarted { .. } | JobEvent::StageFinished { .. } => {}
         }
         self.count(event);
         if matches!(
@@ -201,6 +275,7 @@ impl JobProgress {
                     s.finished_at_ms = Some(now_ms());
                 }
             }
+            JobEvent::Planned { .. } => {}
         }
     }
 }

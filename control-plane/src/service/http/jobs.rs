@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::extract::{ApiQuery, json_body, page_limit};
 use super::problem::ApiError;
 use crate::service::api::{
-    Accepted, AttemptList, JobList, JobState, JobView, Problem, ResultPage, SubmitJob,
+    Accepted, AttemptList, JobList, JobState, JobView, PlanView, Problem, ResultPage, SubmitJob,
 };
 use crate::service::core::Service;
 use crate::service::limits::check_label_key;
@@ -188,7 +188,8 @@ pub(super) struct AttemptsQuery {
 }
 
 /// How each task attempt of a job ended, stage by stage (stored as each stage
-/// finishes, and when the job ends).
+/// finishes, and when the job ends), with when it started and ended and
+/// whether it was a backup; while the job runs, also the attempts running.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/attempts", tag = "jobs",
     params(("id" = String, Path, description = "Job id"), AttemptsQuery),
@@ -207,4 +208,30 @@ pub(super) async fn get_attempts(
     Ok(axum::Json(
         service.attempts(&id, query.failed.unwrap_or(false))?,
     ))
+}
+
+/// The stage DAG a job runs, as planned when it started: each stage's kind,
+/// inputs, partitions and output, and the text `squall plan` prints.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/plan", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job's stages", body = PlanView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not planned yet (queued)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_plan(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<PlanView>, ApiError> {
+    match service.plan(&id)? {
+        Some(plan) => Ok(axum::Json(plan)),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not planned yet",
+            format!("job {id} has not started: its stages are planned when it does"),
+        )),
+    }
 }

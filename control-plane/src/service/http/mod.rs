@@ -37,6 +37,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
         .route("/jobs/{id}/result", get(jobs::get_result))
         .route("/jobs/{id}/attempts", get(jobs::get_attempts))
+        .route("/jobs/{id}/plan", get(jobs::get_plan))
         .route("/tables", get(tables::list_tables))
         .route(
             "/tables/{name}",
@@ -89,6 +90,7 @@ pub fn router(service: Arc<Service>) -> Router {
         jobs::cancel_job,
         jobs::get_result,
         jobs::get_attempts,
+        jobs::get_plan,
         tables::list_tables,
         tables::get_table,
         tables::put_table,

@@ -20,8 +20,9 @@ impl JobStore {
             let mut insert = tx
                 .prepare(
                     "INSERT OR REPLACE INTO task_attempts
-                     (job_id, stage_id, task, attempt, outcome, message, elapsed_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     (job_id, stage_id, task, attempt, outcome, message, elapsed_ms,
+                      started_at_ms, ended_at_ms, backup)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(sqlite(context.clone()))?;
             for a in attempts {
@@ -33,7 +34,10 @@ impl JobStore {
                         a.attempt,
                         a.outcome,
                         a.message,
-                        a.elapsed_ms as i64
+                        a.elapsed_ms as i64,
+                        a.started_at_ms,
+                        a.ended_at_ms,
+                        a.backup
                     ])
                     .map_err(sqlite(context.clone()))?;
             }
@@ -46,7 +50,8 @@ impl JobStore {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
-                "SELECT stage_id, task, attempt, outcome, message, elapsed_ms FROM task_attempts
+                "SELECT stage_id, task, attempt, outcome, message, elapsed_ms,
+                        started_at_ms, ended_at_ms, backup FROM task_attempts
                  WHERE job_id = ?1 AND (?2 = 0 OR outcome = 'failed')
                  ORDER BY stage_id, task, attempt",
             )
@@ -60,6 +65,9 @@ impl JobStore {
                     outcome: r.get(3)?,
                     message: r.get(4)?,
                     elapsed_ms: r.get::<_, i64>(5)?.max(0) as u64,
+                    started_at_ms: r.get(6)?,
+                    ended_at_ms: r.get(7)?,
+                    backup: r.get(8)?,
                 })
             })
             .map_err(sqlite("read attempts"))?
@@ -95,6 +103,9 @@ mod tests {
             outcome: outcome.into(),
             message: (outcome == "failed").then(|| "boom".into()),
             elapsed_ms: 7,
+            started_at_ms: Some(1000),
+            ended_at_ms: Some(1007),
+            backup: task == 1,
         };
         store
             .record_attempts(

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use squall_executor::OutputFile;
 
 use crate::cost::JobCost;
-use crate::service::api::JobState;
+use crate::service::api::{JobState, PlanView};
 
 /// Milliseconds since the Unix epoch, as the store keeps times.
 pub fn now_ms() -> i64 {
@@ -109,6 +109,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job_id, key)
     );
     CREATE INDEX job_labels_by_label ON job_labels (key, value);",
+    // 7: when attempts started and ended, and which were backups; a job's
+    // planned stage DAG (JSON), for the console.
+    "ALTER TABLE task_attempts ADD COLUMN started_at_ms INTEGER;
+    ALTER TABLE task_attempts ADD COLUMN ended_at_ms INTEGER;
+    ALTER TABLE task_attempts ADD COLUMN backup INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN plan TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -491,6 +497,37 @@ impl JobStore {
             .execute("UPDATE jobs SET cost = ?1 WHERE id = ?2", params![text, id])
             .map_err(sqlite(format!("store the cost of job {id}")))?;
         Ok(())
+    }
+
+    /// Records the stage DAG job `id` runs.
+    pub fn set_plan(&self, id: &str, plan: &PlanView) -> Result<()> {
+        let text = serde_json::to_string(plan).map_err(|e| StoreError::Corrupt {
+            what: format!("plan of job {id}"),
+            message: e.to_string(),
+        })?;
+        self.conn()
+            .execute("UPDATE jobs SET plan = ?1 WHERE id = ?2", params![text, id])
+            .map_err(sqlite(format!("store the plan of job {id}")))?;
+        Ok(())
+    }
+
+    /// What `set_plan` recorded for job `id` (None: not planned yet).
+    pub fn plan(&self, id: &str) -> Result<Option<PlanView>> {
+        let text: Option<Option<String>> = self
+            .conn()
+            .query_row("SELECT plan FROM jobs WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sqlite(format!("read the plan of job {id}")))?;
+        text.flatten()
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+                    what: format!("plan of job {id}"),
+                    message: e.to_string(),
+                })
+            })
+            .transpose()
     }
 
     /// What `set_result` recorded for job `id`.
