@@ -15,6 +15,9 @@ use crate::cost::JobMeter;
 use crate::planner::{StageDag, StageOutput};
 use crate::scheduler::{JobEvent, ProgressSink, StageKind};
 
+/// Stage, task and attempt.
+type AttemptKey = (u32, u32, u32);
+
 /// Follows one job's scheduler events.
 #[derive(Debug)]
 pub(super) struct JobProgress {
@@ -24,9 +27,9 @@ pub(super) struct JobProgress {
     job_id: String,
     /// When each attempt in flight was handed to the backend (and the
     /// wall-clock time of that).
-    started: Mutex<HashMap<(u32, u32, u32), (Instant, i64)>>,
+    started: Mutex<HashMap<AttemptKey, (Instant, i64)>>,
     /// Attempts that are backup copies.
-    backups: Mutex<HashSet<(u32, u32, u32)>>,
+    backups: Mutex<HashSet<AttemptKey>>,
     /// Attempts that ended and are not stored yet.
     ended: Mutex<Vec<AttemptRecord>>,
     /// What the job has used so far.
