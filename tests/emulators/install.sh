@@ -20,6 +20,7 @@ SCHEMATHESIS_VERSION=4.32.5
 CFN_LINT_VERSION=1.58.0
 # Debian's prometheus package (bookworm): only its promtool is used.
 PROMETHEUS_DEB_VERSION=2.42.0+ds-5+b6
+SELENIUM_VERSION=4.50.0
 
 log() { echo "squall emulators: $*" >&2; }
 
@@ -101,6 +102,17 @@ install_pip_tool() {
 install_schemathesis() { install_pip_tool schemathesis "$SCHEMATHESIS_VERSION"; }
 install_cfn_lint() { install_pip_tool cfn-lint "$CFN_LINT_VERSION"; }
 
+# The console's browser test (tests/console/drive.py): Selenium from PyPI,
+# driving Debian's chromium through its chromium-driver (installed with apt
+# where missing; the test needs root for that, as CI has).
+install_browser() {
+    install_pip_tool selenium "$SELENIUM_VERSION"
+    if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then return; fi
+    log "installing chromium and chromium-driver (Debian)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+}
+
 # promtool, which checks and unit-tests infra/prometheus/squall-rules.yml
 # (tests/infra/promql.sh): taken out of Debian's prometheus package with
 # apt-get download and dpkg-deb, nothing installed system-wide.
@@ -129,6 +141,7 @@ case "${1:-all}" in
     schemathesis) install_schemathesis ;;
     cfn-lint) install_cfn_lint ;;
     promtool) install_promtool ;;
-    all) install_localstack; install_schemathesis; install_cfn_lint; install_promtool; install_cargo_lambda ;;
-    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, promtool or all)"; exit 2 ;;
+    browser) install_browser ;;
+    all) install_localstack; install_schemathesis; install_cfn_lint; install_promtool; install_browser; install_cargo_lambda ;;
+    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, promtool, browser or all)"; exit 2 ;;
 esac

@@ -903,6 +903,7 @@ async fn backups_are_counted_in_the_job_view_attempts_and_metrics() {
     let ids: Vec<u32> = plan.stages.iter().map(|s| s.stage).collect();
     let viewed: Vec<u32> = view.stages.iter().map(|s| s.stage).collect();
     assert_eq!(ids, viewed);
+    assert!(plan.planned);
     assert_eq!(plan.stages.last().unwrap().output, "result");
     assert!(
         plan.stages.iter().skip(1).all(|s| !s.inputs.is_empty()),
@@ -1072,6 +1073,12 @@ async fn service_level_metrics_count_jobs_by_outcome_and_have_what_the_rules_use
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let queued = submit(tpch_job(&data, 6)).await;
+    let (status, plan) = server
+        .get(&format!("/v1/jobs/{queued}/plan"), Some(TOKEN))
+        .await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["planned"], false, "{plan}");
+    assert!(plan["stages"].as_array().unwrap().is_empty(), "{plan}");
     for id in [&queued, &hung] {
         let (status, body) = server.delete(&format!("/v1/jobs/{id}")).await;
         assert_eq!(status, 200, "{body}");
@@ -1130,5 +1137,52 @@ async fn service_level_metrics_count_jobs_by_outcome_and_have_what_the_rules_use
             "the rules use {name}, which /metrics does not have: {metrics}"
         );
     }
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_without_a_token_and_holds_no_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(local_engine(2, &dir.path().join("work")), dir.path(), 1).await;
+    let client = reqwest::Client::new();
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/style.css", "text/css"),
+    ] {
+        let response = client
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers().clone();
+        let content_type = headers["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"),
+            "{csp}"
+        );
+        let body = response.text().await.unwrap();
+        assert!(!body.contains(TOKEN), "{path} holds the token");
+    }
+    let page = client
+        .get(&server.url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // No inline script: everything the page runs is /console/app.js.
+    assert!(
+        page.contains(r#"<script src="/console/app.js" defer></script>"#),
+        "{page}"
+    );
+    assert_eq!(page.matches("<script").count(), 1, "{page}");
+    let (status, body) = server.get("/console/secrets.txt", None).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["title"], "not found");
     server.kill();
 }

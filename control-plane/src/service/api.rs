@@ -456,6 +456,8 @@ pub struct AttemptRecord {
 /// `GET /v1/jobs/{id}/plan`: the stage DAG the job runs, as planned.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PlanView {
+    /// False until the job has started (its stages are planned then).
+    pub planned: bool,
     pub stages: Vec<StagePlan>,
     /// The DAG as `squall plan` prints it.
     pub text: String,

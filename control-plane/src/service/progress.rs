@@ -128,6 +128,7 @@ impl JobProgress {
     /// Keeps the plan's stages and text in the store, for the job's console page.
     fn planned(&self, dag: &StageDag) {
         let plan = PlanView {
+            planned: true,
             stages: dag
                 .stages
                 .iter()

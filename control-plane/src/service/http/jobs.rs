@@ -211,7 +211,8 @@ pub(super) async fn get_attempts(
 }
 
 /// The stage DAG a job runs, as planned when it started: each stage's kind,
-/// inputs, partitions and output, and the text `squall plan` prints.
+/// inputs, partitions and output, and the text `squall plan` prints
+/// (`planned` false, no stages, until it has started).
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/plan", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
@@ -219,19 +220,11 @@ pub(super) async fn get_attempts(
         (status = 200, description = "The job's stages", body = PlanView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not planned yet (queued)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn get_plan(
     State(service): State<Arc<Service>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<PlanView>, ApiError> {
-    match service.plan(&id)? {
-        Some(plan) => Ok(axum::Json(plan)),
-        None => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not planned yet",
-            format!("job {id} has not started: its stages are planned when it does"),
-        )),
-    }
+    Ok(axum::Json(service.plan(&id)?.unwrap_or_default()))
 }

@@ -2,12 +2,13 @@
 //! function), the extractors and bearer-token check (`extract`), errors as
 //! problem+json (`problem`), one handler file per resource (`jobs`, `tables`,
 //! `schedules`, `operations`), and the OpenAPI document built from the
-//! handlers' annotations. Handlers call the service and turn its domain
+//! handlers' annotations, and the web console's files (`console`). Handlers call the service and turn its domain
 //! errors into statuses; nothing below this layer speaks HTTP.
 //!
 //! Every error, including a malformed query string or an unknown route or
 //! method, is answered as `application/problem+json`.
 
+mod console;
 mod extract;
 mod jobs;
 mod operations;
@@ -29,8 +30,8 @@ pub use extract::MAX_BODY_BYTES;
 use extract::authorize;
 pub use problem::ApiError;
 
-/// The router: `/healthz`, `/metrics` and `/openapi.json` open, everything
-/// under `/v1` behind a bearer token.
+/// The router: the console (`/`, `/console/...`), `/healthz`, `/metrics` and
+/// `/openapi.json` open, everything under `/v1` behind a bearer token.
 pub fn router(service: Arc<Service>) -> Router {
     let v1 = Router::new()
         .route("/jobs", get(jobs::list_jobs).post(jobs::submit_job))
@@ -60,6 +61,8 @@ pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .nest("/v1", v1)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::file))
         .route("/healthz", get(operations::healthz))
         .route("/metrics", get(operations::metrics))
         .route("/openapi.json", get(operations::openapi))

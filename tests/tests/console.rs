@@ -1,0 +1,124 @@
+//! The web console in a real browser: `tests/console/drive.py` drives headless
+//! Chromium (Debian's chromium and chromium-driver, Selenium from PyPI, both
+//! from `tests/emulators/install.sh browser`) against a real server whose
+//! backend fails the first attempt of one task, so the timeline has a
+//! failed-then-retried bar. The screenshots go to
+//! `$CARGO_TARGET_TMPDIR/console`. `cargo test -p squall-tests --features browser`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use squall_control_plane::Engine;
+use squall_control_plane::backend::ExecutorBackend;
+use squall_control_plane::tpch;
+use squall_executor::{FailureKind, TaskFailure, TaskOutcome, TaskResult, TaskSpec};
+use squall_tests::server::{Server, TOKEN};
+use squall_tests::{local_engine, tests_dir, tpch_data};
+
+/// The in-process backend, failing the first attempt of stage 1 task 0.
+#[derive(Debug)]
+struct OneFailure {
+    inner: Arc<dyn ExecutorBackend>,
+}
+
+#[async_trait::async_trait]
+impl ExecutorBackend for OneFailure {
+    fn name(&self) -> &str {
+        "one-failure"
+    }
+    fn max_concurrency(&self) -> usize {
+        self.inner.max_concurrency()
+    }
+    async fn invoke(&self, spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
+        if (spec.id.stage_id, spec.id.task, spec.id.attempt) == (1, 0, 0) {
+            return Ok(TaskResult {
+                wire_version: spec.wire_version,
+                id: spec.id,
+                outcome: TaskOutcome::Failed(TaskFailure {
+                    kind: FailureKind::Storage,
+                    message: "injected: connection reset".into(),
+                    retryable: true,
+                }),
+                usage: Default::default(),
+            });
+        }
+        self.inner.invoke(spec).await
+    }
+}
+
+fn python() -> PathBuf {
+    let install = std::fs::read_to_string(tests_dir().join("emulators/install.sh")).unwrap();
+    let version = install
+        .lines()
+        .find_map(|l| l.strip_prefix("SELENIUM_VERSION="))
+        .expect("SELENIUM_VERSION in install.sh");
+    let cache = std::env::var_os("SQUALL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/squall"));
+    cache.join(format!("tools/selenium-{version}/bin/python"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_a_job_its_stages_attempts_and_result() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    let failing = Engine {
+        backend: Arc::new(OneFailure {
+            inner: engine.backend.clone(),
+        }),
+        ..engine.clone()
+    };
+    let server = Server::start(failing, dir.path(), 2).await;
+    for table in tpch::TABLES {
+        let body = serde_json::json!({"url": format!("{}/{table}/", data.display())});
+        let (status, answer) = server.put(&format!("/v1/tables/{table}"), &body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let schedule = serde_json::json!({
+        "name": "nightly", "cron": "0 2 * * *", "time_zone": "Europe/Berlin", "enabled": false,
+        "job": {"sql": "SELECT count(*) AS n FROM nation", "tables": [{"name": "nation"}]},
+    });
+    let (status, answer) = server.post("/v1/schedules", &schedule).await;
+    assert_eq!(status, 201, "{answer}");
+
+    let sql = dir.path().join("q05.sql");
+    std::fs::write(&sql, tpch::query(5).unwrap()).unwrap();
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console");
+    let url = server.url.clone();
+    let drive = tests_dir().join("console/drive.py");
+    let expected = tests_dir().join("tpch/answers/sf0.01/q05.csv");
+    let python = python();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .arg(drive)
+            .args(["--url", &url, "--token", TOKEN])
+            .arg("--sql-file")
+            .arg(&sql)
+            .arg("--expected")
+            .arg(&expected)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({e}): run tests/emulators/install.sh browser",
+                    python.display()
+                )
+            })
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    println!("{stdout}");
+    for shot in ["jobs.png", "job-page.png", "job-page-narrow.png"] {
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("console")
+            .join(shot);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "{} is {size} bytes", path.display());
+    }
+    server.kill();
+}
