@@ -511,6 +511,7 @@ async fn the_openapi_document_describes_every_route() {
             "/v1/jobs",
             "/v1/jobs/{id}",
             "/v1/jobs/{id}/attempts",
+            "/v1/jobs/{id}/files/{index}",
             "/v1/jobs/{id}/plan",
             "/v1/jobs/{id}/result",
             "/v1/schedules",
@@ -705,6 +706,42 @@ async fn result_pages_across_files_cover_every_row_once() {
     assert!(files > Some(1), "the result should span several files");
     assert_eq!((seen.len() as u64, offset), (total, total));
     assert_eq!(total, 60_175, "TPC-H SF 0.01 lineitem rows");
+
+    // Each result file downloads whole, as Parquet, with the token only.
+    let files = files.unwrap();
+    let client = reqwest::Client::new();
+    let mut rows = 0;
+    for index in 0..files {
+        let url = format!("{}/v1/jobs/{}/files/{index}", server.url, view.id);
+        let response = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/vnd.apache.parquet"
+        );
+        let bytes = response.bytes().await.unwrap();
+        assert!(bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"));
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        rows += reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
+        let anonymous = client.get(&url).send().await.unwrap();
+        assert_eq!(anonymous.status(), 401);
+    }
+    assert_eq!(rows as u64, total);
+    for bad in [
+        files.to_string(),
+        "-1".into(),
+        "x".into(),
+        "99999999999999999999999".into(),
+    ] {
+        let (status, body) = server
+            .get(&format!("/v1/jobs/{}/files/{bad}", view.id), Some(TOKEN))
+            .await;
+        assert!(status == 404 || status == 400, "{bad}: {status} {body}");
+        assert!(body["detail"].as_str().unwrap().contains(&bad), "{body}");
+    }
     server.kill();
 }
 

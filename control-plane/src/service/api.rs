@@ -118,6 +118,11 @@ pub struct StageProgress {
     pub bytes_scanned: u64,
     /// Bytes the stage wrote (shuffle files or results).
     pub bytes_written: u64,
+    /// Rows its winning attempts read (tables and shuffles) and wrote.
+    #[serde(default)]
+    pub rows_in: u64,
+    #[serde(default)]
+    pub rows_out: u64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
     /// What the stage's attempts used, priced.

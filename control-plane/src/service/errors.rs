@@ -35,6 +35,13 @@ pub enum ServiceError {
     #[error("job {id} succeeded but its result is not recorded")]
     ResultMissing { id: String },
 
+    #[error("job {id}'s result has {files} files; there is no file {index}")]
+    UnknownResultFile {
+        id: String,
+        index: usize,
+        files: usize,
+    },
+
     #[error("cannot read result {url}: {source}")]
     ResultUnreadable {
         url: String,

@@ -261,6 +261,8 @@ impl JobProgress {
                     s.backup_wins += usize::from(*backup);
                     s.bytes_scanned += metrics.bytes_scanned;
                     s.bytes_written += metrics.bytes_out;
+                    s.rows_in += metrics.rows_in;
+                    s.rows_out += metrics.rows_out;
                 }
             }
             JobEvent::TaskRetrying { stage, .. } | JobEvent::TaskFailed { stage, .. } => {

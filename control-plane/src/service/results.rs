@@ -32,21 +32,7 @@ impl Service {
         offset: u64,
         limit: usize,
     ) -> Result<ResultPage, ServiceError> {
-        let job = self
-            .store
-            .job(id)?
-            .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
-        if job.state != JobState::Succeeded {
-            return Err(ServiceError::NoResult {
-                id: id.to_string(),
-                state: job.state,
-            });
-        }
-        let outcome: JobOutcome = self
-            .store
-            .result(id)?
-            .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or_else(|| ServiceError::ResultMissing { id: id.to_string() })?;
+        let outcome = self.outcome(id)?;
         let (first_row, urls) = page_files(&outcome, offset, limit as u64);
         let mut skip = offset.saturating_sub(first_row) as usize;
         let mut left = limit;
@@ -80,6 +66,61 @@ impl Service {
             manifest_url: outcome.manifest_url,
             files: outcome.files,
         })
+    }
+}
+
+impl Service {
+    /// File `index` of a succeeded job's result: its size and its bytes as a
+    /// stream. Only the files the job committed can be named.
+    pub(crate) async fn result_file(
+        &self,
+        id: &str,
+        index: usize,
+    ) -> Result<
+        (
+            u64,
+            futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+        ),
+        ServiceError,
+    > {
+        let outcome = self.outcome(id)?;
+        let url = outcome
+            .files
+            .get(index)
+            .ok_or_else(|| ServiceError::UnknownResultFile {
+                id: id.to_string(),
+                index,
+                files: outcome.files.len(),
+            })?;
+        let unreadable = |source: BoxError| ServiceError::ResultUnreadable {
+            url: url.clone(),
+            source,
+        };
+        let (store, path) = self
+            .engine
+            .stores
+            .resolve(url)
+            .map_err(|e| unreadable(e.into()))?;
+        let got = store.get(&path).await.map_err(|e| unreadable(e.into()))?;
+        Ok((got.meta.size, got.into_stream()))
+    }
+
+    /// A succeeded job's recorded outcome.
+    fn outcome(&self, id: &str) -> Result<JobOutcome, ServiceError> {
+        let job = self
+            .store
+            .job(id)?
+            .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
+        if job.state != JobState::Succeeded {
+            return Err(ServiceError::NoResult {
+                id: id.to_string(),
+                state: job.state,
+            });
+        }
+        self.store
+            .result(id)?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| ServiceError::ResultMissing { id: id.to_string() })
     }
 }
 

@@ -228,3 +228,49 @@ pub(super) async fn get_plan(
 ) -> Result<axum::Json<PlanView>, ApiError> {
     Ok(axum::Json(service.plan(&id)?.unwrap_or_default()))
 }
+
+/// File `index` (from 0, in the order `result`'s `files` lists them) of a
+/// succeeded job's result, as Parquet.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/files/{index}", tag = "jobs",
+    params(
+        ("id" = String, Path, description = "Job id"),
+        ("index" = usize, Path, description = "Index of the file in the result's `files`"),
+    ),
+    responses(
+        (status = 200, description = "The Parquet file", content_type = "application/vnd.apache.parquet", body = Vec<u8>),
+        (status = 400, description = "Bad index", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job or file", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has not succeeded", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_result_file(
+    State(service): State<Arc<Service>>,
+    Path((id, index)): Path<(String, String)>,
+) -> Result<axum::response::Response, ApiError> {
+    let index: usize = index.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid index",
+            format!("file index '{index}' is not a number from 0"),
+        )
+    })?;
+    let (size, stream) = service.result_file(&id, index).await?;
+    let disposition = format!("attachment; filename=\"{id}-{index}.parquet\"");
+    axum::response::Response::builder()
+        .header(
+            axum::http::header::CONTENT_TYPE,
+            "application/vnd.apache.parquet",
+        )
+        .header(axum::http::header::CONTENT_LENGTH, size)
+        .header(axum::http::header::CONTENT_DISPOSITION, disposition)
+        .body(axum::body::Body::from_stream(stream))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+                e.to_string(),
+            )
+        })
+}

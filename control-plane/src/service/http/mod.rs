@@ -39,6 +39,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/jobs/{id}/result", get(jobs::get_result))
         .route("/jobs/{id}/attempts", get(jobs::get_attempts))
         .route("/jobs/{id}/plan", get(jobs::get_plan))
+        .route("/jobs/{id}/files/{index}", get(jobs::get_result_file))
         .route("/tables", get(tables::list_tables))
         .route(
             "/tables/{name}",
@@ -94,6 +95,7 @@ pub fn router(service: Arc<Service>) -> Router {
         jobs::get_result,
         jobs::get_attempts,
         jobs::get_plan,
+        jobs::get_result_file,
         tables::list_tables,
         tables::get_table,
         tables::put_table,

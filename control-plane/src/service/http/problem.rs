@@ -40,6 +40,9 @@ impl From<ServiceError> for ApiError {
         let (status, title) = match &error {
             ServiceError::Engine(e) => return engine_error(e, error.to_string()),
             ServiceError::UnknownJob { .. } => (StatusCode::NOT_FOUND, "unknown job"),
+            ServiceError::UnknownResultFile { .. } => {
+                (StatusCode::NOT_FOUND, "unknown result file")
+            }
             ServiceError::UnknownTable { .. } => (StatusCode::NOT_FOUND, "unknown table"),
             ServiceError::UnknownSchedule { .. } => (StatusCode::NOT_FOUND, "unknown schedule"),
             ServiceError::AlreadyFinished { .. } => (StatusCode::CONFLICT, "job already finished"),

@@ -236,7 +236,7 @@ function dagSvg(plan, progress) {
     if (!columns.has(d)) columns.set(d, []);
     columns.get(d).push(s);
   }
-  const W = 230, H = 84, GX = 60, GY = 20;
+  const W = 250, H = 102, GX = 60, GY = 20;
   const pos = new Map();
   for (const [d, list] of columns) list.forEach((s, i) => pos.set(s.stage, { x: 10 + d * (W + GX), y: 10 + i * (H + GY) }));
   const width = 20 + columns.size * (W + GX) - GX;
@@ -250,13 +250,15 @@ function dagSvg(plan, progress) {
     const live = progress.get(s.stage);
     const tasks = live ? `${live.done}/${live.tasks} tasks` : "not started";
     const io = live ? `${bytes(live.bytes_scanned)} scanned, ${bytes(live.bytes_written)} written` : "";
+    const rows = live ? `${live.rows_in} rows in → ${live.rows_out} out` : "";
     return h("g", { class: `node${live && live.finished_at_ms ? " done" : ""}`, "data-stage": s.stage, transform: `translate(${p.x},${p.y})` },
       h("title", {}, `stage ${s.stage}: ${s.kind}, ${s.partitions} partitions, writes ${s.output}`),
       h("rect", { width: W, height: H }),
       h("text", { x: 10, y: 20, "font-weight": 700 }, `Stage ${s.stage} · ${s.kind}`),
       h("text", { x: 10, y: 38 }, `${tasks} · ${s.partitions} partitions`),
-      h("text", { x: 10, y: 56 }, io),
-      h("text", { x: 10, y: 74 }, `→ ${s.output}`));
+      h("text", { x: 10, y: 56 }, rows),
+      h("text", { x: 10, y: 74 }, io),
+      h("text", { x: 10, y: 92 }, `→ ${s.output}`));
   });
   return h("svg", { id: "dag", width, height, role: "img", "aria-label": `Stage graph of ${plan.stages.length} stages` },
     h("defs", {}, h("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto" },
@@ -297,7 +299,8 @@ function timelineSvg(attempts, view) {
       x: x(a.started_at_ms), y, width: Math.max(2, x(end) - x(a.started_at_ms)), height: ROW - 5, tabindex: 0, "aria-label": what },
       h("title", {}, what));
   });
-  const axis = [0, 0.25, 0.5, 0.75, 1].map((f) => h("text", { x: x(t0 + f * span), y: 16, "text-anchor": "middle" }, duration(Math.round(f * span))));
+  const axis = [0, 0.25, 0.5, 0.75, 1].map((f) => h("text", { x: x(t0 + f * span), y: 16,
+    "text-anchor": f === 0 ? "start" : f === 1 ? "end" : "middle" }, duration(Math.round(f * span))));
   return h("svg", { id: "timeline", width, height: 40 + tasks.length * ROW, role: "img", "aria-label": `Timeline of ${started.length} attempts` },
     axis, labels, bars);
 }
@@ -354,7 +357,10 @@ async function jobPage(id) {
           h("button", { type: "button", id: "download-csv", onclick: () => download(id, "csv") }, "Download CSV"), " ",
           h("button", { type: "button", id: "download-json", onclick: () => download(id, "json") }, "Download JSON")),
         h("details", {}, h("summary", {}, `Parquet files (${page.files.length}) and manifest`),
-          h("ul", {}, [page.manifest_url, ...page.files].map((f) => h("li", {}, h("code", {}, f))))));
+          h("p", {}, "Manifest: ", h("code", {}, page.manifest_url)),
+          h("ul", {}, page.files.map((f, i) => h("li", {},
+            h("button", { type: "button", class: "parquet", onclick: () => downloadFile(id, i) }, `Download part ${i}`), " ",
+            h("code", {}, f))))));
     } else if (view.state !== "succeeded") {
       fill(result, h("p", { class: "muted" }, view.state === "failed" || view.state === "cancelled" ? "No result." : "Once the job succeeds."));
     }
@@ -363,6 +369,23 @@ async function jobPage(id) {
   try { await load(); } catch (err) { error.textContent = err.message; return; }
   if (refresh === null) return;
   every(1000, load);
+}
+
+// Saves `blob` as `name` through a temporary link.
+function save(blob, name) {
+  const link = h("a", { href: URL.createObjectURL(blob), download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
+// One of the result's Parquet files, fetched with the token.
+async function downloadFile(id, index) {
+  const response = await fetch(`/v1/jobs/${encodeURIComponent(id)}/files/${index}`, {
+    headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` },
+  });
+  if (response.ok) save(await response.blob(), `${id}-${index}.parquet`);
 }
 
 // The whole result, paged through the API, as a file the browser saves.
@@ -380,10 +403,7 @@ async function download(id, format) {
   const text = format === "csv"
     ? [columns.join(","), ...rows.map((r) => columns.map((c) => quote(r[c])).join(","))].join("\n") + "\n"
     : rows.map((r) => JSON.stringify(r)).join("\n") + "\n";
-  const link = h("a", { href: URL.createObjectURL(new Blob([text], { type: format === "csv" ? "text/csv" : "application/x-ndjson" })), download: `${id}.${format}` });
-  document.body.append(link);
-  link.click();
-  link.remove();
+  save(new Blob([text], { type: format === "csv" ? "text/csv" : "application/x-ndjson" }), `${id}.${format}`);
 }
 
 async function schedulesPage() {
