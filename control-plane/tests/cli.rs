@@ -718,6 +718,7 @@ fn simulate_predicts_at_scale_and_refuses_bad_numbers() {
             "scale factor must be a positive number",
         ),
         ("--memory", "64", "--memory 64"),
+        ("--runs", "100000", "--runs 100000"),
     ] {
         let mut args = vec![
             "simulate",

@@ -72,12 +72,25 @@ fn check_workers(workers: usize) -> Result<()> {
     Ok(())
 }
 
+/// The most a scale factor may be (SF 1 tables to SF 1,000,000).
+const MAX_FACTOR: f64 = 1e6;
+
+fn check_factor(flag: &str, factor: f64) -> Result<()> {
+    if !(factor.is_finite() && factor > 0.0 && factor <= MAX_FACTOR) {
+        return Err(CliError::InvalidArgument(format!(
+            "{flag} {factor}: the scale factor must be a positive number up to {MAX_FACTOR}"
+        )));
+    }
+    Ok(())
+}
+
 pub async fn simulate(args: SimulateArgs) -> Result<()> {
     check_workers(args.workers)?;
-    if !(args.scale_factor.is_finite() && args.scale_factor > 0.0) {
+    check_factor("--scale-factor", args.scale_factor)?;
+    if !(1..=1000).contains(&args.runs) {
         return Err(CliError::InvalidArgument(format!(
-            "--scale-factor {}: the scale factor must be a positive number",
-            args.scale_factor
+            "--runs {}: from 1 to 1000",
+            args.runs
         )));
     }
     let platform = platform(args.platform, args.memory)?;
@@ -196,10 +209,11 @@ pub struct BenchSimulateArgs {
 /// Predicts each query on the large tables from a run on the small ones,
 /// runs it there, and prints the error.
 pub async fn bench_simulate(args: BenchSimulateArgs) -> Result<()> {
-    if !(args.factor.is_finite() && args.factor > 0.0) {
+    check_factor("--factor", args.factor)?;
+    if !(1..=100).contains(&args.iterations) {
         return Err(CliError::InvalidArgument(format!(
-            "--factor {}: the scale factor must be a positive number",
-            args.factor
+            "--iterations {}: from 1 to 100",
+            args.iterations
         )));
     }
     let executors = args.backend.parallelism();

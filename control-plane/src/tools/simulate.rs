@@ -197,6 +197,9 @@ pub struct ScaledStage {
     pub compute_seconds: f64,
 }
 
+/// The most tasks one stage may have at scale (the replay keeps each one).
+pub const MAX_TASKS: usize = 2_000_000;
+
 /// Fixed time of a task besides its bytes, as the in-process backend spends it.
 const TASK_OVERHEAD_SECONDS: f64 = 0.002;
 /// An operator whose output rows are under this share of its input rows
@@ -247,6 +250,12 @@ pub fn scale(profile: &Profile, factor: f64, workers: usize) -> Result<Vec<Scale
         } else {
             stage.tasks.len().max(1)
         };
+        if tasks > MAX_TASKS {
+            return Err(SquallError::InvalidArgument(format!(
+                "stage {} would run {tasks} tasks at this scale, more than the {MAX_TASKS} the model replays",
+                stage.id
+            )));
+        }
         let t = tasks as f64;
         let bytes_scanned = scanned / t;
         let bytes_in = sliced_in / t + whole_in;
@@ -488,7 +497,9 @@ pub fn simulate(
     // compared with for a backup, as the scheduler does.
     let mut job_durations: Vec<f64> = Vec::new();
     // When each worker is next free, and whether it has run anything yet.
-    let mut free = vec![0.0f64; workers];
+    let mut free: std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>> = (0..workers)
+        .map(|w| std::cmp::Reverse((0f64.to_bits(), w)))
+        .collect();
     let mut warm = vec![false; workers];
     let mut started_fresh = 0usize;
     let mut done: HashMap<u32, f64> = HashMap::new();
@@ -503,10 +514,12 @@ pub fn simulate(
         let mut spans: Vec<(f64, f64)> = Vec::with_capacity(stage.tasks);
         for task in 0..stage.tasks {
             let mut rng = rng_for(stage.id, task, 0);
-            let (slot, _) = free.iter().enumerate().fold((0, f64::MAX), |best, (i, t)| {
-                if *t < best.1 { (i, *t) } else { best }
-            });
-            let mut start = free[slot].max(ready);
+            // The earliest free worker (times are never negative, so their
+            // bits order as they do).
+            let Some(std::cmp::Reverse((bits, slot))) = free.pop() else {
+                break;
+            };
+            let mut start = f64::from_bits(bits).max(ready);
             let cold = !warm[slot];
             if cold {
                 // Lambda starts at most so many fresh environments per 10 s.
@@ -518,7 +531,7 @@ pub fn simulate(
             let (took, billed) = attempt(stage, platform, cold, &mut rng);
             billed_seconds += billed;
             replay.attempts += 1;
-            free[slot] = start + took;
+            free.push(std::cmp::Reverse(((start + took).to_bits(), slot)));
             spans.push((start, start + took));
         }
         let mut durations: Vec<f64> = spans.iter().map(|(s, e)| e - s).collect();
