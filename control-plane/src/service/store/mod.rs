@@ -478,71 +478,71 @@ impl JobStore {
 
     /// Records what a job produced (JSON chosen by the service).
     pub fn set_result(&self, id: &str, result: &serde_json::Value) -> Result<()> {
-        self.conn()
-            .execute(
-                "UPDATE jobs SET result = ?1 WHERE id = ?2",
-                params![result.to_string(), id],
-            )
-            .map_err(sqlite(format!("store the result of job {id}")))?;
-        Ok(())
-    }
-
-    /// Records what job `id` cost.
-    pub fn set_cost(&self, id: &str, cost: &JobCost) -> Result<()> {
-        let text = serde_json::to_string(cost).map_err(|e| StoreError::Corrupt {
-            what: format!("cost of job {id}"),
-            message: e.to_string(),
-        })?;
-        self.conn()
-            .execute("UPDATE jobs SET cost = ?1 WHERE id = ?2", params![text, id])
-            .map_err(sqlite(format!("store the cost of job {id}")))?;
-        Ok(())
-    }
-
-    /// Records the stage DAG job `id` runs.
-    pub fn set_plan(&self, id: &str, plan: &PlanView) -> Result<()> {
-        let text = serde_json::to_string(plan).map_err(|e| StoreError::Corrupt {
-            what: format!("plan of job {id}"),
-            message: e.to_string(),
-        })?;
-        self.conn()
-            .execute("UPDATE jobs SET plan = ?1 WHERE id = ?2", params![text, id])
-            .map_err(sqlite(format!("store the plan of job {id}")))?;
-        Ok(())
-    }
-
-    /// What `set_plan` recorded for job `id` (None: not planned yet).
-    pub fn plan(&self, id: &str) -> Result<Option<PlanView>> {
-        let text: Option<Option<String>> = self
-            .conn()
-            .query_row("SELECT plan FROM jobs WHERE id = ?1", params![id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(sqlite(format!("read the plan of job {id}")))?;
-        text.flatten()
-            .map(|t| {
-                serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
-                    what: format!("plan of job {id}"),
-                    message: e.to_string(),
-                })
-            })
-            .transpose()
+        self.set_json(id, "result", "result", result)
     }
 
     /// What `set_result` recorded for job `id`.
     pub fn result(&self, id: &str) -> Result<Option<serde_json::Value>> {
+        self.json(id, "result", "result")
+    }
+
+    /// Records what job `id` cost.
+    pub fn set_cost(&self, id: &str, cost: &JobCost) -> Result<()> {
+        self.set_json(id, "cost", "cost", cost)
+    }
+
+    /// Records the stage DAG job `id` runs.
+    pub fn set_plan(&self, id: &str, plan: &PlanView) -> Result<()> {
+        self.set_json(id, "plan", "plan", plan)
+    }
+
+    /// What `set_plan` recorded for job `id` (None: not planned yet).
+    pub fn plan(&self, id: &str) -> Result<Option<PlanView>> {
+        self.json(id, "plan", "plan")
+    }
+
+    /// Stores `value` as JSON in `column` of job `id`'s row; `column` is
+    /// one of this file's literals, never input; `what` names it in errors.
+    fn set_json<T: Serialize>(
+        &self,
+        id: &str,
+        column: &'static str,
+        what: &str,
+        value: &T,
+    ) -> Result<()> {
+        let text = serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+            what: format!("{what} of job {id}"),
+            message: e.to_string(),
+        })?;
+        self.conn()
+            .execute(
+                &format!("UPDATE jobs SET {column} = ?1 WHERE id = ?2"),
+                params![text, id],
+            )
+            .map_err(sqlite(format!("store the {what} of job {id}")))?;
+        Ok(())
+    }
+
+    /// What [`set_json`](Self::set_json) stored in `column` of job `id`.
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &str,
+        column: &'static str,
+        what: &str,
+    ) -> Result<Option<T>> {
         let text: Option<Option<String>> = self
             .conn()
-            .query_row("SELECT result FROM jobs WHERE id = ?1", params![id], |r| {
-                r.get(0)
-            })
+            .query_row(
+                &format!("SELECT {column} FROM jobs WHERE id = ?1"),
+                params![id],
+                |r| r.get(0),
+            )
             .optional()
-            .map_err(sqlite(format!("read the result of job {id}")))?;
+            .map_err(sqlite(format!("read the {what} of job {id}")))?;
         text.flatten()
             .map(|t| {
                 serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
-                    what: format!("result of job {id}"),
+                    what: format!("{what} of job {id}"),
                     message: e.to_string(),
                 })
             })
