@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -21,6 +22,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use object_store::{ObjectStoreExt, PutPayload};
+use squall_control_plane::Engine;
+use squall_control_plane::backend::{Backoff, LambdaBackend, LambdaConfig};
 use squall_executor::lambda::{Invocation, InvocationResponse, LambdaExecutor};
 use squall_executor::{StoreRegistry, TaskId, TaskSpec};
 
@@ -145,6 +148,35 @@ impl FakeLambda {
     pub fn calls(&self) -> Vec<Call> {
         self.state.calls.lock().unwrap().clone()
     }
+}
+
+impl FakeLambda {
+    /// A Lambda backend's config pointed at this fake: 4 invocations in
+    /// flight, a minute per invocation, a quick backoff.
+    pub fn config(&self) -> LambdaConfig {
+        LambdaConfig {
+            endpoint: Some(self.endpoint.clone()),
+            max_concurrency: 4,
+            invocation_timeout: Duration::from_secs(60),
+            backoff: Backoff {
+                first: Duration::from_millis(2),
+                max: Duration::from_millis(50),
+                max_retries: 8,
+            },
+            ..LambdaConfig::new("squall-executor")
+        }
+    }
+}
+
+/// An engine on a Lambda backend configured by `config` (test credentials,
+/// us-east-1), with its work files under `work`.
+pub fn lambda_engine(config: LambdaConfig, stores: &Arc<StoreRegistry>, work: &str) -> Engine {
+    let sdk = aws_sdk_lambda::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"));
+    let backend = LambdaBackend::with_sdk_config(config, sdk, stores.clone(), work).unwrap();
+    Engine::with_backend(stores.clone(), Arc::new(backend), work)
 }
 
 impl Drop for FakeLambda {

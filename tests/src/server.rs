@@ -11,7 +11,7 @@ use squall_control_plane::backend::ExecutorBackend;
 use squall_control_plane::service::api::JobView;
 use squall_control_plane::service::{JobState, JobStore, Service, ServiceConfig, router};
 use squall_control_plane::{AccessPolicy, Engine, Manifest, read_result, tpch};
-use squall_executor::{OutputFile, TaskResult, TaskSpec};
+use squall_executor::{FailureKind, OutputFile, TaskFailure, TaskOutcome, TaskResult, TaskSpec};
 
 use crate::{compare, expected_answer, is_ordered, render};
 
@@ -192,11 +192,69 @@ pub async fn check_answer(engine: &Engine, view: &JobView, q: usize) {
     assert_eq!(view.rows, Some(manifest.rows));
 }
 
-/// The in-process backend; with `hang` set, tasks of stages after the first
-/// never answer.
+/// The in-process backend; tasks of stages after the second never answer.
 #[derive(Debug)]
 pub struct Hanging {
     pub inner: Arc<dyn ExecutorBackend>,
+}
+
+impl Hanging {
+    /// `engine`, its backend hanging so.
+    pub fn engine(engine: &Engine) -> Engine {
+        Engine {
+            backend: Arc::new(Hanging {
+                inner: engine.backend.clone(),
+            }),
+            ..engine.clone()
+        }
+    }
+}
+
+/// The in-process backend, failing the first attempt of stage 1's tasks —
+/// every one, or only `task` — retryably, with "injected: connection reset".
+#[derive(Debug)]
+pub struct FirstAttemptFails {
+    pub inner: Arc<dyn ExecutorBackend>,
+    pub task: Option<u32>,
+}
+
+impl FirstAttemptFails {
+    /// `engine`, its backend failing so.
+    pub fn engine(engine: &Engine, task: Option<u32>) -> Engine {
+        Engine {
+            backend: Arc::new(FirstAttemptFails {
+                inner: engine.backend.clone(),
+                task,
+            }),
+            ..engine.clone()
+        }
+    }
+}
+
+#[async_trait]
+impl ExecutorBackend for FirstAttemptFails {
+    fn name(&self) -> &str {
+        "first-attempt-fails"
+    }
+    fn max_concurrency(&self) -> usize {
+        self.inner.max_concurrency()
+    }
+    async fn invoke(&self, spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
+        let chosen = self.task.is_none_or(|t| t == spec.id.task);
+        if spec.id.stage_id == 1 && spec.id.attempt == 0 && chosen {
+            return Ok(TaskResult {
+                wire_version: spec.wire_version,
+                id: spec.id,
+                outcome: TaskOutcome::Failed(TaskFailure {
+                    kind: FailureKind::Storage,
+                    message: "injected: connection reset".into(),
+                    retryable: true,
+                }),
+                usage: Default::default(),
+            });
+        }
+        self.inner.invoke(spec).await
+    }
 }
 
 #[async_trait]

@@ -6,45 +6,10 @@
 //! `$CARGO_TARGET_TMPDIR/console`. `cargo test -p squall-tests --features browser`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use squall_control_plane::Engine;
-use squall_control_plane::backend::ExecutorBackend;
 use squall_control_plane::tpch;
-use squall_executor::{FailureKind, TaskFailure, TaskOutcome, TaskResult, TaskSpec};
-use squall_tests::server::{Server, TOKEN};
+use squall_tests::server::{FirstAttemptFails, Server, TOKEN};
 use squall_tests::{local_engine, tests_dir, tpch_data};
-
-/// The in-process backend, failing the first attempt of stage 1 task 0.
-#[derive(Debug)]
-struct OneFailure {
-    inner: Arc<dyn ExecutorBackend>,
-}
-
-#[async_trait::async_trait]
-impl ExecutorBackend for OneFailure {
-    fn name(&self) -> &str {
-        "one-failure"
-    }
-    fn max_concurrency(&self) -> usize {
-        self.inner.max_concurrency()
-    }
-    async fn invoke(&self, spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
-        if (spec.id.stage_id, spec.id.task, spec.id.attempt) == (1, 0, 0) {
-            return Ok(TaskResult {
-                wire_version: spec.wire_version,
-                id: spec.id,
-                outcome: TaskOutcome::Failed(TaskFailure {
-                    kind: FailureKind::Storage,
-                    message: "injected: connection reset".into(),
-                    retryable: true,
-                }),
-                usage: Default::default(),
-            });
-        }
-        self.inner.invoke(spec).await
-    }
-}
 
 fn python() -> PathBuf {
     let install = std::fs::read_to_string(tests_dir().join("emulators/install.sh")).unwrap();
@@ -63,13 +28,7 @@ async fn the_console_shows_a_job_its_stages_attempts_and_result() {
     let data = tpch_data("0.01").await;
     let dir = tempfile::tempdir().unwrap();
     let engine = local_engine(2, &dir.path().join("work"));
-    let failing = Engine {
-        backend: Arc::new(OneFailure {
-            inner: engine.backend.clone(),
-        }),
-        ..engine.clone()
-    };
-    let server = Server::start(failing, dir.path(), 2).await;
+    let server = Server::start(FirstAttemptFails::engine(&engine, Some(0)), dir.path(), 2).await;
     for table in tpch::TABLES {
         let body = serde_json::json!({"url": format!("{}/{table}/", data.display())});
         let (status, answer) = server.put(&format!("/v1/tables/{table}"), &body).await;

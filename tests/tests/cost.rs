@@ -4,17 +4,14 @@
 //! crashed ones included; a cost limit stops a job and sweeps its objects.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
-use squall_control_plane::backend::{Backoff, LambdaBackend, LambdaConfig};
 use squall_control_plane::cost::Requests;
 use squall_control_plane::{Engine, JobRequest, JobRun, PlanOptions, SquallError, tpch};
 use squall_executor::StoreRegistry;
-use squall_tests::fake_lambda::{FAKE_MEMORY_MB, FakeLambda, Reply};
+use squall_tests::fake_lambda::{FAKE_MEMORY_MB, FakeLambda, Reply, lambda_engine};
 use squall_tests::stores::{Op, RecordingStore};
 use squall_tests::{TEST_PARTS, compare, expected_answer, is_ordered, render_with_header};
 
@@ -103,25 +100,8 @@ async fn in_process_request_counts_match_a_counting_store() {
     assert!(cost.control_plane.requests.list > 0, "{cost:#?}");
 }
 
-fn lambda_engine(fake: &FakeLambda, stores: &Arc<StoreRegistry>) -> Engine {
-    let config = LambdaConfig {
-        endpoint: Some(fake.endpoint.clone()),
-        max_concurrency: 4,
-        invocation_timeout: Duration::from_secs(60),
-        backoff: Backoff {
-            first: Duration::from_millis(2),
-            max: Duration::from_millis(50),
-            max_retries: 8,
-        },
-        ..LambdaConfig::new("squall-executor")
-    };
-    let sdk = aws_sdk_lambda::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"));
-    let work = format!("{BUCKET}/work");
-    let backend = LambdaBackend::with_sdk_config(config, sdk, stores.clone(), &work).unwrap();
-    Engine::with_backend(stores.clone(), Arc::new(backend), &work)
+fn engine_on(fake: &FakeLambda, stores: &Arc<StoreRegistry>) -> Engine {
+    lambda_engine(fake.config(), stores, &format!("{BUCKET}/work"))
 }
 
 async fn leftovers(memory: &InMemory) -> Vec<String> {
@@ -143,7 +123,7 @@ async fn lambda_attempts_are_billed_and_their_requests_counted_where_made() {
         _ => Reply::Run,
     })
     .await;
-    let engine = lambda_engine(&fake, &stores);
+    let engine = engine_on(&fake, &stores);
     let started = std::time::Instant::now();
     let result = engine.run(&q3(BUCKET), None).await.unwrap();
     check_q3(&result);
@@ -189,7 +169,7 @@ async fn a_crashed_invocation_is_billed_at_the_time_it_was_waited_for() {
         }
     })
     .await;
-    let engine = lambda_engine(&fake, &stores);
+    let engine = engine_on(&fake, &stores);
     let result = engine.run(&q3(BUCKET), None).await.unwrap();
     check_q3(&result);
     let calls = fake.calls();

@@ -9,14 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
-use squall_control_plane::backend::{Backoff, LambdaBackend, LambdaConfig};
+use squall_control_plane::backend::LambdaConfig;
 use squall_control_plane::{Engine, JobRequest, PlanOptions, TaskOptions, tpch};
 use squall_executor::{StoreRegistry, TaskId};
-use squall_tests::fake_lambda::{FakeLambda, Reply};
+use squall_tests::fake_lambda::{FakeLambda, Reply, lambda_engine};
 use squall_tests::{TEST_PARTS, compare, expected_answer, is_ordered, run_rendered};
 
 const BUCKET: &str = "s3://squall-lambda-test";
@@ -33,28 +32,8 @@ async fn bucket_with_tpch() -> (Arc<StoreRegistry>, Arc<InMemory>) {
     (stores, memory)
 }
 
-fn config(fake: &FakeLambda) -> LambdaConfig {
-    LambdaConfig {
-        endpoint: Some(fake.endpoint.clone()),
-        max_concurrency: 4,
-        invocation_timeout: Duration::from_secs(60),
-        backoff: Backoff {
-            first: Duration::from_millis(2),
-            max: Duration::from_millis(50),
-            max_retries: 8,
-        },
-        ..LambdaConfig::new("squall-executor")
-    }
-}
-
 fn engine(config: LambdaConfig, stores: &Arc<StoreRegistry>) -> Engine {
-    let sdk = aws_sdk_lambda::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"));
-    let work = format!("{BUCKET}/work");
-    let backend = LambdaBackend::with_sdk_config(config, sdk, stores.clone(), &work).unwrap();
-    Engine::with_backend(stores.clone(), Arc::new(backend), &work)
+    lambda_engine(config, stores, &format!("{BUCKET}/work"))
 }
 
 fn request(q: usize) -> JobRequest {
@@ -106,7 +85,7 @@ async fn throttling_and_lambda_errors_are_retried_within_the_attempt() {
         _ => Reply::Run,
     })
     .await;
-    let engine = engine(config(&fake), &stores);
+    let engine = engine(fake.config(), &stores);
     check_query(&engine, &request(3), 3).await;
     let calls = fake.calls();
     let throttled = calls.iter().filter(|c| c.reply == Reply::Throttle).count();
@@ -151,7 +130,7 @@ async fn crashed_functions_and_timeouts_are_retried_and_leave_nothing() {
     let engine = engine(
         LambdaConfig {
             invocation_timeout: Duration::from_secs(2),
-            ..config(&fake)
+            ..fake.config()
         },
         &stores,
     );
@@ -190,7 +169,7 @@ async fn a_malformed_invocation_fails_the_job_once_and_cleans_up() {
         }
     })
     .await;
-    let engine = engine(config(&fake), &stores);
+    let engine = engine(fake.config(), &stores);
     let err = engine.run(&request(3), None).await.unwrap_err().to_string();
     assert!(err.contains("Squall.InvalidInvocation"), "{err}");
     assert!(err.contains("stage 1 task 1"), "{err}");
@@ -210,7 +189,7 @@ async fn an_unknown_function_is_named_and_not_retried() {
     let engine = engine(
         LambdaConfig {
             qualifier: Some("live".into()),
-            ..config(&fake)
+            ..fake.config()
         },
         &stores,
     );
@@ -241,7 +220,7 @@ async fn oversized_specs_and_results_travel_through_the_bucket() {
     let engine = engine(
         LambdaConfig {
             max_inline_spec_bytes: 0,
-            ..config(&fake)
+            ..fake.config()
         },
         &stores,
     );
@@ -259,7 +238,7 @@ async fn a_result_url_other_than_the_one_sent_is_refused_and_left_alone() {
     let victim: &'static str =
         Box::leak(format!("{BUCKET}/tpch/region/region.1.parquet").into_boxed_str());
     let fake = FakeLambda::start(stores.clone(), move |_, _| Reply::ResultElsewhere(victim)).await;
-    let engine = engine(config(&fake), &stores);
+    let engine = engine(fake.config(), &stores);
     let err = run_rendered(&engine, &request(6)).await.unwrap_err();
     assert!(
         err.to_string()
@@ -292,7 +271,7 @@ async fn concurrency_caps_hold_per_backend_and_per_stage() {
     let engine = engine(
         LambdaConfig {
             max_concurrency: 3,
-            ..config(&fake)
+            ..fake.config()
         },
         &stores,
     );
@@ -328,7 +307,7 @@ async fn throttling_halves_the_invocations_in_flight_and_success_grows_them_back
     let engine = engine(
         LambdaConfig {
             max_concurrency: 12,
-            ..config(&fake)
+            ..fake.config()
         },
         &stores,
     );
@@ -374,7 +353,7 @@ async fn an_attempt_retried_with_a_larger_pool_invokes_the_larger_qualifier() {
         LambdaConfig {
             qualifier: Some("small".into()),
             memory_qualifiers: vec![(128 << 10, "medium".into()), (1 << 20, "large".into())],
-            ..config(&fake)
+            ..fake.config()
         },
         &stores,
     );

@@ -2,10 +2,8 @@
 //! right, disabling, the overlap policy, runs missed while no server ran
 //! (dropped or run once), and the errors of the schedule routes.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use squall_control_plane::Engine;
 use squall_control_plane::service::JobStore;
 use squall_control_plane::service::api::{JobList, JobView, ScheduleView};
 use squall_tests::server::{Hanging, Server, TOKEN, check_answer, tpch_job};
@@ -136,12 +134,7 @@ async fn overlapping_runs_are_skipped_and_missed_runs_follow_their_policy() {
     let data = tpch_data("0.01").await;
     let dir = tempfile::tempdir().unwrap();
     let engine = local_engine(2, &dir.path().join("work"));
-    let hanging = Engine {
-        backend: Arc::new(Hanging {
-            inner: engine.backend.clone(),
-        }),
-        ..engine.clone()
-    };
+    let hanging = Hanging::engine(&engine);
     let first = Server::start_with(hanging.clone(), dir.path(), |c| seconds_cron(c, 4)).await;
     // Q3's later stages hang: its first run never ends, so later runs overlap.
     let busy = create(

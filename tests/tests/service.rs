@@ -9,7 +9,7 @@ use squall_control_plane::Engine;
 use squall_control_plane::service::JobState;
 use squall_control_plane::service::JobStore;
 use squall_control_plane::service::api::{JobList, JobView, ResultPage};
-use squall_tests::server::{Hanging, Server, TOKEN, check_answer, tpch_job};
+use squall_tests::server::{FirstAttemptFails, Hanging, Server, TOKEN, check_answer, tpch_job};
 use squall_tests::{local_engine, tpch_data};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,12 +185,7 @@ async fn a_killed_server_resumes_the_job_on_restart() {
     let data = tpch_data("0.01").await;
     let dir = tempfile::tempdir().unwrap();
     let engine = local_engine(2, &dir.path().join("work"));
-    let hanging = Engine {
-        backend: Arc::new(Hanging {
-            inner: engine.backend.clone(),
-        }),
-        ..engine.clone()
-    };
+    let hanging = Hanging::engine(&engine);
     let first = Server::start(hanging, dir.path(), 2).await;
     let (status, body) = first.post("/v1/jobs", &tpch_job(&data, 3)).await;
     assert_eq!(status, 202, "{body}");
@@ -221,12 +216,7 @@ async fn cancelling_a_running_job_stops_it_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     let engine = local_engine(2, &work);
-    let hanging = Engine {
-        backend: Arc::new(Hanging {
-            inner: engine.backend.clone(),
-        }),
-        ..engine.clone()
-    };
+    let hanging = Hanging::engine(&engine);
     let server = Server::start(hanging, dir.path(), 1).await;
     let (_, body) = server.post("/v1/jobs", &tpch_job(&data, 3)).await;
     let running = body["id"].as_str().unwrap().to_string();
@@ -428,12 +418,7 @@ async fn scan_limits_refuse_before_running_and_deadlines_stop_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     let engine = local_engine(2, &work);
-    let hanging = Engine {
-        backend: Arc::new(Hanging {
-            inner: engine.backend.clone(),
-        }),
-        ..engine.clone()
-    };
+    let hanging = Hanging::engine(&engine);
     let server = Server::start(hanging, dir.path(), 2).await;
 
     // Q6 reads lineitem only: its files are the estimate.
@@ -576,52 +561,12 @@ async fn the_openapi_document_describes_every_route() {
     server.kill();
 }
 
-/// The in-process backend, failing the first attempt of every task of stage 1
-/// (retryably).
-#[derive(Debug)]
-struct FirstAttemptFails {
-    inner: Arc<dyn squall_control_plane::backend::ExecutorBackend>,
-}
-
-#[async_trait::async_trait]
-impl squall_control_plane::backend::ExecutorBackend for FirstAttemptFails {
-    fn name(&self) -> &str {
-        "first-attempt-fails"
-    }
-    fn max_concurrency(&self) -> usize {
-        self.inner.max_concurrency()
-    }
-    async fn invoke(
-        &self,
-        spec: squall_executor::TaskSpec,
-    ) -> squall_control_plane::Result<squall_executor::TaskResult> {
-        if spec.id.stage_id == 1 && spec.id.attempt == 0 {
-            return Ok(squall_executor::TaskResult {
-                wire_version: spec.wire_version,
-                id: spec.id,
-                outcome: squall_executor::TaskOutcome::Failed(squall_executor::TaskFailure {
-                    kind: squall_executor::FailureKind::Storage,
-                    message: "injected: connection reset".into(),
-                    retryable: true,
-                }),
-                usage: Default::default(),
-            });
-        }
-        self.inner.invoke(spec).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_attempts_are_stored_with_their_failures() {
     let data = tpch_data("0.01").await;
     let dir = tempfile::tempdir().unwrap();
     let engine = local_engine(2, &dir.path().join("work"));
-    let flaky = Engine {
-        backend: Arc::new(FirstAttemptFails {
-            inner: engine.backend.clone(),
-        }),
-        ..engine.clone()
-    };
+    let flaky = FirstAttemptFails::engine(&engine, None);
     let server = Server::start(flaky, dir.path(), 1).await;
     let (status, body) = server.post("/v1/jobs", &tpch_job(&data, 6)).await;
     assert_eq!(status, 202, "{body}");
@@ -1077,12 +1022,7 @@ async fn service_level_metrics_count_jobs_by_outcome_and_have_what_the_rules_use
     let dir = tempfile::tempdir().unwrap();
     let engine = local_engine(2, &dir.path().join("work"));
     // Stages after the second never answer: Q3 hangs, Q6 runs.
-    let hanging = Engine {
-        backend: Arc::new(Hanging {
-            inner: engine.backend.clone(),
-        }),
-        ..engine.clone()
-    };
+    let hanging = Hanging::engine(&engine);
     let server = Server::start(hanging, dir.path(), 1).await;
     let submit = |job: serde_json::Value| {
         let server = &server;

@@ -692,29 +692,24 @@ mod tests {
     fn in_process_replay_is_list_scheduling_of_the_measured_times() {
         let profile = q1_like();
         let scaled = scale(&profile, 1.0, 2).unwrap();
-        let replay = simulate(
-            &scaled,
-            &Platform::in_process(),
-            2,
-            false,
-            &Prices::default(),
-            0.0,
-            1,
-        );
+        let on = |workers| {
+            simulate(
+                &scaled,
+                &Platform::in_process(),
+                workers,
+                false,
+                &Prices::default(),
+                0.0,
+                1,
+            )
+        };
+        let replay = on(2);
         // Two scan tasks side by side, then the merge.
         let want = scaled[0].compute_seconds + scaled[1].compute_seconds;
         assert!((replay.seconds - want).abs() < 1e-9, "{replay:?}");
         assert_eq!(replay.usd, 0.0);
         // One worker: the scans one after the other.
-        let one = simulate(
-            &scaled,
-            &Platform::in_process(),
-            1,
-            false,
-            &Prices::default(),
-            0.0,
-            1,
-        );
+        let one = on(1);
         assert!(
             (one.seconds - (2.0 * scaled[0].compute_seconds + scaled[1].compute_seconds)).abs()
                 < 1e-9
