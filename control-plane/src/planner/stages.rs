@@ -59,6 +59,17 @@ pub enum StageOutput {
     Result,
 }
 
+impl std::fmt::Display for StageOutput {
+    /// `shuffle hash xN`, `shuffle single` or `result`, as plans print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StageOutput::Hash(n) => write!(f, "shuffle hash x{n}"),
+            StageOutput::Single => f.write_str("shuffle single"),
+            StageOutput::Result => f.write_str("result"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Stage {
     pub id: u32,
@@ -121,11 +132,7 @@ impl StageDag {
     pub fn display(&self, replace: &[(&str, &str)]) -> String {
         let mut out = String::new();
         for stage in &self.stages {
-            let output = match &stage.output {
-                StageOutput::Hash(n) => format!("shuffle hash x{n}"),
-                StageOutput::Single => "shuffle single".to_string(),
-                StageOutput::Result => "result".to_string(),
-            };
+            let output = &stage.output;
             let inputs = if stage.inputs.is_empty() {
                 "scan".to_string()
             } else {

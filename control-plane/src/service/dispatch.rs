@@ -170,6 +170,7 @@ impl Service {
                 job.ended.clone()
             })
         };
+        let never_started = ended.is_none();
         match ended {
             Some(mut ended) => {
                 let stopped = tokio::time::timeout(CANCEL_WAIT, ended.wait_for(|done| *done));
@@ -178,14 +179,14 @@ impl Service {
                 }
             }
             // Never started: nothing runs, only its output claim to give up.
-            None => {
-                self.discard_outputs(&job).await;
-                if let Some(ended) = self.store.job(id)? {
-                    self.count_ended(&ended);
-                }
-            }
+            None => self.discard_outputs(&job).await,
         }
-        self.store.job(id)?.ok_or_else(unknown)
+        let cancelled = self.store.job(id)?.ok_or_else(unknown)?;
+        // A job that ran is counted where it ran (`run`).
+        if never_started {
+            self.count_ended(&cancelled);
+        }
+        Ok(cancelled)
     }
 
     /// Removes what a job that will not succeed left in its outputs: its

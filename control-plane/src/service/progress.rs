@@ -12,7 +12,7 @@ use super::metrics::Metrics;
 use super::now_ms;
 use super::store::JobStore;
 use crate::cost::JobMeter;
-use crate::planner::{StageDag, StageOutput};
+use crate::planner::StageDag;
 use crate::scheduler::{JobEvent, ProgressSink, StageKind};
 
 /// Stage, task and attempt.
@@ -137,11 +137,7 @@ impl JobProgress {
                     kind: StageKind::of(stage).as_str().into(),
                     inputs: stage.inputs.clone(),
                     partitions: stage.tasks,
-                    output: match &stage.output {
-                        StageOutput::Hash(n) => format!("shuffle hash x{n}"),
-                        StageOutput::Single => "shuffle single".into(),
-                        StageOutput::Result => "result".into(),
-                    },
+                    output: stage.output.to_string(),
                 })
                 .collect(),
             text: dag.display(&[]),
