@@ -42,6 +42,12 @@ pub enum SquallError {
     OutputExists { url: String },
 
     #[error(
+        "output {url} holds {object}, which this job did not write: an output folder must be \
+         empty or new (choose another output)"
+    )]
+    OutputNotEmpty { url: String, object: String },
+
+    #[error(
         "output {url} is in use by job {job_id} (choose another output; if that job is gone, \
          for instance killed, remove {url}/_squall_claim.json)"
     )]
@@ -62,6 +68,20 @@ pub enum SquallError {
         /// What to do instead, starting with "; " (or empty).
         hint: String,
     },
+
+    #[error(
+        "planning the job took longer than {} s, this server's limit (name fewer files or simplify the query)",
+        limit.as_secs_f64()
+    )]
+    PlanningTimedOut { limit: std::time::Duration },
+
+    #[error("{waiting} jobs are waiting to be planned ({planning} at a time): try again shortly")]
+    PlanningBusy { waiting: usize, planning: usize },
+
+    #[error(
+        "stage {stage}'s plan cannot be sent to the executors: {message} (simplify the query: fewer nested expressions)"
+    )]
+    PlanUndecodable { stage: u32, message: String },
 
     #[error("the job was cancelled")]
     Cancelled,
@@ -182,8 +202,11 @@ impl SquallError {
             | SquallError::InvalidArgument(_)
             | SquallError::OutputExists { .. }
             | SquallError::OutputClaimed { .. }
+            | SquallError::OutputNotEmpty { .. }
             | SquallError::Forbidden { .. }
             | SquallError::OverLimit { .. }
+            | SquallError::PlanningTimedOut { .. }
+            | SquallError::PlanUndecodable { .. }
             | SquallError::Cancelled
             | SquallError::ScanLimit { .. }
             | SquallError::DeadlineExceeded { .. }
@@ -208,6 +231,7 @@ impl SquallError {
             | SquallError::Executor { .. }
             | SquallError::LambdaUnavailable { .. }
             | SquallError::Closed { .. }
+            | SquallError::PlanningBusy { .. }
             | SquallError::Abandoned
             | SquallError::TpchGenerate { .. }
             | SquallError::TpchEncode { .. }
@@ -240,20 +264,7 @@ impl SquallError {
     }
 }
 
-/// `1234567` → `1.2 MB` (decimal units, as object stores bill).
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1000.0;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+pub use squall_executor::human_bytes;
 
 impl From<object_store::Error> for SquallError {
     fn from(source: object_store::Error) -> Self {

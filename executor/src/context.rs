@@ -2,7 +2,8 @@
 //! task adds to it.
 //!
 //! # What belongs here
-//! `ExecutorContext` (stores, spill directory, the function registry), the session
+//! `ExecutorContext` (stores, spill directory, the function registry, its
+//! functions held to [`ValueCaps::EXECUTION`]), the session
 //! settings every Squall plan needs on both sides (`squall_session_config`), and the
 //! per-task `TaskAttempt` session extension the writer nodes read.
 
@@ -15,6 +16,7 @@ use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::SessionConfig;
 
+use crate::bounds::{ValueCaps, bounded_defaults};
 use crate::protocol::TaskId;
 use crate::stores::StoreRegistry;
 
@@ -86,6 +88,7 @@ impl ExecutorContext {
         let functions = SessionStateBuilder::new()
             .with_config(squall_session_config())
             .with_default_features()
+            .with_scalar_functions(bounded_defaults(ValueCaps::EXECUTION, None))
             .build();
         Self {
             stores,

@@ -7,6 +7,7 @@
 //! resolution, stopping a task (`stop`), and `run_task`. The in-process backend and the Lambda handler both
 //! call [`run_task`]; neither adds logic of its own.
 
+pub mod bounds;
 pub mod codec;
 pub mod context;
 pub mod faults;
@@ -20,6 +21,7 @@ pub mod stores;
 pub mod usage;
 pub mod writer;
 
+pub use bounds::{ValueCaps, bounded_functions, human_bytes};
 pub use codec::{SquallCodec, decode_plan, encode_plan};
 pub use context::{
     ExecutorContext, METADATA_CACHE_BYTES, TaskAttempt, new_metadata_cache, squall_session_config,
