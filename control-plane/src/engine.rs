@@ -23,8 +23,9 @@ use crate::backend::{ExecutorBackend, InProcessBackend};
 use crate::commit::StageJournal;
 use crate::cost::{JobCost, JobMeter, Prices};
 use crate::error::{Result, SquallError};
+use crate::planner::pool::{PlanningLimits, PlanningPool};
 use crate::planner::{
-    PlanCaches, PlanOptions, PlannedJob, StageDag, default_parallelism, plan_job_with,
+    PlanCaches, PlanOptions, PlannedJob, StageDag, default_parallelism, plan_job_within,
 };
 use crate::scheduler::{JobEvent, ProgressSink, Scheduler, StageStats, TaskOptions};
 use crate::tables::TableSpec;
@@ -41,6 +42,9 @@ pub struct Engine {
     pub plan_caches: PlanCaches,
     /// What jobs' usage is priced at.
     pub prices: Prices,
+    /// Where jobs are planned (threads with large stacks), how many at once
+    /// and for how long.
+    pub planning: Arc<PlanningPool>,
 }
 
 impl Engine {
@@ -62,13 +66,7 @@ impl Engine {
     ) -> Result<Self> {
         let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
         let backend = InProcessBackend::new(ctx, executors.unwrap_or_else(default_parallelism))?;
-        Ok(Self {
-            stores,
-            backend: Arc::new(backend),
-            work_root: work_root.trim_end_matches('/').to_string(),
-            plan_caches: PlanCaches::default(),
-            prices: Prices::default(),
-        })
+        Ok(Self::with_backend(stores, Arc::new(backend), work_root))
     }
 
     /// Runs jobs on `backend`, temporary files under `work_root`.
@@ -83,7 +81,16 @@ impl Engine {
             work_root: work_root.trim_end_matches('/').to_string(),
             plan_caches: PlanCaches::default(),
             prices: Prices::default(),
+            planning: default_planning(),
         }
+    }
+
+    /// This engine planning within `limits` (threads of its own).
+    pub fn with_planning(self, limits: PlanningLimits) -> Result<Self> {
+        Ok(Self {
+            planning: Arc::new(PlanningPool::new(limits)?),
+            ..self
+        })
     }
 
     /// A meter for a run of `request`: this engine's prices, the request's
@@ -137,7 +144,8 @@ impl Engine {
     }
 
     /// Plans `request` with shuffle files under `work_dir` and results under
-    /// `result_dir`, and refuses it if it would scan over its limit.
+    /// `result_dir` on the planning threads, and refuses it if it would scan
+    /// over its limit.
     async fn plan(
         &self,
         stores: &Arc<StoreRegistry>,
@@ -145,16 +153,29 @@ impl Engine {
         work_dir: &str,
         result_dir: &str,
     ) -> Result<PlannedJob> {
-        let planned = plan_job_with(
-            &request.sql,
-            &request.tables,
-            &request.plan,
-            stores.clone(),
-            &self.plan_caches,
-            work_dir,
-            result_dir,
-        )
-        .await?;
+        let (sql, tables, options) = (
+            request.sql.clone(),
+            request.tables.clone(),
+            request.plan.clone(),
+        );
+        let (stores, caches) = (stores.clone(), self.plan_caches.clone());
+        let (work_dir, result_dir) = (work_dir.to_string(), result_dir.to_string());
+        let planned = self
+            .planning
+            .run(move |budget| async move {
+                plan_job_within(
+                    &sql,
+                    &tables,
+                    &options,
+                    stores,
+                    &caches,
+                    &work_dir,
+                    &result_dir,
+                    budget,
+                )
+                .await
+            })
+            .await?;
         check_scan_limit(&planned, request.scan_limit_bytes)?;
         Ok(planned)
     }
@@ -363,6 +384,20 @@ impl Engine {
         }
         Ok(result)
     }
+}
+
+/// A planning pool with the default limits, shared by the engines of this
+/// process that do not ask for one of their own (its threads start once).
+fn default_planning() -> Arc<PlanningPool> {
+    static SHARED: std::sync::OnceLock<Arc<PlanningPool>> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            Arc::new(
+                PlanningPool::new(PlanningLimits::default())
+                    .expect("the default planning limits are valid"),
+            )
+        })
+        .clone()
 }
 
 /// Refuses a job that names a URL its access policy does not allow.

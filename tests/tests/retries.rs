@@ -111,13 +111,11 @@ fn flaky_engine(
         failure,
         invoked: Mutex::new(Vec::new()),
     });
-    let engine = Engine {
+    let engine = Engine::with_backend(
         stores,
-        backend: backend.clone(),
-        work_root: format!("file://{}", work.display()),
-        plan_caches: Default::default(),
-        prices: Default::default(),
-    };
+        backend.clone(),
+        &format!("file://{}", work.display()),
+    );
     (engine, backend)
 }
 

@@ -6,7 +6,9 @@
 //! settings, and cutting it into stages (`stages`). Nothing here runs a task.
 
 pub mod generated;
+pub mod guard;
 pub mod joins;
+pub mod pool;
 pub mod slices;
 pub mod splits;
 pub mod stages;
@@ -34,7 +36,10 @@ use squall_executor::{
 
 use crate::error::{Result, SquallError};
 use crate::tables::{ResolvedTable, TableGuard, TableSpec, register_table, resolve_table};
+use datafusion::optimizer::Optimizer;
+use pool::PlanBudget;
 pub use splits::{ScanSplits, SplitScans};
+use squall_executor::bounds::{CallBudget, ValueCaps, bounded_defaults};
 pub use stages::{Stage, StageDag, StageOutput, cut_stages};
 
 /// Default size of one scan task's input.
@@ -222,6 +227,28 @@ pub async fn plan_job_with(
     work_dir: &str,
     result_dir: &str,
 ) -> Result<PlannedJob> {
+    let budget = PlanBudget::unlimited();
+    plan_job_within(
+        sql, tables, options, stores, caches, work_dir, result_dir, budget,
+    )
+    .await
+}
+
+/// [`plan_job_with`], stopping once `budget` is spent. The statement is held
+/// to the bounds of [`guard`] and every stage's plan is proved to decode as
+/// the executors will decode it, so nothing accepted fails later for its size
+/// or depth. Run it on a thread with a large stack ([`pool`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn plan_job_within(
+    sql: &str,
+    tables: &[TableSpec],
+    options: &PlanOptions,
+    stores: Arc<StoreRegistry>,
+    caches: &PlanCaches,
+    work_dir: &str,
+    result_dir: &str,
+    budget: Arc<PlanBudget>,
+) -> Result<PlannedJob> {
     if options.shuffle_partitions == 0 {
         return Err(SquallError::InvalidArgument(
             "shuffle partitions must be at least 1".into(),
@@ -236,10 +263,14 @@ pub async fn plan_job_with(
     let started = std::time::Instant::now();
     // Parse first: a rejected statement or a syntax error costs no listing, and
     // only the tables the query names are listed and read.
+    guard::check_text(sql)?;
     let parser = SessionStateBuilder::new()
         .with_config(squall_session_config())
         .build();
     let statement = parse_query(&parser, sql)?;
+    if let DfStatement::Statement(query) = &statement {
+        guard::check_statement(query)?;
+    }
     let named: Vec<String> = parser
         .resolve_table_references(&statement)
         .map_err(SquallError::from_planning)?
@@ -286,7 +317,13 @@ pub async fn plan_job_with(
     .await?;
 
     let listings = job_listings(&resolved)?;
-    let ctx = session(stores, caches.config(listings), Arc::new(splits), options)?;
+    let ctx = session(
+        stores,
+        caches.config(listings),
+        Arc::new(splits),
+        options,
+        &budget,
+    )?;
     let session_built = started.elapsed();
     futures::future::try_join_all(resolved.iter().map(|table| register_table(&ctx, table))).await?;
     let registered = started.elapsed();
@@ -299,6 +336,7 @@ pub async fn plan_job_with(
             .map_err(|source| SquallError::Internal { source })?;
     let dag = cut_stages(distributable, work_dir, result_dir)
         .map_err(|source| SquallError::Internal { source })?;
+    prove_stages(&dag, &ctx.task_ctx())?;
     tracing::debug!(
         listed_us = listed.as_micros() as u64,
         session_us = session_built.as_micros() as u64,
@@ -326,11 +364,29 @@ fn check_unique_names(tables: &[TableSpec]) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a DAG a stage of which the executors could not decode (protobuf
+/// decoders stop at a nesting depth): each stage's plan, as its first task
+/// gets it, is encoded and decoded as an executor would (`ctx` resolves the
+/// same function names to the same functions).
+fn prove_stages(dag: &StageDag, ctx: &datafusion::execution::TaskContext) -> Result<()> {
+    for stage in &dag.stages {
+        let undecodable = |e: datafusion::error::DataFusionError| SquallError::PlanUndecodable {
+            stage: stage.id,
+            message: e.to_string(),
+        };
+        let plan = stage.task_plan(0).map_err(undecodable)?;
+        let bytes = squall_executor::encode_plan(plan).map_err(undecodable)?;
+        squall_executor::decode_plan(&bytes, ctx, []).map_err(undecodable)?;
+    }
+    Ok(())
+}
+
 fn session(
     stores: Arc<StoreRegistry>,
     caches: CacheManagerConfig,
     splits: Arc<ScanSplits>,
     options: &PlanOptions,
+    budget: &Arc<PlanBudget>,
 ) -> Result<SessionContext> {
     let mut config = squall_session_config().with_target_partitions(options.shuffle_partitions);
     let optimizer = &mut config.options_mut().optimizer;
@@ -343,11 +399,19 @@ fn session(
         .map_err(|source| SquallError::Internal { source })?;
     let mut rules = PhysicalOptimizer::new().rules;
     rules.insert(0, Arc::new(SplitScans::new(splits)));
+    // Constant folding builds values with the same functions the executors
+    // run, held to the folding caps; every rule is followed by a guard.
+    let functions = bounded_defaults(
+        ValueCaps::FOLDING,
+        Some(budget.clone() as Arc<dyn CallBudget>),
+    );
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
-        .with_physical_optimizer_rules(rules)
+        .with_scalar_functions(functions)
+        .with_optimizer_rules(guard::PlanGuard::around(Optimizer::new().rules, budget))
+        .with_physical_optimizer_rules(guard::PhysicalGuard::around(rules, budget))
         .build();
     Ok(SessionContext::new_with_state(state))
 }
