@@ -243,7 +243,7 @@ fn normalize_url(url: &Url, location: &str) -> Result<Url> {
             })?;
             let mut normal = Url::parse(&format!("s3://{bucket}/"))
                 .map_err(|e| invalid(format!("'{location}': {e}")))?;
-            normal.set_path(url.path());
+            normal.set_path(&s3_key_path(url.path(), location)?);
             Ok(normal)
         }
         "memory" => Err(invalid(format!(
@@ -253,6 +253,43 @@ fn normalize_url(url: &Url, location: &str) -> Result<Url> {
             "'{location}': unsupported URL scheme '{other}' (use s3://bucket/prefix/ or an absolute path)"
         ))),
     }
+}
+
+/// Characters escaped in a canonical S3 URL path: all but unreserved ones
+/// and the sub-delimiters a key commonly holds. `%` is always escaped, so
+/// decoding the result gives back exactly the key.
+const KEY_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'=')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b'@')
+    .remove(b':');
+
+/// The path of an S3 URL as the object store reads it (percent-decoded, by
+/// object_store's own parser), encoded again one way only: a check of the
+/// result compares the key the store will use (`squall-wor%6B` is `squall-work`).
+fn s3_key_path(path: &str, location: &str) -> Result<String> {
+    let invalid = |detail: String| SquallError::InvalidArgument(detail);
+    let key = object_store::path::Path::from_url_path(path)
+        .map_err(|e| invalid(format!("'{location}' is not a valid object key: {e}")))?;
+    let mut canonical = String::from("/");
+    for (i, part) in key.parts().enumerate() {
+        if i > 0 {
+            canonical.push('/');
+        }
+        canonical.extend(percent_encoding::utf8_percent_encode(
+            part.as_ref(),
+            KEY_ESCAPED,
+        ));
+    }
+    if path.ends_with('/') && canonical.len() > 1 {
+        canonical.push('/');
+    }
+    Ok(canonical)
 }
 
 /// An absolute `path` with `.` and `..` resolved as written (`/a/b/../c` is
@@ -332,6 +369,37 @@ mod tests {
         let (url, reason) = forbidden("/etc/passwd", Access::Read);
         assert_eq!(url, "file:///etc/passwd");
         assert!(reason.contains("s3://bucket/shared/"), "{reason}");
+        // The same key percent-encoded: checked as the store reads it.
+        let url = p
+            .check("t", "s3://bucket/share%64/x/", Access::Read)
+            .unwrap();
+        assert_eq!(url.as_str(), "s3://bucket/shared/x/");
+        let denied = AccessPolicy::new(
+            &["s3://bucket/".into()],
+            &[],
+            &["s3://bucket/squall-work".into()],
+        )
+        .unwrap();
+        for sneaky in [
+            "s3://bucket/squall-wor%6B/evil/",
+            "s3://bucket/squall-wor%6b/evil/",
+            "s3://bucket/%73quall-work/evil",
+        ] {
+            let err = denied
+                .check("the output", sneaky, Access::Write)
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("own data or work folder"),
+                "{sneaky}: {err}"
+            );
+        }
+        // A literal '%' in a key stays one: decoding the URL gives the key.
+        let url = denied
+            .check("t", "s3://bucket/data/100%25/x%20y.csv", Access::Read)
+            .unwrap();
+        assert_eq!(url.as_str(), "s3://bucket/data/100%25/x%20y.csv");
+        let key = object_store::path::Path::from_url_path(url.path()).unwrap();
+        assert_eq!(key.as_ref(), "data/100%/x y.csv");
         // A sibling whose name starts like the prefix, another bucket, `..`.
         forbidden(&format!("{}/database/x", root.display()), Access::Read);
         forbidden("s3://bucket/sharedx/a", Access::Read);
@@ -365,6 +433,7 @@ mod tests {
             ("s3://bucket/a%2F..%2Fb/", "not a plain name"),
             ("s3://bucket/t/?versionId=1", "query"),
             ("s3:///t/", "no bucket"),
+            ("s3://bucket//t/", "not a valid object key"),
         ] {
             let err = p.check("table 't'", location, Access::Read).unwrap_err();
             assert!(

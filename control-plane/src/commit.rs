@@ -16,7 +16,8 @@
 //!   creating `_squall_claim.json`, naming the job, with a create-if-absent put
 //!   (S3's `If-None-Match: *`, a no-clobber link on local disk): of two jobs naming
 //!   one folder, exactly one gets it, and the other is refused. A folder that
-//!   holds another job's claim or manifest is refused too. A job that succeeds
+//!   holds another job's claim or manifest is refused too, and so is one that
+//!   holds any object Squall did not write for the job (a table's files). A job that succeeds
 //!   writes `_squall_manifest.json`, naming exactly its committed files, and then
 //!   drops its claim ([`commit`]); a job that fails deletes the result files it
 //!   wrote (found by name) and its claim, and the folder is free again
@@ -165,12 +166,39 @@ impl Folder {
                 job_id: owner,
             });
         }
-        match self.mark(MANIFEST_NAME).await? {
-            Some(owner) if owner != job_id => Err(SquallError::OutputExists {
+        if let Some(owner) = self.mark(MANIFEST_NAME).await?
+            && owner != job_id
+        {
+            return Err(SquallError::OutputExists {
                 url: self.url.clone(),
-            }),
-            _ => Ok(()),
+            });
         }
+        self.check_only_ours(job_id).await
+    }
+
+    /// Refuses the folder if it holds an object Squall did not write for job
+    /// `job_id` (anything but its marks, whose owners are checked above, and
+    /// its own result files): once the job's manifest lands, readers of the
+    /// folder would see only the job's files, and whatever table was there
+    /// would be gone for them.
+    async fn check_only_ours(&self, job_id: &str) -> Result<()> {
+        let mut listing = self.store.list(Some(&self.path));
+        while let Some(meta) = listing.try_next().await? {
+            let direct = meta
+                .location
+                .prefix_match(&self.path)
+                .is_some_and(|rest| rest.count() == 1);
+            let name = meta.location.filename().unwrap_or_default();
+            let ours = direct
+                && (name == CLAIM_NAME || name == MANIFEST_NAME || is_result_file_of(name, job_id));
+            if !ours {
+                return Err(SquallError::OutputNotEmpty {
+                    url: self.url.clone(),
+                    object: meta.location.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -248,12 +276,19 @@ pub async fn commit(
     Ok(format!("{}/{MANIFEST_NAME}", folder.url))
 }
 
-/// Removes what job `job_id` wrote into `dir` (its result files of every run,
-/// found by name) and its claim; other jobs' objects stay. Failures are logged.
+/// Removes what job `job_id` wrote into `dir` (its manifest, if it got that
+/// far, first, so readers never see a manifest whose files are gone; its
+/// result files of every run, found by name; its claim); other jobs' objects
+/// stay. Failures are logged.
 pub async fn discard(stores: &StoreRegistry, dir: &str, job_id: &str) {
     let Ok(folder) = Folder::open(stores, dir) else {
         return;
     };
+    if matches!(folder.mark(MANIFEST_NAME).await, Ok(Some(owner)) if owner == job_id)
+        && let Err(e) = folder.store.delete(&folder.child(MANIFEST_NAME)).await
+    {
+        tracing::warn!(output = folder.url, "cannot remove the job's manifest: {e}");
+    }
     remove_results(&folder, job_id, &[]).await;
     release_claim(&folder, job_id).await;
 }
@@ -432,7 +467,24 @@ mod tests {
                 "out/part-00000-b-r1-0.parquet"
             ]
         );
-        // Free again.
+        // Free of claims again, but not empty: a folder holding anything this
+        // job did not write is refused, naming what is there.
+        let err = claim(&stores, dir, "b").await.unwrap_err();
+        assert!(
+            matches!(&err, SquallError::OutputNotEmpty { object, .. } if object == "out/deeper/part-00000-a-r1-0.parquet"),
+            "{err}"
+        );
+        for name in names(&stores).await {
+            store.delete(&Path::from(name)).await.unwrap();
+        }
+        store
+            .put(
+                &Path::from("out/part-00000-b-r1-0.parquet"),
+                PutPayload::from_static(b"x"),
+            )
+            .await
+            .unwrap();
+        // Its own result files (a resumed run's) do not stop a job.
         claim(&stores, dir, "b").await.unwrap();
     }
 

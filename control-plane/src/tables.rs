@@ -119,16 +119,38 @@ impl FromStr for TableSpec {
             Some((name, format)) => (name, Some(format.parse()?)),
             None => (head, None),
         };
-        let valid_name = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_name {
-            return Err(SquallError::InvalidArgument(format!(
-                "table name '{name}' must be letters, digits and '_', not starting with a digit"
-            )));
-        }
+        Self::checked(name, url, format)
+    }
+}
+
+/// Longest table name, in bytes.
+pub const MAX_TABLE_NAME: usize = 128;
+
+/// Refuses a table name that is not `[A-Za-z_][A-Za-z0-9_]*` of at most
+/// [`MAX_TABLE_NAME`] characters.
+pub fn check_table_name(name: &str) -> Result<()> {
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.len() <= MAX_TABLE_NAME
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        return Ok(());
+    }
+    let shown: String = name.chars().take(MAX_TABLE_NAME).collect();
+    Err(SquallError::InvalidArgument(format!(
+        "table name '{}' must be 1 to {MAX_TABLE_NAME} letters, digits and '_', not starting \
+         with a digit",
+        shown.escape_default()
+    )))
+}
+
+impl TableSpec {
+    /// A table named `name` (checked) at `url`, in `format` or the one its
+    /// files' extensions say.
+    pub fn checked(name: &str, url: &str, format: Option<TableFormat>) -> Result<Self> {
+        check_table_name(name)?;
         if url.is_empty() {
             return Err(SquallError::InvalidArgument(format!(
                 "table '{name}' has an empty URL"

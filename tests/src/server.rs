@@ -61,8 +61,11 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = router(service.clone());
+        let limits = service.config().http;
         let http = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ =
+                squall_control_plane::service::serve(listener, app, limits, std::future::pending())
+                    .await;
         });
         Self {
             url,

@@ -48,14 +48,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one SQL job (in-process executors or AWS Lambda) and print its result.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the stage DAG a query would run as, without running it.
     Plan(PlanArgs),
     /// Predict a query's time and cost on data many times larger and many
     /// workers (Lambda), from a run on the tables given.
     Simulate(simulate::SimulateArgs),
     /// Serve the HTTP job API (jobs, catalog tables, schedules) until stopped.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Submit a job to a server; print its id, or follow it with --watch.
     Submit(client::SubmitArgs),
     /// List a server's jobs.
@@ -285,10 +285,10 @@ struct DemoArgs {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run(args) => run_command(args).await,
+        Command::Run(args) => run_command(*args).await,
         Command::Plan(args) => plan(args).await,
         Command::Simulate(args) => simulate::simulate(args).await,
-        Command::Serve(args) => serve::serve(args).await,
+        Command::Serve(args) => serve::serve(*args).await,
         Command::Submit(args) => client::submit(args).await,
         Command::Jobs(args) => client::jobs(args).await,
         Command::Job(args) => client::job(args).await,

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
+use squall_control_plane::planner::pool::PlanningLimits;
 use squall_control_plane::service::{
-    DEFAULT_RETENTION, JobStore, Limits, Service, ServiceConfig, router,
+    DEFAULT_RETENTION, HttpLimits, JobStore, Limits, Service, ServiceConfig, router,
+    serve as serve_http,
 };
 use squall_control_plane::{AccessPolicy, Prices};
 
@@ -117,11 +119,43 @@ struct LimitArgs {
     /// Largest options.cost_limit_usd [default: 10000].
     #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
     max_cost_limit: Option<f64>,
+    /// Longest SQL text a job or schedule may carry [default: 256KiB].
+    #[arg(long, value_name = "SIZE")]
+    max_sql_bytes: Option<String>,
+    /// Longest one job's planning may take, listing its tables included [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    max_planning_time: Option<String>,
+    /// Jobs planned at once, each on a thread of its own [default: the number of cores, at most 8].
+    #[arg(long, value_name = "N")]
+    planning_threads: Option<usize>,
+    /// HTTP connections open at once; more wait until one closes [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// A request's head must arrive within this of the connection opening or
+    /// the previous response (idle connections close then too) [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    header_timeout: Option<String>,
+    /// A request's body must arrive within this [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    body_timeout: Option<String>,
+    /// A response the client stops reading is dropped after this [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// A request is answered within this (a download's body streams on) [default: 120s].
+    #[arg(long, value_name = "DURATION")]
+    request_timeout: Option<String>,
+}
+
+/// Everything [`LimitArgs`] sets.
+struct Bounds {
+    limits: Limits,
+    http: HttpLimits,
+    planning: PlanningLimits,
 }
 
 impl LimitArgs {
     /// Flags over the file's values, over `defaults`.
-    fn resolve(self, file: LimitArgs, defaults: Limits) -> Result<Limits> {
+    fn resolve(self, file: LimitArgs, defaults: Limits) -> Result<Bounds> {
         /// `text` read by `parse` (naming `flag` if it cannot be), or `default`.
         fn parsed<T>(
             flag: &str,
@@ -189,9 +223,69 @@ impl LimitArgs {
                 .max_cost_limit
                 .or(file.max_cost_limit)
                 .unwrap_or(defaults.max_cost_limit_usd),
+            max_sql_bytes: size(
+                "--max-sql-bytes",
+                self.max_sql_bytes.or(file.max_sql_bytes),
+                defaults.max_sql_bytes as u64,
+            )?
+            .try_into()
+            .unwrap_or(usize::MAX),
         };
         limits.validate()?;
-        Ok(limits)
+        let http_defaults = HttpLimits::default();
+        let http = HttpLimits {
+            header_timeout: duration(
+                "--header-timeout",
+                self.header_timeout.or(file.header_timeout),
+                http_defaults.header_timeout,
+            )?,
+            body_timeout: duration(
+                "--body-timeout",
+                self.body_timeout.or(file.body_timeout),
+                http_defaults.body_timeout,
+            )?,
+            idle_timeout: duration(
+                "--idle-timeout",
+                self.idle_timeout.or(file.idle_timeout),
+                http_defaults.idle_timeout,
+            )?,
+            request_timeout: duration(
+                "--request-timeout",
+                self.request_timeout.or(file.request_timeout),
+                http_defaults.request_timeout,
+            )?,
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(http_defaults.max_connections),
+        };
+        http.validate()?;
+        let planning_defaults = PlanningLimits::default();
+        let planning = PlanningLimits {
+            time: duration(
+                "--max-planning-time",
+                self.max_planning_time.or(file.max_planning_time),
+                planning_defaults.time,
+            )?,
+            concurrency: self
+                .planning_threads
+                .or(file.planning_threads)
+                .unwrap_or(planning_defaults.concurrency),
+            ..planning_defaults
+        };
+        if planning.time >= http.request_timeout {
+            return Err(CliError::InvalidArgument(format!(
+                "--max-planning-time ({} s) must be shorter than --request-timeout ({} s): \
+                 a submission is planned before it is answered",
+                planning.time.as_secs_f64(),
+                http.request_timeout.as_secs_f64()
+            )));
+        }
+        Ok(Bounds {
+            limits,
+            http,
+            planning,
+        })
     }
 }
 
@@ -412,10 +506,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     settings.prices.validate()?;
     let mut engine = settings.backend.engine().await?;
     engine.prices = settings.prices.clone();
-    let limits = settings.limits.resolve(
+    let Bounds {
+        limits,
+        http,
+        planning,
+    } = settings.limits.resolve(
         settings.file_limits,
         Limits::for_backend(engine.backend.max_concurrency()),
     )?;
+    let engine = engine.with_planning(planning)?;
     let results_root = format!("{}/results", engine.work_root);
     let data_dir = std::path::absolute(&settings.data_dir).map_err(CliError::io(format!(
         "cannot resolve {}",
@@ -444,6 +543,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     config.max_stage_concurrency = settings.backend.max_stage_concurrency;
     config.limits = limits;
     config.retain_jobs = settings.retain_jobs;
+    config.http = http;
     let allowed = access.allowed();
     config.access = Arc::new(access);
     let service = Service::new(engine, Arc::new(store), config)?;
@@ -468,9 +568,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             allowed.join(", ")
         }
     );
-    let served = axum::serve(listener, router(service.clone()))
-        .with_graceful_shutdown(stop_signal())
-        .await;
+    let served = serve_http(listener, router(service.clone()), http, stop_signal()).await;
     eprintln!("squall serve: stopping; running jobs resume when a server starts on this data dir");
     service.shutdown(SHUTDOWN_WAIT).await;
     dispatcher.abort();

@@ -48,6 +48,8 @@ pub struct ServiceConfig {
     /// Finished jobs older than this are deleted, with their default results
     /// (None: kept forever).
     pub retain_jobs: Option<Duration>,
+    /// Timeouts and the connection cap of the HTTP server.
+    pub http: super::limits::HttpLimits,
 }
 
 impl ServiceConfig {
@@ -70,6 +72,7 @@ impl ServiceConfig {
             access: Arc::new(access),
             limits: Limits::for_backend(concurrency),
             retain_jobs: Some(DEFAULT_RETENTION),
+            http: super::limits::HttpLimits::default(),
         }
     }
 }
@@ -86,6 +89,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("access", &self.access)
             .field("limits", &self.limits)
             .field("retain_jobs", &self.retain_jobs)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -149,6 +153,7 @@ impl Service {
             .into());
         }
         config.limits.validate()?;
+        config.http.validate()?;
         Ok(Arc::new(Self {
             engine,
             store,
@@ -162,6 +167,11 @@ impl Service {
             live: std::sync::Mutex::new(HashMap::new()),
             metrics: Metrics::new()?,
         }))
+    }
+
+    /// How this service was configured.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
     }
 
     /// Whether `token` is one of the API tokens, compared in constant time.

@@ -220,7 +220,15 @@ impl Service {
         if state != JobState::Succeeded {
             self.discard_outputs(&job).await;
         }
-        self.finish(&job.id, state, error.as_deref());
+        let ended = self.finish(&job.id, state, error.as_deref());
+        if state == JobState::Succeeded && !ended {
+            // Cancelled after its result was committed: it stays cancelled,
+            // so what it committed goes, and no result is shown for it.
+            self.discard_outputs(&job).await;
+            if let Err(e) = self.store.set_result(&job.id, &serde_json::Value::Null) {
+                tracing::warn!(job = job.id, "cannot clear a cancelled job's result: {e}");
+            }
+        }
         // As the store has it: a job cancelled while it ran is `cancelled`.
         match self.store.job(&job.id) {
             Ok(Some(ended)) => self.count_ended(&ended),
@@ -241,14 +249,18 @@ impl Service {
         self.metrics.job_ended(job.state, queued, ran);
     }
 
-    /// Records a running job's end. A cancelled job is no longer running: this
-    /// changes nothing then.
-    fn finish(&self, id: &str, state: JobState, error: Option<&str>) {
-        if let Err(e) = self
+    /// Records a running job's end; false if it was not running any more (a
+    /// cancelled job: this changes nothing then) or cannot be recorded.
+    fn finish(&self, id: &str, state: JobState, error: Option<&str>) -> bool {
+        match self
             .store
             .transition(id, &[JobState::Running], state, error, now_ms())
         {
-            tracing::error!(job = id, "cannot record the job's end: {e}");
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::error!(job = id, "cannot record the job's end: {e}");
+                false
+            }
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! # What belongs here
 //! [`Limits`] (server settings with defaults from the backend) and the checks
-//! of a job's options against them. A number over its bound is refused at
+//! of a job's options against them; [`HttpLimits`], the HTTP server's
+//! timeouts and connection cap. A number over its bound is refused at
 //! submission (400 naming the option and the limit), never clamped silently.
 
 use std::time::Duration;
@@ -35,6 +36,60 @@ pub struct Limits {
     pub default_cost_limit_usd: Option<f64>,
     /// Largest `options.cost_limit_usd`.
     pub max_cost_limit_usd: f64,
+    /// Longest SQL text of a job or schedule, in bytes.
+    pub max_sql_bytes: usize,
+}
+
+/// Default longest SQL text: generous for generated SQL, small enough that
+/// every job's text can be kept and shown.
+pub const DEFAULT_MAX_SQL_BYTES: usize = 256 << 10;
+
+/// Timeouts and the connection cap of the HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's head must arrive within this of the connection opening or
+    /// of the previous response.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this.
+    pub body_timeout: Duration,
+    /// A response the client stops reading is dropped after this.
+    pub idle_timeout: Duration,
+    /// A request (but a file download's body) is answered within this.
+    pub request_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(120),
+            max_connections: 1024,
+        }
+    }
+}
+
+impl HttpLimits {
+    /// Refuses a zero.
+    pub fn validate(&self) -> Result<(), SquallError> {
+        let zero = [
+            self.header_timeout,
+            self.body_timeout,
+            self.idle_timeout,
+            self.request_timeout,
+        ]
+        .iter()
+        .any(Duration::is_zero);
+        if zero || self.max_connections == 0 {
+            return Err(SquallError::InvalidArgument(
+                "HTTP limits: timeouts must be above zero and max connections at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Default largest `options.cost_limit_usd`: a typo guard, not a budget.
@@ -65,6 +120,7 @@ impl Limits {
             max_table_files: 100_000,
             default_cost_limit_usd: None,
             max_cost_limit_usd: DEFAULT_MAX_COST_LIMIT_USD,
+            max_sql_bytes: DEFAULT_MAX_SQL_BYTES,
         }
     }
 
@@ -75,10 +131,11 @@ impl Limits {
             || self.max_shuffle_partitions == 0
             || self.max_queued == 0
             || self.max_table_files == 0
+            || self.max_sql_bytes == 0
         {
             return invalid(
-                "limits: max concurrency, shuffle partitions, queued jobs and table files \
-                 must be at least 1"
+                "limits: max concurrency, shuffle partitions, queued jobs, table files \
+                 and SQL bytes must be at least 1"
                     .into(),
             );
         }
@@ -134,6 +191,19 @@ impl Limits {
             });
         }
         Ok(Some(usd))
+    }
+
+    /// Refuses SQL text over `max_sql_bytes`, before anything reads it.
+    pub fn check_sql(&self, sql: &str) -> Result<(), SquallError> {
+        if sql.len() > self.max_sql_bytes {
+            return Err(SquallError::OverLimit {
+                option: "sql".into(),
+                value: format!("of {} bytes", sql.len()),
+                limit: format!("{} bytes on this server", self.max_sql_bytes),
+                hint: String::new(),
+            });
+        }
+        Ok(())
     }
 
     /// Refuses labels beyond the bounds, naming the first bad one.

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the service (`GET /metrics`): jobs by state (read from
-//! the store at each scrape), and counters fed by the scheduler's events — tasks,
+//! the store at most once per [`JOB_COUNTS_TTL`], however often it is scraped),
+//! and counters fed by the scheduler's events — tasks,
 //! retries, backups, bytes scanned and written, task durations — and what
 //! ended jobs cost (dollars, GB-seconds, invocations, requests).
 
@@ -17,11 +18,16 @@ use crate::backend::FlowStats;
 use crate::cost::JobCost;
 use crate::scheduler::{JobEvent, StageKind};
 
+/// How long the jobs-by-state gauges are kept before the store is asked again.
+pub const JOB_COUNTS_TTL: Duration = Duration::from_secs(5);
+
 /// The service's metrics, registered in a registry of their own.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
     jobs: IntGaugeVec,
+    /// When `jobs` was last read from the store.
+    jobs_read: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     tasks: IntCounter,
     retries: IntCounter,
     failures: IntCounter,
@@ -204,6 +210,7 @@ impl Metrics {
         Ok(Self {
             registry,
             jobs,
+            jobs_read: Default::default(),
             tasks,
             retries,
             failures,
@@ -323,11 +330,21 @@ impl Metrics {
             self.throttle_decreases.reset();
             self.throttle_decreases.inc_by(flow.decreases);
         }
-        for state in JobState::ALL {
-            let count = store.count_jobs(state)?;
-            self.jobs
-                .with_label_values(&[state.as_str()])
-                .set(count as i64);
+        let stale = {
+            let mut read = self.jobs_read.lock().unwrap_or_else(|e| e.into_inner());
+            let stale = read.is_none_or(|at| at.elapsed() >= JOB_COUNTS_TTL);
+            if stale {
+                *read = Some(std::time::Instant::now());
+            }
+            stale
+        };
+        if stale {
+            for state in JobState::ALL {
+                let count = store.count_jobs(state)?;
+                self.jobs
+                    .with_label_values(&[state.as_str()])
+                    .set(count as i64);
+            }
         }
         // The text encoder writes UTF-8 only.
         prometheus::TextEncoder::new()

@@ -26,6 +26,7 @@ impl Service {
     ) -> Result<JobRequest, ServiceError> {
         let access = &self.config.access;
         let limits = &self.config.limits;
+        limits.check_sql(&submitted.sql)?;
         let tables = submitted
             .tables
             .iter()
@@ -193,8 +194,6 @@ pub(super) fn table_spec(
     url: &str,
     format: Option<&str>,
 ) -> Result<TableSpec, SquallError> {
-    match format {
-        Some(format) => format!("{name}:{format}={url}").parse(),
-        None => format!("{name}={url}").parse(),
-    }
+    let format = format.map(str::parse).transpose()?;
+    TableSpec::checked(name, url, format)
 }

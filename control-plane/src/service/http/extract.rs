@@ -17,6 +17,78 @@ use crate::service::core::Service;
 /// Largest request body (a job is SQL and table URLs).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// What every `/v1` request goes through after its token is checked: its
+/// body read whole within the body timeout (408 past it, 413 over
+/// [`MAX_BODY_BYTES`]), its handler run to its end on a task of its own (a
+/// client that goes away or times out never stops a change half-made), its
+/// answer given within the request timeout (503 past it) and marked
+/// `Cache-Control: no-store` (answers carry tokens' data).
+pub(super) async fn bounded(
+    State(service): State<Arc<Service>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limits = service.config.http;
+    let (parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
+    let bytes = match tokio::time::timeout(
+        limits.body_timeout,
+        http_body_util::BodyExt::collect(limited),
+    )
+    .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "unreadable body",
+                format!("the body is over {MAX_BODY_BYTES} bytes"),
+            )
+            .into_response();
+        }
+        Ok(Err(e)) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable body",
+                format!("the body could not be read: {e}"),
+            )
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body too slow",
+                format!(
+                    "the body did not arrive within {} s",
+                    limits.body_timeout.as_secs_f64()
+                ),
+            )
+            .into_response();
+        }
+    };
+    let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+    let handler = tokio::spawn(next.run(request));
+    let mut response = match tokio::time::timeout(limits.request_timeout, handler).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            ApiError::internal(format!("the request's handler failed: {e}")).into_response()
+        }
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request timed out",
+            format!(
+                "no answer within {} s; what the request changes is still done",
+                limits.request_timeout.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 pub(super) async fn authorize(
     State(service): State<Arc<Service>>,
     request: Request,

@@ -14,6 +14,7 @@ mod jobs;
 mod operations;
 mod problem;
 mod schedules;
+mod serve;
 mod tables;
 
 use std::sync::Arc;
@@ -27,8 +28,9 @@ use utoipa::OpenApi;
 
 use super::core::Service;
 pub use extract::MAX_BODY_BYTES;
-use extract::authorize;
+use extract::{authorize, bounded};
 pub use problem::ApiError;
+pub use serve::serve;
 
 /// The router: the console (`/`, `/console/...`), `/healthz`, `/metrics` and
 /// `/openapi.json` open, everything under `/v1` behind a bearer token.
@@ -58,6 +60,7 @@ pub fn router(service: Arc<Service>) -> Router {
                 .delete(schedules::delete_schedule),
         )
         .route("/schedules/{id}/runs", get(schedules::schedule_runs))
+        .route_layer(middleware::from_fn_with_state(service.clone(), bounded))
         .route_layer(middleware::from_fn_with_state(service.clone(), authorize));
     Router::new()
         .nest("/v1", v1)

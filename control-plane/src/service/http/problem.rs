@@ -78,11 +78,20 @@ fn engine_error(error: &SquallError, detail: String) -> ApiError {
         SquallError::Rejected { .. } => (StatusCode::BAD_REQUEST, "rejected statement"),
         SquallError::Table { .. } => (StatusCode::BAD_REQUEST, "bad table"),
         SquallError::ScanLimit { .. } => (StatusCode::BAD_REQUEST, "scan limit exceeded"),
-        SquallError::OverLimit { .. } => (StatusCode::BAD_REQUEST, "over a limit"),
+        SquallError::OverLimit { .. }
+        | SquallError::PlanningTimedOut { .. }
+        | SquallError::PlanUndecodable { .. } => (StatusCode::BAD_REQUEST, "over a limit"),
+        SquallError::PlanningBusy { .. } => {
+            let mut answer =
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "planning busy", detail);
+            answer.retry_after = Some(std::time::Duration::from_secs(5));
+            return answer;
+        }
         SquallError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
         SquallError::OutputClaimed { .. } | SquallError::OutputExists { .. } => {
             (StatusCode::CONFLICT, "output in use")
         }
+        SquallError::OutputNotEmpty { .. } => (StatusCode::CONFLICT, "output not empty"),
         e if e.is_user_error() => (StatusCode::BAD_REQUEST, "invalid job"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
     };
