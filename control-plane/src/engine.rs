@@ -58,6 +58,20 @@ impl Engine {
         )
     }
 
+    /// [`embedded`](Self::embedded): `executors` in-process executors whose
+    /// tasks' memory pools add up to at most `memory_budget` bytes.
+    pub fn embedded_within(executors: usize, memory_budget: u64) -> Result<Self> {
+        let engine = Self::embedded(Some(executors))?;
+        let work_root = engine.work_root.clone();
+        let ctx = ExecutorContext::new(engine.stores.clone(), std::env::temp_dir());
+        let backend = InProcessBackend::new(ctx, executors)?.with_memory_budget(memory_budget)?;
+        Ok(Self::with_backend(
+            engine.stores,
+            Arc::new(backend),
+            &work_root,
+        ))
+    }
+
     /// In-process executors sharing `stores` with the control plane.
     pub fn embedded_with(
         stores: Arc<StoreRegistry>,

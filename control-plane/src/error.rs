@@ -83,6 +83,14 @@ pub enum SquallError {
     )]
     PlanUndecodable { stage: u32, message: String },
 
+    #[error(
+        "the job's result passed this server's limit of {} ({limit} bytes) for one job's \
+         result files after {} and was stopped (aggregate or filter more, or LIMIT the rows)",
+        human_bytes(*limit),
+        human_bytes(*written)
+    )]
+    ResultTooLarge { limit: u64, written: u64 },
+
     #[error("the job was cancelled")]
     Cancelled,
 
@@ -207,6 +215,7 @@ impl SquallError {
             | SquallError::OverLimit { .. }
             | SquallError::PlanningTimedOut { .. }
             | SquallError::PlanUndecodable { .. }
+            | SquallError::ResultTooLarge { .. }
             | SquallError::Cancelled
             | SquallError::ScanLimit { .. }
             | SquallError::DeadlineExceeded { .. }

@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use squall_executor::{ExecutorContext, StopFlag, TaskResult, TaskSpec, run_task_stoppable};
+use squall_executor::{
+    ExecutorContext, FailureKind, StopFlag, TaskFailure, TaskOutcome, TaskResult, TaskSpec,
+    run_task_stoppable,
+};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{Result, SquallError};
@@ -72,6 +75,16 @@ pub struct InProcessBackend {
     concurrency: usize,
     permits: Arc<Semaphore>,
     live: Arc<LiveTasks>,
+    /// MiB of memory pools the running tasks may hold together (None: no
+    /// budget beyond each task's own pool): a task waits until its pool fits.
+    memory: Option<Arc<MemoryBudget>>,
+}
+
+/// Memory the in-process executors share, in MiB.
+#[derive(Debug)]
+struct MemoryBudget {
+    mib: u32,
+    free: Semaphore,
 }
 
 /// Tasks running on the runtime, by job.
@@ -157,7 +170,46 @@ impl InProcessBackend {
             concurrency,
             permits: Arc::new(Semaphore::new(concurrency)),
             live: Arc::default(),
+            memory: None,
         })
+    }
+
+    /// These executors, their tasks' memory pools together at most `bytes`:
+    /// a task starts once its pool fits beside those of the running ones.
+    pub fn with_memory_budget(self, bytes: u64) -> Result<Self> {
+        let mib = u32::try_from(bytes >> 20).unwrap_or(u32::MAX);
+        if mib == 0 || mib as usize > Semaphore::MAX_PERMITS {
+            return Err(SquallError::InvalidArgument(format!(
+                "the executors' memory budget must be 1 MiB to {} MiB",
+                Semaphore::MAX_PERMITS
+            )));
+        }
+        Ok(Self {
+            memory: Some(Arc::new(MemoryBudget {
+                mib,
+                free: Semaphore::new(mib as usize),
+            })),
+            ..self
+        })
+    }
+
+    /// A failure of `spec` whose pool is over the whole budget.
+    fn over_budget(spec: &TaskSpec, budget: &MemoryBudget) -> TaskResult {
+        TaskResult {
+            wire_version: spec.wire_version,
+            id: spec.id.clone(),
+            outcome: TaskOutcome::Failed(TaskFailure {
+                kind: FailureKind::Execution,
+                message: format!(
+                    "the task's memory pool of {} MiB is over the {} MiB the in-process \
+                     executors share (squall serve --server-memory)",
+                    spec.memory_limit_bytes >> 20,
+                    budget.mib
+                ),
+                retryable: false,
+            }),
+            usage: Default::default(),
+        }
     }
 }
 
@@ -180,6 +232,27 @@ impl ExecutorBackend for InProcessBackend {
                 .map_err(|_| SquallError::Closed {
                     what: "the in-process executors",
                 })?;
+        // Held while the task runs: its pool, out of the executors' budget.
+        let _memory = match &self.memory {
+            None => None,
+            Some(budget) => {
+                let mib = u32::try_from(spec.memory_limit_bytes.div_ceil(1 << 20))
+                    .unwrap_or(u32::MAX)
+                    .max(1);
+                if mib > budget.mib {
+                    return Ok(Self::over_budget(&spec, budget));
+                }
+                Some(
+                    budget
+                        .free
+                        .acquire_many(mib)
+                        .await
+                        .map_err(|_| SquallError::Closed {
+                            what: "the in-process executors",
+                        })?,
+                )
+            }
+        };
         let payload = serde_json::to_vec(&spec).map_err(|source| SquallError::Encode {
             what: "a task spec".into(),
             source,

@@ -73,6 +73,12 @@ impl BackendArgs {
     }
 
     pub async fn engine(&self) -> Result<Engine> {
+        self.engine_within(None).await
+    }
+
+    /// [`engine`](Self::engine), the in-process executors' memory pools
+    /// together at most `memory_budget` bytes when one is given.
+    pub async fn engine_within(&self, memory_budget: Option<u64>) -> Result<Engine> {
         let work_root = match &self.work_dir {
             Some(dir) => Some(to_url(dir)?.as_str().trim_end_matches('/').to_string()),
             None => None,
@@ -84,7 +90,10 @@ impl BackendArgs {
                         "{flag} applies to --backend lambda only"
                     )));
                 }
-                let engine = Engine::embedded(Some(self.parallelism()))?;
+                let engine = match memory_budget {
+                    None => Engine::embedded(Some(self.parallelism()))?,
+                    Some(bytes) => Engine::embedded_within(self.parallelism(), bytes)?,
+                };
                 Ok(match work_root {
                     Some(work_root) => Engine {
                         work_root,

@@ -144,16 +144,116 @@ struct LimitArgs {
     /// A request is answered within this (a download's body streams on) [default: 120s].
     #[arg(long, value_name = "DURATION")]
     request_timeout: Option<String>,
+    /// Most bytes of JSON rows in one result page [default: 8MiB].
+    #[arg(long, value_name = "SIZE")]
+    max_page_bytes: Option<String>,
+    /// Most bytes of result files one job may write; past it the job fails
+    /// and leaves nothing (`none`: no limit) [default: 100GiB].
+    #[arg(long, value_name = "SIZE")]
+    max_result_bytes: Option<String>,
+    /// Memory pool of a task's first attempt [default: 2GiB].
+    #[arg(long, value_name = "SIZE")]
+    task_memory: Option<String>,
+    /// A task out of memory is tried again with twice the pool, up to this
+    /// [default: 8GiB, at most --server-memory].
+    #[arg(long, value_name = "SIZE")]
+    task_memory_max: Option<String>,
+    /// Memory the in-process executors' tasks share (--backend local): a task
+    /// starts once its pool fits [default: the executors × --task-memory].
+    #[arg(long, value_name = "SIZE")]
+    server_memory: Option<String>,
 }
 
-/// Everything [`LimitArgs`] sets.
+/// How serve's tasks use memory.
+struct TaskMemory {
+    first: u64,
+    max: u64,
+    /// The in-process executors' budget (None with Lambda).
+    server: Option<u64>,
+}
+
+/// Everything [`LimitArgs`] sets but task memory.
 struct Bounds {
     limits: Limits,
     http: HttpLimits,
     planning: PlanningLimits,
 }
 
+/// A size flag or file value, `none` for no limit.
+fn optional_size(flag: &str, text: Option<String>, default: Option<u64>) -> Result<Option<u64>> {
+    match text.as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("none") => Ok(None),
+        Some(text) => units::parse_size(text)
+            .map(Some)
+            .map_err(|e| CliError::InvalidArgument(format!("{flag}: {e} (or 'none')"))),
+    }
+}
+
+/// A size flag or file value.
+fn size_of(flag: &str, text: Option<String>, default: u64) -> Result<u64> {
+    match text {
+        Some(text) => {
+            units::parse_size(&text).map_err(|e| CliError::InvalidArgument(format!("{flag}: {e}")))
+        }
+        None => Ok(default),
+    }
+}
+
 impl LimitArgs {
+    /// Task memory from the flags over the file's values; the server's
+    /// budget only for `executors` in-process executors.
+    fn task_memory(&self, file: &LimitArgs, executors: Option<usize>) -> Result<TaskMemory> {
+        let defaults = squall_control_plane::TaskOptions::default();
+        let first = size_of(
+            "--task-memory",
+            self.task_memory.clone().or(file.task_memory.clone()),
+            defaults.memory_limit_bytes,
+        )?;
+        let server = match executors {
+            None => {
+                if self.server_memory.is_some() || file.server_memory.is_some() {
+                    return Err(CliError::InvalidArgument(
+                        "--server-memory applies to --backend local".into(),
+                    ));
+                }
+                None
+            }
+            Some(executors) => Some(size_of(
+                "--server-memory",
+                self.server_memory.clone().or(file.server_memory.clone()),
+                first.saturating_mul(executors as u64),
+            )?),
+        };
+        let max_default = defaults
+            .max_memory_limit_bytes
+            .min(server.unwrap_or(u64::MAX))
+            .max(first);
+        let max = size_of(
+            "--task-memory-max",
+            self.task_memory_max
+                .clone()
+                .or(file.task_memory_max.clone()),
+            max_default,
+        )?;
+        if first == 0 || max < first {
+            return Err(CliError::InvalidArgument(
+                "--task-memory must be above 0 and at most --task-memory-max".into(),
+            ));
+        }
+        if let Some(server) = server
+            && max > server
+        {
+            return Err(CliError::InvalidArgument(format!(
+                "--task-memory-max ({} MiB) must fit in --server-memory ({} MiB): a task \
+                 that needs more could never start",
+                max >> 20,
+                server >> 20
+            )));
+        }
+        Ok(TaskMemory { first, max, server })
+    }
+
     /// Flags over the file's values, over `defaults`.
     fn resolve(self, file: LimitArgs, defaults: Limits) -> Result<Bounds> {
         /// `text` read by `parse` (naming `flag` if it cannot be), or `default`.
@@ -230,6 +330,18 @@ impl LimitArgs {
             )?
             .try_into()
             .unwrap_or(usize::MAX),
+            max_page_bytes: size(
+                "--max-page-bytes",
+                self.max_page_bytes.or(file.max_page_bytes),
+                defaults.max_page_bytes as u64,
+            )?
+            .try_into()
+            .unwrap_or(usize::MAX),
+            max_result_bytes: optional_size(
+                "--max-result-bytes",
+                self.max_result_bytes.or(file.max_result_bytes),
+                defaults.max_result_bytes,
+            )?,
         };
         limits.validate()?;
         let http_defaults = HttpLimits::default();
@@ -504,7 +616,14 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         ));
     }
     settings.prices.validate()?;
-    let mut engine = settings.backend.engine().await?;
+    let executors = match settings.backend.kind() {
+        BackendKind::Local => Some(settings.backend.parallelism()),
+        BackendKind::Lambda => None,
+    };
+    let memory = settings
+        .limits
+        .task_memory(&settings.file_limits, executors)?;
+    let mut engine = settings.backend.engine_within(memory.server).await?;
     engine.prices = settings.prices.clone();
     let Bounds {
         limits,
@@ -544,6 +663,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     config.limits = limits;
     config.retain_jobs = settings.retain_jobs;
     config.http = http;
+    config.task_memory = memory.first;
+    config.task_memory_max = memory.max;
     let allowed = access.allowed();
     config.access = Arc::new(access);
     let service = Service::new(engine, Arc::new(store), config)?;

@@ -56,6 +56,9 @@ pub struct TaskOptions {
     pub speculation: Speculation,
     /// How reduce tasks are sized to the shuffle they read.
     pub coalescing: Coalescing,
+    /// Most bytes of result files the job may commit: past it, the job fails
+    /// and its running tasks are stopped (None: no limit).
+    pub max_result_bytes: Option<u64>,
 }
 
 impl Default for TaskOptions {
@@ -69,6 +72,7 @@ impl Default for TaskOptions {
             max_concurrency: None,
             max_stage_concurrency: None,
             session_options: vec![],
+            max_result_bytes: None,
         }
     }
 }
@@ -907,6 +911,17 @@ impl Scheduler<'_> {
                 run.outputs[task as usize] = Some(won.output);
                 // The other copy lost: stop it (its future ends as superseded).
                 run.live.remove(&(task, other));
+                if let (StageOutput::Result, Some(limit)) =
+                    (&stage.output, self.options.max_result_bytes)
+                {
+                    let written = run.outputs.iter().flatten().map(|o| o.size).sum();
+                    if written > limit && run.error.is_none() {
+                        gate.failed.store(true, Ordering::SeqCst);
+                        run.error = Some(SquallError::ResultTooLarge { limit, written });
+                        // Stop the rest: nothing more is written.
+                        run.live.clear();
+                    }
+                }
             }
             // Both copies succeeded before the loser could be stopped.
             Ok(late) => {

@@ -50,6 +50,10 @@ pub struct ServiceConfig {
     pub retain_jobs: Option<Duration>,
     /// Timeouts and the connection cap of the HTTP server.
     pub http: super::limits::HttpLimits,
+    /// Memory pool of a task's first attempt.
+    pub task_memory: u64,
+    /// A task out of memory is tried again with twice the pool, up to this.
+    pub task_memory_max: u64,
 }
 
 impl ServiceConfig {
@@ -73,6 +77,8 @@ impl ServiceConfig {
             limits: Limits::for_backend(concurrency),
             retain_jobs: Some(DEFAULT_RETENTION),
             http: super::limits::HttpLimits::default(),
+            task_memory: crate::scheduler::TaskOptions::default().memory_limit_bytes,
+            task_memory_max: crate::scheduler::TaskOptions::default().max_memory_limit_bytes,
         }
     }
 }
@@ -90,6 +96,8 @@ impl std::fmt::Debug for ServiceConfig {
             .field("limits", &self.limits)
             .field("retain_jobs", &self.retain_jobs)
             .field("http", &self.http)
+            .field("task_memory", &self.task_memory)
+            .field("task_memory_max", &self.task_memory_max)
             .finish()
     }
 }
@@ -154,6 +162,12 @@ impl Service {
         }
         config.limits.validate()?;
         config.http.validate()?;
+        if config.task_memory == 0 || config.task_memory_max < config.task_memory {
+            return Err(SquallError::InvalidArgument(
+                "task memory must be above zero and at most the largest task memory".into(),
+            )
+            .into());
+        }
         Ok(Arc::new(Self {
             engine,
             store,

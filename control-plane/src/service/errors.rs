@@ -42,6 +42,17 @@ pub enum ServiceError {
         files: usize,
     },
 
+    #[error(
+        "row {row} of job {id}'s result is {bytes} bytes as JSON, over this server's page limit \
+         of {limit} bytes: download the result's files instead (/v1/jobs/{id}/files/N)"
+    )]
+    RowTooLarge {
+        id: String,
+        row: u64,
+        bytes: usize,
+        limit: usize,
+    },
+
     #[error("cannot read result {url}: {source}")]
     ResultUnreadable {
         url: String,

@@ -38,7 +38,18 @@ pub struct Limits {
     pub max_cost_limit_usd: f64,
     /// Longest SQL text of a job or schedule, in bytes.
     pub max_sql_bytes: usize,
+    /// Most bytes of JSON rows in one result page.
+    pub max_page_bytes: usize,
+    /// Most bytes of result files one job may commit (None: no limit).
+    pub max_result_bytes: Option<u64>,
 }
+
+/// Default most bytes of result files of one job: more than a query's
+/// answer, less than a disk.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 100 << 30;
+
+/// Default most bytes of one result page: a page a browser shows at once.
+pub const DEFAULT_MAX_PAGE_BYTES: usize = 8 << 20;
 
 /// Default longest SQL text: generous for generated SQL, small enough that
 /// every job's text can be kept and shown.
@@ -121,6 +132,8 @@ impl Limits {
             default_cost_limit_usd: None,
             max_cost_limit_usd: DEFAULT_MAX_COST_LIMIT_USD,
             max_sql_bytes: DEFAULT_MAX_SQL_BYTES,
+            max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
+            max_result_bytes: Some(DEFAULT_MAX_RESULT_BYTES),
         }
     }
 
@@ -132,10 +145,12 @@ impl Limits {
             || self.max_queued == 0
             || self.max_table_files == 0
             || self.max_sql_bytes == 0
+            || self.max_page_bytes == 0
+            || self.max_result_bytes == Some(0)
         {
             return invalid(
-                "limits: max concurrency, shuffle partitions, queued jobs, table files \
-                 and SQL bytes must be at least 1"
+                "limits: max concurrency, shuffle partitions, queued jobs, table files, \
+                 SQL, page and result bytes must be at least 1"
                     .into(),
             );
         }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
@@ -25,7 +26,11 @@ use super::errors::ServiceError;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Service {
-    /// A page of a succeeded job's rows.
+    /// A page of a succeeded job's rows: at most `limit` rows, and no more
+    /// than [`Limits::max_page_bytes`](super::limits::Limits) of them as JSON
+    /// (`next_offset` then says where the rest starts). Rows are read a few
+    /// at a time, so a page of large values never holds more than one slice
+    /// of them beyond the cap.
     pub(crate) async fn result_page(
         &self,
         id: &str,
@@ -33,29 +38,43 @@ impl Service {
         limit: usize,
     ) -> Result<ResultPage, ServiceError> {
         let outcome = self.outcome(id)?;
+        let max_bytes = self.config.limits.max_page_bytes;
         let (first_row, urls) = page_files(&outcome, offset, limit as u64);
         let mut skip = offset.saturating_sub(first_row) as usize;
-        let mut left = limit;
-        let mut batches = Vec::new();
-        for url in &urls {
-            if left == 0 {
+        let mut rows = Vec::new();
+        let mut bytes = 0usize;
+        'files: for url in &urls {
+            if rows.len() == limit {
                 break;
             }
-            let (rows_in_file, mut part) = read_rows(&self.engine.stores, url, skip, left)
-                .await
-                .map_err(|source| ServiceError::ResultUnreadable {
-                    url: url.clone(),
-                    source,
-                })?;
-            let read: usize = part.iter().map(|b| b.num_rows()).sum();
-            left -= read.min(left);
+            let unreadable = |source: BoxError| ServiceError::ResultUnreadable {
+                url: url.clone(),
+                source,
+            };
+            let (rows_in_file, mut batches) =
+                read_rows(&self.engine.stores, url, skip, limit - rows.len())
+                    .await
+                    .map_err(unreadable)?;
             skip = skip.saturating_sub(rows_in_file);
-            batches.append(&mut part);
+            while let Some(batch) = batches.try_next().await.map_err(|e| unreadable(e.into()))? {
+                for row in json_rows(&[batch]).map_err(unreadable)? {
+                    let size = serde_json::to_vec(&row).map_or(usize::MAX, |v| v.len() + 1);
+                    if bytes.saturating_add(size) > max_bytes {
+                        if rows.is_empty() {
+                            return Err(ServiceError::RowTooLarge {
+                                id: id.to_string(),
+                                row: offset,
+                                bytes: size,
+                                limit: max_bytes,
+                            });
+                        }
+                        break 'files;
+                    }
+                    bytes += size;
+                    rows.push(row);
+                }
+            }
         }
-        let rows = json_rows(&batches).map_err(|source| ServiceError::ResultUnreadable {
-            url: urls.join(", "),
-            source,
-        })?;
         let end = offset + rows.len() as u64;
         Ok(ResultPage {
             columns: outcome.columns,
@@ -124,14 +143,25 @@ impl Service {
     }
 }
 
+/// Rows read for a page at a time: a page stops at its byte cap within this
+/// many rows.
+const PAGE_BATCH_ROWS: usize = 64;
+
 /// Rows `skip..skip + take` of the Parquet file at `url`, reading only the row
-/// groups (and pages) that hold them; also the file's row count.
+/// groups (and pages) that hold them, [`PAGE_BATCH_ROWS`] at a time; also the
+/// file's row count.
 async fn read_rows(
     stores: &StoreRegistry,
     url: &str,
     skip: usize,
     take: usize,
-) -> Result<(usize, Vec<RecordBatch>), BoxError> {
+) -> Result<
+    (
+        usize,
+        BoxStream<'static, parquet::errors::Result<RecordBatch>>,
+    ),
+    BoxError,
+> {
     let (store, path) = stores.resolve(url)?;
     let size = store.head(&path).await?.size;
     let reader = ResultFile { store, path, size };
@@ -149,16 +179,15 @@ async fn read_rows(
         start += rows;
     }
     let Some(first_start) = first_start else {
-        return Ok((start, Vec::new()));
+        return Ok((start, futures::stream::empty().boxed()));
     };
     let stream = builder
         .with_row_groups(groups)
         .with_offset(skip - first_start)
         .with_limit(take)
-        .with_batch_size(take.clamp(1, 8192))
+        .with_batch_size(take.clamp(1, PAGE_BATCH_ROWS))
         .build()?;
-    let batches = stream.try_collect().await?;
-    Ok((start, batches))
+    Ok((start, stream.boxed()))
 }
 
 /// A result file read through its object store: ranged GETs only.
@@ -303,26 +332,30 @@ mod tests {
         let (store, path) = stores.resolve("memory:///r/part-0.parquet").unwrap();
         store.put(&path, PutPayload::from(bytes)).await.unwrap();
 
-        let (total, batches) = read_rows(&stores, "memory:///r/part-0.parquet", 250, 5)
-            .await
-            .unwrap();
+        let read = |skip, take| {
+            let stores = &stores;
+            async move {
+                let (total, batches) = read_rows(stores, "memory:///r/part-0.parquet", skip, take)
+                    .await
+                    .unwrap();
+                let batches: Vec<RecordBatch> = batches.try_collect().await.unwrap();
+                (total, batches)
+            }
+        };
+        let (total, batches) = read(250, 5).await;
         assert_eq!(total, 1000);
         let rows = json_rows(&batches).unwrap();
         let ns: Vec<i64> = rows.iter().map(|r| r["n"].as_i64().unwrap()).collect();
         assert_eq!(ns, [250, 251, 252, 253, 254]);
         // Across a row-group boundary, and past the end.
-        let (_, batches) = read_rows(&stores, "memory:///r/part-0.parquet", 198, 4)
-            .await
-            .unwrap();
+        let (_, batches) = read(198, 4).await;
         let ns: Vec<i64> = json_rows(&batches)
             .unwrap()
             .iter()
             .map(|r| r["n"].as_i64().unwrap())
             .collect();
         assert_eq!(ns, [198, 199, 200, 201]);
-        let (_, batches) = read_rows(&stores, "memory:///r/part-0.parquet", 1000, 4)
-            .await
-            .unwrap();
+        let (_, batches) = read(1000, 4).await;
         assert!(batches.is_empty());
     }
 }

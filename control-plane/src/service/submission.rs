@@ -87,6 +87,9 @@ impl Service {
                 None => Some(limits.max_concurrency),
             },
             max_stage_concurrency: self.config.max_stage_concurrency,
+            max_result_bytes: limits.max_result_bytes,
+            memory_limit_bytes: self.config.task_memory,
+            max_memory_limit_bytes: self.config.task_memory_max,
             speculation: match options.backup_tasks {
                 Some(false) => Speculation::disabled(),
                 _ => Speculation::default(),

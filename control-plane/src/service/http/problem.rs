@@ -47,6 +47,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::UnknownSchedule { .. } => (StatusCode::NOT_FOUND, "unknown schedule"),
             ServiceError::AlreadyFinished { .. } => (StatusCode::CONFLICT, "job already finished"),
             ServiceError::NoResult { .. } => (StatusCode::CONFLICT, "no result"),
+            ServiceError::RowTooLarge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "row too large"),
             ServiceError::ScheduleBusy { .. } => (StatusCode::CONFLICT, "schedule busy"),
             ServiceError::BadCron { .. } => (StatusCode::BAD_REQUEST, "bad cron"),
             ServiceError::QueueFull { retry_after, .. } => {
