@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
 
 /// Inside `service`: its HTTP types at the bottom, the HTTP layer at the top.
 const SERVICE_LAYERS: &[&[&str]] = &[
-    &["api", "cron", "limits"],
+    &["api", "cron", "limits", "principals"],
     &["store"],
     &[
         "catalog",

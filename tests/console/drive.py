@@ -10,7 +10,7 @@ chromium-driver, Selenium from PyPI), as tests/tests/console.rs asks:
   answer's; a schedule is enabled from the schedules page;
 - the jobs list and the job page are saved as screenshots (1280×800), the job
   page also at 400 px wide, where nothing may overflow the page sideways;
-- Tab reaches the navigation; the browser logged no error.
+- Tab reaches the navigation; who is logged in is shown; the browser logged no error.
 
 Exits non-zero naming the first check that failed.
 """
@@ -101,6 +101,10 @@ def run(driver, wait, args):
     token.send_keys(args.token)
     driver.find_element(By.ID, "login").click()
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "nav a[aria-current=page]")))
+    # Who is logged in: the token's principal and role.
+    wait.until(lambda d: d.find_element(By.ID, "who").text != "")
+    who = driver.find_element(By.ID, "who").text
+    check(who == "admin (admin)", f"the page shows who is logged in as {who!r}")
     # The wrong token's 401 was logged on purpose: from here on, none may be.
     driver.get_log("browser")
 

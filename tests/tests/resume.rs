@@ -76,6 +76,7 @@ async fn an_interrupted_job_resumes_from_its_committed_stages() {
                 sql: request.sql.clone(),
                 request: serde_json::json!({}),
                 schedule_id: None,
+                principal: "admin".into(),
             },
             now_ms(),
         )

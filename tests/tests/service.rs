@@ -504,6 +504,7 @@ async fn the_openapi_document_describes_every_route() {
             "/v1/schedules/{id}/runs",
             "/v1/tables",
             "/v1/tables/{name}",
+            "/v1/whoami",
         ]
     );
     // Every documented error is problem+json, and /v1 needs the bearer token.
@@ -1069,9 +1070,18 @@ async fn service_level_metrics_count_jobs_by_outcome_and_have_what_the_rules_use
         .await
         .unwrap();
     let value = |name: &str| sample(&metrics, name).unwrap_or_else(|| panic!("{name}: {metrics}"));
-    assert_eq!(value("squall_jobs_ended_total{outcome=\"succeeded\"}"), 1.0);
-    assert_eq!(value("squall_jobs_ended_total{outcome=\"failed\"}"), 1.0);
-    assert_eq!(value("squall_jobs_ended_total{outcome=\"cancelled\"}"), 2.0);
+    assert_eq!(
+        value("squall_jobs_ended_total{outcome=\"succeeded\",principal=\"admin\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("squall_jobs_ended_total{outcome=\"failed\",principal=\"admin\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("squall_jobs_ended_total{outcome=\"cancelled\",principal=\"admin\"}"),
+        2.0
+    );
     // The queued job never ran: a queue time, no run time.
     assert_eq!(
         value("squall_job_queue_seconds_count{outcome=\"cancelled\"}"),

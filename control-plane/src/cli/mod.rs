@@ -6,6 +6,7 @@ mod client;
 mod error;
 mod faults;
 mod output;
+mod principals;
 mod progress;
 mod serve;
 mod simulate;

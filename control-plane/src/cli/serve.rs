@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 use squall_control_plane::planner::pool::PlanningLimits;
+use squall_control_plane::service::core::MetricsAccess;
 use squall_control_plane::service::{
     DEFAULT_RETENTION, HttpLimits, JobStore, Limits, Service, ServiceConfig, router,
     serve as serve_http,
@@ -23,6 +24,7 @@ use squall_control_plane::{AccessPolicy, Prices};
 use super::error::{CliError, Result};
 
 use super::backend::{BackendArgs, BackendKind};
+use super::principals::{PrincipalFile, ServerFolders};
 use super::units;
 
 /// Defaults of the settings below.
@@ -59,6 +61,13 @@ pub struct ServeArgs {
     /// (`forever` keeps them) [default: 30d].
     #[arg(long, value_name = "DURATION", env = "SQUALL_RETAIN_JOBS")]
     retain_jobs: Option<String>,
+    /// /metrics answers only a caller sending this token (a scraper's own;
+    /// or `metrics_token` in the config file) [default: /metrics is open].
+    #[arg(long, value_name = "TOKEN", env = "SQUALL_METRICS_TOKEN")]
+    metrics_token: Option<String>,
+    /// /metrics answers only a caller sending an API token.
+    #[arg(long, conflicts_with = "metrics_token")]
+    metrics_private: bool,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -76,9 +85,10 @@ impl std::fmt::Debug for ServeArgs {
             .field("max_running", &self.max_running)
             .field("allow", &self.allow)
             .field("retain_jobs", &self.retain_jobs)
+            .field("metrics_private", &self.metrics_private)
             .field("limits", &self.limits)
             .field("backend", &self.backend)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -144,6 +154,12 @@ struct LimitArgs {
     /// A request is answered within this (a download's body streams on) [default: 120s].
     #[arg(long, value_name = "DURATION")]
     request_timeout: Option<String>,
+    /// Schedules the server keeps [default: 1000].
+    #[arg(long, value_name = "N")]
+    max_schedules: Option<usize>,
+    /// Catalog tables the server keeps [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_tables: Option<usize>,
     /// Most bytes of JSON rows in one result page [default: 8MiB].
     #[arg(long, value_name = "SIZE")]
     max_page_bytes: Option<String>,
@@ -342,6 +358,14 @@ impl LimitArgs {
                 self.max_result_bytes.or(file.max_result_bytes),
                 defaults.max_result_bytes,
             )?,
+            max_schedules: self
+                .max_schedules
+                .or(file.max_schedules)
+                .unwrap_or(defaults.max_schedules),
+            max_tables: self
+                .max_tables
+                .or(file.max_tables)
+                .unwrap_or(defaults.max_tables),
         };
         limits.validate()?;
         let http_defaults = HttpLimits::default();
@@ -429,6 +453,12 @@ struct ConfigFile {
     #[serde(default)]
     allow: Vec<String>,
     retain_jobs: Option<String>,
+    /// Who may call, beyond the tokens of the admin principal.
+    #[serde(default)]
+    principals: Vec<PrincipalFile>,
+    metrics_token: Option<String>,
+    #[serde(default)]
+    metrics_private: bool,
     #[serde(default)]
     limits: LimitArgs,
     #[serde(default)]
@@ -448,10 +478,12 @@ impl std::fmt::Debug for ConfigFile {
             .field("max_running", &self.max_running)
             .field("allow", &self.allow)
             .field("retain_jobs", &self.retain_jobs)
+            .field("principals", &self.principals)
+            .field("metrics_private", &self.metrics_private)
             .field("limits", &self.limits)
             .field("backend", &self.backend)
             .field("prices", &self.prices)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -501,6 +533,8 @@ struct Settings {
     listen: String,
     data_dir: PathBuf,
     tokens: Vec<String>,
+    principals: Vec<PrincipalFile>,
+    metrics: MetricsAccess,
     max_running: usize,
     allow: Vec<String>,
     retain_jobs: Option<Duration>,
@@ -557,6 +591,16 @@ impl Settings {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
             .collect();
+        let metrics = match (
+            args.metrics_token.or(file.metrics_token),
+            args.metrics_private || file.metrics_private,
+        ) {
+            (Some(token), _) if !token.trim().is_empty() => {
+                MetricsAccess::Token(token.trim().to_string())
+            }
+            (_, true) => MetricsAccess::ApiTokens,
+            _ => MetricsAccess::Open,
+        };
         let flags = args.backend;
         let from_file = file.backend;
         let mut backend = BackendArgs {
@@ -597,6 +641,8 @@ impl Settings {
                 .unwrap_or_else(|| DEFAULT_LISTEN.into()),
             data_dir,
             tokens,
+            principals: file.principals,
+            metrics,
             max_running: args
                 .max_running
                 .or(file.max_running)
@@ -610,9 +656,11 @@ impl Settings {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let settings = Settings::resolve(args)?;
     // Every setting is checked before anything is written to disk.
-    if settings.tokens.is_empty() {
+    if settings.tokens.is_empty() && settings.principals.is_empty() {
         return Err(CliError::InvalidArgument(
-            "the service needs at least one API token (--token or SQUALL_TOKENS)".into(),
+            "the service needs at least one API token (--token, SQUALL_TOKENS, or \
+             [[principals]] in the config file)"
+                .into(),
         ));
     }
     settings.prices.validate()?;
@@ -641,14 +689,20 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     )))?;
     // Callers may name the allowed prefixes, write results, and never touch
     // the server's own folders (its store, its work files).
-    let access = AccessPolicy::new(
-        &settings.allow,
-        std::slice::from_ref(&results_root),
-        &[
-            data_dir.to_string_lossy().to_string(),
-            engine.work_root.clone(),
-        ],
-    )?;
+    let deny = [
+        data_dir.to_string_lossy().to_string(),
+        engine.work_root.clone(),
+    ];
+    let access = AccessPolicy::new(&settings.allow, std::slice::from_ref(&results_root), &deny)?;
+    let folders = ServerFolders {
+        results_root: &results_root,
+        deny: &deny,
+    };
+    let principals = settings
+        .principals
+        .into_iter()
+        .map(|p| p.principal(&folders))
+        .collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(&settings.data_dir).map_err(CliError::io(format!(
         "cannot create {}",
         settings.data_dir.display()
@@ -656,7 +710,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     // One server per data dir: held until the process ends.
     let _lock = lock_data_dir(&settings.data_dir)?;
     let store = JobStore::open(&settings.data_dir.join("squall.db"))?;
-    let mut config = ServiceConfig::new(settings.tokens, results_root, &engine);
+    let mut config = ServiceConfig::new(settings.tokens, results_root.clone(), &engine);
+    config.principals.extend(principals);
+    config.metrics = settings.metrics;
     config.max_running = settings.max_running;
     config.shuffle_partitions = settings.backend.parallelism();
     config.max_stage_concurrency = settings.backend.max_stage_concurrency;

@@ -71,6 +71,9 @@ pub struct JobOptions {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct JobView {
     pub id: String,
+    /// Who submitted it (or owns the schedule that did).
+    #[serde(default)]
+    pub principal: String,
     pub state: JobState,
     pub sql: String,
     pub submitted_at_ms: i64,
@@ -220,6 +223,9 @@ pub struct PutTable {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TableView {
     pub name: String,
+    /// The principal that put it.
+    #[serde(default)]
+    pub owner: String,
     pub url: String,
     pub format: Option<String>,
     pub columns: Vec<ColumnView>,
@@ -233,10 +239,35 @@ pub struct ColumnView {
     pub nullable: bool,
 }
 
+/// `GET /v1/whoami`: the principal a token belongs to, and its bounds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    pub name: String,
+    /// `admin` (sees and changes everything) or `user` (its own jobs and schedules).
+    pub role: crate::service::principals::Role,
+    /// Its jobs running at once, if bounded beyond the server's.
+    pub max_running: Option<usize>,
+    /// Its jobs waiting to run, if bounded beyond the server's queue.
+    pub max_queued: Option<usize>,
+    /// Its schedules, if bounded beyond the server's.
+    pub max_schedules: Option<usize>,
+    /// Deadline of a job that gives none, and the largest it may ask for.
+    pub default_deadline_seconds: u64,
+    pub max_deadline_seconds: u64,
+    /// Scan limit of a job that gives none, and the largest it may ask for.
+    pub default_scan_limit_bytes: u64,
+    pub max_scan_limit_bytes: u64,
+    /// The URL prefixes its tables and outputs may name.
+    pub allowed: Vec<String>,
+}
+
 /// `GET /v1/tables`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TableList {
     pub tables: Vec<TableView>,
+    /// Pass as `after` for the next page (absent on the last page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `POST /v1/schedules`: run `job` at the times `cron` names in `time_zone`.
@@ -299,6 +330,9 @@ pub struct ScheduleChange {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ScheduleView {
     pub id: String,
+    /// The principal that owns it; its runs are that principal's jobs.
+    #[serde(default)]
+    pub principal: String,
     pub name: Option<String>,
     pub cron: String,
     pub time_zone: String,
@@ -322,6 +356,9 @@ pub struct ScheduleView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ScheduleList {
     pub schedules: Vec<ScheduleView>,
+    /// Pass as `after` for the next page (absent on the last page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `GET /v1/jobs/{id}/attempts`: how each task attempt ended.

@@ -19,8 +19,9 @@ use super::api::{
 use super::errors::ServiceError;
 use super::limits::Limits;
 use super::metrics::Metrics;
+use super::principals::{Principal, Principals, Role, Secret, TOKEN_PRINCIPAL};
 use super::progress::JobProgress;
-use super::store::{JobRecord, JobStore};
+use super::store::{JobFilter, JobRecord, JobStore};
 use crate::access::AccessPolicy;
 use crate::engine::{Engine, Stop};
 use crate::error::SquallError;
@@ -28,11 +29,34 @@ use crate::error::SquallError;
 /// How long finished jobs are kept unless the server says otherwise.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Who may read `/metrics`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Anyone who reaches the port (Prometheus' default).
+    #[default]
+    Open,
+    /// A caller with an API token, of any principal.
+    ApiTokens,
+    /// A caller with this token (a scraper's own).
+    Token(String),
+}
+
+impl std::fmt::Debug for MetricsAccess {
+    /// The token is never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsAccess::Open => f.write_str("Open"),
+            MetricsAccess::ApiTokens => f.write_str("ApiTokens"),
+            MetricsAccess::Token(_) => f.write_str("Token(hidden)"),
+        }
+    }
+}
+
 /// How the service behaves, beyond its engine.
 #[derive(Clone)]
 pub struct ServiceConfig {
-    /// Bearer tokens accepted on `/v1`; at least one.
-    pub tokens: Vec<String>,
+    /// Who may call `/v1`, each by its tokens; at least one.
+    pub principals: Vec<Principal>,
     /// Jobs running at once; the rest wait in submission order.
     pub max_running: usize,
     /// Where results go when a job names no output (`{root}/{job id}`).
@@ -54,11 +78,14 @@ pub struct ServiceConfig {
     pub task_memory: u64,
     /// A task out of memory is tried again with twice the pool, up to this.
     pub task_memory_max: u64,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsAccess,
 }
 
 impl ServiceConfig {
-    /// A configuration with the defaults for `engine`: nothing readable, results
-    /// written under `results_root` only, limits from the backend's concurrency.
+    /// A configuration with the defaults for `engine`: `tokens` those of one
+    /// admin principal, nothing readable, results written under `results_root`
+    /// only, limits from the backend's concurrency.
     pub fn new(tokens: Vec<String>, results_root: String, engine: &Engine) -> Self {
         let concurrency = engine.backend.max_concurrency();
         let access = AccessPolicy::new(
@@ -67,8 +94,13 @@ impl ServiceConfig {
             std::slice::from_ref(&engine.work_root),
         )
         .unwrap_or_default();
+        let admin = Principal::new(
+            TOKEN_PRINCIPAL,
+            Role::Admin,
+            tokens.into_iter().map(Secret::Token).collect(),
+        );
         Self {
-            tokens,
+            principals: admin.into_iter().collect(),
             max_running: 4,
             results_root,
             shuffle_partitions: concurrency,
@@ -79,6 +111,7 @@ impl ServiceConfig {
             http: super::limits::HttpLimits::default(),
             task_memory: crate::scheduler::TaskOptions::default().memory_limit_bytes,
             task_memory_max: crate::scheduler::TaskOptions::default().max_memory_limit_bytes,
+            metrics: MetricsAccess::Open,
         }
     }
 }
@@ -87,7 +120,7 @@ impl std::fmt::Debug for ServiceConfig {
     /// Tokens are counted, never printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceConfig")
-            .field("tokens", &format_args!("{} (hidden)", self.tokens.len()))
+            .field("principals", &self.principals)
             .field("max_running", &self.max_running)
             .field("results_root", &self.results_root)
             .field("shuffle_partitions", &self.shuffle_partitions)
@@ -98,6 +131,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("http", &self.http)
             .field("task_memory", &self.task_memory)
             .field("task_memory_max", &self.task_memory_max)
+            .field("metrics", &self.metrics)
             .finish()
     }
 }
@@ -112,6 +146,8 @@ pub(super) struct RunningJob {
 /// The service: engine, store, and the jobs it runs.
 pub struct Service {
     pub(super) engine: Engine,
+    /// Who may call, found by token.
+    pub(super) principals: Principals,
     pub(super) store: Arc<JobStore>,
     pub(super) config: ServiceConfig,
     pub(super) running: AtomicUsize,
@@ -127,6 +163,8 @@ pub struct Service {
     /// Running jobs' stage progress.
     pub(super) live: std::sync::Mutex<HashMap<String, Arc<JobProgress>>>,
     pub(super) metrics: Metrics,
+    /// The principal whose job started last: the next turn is the one after.
+    pub(super) last_started: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -143,12 +181,7 @@ impl Service {
         store: Arc<JobStore>,
         config: ServiceConfig,
     ) -> Result<Arc<Self>, ServiceError> {
-        if config.tokens.iter().all(|t| t.trim().is_empty()) {
-            return Err(SquallError::InvalidArgument(
-                "the service needs at least one API token (--token or SQUALL_TOKENS)".into(),
-            )
-            .into());
-        }
+        let principals = Principals::new(config.principals.clone(), &config.limits)?;
         if config.max_running == 0 {
             return Err(
                 SquallError::InvalidArgument("max running jobs must be at least 1".into()).into(),
@@ -170,6 +203,7 @@ impl Service {
         }
         Ok(Arc::new(Self {
             engine,
+            principals,
             store,
             config,
             running: AtomicUsize::new(0),
@@ -180,6 +214,7 @@ impl Service {
             handles: std::sync::Mutex::new(HashMap::new()),
             live: std::sync::Mutex::new(HashMap::new()),
             metrics: Metrics::new()?,
+            last_started: std::sync::Mutex::new(None),
         }))
     }
 
@@ -188,14 +223,33 @@ impl Service {
         &self.config
     }
 
-    /// Whether `token` is one of the API tokens, compared in constant time.
-    pub(crate) fn accepts_token(&self, token: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        // Every token is compared, so the time taken does not say which matched.
-        self.config.tokens.iter().fold(false, |found, known| {
-            let same = !known.is_empty() && bool::from(known.as_bytes().ct_eq(token.as_bytes()));
-            found | same
-        })
+    /// The principal `token` belongs to (compared in constant time).
+    pub(crate) fn caller(&self, token: &str) -> Option<Arc<Principal>> {
+        self.principals.find(token)
+    }
+
+    /// The principal named `name`; an error naming `job` if the server no
+    /// longer has one of that name.
+    pub(super) fn principal_named(&self, name: &str) -> Result<Arc<Principal>, ServiceError> {
+        self.principals
+            .named(name)
+            .cloned()
+            .ok_or_else(|| ServiceError::UnknownPrincipal {
+                id: String::new(),
+                principal: name.to_string(),
+            })
+    }
+
+    /// Job `id`, if `caller` may see it; a job it may not see is not found.
+    pub(super) fn owned_job(
+        &self,
+        caller: &Principal,
+        id: &str,
+    ) -> Result<JobRecord, ServiceError> {
+        match self.store.job(id)? {
+            Some(job) if caller.owns(&job.principal) => Ok(job),
+            _ => Err(ServiceError::UnknownJob { id: id.to_string() }),
+        }
     }
 
     /// Takes up the jobs a previous server left running, then starts queued jobs
@@ -215,43 +269,48 @@ impl Service {
 
     /// A page of jobs in submission order, of one state and with one label
     /// (key, value) if given.
+    /// (A user's own jobs only.)
     pub(crate) fn jobs(
         &self,
+        caller: &Principal,
         state: Option<JobState>,
         label: Option<(&str, &str)>,
         after: Option<i64>,
         limit: usize,
     ) -> Result<JobList, ServiceError> {
-        let (jobs, next) = match label {
-            Some(label) => self.store.list_labelled_jobs(state, label, after, limit)?,
-            None => self.store.list_jobs(state, after, limit)?,
+        let filter = JobFilter {
+            label,
+            principal: (!caller.is_admin()).then_some(caller.name.as_str()),
+            ..JobFilter::default()
         };
+        let (jobs, next) = self.store.list_jobs_where(&filter, state, after, limit)?;
         self.job_list(jobs, next)
     }
 
     /// One job as the API shows it.
-    pub(crate) fn job(&self, id: &str) -> Result<JobView, ServiceError> {
-        let job = self
-            .store
-            .job(id)?
-            .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
-        self.view(job)
+    pub(crate) fn job(&self, caller: &Principal, id: &str) -> Result<JobView, ServiceError> {
+        self.view(self.owned_job(caller, id)?)
     }
 
     /// The stage DAG job `id` runs; None until it has been planned.
-    pub(crate) fn plan(&self, id: &str) -> Result<Option<PlanView>, ServiceError> {
-        self.store
-            .job(id)?
-            .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
+    pub(crate) fn plan(
+        &self,
+        caller: &Principal,
+        id: &str,
+    ) -> Result<Option<PlanView>, ServiceError> {
+        self.owned_job(caller, id)?;
         Ok(self.store.plan(id)?)
     }
 
     /// How a job's task attempts ended (only the failed ones if `failed`),
     /// with, for a running job, the attempts still running.
-    pub(crate) fn attempts(&self, id: &str, failed: bool) -> Result<AttemptList, ServiceError> {
-        self.store
-            .job(id)?
-            .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
+    pub(crate) fn attempts(
+        &self,
+        caller: &Principal,
+        id: &str,
+        failed: bool,
+    ) -> Result<AttemptList, ServiceError> {
+        self.owned_job(caller, id)?;
         let mut attempts = self.store.attempts(id, failed)?;
         if !failed {
             // Attempts of a running job that have not ended, and those that
@@ -342,6 +401,7 @@ fn job_view(
         .unwrap_or_default();
     JobView {
         id: job.id,
+        principal: job.principal,
         state: job.state,
         sql: job.sql,
         submitted_at_ms: job.submitted_at_ms,

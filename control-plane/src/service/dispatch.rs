@@ -15,6 +15,7 @@ use super::api::{ColumnView, JobOutcome, JobState, SubmitJob};
 use super::core::{RunningJob, Service};
 use super::errors::ServiceError;
 use super::journal::StoreJournal;
+use super::principals::Principal;
 use super::progress::JobProgress;
 use super::store::{JobRecord, StoreError, now_ms};
 use crate::engine::{JobRun, Stop};
@@ -93,11 +94,29 @@ impl Service {
         }
     }
 
-    /// The oldest queued job, moved to running (compare-and-set).
+    /// The next queued job, moved to running (compare-and-set): the oldest
+    /// of the first principal, in turn after the one that started a job last,
+    /// that has jobs queued and room to run one.
     fn next_queued(&self) -> Result<Option<JobRecord>, StoreError> {
         loop {
-            let (queued, _) = self.store.list_jobs(Some(JobState::Queued), None, 1)?;
-            let Some(job) = queued.into_iter().next() else {
+            let heads = self.store.queued_heads()?;
+            if heads.is_empty() {
+                return Ok(None);
+            }
+            let running = self.store.count_by_principal(JobState::Running)?;
+            let has_room = |job: &JobRecord| {
+                let cap = self
+                    .principals
+                    .named(&job.principal)
+                    .and_then(|p| p.max_running);
+                cap.is_none_or(|cap| running.get(&job.principal).copied().unwrap_or(0) < cap as u64)
+            };
+            let last = self
+                .last_started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let Some(job) = fair_next(heads, last.as_deref(), has_room) else {
                 return Ok(None);
             };
             if self.store.transition(
@@ -107,6 +126,8 @@ impl Service {
                 None,
                 now_ms(),
             )? {
+                *self.last_started.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(job.principal.clone());
                 return self.store.job(&job.id);
             }
         }
@@ -146,9 +167,13 @@ impl Service {
     /// Cancels a job: a queued one never starts; a running one is stopped, and
     /// the answer comes once its tasks have stopped and its temporary objects
     /// (and default result folder) are removed. A finished job cannot be cancelled.
-    pub(crate) async fn cancel(&self, id: &str) -> Result<JobRecord, ServiceError> {
+    pub(crate) async fn cancel(
+        &self,
+        caller: &Principal,
+        id: &str,
+    ) -> Result<JobRecord, ServiceError> {
         let unknown = || ServiceError::UnknownJob { id: id.to_string() };
-        let job = self.store.job(id)?.ok_or_else(unknown)?;
+        let job = self.owned_job(caller, id)?;
         let moved = self.store.transition(
             id,
             &[JobState::Queued, JobState::Running],
@@ -246,7 +271,8 @@ impl Service {
         let started = job.started_at_ms;
         let queued = ms(job.submitted_at_ms, started.unwrap_or(finished));
         let ran = started.map(|s| ms(s, finished));
-        self.metrics.job_ended(job.state, queued, ran);
+        self.metrics
+            .job_ended(job.state, &job.principal, queued, ran);
     }
 
     /// Records a running job's end; false if it was not running any more (a
@@ -286,8 +312,15 @@ impl Service {
                     source,
                 }
             })?;
-        // Checked again: the allowed prefixes and limits may have changed since.
-        let request = self.request(&submitted, &job.id)?;
+        // Checked again, as its principal's: the allowed prefixes and limits
+        // may have changed since.
+        let principal =
+            self.principal_named(&job.principal)
+                .map_err(|_| ServiceError::UnknownPrincipal {
+                    id: job.id.clone(),
+                    principal: job.principal.clone(),
+                })?;
+        let request = self.request(&principal, &submitted, &job.id)?;
         let meter = self.engine.meter(&request);
         // A resumed job goes on from what its earlier runs used.
         if let Some(earlier) = &job.cost {
@@ -338,6 +371,22 @@ impl Service {
             stages: progress.snapshot(),
         })
     }
+}
+
+/// Of `heads` (each principal's oldest queued job, oldest first), the job of
+/// the first principal by name after `last` (round robin) that `has_room`.
+fn fair_next(
+    mut heads: Vec<JobRecord>,
+    last: Option<&str>,
+    has_room: impl Fn(&JobRecord) -> bool,
+) -> Option<JobRecord> {
+    heads.retain(|job| has_room(job));
+    heads.sort_by(|a, b| a.principal.cmp(&b.principal));
+    let after = last.map_or(0, |last| {
+        heads.partition_point(|job| job.principal.as_str() <= last)
+    });
+    let at = if after < heads.len() { after } else { 0 };
+    (at < heads.len()).then(|| heads.swap_remove(at))
 }
 
 /// Frees a running job's slot and wakes the dispatcher when dropped.

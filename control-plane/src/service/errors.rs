@@ -63,6 +63,30 @@ pub enum ServiceError {
     #[error("{max} jobs are waiting to run, the most this server queues; submit again later")]
     QueueFull { max: usize, retry_after: Duration },
 
+    #[error("{principal} has {max} jobs waiting to run, the most it may queue; submit again later")]
+    PrincipalQueueFull {
+        principal: String,
+        max: usize,
+        retry_after: Duration,
+    },
+
+    #[error("{what}: {count} exist, the most this server keeps ({max}); delete some first")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+
+    #[error("{caller} may not change {what} (it is {owner}'s)")]
+    NotOwner {
+        caller: String,
+        what: String,
+        owner: String,
+    },
+
+    #[error("job {id} belongs to principal '{principal}', which this server no longer has")]
+    UnknownPrincipal { id: String, principal: String },
+
     #[error("{detail}")]
     BadCron { detail: String },
 

@@ -42,6 +42,10 @@ pub struct Limits {
     pub max_page_bytes: usize,
     /// Most bytes of result files one job may commit (None: no limit).
     pub max_result_bytes: Option<u64>,
+    /// Schedules the server keeps at most.
+    pub max_schedules: usize,
+    /// Catalog tables the server keeps at most.
+    pub max_tables: usize,
 }
 
 /// Default most bytes of result files of one job: more than a query's
@@ -134,6 +138,8 @@ impl Limits {
             max_sql_bytes: DEFAULT_MAX_SQL_BYTES,
             max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
             max_result_bytes: Some(DEFAULT_MAX_RESULT_BYTES),
+            max_schedules: 1_000,
+            max_tables: 10_000,
         }
     }
 
@@ -147,10 +153,12 @@ impl Limits {
             || self.max_sql_bytes == 0
             || self.max_page_bytes == 0
             || self.max_result_bytes == Some(0)
+            || self.max_schedules == 0
+            || self.max_tables == 0
         {
             return invalid(
                 "limits: max concurrency, shuffle partitions, queued jobs, table files, \
-                 SQL, page and result bytes must be at least 1"
+                 SQL, page and result bytes, schedules and tables must be at least 1"
                     .into(),
             );
         }

@@ -109,9 +109,9 @@ impl Metrics {
         let jobs_ended = IntCounterVec::new(
             Opts::new(
                 "squall_jobs_ended_total",
-                "Jobs that ended, by outcome (succeeded, failed, cancelled)",
+                "Jobs that ended, by outcome (succeeded, failed, cancelled) and principal",
             ),
-            &["outcome"],
+            &["outcome", "principal"],
         )?;
         let job_buckets = vec![
             0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14400.0,
@@ -239,9 +239,17 @@ impl Metrics {
 
     /// Counts a job that ended as `outcome`: it waited `queued` and then ran
     /// for `ran` (None: it never started).
-    pub fn job_ended(&self, outcome: JobState, queued: Duration, ran: Option<Duration>) {
+    pub fn job_ended(
+        &self,
+        outcome: JobState,
+        principal: &str,
+        queued: Duration,
+        ran: Option<Duration>,
+    ) {
         let outcome = outcome.as_str();
-        self.jobs_ended.with_label_values(&[outcome]).inc();
+        self.jobs_ended
+            .with_label_values(&[outcome, principal])
+            .inc();
         self.queue_seconds
             .with_label_values(&[outcome])
             .observe(queued.as_secs_f64());

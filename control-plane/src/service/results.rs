@@ -22,6 +22,7 @@ use squall_executor::StoreRegistry;
 use super::api::{JobOutcome, JobState, ResultPage};
 use super::core::Service;
 use super::errors::ServiceError;
+use super::principals::Principal;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -33,11 +34,12 @@ impl Service {
     /// of them beyond the cap.
     pub(crate) async fn result_page(
         &self,
+        caller: &Principal,
         id: &str,
         offset: u64,
         limit: usize,
     ) -> Result<ResultPage, ServiceError> {
-        let outcome = self.outcome(id)?;
+        let outcome = self.outcome(caller, id)?;
         let max_bytes = self.config.limits.max_page_bytes;
         let (first_row, urls) = page_files(&outcome, offset, limit as u64);
         let mut skip = offset.saturating_sub(first_row) as usize;
@@ -93,6 +95,7 @@ impl Service {
     /// stream. Only the files the job committed can be named.
     pub(crate) async fn result_file(
         &self,
+        caller: &Principal,
         id: &str,
         index: usize,
     ) -> Result<
@@ -102,7 +105,7 @@ impl Service {
         ),
         ServiceError,
     > {
-        let outcome = self.outcome(id)?;
+        let outcome = self.outcome(caller, id)?;
         let url = outcome
             .files
             .get(index)
@@ -124,12 +127,9 @@ impl Service {
         Ok((got.meta.size, got.into_stream()))
     }
 
-    /// A succeeded job's recorded outcome.
-    fn outcome(&self, id: &str) -> Result<JobOutcome, ServiceError> {
-        let job = self
-            .store
-            .job(id)?
-            .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
+    /// A succeeded job's recorded outcome, if `caller` may see the job.
+    fn outcome(&self, caller: &Principal, id: &str) -> Result<JobOutcome, ServiceError> {
+        let job = self.owned_job(caller, id)?;
         if job.state != JobState::Succeeded {
             return Err(ServiceError::NoResult {
                 id: id.to_string(),

@@ -7,28 +7,40 @@ use super::api::{JobList, NewSchedule, ScheduleChange, ScheduleList, ScheduleVie
 use super::core::Service;
 use super::cron::CronSchedule;
 use super::errors::ServiceError;
+use super::principals::Principal;
 use super::store::{ScheduleRecord, now_ms};
+use super::submission::with_default_labels;
 use crate::engine::new_job_id;
 
 impl Service {
-    /// Every schedule, oldest first.
-    pub(crate) fn schedules(&self) -> Result<ScheduleList, ServiceError> {
-        let schedules = self
-            .store
-            .schedules()?
+    /// Schedules oldest first, a page at a time (a user's own only).
+    pub(crate) fn schedules(
+        &self,
+        caller: &Principal,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ScheduleList, ServiceError> {
+        let principal = (!caller.is_admin()).then_some(caller.name.as_str());
+        let (records, next) = self.store.schedules(principal, after, limit)?;
+        let schedules = records
             .into_iter()
             .map(schedule_view)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ScheduleList { schedules })
+        Ok(ScheduleList { schedules, next })
     }
 
     /// One schedule.
-    pub(crate) fn schedule(&self, id: &str) -> Result<ScheduleView, ServiceError> {
-        schedule_view(self.find_schedule(id)?)
+    pub(crate) fn schedule(
+        &self,
+        caller: &Principal,
+        id: &str,
+    ) -> Result<ScheduleView, ServiceError> {
+        schedule_view(self.find_schedule(caller, id)?)
     }
 
     /// Removes a schedule; the jobs it started stay (and keep running).
-    pub(crate) fn delete_schedule(&self, id: &str) -> Result<(), ServiceError> {
+    pub(crate) fn delete_schedule(&self, caller: &Principal, id: &str) -> Result<(), ServiceError> {
+        self.find_schedule(caller, id)?;
         if !self.store.delete_schedule(id)? {
             return Err(ServiceError::UnknownSchedule { id: id.to_string() });
         }
@@ -39,11 +51,12 @@ impl Service {
     /// A page of the jobs a schedule started, oldest first.
     pub(crate) fn schedule_runs(
         &self,
+        caller: &Principal,
         id: &str,
         after: Option<i64>,
         limit: usize,
     ) -> Result<JobList, ServiceError> {
-        self.find_schedule(id)?;
+        self.find_schedule(caller, id)?;
         let (jobs, next) = self.store.list_schedule_jobs(id, after, limit)?;
         self.job_list(jobs, next)
     }
@@ -51,13 +64,18 @@ impl Service {
     /// Checks a schedule's job as a submission, with its output (if any) as
     /// the folder its runs' subfolders go in; returns the template to store
     /// (URLs normalised).
-    async fn check_template(&self, job: &SubmitJob) -> Result<serde_json::Value, ServiceError> {
+    async fn check_template(
+        &self,
+        caller: &Principal,
+        job: &SubmitJob,
+    ) -> Result<serde_json::Value, ServiceError> {
         let id = new_job_id();
+        let job = &with_default_labels(caller, job.clone());
         let mut run = job.clone();
         if let Some(output) = &job.output {
             run.output = Some(format!("{}/{}", output.trim_end_matches('/'), id));
         }
-        let request = self.check_job(&run, &id).await?;
+        let request = self.check_job(caller, &run, &id).await?;
         let mut template = job.clone();
         for (table, spec) in template.tables.iter_mut().zip(&request.tables) {
             if table.url.is_some() {
@@ -91,10 +109,11 @@ impl Service {
 
     pub(crate) async fn create_schedule(
         &self,
+        caller: &Principal,
         new: NewSchedule,
     ) -> Result<ScheduleView, ServiceError> {
         let cron = self.checked_cron(&new.cron, &new.time_zone)?;
-        let template = self.check_template(&new.job).await?;
+        let template = self.check_template(caller, &new.job).await?;
         let now = now_ms();
         let record = ScheduleRecord {
             id: new_job_id(),
@@ -115,8 +134,23 @@ impl Service {
             last_skipped_at_ms: None,
             created_at_ms: now,
             revision: 0,
+            principal: caller.name.clone(),
         };
-        self.store.insert_schedule(&record)?;
+        let max = self.config.limits.max_schedules;
+        if !self
+            .store
+            .insert_schedule(&record, max, caller.max_schedules)?
+        {
+            return Err(ServiceError::TooMany {
+                what: if caller.max_schedules.is_some_and(|own| own < max) {
+                    "schedules of this principal"
+                } else {
+                    "schedules"
+                },
+                count: caller.max_schedules.unwrap_or(max).min(max),
+                max: caller.max_schedules.unwrap_or(max).min(max),
+            });
+        }
         self.schedules_changed.notify_one();
         schedule_view(record)
     }
@@ -126,15 +160,19 @@ impl Service {
     /// change applied anew, so no edit writes back a stale next run time.
     pub(crate) async fn change_schedule(
         &self,
+        caller: &Principal,
         id: &str,
         change: ScheduleChange,
     ) -> Result<ScheduleView, ServiceError> {
+        let owner = self.find_schedule(caller, id)?.principal;
+        // The runs are the owner's: checked as the owner's submissions.
+        let owner = self.principal_named(&owner)?;
         let template = match &change.job {
-            Some(job) => Some(self.check_template(job).await?),
+            Some(job) => Some(self.check_template(&owner, job).await?),
             None => None,
         };
         for _ in 0..10 {
-            let mut record = self.find_schedule(id)?;
+            let mut record = self.find_schedule(caller, id)?;
             if let Some(template) = &template {
                 record.template = template.clone();
             }
@@ -193,10 +231,12 @@ impl Service {
         Ok(())
     }
 
-    fn find_schedule(&self, id: &str) -> Result<ScheduleRecord, ServiceError> {
-        self.store
-            .schedule(id)?
-            .ok_or_else(|| ServiceError::UnknownSchedule { id: id.to_string() })
+    /// Schedule `id`, if `caller` may see it; one it may not see is not found.
+    fn find_schedule(&self, caller: &Principal, id: &str) -> Result<ScheduleRecord, ServiceError> {
+        match self.store.schedule(id)? {
+            Some(schedule) if caller.owns(&schedule.principal) => Ok(schedule),
+            _ => Err(ServiceError::UnknownSchedule { id: id.to_string() }),
+        }
     }
 }
 
@@ -223,6 +263,7 @@ fn schedule_view(record: ScheduleRecord) -> Result<ScheduleView, ServiceError> {
         .unwrap_or_default();
     Ok(ScheduleView {
         id: record.id,
+        principal: record.principal,
         name: record.name,
         cron: record.cron,
         time_zone: record.time_zone,

@@ -1,13 +1,15 @@
-//! Taking a job in: its request checked against the server's access policy and
-//! limits and planned (so what would fail at once is refused now), its output
-//! claimed, and queued, unless the queue is full.
+//! Taking a job in: its request checked against its principal's access
+//! policy and limits and planned (so what would fail at once is refused now),
+//! its output claimed, and queued, unless the server's queue or the
+//! principal's share of it is full.
 
 use std::time::Duration;
 
 use super::api::{Accepted, JobState, SubmitJob};
 use super::core::Service;
 use super::errors::ServiceError;
-use super::store::{NewJob, now_ms};
+use super::principals::Principal;
+use super::store::{NewJob, QueueRefusal, now_ms};
 use crate::access::Access;
 use crate::engine::{JobRequest, new_job_id};
 use crate::error::SquallError;
@@ -16,16 +18,17 @@ use crate::scheduler::{Speculation, TaskOptions};
 use crate::tables::{TableGuard, TableSpec};
 
 impl Service {
-    /// The engine's request for a submission that runs as job `job_id`: its
-    /// URLs normalised and checked against the access policy, its options
-    /// against the limits, catalog tables looked up.
+    /// The engine's request for a submission of `caller` that runs as job
+    /// `job_id`: its URLs normalised and checked against the caller's access
+    /// policy, its options against the caller's limits, catalog tables looked up.
     pub(super) fn request(
         &self,
+        caller: &Principal,
         submitted: &SubmitJob,
         job_id: &str,
     ) -> Result<JobRequest, ServiceError> {
-        let access = &self.config.access;
-        let limits = &self.config.limits;
+        let access = caller.access(&self.config.access);
+        let limits = &caller.limits(&self.config.limits);
         limits.check_sql(&submitted.sql)?;
         let tables = submitted
             .tables
@@ -103,12 +106,17 @@ impl Service {
         Ok(request)
     }
 
-    /// Checks a submission by planning it (URLs, SQL, tables, limits), claims
-    /// the output it names, then queues it.
-    pub(crate) async fn submit(&self, submitted: SubmitJob) -> Result<Accepted, ServiceError> {
+    /// Checks a submission of `caller` by planning it (URLs, SQL, tables,
+    /// limits), claims the output it names, then queues it.
+    pub(crate) async fn submit(
+        &self,
+        caller: &Principal,
+        submitted: SubmitJob,
+    ) -> Result<Accepted, ServiceError> {
         let id = new_job_id();
-        self.check_room()?;
-        let request = self.check_job(&submitted, &id).await?;
+        self.check_room(caller)?;
+        let submitted = with_default_labels(caller, submitted);
+        let request = self.check_job(caller, &submitted, &id).await?;
         // What runs is what was checked: the URLs as normalised.
         let mut stored = submitted.clone();
         normalise_urls(&mut stored, &request);
@@ -124,19 +132,24 @@ impl Service {
             sql: stored.sql,
             request: body,
             schedule_id: None,
+            principal: caller.name.clone(),
         };
-        let inserted = self
-            .store
-            .insert_queued(&new, now_ms(), self.config.limits.max_queued);
+        let inserted = self.store.insert_queued(
+            &new,
+            now_ms(),
+            self.config.limits.max_queued,
+            caller.max_queued,
+        );
         let job = match inserted {
-            Ok(Some(job)) => job,
+            Ok(Ok(job)) => job,
             refused => {
                 if let Some(output) = &stored.output {
                     self.engine.release_output(output, &id).await;
                 }
                 return Err(match refused {
                     Err(e) => e.into(),
-                    _ => self.queue_full(),
+                    Ok(Err(QueueRefusal::Principal)) => self.principal_queue_full(caller),
+                    Ok(_) => self.queue_full(),
                 });
             }
         };
@@ -147,11 +160,17 @@ impl Service {
         })
     }
 
-    /// Refused while the queue is full.
-    fn check_room(&self) -> Result<(), ServiceError> {
+    /// Refused while the queue, or the caller's share of it, is full.
+    fn check_room(&self, caller: &Principal) -> Result<(), ServiceError> {
         let queued = self.store.count_jobs(JobState::Queued)?;
         if queued >= self.config.limits.max_queued as u64 {
             return Err(self.queue_full());
+        }
+        if let Some(max) = caller.max_queued {
+            let own = self.store.count_by_principal(JobState::Queued)?;
+            if own.get(&caller.name).copied().unwrap_or(0) >= max as u64 {
+                return Err(self.principal_queue_full(caller));
+            }
         }
         Ok(())
     }
@@ -163,19 +182,39 @@ impl Service {
         }
     }
 
+    fn principal_queue_full(&self, caller: &Principal) -> ServiceError {
+        ServiceError::PrincipalQueueFull {
+            principal: caller.name.clone(),
+            max: caller.max_queued.unwrap_or(self.config.limits.max_queued),
+            retry_after: Duration::from_secs(30),
+        }
+    }
+
     /// Refuses a job that would fail at once: a URL outside the allowed
     /// prefixes, an option over its limit, bad SQL, unknown tables, tables the
     /// backend's executors cannot reach, a scan over its limit. Returns the
     /// request as it would run.
     pub(super) async fn check_job(
         &self,
+        caller: &Principal,
         submitted: &SubmitJob,
         job_id: &str,
     ) -> Result<JobRequest, ServiceError> {
-        let request = self.request(submitted, job_id)?;
+        let request = self.request(caller, submitted, job_id)?;
         self.engine.check(&request).await?;
         Ok(request)
     }
+}
+
+/// `submitted` with the caller's default labels for the keys it does not set.
+pub(super) fn with_default_labels(caller: &Principal, mut submitted: SubmitJob) -> SubmitJob {
+    for (key, value) in &caller.default_labels {
+        submitted
+            .labels
+            .entry(key.clone())
+            .or_insert_with(|| value.clone());
+    }
+    submitted
 }
 
 /// Puts the URLs `request` runs with (normalised) into the submission kept in

@@ -77,6 +77,7 @@ impl Service {
                 request: run_request(&schedule.template, due, &id),
                 id,
                 schedule_id: Some(schedule.id.clone()),
+                principal: schedule.principal.clone(),
             };
             let max_queued = self.config.limits.max_queued;
             match self

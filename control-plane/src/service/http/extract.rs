@@ -89,32 +89,45 @@ pub(super) async fn bounded(
     response
 }
 
+/// Finds the caller by its bearer token and hands its [`Principal`] to the
+/// handler (as a request extension); 401 without a valid token.
 pub(super) async fn authorize(
     State(service): State<Arc<Service>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
+    match bearer(request.headers()).and_then(|t| service.caller(t)) {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        None => unauthorized(),
+    }
+}
+
+/// The bearer token of a request, if it sends one.
+pub(super) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     // The scheme is case-insensitive (RFC 9110 §11.1): `bearer t` is `Bearer t`.
-    let token = request
-        .headers()
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    if !token.is_some_and(|t| service.accepts_token(t)) {
-        let mut response = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send a valid API token as `Authorization: Bearer TOKEN`".into(),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
-    }
-    next.run(request).await
+        .map(|(_, token)| token.trim())
+}
+
+/// 401, asking for a bearer token.
+pub(super) fn unauthorized() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "send a valid API token as `Authorization: Bearer TOKEN`".into(),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 /// A JSON request body as `T`: 413 over the size limit, 400 naming what is

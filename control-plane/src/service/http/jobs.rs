@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,6 +15,7 @@ use crate::service::api::{
 };
 use crate::service::core::Service;
 use crate::service::limits::check_label_key;
+use crate::service::principals::Principal;
 
 /// Submit a job. It is planned first, so bad SQL, unknown tables, tables the
 /// executors cannot reach and scans over the job's limit are refused here.
@@ -37,10 +39,11 @@ use crate::service::limits::check_label_key;
 )]
 pub(super) async fn submit_job(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
     let submitted: SubmitJob = json_body(body, "a job")?;
-    let accepted = service.submit(submitted).await?;
+    let accepted = service.submit(&caller, submitted).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(accepted)))
 }
 
@@ -71,6 +74,7 @@ pub(super) struct ListQuery {
 )]
 pub(super) async fn list_jobs(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<axum::Json<JobList>, ApiError> {
     let state =
@@ -86,6 +90,7 @@ pub(super) async fn list_jobs(
     };
     let limit = page_limit(query.limit, 50, 1000)?;
     Ok(axum::Json(service.jobs(
+        &caller,
         state,
         label,
         query.after,
@@ -115,9 +120,10 @@ fn parse_label(text: &str) -> Result<(&str, &str), ApiError> {
 )]
 pub(super) async fn get_job(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<JobView>, ApiError> {
-    Ok(axum::Json(service.job(&id)?))
+    Ok(axum::Json(service.job(&caller, &id)?))
 }
 
 /// Cancel a queued or running job: no new tasks, running ones abandoned,
@@ -134,9 +140,10 @@ pub(super) async fn get_job(
 )]
 pub(super) async fn cancel_job(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<JobView>, ApiError> {
-    let job = service.cancel(&id).await?;
+    let job = service.cancel(&caller, &id).await?;
     Ok(axum::Json(service.view(job)?))
 }
 
@@ -164,6 +171,7 @@ pub(super) struct ResultQuery {
 )]
 pub(super) async fn get_result(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ResultQuery>,
 ) -> Result<axum::Json<ResultPage>, ApiError> {
@@ -176,7 +184,7 @@ pub(super) async fn get_result(
             format!("offset {offset} is out of range"),
         ));
     }
-    let page = service.result_page(&id, offset, limit).await?;
+    let page = service.result_page(&caller, &id, offset, limit).await?;
     Ok(axum::Json(page))
 }
 
@@ -202,12 +210,15 @@ pub(super) struct AttemptsQuery {
 )]
 pub(super) async fn get_attempts(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<AttemptsQuery>,
 ) -> Result<axum::Json<AttemptList>, ApiError> {
-    Ok(axum::Json(
-        service.attempts(&id, query.failed.unwrap_or(false))?,
-    ))
+    Ok(axum::Json(service.attempts(
+        &caller,
+        &id,
+        query.failed.unwrap_or(false),
+    )?))
 }
 
 /// The stage DAG a job runs, as planned when it started: each stage's kind,
@@ -224,9 +235,10 @@ pub(super) async fn get_attempts(
 )]
 pub(super) async fn get_plan(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<PlanView>, ApiError> {
-    Ok(axum::Json(service.plan(&id)?.unwrap_or_default()))
+    Ok(axum::Json(service.plan(&caller, &id)?.unwrap_or_default()))
 }
 
 /// File `index` (from 0, in the order `result`'s `files` lists them) of a
@@ -247,6 +259,7 @@ pub(super) async fn get_plan(
 )]
 pub(super) async fn get_result_file(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path((id, index)): Path<(String, String)>,
 ) -> Result<axum::response::Response, ApiError> {
     let index: usize = index.parse().map_err(|_| {
@@ -256,7 +269,7 @@ pub(super) async fn get_result_file(
             format!("file index '{index}' is not a number from 0"),
         )
     })?;
-    let (size, stream) = service.result_file(&id, index).await?;
+    let (size, stream) = service.result_file(&caller, &id, index).await?;
     let disposition = format!("attachment; filename=\"{id}-{index}.parquet\"");
     axum::response::Response::builder()
         .header(

@@ -60,6 +60,7 @@ pub fn router(service: Arc<Service>) -> Router {
                 .delete(schedules::delete_schedule),
         )
         .route("/schedules/{id}/runs", get(schedules::schedule_runs))
+        .route("/whoami", get(operations::whoami))
         .route_layer(middleware::from_fn_with_state(service.clone(), bounded))
         .route_layer(middleware::from_fn_with_state(service.clone(), authorize));
     Router::new()
@@ -111,6 +112,7 @@ pub fn router(service: Arc<Service>) -> Router {
         schedules::schedule_runs,
         operations::healthz,
         operations::metrics,
+        operations::whoami,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))

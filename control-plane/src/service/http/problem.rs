@@ -50,7 +50,13 @@ impl From<ServiceError> for ApiError {
             ServiceError::RowTooLarge { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "row too large"),
             ServiceError::ScheduleBusy { .. } => (StatusCode::CONFLICT, "schedule busy"),
             ServiceError::BadCron { .. } => (StatusCode::BAD_REQUEST, "bad cron"),
-            ServiceError::QueueFull { retry_after, .. } => {
+            ServiceError::TooMany { .. } => (StatusCode::CONFLICT, "too many"),
+            ServiceError::NotOwner { .. } => (StatusCode::FORBIDDEN, "not yours"),
+            ServiceError::UnknownPrincipal { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "unknown principal")
+            }
+            ServiceError::QueueFull { retry_after, .. }
+            | ServiceError::PrincipalQueueFull { retry_after, .. } => {
                 let mut answer = Self::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "queue full",

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,6 +14,7 @@ use crate::service::api::{
     JobList, NewSchedule, Problem, ScheduleChange, ScheduleList, ScheduleView,
 };
 use crate::service::core::Service;
+use crate::service::principals::Principal;
 
 /// Create a schedule; its job is checked as a submission would be.
 #[utoipa::path(
@@ -33,25 +35,45 @@ use crate::service::core::Service;
 )]
 pub(super) async fn create_schedule(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<ScheduleView>), ApiError> {
     let new: NewSchedule = json_body(body, "a schedule")?;
-    let view = service.create_schedule(new).await?;
+    let view = service.create_schedule(&caller, new).await?;
     Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
-/// All schedules, oldest first.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct SchedulePage {
+    /// The `next` of the previous page.
+    after: Option<String>,
+    /// Schedules per page (1 to 1000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// Schedules oldest first, a page at a time (a user's own only).
 #[utoipa::path(
     get, path = "/v1/schedules", tag = "schedules",
+    params(SchedulePage),
     responses(
-        (status = 200, description = "All schedules", body = ScheduleList),
+        (status = 200, description = "A page of schedules", body = ScheduleList),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn list_schedules(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
+    ApiQuery(page): ApiQuery<SchedulePage>,
 ) -> Result<axum::Json<ScheduleList>, ApiError> {
-    Ok(axum::Json(service.schedules()?))
+    let limit = page_limit(page.limit, 100, 1000)?;
+    Ok(axum::Json(service.schedules(
+        &caller,
+        page.after.as_deref(),
+        limit,
+    )?))
 }
 
 /// One schedule.
@@ -66,9 +88,10 @@ pub(super) async fn list_schedules(
 )]
 pub(super) async fn get_schedule(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ScheduleView>, ApiError> {
-    Ok(axum::Json(service.schedule(&id)?))
+    Ok(axum::Json(service.schedule(&caller, &id)?))
 }
 
 /// Change a schedule: any of name, cron, time zone, job, enabled, policies.
@@ -88,11 +111,14 @@ pub(super) async fn get_schedule(
 )]
 pub(super) async fn change_schedule(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path(id): Path<String>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<axum::Json<ScheduleView>, ApiError> {
     let change: ScheduleChange = json_body(body, "a schedule change")?;
-    Ok(axum::Json(service.change_schedule(&id, change).await?))
+    Ok(axum::Json(
+        service.change_schedule(&caller, &id, change).await?,
+    ))
 }
 
 /// Removes a schedule; jobs it started stay (and keep running).
@@ -107,9 +133,10 @@ pub(super) async fn change_schedule(
 )]
 pub(super) async fn delete_schedule(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    service.delete_schedule(&id)?;
+    service.delete_schedule(&caller, &id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -136,11 +163,13 @@ pub(super) struct RunsQuery {
 )]
 pub(super) async fn schedule_runs(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<RunsQuery>,
 ) -> Result<axum::Json<JobList>, ApiError> {
     let limit = page_limit(query.limit, 50, 1000)?;
     Ok(axum::Json(service.schedule_runs(
+        &caller,
         &id,
         query.after,
         limit,

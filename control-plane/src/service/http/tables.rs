@@ -2,27 +2,49 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use super::extract::json_body;
+use super::extract::{ApiQuery, json_body, page_limit};
 use super::problem::ApiError;
 use crate::service::api::{Problem, PutTable, TableList, TableView};
 use crate::service::core::Service;
+use crate::service::principals::Principal;
 
-/// Catalog tables with the schemas read from their files.
+/// A page of a listing by name.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct NamePage {
+    /// The `next` of the previous page.
+    after: Option<String>,
+    /// Entries per page (1 to 1000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// Catalog tables with the schemas read from their files, by name, a page at a time.
 #[utoipa::path(
     get, path = "/v1/tables", tag = "tables",
+    params(NamePage),
     responses(
-        (status = 200, description = "All tables", body = TableList),
+        (status = 200, description = "A page of tables", body = TableList),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(super) async fn list_tables(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
+    ApiQuery(page): ApiQuery<NamePage>,
 ) -> Result<axum::Json<TableList>, ApiError> {
-    Ok(axum::Json(service.tables().await?))
+    let limit = page_limit(page.limit, 100, 1000)?;
+    Ok(axum::Json(
+        service
+            .tables(&caller, page.after.as_deref(), limit)
+            .await?,
+    ))
 }
 
 /// One catalog table.
@@ -39,9 +61,10 @@ pub(super) async fn list_tables(
 )]
 pub(super) async fn get_table(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path(name): Path<String>,
 ) -> Result<axum::Json<TableView>, ApiError> {
-    Ok(axum::Json(service.table(&name).await?))
+    Ok(axum::Json(service.table(&caller, &name).await?))
 }
 
 /// Add or replace a catalog table; its files must be readable (the schema is
@@ -64,11 +87,12 @@ pub(super) async fn get_table(
 )]
 pub(super) async fn put_table(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path(name): Path<String>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<axum::Json<TableView>, ApiError> {
     let put: PutTable = json_body(body, "a table")?;
-    Ok(axum::Json(service.put_table(name, put).await?))
+    Ok(axum::Json(service.put_table(&caller, name, put).await?))
 }
 
 /// Remove a catalog table (its files stay).
@@ -83,8 +107,9 @@ pub(super) async fn put_table(
 )]
 pub(super) async fn delete_table(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    service.delete_table(&name)?;
+    service.delete_table(&caller, &name)?;
     Ok(StatusCode::NO_CONTENT)
 }

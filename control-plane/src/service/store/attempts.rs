@@ -92,6 +92,7 @@ mod tests {
                     sql: "SELECT 1".into(),
                     request: serde_json::json!({}),
                     schedule_id: None,
+                    principal: "admin".into(),
                 },
                 1,
             )

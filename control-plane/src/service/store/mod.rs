@@ -115,6 +115,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE task_attempts ADD COLUMN ended_at_ms INTEGER;
     ALTER TABLE task_attempts ADD COLUMN backup INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN plan TEXT;",
+    // 8: who submitted each job, owns each schedule, put each catalog table
+    // (earlier rows were the one token's: the admin principal).
+    "ALTER TABLE jobs ADD COLUMN principal TEXT NOT NULL DEFAULT 'admin';
+    CREATE INDEX jobs_by_principal ON jobs (principal, state, seq);
+    ALTER TABLE schedules ADD COLUMN principal TEXT NOT NULL DEFAULT 'admin';
+    ALTER TABLE catalog ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin';",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +166,8 @@ pub struct JobRecord {
     pub seq: i64,
     /// What the job cost, recorded when it ended (or was interrupted).
     pub cost: Option<JobCost>,
+    /// Who submitted it (or owns the schedule that did).
+    pub principal: String,
 }
 
 /// A job to insert (queued).
@@ -169,6 +177,16 @@ pub struct NewJob {
     pub sql: String,
     pub request: serde_json::Value,
     pub schedule_id: Option<String>,
+    pub principal: String,
+}
+
+/// Why [`JobStore::insert_queued`] did not queue a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRefusal {
+    /// The server's queue is full.
+    Server,
+    /// The job's principal has as many jobs queued as it may.
+    Principal,
 }
 
 /// A named table of the catalog.
@@ -182,6 +200,8 @@ pub struct CatalogTable {
     /// The columns read from the files when the table was put (None in rows
     /// stored before they were kept).
     pub columns: Option<serde_json::Value>,
+    /// The principal that put it.
+    pub owner: String,
 }
 
 /// The job store. One connection behind a mutex: every call is a few SQLite
@@ -239,15 +259,16 @@ impl JobStore {
             .transaction()
             .map_err(sqlite(format!("insert job {}", job.id)))?;
         tx.execute(
-            "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms, principal)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 job.id,
                 JobState::Queued.as_str(),
                 job.sql,
                 job.request.to_string(),
                 job.schedule_id,
-                now_ms
+                now_ms,
+                job.principal
             ],
         )
         .map_err(sqlite(format!("insert job {}", job.id)))?;
@@ -261,30 +282,36 @@ impl JobStore {
         })
     }
 
-    /// Inserts a queued job unless `max_queued` jobs are queued already
-    /// (None then), in one step: two submissions cannot both take the last place.
+    /// Inserts a queued job unless `max_queued` jobs are queued already, or
+    /// `principal_max` of its principal's, in one step: two submissions
+    /// cannot both take the last place.
     pub fn insert_queued(
         &self,
         job: &NewJob,
         now_ms: i64,
         max_queued: usize,
-    ) -> Result<Option<JobRecord>> {
+        principal_max: Option<usize>,
+    ) -> Result<std::result::Result<JobRecord, QueueRefusal>> {
         let mut conn = self.conn();
         let tx = conn
             .transaction()
             .map_err(sqlite(format!("insert job {}", job.id)))?;
         let inserted = tx
             .execute(
-                "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms)
-                 SELECT ?1, 'queued', ?2, ?3, ?4, ?5
-                 WHERE (SELECT count(*) FROM jobs WHERE state = 'queued') < ?6",
+                "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms, principal)
+                 SELECT ?1, 'queued', ?2, ?3, ?4, ?5, ?7
+                 WHERE (SELECT count(*) FROM jobs WHERE state = 'queued') < ?6
+                   AND (?8 IS NULL OR (SELECT count(*) FROM jobs
+                        WHERE state = 'queued' AND principal = ?7) < ?8)",
                 params![
                     job.id,
                     job.sql,
                     job.request.to_string(),
                     job.schedule_id,
                     now_ms,
-                    max_queued as i64
+                    max_queued as i64,
+                    job.principal,
+                    principal_max.map(|n| n as i64),
                 ],
             )
             .map_err(sqlite(format!("insert job {}", job.id)))?;
@@ -295,9 +322,20 @@ impl JobStore {
             .map_err(sqlite(format!("insert job {}", job.id)))?;
         drop(conn);
         if inserted == 0 {
-            return Ok(None);
+            let queued = self.count_jobs(JobState::Queued)?;
+            return Ok(Err(if queued >= max_queued as u64 {
+                QueueRefusal::Server
+            } else {
+                QueueRefusal::Principal
+            }));
         }
-        self.job(&job.id)
+        match self.job(&job.id)? {
+            Some(record) => Ok(Ok(record)),
+            None => Err(StoreError::Corrupt {
+                what: format!("job {}", job.id),
+                message: "missing right after its insert".into(),
+            }),
+        }
     }
 
     /// Finished jobs that ended before `before_ms`, oldest first, at most `limit`.
@@ -353,18 +391,7 @@ impl JobStore {
         after: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<JobRecord>, Option<i64>)> {
-        self.list_jobs_where(state, None, None, after, limit)
-    }
-
-    /// [`list_jobs`](Self::list_jobs), of jobs labelled `key` = `value` only.
-    pub fn list_labelled_jobs(
-        &self,
-        state: Option<JobState>,
-        label: (&str, &str),
-        after: Option<i64>,
-        limit: usize,
-    ) -> Result<(Vec<JobRecord>, Option<i64>)> {
-        self.list_jobs_where(state, None, Some(label), after, limit)
+        self.list_jobs_where(&JobFilter::default(), state, after, limit)
     }
 
     /// [`list_jobs`](Self::list_jobs), of one schedule's jobs only.
@@ -374,14 +401,18 @@ impl JobStore {
         after: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<JobRecord>, Option<i64>)> {
-        self.list_jobs_where(None, Some(schedule_id), None, after, limit)
+        let filter = JobFilter {
+            schedule_id: Some(schedule_id),
+            ..JobFilter::default()
+        };
+        self.list_jobs_where(&filter, None, after, limit)
     }
 
-    fn list_jobs_where(
+    /// [`list_jobs`](Self::list_jobs), of the jobs `filter` lets through.
+    pub fn list_jobs_where(
         &self,
+        filter: &JobFilter<'_>,
         state: Option<JobState>,
-        schedule_id: Option<&str>,
-        label: Option<(&str, &str)>,
         after: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<JobRecord>, Option<i64>)> {
@@ -393,19 +424,22 @@ impl JobStore {
                    AND seq > ?3
                    AND (?5 IS NULL OR EXISTS (SELECT 1 FROM job_labels l
                         WHERE l.job_id = jobs.id AND l.key = ?5 AND l.value = ?6))
+                   AND (?7 IS NULL OR principal = ?7)
                  ORDER BY seq LIMIT ?4"
             ))
             .map_err(sqlite("list jobs"))?;
         let fetch = limit.saturating_add(1) as i64;
+        let label = filter.label;
         let rows = stmt
             .query_map(
                 params![
                     state.map(JobState::as_str),
-                    schedule_id,
+                    filter.schedule_id,
                     after.unwrap_or(0),
                     fetch,
                     label.map(|l| l.0),
                     label.map(|l| l.1),
+                    filter.principal,
                 ],
                 raw_job,
             )
@@ -423,6 +457,40 @@ impl JobStore {
             None
         };
         Ok((jobs, next))
+    }
+
+    /// The oldest queued job of each principal with jobs queued, oldest first.
+    pub fn queued_heads(&self) -> Result<Vec<JobRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE seq IN
+                   (SELECT min(seq) FROM jobs WHERE state = 'queued' GROUP BY principal)
+                 ORDER BY seq"
+            ))
+            .map_err(sqlite("list queued jobs"))?;
+        let rows = stmt
+            .query_map([], raw_job)
+            .map_err(sqlite("list queued jobs"))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(sqlite("list queued jobs"))?;
+        rows.into_iter().map(RawJob::into_record).collect()
+    }
+
+    /// How many jobs of each principal are in `state`.
+    pub fn count_by_principal(&self, state: JobState) -> Result<HashMap<String, u64>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT principal, count(*) FROM jobs WHERE state = ?1 GROUP BY principal")
+            .map_err(sqlite("count jobs"))?;
+        let rows = stmt
+            .query_map(params![state.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })
+            .map_err(sqlite("count jobs"))?
+            .collect::<std::result::Result<HashMap<_, _>, _>>()
+            .map_err(sqlite("count jobs"))?;
+        Ok(rows)
     }
 
     /// How many jobs are in `state`.
@@ -614,29 +682,37 @@ impl JobStore {
     }
 
     /// Adds or replaces a catalog table.
-    pub fn put_table(&self, table: &CatalogTable) -> Result<()> {
-        self.conn()
+    /// Adds or replaces a catalog table unless `max_tables` are stored
+    /// already (false then; replacing one never counts).
+    pub fn put_table(&self, table: &CatalogTable, max_tables: usize) -> Result<bool> {
+        let changed = self
+            .conn()
             .execute(
-                "INSERT OR REPLACE INTO catalog (name, url, format, options, created_at_ms, columns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO catalog
+                   (name, url, format, options, created_at_ms, columns, owner)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                 WHERE EXISTS (SELECT 1 FROM catalog WHERE name = ?1)
+                    OR (SELECT count(*) FROM catalog) < ?8",
                 params![
                     table.name,
                     table.url,
                     table.format,
                     table.options.to_string(),
                     table.created_at_ms,
-                    table.columns.as_ref().map(|c| c.to_string())
+                    table.columns.as_ref().map(|c| c.to_string()),
+                    table.owner,
+                    max_tables as i64,
                 ],
             )
             .map_err(sqlite(format!("store table {}", table.name)))?;
-        Ok(())
+        Ok(changed == 1)
     }
 
     pub fn table(&self, name: &str) -> Result<Option<CatalogTable>> {
         let conn = self.conn();
         let row = conn
             .query_row(
-                "SELECT name, url, format, options, created_at_ms, columns FROM catalog WHERE name = ?1",
+                &format!("SELECT {TABLE_COLUMNS} FROM catalog WHERE name = ?1"),
                 params![name],
                 raw_table,
             )
@@ -645,19 +721,36 @@ impl JobStore {
         row.map(into_table).transpose()
     }
 
-    pub fn tables(&self) -> Result<Vec<CatalogTable>> {
+    /// Catalog tables by name after `after`, at most `limit`, and the name
+    /// to continue after if there are more.
+    pub fn tables(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<CatalogTable>, Option<String>)> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(
-                "SELECT name, url, format, options, created_at_ms, columns FROM catalog ORDER BY name",
-            )
+            .prepare(&format!(
+                "SELECT {TABLE_COLUMNS} FROM catalog WHERE ?1 IS NULL OR name > ?1
+                 ORDER BY name LIMIT ?2"
+            ))
             .map_err(sqlite("list tables"))?;
         let rows = stmt
-            .query_map([], raw_table)
+            .query_map(params![after, limit.saturating_add(1) as i64], raw_table)
             .map_err(sqlite("list tables"))?
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(sqlite("list tables"))?;
-        rows.into_iter().map(into_table).collect()
+        let mut tables = rows
+            .into_iter()
+            .map(into_table)
+            .collect::<Result<Vec<_>>>()?;
+        let next = if tables.len() > limit {
+            tables.truncate(limit);
+            tables.last().map(|t| t.name.clone())
+        } else {
+            None
+        };
+        Ok((tables, next))
     }
 
     /// Removes a catalog table; false if there was none.
@@ -699,7 +792,16 @@ fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
 }
 
 const JOB_COLUMNS: &str = "seq, id, state, sql, request, schedule_id, submitted_at_ms, \
-                           started_at_ms, finished_at_ms, error, cost";
+                           started_at_ms, finished_at_ms, error, cost, principal";
+
+/// Which jobs a listing returns (each None: any).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JobFilter<'a> {
+    pub schedule_id: Option<&'a str>,
+    /// Labelled `key` = `value`.
+    pub label: Option<(&'a str, &'a str)>,
+    pub principal: Option<&'a str>,
+}
 
 /// Inserts the labels of `job`'s request (`labels`, an object of strings).
 pub(super) fn insert_labels(tx: &rusqlite::Transaction<'_>, job: &NewJob) -> Result<()> {
@@ -732,6 +834,7 @@ pub(super) struct RawJob {
     finished_at_ms: Option<i64>,
     error: Option<String>,
     cost: Option<String>,
+    principal: String,
 }
 
 pub(super) fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
@@ -747,6 +850,7 @@ pub(super) fn raw_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawJob> {
         finished_at_ms: row.get(8)?,
         error: row.get(9)?,
         cost: row.get(10)?,
+        principal: row.get(11)?,
     })
 }
 
@@ -778,11 +882,23 @@ impl RawJob {
             error: self.error,
             seq: self.seq,
             cost,
+            principal: self.principal,
         })
     }
 }
 
-type RawTable = (String, String, Option<String>, String, i64, Option<String>);
+type RawTable = (
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    Option<String>,
+    String,
+);
+
+/// The columns `raw_table` reads, in its order.
+const TABLE_COLUMNS: &str = "name, url, format, options, created_at_ms, columns, owner";
 
 fn raw_table(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawTable> {
     Ok((
@@ -792,11 +908,12 @@ fn raw_table(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawTable> {
         row.get(3)?,
         row.get(4)?,
         row.get(5)?,
+        row.get(6)?,
     ))
 }
 
 fn into_table(
-    (name, url, format, options, created_at_ms, columns): RawTable,
+    (name, url, format, options, created_at_ms, columns, owner): RawTable,
 ) -> Result<CatalogTable> {
     let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt {
         what: format!("table {name}"),
@@ -814,6 +931,7 @@ fn into_table(
         options,
         created_at_ms,
         columns,
+        owner,
     })
 }
 
@@ -828,6 +946,7 @@ mod tests {
             sql: "SELECT 1".into(),
             request: serde_json::json!({"tables": []}),
             schedule_id: None,
+            principal: "admin".into(),
         }
     }
 
@@ -985,10 +1104,31 @@ mod tests {
             options: serde_json::json!({}),
             created_at_ms: 3,
             columns: Some(serde_json::json!([{"name": "l_orderkey"}])),
+            owner: "alice".into(),
         };
-        store.put_table(&table).unwrap();
+        assert!(store.put_table(&table, 2).unwrap());
         assert_eq!(store.table("lineitem").unwrap(), Some(table.clone()));
-        assert_eq!(store.tables().unwrap(), vec![table]);
+        assert_eq!(store.tables(None, 10).unwrap(), (vec![table.clone()], None));
+        // At the cap: a new name is refused, replacing one is not.
+        let orders = CatalogTable {
+            name: "orders".into(),
+            ..table.clone()
+        };
+        assert!(store.put_table(&orders, 2).unwrap());
+        let parts = CatalogTable {
+            name: "part".into(),
+            ..table.clone()
+        };
+        assert!(!store.put_table(&parts, 2).unwrap());
+        assert!(store.put_table(&table, 2).unwrap());
+        // Paged by name.
+        let (page, next) = store.tables(None, 1).unwrap();
+        assert_eq!(
+            (page[0].name.as_str(), next.as_deref()),
+            ("lineitem", Some("lineitem"))
+        );
+        let (page, next) = store.tables(next.as_deref(), 1).unwrap();
+        assert_eq!((page[0].name.as_str(), next), ("orders", None));
         assert!(store.delete_table("lineitem").unwrap());
         assert!(!store.delete_table("lineitem").unwrap());
         assert_eq!(store.table("lineitem").unwrap(), None);

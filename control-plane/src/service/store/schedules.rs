@@ -30,6 +30,8 @@ pub struct ScheduleRecord {
     /// Bumped by every change, a user's or a firing's: an edit applies only to
     /// the revision it was made from.
     pub revision: i64,
+    /// The principal that owns it (and its runs).
+    pub principal: String,
 }
 
 /// What became of a due run.
@@ -49,15 +51,27 @@ pub enum Firing {
 }
 
 const SCHEDULE_COLUMNS: &str = "id, name, cron, time_zone, template, enabled, overlap, catch_up, \
-     next_fire_at_ms, last_fired_at_ms, skipped_runs, last_skipped_at_ms, created_at_ms, revision";
+     next_fire_at_ms, last_fired_at_ms, skipped_runs, last_skipped_at_ms, created_at_ms, revision, \
+     principal";
 
 impl JobStore {
-    pub fn insert_schedule(&self, schedule: &ScheduleRecord) -> Result<()> {
-        self.conn()
+    /// Stores a new schedule unless `max_all` schedules exist already, or
+    /// `max_own` of its principal's (false then), in one step.
+    pub fn insert_schedule(
+        &self,
+        schedule: &ScheduleRecord,
+        max_all: usize,
+        max_own: Option<usize>,
+    ) -> Result<bool> {
+        let inserted = self
+            .conn()
             .execute(
                 &format!(
                     "INSERT INTO schedules ({SCHEDULE_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15
+                     WHERE (SELECT count(*) FROM schedules) < ?16
+                       AND (?17 IS NULL
+                            OR (SELECT count(*) FROM schedules WHERE principal = ?15) < ?17)"
                 ),
                 params![
                     schedule.id,
@@ -73,11 +87,14 @@ impl JobStore {
                     schedule.skipped_runs as i64,
                     schedule.last_skipped_at_ms,
                     schedule.created_at_ms,
-                    schedule.revision
+                    schedule.revision,
+                    schedule.principal,
+                    max_all as i64,
+                    max_own.map(|n| n as i64),
                 ],
             )
             .map_err(sqlite(format!("insert schedule {}", schedule.id)))?;
-        Ok(())
+        Ok(inserted == 1)
     }
 
     /// Replaces what a user may change (name, cron, zone, template, enabled,
@@ -122,9 +139,29 @@ impl JobStore {
         row.map(RawSchedule::into_record).transpose()
     }
 
-    /// All schedules, oldest first.
-    pub fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
-        self.schedules_where("1", [])
+    /// Schedules oldest first, of `principal` only if given, after the
+    /// schedule `after` (an id), at most `limit`; and the id to continue after
+    /// if there are more.
+    pub fn schedules(
+        &self,
+        principal: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ScheduleRecord>, Option<String>)> {
+        let mut schedules = self.schedules_where(
+            "(?1 IS NULL OR principal = ?1)
+               AND (?2 IS NULL OR (created_at_ms, id) >
+                    (SELECT created_at_ms, id FROM schedules WHERE id = ?2))
+             ORDER BY created_at_ms, id LIMIT ?3",
+            params![principal, after, limit.saturating_add(1) as i64],
+        )?;
+        let next = if schedules.len() > limit {
+            schedules.truncate(limit);
+            schedules.last().map(|s| s.id.clone())
+        } else {
+            None
+        };
+        Ok((schedules, next))
     }
 
     /// Enabled schedules whose next run is due at `now_ms`, earliest first.
@@ -252,9 +289,17 @@ impl JobStore {
                 skipped
             } else {
                 tx.execute(
-                    "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms)
-                     VALUES (?1, 'queued', ?2, ?3, ?4, ?5)",
-                    params![job.id, job.sql, job.request.to_string(), id, now_ms],
+                    "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms,
+                        principal)
+                     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        job.id,
+                        job.sql,
+                        job.request.to_string(),
+                        id,
+                        now_ms,
+                        job.principal
+                    ],
                 )
                 .map_err(sqlite(context.clone()))?;
                 insert_labels(&tx, job)?;
@@ -295,6 +340,7 @@ struct RawSchedule {
     last_skipped_at_ms: Option<i64>,
     created_at_ms: i64,
     revision: i64,
+    principal: String,
 }
 
 impl RawSchedule {
@@ -314,6 +360,7 @@ impl RawSchedule {
             last_skipped_at_ms: row.get(11)?,
             created_at_ms: row.get(12)?,
             revision: row.get(13)?,
+            principal: row.get(14)?,
         })
     }
 
@@ -343,6 +390,7 @@ impl RawSchedule {
             last_skipped_at_ms: self.last_skipped_at_ms,
             created_at_ms: self.created_at_ms,
             revision: self.revision,
+            principal: self.principal,
         })
     }
 }
@@ -368,6 +416,7 @@ mod tests {
             last_skipped_at_ms: None,
             created_at_ms: 1,
             revision: 0,
+            principal: "alice".into(),
         }
     }
 
@@ -377,19 +426,47 @@ mod tests {
             sql: "SELECT 1".into(),
             request: serde_json::json!({"sql": "SELECT 1"}),
             schedule_id: None,
+            principal: "alice".into(),
         }
     }
 
     #[test]
     fn schedules_round_trip_and_list_by_due_time() {
         let store = JobStore::open_in_memory().unwrap();
-        store.insert_schedule(&schedule("a", 100)).unwrap();
-        store.insert_schedule(&schedule("b", 50)).unwrap();
+        assert!(
+            store
+                .insert_schedule(&schedule("a", 100), 10, None)
+                .unwrap()
+        );
+        assert!(store.insert_schedule(&schedule("b", 50), 10, None).unwrap());
         let mut off = schedule("c", 10);
         off.enabled = false;
-        store.insert_schedule(&off).unwrap();
+        off.principal = "bob".into();
+        assert!(store.insert_schedule(&off, 10, None).unwrap());
         assert_eq!(store.schedule("a").unwrap(), Some(schedule("a", 100)));
-        assert_eq!(store.schedules().unwrap().len(), 3);
+        assert_eq!(store.schedules(None, None, 10).unwrap().0.len(), 3);
+        // Paged, and by principal.
+        let (page, next) = store.schedules(None, None, 2).unwrap();
+        assert_eq!(page.len(), 2);
+        let (rest, last) = store.schedules(None, next.as_deref(), 2).unwrap();
+        assert_eq!((rest.len(), last), (1, None));
+        assert_eq!(
+            store.schedules(Some("bob"), None, 10).unwrap().0,
+            vec![off.clone()]
+        );
+        // Caps: the server's, and the principal's.
+        assert!(!store.insert_schedule(&schedule("d", 1), 3, None).unwrap());
+        assert!(
+            !store
+                .insert_schedule(&schedule("d", 1), 10, Some(2))
+                .unwrap()
+        );
+        assert!(
+            store
+                .insert_schedule(&schedule("d", 1), 10, Some(3))
+                .unwrap()
+        );
+        assert!(store.delete_schedule("d").unwrap());
         let due: Vec<_> = store
             .due_schedules(100)
             .unwrap()
@@ -414,7 +491,9 @@ mod tests {
     #[test]
     fn a_run_fires_once_and_overlaps_are_skipped() {
         let store = JobStore::open_in_memory().unwrap();
-        store.insert_schedule(&schedule("s", 100)).unwrap();
+        store
+            .insert_schedule(&schedule("s", 100), 10, None)
+            .unwrap();
         let fired = store
             .fire_schedule("s", 100, Some(200), true, &job("j1"), 101, 100)
             .unwrap();

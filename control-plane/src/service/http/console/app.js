@@ -81,6 +81,7 @@ const stateCell = (s) => h("span", { class: `state state-${s}` }, s);
 function showLogin(message) {
   stopRefresh();
   document.getElementById("nav").hidden = true;
+  whoami = undefined;
   const input = h("input", { id: "token", type: "password", autocomplete: "off", required: true, size: 32 });
   const form = h("form", { class: "card login", "aria-labelledby": "login-title", onsubmit: async (e) => {
     e.preventDefault();
@@ -97,7 +98,7 @@ function showLogin(message) {
     h("h1", { id: "login-title" }, "Log in to Squall"),
     h("label", { for: "token" }, "API token"),
     input,
-    h("p", { class: "muted" }, "One of the server's --token values. It is kept in this tab only."),
+    h("p", { class: "muted" }, "Your API token (a --token value, or a principal's). It is kept in this tab only."),
     h("button", { type: "submit", class: "primary", id: "login" }, "Log in"));
   const error = h("p", { class: "error", role: "alert", id: "login-error" }, message || "");
   form.append(error);
@@ -176,7 +177,7 @@ async function jobsPage(params) {
 
 async function submitPage() {
   let tables = [];
-  try { tables = (await api("/v1/tables")).tables; } catch (err) { /* shown below */ }
+  try { tables = (await api("/v1/tables?limit=1000")).tables; } catch (err) { /* shown below */ }
   const sql = h("textarea", { id: "sql", rows: 10, required: true, spellcheck: "false" });
   const tablesInput = h("textarea", { id: "tables", rows: 3, spellcheck: "false",
     placeholder: "one per line: a catalog NAME, or NAME=URL" });
@@ -407,7 +408,7 @@ async function download(id, format) {
 }
 
 async function schedulesPage() {
-  const list = (await api("/v1/schedules")).schedules;
+  const list = (await api("/v1/schedules?limit=1000")).schedules;
   const error = h("p", { class: "error", role: "alert" });
   const rows = await Promise.all(list.map(async (s) => {
     const runs = (await api(`/v1/schedules/${encodeURIComponent(s.id)}/runs?limit=50`)).jobs.slice(-5).reverse();
@@ -430,7 +431,7 @@ async function schedulesPage() {
 }
 
 async function catalogPage() {
-  const tables = (await api("/v1/tables")).tables;
+  const tables = (await api("/v1/tables?limit=1000")).tables;
   fill(main(), h("h1", {}, "Catalog"),
     tables.length ? tables.map((t) => h("section", { class: "card" },
       h("h2", {}, t.name), h("p", { class: "muted" }, `${t.url}${t.format ? ` (${t.format})` : ""}`),
@@ -440,11 +441,21 @@ async function catalogPage() {
       : h("p", { class: "muted" }, "No catalog tables."));
 }
 
+// Who the token belongs to, shown beside the navigation (fetched once per login).
+let whoami;
+async function showWho() {
+  if (!whoami) whoami = await api("/v1/whoami");
+  const who = document.getElementById("who");
+  who.textContent = `${whoami.name} (${whoami.role})`;
+  who.title = whoami.role === "admin" ? "Sees every job and schedule" : "Sees its own jobs and schedules";
+}
+
 async function route() {
   stopRefresh();
   refresh = undefined; // a page may start polling
   if (!sessionStorage.getItem(TOKEN_KEY)) return showLogin();
   document.getElementById("nav").hidden = false;
+  try { await showWho(); } catch (err) { if (err.status === 401) return; }
   const [path, query] = (location.hash.slice(1) || "/jobs").split("?");
   const params = new URLSearchParams(query || "");
   for (const a of document.querySelectorAll("nav a")) {
@@ -465,6 +476,7 @@ async function route() {
 
 document.getElementById("logout").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);
+  whoami = undefined;
   showLogin();
 });
 window.addEventListener("hashchange", route);
