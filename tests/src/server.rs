@@ -105,9 +105,20 @@ impl Server {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> (u16, serde_json::Value) {
+        self.send_as(TOKEN, method, path, body).await
+    }
+
+    /// A request with `token` and, if given, a JSON body.
+    pub async fn send_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let mut request = reqwest::Client::new()
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(TOKEN);
+            .bearer_auth(token);
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")

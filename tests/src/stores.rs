@@ -1,4 +1,5 @@
-//! An object store wrapper that records every request and can fail chosen ones.
+//! An object store wrapper that records every request, can fail chosen ones,
+//! and can hold a chosen one after it is done until the test lets it return.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,15 @@ pub struct RecordingStore {
 struct State {
     log: Mutex<Vec<Request>>,
     faults: Mutex<Vec<Fault>>,
+    holds: Mutex<Vec<(String, Hold)>>,
+}
+
+/// A put held after it is done: `reached` is told, and the put returns once
+/// `release` is (or never, if its caller gives up first).
+#[derive(Debug, Clone, Default)]
+pub struct Hold {
+    pub reached: Arc<tokio::sync::Notify>,
+    pub release: Arc<tokio::sync::Notify>,
 }
 
 impl RecordingStore {
@@ -61,6 +71,17 @@ impl RecordingStore {
 
     pub fn inject(&self, fault: Fault) {
         self.state.faults.lock().unwrap().push(fault);
+    }
+
+    /// Holds the next put whose path contains `path_contains`, once done.
+    pub fn hold_put(&self, path_contains: &str) -> Hold {
+        let hold = Hold::default();
+        self.state
+            .holds
+            .lock()
+            .unwrap()
+            .push((path_contains.to_string(), hold.clone()));
+        hold
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -120,7 +141,19 @@ impl ObjectStore for RecordingStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.record(Op::Put, location)?;
-        self.inner.put_opts(location, payload, opts).await
+        let done = self.inner.put_opts(location, payload, opts).await?;
+        let hold = {
+            let mut holds = self.state.holds.lock().unwrap();
+            let at = holds
+                .iter()
+                .position(|(p, _)| location.as_ref().contains(p.as_str()));
+            at.map(|i| holds.remove(i).1)
+        };
+        if let Some(hold) = hold {
+            hold.reached.notify_one();
+            hold.release.notified().await;
+        }
+        Ok(done)
     }
 
     async fn put_multipart_opts(
