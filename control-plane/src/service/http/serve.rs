@@ -177,3 +177,36 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_write_the_peer_does_not_read_fails_after_the_idle_timeout() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut watched = Watched::new(ours, Duration::from_millis(200));
+        // Written while the peer reads: no timeout, however long it takes.
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 4096];
+            theirs.read_exact(&mut got).await.unwrap();
+            theirs
+        });
+        for chunk in [0u8; 4096].chunks(512) {
+            watched.write_all(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let theirs = reader.await.unwrap();
+        // The peer stops reading: the write fails once it has not moved for 200 ms.
+        let started = std::time::Instant::now();
+        let err = watched.write_all(&[0u8; 4096]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+        drop(theirs);
+    }
+}
