@@ -38,7 +38,7 @@ pub use commit::{CLAIM_NAME, MANIFEST_NAME, Manifest, StageJournal};
 pub use cost::{Cost, JobCost, JobMeter, Prices};
 pub use engine::{Engine, JobRequest, JobResult, JobRun, Stop, read_result};
 pub use error::{Result, SquallError};
-pub use planner::{PlanCaches, PlanOptions, StageDag, plan_job, plan_job_with};
+pub use planner::{PlanCaches, PlanOptions, StageDag, plan_job, plan_job_within};
 pub use scheduler::{JobEvent, ProgressSink, TaskOptions};
 pub use tables::{TableFormat, TableSpec};
 pub use tools::{bench, tpch};

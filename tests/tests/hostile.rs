@@ -461,6 +461,24 @@ async fn outputs_never_take_a_table_and_names_are_bounded() {
     server.kill();
 }
 
+/// Requests with one principal's token.
+struct As<'a>(&'a Server, &'static str);
+
+impl As<'_> {
+    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.0.send_as(self.1, Method::GET, path, None).await
+    }
+    async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        self.0.send_as(self.1, Method::DELETE, path, None).await
+    }
+    async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.0.send_as(self.1, Method::POST, path, Some(body)).await
+    }
+    async fn put(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.0.send_as(self.1, Method::PUT, path, Some(body)).await
+    }
+}
+
 /// A principal of `role` known by `token`.
 fn principal(name: &str, role: Role, token: &str) -> Principal {
     Principal::new(name, role, vec![Secret::Token(token.into())]).unwrap()
@@ -493,12 +511,9 @@ async fn principals_see_their_own_and_share_the_queue_fairly() {
         c.metrics = MetricsAccess::Token("scraper".into());
     })
     .await;
-    let as_ =
-        |token: &'static str, method: Method, path: String, body: Option<serde_json::Value>| {
-            let server = &server;
-            async move { server.send_as(token, method, &path, body.as_ref()).await }
-        };
-    let (status, me) = as_("alice-token", Method::GET, "/v1/whoami".into(), None).await;
+    let alice = As(&server, "alice-token");
+    let bob = As(&server, "bob-token");
+    let (status, me) = alice.get("/v1/whoami").await;
     assert_eq!(status, 200, "{me}");
     assert_eq!(
         (me["name"].as_str(), me["role"].as_str()),
@@ -514,47 +529,23 @@ async fn principals_see_their_own_and_share_the_queue_fairly() {
     };
     let mut holding = slow(1_000_000_000);
     holding["options"] = serde_json::json!({"deadline_seconds": 4});
-    let (status, body) = as_(
-        "alice-token",
-        Method::POST,
-        "/v1/jobs".into(),
-        Some(holding),
-    )
-    .await;
+    let (status, body) = alice.post("/v1/jobs", &holding).await;
     assert_eq!(status, 202, "{body}");
     let first = body["id"].as_str().unwrap().to_string();
     let mut alices = vec![first.clone()];
     for _ in 0..3 {
-        let (status, body) = as_(
-            "alice-token",
-            Method::POST,
-            "/v1/jobs".into(),
-            Some(slow(100_000)),
-        )
-        .await;
+        let (status, body) = alice.post("/v1/jobs", &slow(100_000)).await;
         assert_eq!(status, 202, "{body}");
         alices.push(body["id"].as_str().unwrap().to_string());
     }
-    let (status, body) = as_(
-        "alice-token",
-        Method::POST,
-        "/v1/jobs".into(),
-        Some(slow(10)),
-    )
-    .await;
+    let (status, body) = alice.post("/v1/jobs", &slow(10)).await;
     assert_eq!(status, 429, "{body}");
     assert!(detail(&body).contains("alice has 3 jobs waiting"), "{body}");
-    let (status, body) = as_(
-        "bob-token",
-        Method::POST,
-        "/v1/jobs".into(),
-        Some(slow(100_000)),
-    )
-    .await;
+    let (status, body) = bob.post("/v1/jobs", &slow(100_000)).await;
     assert_eq!(status, 202, "{body}");
     let bobs = body["id"].as_str().unwrap().to_string();
     // Each sees only its own; another's job is not found, not forbidden.
-    let (_, list) = as_("bob-token", Method::GET, "/v1/jobs".into(), None).await;
+    let (_, list) = bob.get("/v1/jobs").await;
     let ids: Vec<&str> = list["jobs"]
         .as_array()
         .unwrap()
@@ -562,15 +553,9 @@ async fn principals_see_their_own_and_share_the_queue_fairly() {
         .map(|j| j["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [bobs.as_str()]);
-    let (status, _) = as_("bob-token", Method::GET, format!("/v1/jobs/{first}"), None).await;
+    let (status, _) = bob.get(&format!("/v1/jobs/{first}")).await;
     assert_eq!(status, 404);
-    let (status, _) = as_(
-        "bob-token",
-        Method::DELETE,
-        format!("/v1/jobs/{first}"),
-        None,
-    )
-    .await;
+    let (status, _) = bob.delete(&format!("/v1/jobs/{first}")).await;
     assert_eq!(status, 404);
     let (_, list) = server.get("/v1/jobs?limit=100", Some(TOKEN)).await;
     assert_eq!(
@@ -578,13 +563,7 @@ async fn principals_see_their_own_and_share_the_queue_fairly() {
         alices.len() + 1,
         "the admin sees all"
     );
-    let (_, view) = as_(
-        "alice-token",
-        Method::GET,
-        format!("/v1/jobs/{first}"),
-        None,
-    )
-    .await;
+    let (_, view) = alice.get(&format!("/v1/jobs/{first}")).await;
     assert_eq!(
         (view["principal"].as_str(), view["labels"]["team"].as_str()),
         (Some("alice"), Some("a"))
@@ -605,57 +584,26 @@ async fn principals_see_their_own_and_share_the_queue_fairly() {
     // Schedules: a user's own, up to its cap; tables: anyone reads, the
     // owner (or an admin) changes.
     let schedule = serde_json::json!({"cron": "0 3 * * *", "enabled": false, "job": {"sql": "SELECT 1 AS one"}});
-    let (status, created) = as_(
-        "alice-token",
-        Method::POST,
-        "/v1/schedules".into(),
-        Some(schedule.clone()),
-    )
-    .await;
+    let (status, created) = alice.post("/v1/schedules", &schedule).await;
     assert_eq!(status, 201, "{created}");
-    let (status, body) = as_(
-        "alice-token",
-        Method::POST,
-        "/v1/schedules".into(),
-        Some(schedule.clone()),
-    )
-    .await;
+    let (status, body) = alice.post("/v1/schedules", &schedule).await;
     assert_eq!(status, 409, "{body}");
-    let (_, list) = as_("bob-token", Method::GET, "/v1/schedules".into(), None).await;
+    let (_, list) = bob.get("/v1/schedules").await;
     assert!(list["schedules"].as_array().unwrap().is_empty(), "{list}");
     let schedule_id = created["id"].as_str().unwrap();
-    let (status, _) = as_(
-        "bob-token",
-        Method::DELETE,
-        format!("/v1/schedules/{schedule_id}"),
-        None,
-    )
-    .await;
+    let (status, _) = bob.delete(&format!("/v1/schedules/{schedule_id}")).await;
     assert_eq!(status, 404);
     let nation = serde_json::json!({"url": format!("{}/nation/", data.display())});
-    let (status, body) = as_(
-        "alice-token",
-        Method::PUT,
-        "/v1/tables/nation".into(),
-        Some(nation.clone()),
-    )
-    .await;
+    let (status, body) = alice.put("/v1/tables/nation", &nation).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = as_(
-        "bob-token",
-        Method::PUT,
-        "/v1/tables/nation".into(),
-        Some(nation.clone()),
-    )
-    .await;
+    let (status, body) = bob.put("/v1/tables/nation", &nation).await;
     assert_eq!(status, 403, "{body}");
     assert!(detail(&body).contains("alice's"), "{body}");
     // Bob's prefixes are his own: the TPC-H data others read is not.
-    let bob_reads = Some(tpch_job(&data, 6));
-    let (status, body) = as_("bob-token", Method::POST, "/v1/jobs".into(), bob_reads).await;
+    let (status, body) = bob.post("/v1/jobs", &tpch_job(&data, 6)).await;
     assert_eq!(status, 403, "{body}");
     assert!(detail(&body).contains("outside the prefixes"), "{body}");
-    let (status, _) = as_("bob-token", Method::GET, "/v1/tables/nation".into(), None).await;
+    let (status, _) = bob.get("/v1/tables/nation").await;
     assert_eq!(status, 200);
     let (status, _) = server.delete("/v1/tables/nation").await;
     assert_eq!(status, 204);

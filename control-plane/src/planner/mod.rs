@@ -203,8 +203,8 @@ impl PlannedJob {
 }
 
 /// Plans `sql` over `tables`: shuffle files will go under `work_dir`, result files
-/// under `result_dir`. Footers are read afresh; see [`plan_job_with`] to keep them
-/// between jobs.
+/// under `result_dir`, with no time limit. Footers are read afresh; see
+/// [`plan_job_within`] to keep them between jobs and bound the time.
 pub async fn plan_job(
     sql: &str,
     tables: &[TableSpec],
@@ -214,27 +214,15 @@ pub async fn plan_job(
     result_dir: &str,
 ) -> Result<PlannedJob> {
     let caches = PlanCaches::default();
-    plan_job_with(sql, tables, options, stores, &caches, work_dir, result_dir).await
-}
-
-/// [`plan_job`], reading footers and file statistics through `caches`.
-pub async fn plan_job_with(
-    sql: &str,
-    tables: &[TableSpec],
-    options: &PlanOptions,
-    stores: Arc<StoreRegistry>,
-    caches: &PlanCaches,
-    work_dir: &str,
-    result_dir: &str,
-) -> Result<PlannedJob> {
     let budget = PlanBudget::unlimited();
     plan_job_within(
-        sql, tables, options, stores, caches, work_dir, result_dir, budget,
+        sql, tables, options, stores, &caches, work_dir, result_dir, budget,
     )
     .await
 }
 
-/// [`plan_job_with`], stopping once `budget` is spent. The statement is held
+/// [`plan_job`], reading footers and file statistics through `caches` and
+/// stopping once `budget` is spent. The statement is held
 /// to the bounds of [`guard`] and every stage's plan is proved to decode as
 /// the executors will decode it, so nothing accepted fails later for its size
 /// or depth. Run it on a thread with a large stack ([`pool`]).

@@ -446,34 +446,40 @@ impl JobStore {
             .map_err(sqlite("list jobs"))?
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(sqlite("list jobs"))?;
-        let mut jobs = rows
+        let jobs = rows
             .into_iter()
             .map(RawJob::into_record)
             .collect::<Result<Vec<_>>>()?;
-        let next = if jobs.len() > limit {
-            jobs.truncate(limit);
-            jobs.last().map(|j| j.seq)
-        } else {
-            None
-        };
-        Ok((jobs, next))
+        Ok(page(jobs, limit, |j| j.seq))
     }
 
     /// The oldest queued job of each principal with jobs queued, oldest first.
     pub fn queued_heads(&self) -> Result<Vec<JobRecord>> {
+        self.select_jobs(
+            "seq IN (SELECT min(seq) FROM jobs WHERE state = 'queued' GROUP BY principal)
+             ORDER BY seq",
+            [],
+            "list queued jobs",
+        )
+    }
+
+    /// The jobs `condition` (SQL after `WHERE`, this file's literals only)
+    /// selects with `params`; `what` names the query in errors.
+    fn select_jobs<P: rusqlite::Params>(
+        &self,
+        condition: &str,
+        params: P,
+        what: &str,
+    ) -> Result<Vec<JobRecord>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE seq IN
-                   (SELECT min(seq) FROM jobs WHERE state = 'queued' GROUP BY principal)
-                 ORDER BY seq"
-            ))
-            .map_err(sqlite("list queued jobs"))?;
+            .prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {condition}"))
+            .map_err(sqlite(what))?;
         let rows = stmt
-            .query_map([], raw_job)
-            .map_err(sqlite("list queued jobs"))?
+            .query_map(params, raw_job)
+            .map_err(sqlite(what))?
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(sqlite("list queued jobs"))?;
+            .map_err(sqlite(what))?;
         rows.into_iter().map(RawJob::into_record).collect()
     }
 
@@ -619,18 +625,11 @@ impl JobStore {
 
     /// Jobs a restarted server must take up again: queued or running, oldest first.
     pub fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY seq"
-            ))
-            .map_err(sqlite("list unfinished jobs"))?;
-        let rows = stmt
-            .query_map([], raw_job)
-            .map_err(sqlite("list unfinished jobs"))?
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(sqlite("list unfinished jobs"))?;
-        rows.into_iter().map(RawJob::into_record).collect()
+        self.select_jobs(
+            "state IN ('queued', 'running') ORDER BY seq",
+            [],
+            "list unfinished jobs",
+        )
     }
 
     /// Records that stage `stage_id` of `job_id` committed `outputs`.
@@ -740,17 +739,11 @@ impl JobStore {
             .map_err(sqlite("list tables"))?
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(sqlite("list tables"))?;
-        let mut tables = rows
+        let tables = rows
             .into_iter()
             .map(into_table)
             .collect::<Result<Vec<_>>>()?;
-        let next = if tables.len() > limit {
-            tables.truncate(limit);
-            tables.last().map(|t| t.name.clone())
-        } else {
-            None
-        };
-        Ok((tables, next))
+        Ok(page(tables, limit, |t| t.name.clone()))
     }
 
     /// Removes a catalog table; false if there was none.
@@ -793,6 +786,21 @@ fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
 
 const JOB_COLUMNS: &str = "seq, id, state, sql, request, schedule_id, submitted_at_ms, \
                            started_at_ms, finished_at_ms, error, cost, principal";
+
+/// A page of at most `limit` of `items` (fetched one over the limit), and the
+/// cursor of the next page (the last item's) if there is one.
+pub(super) fn page<T, C>(
+    mut items: Vec<T>,
+    limit: usize,
+    cursor: impl Fn(&T) -> C,
+) -> (Vec<T>, Option<C>) {
+    if items.len() <= limit {
+        return (items, None);
+    }
+    items.truncate(limit);
+    let next = items.last().map(cursor);
+    (items, next)
+}
 
 /// Which jobs a listing returns (each None: any).
 #[derive(Debug, Default, Clone, Copy)]

@@ -5,7 +5,8 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{
-    JOB_COLUMNS, JobRecord, JobStore, NewJob, Result, StoreError, insert_labels, raw_job, sqlite,
+    JOB_COLUMNS, JobRecord, JobStore, NewJob, Result, StoreError, insert_labels, page, raw_job,
+    sqlite,
 };
 use crate::service::api::{MissedRunPolicy, OverlapPolicy};
 
@@ -148,20 +149,14 @@ impl JobStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<ScheduleRecord>, Option<String>)> {
-        let mut schedules = self.schedules_where(
+        let schedules = self.schedules_where(
             "(?1 IS NULL OR principal = ?1)
                AND (?2 IS NULL OR (created_at_ms, id) >
                     (SELECT created_at_ms, id FROM schedules WHERE id = ?2))
              ORDER BY created_at_ms, id LIMIT ?3",
             params![principal, after, limit.saturating_add(1) as i64],
         )?;
-        let next = if schedules.len() > limit {
-            schedules.truncate(limit);
-            schedules.last().map(|s| s.id.clone())
-        } else {
-            None
-        };
-        Ok((schedules, next))
+        Ok(page(schedules, limit, |s| s.id.clone()))
     }
 
     /// Enabled schedules whose next run is due at `now_ms`, earliest first.
