@@ -571,6 +571,40 @@ fn serve_reads_a_strict_config_file_under_flags_and_environment() {
         "t",
     ]);
     assert_user_error(&out, "--backend lambda needs --function");
+    // Limits that contradict each other, and principals, are checked before
+    // anything starts.
+    for (file, needle) in [
+        (
+            "data_dir = \"x\"\n[limits]\nmax_planning_time = \"300s\"\n",
+            "--max-planning-time (300 s) must be shorter than --request-timeout (120 s)",
+        ),
+        (
+            "data_dir = \"x\"\n[limits]\nserver_memory = \"1GiB\"\ntask_memory_max = \"2GiB\"\n",
+            "must fit in --server-memory",
+        ),
+        (
+            "data_dir = \"x\"\n[[principals]]\nname = \"alice\"\ntoken = \"t\"\n",
+            "belongs to another principal",
+        ),
+        (
+            "data_dir = \"x\"\n[[principals]]\nname = \"Alice!\"\ntoken = \"u\"\n",
+            "principal name 'Alice!'",
+        ),
+        (
+            "data_dir = \"x\"\n[[principals]]\nname = \"a\"\ntoken = \"u\"\nrole = \"root\"\n",
+            "unknown variant `root`",
+        ),
+    ] {
+        std::fs::write(&config, file).unwrap();
+        let out = squall(&[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--token",
+            "t",
+        ]);
+        assert_user_error(&out, needle);
+    }
 
     // Tokens from the file and from a flag; data dir from the environment; the
     // listen address of the file loses to the flag.
@@ -579,9 +613,17 @@ fn serve_reads_a_strict_config_file_under_flags_and_environment() {
         .local_addr()
         .unwrap()
         .port();
+    let alice_hash: String = squall_control_plane::service::principals::sha256("alice-token")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     std::fs::write(
         &config,
-        "listen = \"127.0.0.1:1\"\ntokens = [\"from-file\"]\nmax_running = 2\n[backend]\nexecutors = 2\n",
+        format!(
+            "listen = \"127.0.0.1:1\"\ntokens = [\"from-file\"]\nmax_running = 2\n\
+             [[principals]]\nname = \"alice\"\ntoken_sha256 = \"{alice_hash}\"\n\
+             [backend]\nexecutors = 2\n"
+        ),
     )
     .unwrap();
     let data = dir.path().join("data");
@@ -600,17 +642,20 @@ fn serve_reads_a_strict_config_file_under_flags_and_environment() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let status = |token: &str| -> Option<String> {
+    let answer = |path: &str, token: &str| -> Option<String> {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         write!(
             stream,
-            "GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
         )
         .ok()?;
         let mut answer = String::new();
         stream.read_to_string(&mut answer).ok()?;
-        answer.lines().next().map(str::to_string)
+        Some(answer)
+    };
+    let status = |token: &str| -> Option<String> {
+        answer("/v1/jobs", token).and_then(|a| a.lines().next().map(str::to_string))
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let from_file = loop {
@@ -622,11 +667,16 @@ fn serve_reads_a_strict_config_file_under_flags_and_environment() {
     };
     let from_flag = status("from-flag").unwrap_or_default();
     let other = status("other").unwrap_or_default();
+    let alice = answer("/v1/whoami", "alice-token").unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     assert!(from_file.contains("200"), "{from_file}");
     assert!(from_flag.contains("200"), "{from_flag}");
     assert!(other.contains("401"), "{other}");
+    assert!(
+        alice.contains("\"name\":\"alice\",\"role\":\"user\""),
+        "{alice}"
+    );
     assert!(data.join("squall.db").exists());
 }
 

@@ -703,13 +703,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .into_iter()
         .map(|p| p.principal(&folders))
         .collect::<Result<Vec<_>>>()?;
-    std::fs::create_dir_all(&settings.data_dir).map_err(CliError::io(format!(
-        "cannot create {}",
-        settings.data_dir.display()
-    )))?;
-    // One server per data dir: held until the process ends.
-    let _lock = lock_data_dir(&settings.data_dir)?;
-    let store = JobStore::open(&settings.data_dir.join("squall.db"))?;
     let mut config = ServiceConfig::new(settings.tokens, results_root.clone(), &engine);
     config.principals.extend(principals);
     config.metrics = settings.metrics;
@@ -723,6 +716,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     config.task_memory_max = memory.max;
     let allowed = access.allowed();
     config.access = Arc::new(access);
+    // Every setting is checked before anything is written to disk.
+    config.validate()?;
+    std::fs::create_dir_all(&settings.data_dir).map_err(CliError::io(format!(
+        "cannot create {}",
+        settings.data_dir.display()
+    )))?;
+    // One server per data dir: held until the process ends.
+    let _lock = lock_data_dir(&settings.data_dir)?;
+    let store = JobStore::open(&settings.data_dir.join("squall.db"))?;
     let service = Service::new(engine, Arc::new(store), config)?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await

@@ -116,6 +116,35 @@ impl ServiceConfig {
     }
 }
 
+impl ServiceConfig {
+    /// Refuses a configuration that contradicts itself (a zero, a default
+    /// over its maximum, two principals of one name or token); returns the
+    /// principals, ready to find callers by token.
+    pub fn validate(&self) -> Result<Principals, ServiceError> {
+        let principals = Principals::new(self.principals.clone(), &self.limits)?;
+        if self.max_running == 0 {
+            return Err(
+                SquallError::InvalidArgument("max running jobs must be at least 1".into()).into(),
+            );
+        }
+        if self.max_stage_concurrency == Some(0) {
+            return Err(SquallError::InvalidArgument(
+                "max stage concurrency must be at least 1".into(),
+            )
+            .into());
+        }
+        self.limits.validate()?;
+        self.http.validate()?;
+        if self.task_memory == 0 || self.task_memory_max < self.task_memory {
+            return Err(SquallError::InvalidArgument(
+                "task memory must be above zero and at most the largest task memory".into(),
+            )
+            .into());
+        }
+        Ok(principals)
+    }
+}
+
 impl std::fmt::Debug for ServiceConfig {
     /// Tokens are counted, never printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,26 +210,7 @@ impl Service {
         store: Arc<JobStore>,
         config: ServiceConfig,
     ) -> Result<Arc<Self>, ServiceError> {
-        let principals = Principals::new(config.principals.clone(), &config.limits)?;
-        if config.max_running == 0 {
-            return Err(
-                SquallError::InvalidArgument("max running jobs must be at least 1".into()).into(),
-            );
-        }
-        if config.max_stage_concurrency == Some(0) {
-            return Err(SquallError::InvalidArgument(
-                "max stage concurrency must be at least 1".into(),
-            )
-            .into());
-        }
-        config.limits.validate()?;
-        config.http.validate()?;
-        if config.task_memory == 0 || config.task_memory_max < config.task_memory {
-            return Err(SquallError::InvalidArgument(
-                "task memory must be above zero and at most the largest task memory".into(),
-            )
-            .into());
-        }
+        let principals = config.validate()?;
         Ok(Arc::new(Self {
             engine,
             principals,
