@@ -568,6 +568,18 @@ async fn principals_see_their_own_and_share_the_queue_fairly() {
         (view["principal"].as_str(), view["labels"]["team"].as_str()),
         (Some("alice"), Some("a"))
     );
+    assert_eq!(view["labels"]["principal"], "alice", "{view}");
+    // Jobs are labelled with their principal (an admin lists by it); a
+    // caller cannot claim another's.
+    let (_, listed) = server
+        .get("/v1/jobs?label=principal:bob", Some(TOKEN))
+        .await;
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
+    let mut claiming = slow(10);
+    claiming["labels"] = serde_json::json!({"principal": "alice"});
+    let (status, body) = bob.post("/v1/jobs", &claiming).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(detail(&body).contains("set by the server"), "{body}");
     // Bob's job starts right after alice's running one, before her queued ones.
     let mut views = Vec::new();
     for id in alices.iter().chain([&bobs]) {

@@ -110,8 +110,11 @@ impl HttpLimits {
 /// Default largest `options.cost_limit_usd`: a typo guard, not a budget.
 pub const DEFAULT_MAX_COST_LIMIT_USD: f64 = 10_000.0;
 
-/// Labels one job may carry at most.
+/// Labels one job may carry at most (besides [`PRINCIPAL_LABEL`]).
 pub const MAX_LABELS: usize = 16;
+
+/// The label every job carries: its principal's name (set by the server).
+pub const PRINCIPAL_LABEL: &str = "principal";
 /// Longest label key, in characters.
 pub const MAX_LABEL_KEY: usize = 63;
 /// Longest label value, in characters.
@@ -234,10 +237,11 @@ impl Limits {
         &self,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), SquallError> {
-        if labels.len() > MAX_LABELS {
+        let own = labels.keys().filter(|k| *k != PRINCIPAL_LABEL).count();
+        if own > MAX_LABELS {
             return Err(SquallError::OverLimit {
                 option: "labels".into(),
-                value: format!("{} labels", labels.len()),
+                value: format!("{own} labels"),
                 limit: format!("{MAX_LABELS} labels"),
                 hint: String::new(),
             });
@@ -423,5 +427,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("17 labels"), "{err}");
+        // The principal's label is the server's, beside the caller's 16.
+        let mut sixteen: std::collections::BTreeMap<String, String> =
+            (0..16).map(|i| (format!("k{i}"), "v".into())).collect();
+        sixteen.insert(PRINCIPAL_LABEL.into(), "alice".into());
+        limits.check_labels(&sixteen).unwrap();
     }
 }

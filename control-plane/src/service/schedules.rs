@@ -70,7 +70,7 @@ impl Service {
         job: &SubmitJob,
     ) -> Result<serde_json::Value, ServiceError> {
         let id = new_job_id();
-        let job = &with_default_labels(caller, job.clone());
+        let job = &with_default_labels(caller, job.clone())?;
         let mut run = job.clone();
         if let Some(output) = &job.output {
             run.output = Some(format!("{}/{}", output.trim_end_matches('/'), id));

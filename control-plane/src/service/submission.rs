@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::api::{Accepted, JobState, SubmitJob};
 use super::core::Service;
 use super::errors::ServiceError;
+use super::limits::PRINCIPAL_LABEL;
 use super::principals::Principal;
 use super::store::{NewJob, QueueRefusal, now_ms};
 use crate::access::Access;
@@ -115,7 +116,7 @@ impl Service {
     ) -> Result<Accepted, ServiceError> {
         let id = new_job_id();
         self.check_room(caller)?;
-        let submitted = with_default_labels(caller, submitted);
+        let submitted = with_default_labels(caller, submitted)?;
         let request = self.check_job(caller, &submitted, &id).await?;
         // What runs is what was checked: the URLs as normalised.
         let mut stored = submitted.clone();
@@ -206,15 +207,34 @@ impl Service {
     }
 }
 
-/// `submitted` with the caller's default labels for the keys it does not set.
-pub(super) fn with_default_labels(caller: &Principal, mut submitted: SubmitJob) -> SubmitJob {
+/// `submitted` with the caller's default labels for the keys it does not
+/// set, and labelled with the caller's name; refused if it claims another's.
+pub(super) fn with_default_labels(
+    caller: &Principal,
+    mut submitted: SubmitJob,
+) -> Result<SubmitJob, ServiceError> {
     for (key, value) in &caller.default_labels {
         submitted
             .labels
             .entry(key.clone())
             .or_insert_with(|| value.clone());
     }
-    submitted
+    match submitted.labels.get(PRINCIPAL_LABEL) {
+        Some(named) if *named != caller.name => {
+            return Err(SquallError::InvalidArgument(format!(
+                "label '{PRINCIPAL_LABEL}' is set by the server to the submitting principal \
+                 ('{}'), not '{named}'",
+                caller.name
+            ))
+            .into());
+        }
+        _ => {
+            submitted
+                .labels
+                .insert(PRINCIPAL_LABEL.into(), caller.name.clone());
+        }
+    }
+    Ok(submitted)
 }
 
 /// Puts the URLs `request` runs with (normalised) into the submission kept in
