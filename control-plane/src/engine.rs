@@ -400,16 +400,19 @@ impl Engine {
     }
 }
 
-/// A planning pool with the default limits, shared by the engines of this
-/// process that do not ask for one of their own (its threads start once).
+/// A planning pool shared by the engines of this process that do not ask for
+/// one of their own (its threads start once): the default limits, but ten
+/// minutes a job — `squall run` over a lake of many files lists them all
+/// while planning; `squall serve` sets its own (`--max-planning-time`).
 fn default_planning() -> Arc<PlanningPool> {
     static SHARED: std::sync::OnceLock<Arc<PlanningPool>> = std::sync::OnceLock::new();
     SHARED
         .get_or_init(|| {
-            Arc::new(
-                PlanningPool::new(PlanningLimits::default())
-                    .expect("the default planning limits are valid"),
-            )
+            let limits = PlanningLimits {
+                time: std::time::Duration::from_secs(600),
+                ..PlanningLimits::default()
+            };
+            Arc::new(PlanningPool::new(limits).expect("the default planning limits are valid"))
         })
         .clone()
 }
