@@ -322,9 +322,9 @@ pub async fn plan_job_within(
     let distributable =
         joins::distributable_joins(physical_plan.clone(), options.shuffle_partitions)
             .map_err(|source| SquallError::Internal { source })?;
-    let dag = cut_stages(distributable, work_dir, result_dir)
+    let mut dag = cut_stages(distributable, work_dir, result_dir)
         .map_err(|source| SquallError::Internal { source })?;
-    prove_stages(&dag, &ctx.task_ctx())?;
+    prove_stages(&mut dag, &ctx.task_ctx())?;
     tracing::debug!(
         listed_us = listed.as_micros() as u64,
         session_us = session_built.as_micros() as u64,
@@ -355,9 +355,10 @@ fn check_unique_names(tables: &[TableSpec]) -> Result<()> {
 /// Refuses a DAG a stage of which the executors could not decode (protobuf
 /// decoders stop at a nesting depth): each stage's plan, as its first task
 /// gets it, is encoded and decoded as an executor would (`ctx` resolves the
-/// same function names to the same functions).
-fn prove_stages(dag: &StageDag, ctx: &datafusion::execution::TaskContext) -> Result<()> {
-    for stage in &dag.stages {
+/// same function names to the same functions). A plan every task gets whole
+/// keeps its encoding, which the scheduler sends.
+fn prove_stages(dag: &mut StageDag, ctx: &datafusion::execution::TaskContext) -> Result<()> {
+    for stage in &mut dag.stages {
         let undecodable = |e: datafusion::error::DataFusionError| SquallError::PlanUndecodable {
             stage: stage.id,
             message: e.to_string(),
@@ -365,6 +366,9 @@ fn prove_stages(dag: &StageDag, ctx: &datafusion::execution::TaskContext) -> Res
         let plan = stage.task_plan(0).map_err(undecodable)?;
         let bytes = squall_executor::encode_plan(plan).map_err(undecodable)?;
         squall_executor::decode_plan(&bytes, ctx, []).map_err(undecodable)?;
+        if !stage.sliced_scans {
+            stage.encoded = Some(Arc::new(bytes));
+        }
     }
     Ok(())
 }

@@ -89,6 +89,9 @@ pub struct Stage {
     /// `slices::splittable_input`).
     pub split_input: Option<u32>,
     pub output: StageOutput,
+    /// The plan as every task gets it, encoded once when the DAG was proved
+    /// to decode (None until then, and for sliced scans: each task its own).
+    pub encoded: Option<Arc<Vec<u8>>>,
 }
 
 impl Stage {
@@ -195,6 +198,7 @@ pub fn cut_stages(
         tasks,
         inputs,
         output: StageOutput::Result,
+        encoded: None,
     });
     Ok(StageDag {
         stages: cutter.stages,
@@ -354,6 +358,7 @@ impl Cutter {
             tasks,
             inputs,
             output: stage_output,
+            encoded: None,
         });
         Ok(id)
     }

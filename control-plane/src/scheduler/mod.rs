@@ -465,6 +465,7 @@ impl Scheduler<'_> {
             sliced_scans: false,
             split_input: None,
             output: StageOutput::Result,
+            encoded: None,
         };
         let gate = self.gate();
         let (_, result, _) = self
@@ -633,6 +634,8 @@ impl Scheduler<'_> {
         let started = Instant::now();
         let plan = if stage.sliced_scans {
             None
+        } else if let Some(encoded) = &stage.encoded {
+            Some(encoded.as_ref().clone())
         } else {
             match encode_plan(stage.plan.clone()) {
                 Ok(plan) => Some(plan),
