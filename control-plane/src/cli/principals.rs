@@ -5,7 +5,7 @@
 //! ```toml
 //! [[principals]]
 //! name = "alice"
-//! token_sha256 = "…64 hex digits…"   # or token = "…"
+//! token_sha256 = "0c848abb03307b06cf70cd4e29c157dc81af5e94ab3eb1d0c59a120269572376"  # printf alice-secret | sha256sum (or token = "alice-secret")
 //! role = "user"                        # or "admin" (default: user)
 //! allow = ["s3://lake/analytics/"]     # default: the server's --allow
 //! max_running = 2
