@@ -50,25 +50,29 @@ pub struct Engine {
 impl Engine {
     /// In-process executors, temporary files under the OS temp directory.
     pub fn embedded(executors: Option<usize>) -> Result<Self> {
-        let work_root = to_url(&std::env::temp_dir().join("squall-work").to_string_lossy())?;
-        Self::embedded_with(
-            Arc::new(StoreRegistry::new()),
-            executors,
-            work_root.as_str(),
-        )
+        Self::embedded_in(executors, None)
     }
 
     /// [`embedded`](Self::embedded): `executors` in-process executors whose
     /// tasks' memory pools add up to at most `memory_budget` bytes.
     pub fn embedded_within(executors: usize, memory_budget: u64) -> Result<Self> {
-        let engine = Self::embedded(Some(executors))?;
-        let work_root = engine.work_root.clone();
-        let ctx = ExecutorContext::new(engine.stores.clone(), std::env::temp_dir());
-        let backend = InProcessBackend::new(ctx, executors)?.with_memory_budget(memory_budget)?;
+        Self::embedded_in(Some(executors), Some(memory_budget))
+    }
+
+    /// In-process executors within `memory_budget` (if any), temporary files
+    /// under the OS temp directory.
+    fn embedded_in(executors: Option<usize>, memory_budget: Option<u64>) -> Result<Self> {
+        let work_root = to_url(&std::env::temp_dir().join("squall-work").to_string_lossy())?;
+        let stores = Arc::new(StoreRegistry::new());
+        let backend = in_process(&stores, executors)?;
+        let backend = match memory_budget {
+            Some(bytes) => backend.with_memory_budget(bytes)?,
+            None => backend,
+        };
         Ok(Self::with_backend(
-            engine.stores,
+            stores,
             Arc::new(backend),
-            &work_root,
+            work_root.as_str(),
         ))
     }
 
@@ -78,8 +82,7 @@ impl Engine {
         executors: Option<usize>,
         work_root: &str,
     ) -> Result<Self> {
-        let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
-        let backend = InProcessBackend::new(ctx, executors.unwrap_or_else(default_parallelism))?;
+        let backend = in_process(&stores, executors)?;
         Ok(Self::with_backend(stores, Arc::new(backend), work_root))
     }
 
@@ -398,6 +401,12 @@ impl Engine {
         }
         Ok(result)
     }
+}
+
+/// `executors` (default: the cores) in-process executors over `stores`.
+fn in_process(stores: &Arc<StoreRegistry>, executors: Option<usize>) -> Result<InProcessBackend> {
+    let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
+    InProcessBackend::new(ctx, executors.unwrap_or_else(default_parallelism))
 }
 
 /// A planning pool shared by the engines of this process that do not ask for

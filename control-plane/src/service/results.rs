@@ -59,8 +59,7 @@ impl Service {
                     .map_err(unreadable)?;
             skip = skip.saturating_sub(rows_in_file);
             while let Some(batch) = batches.try_next().await.map_err(|e| unreadable(e.into()))? {
-                for row in json_rows(&[batch]).map_err(unreadable)? {
-                    let size = serde_json::to_vec(&row).map_or(usize::MAX, |v| v.len() + 1);
+                for (size, row) in json_rows(&batch).map_err(unreadable)? {
                     if bytes.saturating_add(size) > max_bytes {
                         if rows.is_empty() {
                             return Err(ServiceError::RowTooLarge {
@@ -241,22 +240,22 @@ impl AsyncFileReader for ResultFile {
     }
 }
 
-/// `batches` as JSON objects, column name → value (SQL NULL as null).
-fn json_rows(
-    batches: &[RecordBatch],
-) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, BoxError> {
+/// A JSON row: column name → value (SQL NULL as null).
+type JsonRow = serde_json::Map<String, serde_json::Value>;
+
+/// `batch`'s rows as JSON objects, each with its size as JSON text (and the
+/// comma that follows it in a page).
+fn json_rows(batch: &RecordBatch) -> Result<Vec<(usize, JsonRow)>, BoxError> {
     let mut writer = arrow::json::WriterBuilder::new()
         .with_explicit_nulls(true)
-        .build::<_, arrow::json::writer::JsonArray>(Vec::new());
-    for batch in batches {
-        writer.write(batch)?;
-    }
+        .build::<_, arrow::json::writer::LineDelimited>(Vec::new());
+    writer.write(batch)?;
     writer.finish()?;
-    let bytes = writer.into_inner();
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(serde_json::from_slice(&bytes)?)
+    let text = writer.into_inner();
+    text.split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| Ok((line.len() + 1, serde_json::from_slice(line)?)))
+        .collect()
 }
 
 /// The result files holding rows `offset..offset + limit`, and the index of
@@ -344,17 +343,23 @@ mod tests {
         };
         let (total, batches) = read(250, 5).await;
         assert_eq!(total, 1000);
-        let rows = json_rows(&batches).unwrap();
-        let ns: Vec<i64> = rows.iter().map(|r| r["n"].as_i64().unwrap()).collect();
-        assert_eq!(ns, [250, 251, 252, 253, 254]);
+        // The values of `n`, and each row's size as JSON text.
+        let rows = |batches: &[RecordBatch]| -> Vec<(usize, i64)> {
+            batches
+                .iter()
+                .flat_map(|b| json_rows(b).unwrap())
+                .map(|(size, r)| (size, r["n"].as_i64().unwrap()))
+                .collect()
+        };
+        let read_ns = |batches: &[RecordBatch]| -> Vec<i64> {
+            rows(batches).into_iter().map(|(_, n)| n).collect()
+        };
+        assert_eq!(read_ns(&batches), [250, 251, 252, 253, 254]);
+        // `{"n":250}` and its comma.
+        assert_eq!(rows(&batches)[0].0, 10);
         // Across a row-group boundary, and past the end.
         let (_, batches) = read(198, 4).await;
-        let ns: Vec<i64> = json_rows(&batches)
-            .unwrap()
-            .iter()
-            .map(|r| r["n"].as_i64().unwrap())
-            .collect();
-        assert_eq!(ns, [198, 199, 200, 201]);
+        assert_eq!(read_ns(&batches), [198, 199, 200, 201]);
         let (_, batches) = read(1000, 4).await;
         assert!(batches.is_empty());
     }
