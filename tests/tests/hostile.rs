@@ -600,6 +600,10 @@ async fn principals_see_their_own_and_share_the_queue_fairly() {
     assert_eq!(status, 201, "{created}");
     let (status, body) = alice.post("/v1/schedules", &schedule).await;
     assert_eq!(status, 409, "{body}");
+    assert!(
+        detail(&body).contains("schedules of principal 'alice': at most 1 are kept"),
+        "{body}"
+    );
     let (_, list) = bob.get("/v1/schedules").await;
     assert!(list["schedules"].as_array().unwrap().is_empty(), "{list}");
     let schedule_id = created["id"].as_str().unwrap();

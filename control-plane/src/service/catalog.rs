@@ -79,8 +79,7 @@ impl Service {
         let max = self.config.limits.max_tables;
         if !self.store.put_table(&table, max)? {
             return Err(ServiceError::TooMany {
-                what: "catalog tables",
-                count: max,
+                what: "catalog tables".into(),
                 max,
             });
         }

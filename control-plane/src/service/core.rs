@@ -238,14 +238,18 @@ impl Service {
         self.principals.find(token)
     }
 
-    /// The principal named `name`; an error naming `job` if the server no
-    /// longer has one of that name.
-    pub(super) fn principal_named(&self, name: &str) -> Result<Arc<Principal>, ServiceError> {
+    /// The principal named `name`, the owner of `what`; an error naming
+    /// both if the server no longer has one of that name.
+    pub(super) fn principal_named(
+        &self,
+        name: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<Arc<Principal>, ServiceError> {
         self.principals
             .named(name)
             .cloned()
             .ok_or_else(|| ServiceError::UnknownPrincipal {
-                id: String::new(),
+                what: what(),
                 principal: name.to_string(),
             })
     }

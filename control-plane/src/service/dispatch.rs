@@ -314,12 +314,7 @@ impl Service {
             })?;
         // Checked again, as its principal's: the allowed prefixes and limits
         // may have changed since.
-        let principal =
-            self.principal_named(&job.principal)
-                .map_err(|_| ServiceError::UnknownPrincipal {
-                    id: job.id.clone(),
-                    principal: job.principal.clone(),
-                })?;
+        let principal = self.principal_named(&job.principal, || format!("job {}", job.id))?;
         let request = self.request(&principal, &submitted, &job.id)?;
         let meter = self.engine.meter(&request);
         // A resumed job goes on from what its earlier runs used.

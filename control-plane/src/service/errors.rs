@@ -70,12 +70,8 @@ pub enum ServiceError {
         retry_after: Duration,
     },
 
-    #[error("{what}: {count} exist, the most this server keeps ({max}); delete some first")]
-    TooMany {
-        what: &'static str,
-        count: usize,
-        max: usize,
-    },
+    #[error("{what}: at most {max} are kept; delete some first")]
+    TooMany { what: String, max: usize },
 
     #[error("{caller} may not change {what} (it is {owner}'s)")]
     NotOwner {
@@ -84,8 +80,8 @@ pub enum ServiceError {
         owner: String,
     },
 
-    #[error("job {id} belongs to principal '{principal}', which this server no longer has")]
-    UnknownPrincipal { id: String, principal: String },
+    #[error("{what} belongs to principal '{principal}', which this server no longer has")]
+    UnknownPrincipal { what: String, principal: String },
 
     #[error("{detail}")]
     BadCron { detail: String },

@@ -141,14 +141,13 @@ impl Service {
             .store
             .insert_schedule(&record, max, caller.max_schedules)?
         {
+            let own = caller.max_schedules.filter(|own| *own < max);
             return Err(ServiceError::TooMany {
-                what: if caller.max_schedules.is_some_and(|own| own < max) {
-                    "schedules of this principal"
-                } else {
-                    "schedules"
+                what: match own {
+                    Some(_) => format!("schedules of principal '{}'", caller.name),
+                    None => "schedules".into(),
                 },
-                count: caller.max_schedules.unwrap_or(max).min(max),
-                max: caller.max_schedules.unwrap_or(max).min(max),
+                max: own.unwrap_or(max),
             });
         }
         self.schedules_changed.notify_one();
@@ -166,7 +165,7 @@ impl Service {
     ) -> Result<ScheduleView, ServiceError> {
         let owner = self.find_schedule(caller, id)?.principal;
         // The runs are the owner's: checked as the owner's submissions.
-        let owner = self.principal_named(&owner)?;
+        let owner = self.principal_named(&owner, || format!("schedule {id}"))?;
         let template = match &change.job {
             Some(job) => Some(self.check_template(&owner, job).await?),
             None => None,
