@@ -70,7 +70,7 @@ for arch in "${ARCHES[@]}"; do
         continue
     fi
     log "$arch: building squall-lambda (release, glibc $GLIBC_MAX)"
-    (cd "$ROOT" && "$CARGO_LAMBDA" lambda build --release --quiet --bin squall-lambda \
+    (cd "$ROOT" && "$CARGO_LAMBDA" lambda build --release --quiet --bin squall-lambda --features squall-executor/lambda \
         --target "$triple.$GLIBC_MAX")
     bin="$CARGO_TARGET_DIR/lambda/squall-lambda/bootstrap"
     [[ -f "$bin" ]] || die "$arch: the build left no $bin"

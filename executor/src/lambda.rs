@@ -90,6 +90,9 @@ impl InvocationError {
     }
 }
 
+/// The error as the Lambda runtime reports it (the `lambda` feature, which the
+/// `squall-lambda` binary needs).
+#[cfg(feature = "lambda")]
 impl From<InvocationError> for lambda_runtime::Diagnostic {
     fn from(error: InvocationError) -> Self {
         lambda_runtime::Diagnostic {

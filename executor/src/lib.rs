@@ -14,6 +14,7 @@ pub mod faults;
 pub mod lambda;
 pub mod protocol;
 pub mod result_writer;
+pub mod root;
 pub mod run;
 pub mod shuffle;
 pub mod stop;
@@ -30,6 +31,7 @@ pub use context::{
 pub use faults::{Fault, FaultPlan};
 pub use protocol::*;
 pub use result_writer::{ResultWriterExec, is_result_file_of, result_file_name};
+pub use root::stage_writer;
 pub use run::{run_task, run_task_stoppable};
 pub use shuffle::{ReadMode, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec};
 pub use stop::StopFlag;
@@ -38,4 +40,4 @@ pub use usage::{
     CountingStore, FunctionUsage, RequestCounter, RequestCounts, StoreRequests, TaskUsage,
     add_requests,
 };
-pub use writer::{StageWriter, WriterExec, stage_writer};
+pub use writer::{StageWriter, WriterExec};

@@ -21,11 +21,11 @@ use crate::protocol::{
     FailureKind, OutputFile, TaskAction, TaskFailure, TaskMetrics, TaskOutcome, TaskResult,
     TaskSpec, WIRE_VERSION,
 };
+use crate::root::stage_writer;
 use crate::shuffle::writer::RAW_BYTES_METRIC;
 use crate::stop::{StopFlag, stoppable};
 use crate::stores::StoreRegistry;
 use crate::usage::{RequestCounter, TaskUsage};
-use crate::writer::stage_writer;
 
 /// Runs one task attempt. Never panics on a bad spec: every failure is a typed
 /// `TaskOutcome::Failed` that says whether a retry can help.

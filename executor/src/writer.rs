@@ -28,8 +28,6 @@ use futures::future::BoxFuture;
 
 use crate::context::TaskAttempt;
 use crate::protocol::{OutputFile, TaskId};
-use crate::result_writer::ResultFiles;
-use crate::shuffle::writer::ShuffleFiles;
 use crate::stores::ObjectUrl;
 
 /// What a kind of stage output is: where an attempt's object goes, and how the
@@ -192,15 +190,6 @@ impl<K: WriterKind> StageWriter for WriterExec<K> {
             task,
         }))
     }
-}
-
-/// The writer at the root of a stage plan, if the plan ends in one.
-pub fn stage_writer(plan: &dyn ExecutionPlan) -> Option<&dyn StageWriter> {
-    if let Some(writer) = plan.downcast_ref::<WriterExec<ShuffleFiles>>() {
-        return Some(writer);
-    }
-    plan.downcast_ref::<WriterExec<ResultFiles>>()
-        .map(|writer| writer as &dyn StageWriter)
 }
 
 /// Schema of the one-row summary a writer's `execute` yields.

@@ -9,16 +9,16 @@
 # schema-valid request is accepted (`positive_data_acceptance`) — random SQL
 # and table URLs fit the schema yet are rightly refused with 400.
 #
-# Needs the debug `squall` binary (cargo build -p squall-control-plane) and
+# Needs the debug `squall` binary (cargo build -p squall) and
 # schemathesis (tests/emulators/install.sh schemathesis).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 CACHE="${SQUALL_CACHE:-$HOME/.cache/squall}"
-TARGET="${CARGO_TARGET_DIR:-$HOME/.cache/squall/target}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 ST="$CACHE/tools/schemathesis-4.32.5/bin/st"
 SQUALL="$TARGET/debug/squall"
 [[ -x "$ST" ]] || { echo "schemathesis missing: run tests/emulators/install.sh schemathesis" >&2; exit 1; }
-[[ -x "$SQUALL" ]] || { echo "$SQUALL missing: run cargo build -p squall-control-plane" >&2; exit 1; }
+[[ -x "$SQUALL" ]] || { echo "$SQUALL missing: run cargo build -p squall" >&2; exit 1; }
 
 WORK="$(mktemp -d)"
 # The server and schemathesis run inside WORK: fuzzed jobs name relative

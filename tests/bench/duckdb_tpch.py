@@ -8,7 +8,9 @@ queries `squall bench tpch` runs, and writes the medians as JSON
 
 DuckDB runs with as many threads as `--threads` (default: cores), over views of
 the Parquet files (no import), each query `--iterations` times; the median is
-kept. Results are checked against the reference answers when they exist.
+kept. Results are checked against the reference answers when they exist
+(tests/tpch/answers/sfX); a wrong answer ends the script with an error, after
+the JSON is written.
 """
 
 import argparse
@@ -22,7 +24,7 @@ from pathlib import Path
 
 TABLES = ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"]
 REPO = Path(__file__).resolve().parents[2]
-QUERIES = REPO / "control-plane" / "src" / "tpch" / "queries"
+QUERIES = REPO / "control-plane" / "tools" / "src" / "tpch" / "queries"
 ANSWERS = REPO / "tests" / "tpch" / "answers"
 
 
@@ -75,7 +77,10 @@ def main():
         con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{data / t}/*.parquet')")
     customers = con.execute("SELECT count(*) FROM customer").fetchone()[0]
     scale = f"{customers / 150000:g}"
+    if not QUERIES.is_dir():
+        sys.exit(f"the TPC-H queries are not at {QUERIES}")
     results = {}
+    wrong = []
     for q in [int(x) for x in args.queries.split(",") if x.strip()]:
         sql = (QUERIES / f"q{q:02d}.sql").read_text()
         times = []
@@ -88,11 +93,15 @@ def main():
         answer = ANSWERS / f"sf{scale}" / f"q{q:02d}.csv"
         verdict = check(rows, answer) if answer.exists() else "not checked"
         print(f"Q{q}: {results[str(q)]:.3f} s ({verdict or 'ok'})", file=sys.stderr)
+        if verdict and verdict != "not checked":
+            wrong.append(f"Q{q}: {verdict}")
     text = json.dumps(results, indent=1)
     if args.out:
         Path(args.out).write_text(text + "\n")
     else:
         print(text)
+    if wrong:
+        sys.exit(f"DuckDB's answers differ from the reference for {len(wrong)} queries: " + "; ".join(wrong))
 
 
 if __name__ == "__main__":

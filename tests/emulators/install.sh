@@ -21,6 +21,8 @@ CFN_LINT_VERSION=1.58.0
 # Debian's prometheus package (bookworm): only its promtool is used.
 PROMETHEUS_DEB_VERSION=2.42.0+ds-5+b6
 SELENIUM_VERSION=4.50.0
+# The reference engine tests/bench/duckdb_tpch.py times (tests/bench/duckdb_check.sh).
+DUCKDB_VERSION=2.0.1
 
 log() { echo "squall emulators: $*" >&2; }
 
@@ -57,6 +59,8 @@ find_python() {
         echo "$(pyenv root)/versions/$PYTHON_VERSION/bin/python3"
     elif command -v "python${PYTHON_VERSION%.*}" >/dev/null; then
         command -v "python${PYTHON_VERSION%.*}"
+    elif command -v python3 >/dev/null && python3 -c 'import sys; sys.exit(sys.version_info < (3, 13))'; then
+        command -v python3
     else
         log "LocalStack needs Python ${PYTHON_VERSION%.*} (pyenv install $PYTHON_VERSION)"
         return 1
@@ -101,6 +105,7 @@ install_pip_tool() {
 # (tests/infra/lint.sh).
 install_schemathesis() { install_pip_tool schemathesis "$SCHEMATHESIS_VERSION"; }
 install_cfn_lint() { install_pip_tool cfn-lint "$CFN_LINT_VERSION"; }
+install_duckdb() { install_pip_tool duckdb "$DUCKDB_VERSION"; }
 
 # The console's browser test (tests/console/drive.py): Selenium from PyPI,
 # driving Debian's chromium through its chromium-driver (installed with apt
@@ -142,6 +147,7 @@ case "${1:-all}" in
     cfn-lint) install_cfn_lint ;;
     promtool) install_promtool ;;
     browser) install_browser ;;
-    all) install_localstack; install_schemathesis; install_cfn_lint; install_promtool; install_browser; install_cargo_lambda ;;
-    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, promtool, browser or all)"; exit 2 ;;
+    duckdb) install_duckdb ;;
+    all) install_localstack; install_schemathesis; install_cfn_lint; install_duckdb; install_promtool; install_browser; install_cargo_lambda ;;
+    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, duckdb, promtool, browser or all)"; exit 2 ;;
 esac

@@ -19,7 +19,7 @@ CONCURRENCY="${SQUALL_LAMBDA_CONCURRENCY:-8}"
 BUCKET="${SQUALL_TEST_BUCKET:-squall-test}"
 FUNCTION=squall-lambda
 LOCALSTACK_VENV="$TOOLS/localstack-2026.3.0"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 log() { echo "squall emulators: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -74,7 +74,7 @@ echo $! > "$RUN/localstack.pid"
 # first invocation does not wait for a compile.
 log "building squall-lambda"
 # The same features as tests/run's build, so nothing is built twice.
-FEATURES=(--features squall-executor/fault-injection)
+FEATURES=(--features squall-executor/fault-injection,squall-executor/lambda)
 (cd "$ROOT" && cargo build --quiet --bin squall-lambda "${FEATURES[@]}")
 
 log "starting cargo lambda watch on 127.0.0.1:$LAMBDA_PORT (concurrency $CONCURRENCY)"

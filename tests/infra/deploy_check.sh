@@ -23,7 +23,7 @@ export SQUALL_AWS_FROM_PYPI=1
 aws_cli --version >/dev/null
 export SQUALL_AWS
 export AWS_DEFAULT_REGION="${AWS_REGION:-us-east-1}"
-SQUALL="${SQUALL_BIN:-${CARGO_TARGET_DIR:-$CACHE/target}/debug/squall}"
+SQUALL="${SQUALL_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/squall}"
 [[ -x "$SQUALL" ]] || (cd "$ROOT" && cargo build --quiet --bin squall)
 STACK="squall-ci-$$"
 CODE_BUCKET="$SQUALL_TEST_BUCKET"

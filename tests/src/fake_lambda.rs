@@ -22,8 +22,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use object_store::{ObjectStoreExt, PutPayload};
-use squall_control_plane::Engine;
-use squall_control_plane::backend::{Backoff, LambdaBackend, LambdaConfig};
+use squall_engine::Engine;
+use squall_engine::backend::{Backoff, LambdaBackend, LambdaConfig};
 use squall_executor::lambda::{Invocation, InvocationResponse, LambdaExecutor};
 use squall_executor::{StoreRegistry, TaskId, TaskSpec};
 

@@ -10,10 +10,10 @@ pub mod stores;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use squall_control_plane::tpch;
-pub use squall_control_plane::tpch::answers::{self, compare, is_ordered, render};
-use squall_control_plane::{Engine, JobRequest, TableSpec};
+use squall_engine::{Engine, JobRequest, TableSpec};
 use squall_executor::StoreRegistry;
+use squall_tools::tpch;
+pub use squall_tools::tpch::answers::{self, compare, is_ordered, render};
 
 /// Files per table in test data: enough that every scan stage has several tasks.
 pub const TEST_PARTS: usize = 4;

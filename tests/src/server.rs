@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use object_store::ObjectStoreExt;
-use squall_control_plane::backend::ExecutorBackend;
-use squall_control_plane::service::api::JobView;
-use squall_control_plane::service::{JobState, JobStore, Service, ServiceConfig, router};
-use squall_control_plane::{AccessPolicy, Engine, Manifest, read_result, tpch};
+use squall_engine::backend::ExecutorBackend;
+use squall_engine::{AccessPolicy, Engine, Manifest, read_result};
 use squall_executor::{FailureKind, OutputFile, TaskFailure, TaskOutcome, TaskResult, TaskSpec};
+use squall_service::api::JobView;
+use squall_service::{JobState, JobStore, Service, ServiceConfig, router};
+use squall_tools::tpch;
 
 use crate::{compare, expected_answer, is_ordered, render};
 
@@ -63,9 +64,7 @@ impl Server {
         let app = router(service.clone());
         let limits = service.config().http;
         let http = tokio::spawn(async move {
-            let _ =
-                squall_control_plane::service::serve(listener, app, limits, std::future::pending())
-                    .await;
+            let _ = squall_service::serve(listener, app, limits, std::future::pending()).await;
         });
         Self {
             url,
@@ -253,7 +252,7 @@ impl ExecutorBackend for FirstAttemptFails {
     fn max_concurrency(&self) -> usize {
         self.inner.max_concurrency()
     }
-    async fn invoke(&self, spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
+    async fn invoke(&self, spec: TaskSpec) -> squall_engine::Result<TaskResult> {
         let chosen = self.task.is_none_or(|t| t == spec.id.task);
         if spec.id.stage_id == 1 && spec.id.attempt == 0 && chosen {
             return Ok(TaskResult {
@@ -279,7 +278,7 @@ impl ExecutorBackend for Hanging {
     fn max_concurrency(&self) -> usize {
         self.inner.max_concurrency()
     }
-    async fn invoke(&self, spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
+    async fn invoke(&self, spec: TaskSpec) -> squall_engine::Result<TaskResult> {
         if spec.id.stage_id > 2 {
             std::future::pending::<()>().await;
         }

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use squall_control_plane::backend::{ExecutorBackend, InProcessBackend};
-use squall_control_plane::service::JobState;
-use squall_control_plane::service::api::{JobView, ResultPage};
-use squall_control_plane::{Engine, MANIFEST_NAME};
+use squall_engine::backend::{ExecutorBackend, InProcessBackend};
+use squall_engine::{Engine, MANIFEST_NAME};
 use squall_executor::{ExecutorContext, StoreRegistry, TaskResult, TaskSpec};
+use squall_service::JobState;
+use squall_service::api::{JobView, ResultPage};
 use squall_tests::server::{Server, TOKEN};
 use squall_tests::{files_under, local_engine, tpch_data};
 
@@ -382,7 +382,7 @@ async fn every_number_a_caller_sends_has_a_bound() {
     assert!(!files(&results).is_empty());
     let deleted = server
         .service
-        .expire_jobs(squall_control_plane::service::now_ms() + 1)
+        .expire_jobs(squall_service::now_ms() + 1)
         .await
         .unwrap();
     assert!(deleted >= 4, "{deleted}");
@@ -493,7 +493,7 @@ impl ExecutorBackend for Panicking {
     fn max_concurrency(&self) -> usize {
         2
     }
-    async fn invoke(&self, _spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
+    async fn invoke(&self, _spec: TaskSpec) -> squall_engine::Result<TaskResult> {
         panic!("a bug in the backend");
     }
 }

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use squall_control_plane::backend::ExecutorBackend;
-use squall_control_plane::scheduler::{Coalescing, Speculation};
-use squall_control_plane::{Engine, JobRequest, MANIFEST_NAME, Manifest, PlanOptions};
+use squall_engine::backend::ExecutorBackend;
+use squall_engine::scheduler::{Coalescing, Speculation};
+use squall_engine::{Engine, JobRequest, MANIFEST_NAME, Manifest, PlanOptions};
 use squall_executor::{StoreRegistry, TaskResult, TaskSpec};
 use squall_tests::{compare, files_under, local_engine, render, tpch_data, tpch_tables};
 
@@ -50,7 +50,7 @@ impl ExecutorBackend for Straggler {
         self.inner.wait_idle(job_id).await
     }
 
-    async fn invoke(&self, spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
+    async fn invoke(&self, spec: TaskSpec) -> squall_engine::Result<TaskResult> {
         let id = spec.id.clone();
         self.invoked
             .lock()
@@ -102,7 +102,7 @@ async fn setup(
     request.tasks.coalescing = Coalescing::disabled();
     request.output = output;
     // The last stage's task 1 straggles.
-    let planned = squall_control_plane::plan_job(
+    let planned = squall_engine::plan_job(
         &request.sql,
         &request.tables,
         &request.plan,
@@ -120,7 +120,7 @@ async fn setup(
 
 async fn reference() -> Vec<Vec<String>> {
     let data = tpch_data("0.01").await;
-    let ctx = squall_control_plane::tpch::single_node_context(&data.display().to_string(), 2)
+    let ctx = squall_tools::tpch::single_node_context(&data.display().to_string(), 2)
         .await
         .unwrap();
     render(&ctx.sql(SQL).await.unwrap().collect().await.unwrap())
@@ -185,7 +185,7 @@ async fn a_backup_wins_and_the_stragglers_output_is_gone() {
             .any(|u| u.contains(&format!("part-{task:05}-")) && u.ends_with("-1.parquet")),
         "the backup's (attempt 1) file is the task's: {listed:?}"
     );
-    let batches = squall_control_plane::read_result(&engine.stores, &result.files)
+    let batches = squall_engine::read_result(&engine.stores, &result.files)
         .await
         .unwrap();
     compare(&reference().await, &render(&batches), false).unwrap();

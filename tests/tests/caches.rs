@@ -2,7 +2,7 @@
 //! executors). Those caches must never change an answer: a rewritten file is read
 //! again, and a file added to a table is seen by the next job.
 
-use squall_control_plane::{JobRequest, TableSpec};
+use squall_engine::{JobRequest, TableSpec};
 use squall_tests::{local_engine, run_rendered, write_int_parquet};
 
 fn values(range: impl IntoIterator<Item = i64>) -> Vec<Vec<Option<i64>>> {

@@ -7,9 +7,9 @@
 
 use std::path::PathBuf;
 
-use squall_control_plane::tpch;
 use squall_tests::server::{FirstAttemptFails, Server, TOKEN};
 use squall_tests::{local_engine, tests_dir, tpch_data};
+use squall_tools::tpch;
 
 fn python() -> PathBuf {
     let install = std::fs::read_to_string(tests_dir().join("emulators/install.sh")).unwrap();

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
-use squall_control_plane::cost::Requests;
-use squall_control_plane::{Engine, JobRequest, JobRun, PlanOptions, SquallError, tpch};
+use squall_engine::cost::Requests;
+use squall_engine::{Engine, JobRequest, JobRun, PlanOptions, SquallError};
 use squall_executor::StoreRegistry;
 use squall_tests::fake_lambda::{FAKE_MEMORY_MB, FakeLambda, Reply, lambda_engine};
 use squall_tests::stores::{Op, RecordingStore};
 use squall_tests::{TEST_PARTS, compare, expected_answer, is_ordered, render_with_header};
+use squall_tools::tpch;
 
 const BUCKET: &str = "s3://squall-cost-test";
 
@@ -58,7 +59,7 @@ fn q3(url: &str) -> JobRequest {
     request
 }
 
-fn check_q3(result: &squall_control_plane::JobResult) {
+fn check_q3(result: &squall_engine::JobResult) {
     let rows = render_with_header(
         result.batches.as_deref().unwrap_or_default(),
         &result.schema,

@@ -16,13 +16,14 @@ use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use squall_control_plane::backend::{LambdaBackend, LambdaConfig};
-use squall_control_plane::{Engine, JobRequest, MANIFEST_NAME, PlanOptions, tpch};
+use squall_engine::backend::{LambdaBackend, LambdaConfig};
+use squall_engine::{Engine, JobRequest, MANIFEST_NAME, PlanOptions};
 use squall_executor::StoreRegistry;
 use squall_tests::store_suite::{Capabilities, run_all};
 use squall_tests::{
     TEST_PARTS, compare, expected_answer, is_ordered, render, render_with_header, run_rendered,
 };
+use squall_tools::tpch;
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -65,7 +66,7 @@ struct EmulatedRun {
     bucket: String,
     /// The prefix everything of this run is under.
     run: String,
-    tables: Vec<squall_control_plane::TableSpec>,
+    tables: Vec<squall_engine::TableSpec>,
     engine: Engine,
 }
 
@@ -152,7 +153,7 @@ async fn tpch_sf001_through_lambda_and_s3_emulators() {
                             .await
                             .contains(&manifest)
                     );
-                    let batches = squall_control_plane::read_result(stores, &result.files)
+                    let batches = squall_engine::read_result(stores, &result.files)
                         .await
                         .expect("read the result back");
                     Ok(render_with_header(&batches, &result.schema))
@@ -246,7 +247,7 @@ async fn a_crashing_function_is_retried_through_the_emulator() {
 /// nothing left in the work folder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fault_plan_is_survived_through_the_emulator() {
-    use squall_control_plane::engine::JobRun;
+    use squall_engine::engine::JobRun;
     use squall_executor::{Fault, FaultPlan, TaskId};
 
     let emulated = EmulatedRun::start("fault-plan", 4, Duration::from_secs(60)).await;
@@ -333,6 +334,7 @@ async fn the_init_hook_created_the_bucket_and_the_function() {
     let endpoint = var("AWS_ENDPOINT_URL");
     let function = var("SQUALL_TEST_LOCALSTACK_FUNCTION");
     let config = aws_sdk_lambda::config::Builder::new()
+        .http_client(squall_engine::backend::lambda::https_client())
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(var("AWS_REGION")))
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))

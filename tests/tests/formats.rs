@@ -7,11 +7,11 @@ use std::path::Path;
 use datafusion::config::CsvOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use squall_control_plane::tpch::{self, TABLES};
-use squall_control_plane::{JobRequest, PlanOptions, TableFormat, TableSpec};
+use squall_engine::{JobRequest, PlanOptions, TableFormat, TableSpec};
 use squall_tests::{
     compare, expected_answer, files_under, is_ordered, local_engine, run_rendered, tpch_data,
 };
+use squall_tools::tpch::{self, TABLES};
 
 /// Queries over every table, with dates, decimals, text and joins.
 const QUERIES: [usize; 6] = [1, 3, 5, 6, 10, 12];

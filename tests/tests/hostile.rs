@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use squall_control_plane::planner::pool::PlanningLimits;
-use squall_control_plane::service::api::{JobView, ResultPage};
-use squall_control_plane::service::core::MetricsAccess;
-use squall_control_plane::service::{HttpLimits, JobState, Principal, Role, Secret};
-use squall_control_plane::{Engine, MANIFEST_NAME};
+use squall_engine::planner::pool::PlanningLimits;
+use squall_engine::{Engine, MANIFEST_NAME};
+use squall_service::api::{JobView, ResultPage};
+use squall_service::core::MetricsAccess;
+use squall_service::{HttpLimits, JobState, Principal, Role, Secret};
 use squall_tests::server::{Server, TOKEN, check_answer, tpch_job};
 use squall_tests::{files_under, local_engine, tpch_data};
 
@@ -497,7 +497,7 @@ async fn principals_see_their_own_and_share_the_queue_fairly() {
     // Bob may read only his own folder.
     let mut bob = principal("bob", Role::User, "bob-token");
     bob.access = Some(Arc::new(
-        squall_control_plane::AccessPolicy::new(
+        squall_engine::AccessPolicy::new(
             &[root.join("tables").join("bob").display().to_string()],
             &[format!("file://{}", root.join("results").display())],
             &[root.join("work").display().to_string()],
@@ -716,7 +716,7 @@ async fn s3_keys_are_checked_as_the_store_reads_them() {
     let results = format!("file://{}", dir.path().join("results").display());
     let server = Server::start_with(engine, dir.path(), |c| {
         c.access = Arc::new(
-            squall_control_plane::AccessPolicy::new(
+            squall_engine::AccessPolicy::new(
                 &[format!("{root}/")],
                 &[results],
                 &[dir.path().display().to_string(), work.clone()],

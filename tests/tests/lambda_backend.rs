@@ -12,11 +12,12 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
-use squall_control_plane::backend::LambdaConfig;
-use squall_control_plane::{Engine, JobRequest, PlanOptions, TaskOptions, tpch};
+use squall_engine::backend::LambdaConfig;
+use squall_engine::{Engine, JobRequest, PlanOptions, TaskOptions};
 use squall_executor::{StoreRegistry, TaskId};
 use squall_tests::fake_lambda::{FakeLambda, Reply, lambda_engine};
 use squall_tests::{TEST_PARTS, compare, expected_answer, is_ordered, run_rendered};
+use squall_tools::tpch;
 
 const BUCKET: &str = "s3://squall-lambda-test";
 
@@ -46,7 +47,7 @@ fn request(q: usize) -> JobRequest {
         ..PlanOptions::default()
     };
     // Three reduce tasks, each reading one partition: the slices checked below.
-    request.tasks.coalescing = squall_control_plane::scheduler::Coalescing::disabled();
+    request.tasks.coalescing = squall_engine::scheduler::Coalescing::disabled();
     request
 }
 

@@ -6,13 +6,13 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use squall_control_plane::backend::ExecutorBackend;
-use squall_control_plane::tpch;
-use squall_control_plane::{Engine, JobRequest, PlanOptions, SquallError, TaskOptions};
+use squall_engine::backend::ExecutorBackend;
+use squall_engine::{Engine, JobRequest, PlanOptions, SquallError, TaskOptions};
 use squall_executor::{FailureKind, TaskResult, TaskSpec};
 use squall_tests::{
     compare, files_under, local_engine, render, run_rendered, tpch_data, tpch_tables,
 };
+use squall_tools::tpch;
 
 /// The same SQL on single-node DataFusion over the same files: the reference.
 async fn reference(data: &std::path::Path, sql: &str) -> Vec<Vec<String>> {
@@ -88,7 +88,7 @@ impl ExecutorBackend for PoolLog {
         self.inner.max_concurrency()
     }
 
-    async fn invoke(&self, spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
+    async fn invoke(&self, spec: TaskSpec) -> squall_engine::Result<TaskResult> {
         let id = &spec.id;
         self.pools.lock().unwrap().push((
             id.stage_id,

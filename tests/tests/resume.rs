@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use squall_control_plane::backend::ExecutorBackend;
-use squall_control_plane::service::{JobStore, NewJob, StoreJournal, now_ms};
-use squall_control_plane::{JobRequest, JobRun, PlanOptions, plan_job, tpch};
+use squall_engine::backend::ExecutorBackend;
+use squall_engine::{JobRequest, JobRun, PlanOptions, plan_job};
 use squall_executor::{StoreRegistry, TaskResult, TaskSpec};
+use squall_service::{JobStore, NewJob, StoreJournal, now_ms};
 use squall_tests::{
     compare, expected_answer, files_under, is_ordered, local_engine, render, tpch_data, tpch_tables,
 };
+use squall_tools::tpch;
 
 /// The in-process backend, counting invocations per stage; tasks of `hang_stage`
 /// never answer (the process is about to be killed).
@@ -34,7 +35,7 @@ impl ExecutorBackend for Backend {
         self.inner.max_concurrency()
     }
 
-    async fn invoke(&self, spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
+    async fn invoke(&self, spec: TaskSpec) -> squall_engine::Result<TaskResult> {
         self.invoked.lock().unwrap().push(spec.id.stage_id);
         if Some(spec.id.stage_id) == self.hang_stage {
             std::future::pending::<()>().await;
@@ -68,7 +69,7 @@ async fn an_interrupted_job_resumes_from_its_committed_stages() {
     assert!(earlier >= 2, "Q3 should have several stages");
 
     let store = Arc::new(JobStore::open_in_memory().unwrap());
-    let job_id = squall_control_plane::engine::new_job_id();
+    let job_id = squall_engine::engine::new_job_id();
     store
         .insert_job(
             &NewJob {
@@ -93,7 +94,7 @@ async fn an_interrupted_job_resumes_from_its_committed_stages() {
         hang_stage: Some(final_stage),
         invoked: Mutex::new(Vec::new()),
     });
-    let engine = squall_control_plane::Engine {
+    let engine = squall_engine::Engine {
         backend: first.clone(),
         ..base.clone()
     };
@@ -130,7 +131,7 @@ async fn an_interrupted_job_resumes_from_its_committed_stages() {
         hang_stage: None,
         invoked: Mutex::new(Vec::new()),
     });
-    let engine = squall_control_plane::Engine {
+    let engine = squall_engine::Engine {
         backend: second.clone(),
         ..base.clone()
     };

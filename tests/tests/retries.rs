@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use squall_control_plane::backend::ExecutorBackend;
-use squall_control_plane::{Engine, JobRequest, MANIFEST_NAME, Manifest, PlanOptions, SquallError};
+use squall_engine::backend::ExecutorBackend;
+use squall_engine::{Engine, JobRequest, MANIFEST_NAME, Manifest, PlanOptions, SquallError};
 use squall_executor::{
     ExecutorContext, FailureKind, StoreRegistry, TaskFailure, TaskOutcome, TaskResult, TaskSpec,
 };
@@ -31,7 +31,7 @@ enum Failure {
 /// `(stage, task)` in `targets`.
 #[derive(Debug)]
 struct FlakyBackend {
-    inner: squall_control_plane::InProcessBackend,
+    inner: squall_engine::InProcessBackend,
     targets: Vec<(u32, u32)>,
     fail_attempts: u32,
     failure: Failure,
@@ -60,7 +60,7 @@ impl ExecutorBackend for FlakyBackend {
         self.inner.max_concurrency()
     }
 
-    async fn invoke(&self, spec: TaskSpec) -> squall_control_plane::Result<TaskResult> {
+    async fn invoke(&self, spec: TaskSpec) -> squall_engine::Result<TaskResult> {
         let id = spec.id.clone();
         self.invoked
             .lock()
@@ -105,7 +105,7 @@ fn flaky_engine(
     let stores = Arc::new(StoreRegistry::new());
     let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
     let backend = Arc::new(FlakyBackend {
-        inner: squall_control_plane::InProcessBackend::new(ctx, 3).unwrap(),
+        inner: squall_engine::InProcessBackend::new(ctx, 3).unwrap(),
         targets,
         fail_attempts,
         failure,
@@ -122,16 +122,13 @@ fn flaky_engine(
 /// Q3 at width 4: stage 1 is a scan, the last stage writes the result.
 async fn q3_request(output: Option<String>) -> JobRequest {
     let data = tpch_data("0.01").await;
-    let mut request = JobRequest::new(
-        squall_control_plane::tpch::query(3).unwrap(),
-        tpch_tables(&data),
-    );
+    let mut request = JobRequest::new(squall_tools::tpch::query(3).unwrap(), tpch_tables(&data));
     request.plan = PlanOptions {
         shuffle_partitions: 4,
         ..PlanOptions::default()
     };
     // The tasks chosen to fail exist: one reduce task per partition.
-    request.tasks.coalescing = squall_control_plane::scheduler::Coalescing::disabled();
+    request.tasks.coalescing = squall_engine::scheduler::Coalescing::disabled();
     request.output = output;
     request
 }
@@ -145,7 +142,7 @@ async fn retryable_failures_after_output_still_give_exact_answer() {
     // Plan once to learn the stage ids: fail a scan task, a reduce task and the
     // result task, each after it wrote its output.
     let (probe, _) = flaky_engine(work.path(), vec![], 0, Failure::Unreachable);
-    let planned = squall_control_plane::plan_job(
+    let planned = squall_engine::plan_job(
         &request.sql,
         &request.tables,
         &request.plan,
@@ -202,7 +199,7 @@ async fn retryable_failures_after_output_still_give_exact_answer() {
         .collect();
     present.sort();
     assert_eq!(listed, present, "output holds exactly the committed files");
-    let batches = squall_control_plane::read_result(&engine.stores, &result.files)
+    let batches = squall_engine::read_result(&engine.stores, &result.files)
         .await
         .unwrap();
     compare(

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use squall_control_plane::service::JobStore;
-use squall_control_plane::service::api::{JobList, JobView, ScheduleView};
+use squall_service::JobStore;
+use squall_service::api::{JobList, JobView, ScheduleView};
 use squall_tests::server::{Hanging, Server, TOKEN, check_answer, tpch_job};
 use squall_tests::{local_engine, tpch_data};
 
@@ -55,7 +55,7 @@ async fn a_one_second_cron_fires_and_its_jobs_answer_right() {
     let next = created
         .next_run_at_ms
         .expect("an enabled schedule has a next run");
-    let now = squall_control_plane::service::now_ms();
+    let now = squall_service::now_ms();
     assert!(next > now - 50 && next <= now + 1000, "{next} vs {now}");
     assert!(!created.description.is_empty());
 
@@ -65,7 +65,7 @@ async fn a_one_second_cron_fires_and_its_jobs_answer_right() {
         let jobs = runs(&server, &created.id).await;
         let succeeded: Vec<_> = jobs
             .iter()
-            .filter(|j| j.state == squall_control_plane::service::JobState::Succeeded)
+            .filter(|j| j.state == squall_service::JobState::Succeeded)
             .cloned()
             .collect();
         if succeeded.len() >= 2 {
@@ -183,7 +183,7 @@ async fn overlapping_runs_are_skipped_and_missed_runs_follow_their_policy() {
     first.kill();
     // While no server runs, three hours of runs fall due.
     let store = JobStore::open(&dir.path().join("squall.db")).unwrap();
-    let three_hours_ago = squall_control_plane::service::now_ms() - 3 * 3600 * 1000;
+    let three_hours_ago = squall_service::now_ms() - 3 * 3600 * 1000;
     for id in &ids {
         let mut s = store.schedule(id).unwrap().unwrap();
         s.enabled = true;
@@ -206,7 +206,7 @@ async fn overlapping_runs_are_skipped_and_missed_runs_follow_their_policy() {
         runs(&second, &ids[0]).await.is_empty(),
         "missed runs dropped"
     );
-    let now = squall_control_plane::service::now_ms();
+    let now = squall_service::now_ms();
     for id in &ids {
         let view = schedule(&second, id).await;
         assert!(view.next_run_at_ms.unwrap() > now, "{view:?}");
@@ -300,12 +300,12 @@ async fn bad_schedules_are_refused_naming_the_problem() {
 }
 
 /// A server config whose schedules may run every second, `max_running` jobs at once.
-fn seconds_cron(config: &mut squall_control_plane::service::ServiceConfig, max_running: usize) {
+fn seconds_cron(config: &mut squall_service::ServiceConfig, max_running: usize) {
     config.max_running = max_running;
     config.limits.min_cron_interval = Duration::from_secs(1);
 }
 
 /// The current minute of the hour (UTC).
 fn chrono_minute() -> i64 {
-    squall_control_plane::service::now_ms() / 60_000 % 60
+    squall_service::now_ms() / 60_000 % 60
 }

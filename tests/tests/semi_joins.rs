@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use squall_control_plane::{JobRequest, PlanOptions, TableSpec, plan_job};
+use squall_engine::{JobRequest, PlanOptions, TableSpec, plan_job};
 use squall_executor::StoreRegistry;
 use squall_tests::{local_engine, render, run_rendered, write_int_parquet};
 

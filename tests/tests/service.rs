@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use squall_control_plane::Engine;
-use squall_control_plane::service::JobState;
-use squall_control_plane::service::JobStore;
-use squall_control_plane::service::api::{JobList, JobView, ResultPage};
+use squall_engine::Engine;
+use squall_service::JobState;
+use squall_service::JobStore;
+use squall_service::api::{JobList, JobView, ResultPage};
 use squall_tests::server::{FirstAttemptFails, Hanging, Server, TOKEN, check_answer, tpch_job};
 use squall_tests::{local_engine, tpch_data};
 
@@ -380,7 +380,7 @@ async fn catalog_tables_show_their_schema_and_serve_jobs_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_the_backend_cannot_reach_are_refused_at_submission() {
     use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
-    use squall_control_plane::backend::{LambdaBackend, LambdaConfig};
+    use squall_engine::backend::{LambdaBackend, LambdaConfig};
     let data = tpch_data("0.01").await;
     let dir = tempfile::tempdir().unwrap();
     let stores = Arc::new(squall_executor::StoreRegistry::new());
@@ -694,13 +694,13 @@ async fn result_pages_across_files_cover_every_row_once() {
 /// The in-process backend, counting the tasks of each stage in flight.
 #[derive(Debug)]
 struct CountingStages {
-    inner: Arc<dyn squall_control_plane::ExecutorBackend>,
+    inner: Arc<dyn squall_engine::ExecutorBackend>,
     in_flight: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
     most: std::sync::Mutex<std::collections::HashMap<u32, usize>>,
 }
 
 #[async_trait::async_trait]
-impl squall_control_plane::ExecutorBackend for CountingStages {
+impl squall_engine::ExecutorBackend for CountingStages {
     fn name(&self) -> &str {
         "counting"
     }
@@ -710,7 +710,7 @@ impl squall_control_plane::ExecutorBackend for CountingStages {
     async fn invoke(
         &self,
         spec: squall_executor::TaskSpec,
-    ) -> squall_control_plane::Result<squall_executor::TaskResult> {
+    ) -> squall_engine::Result<squall_executor::TaskResult> {
         let stage = spec.id.stage_id;
         {
             let mut in_flight = self.in_flight.lock().unwrap();
@@ -767,12 +767,12 @@ async fn the_stage_concurrency_cap_holds_in_the_service() {
 /// then holds its answer for ten minutes.
 #[derive(Debug)]
 struct Straggles {
-    inner: Arc<dyn squall_control_plane::backend::ExecutorBackend>,
+    inner: Arc<dyn squall_engine::backend::ExecutorBackend>,
     stage: u32,
 }
 
 #[async_trait::async_trait]
-impl squall_control_plane::backend::ExecutorBackend for Straggles {
+impl squall_engine::backend::ExecutorBackend for Straggles {
     fn name(&self) -> &str {
         "straggles"
     }
@@ -782,7 +782,7 @@ impl squall_control_plane::backend::ExecutorBackend for Straggles {
     async fn invoke(
         &self,
         spec: squall_executor::TaskSpec,
-    ) -> squall_control_plane::Result<squall_executor::TaskResult> {
+    ) -> squall_engine::Result<squall_executor::TaskResult> {
         let straggles = (spec.id.stage_id, spec.id.task, spec.id.attempt) == (self.stage, 0, 0);
         let answer = self.inner.invoke(spec).await;
         if straggles {
@@ -798,16 +798,16 @@ async fn backups_are_counted_in_the_job_view_attempts_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let engine = local_engine(2, &dir.path().join("work"));
     let sql = "SELECT o_orderpriority, count(*) AS n FROM orders GROUP BY o_orderpriority";
-    let tables = vec![squall_control_plane::TableSpec {
+    let tables = vec![squall_engine::TableSpec {
         name: "orders".into(),
         url: format!("file://{}/orders/", data.display()),
         format: None,
     }];
-    let plan = squall_control_plane::PlanOptions {
+    let plan = squall_engine::PlanOptions {
         shuffle_partitions: 4,
         ..Default::default()
     };
-    let planned = squall_control_plane::plan_job(
+    let planned = squall_engine::plan_job(
         sql,
         &tables,
         &plan,
@@ -868,8 +868,7 @@ async fn backups_are_counted_in_the_job_view_attempts_and_metrics() {
         "{outcomes:?}"
     );
     // Each attempt has its start and end; the backup is marked.
-    let attempts: squall_control_plane::service::api::AttemptList =
-        serde_json::from_value(body.clone()).unwrap();
+    let attempts: squall_service::api::AttemptList = serde_json::from_value(body.clone()).unwrap();
     for a in &attempts.attempts {
         let (start, end) = (a.started_at_ms.unwrap(), a.ended_at_ms.unwrap());
         assert!(start <= end && end <= view.finished_at_ms.unwrap(), "{a:?}");
@@ -882,7 +881,7 @@ async fn backups_are_counted_in_the_job_view_attempts_and_metrics() {
         .get(&format!("/v1/jobs/{id}/plan"), Some(TOKEN))
         .await;
     assert_eq!(status, 200, "{plan}");
-    let plan: squall_control_plane::service::api::PlanView = serde_json::from_value(plan).unwrap();
+    let plan: squall_service::api::PlanView = serde_json::from_value(plan).unwrap();
     let ids: Vec<u32> = plan.stages.iter().map(|s| s.stage).collect();
     let viewed: Vec<u32> = view.stages.iter().map(|s| s.stage).collect();
     assert_eq!(ids, viewed);

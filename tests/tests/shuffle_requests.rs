@@ -8,12 +8,12 @@ use std::sync::Arc;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use squall_control_plane::planner::StageOutput;
-use squall_control_plane::tpch::{self, TABLES};
-use squall_control_plane::{Engine, JobRequest, PlanOptions};
+use squall_engine::planner::StageOutput;
+use squall_engine::{Engine, JobRequest, PlanOptions};
 use squall_executor::StoreRegistry;
 use squall_tests::stores::{Op, RecordingStore};
 use squall_tests::{compare, expected_answer, files_under, is_ordered, render, tpch_data};
+use squall_tools::tpch::{self, TABLES};
 
 /// Copies the local TPC-H files into `store` under `tpch/`.
 async fn load(store: &RecordingStore, scale: &str) {
@@ -47,7 +47,7 @@ async fn check_query(q: usize, width: usize) {
     let engine = Engine::embedded_with(stores, Some(3), "memory:///work").unwrap();
     let tables = TABLES
         .iter()
-        .map(|t| squall_control_plane::TableSpec::new(*t, format!("memory:///tpch/{t}/")))
+        .map(|t| squall_engine::TableSpec::new(*t, format!("memory:///tpch/{t}/")))
         .collect();
     let mut request = JobRequest::new(tpch::query(q).unwrap(), tables);
     request.plan = PlanOptions {
@@ -55,7 +55,7 @@ async fn check_query(q: usize, width: usize) {
         ..PlanOptions::default()
     };
     // One reduce task per partition: the counts below are for the static plan.
-    request.tasks.coalescing = squall_control_plane::scheduler::Coalescing::disabled();
+    request.tasks.coalescing = squall_engine::scheduler::Coalescing::disabled();
     let result = engine.run(&request, None).await.unwrap();
     let rows = render(result.batches.as_deref().unwrap_or_default());
     compare(&expected_answer("0.01", q), &rows, is_ordered(q)).unwrap();

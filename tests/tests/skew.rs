@@ -2,11 +2,11 @@
 //! join's probe side is split among several tasks, and every answer equals
 //! single-node DataFusion's on the same files, as it does with the static plan.
 
-use squall_control_plane::scheduler::Coalescing;
-use squall_control_plane::tools::skew::{self, SkewSpec};
-use squall_control_plane::{JobRequest, PlanOptions};
+use squall_engine::scheduler::Coalescing;
+use squall_engine::{JobRequest, PlanOptions};
 use squall_executor::StoreRegistry;
 use squall_tests::{compare, files_under, local_engine, render};
+use squall_tools::skew::{self, SkewSpec};
 
 async fn reference(root: &str, sql: &str) -> Vec<Vec<String>> {
     let ctx = datafusion::prelude::SessionContext::new();

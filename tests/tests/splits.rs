@@ -7,9 +7,9 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displaya
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
-use squall_control_plane::tpch::{self, TABLES};
-use squall_control_plane::{JobRequest, PlanOptions, TableSpec};
+use squall_engine::{JobRequest, PlanOptions, TableSpec};
 use squall_tests::{compare, expected_answer, is_ordered, local_engine, run_rendered, tpch_data};
+use squall_tools::tpch::{self, TABLES};
 
 /// All of SF 0.01 `lineitem` in one file of 5,000-row row groups (13 of them).
 async fn one_file_lineitem(dir: &std::path::Path) -> std::path::PathBuf {
@@ -40,7 +40,7 @@ async fn one_file_lineitem(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// Partitions (file groups, each a scan task's share) of the lineitem scan.
-fn lineitem_scan_partitions(dag: &squall_control_plane::StageDag) -> usize {
+fn lineitem_scan_partitions(dag: &squall_engine::StageDag) -> usize {
     let mut stack: Vec<Arc<dyn ExecutionPlan>> =
         dag.stages.iter().map(|s| s.plan.clone()).collect();
     while let Some(node) = stack.pop() {
@@ -77,7 +77,7 @@ async fn large_parquet_file_is_split_on_row_groups() {
                 target_partition_bytes: target,
                 ..PlanOptions::default()
             };
-            let planned = squall_control_plane::plan_job(
+            let planned = squall_engine::plan_job(
                 &request.sql,
                 &request.tables,
                 &request.plan,

@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use squall_control_plane::tpch;
-use squall_control_plane::{PlanOptions, plan_job};
+use squall_engine::{PlanOptions, plan_job};
 use squall_executor::StoreRegistry;
 use squall_tests::{tests_dir, tpch_data, tpch_tables};
+use squall_tools::tpch;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_stage_dags_match_snapshots() {

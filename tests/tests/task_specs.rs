@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use squall_control_plane::{Engine, JobRequest, PlanOptions, TableSpec, plan_job};
+use squall_engine::{Engine, JobRequest, PlanOptions, TableSpec, plan_job};
 use squall_executor::{StoreRegistry, encode_plan};
 
 /// `count` one-row CSV files under a fresh folder.

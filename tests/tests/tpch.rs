@@ -6,8 +6,8 @@
 //! of their probe sides split by producer). Each job must also leave nothing
 //! behind in its work folder.
 
-use squall_control_plane::scheduler::Coalescing;
-use squall_control_plane::{JobRequest, PlanOptions};
+use squall_engine::scheduler::Coalescing;
+use squall_engine::{JobRequest, PlanOptions};
 use squall_tests::{
     compare, expected_answer, files_under, is_ordered, local_engine, render, tpch_data, tpch_tables,
 };
@@ -49,7 +49,7 @@ async fn check_with(
     let mut coalesced = 0;
     let mut split = 0;
     for q in 1..=22 {
-        let sql = squall_control_plane::tpch::query(q).unwrap();
+        let sql = squall_tools::tpch::query(q).unwrap();
         let mut request = JobRequest::new(sql, tpch_tables(&data));
         request.plan = PlanOptions {
             shuffle_partitions: width,

@@ -1,0 +1,135 @@
+//! What the scheduler tells whoever watches a job ([`JobEvent`] through a
+//! [`ProgressSink`]), and the counters it keeps per stage.
+
+use std::sync::Arc;
+
+use squall_executor::{TaskFailure, TaskMetrics};
+
+use crate::planner::{Stage, StageDag, StageOutput};
+
+/// What the scheduler tells whoever watches a job.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    /// The job was planned (told by the engine before any stage starts).
+    Planned {
+        dag: Arc<StageDag>,
+    },
+    StageStarted {
+        stage: u32,
+        /// Stages in the job (stage ids run from 1 to this).
+        of: usize,
+        tasks: usize,
+        /// The plan's partitions: more than `tasks` where reduce tasks read
+        /// several shuffle partitions each (see [`super::coalesce`]).
+        partitions: usize,
+    },
+    /// An attempt of a task was handed to the backend.
+    TaskStarted {
+        stage: u32,
+        task: u32,
+        attempt: u32,
+    },
+    /// A straggling task got a backup copy; its first attempt is `attempt`.
+    BackupStarted {
+        stage: u32,
+        task: u32,
+        attempt: u32,
+    },
+    /// A task's winning attempt: its output is the task's.
+    TaskSucceeded {
+        stage: u32,
+        /// What the stage does (for metrics by stage kind).
+        kind: StageKind,
+        task: u32,
+        /// The attempt that succeeded (0 for the first).
+        attempt: u32,
+        /// Whether it was the backup copy's.
+        backup: bool,
+        metrics: TaskMetrics,
+    },
+    /// An attempt stopped (or ignored) because the task's other copy won.
+    TaskSuperseded {
+        stage: u32,
+        task: u32,
+        attempt: u32,
+    },
+    /// Attempt `attempt` failed and the task will be tried again.
+    TaskRetrying {
+        stage: u32,
+        task: u32,
+        attempt: u32,
+        failure: TaskFailure,
+    },
+    /// The last attempt of a task failed: the job fails.
+    TaskFailed {
+        stage: u32,
+        task: u32,
+        attempt: u32,
+        failure: TaskFailure,
+    },
+    StageFinished {
+        stage: u32,
+    },
+}
+
+/// What a stage does, as metrics group stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageKind {
+    /// Reads tables only and writes a shuffle.
+    Scan,
+    /// Reads shuffles and writes a shuffle.
+    Reduce,
+    /// Writes the job's result (whatever it reads).
+    Final,
+}
+
+impl StageKind {
+    pub fn of(stage: &Stage) -> Self {
+        match (&stage.output, stage.inputs.is_empty()) {
+            (StageOutput::Result, _) => StageKind::Final,
+            (_, true) => StageKind::Scan,
+            (_, false) => StageKind::Reduce,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Scan => "scan",
+            StageKind::Reduce => "reduce",
+            StageKind::Final => "final",
+        }
+    }
+}
+
+pub trait ProgressSink: Send + Sync {
+    fn on_event(&self, event: &JobEvent);
+}
+
+/// Counters of one stage.
+#[derive(Debug, Clone, Default)]
+pub struct StageStats {
+    pub stage: u32,
+    /// Tasks run: the plan's partitions, or fewer where reduce tasks read
+    /// several shuffle partitions each.
+    pub tasks: usize,
+    pub partitions: usize,
+    /// Tasks that each read a piece of a skewed partition.
+    pub split_tasks: u32,
+    pub attempts: u32,
+    pub rows_in: u64,
+    pub bytes_in: u64,
+    /// The part of `bytes_in` read from tables.
+    pub bytes_scanned: u64,
+    pub rows_out: u64,
+    pub bytes_out: u64,
+    /// Arrow bytes of the output before compression (shuffle stages).
+    pub raw_bytes_out: u64,
+    /// The most memory any one task of the stage held.
+    pub peak_memory_bytes: u64,
+    /// Bytes the stage's tasks spilled to local disk.
+    pub spilled_bytes: u64,
+    /// Backup copies started for stragglers, and how many of them won.
+    pub backups: u32,
+    pub backup_wins: u32,
+    pub elapsed_ms: u64,
+}

@@ -1,0 +1,45 @@
+//! How a job's tasks are run: attempts, memory, concurrency, backups,
+//! coalescing and the result cap.
+
+use super::coalesce::Coalescing;
+use super::speculation::Speculation;
+
+/// How a job's tasks are run.
+#[derive(Debug, Clone)]
+pub struct TaskOptions {
+    /// Attempts per task, counting the first.
+    pub max_attempts: u32,
+    /// Memory pool limit of each task's first attempt.
+    pub memory_limit_bytes: u64,
+    /// A task that runs out of memory is tried again with twice the pool, up
+    /// to this (no larger than `memory_limit_bytes`: no escalation).
+    pub max_memory_limit_bytes: u64,
+    /// Tasks of this job running at once (None: the backend's limit).
+    pub max_concurrency: Option<usize>,
+    /// Tasks of any one stage running at once (None: no limit beyond the job's).
+    pub max_stage_concurrency: Option<usize>,
+    pub session_options: Vec<(String, String)>,
+    /// When stragglers get backup copies.
+    pub speculation: Speculation,
+    /// How reduce tasks are sized to the shuffle they read.
+    pub coalescing: Coalescing,
+    /// Most bytes of result files the job may commit: past it, the job fails
+    /// and its running tasks are stopped (None: no limit).
+    pub max_result_bytes: Option<u64>,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            memory_limit_bytes: 2 << 30,
+            max_memory_limit_bytes: 8 << 30,
+            speculation: Speculation::default(),
+            coalescing: Coalescing::default(),
+            max_concurrency: None,
+            max_stage_concurrency: None,
+            session_options: vec![],
+            max_result_bytes: None,
+        }
+    }
+}

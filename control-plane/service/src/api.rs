@@ -1,0 +1,520 @@
+//! The HTTP API's request and response bodies, and the states and policies
+//! they name. Plain serde types, nothing else: the server, the job store and
+//! the CLI client share them, and they depend on nothing of the service.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use squall_engine::cost::{Cost, Requests};
+
+/// `POST /v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"sql": "SELECT 1 AS one", "options": {"deadline_seconds": 60}}))]
+pub struct SubmitJob {
+    pub sql: String,
+    /// Tables by URL: `{"name": "lineitem", "url": "s3://b/tpch/lineitem/"}`.
+    #[serde(default)]
+    pub tables: Vec<TableRef>,
+    /// Where to keep the result; default: the server's results folder.
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub options: JobOptions,
+    /// Free-form labels for chargeback and listing (`{"team": "data"}`): at
+    /// most 16, keys of 1 to 63 characters `a-z 0-9 _ . -`, values up to 256
+    /// characters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A table a job reads: by URL, or by the name of a catalog table (no URL).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TableRef {
+    pub name: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// parquet, csv or json; default: from the files' extensions.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobOptions {
+    /// Width of hash shuffles (default: the backend's parallelism).
+    #[serde(default)]
+    pub shuffle_partitions: Option<usize>,
+    /// Tasks of this job running at once (default: the backend's limit).
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
+    /// Refuse the job, before it runs, when the files of the tables it reads add
+    /// up to more bytes than this; the refusal gives the estimate.
+    #[serde(default)]
+    pub scan_limit_bytes: Option<u64>,
+    /// Stop the job when it has run this many seconds (queueing not counted).
+    #[serde(default)]
+    pub deadline_seconds: Option<u64>,
+    /// Start a backup copy of a straggling task (default: true).
+    #[serde(default)]
+    pub backup_tasks: Option<bool>,
+    /// Stop the job, like a deadline, once its estimated cost passes this
+    /// many US dollars (default and maximum: the server's).
+    #[serde(default)]
+    pub cost_limit_usd: Option<f64>,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct JobView {
+    pub id: String,
+    /// Who submitted it (or owns the schedule that did).
+    #[serde(default)]
+    pub principal: String,
+    pub state: JobState,
+    pub sql: String,
+    pub submitted_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub error: Option<String>,
+    /// Rows of the result, once succeeded.
+    pub rows: Option<u64>,
+    /// The result's manifest, once succeeded.
+    pub manifest_url: Option<String>,
+    /// Per stage: tasks and bytes, while running (this server's view) and after.
+    #[serde(default)]
+    pub stages: Vec<StageProgress>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// What the job used and its estimated cost: running totals while it
+    /// runs, final once it ended (whatever its outcome).
+    #[serde(default)]
+    pub cost: Option<Cost>,
+}
+
+/// Progress of one stage of a job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct StageProgress {
+    pub stage: u32,
+    /// Tasks the stage runs (chosen when it starts: a reduce stage's tasks
+    /// may each read several shuffle partitions).
+    pub tasks: usize,
+    /// The shuffle partitions (or scan partitions) of the stage's plan.
+    #[serde(default)]
+    pub partitions: usize,
+    pub done: usize,
+    pub running: usize,
+    /// Attempts that failed and were retried.
+    pub retried: usize,
+    /// Tasks whose last attempt failed (this fails the job).
+    #[serde(default)]
+    pub failed: usize,
+    /// Backup copies started for straggling tasks.
+    #[serde(default)]
+    pub backups: usize,
+    /// Tasks whose backup copy finished first.
+    #[serde(default)]
+    pub backup_wins: usize,
+    pub bytes_scanned: u64,
+    /// Bytes the stage wrote (shuffle files or results).
+    pub bytes_written: u64,
+    /// Rows its winning attempts read (tables and shuffles) and wrote.
+    #[serde(default)]
+    pub rows_in: u64,
+    #[serde(default)]
+    pub rows_out: u64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    /// What the stage's attempts used, priced.
+    #[serde(default)]
+    pub cost: Option<Cost>,
+}
+
+impl ColumnView {
+    /// The columns of `schema`, in order.
+    pub fn of(schema: &arrow::datatypes::Schema) -> Vec<Self> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| ColumnView {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect()
+    }
+}
+
+/// What a succeeded job produced (kept in the store).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct JobOutcome {
+    pub rows: u64,
+    pub manifest_url: String,
+    pub files: Vec<String>,
+    /// Rows in each of `files` (absent in results stored before it was kept).
+    #[serde(default)]
+    pub file_rows: Vec<u64>,
+    /// The result's columns, in order.
+    #[serde(default)]
+    pub columns: Vec<ColumnView>,
+    /// The stages as they finished.
+    #[serde(default)]
+    pub stages: Vec<StageProgress>,
+}
+
+/// `GET /v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<i64>,
+}
+
+/// `202 Accepted` to a submission.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    pub id: String,
+    pub state: JobState,
+}
+
+/// An error, as `application/problem+json` (RFC 9457).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+/// `GET /v1/jobs/{id}/result`: a page of rows, and where the whole result is.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResultPage {
+    /// The result's columns, in order (the objects in `rows` do not keep it).
+    pub columns: Vec<ColumnView>,
+    /// Rows as JSON objects, column name → value (SQL NULL as null).
+    #[schema(value_type = Vec<Object>)]
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Index of the first row of this page.
+    pub offset: u64,
+    /// Rows in the whole result.
+    pub total: u64,
+    /// Pass as `offset` for the next page; absent on the last page.
+    pub next_offset: Option<u64>,
+    pub manifest_url: String,
+    /// The result's Parquet files.
+    pub files: Vec<String>,
+}
+
+/// `PUT /v1/tables/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutTable {
+    pub url: String,
+    /// parquet, csv or json; default: from the files' extensions.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// A catalog table with the schema read from its files.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TableView {
+    pub name: String,
+    /// The principal that put it.
+    #[serde(default)]
+    pub owner: String,
+    pub url: String,
+    pub format: Option<String>,
+    pub columns: Vec<ColumnView>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ColumnView {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+/// `GET /v1/whoami`: the principal a token belongs to, and its bounds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    pub name: String,
+    /// `admin` (sees and changes everything) or `user` (its own jobs and schedules).
+    pub role: crate::principals::Role,
+    /// Its jobs running at once, if bounded beyond the server's.
+    pub max_running: Option<usize>,
+    /// Its jobs waiting to run, if bounded beyond the server's queue.
+    pub max_queued: Option<usize>,
+    /// Its schedules, if bounded beyond the server's.
+    pub max_schedules: Option<usize>,
+    /// Deadline of a job that gives none, and the largest it may ask for.
+    pub default_deadline_seconds: u64,
+    pub max_deadline_seconds: u64,
+    /// Scan limit of a job that gives none, and the largest it may ask for.
+    pub default_scan_limit_bytes: u64,
+    pub max_scan_limit_bytes: u64,
+    /// The URL prefixes its tables and outputs may name.
+    pub allowed: Vec<String>,
+}
+
+/// `GET /v1/tables`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TableList {
+    pub tables: Vec<TableView>,
+    /// Pass as `after` for the next page (absent on the last page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// `POST /v1/schedules`: run `job` at the times `cron` names in `time_zone`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "nightly", "cron": "0 2 * * *", "time_zone": "Europe/Berlin",
+    "job": {"sql": "SELECT 1 AS one"}, "overlap": "skip", "missed": "run_once"
+}))]
+pub struct NewSchedule {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Five fields (minute hour day-of-month month day-of-week), or six with
+    /// seconds first; aliases such as `@daily`.
+    pub cron: String,
+    /// IANA time zone the cron is read in; default UTC.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    /// The job each run submits.
+    pub job: SubmitJob,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// While the previous run's job is queued or running: `skip` (default) or `allow`.
+    #[serde(default)]
+    pub overlap: OverlapPolicy,
+    /// Runs that fell due while no server ran: `skip` (default) or `run_once` at start.
+    #[serde(default)]
+    pub missed: MissedRunPolicy,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `PATCH /v1/schedules/{id}`: the fields to change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleChange {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub cron: Option<String>,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub job: Option<SubmitJob>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub overlap: Option<OverlapPolicy>,
+    #[serde(default)]
+    pub missed: Option<MissedRunPolicy>,
+}
+
+/// A schedule as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleView {
+    pub id: String,
+    /// The principal that owns it; its runs are that principal's jobs.
+    #[serde(default)]
+    pub principal: String,
+    pub name: Option<String>,
+    pub cron: String,
+    pub time_zone: String,
+    /// The cron in words.
+    pub description: String,
+    pub job: SubmitJob,
+    pub enabled: bool,
+    pub overlap: OverlapPolicy,
+    pub missed: MissedRunPolicy,
+    /// When the next run falls due; absent while disabled.
+    pub next_run_at_ms: Option<i64>,
+    /// When a run last started a job.
+    pub last_run_at_ms: Option<i64>,
+    /// Runs skipped because the previous job was still queued or running.
+    pub skipped_runs: u64,
+    pub last_skipped_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+/// `GET /v1/schedules`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleView>,
+    /// Pass as `after` for the next page (absent on the last page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// `GET /v1/jobs/{id}/attempts`: how each task attempt ended.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AttemptList {
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// [`parse`](Self::parse), or an error that names the text and the states.
+    pub fn parse_named(text: &str) -> std::result::Result<Self, String> {
+        Self::parse(text).ok_or_else(|| {
+            format!("unknown job state '{text}' (queued, running, succeeded, failed, cancelled)")
+        })
+    }
+
+    /// No further change is possible.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// What a due run does while the schedule's previous job is queued or running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OverlapPolicy {
+    /// Skip the run (counted in `skipped_runs`).
+    #[default]
+    Skip,
+    /// Start another job anyway.
+    Allow,
+}
+
+/// What a server does, when it starts, with runs that fell due while it was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedRunPolicy {
+    /// Drop them; the next run is the next time the cron names.
+    #[default]
+    Skip,
+    /// Start one job for all of them, at once.
+    RunOnce,
+}
+
+impl OverlapPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverlapPolicy::Skip => "skip",
+            OverlapPolicy::Allow => "allow",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [OverlapPolicy::Skip, OverlapPolicy::Allow]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+}
+
+impl MissedRunPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissedRunPolicy::Skip => "skip",
+            MissedRunPolicy::RunOnce => "run_once",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [MissedRunPolicy::Skip, MissedRunPolicy::RunOnce]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+}
+
+/// One attempt of one task, as it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttemptRecord {
+    pub stage: u32,
+    pub task: u32,
+    /// 0 for the first attempt.
+    pub attempt: u32,
+    /// `succeeded`, `failed`, `superseded` (stopped or ignored because the
+    /// task's other copy, a backup or the straggler it backed up, won), or
+    /// `running`.
+    pub outcome: String,
+    /// Why it failed.
+    pub message: Option<String>,
+    /// From hand-off to the backend to its answer (so far, while running).
+    pub elapsed_ms: u64,
+    /// When it was handed to the backend (ms since the epoch).
+    #[serde(default)]
+    pub started_at_ms: Option<i64>,
+    /// When it ended; absent while it runs.
+    #[serde(default)]
+    pub ended_at_ms: Option<i64>,
+    /// Whether it was a backup copy of a straggling task.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+/// `GET /v1/jobs/{id}/plan`: the stage DAG the job runs, as planned.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct PlanView {
+    /// False until the job has started (its stages are planned then).
+    pub planned: bool,
+    pub stages: Vec<StagePlan>,
+    /// The DAG as `squall plan` prints it.
+    pub text: String,
+}
+
+/// One stage of a planned job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct StagePlan {
+    pub stage: u32,
+    /// `scan`, `reduce` or `final`.
+    pub kind: String,
+    /// The stages whose output it reads.
+    pub inputs: Vec<u32>,
+    /// Partitions (before reduce tasks are sized to the shuffle).
+    pub partitions: usize,
+    /// What it writes: `shuffle hash xN`, `shuffle single` or `result`.
+    pub output: String,
+}

@@ -1,0 +1,289 @@
+//! `/v1/jobs`: submit, list, get, cancel; a job's result pages and attempts.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::extract::{ApiQuery, json_body, page_limit};
+use super::problem::ApiError;
+use crate::api::{
+    Accepted, AttemptList, JobList, JobState, JobView, PlanView, Problem, ResultPage, SubmitJob,
+};
+use crate::core::Service;
+use crate::limits::check_label_key;
+use crate::principals::Principal;
+
+/// Submit a job. It is planned first, so bad SQL, unknown tables, tables the
+/// executors cannot reach and scans over the job's limit are refused here.
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs",
+    request_body = SubmitJob,
+    responses(
+        (status = 202, description = "Queued", body = Accepted, links(
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+            ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
+            ("GetResult" = (operation_id = "get_result", parameters(("id" = "$response.body#/id")))),
+            ("GetAttempts" = (operation_id = "get_attempts", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 400, description = "Bad SQL, table, URL or body; an option over its limit", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A table or output outside the prefixes the server allows", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The output is another job's", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The queue is full (see Retry-After)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn submit_job(
+    State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
+    let submitted: SubmitJob = json_body(body, "a job")?;
+    let accepted = service.submit(&caller, submitted).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(accepted)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
+    /// Only jobs in this state: queued, running, succeeded, failed, cancelled.
+    #[param(value_type = Option<JobState>)]
+    state: Option<String>,
+    /// Only jobs with this label, as `key:value` (`team:data`).
+    label: Option<String>,
+    /// The `next` of the previous page.
+    after: Option<i64>,
+    /// Jobs per page (1 to 1000; default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+/// Jobs in submission order, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobList),
+        (status = 400, description = "Unknown state, bad label or bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn list_jobs(
+    State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<axum::Json<JobList>, ApiError> {
+    let state =
+        match query.state.as_deref() {
+            None => None,
+            Some(text) => Some(JobState::parse_named(text).map_err(|detail| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid state", detail)
+            })?),
+        };
+    let label = match query.label.as_deref() {
+        None => None,
+        Some(text) => Some(parse_label(text)?),
+    };
+    let limit = page_limit(query.limit, 50, 1000)?;
+    Ok(axum::Json(service.jobs(
+        &caller,
+        state,
+        label,
+        query.after,
+        limit,
+    )?))
+}
+
+/// `key:value`, the key checked as a label key is.
+fn parse_label(text: &str) -> Result<(&str, &str), ApiError> {
+    let bad = |detail: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid label", detail);
+    let (key, value) = text
+        .split_once(':')
+        .ok_or_else(|| bad("label must be key:value (team:data)".into()))?;
+    check_label_key(key).map_err(|e| bad(e.to_string()))?;
+    Ok((key, value))
+}
+
+/// One job: state, times, error, per-stage progress, and its result once succeeded.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_job(
+    State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    Ok(axum::Json(service.job(&caller, &id)?))
+}
+
+/// Cancel a queued or running job: no new tasks, running ones abandoned,
+/// temporary objects removed.
+#[utoipa::path(
+    delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Cancelled", body = JobView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job already finished", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn cancel_job(
+    State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    let job = service.cancel(&caller, &id).await?;
+    Ok(axum::Json(service.view(job)?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ResultQuery {
+    /// First row of the page (default 0).
+    offset: Option<u64>,
+    /// Rows per page (1 to 10000; default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<usize>,
+}
+
+/// A page of a succeeded job's rows, and its result files.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/result", tag = "jobs",
+    params(("id" = String, Path, description = "Job id"), ResultQuery),
+    responses(
+        (status = 200, description = "A page of rows", body = ResultPage),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has not succeeded", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_result(
+    State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<ResultQuery>,
+) -> Result<axum::Json<ResultPage>, ApiError> {
+    let limit = page_limit(query.limit, 1000, 10_000)?;
+    let offset = query.offset.unwrap_or(0);
+    if offset > i64::MAX as u64 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid query",
+            format!("offset {offset} is out of range"),
+        ));
+    }
+    let page = service.result_page(&caller, &id, offset, limit).await?;
+    Ok(axum::Json(page))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AttemptsQuery {
+    /// Only attempts that failed (default false).
+    failed: Option<bool>,
+}
+
+/// How each task attempt of a job ended, stage by stage (stored as each stage
+/// finishes, and when the job ends), with when it started and ended and
+/// whether it was a backup; while the job runs, also the attempts running.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/attempts", tag = "jobs",
+    params(("id" = String, Path, description = "Job id"), AttemptsQuery),
+    responses(
+        (status = 200, description = "The job's attempts", body = AttemptList),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_attempts(
+    State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<AttemptsQuery>,
+) -> Result<axum::Json<AttemptList>, ApiError> {
+    Ok(axum::Json(service.attempts(
+        &caller,
+        &id,
+        query.failed.unwrap_or(false),
+    )?))
+}
+
+/// The stage DAG a job runs, as planned when it started: each stage's kind,
+/// inputs, partitions and output, and the text `squall plan` prints
+/// (`planned` false, no stages, until it has started).
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/plan", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job's stages", body = PlanView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_plan(
+    State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<PlanView>, ApiError> {
+    Ok(axum::Json(service.plan(&caller, &id)?.unwrap_or_default()))
+}
+
+/// File `index` (from 0, in the order `result`'s `files` lists them) of a
+/// succeeded job's result, as Parquet.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/files/{index}", tag = "jobs",
+    params(
+        ("id" = String, Path, description = "Job id"),
+        ("index" = usize, Path, description = "Index of the file in the result's `files`"),
+    ),
+    responses(
+        (status = 200, description = "The Parquet file", content_type = "application/vnd.apache.parquet", body = Vec<u8>),
+        (status = 400, description = "Bad index", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job or file", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has not succeeded", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn get_result_file(
+    State(service): State<Arc<Service>>,
+    Extension(caller): Extension<Arc<Principal>>,
+    Path((id, index)): Path<(String, String)>,
+) -> Result<axum::response::Response, ApiError> {
+    let index: usize = index.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid index",
+            format!("file index '{index}' is not a number from 0"),
+        )
+    })?;
+    let (size, stream) = service.result_file(&caller, &id, index).await?;
+    let disposition = format!("attachment; filename=\"{id}-{index}.parquet\"");
+    axum::response::Response::builder()
+        .header(
+            axum::http::header::CONTENT_TYPE,
+            "application/vnd.apache.parquet",
+        )
+        .header(axum::http::header::CONTENT_LENGTH, size)
+        .header(axum::http::header::CONTENT_DISPOSITION, disposition)
+        .body(axum::body::Body::from_stream(stream))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+                e.to_string(),
+            )
+        })
+}

@@ -1,0 +1,283 @@
+//! A running job's progress as the service keeps it: tasks per stage for
+//! `GET /v1/jobs/{id}`, the service's metrics, and the attempts of each task,
+//! written to the store a stage at a time.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::api::StageProgress;
+use super::api::{AttemptRecord, PlanView, StagePlan};
+use super::metrics::Metrics;
+use super::now_ms;
+use super::store::JobStore;
+use squall_engine::cost::JobMeter;
+use squall_engine::planner::StageDag;
+use squall_engine::scheduler::{JobEvent, ProgressSink, StageKind};
+
+/// Stage, task and attempt.
+type AttemptKey = (u32, u32, u32);
+
+/// Follows one job's scheduler events.
+#[derive(Debug)]
+pub(super) struct JobProgress {
+    stages: Mutex<BTreeMap<u32, StageProgress>>,
+    metrics: Metrics,
+    store: Arc<JobStore>,
+    job_id: String,
+    /// When each attempt in flight was handed to the backend (and the
+    /// wall-clock time of that).
+    started: Mutex<HashMap<AttemptKey, (Instant, i64)>>,
+    /// Attempts that are backup copies.
+    backups: Mutex<HashSet<AttemptKey>>,
+    /// Attempts that ended and are not stored yet.
+    ended: Mutex<Vec<AttemptRecord>>,
+    /// What the job has used so far.
+    pub(super) meter: Arc<JobMeter>,
+}
+
+impl JobProgress {
+    pub(super) fn new(
+        metrics: Metrics,
+        store: Arc<JobStore>,
+        job_id: String,
+        meter: Arc<JobMeter>,
+    ) -> Self {
+        Self {
+            stages: Mutex::default(),
+            metrics,
+            store,
+            job_id,
+            started: Mutex::default(),
+            backups: Mutex::default(),
+            ended: Mutex::default(),
+            meter,
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> Vec<StageProgress> {
+        let stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        stages.values().cloned().collect()
+    }
+
+    /// Stores the attempts that ended since the last flush, in one transaction.
+    pub(super) fn flush_attempts(&self) {
+        let ended = std::mem::take(&mut *self.ended.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Err(e) = self.store.record_attempts(&self.job_id, &ended) {
+            tracing::warn!(job = self.job_id, "cannot record task attempts: {e}");
+        }
+    }
+
+    /// Notes that an attempt ended: `outcome` is `succeeded`, `failed` (with
+    /// its message) or `superseded`.
+    fn ended(&self, stage: u32, task: u32, attempt: u32, outcome: &str, message: Option<&str>) {
+        let began = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(stage, task, attempt));
+        let elapsed_ms = began.map_or(0, |(t, _)| t.elapsed().as_millis() as u64);
+        let backup = self
+            .backups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(stage, task, attempt));
+        self.ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(AttemptRecord {
+                stage,
+                task,
+                attempt,
+                outcome: outcome.into(),
+                message: message.map(str::to_string),
+                elapsed_ms,
+                started_at_ms: began.map(|(_, at)| at),
+                ended_at_ms: Some(now_ms()),
+                backup,
+            });
+    }
+
+    /// Attempts that ended but are not stored yet, and those in the
+    /// backend's hands now (as `running` records).
+    pub(super) fn unflushed_and_running(&self) -> Vec<AttemptRecord> {
+        let mut attempts = self.ended.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        attempts.extend(self.running_attempts());
+        attempts
+    }
+
+    fn running_attempts(&self) -> Vec<AttemptRecord> {
+        let started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        let backups = self.backups.lock().unwrap_or_else(|e| e.into_inner());
+        started
+            .iter()
+            .map(|((stage, task, attempt), (since, at))| AttemptRecord {
+                stage: *stage,
+                task: *task,
+                attempt: *attempt,
+                outcome: "running".into(),
+                message: None,
+                elapsed_ms: since.elapsed().as_millis() as u64,
+                started_at_ms: Some(*at),
+                ended_at_ms: None,
+                backup: backups.contains(&(*stage, *task, *attempt)),
+            })
+            .collect()
+    }
+
+    /// Keeps the plan's stages and text in the store, for the job's console page.
+    fn planned(&self, dag: &StageDag) {
+        let plan = PlanView {
+            planned: true,
+            stages: dag
+                .stages
+                .iter()
+                .map(|stage| StagePlan {
+                    stage: stage.id,
+                    kind: StageKind::of(stage).as_str().into(),
+                    inputs: stage.inputs.clone(),
+                    partitions: stage.tasks,
+                    output: stage.output.to_string(),
+                })
+                .collect(),
+            text: dag.display(&[]),
+        };
+        if let Err(e) = self.store.set_plan(&self.job_id, &plan) {
+            tracing::warn!(job = self.job_id, "cannot record the job's plan: {e}");
+        }
+    }
+}
+
+impl ProgressSink for JobProgress {
+    fn on_event(&self, event: &JobEvent) {
+        self.metrics.observe(event);
+        match event {
+            JobEvent::Planned { dag } => self.planned(dag),
+            JobEvent::TaskStarted {
+                stage,
+                task,
+                attempt,
+            } => {
+                self.started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((*stage, *task, *attempt), (Instant::now(), now_ms()));
+            }
+            JobEvent::BackupStarted {
+                stage,
+                task,
+                attempt,
+            } => {
+                self.backups
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((*stage, *task, *attempt));
+            }
+            JobEvent::TaskSucceeded {
+                stage,
+                task,
+                attempt,
+                ..
+            } => self.ended(*stage, *task, *attempt, "succeeded", None),
+            JobEvent::TaskSuperseded {
+                stage,
+                task,
+                attempt,
+            } => self.ended(*stage, *task, *attempt, "superseded", None),
+            JobEvent::TaskRetrying {
+                stage,
+                task,
+                attempt,
+                failure,
+            } => self.ended(*stage, *task, *attempt, "failed", Some(&failure.message)),
+            JobEvent::TaskFailed {
+                stage,
+                task,
+                attempt,
+                failure,
+            } => self.ended(*stage, *task, *attempt, "failed", Some(&failure.message)),
+            JobEvent::StageStarted { .. } | JobEvent::StageFinished { .. } => {}
+        }
+        self.count(event);
+        if matches!(
+            event,
+            JobEvent::StageFinished { .. } | JobEvent::TaskFailed { .. }
+        ) {
+            self.flush_attempts();
+        }
+    }
+}
+
+impl JobProgress {
+    /// Tasks done, running and retried, and bytes, per stage.
+    fn count(&self, event: &JobEvent) {
+        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            JobEvent::StageStarted {
+                stage,
+                tasks,
+                partitions,
+                ..
+            } => {
+                stages.insert(
+                    *stage,
+                    StageProgress {
+                        stage: *stage,
+                        tasks: *tasks,
+                        partitions: *partitions,
+                        started_at_ms: Some(now_ms()),
+                        ..StageProgress::default()
+                    },
+                );
+            }
+            JobEvent::TaskStarted { stage, .. } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running += 1;
+                }
+            }
+            JobEvent::BackupStarted { stage, .. } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.backups += 1;
+                }
+            }
+            JobEvent::TaskSuperseded { stage, .. } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running = s.running.saturating_sub(1);
+                }
+            }
+            JobEvent::TaskSucceeded {
+                stage,
+                metrics,
+                backup,
+                ..
+            } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running = s.running.saturating_sub(1);
+                    s.done += 1;
+                    s.backup_wins += usize::from(*backup);
+                    s.bytes_scanned += metrics.bytes_scanned;
+                    s.bytes_written += metrics.bytes_out;
+                    s.rows_in += metrics.rows_in;
+                    s.rows_out += metrics.rows_out;
+                }
+            }
+            JobEvent::TaskRetrying { stage, .. } | JobEvent::TaskFailed { stage, .. } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running = s.running.saturating_sub(1);
+                    if matches!(event, JobEvent::TaskRetrying { .. }) {
+                        s.retried += 1;
+                    } else {
+                        s.failed += 1;
+                    }
+                }
+            }
+            JobEvent::StageFinished { stage } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.running = 0;
+                    s.finished_at_ms = Some(now_ms());
+                }
+            }
+            JobEvent::Planned { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Taking a job in: its request checked against its principal's access
+//! policy and limits and planned (so what would fail at once is refused now),
+//! its output claimed, and queued, unless the server's queue or the
+//! principal's share of it is full.
+
+use std::time::Duration;
+
+use super::api::{Accepted, JobState, SubmitJob};
+use super::core::Service;
+use super::errors::ServiceError;
+use super::limits::PRINCIPAL_LABEL;
+use super::principals::Principal;
+use super::store::{NewJob, QueueRefusal, now_ms};
+use squall_engine::access::Access;
+use squall_engine::engine::{JobRequest, new_job_id};
+use squall_engine::error::SquallError;
+use squall_engine::planner::{PlanOptions, Widen};
+use squall_engine::scheduler::{Speculation, TaskOptions};
+use squall_engine::tables::{TableGuard, TableSpec};
+
+impl Service {
+    /// The engine's request for a submission of `caller` that runs as job
+    /// `job_id`: its URLs normalised and checked against the caller's access
+    /// policy, its options against the caller's limits, catalog tables looked up.
+    pub(super) fn request(
+        &self,
+        caller: &Principal,
+        submitted: &SubmitJob,
+        job_id: &str,
+    ) -> Result<JobRequest, ServiceError> {
+        let access = caller.access(&self.config.access);
+        let limits = &caller.limits(&self.config.limits);
+        limits.check_sql(&submitted.sql)?;
+        let tables = submitted
+            .tables
+            .iter()
+            .map(|t| {
+                let (url, format) = match &t.url {
+                    Some(url) => (url.clone(), t.format.clone()),
+                    None => {
+                        let found =
+                            self.store
+                                .table(&t.name)?
+                                .ok_or_else(|| SquallError::Table {
+                                    table: t.name.clone(),
+                                    message: "no URL given and no catalog table of that name"
+                                        .into(),
+                                })?;
+                        (found.url, found.format)
+                    }
+                };
+                let url = access.check(&format!("table '{}'", t.name), &url, Access::Read)?;
+                Ok(table_spec(&t.name, url.as_str(), format.as_deref())?)
+            })
+            .collect::<Result<Vec<_>, ServiceError>>()?;
+        let output = match &submitted.output {
+            Some(output) => access.check("the output", output, Access::Write)?,
+            None => squall_engine::urls::to_url(&format!("{}/{job_id}", self.config.results_root))?,
+        };
+        let mut request = JobRequest::new(submitted.sql.clone(), tables);
+        request.output = Some(output.to_string());
+        let options = &submitted.options;
+        request.plan = PlanOptions {
+            shuffle_partitions: match options.shuffle_partitions {
+                Some(n) => limits.count(
+                    "options.shuffle_partitions",
+                    n,
+                    limits.max_shuffle_partitions,
+                )?,
+                None => self
+                    .config
+                    .shuffle_partitions
+                    .min(limits.max_shuffle_partitions),
+            },
+            guard: TableGuard {
+                max_files: Some(limits.max_table_files),
+                access: Some(access.clone()),
+            },
+            // No width asked for: it grows with the tables, within the limit.
+            widen: options.shuffle_partitions.is_none().then(|| Widen {
+                max_partitions: limits.max_shuffle_partitions,
+                ..Widen::default()
+            }),
+            ..PlanOptions::default()
+        };
+        request.tasks = TaskOptions {
+            max_concurrency: match options.max_concurrency {
+                Some(n) => {
+                    Some(limits.count("options.max_concurrency", n, limits.max_concurrency)?)
+                }
+                None => Some(limits.max_concurrency),
+            },
+            max_stage_concurrency: self.config.max_stage_concurrency,
+            max_result_bytes: limits.max_result_bytes,
+            memory_limit_bytes: self.config.task_memory,
+            max_memory_limit_bytes: self.config.task_memory_max,
+            speculation: match options.backup_tasks {
+                Some(false) => Speculation::disabled(),
+                _ => Speculation::default(),
+            },
+            ..TaskOptions::default()
+        };
+        request.scan_limit_bytes = Some(limits.scan_limit(options.scan_limit_bytes)?);
+        request.deadline = Some(limits.deadline(options.deadline_seconds)?);
+        request.cost_limit_usd = limits.cost_limit(options.cost_limit_usd)?;
+        limits.check_labels(&submitted.labels)?;
+        Ok(request)
+    }
+
+    /// Checks a submission of `caller` by planning it (URLs, SQL, tables,
+    /// limits), claims the output it names, then queues it.
+    pub(crate) async fn submit(
+        &self,
+        caller: &Principal,
+        submitted: SubmitJob,
+    ) -> Result<Accepted, ServiceError> {
+        let id = new_job_id();
+        self.check_room(caller)?;
+        let submitted = with_default_labels(caller, submitted)?;
+        let request = self.check_job(caller, &submitted, &id).await?;
+        // What runs is what was checked: the URLs as normalised.
+        let mut stored = submitted.clone();
+        normalise_urls(&mut stored, &request);
+        if let Some(output) = &stored.output {
+            self.engine.claim_output(output, &id).await?;
+        }
+        let body = serde_json::to_value(&stored).map_err(|source| ServiceError::Encode {
+            what: "the submission".into(),
+            source,
+        })?;
+        let new = NewJob {
+            id: id.clone(),
+            sql: stored.sql,
+            request: body,
+            schedule_id: None,
+            principal: caller.name.clone(),
+        };
+        let inserted = self.store.insert_queued(
+            &new,
+            now_ms(),
+            self.config.limits.max_queued,
+            caller.max_queued,
+        );
+        let job = match inserted {
+            Ok(Ok(job)) => job,
+            refused => {
+                if let Some(output) = &stored.output {
+                    self.engine.release_output(output, &id).await;
+                }
+                return Err(match refused {
+                    Err(e) => e.into(),
+                    Ok(Err(QueueRefusal::Principal)) => self.principal_queue_full(caller),
+                    Ok(_) => self.queue_full(),
+                });
+            }
+        };
+        self.wake.notify_one();
+        Ok(Accepted {
+            id: job.id,
+            state: job.state,
+        })
+    }
+
+    /// Refused while the queue, or the caller's share of it, is full.
+    fn check_room(&self, caller: &Principal) -> Result<(), ServiceError> {
+        let queued = self.store.count_jobs(JobState::Queued)?;
+        if queued >= self.config.limits.max_queued as u64 {
+            return Err(self.queue_full());
+        }
+        if let Some(max) = caller.max_queued {
+            let own = self.store.count_by_principal(JobState::Queued)?;
+            if own.get(&caller.name).copied().unwrap_or(0) >= max as u64 {
+                return Err(self.principal_queue_full(caller));
+            }
+        }
+        Ok(())
+    }
+
+    fn queue_full(&self) -> ServiceError {
+        ServiceError::QueueFull {
+            max: self.config.limits.max_queued,
+            retry_after: Duration::from_secs(30),
+        }
+    }
+
+    fn principal_queue_full(&self, caller: &Principal) -> ServiceError {
+        ServiceError::PrincipalQueueFull {
+            principal: caller.name.clone(),
+            max: caller.max_queued.unwrap_or(self.config.limits.max_queued),
+            retry_after: Duration::from_secs(30),
+        }
+    }
+
+    /// Refuses a job that would fail at once: a URL outside the allowed
+    /// prefixes, an option over its limit, bad SQL, unknown tables, tables the
+    /// backend's executors cannot reach, a scan over its limit. Returns the
+    /// request as it would run.
+    pub(super) async fn check_job(
+        &self,
+        caller: &Principal,
+        submitted: &SubmitJob,
+        job_id: &str,
+    ) -> Result<JobRequest, ServiceError> {
+        let request = self.request(caller, submitted, job_id)?;
+        self.engine.check(&request).await?;
+        Ok(request)
+    }
+}
+
+/// `submitted` with the caller's default labels for the keys it does not
+/// set, and labelled with the caller's name; refused if it claims another's.
+pub(super) fn with_default_labels(
+    caller: &Principal,
+    mut submitted: SubmitJob,
+) -> Result<SubmitJob, ServiceError> {
+    for (key, value) in &caller.default_labels {
+        submitted
+            .labels
+            .entry(key.clone())
+            .or_insert_with(|| value.clone());
+    }
+    match submitted.labels.get(PRINCIPAL_LABEL) {
+        Some(named) if *named != caller.name => {
+            return Err(SquallError::InvalidArgument(format!(
+                "label '{PRINCIPAL_LABEL}' is set by the server to the submitting principal \
+                 ('{}'), not '{named}'",
+                caller.name
+            ))
+            .into());
+        }
+        _ => {
+            submitted
+                .labels
+                .insert(PRINCIPAL_LABEL.into(), caller.name.clone());
+        }
+    }
+    Ok(submitted)
+}
+
+/// Puts the URLs `request` runs with (normalised) into the submission kept in
+/// the store.
+fn normalise_urls(submitted: &mut SubmitJob, request: &JobRequest) {
+    for (table, spec) in submitted.tables.iter_mut().zip(&request.tables) {
+        if table.url.is_some() {
+            table.url = Some(spec.url.clone());
+        }
+    }
+    if submitted.output.is_some() {
+        submitted.output = request.output.clone();
+    }
+}
+
+/// A table spec from its parts, with the CLI's checks of name, format and URL.
+pub(super) fn table_spec(
+    name: &str,
+    url: &str,
+    format: Option<&str>,
+) -> Result<TableSpec, SquallError> {
+    let format = format.map(str::parse).transpose()?;
+    TableSpec::checked(name, url, format)
+}

@@ -1,0 +1,173 @@
+//! `--backend` and the flags that go with it, shared by `squall run` and
+//! `squall bench tasks`, and the engine they build.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use squall_engine::Engine;
+use squall_engine::backend::lambda::DEFAULT_CONCURRENCY;
+use squall_engine::backend::{LambdaBackend, LambdaConfig};
+use squall_engine::planner::default_parallelism;
+use squall_engine::tables::to_url;
+
+use super::error::{CliError, Result};
+use squall_executor::StoreRegistry;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// In-process executors (the embedded default).
+    Local,
+    /// AWS Lambda: each task is one invocation of the squall-lambda function.
+    Lambda,
+}
+
+#[derive(Debug, Args)]
+pub struct BackendArgs {
+    /// Where tasks run [default: local].
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// In-process executors running at once (--backend local; default: the number of cores).
+    #[arg(long)]
+    pub executors: Option<usize>,
+    /// The executor function's name or ARN (--backend lambda).
+    #[arg(long, value_name = "NAME")]
+    pub function: Option<String>,
+    /// Published version or alias of the function (default: $LATEST).
+    #[arg(long, value_name = "Q", requires = "function")]
+    pub qualifier: Option<String>,
+    /// Attempts with a memory pool of at least SIZE invoke QUALIFIER (a version
+    /// or alias with more memory), e.g. 4GiB=big (repeatable; --backend lambda).
+    #[arg(long, value_name = "SIZE=QUALIFIER", requires = "function")]
+    pub memory_qualifier: Vec<String>,
+    /// Lambda API endpoint, e.g. LocalStack's or `cargo lambda watch`'s (default: AWS's).
+    #[arg(long, value_name = "URL", requires = "function")]
+    pub lambda_endpoint: Option<String>,
+    /// Invocations in flight at once (--backend lambda; default: 100).
+    #[arg(long)]
+    pub max_concurrency: Option<usize>,
+    /// Tasks of one stage running at once (default: no limit beyond the job's).
+    #[arg(long)]
+    pub max_stage_concurrency: Option<usize>,
+    /// Seconds one invocation may take before its attempt counts as failed [default: 900].
+    #[arg(long, value_name = "SECONDS")]
+    pub invocation_timeout: Option<u64>,
+    /// Where shuffle files and other temporary objects go (default: a folder in the
+    /// OS temp directory; with --backend lambda, required and in S3).
+    #[arg(long, value_name = "URL")]
+    pub work_dir: Option<String>,
+}
+
+impl BackendArgs {
+    pub fn kind(&self) -> BackendKind {
+        self.backend.unwrap_or(BackendKind::Local)
+    }
+
+    /// Tasks that run at once, which is also the default shuffle width.
+    pub fn parallelism(&self) -> usize {
+        match self.kind() {
+            BackendKind::Local => self.executors.unwrap_or_else(default_parallelism),
+            BackendKind::Lambda => self.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+        }
+    }
+
+    pub async fn engine(&self) -> Result<Engine> {
+        self.engine_within(None).await
+    }
+
+    /// [`engine`](Self::engine), the in-process executors' memory pools
+    /// together at most `memory_budget` bytes when one is given.
+    pub async fn engine_within(&self, memory_budget: Option<u64>) -> Result<Engine> {
+        let work_root = match &self.work_dir {
+            Some(dir) => Some(to_url(dir)?.as_str().trim_end_matches('/').to_string()),
+            None => None,
+        };
+        match self.kind() {
+            BackendKind::Local => {
+                if let Some(flag) = self.lambda_only_flag() {
+                    return Err(CliError::InvalidArgument(format!(
+                        "{flag} applies to --backend lambda only"
+                    )));
+                }
+                let engine = match memory_budget {
+                    None => Engine::embedded(Some(self.parallelism()))?,
+                    Some(bytes) => Engine::embedded_within(self.parallelism(), bytes)?,
+                };
+                Ok(match work_root {
+                    Some(work_root) => Engine {
+                        work_root,
+                        ..engine
+                    },
+                    None => engine,
+                })
+            }
+            BackendKind::Lambda => {
+                if self.executors.is_some() {
+                    return Err(CliError::InvalidArgument(
+                        "--executors applies to --backend local; use --max-concurrency".into(),
+                    ));
+                }
+                let function = self.function.clone().ok_or_else(|| {
+                    CliError::InvalidArgument(
+                        "--backend lambda needs --function NAME (the squall-lambda function)"
+                            .into(),
+                    )
+                })?;
+                let work_root = work_root.ok_or_else(|| {
+                    CliError::InvalidArgument(
+                        "--backend lambda needs --work-dir s3://bucket/prefix for shuffle files"
+                            .into(),
+                    )
+                })?;
+                let config = LambdaConfig {
+                    qualifier: self.qualifier.clone(),
+                    memory_qualifiers: self.memory_qualifiers()?,
+                    endpoint: self.lambda_endpoint.clone(),
+                    max_concurrency: self.parallelism(),
+                    invocation_timeout: Duration::from_secs(self.invocation_timeout.unwrap_or(900)),
+                    ..LambdaConfig::new(function)
+                };
+                let stores = Arc::new(StoreRegistry::new());
+                let backend = LambdaBackend::connect(config, stores.clone(), &work_root).await?;
+                Ok(Engine::with_backend(stores, Arc::new(backend), &work_root))
+            }
+        }
+    }
+
+    /// `--memory-qualifier SIZE=QUALIFIER` flags as (bytes, qualifier).
+    fn memory_qualifiers(&self) -> Result<Vec<(u64, String)>> {
+        self.memory_qualifier
+            .iter()
+            .map(|flag| {
+                let bad = |why: String| {
+                    CliError::InvalidArgument(format!("--memory-qualifier '{flag}': {why}"))
+                };
+                let (size, qualifier) = flag
+                    .split_once('=')
+                    .ok_or_else(|| bad("expected SIZE=QUALIFIER, e.g. 4GiB=big".into()))?;
+                let bytes = super::units::parse_size(size).map_err(bad)?;
+                Ok((bytes, qualifier.trim().to_string()))
+            })
+            .collect()
+    }
+
+    /// A Lambda flag given with the local backend.
+    fn lambda_only_flag(&self) -> Option<&'static str> {
+        if self.function.is_some() {
+            Some("--function")
+        } else if self.qualifier.is_some() {
+            Some("--qualifier")
+        } else if !self.memory_qualifier.is_empty() {
+            Some("--memory-qualifier")
+        } else if self.lambda_endpoint.is_some() {
+            Some("--lambda-endpoint")
+        } else if self.max_concurrency.is_some() {
+            Some("--max-concurrency")
+        } else if self.invocation_timeout.is_some() {
+            Some("--invocation-timeout")
+        } else {
+            None
+        }
+    }
+}

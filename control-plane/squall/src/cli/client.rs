@@ -1,0 +1,816 @@
+//! The CLI client of `squall serve`: `submit`, `jobs`, `job`, `result`,
+//! `cancel`, `tables ...` and `schedules ...`, against `--server` with `--token`
+//! (or SQUALL_SERVER and SQUALL_TOKEN).
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema};
+use clap::{Args, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use squall_engine::TableSpec;
+use squall_service::JobState;
+use squall_service::api::{
+    ColumnView, JobOptions, JobView, MissedRunPolicy, NewSchedule, OverlapPolicy, PutTable,
+    ScheduleChange, ScheduleView, SubmitJob, TableRef, TableView,
+};
+use squall_service::client::ApiClient;
+
+use super::error::{CliError, Result};
+
+use super::output::{cost_summary, usd, write_result};
+use super::query::Format;
+use super::units;
+
+/// Where the server is and the token to show it.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Base URL of the Squall server.
+    #[arg(long, env = "SQUALL_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// API token (one of the server's --token values).
+    #[arg(long, env = "SQUALL_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+impl ServerArgs {
+    fn client(&self) -> Result<ApiClient> {
+        Ok(ApiClient::new(&self.server, &self.token)?)
+    }
+}
+
+/// A job to submit, now or at each run of a schedule.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    sql: super::query::SqlArgs,
+    /// A table: NAME=URL or NAME:FORMAT=URL (a local path is sent as an
+    /// absolute file:// URL), or NAME alone for a catalog table.
+    #[arg(long = "table", value_name = "NAME=URL")]
+    tables: Vec<String>,
+    /// Keep the result under this URL (default: the server's results folder).
+    #[arg(long, value_name = "URL")]
+    output: Option<String>,
+    /// Width of hash shuffles (default: the server's).
+    #[arg(long)]
+    shuffle_partitions: Option<usize>,
+    /// Tasks of the job running at once (default: the backend's limit).
+    #[arg(long)]
+    max_concurrency: Option<usize>,
+    /// Refuse the job when its tables' files add up to more than this (10GB, ...).
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    scan_limit: Option<u64>,
+    /// Stop the job when it has run this long (90s, 15m, 2h; whole seconds).
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    deadline: Option<Duration>,
+    /// Never start backup copies of straggling tasks.
+    #[arg(long)]
+    no_backups: bool,
+    /// Stop the job once its estimated cost passes this many US dollars.
+    #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
+    cost_limit: Option<f64>,
+    /// A label for chargeback and listing: KEY=VALUE (repeat for more).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not KEY=VALUE"))?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+impl JobArgs {
+    fn job(&self) -> Result<SubmitJob> {
+        let sql = self.sql.read()?;
+        let tables = self
+            .tables
+            .iter()
+            .map(|t| table_ref(t))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SubmitJob {
+            sql,
+            tables,
+            output: self.output.as_deref().map(absolute).transpose()?,
+            options: JobOptions {
+                shuffle_partitions: self.shuffle_partitions,
+                max_concurrency: self.max_concurrency,
+                scan_limit_bytes: self.scan_limit,
+                deadline_seconds: self.deadline.map(|d| d.as_secs().max(1)),
+                backup_tasks: self.no_backups.then_some(false),
+                cost_limit_usd: self.cost_limit,
+            },
+            labels: self.labels.iter().cloned().collect(),
+        })
+    }
+}
+
+/// `NAME` (a catalog table) or `NAME[:FORMAT]=URL`.
+fn table_ref(text: &str) -> Result<TableRef> {
+    if !text.contains('=') {
+        // Checked like a table spec's name.
+        let spec: TableSpec = format!("{text}=catalog").parse()?;
+        return Ok(TableRef {
+            name: spec.name,
+            url: None,
+            format: None,
+        });
+    }
+    let spec: TableSpec = text.parse()?;
+    Ok(TableRef {
+        name: spec.name,
+        url: Some(absolute(&spec.url)?),
+        format: spec.format.map(|f| f.to_string()),
+    })
+}
+
+/// A location as the server takes it: a URL as given, a local path made an
+/// absolute `file://` URL (the server refuses relative paths; the client's
+/// working directory is what a path on its command line means).
+fn absolute(location: &str) -> Result<String> {
+    Ok(squall_engine::tables::to_url(location)?.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    job: JobArgs,
+    /// Follow the job with progress bars until it ends, then print its result.
+    #[arg(long)]
+    watch: bool,
+    /// How to print the result (with --watch).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Only jobs in this state (queued, running, succeeded, failed, cancelled).
+    #[arg(long)]
+    state: Option<String>,
+    /// Only jobs with this label: KEY:VALUE (team:data).
+    #[arg(long, value_name = "KEY:VALUE")]
+    label: Option<String>,
+    /// Jobs per page.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Start after this cursor (the `next` a previous page printed).
+    #[arg(long)]
+    after: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgsById {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The job's id.
+    id: String,
+    /// Follow the job with progress bars until it ends.
+    #[arg(long)]
+    watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The job's id.
+    id: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Print at most this many rows (default: all).
+    #[arg(long)]
+    limit: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The job's id.
+    id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TablesArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: TablesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TablesCommand {
+    /// List the catalog's tables.
+    List,
+    /// A table's URL, format and columns.
+    Show { name: String },
+    /// Add or replace a table (its files are read for the schema first).
+    Put {
+        name: String,
+        url: String,
+        /// parquet, csv or json (default: from the files' extensions).
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Remove a table from the catalog (its files stay).
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulesArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: SchedulesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SchedulesCommand {
+    /// List schedules.
+    List,
+    /// One schedule.
+    Show { id: String },
+    /// Run a job at the times a cron expression names.
+    Create(Box<CreateSchedule>),
+    /// Start firing again (runs missed while disabled are not made up for).
+    Enable { id: String },
+    /// Stop firing (jobs already started go on).
+    Disable { id: String },
+    /// Remove a schedule (its jobs stay).
+    Delete { id: String },
+    /// The jobs a schedule started.
+    Runs {
+        id: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        after: Option<i64>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CreateSchedule {
+    /// Five fields (minute hour day-of-month month day-of-week), or six with seconds first.
+    #[arg(long)]
+    cron: String,
+    /// IANA time zone the cron is read in.
+    #[arg(long, default_value = "UTC")]
+    time_zone: String,
+    #[arg(long)]
+    name: Option<String>,
+    /// While the previous run's job is queued or running: skip or allow.
+    #[arg(long, default_value = "skip", value_parser = parse_overlap)]
+    overlap: OverlapPolicy,
+    /// Runs missed while no server ran: skip, or run_once when the server starts.
+    #[arg(long, default_value = "skip", value_parser = parse_missed)]
+    missed: MissedRunPolicy,
+    /// Create it disabled.
+    #[arg(long)]
+    disabled: bool,
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+fn parse_overlap(text: &str) -> std::result::Result<OverlapPolicy, String> {
+    serde_json::from_value(serde_json::Value::String(text.into()))
+        .map_err(|_| format!("'{text}' is not an overlap policy (skip, allow)"))
+}
+
+fn parse_missed(text: &str) -> std::result::Result<MissedRunPolicy, String> {
+    serde_json::from_value(serde_json::Value::String(text.into()))
+        .map_err(|_| format!("'{text}' is not a missed-run policy (skip, run_once)"))
+}
+
+pub async fn submit(args: SubmitArgs) -> Result<()> {
+    let client = args.server.client()?;
+    let accepted = client.submit(&args.job.job()?).await?;
+    if !args.watch {
+        println!("{}", accepted.id);
+        return Ok(());
+    }
+    eprintln!("job {} {}", accepted.id, accepted.state.as_str());
+    let view = watch(&client, &accepted.id).await?;
+    finished(&view)?;
+    print_result(&client, &view.id, args.format, None).await
+}
+
+pub async fn jobs(args: JobsArgs) -> Result<()> {
+    let state = match args.state.as_deref() {
+        None => None,
+        Some(text) => Some(JobState::parse_named(text).map_err(CliError::InvalidArgument)?),
+    };
+    let list = args
+        .server
+        .client()?
+        .jobs(state, args.label.as_deref(), args.after, args.limit.max(1))
+        .await?;
+    print_jobs(&list.jobs, list.next)
+}
+
+pub async fn job(args: JobArgsById) -> Result<()> {
+    let client = args.server.client()?;
+    let view = if args.watch {
+        watch(&client, &args.id).await?
+    } else {
+        client.job(&args.id).await?
+    };
+    print_job(&view);
+    let failed = client.attempts(&view.id, true).await?.attempts;
+    if !failed.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = failed
+            .iter()
+            .map(|a| {
+                vec![
+                    a.stage.to_string(),
+                    a.task.to_string(),
+                    a.attempt.to_string(),
+                    format!("{:.1}s", a.elapsed_ms as f64 / 1000.0),
+                    one_line(a.message.as_deref().unwrap_or_default(), 100),
+                ]
+            })
+            .collect();
+        print_rows(&["STAGE", "TASK", "ATTEMPT", "TOOK", "FAILED WITH"], &rows);
+    }
+    if args.watch {
+        finished(&view)?;
+    }
+    Ok(())
+}
+
+pub async fn result(args: ResultArgs) -> Result<()> {
+    let client = args.server.client()?;
+    print_result(&client, &args.id, args.format, args.limit).await
+}
+
+pub async fn cancel(args: CancelArgs) -> Result<()> {
+    let view = args.server.client()?.cancel(&args.id).await?;
+    println!("job {} {}", view.id, view.state.as_str());
+    Ok(())
+}
+
+pub async fn tables(args: TablesArgs) -> Result<()> {
+    let client = args.server.client()?;
+    match args.command {
+        TablesCommand::List => {
+            let list = client.tables().await?;
+            let rows: Vec<Vec<String>> = list
+                .tables
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.name.clone(),
+                        t.url.clone(),
+                        t.format.clone().unwrap_or_else(|| "-".into()),
+                        t.columns.len().to_string(),
+                    ]
+                })
+                .collect();
+            print_rows(&["NAME", "URL", "FORMAT", "COLUMNS"], &rows);
+        }
+        TablesCommand::Show { name } => print_table(&client.table(&name).await?),
+        TablesCommand::Put { name, url, format } => {
+            let url = absolute(&url)?;
+            let view = client.put_table(&name, &PutTable { url, format }).await?;
+            print_table(&view);
+        }
+        TablesCommand::Delete { name } => {
+            client.delete_table(&name).await?;
+            println!("table {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+pub async fn schedules(args: SchedulesArgs) -> Result<()> {
+    let client = args.server.client()?;
+    match args.command {
+        SchedulesCommand::List => {
+            let list = client.schedules().await?;
+            let rows: Vec<Vec<String>> = list
+                .schedules
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.id.clone(),
+                        s.name.clone().unwrap_or_default(),
+                        format!("{} ({})", s.cron, s.time_zone),
+                        if s.enabled { "yes" } else { "no" }.into(),
+                        s.next_run_at_ms.map(time).unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            print_rows(&["ID", "NAME", "CRON", "ENABLED", "NEXT RUN"], &rows);
+        }
+        SchedulesCommand::Show { id } => print_schedule(&client.schedule(&id).await?),
+        SchedulesCommand::Create(create) => {
+            let view = client
+                .create_schedule(&NewSchedule {
+                    name: create.name,
+                    cron: create.cron,
+                    time_zone: create.time_zone,
+                    job: create.job.job()?,
+                    enabled: !create.disabled,
+                    overlap: create.overlap,
+                    missed: create.missed,
+                })
+                .await?;
+            print_schedule(&view);
+        }
+        SchedulesCommand::Enable { id } => set_enabled(&client, &id, true).await?,
+        SchedulesCommand::Disable { id } => set_enabled(&client, &id, false).await?,
+        SchedulesCommand::Delete { id } => {
+            client.delete_schedule(&id).await?;
+            println!("schedule {id} deleted");
+        }
+        SchedulesCommand::Runs { id, limit, after } => {
+            let list = client.schedule_runs(&id, after, limit.max(1)).await?;
+            print_jobs(&list.jobs, list.next)?;
+        }
+    }
+    Ok(())
+}
+
+async fn set_enabled(client: &ApiClient, id: &str, enabled: bool) -> Result<()> {
+    let change = ScheduleChange {
+        enabled: Some(enabled),
+        ..ScheduleChange::default()
+    };
+    print_schedule(&client.change_schedule(id, &change).await?);
+    Ok(())
+}
+
+/// Polls a job until it ends: one bar per stage on a terminal, a line per
+/// change of state otherwise.
+async fn watch(client: &ApiClient, id: &str) -> Result<JobView> {
+    let bars = std::io::stderr()
+        .is_terminal()
+        .then(|| StageBars::new(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())));
+    let mut last_state = None;
+    loop {
+        let view = client.job(id).await?;
+        if let Some(bars) = &bars {
+            bars.show(&view);
+        } else if last_state != Some(view.state) {
+            eprintln!("job {id} {}", view.state.as_str());
+        }
+        last_state = Some(view.state);
+        if view.state.is_final() {
+            if let Some(bars) = bars {
+                bars.finish();
+            }
+            return Ok(view);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A job's stage bars, kept between polls.
+struct StageBars {
+    multi: MultiProgress,
+    stages: std::sync::Mutex<Vec<(u32, ProgressBar)>>,
+}
+
+impl StageBars {
+    fn new(multi: MultiProgress) -> Arc<Self> {
+        Arc::new(Self {
+            multi,
+            stages: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn show(&self, view: &JobView) {
+        let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
+        for stage in &view.stages {
+            let bar = match stages.iter().find(|(id, _)| *id == stage.stage) {
+                Some((_, bar)) => bar.clone(),
+                None => {
+                    let bar = self.multi.add(ProgressBar::new(stage.tasks as u64));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix:>9} [{bar:30}] {pos}/{len} tasks {msg}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    bar.set_prefix(format!("stage {}", stage.stage));
+                    stages.push((stage.stage, bar.clone()));
+                    bar
+                }
+            };
+            bar.set_length(stage.tasks as u64);
+            bar.set_position(stage.done as u64);
+            let mut message = format!(
+                "{} scanned, {} written",
+                indicatif::HumanBytes(stage.bytes_scanned),
+                indicatif::HumanBytes(stage.bytes_written)
+            );
+            if stage.running > 0 {
+                message.push_str(&format!(", {} running", stage.running));
+            }
+            if stage.retried > 0 {
+                message.push_str(&format!(", {} retried", stage.retried));
+            }
+            if stage.backups > 0 {
+                message.push_str(&format!(
+                    ", {} backups ({} won)",
+                    stage.backups, stage.backup_wins
+                ));
+            }
+            bar.set_message(message);
+            if stage.finished_at_ms.is_some() && !bar.is_finished() {
+                bar.finish();
+            }
+        }
+    }
+
+    fn finish(&self) {
+        let _ = self.multi.clear();
+    }
+}
+
+/// Ok for a succeeded job; otherwise an error that says how it ended.
+fn finished(view: &JobView) -> Result<()> {
+    match view.state {
+        JobState::Succeeded => Ok(()),
+        state => Err(CliError::Job {
+            id: view.id.clone(),
+            state: state.as_str().into(),
+            message: view.error.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+/// Pages through a job's result and prints it as `squall run` would.
+async fn print_result(
+    client: &ApiClient,
+    id: &str,
+    format: Format,
+    limit: Option<u64>,
+) -> Result<()> {
+    let mut offset = 0;
+    let mut columns: Vec<ColumnView> = Vec::new();
+    let mut rows = Vec::new();
+    let wanted = limit.unwrap_or(u64::MAX);
+    loop {
+        let page_size = (wanted - offset).min(10_000) as usize;
+        if page_size == 0 {
+            break;
+        }
+        let page = client.result(id, offset, page_size).await?;
+        columns = page.columns;
+        offset += page.rows.len() as u64;
+        rows.extend(page.rows);
+        match page.next_offset {
+            Some(next) if next == offset => {}
+            _ => break,
+        }
+    }
+    let batch = rows_to_batch(&columns, &rows)?;
+    let schema = batch.schema();
+    let batches = if batch.num_rows() > 0 {
+        vec![batch]
+    } else {
+        vec![]
+    };
+    write_result(
+        &mut std::io::stdout().lock(),
+        &schema,
+        &batches,
+        format.into(),
+    )
+}
+
+/// JSON rows back into Arrow, in column order, so that they print as
+/// `squall run` prints results.
+fn rows_to_batch(
+    columns: &[ColumnView],
+    rows: &[serde_json::Map<String, serde_json::Value>],
+) -> Result<RecordBatch> {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| {
+            let data_type = c.data_type.parse().unwrap_or(DataType::Utf8);
+            Field::new(&c.name, data_type, true)
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let invalid = |source| CliError::ResultRows { source };
+    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+        .build_decoder()
+        .map_err(invalid)?;
+    decoder.serialize(rows).map_err(invalid)?;
+    Ok(decoder
+        .flush()
+        .map_err(invalid)?
+        .unwrap_or_else(|| RecordBatch::new_empty(schema)))
+}
+
+fn print_jobs(jobs: &[JobView], next: Option<i64>) -> Result<()> {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.id.clone(),
+                j.state.as_str().into(),
+                time(j.submitted_at_ms),
+                duration(j),
+                j.rows.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                j.cost
+                    .as_ref()
+                    .map(|c| usd(c.usd))
+                    .unwrap_or_else(|| "-".into()),
+                one_line(&j.sql, 50),
+            ]
+        })
+        .collect();
+    print_rows(
+        &["ID", "STATE", "SUBMITTED", "TOOK", "ROWS", "COST", "SQL"],
+        &rows,
+    );
+    if let Some(next) = next {
+        println!("more: --after {next}");
+    }
+    std::io::stdout().flush().map_err(|e| CliError::Io {
+        context: "cannot print".into(),
+        source: e,
+    })
+}
+
+fn print_job(view: &JobView) {
+    println!("job        {}", view.id);
+    println!("state      {}", view.state.as_str());
+    println!("submitted  {}", time(view.submitted_at_ms));
+    if let Some(at) = view.started_at_ms {
+        println!("started    {}", time(at));
+    }
+    if let Some(at) = view.finished_at_ms {
+        println!("finished   {} (took {})", time(at), duration(view));
+    }
+    if let Some(rows) = view.rows {
+        println!("rows       {rows}");
+    }
+    if let Some(url) = &view.manifest_url {
+        println!("manifest   {url}");
+    }
+    if let Some(error) = &view.error {
+        println!("error      {error}");
+    }
+    if !view.labels.is_empty() {
+        let labels: Vec<String> = view
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("labels     {}", labels.join(", "));
+    }
+    if let Some(cost) = &view.cost {
+        println!("cost       {}", cost_summary(cost));
+    }
+    println!("sql        {}", one_line(&view.sql, 200));
+    if !view.stages.is_empty() {
+        let rows: Vec<Vec<String>> = view
+            .stages
+            .iter()
+            .map(|s| {
+                vec![
+                    s.stage.to_string(),
+                    format!("{}/{}", s.done, s.tasks),
+                    s.running.to_string(),
+                    s.retried.to_string(),
+                    s.failed.to_string(),
+                    format!("{}/{}", s.backup_wins, s.backups),
+                    indicatif::HumanBytes(s.bytes_scanned).to_string(),
+                    indicatif::HumanBytes(s.bytes_written).to_string(),
+                    s.cost
+                        .as_ref()
+                        .map(|c| usd(c.usd))
+                        .unwrap_or_else(|| "-".into()),
+                    s.cost
+                        .as_ref()
+                        .map(|c| c.requests.total().to_string())
+                        .unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        println!();
+        print_rows(
+            &[
+                "STAGE",
+                "DONE",
+                "RUNNING",
+                "RETRIED",
+                "FAILED",
+                "BACKUPS WON",
+                "SCANNED",
+                "WRITTEN",
+                "COST",
+                "REQUESTS",
+            ],
+            &rows,
+        );
+    }
+}
+
+fn print_table(view: &TableView) {
+    println!("table   {}", view.name);
+    println!("url     {}", view.url);
+    println!(
+        "format  {}",
+        view.format.as_deref().unwrap_or("(from file extensions)")
+    );
+    println!();
+    let rows: Vec<Vec<String>> = view
+        .columns
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.data_type.clone(),
+                if c.nullable { "yes" } else { "no" }.into(),
+            ]
+        })
+        .collect();
+    print_rows(&["COLUMN", "TYPE", "NULLABLE"], &rows);
+}
+
+fn print_schedule(view: &ScheduleView) {
+    println!("schedule   {}", view.id);
+    if let Some(name) = &view.name {
+        println!("name       {name}");
+    }
+    println!(
+        "cron       {} ({}) — {}",
+        view.cron, view.time_zone, view.description
+    );
+    println!("enabled    {}", if view.enabled { "yes" } else { "no" });
+    println!(
+        "overlap    {} / missed runs: {}",
+        view.overlap.as_str(),
+        view.missed.as_str()
+    );
+    println!(
+        "next run   {}",
+        view.next_run_at_ms.map(time).unwrap_or_else(|| "-".into())
+    );
+    println!(
+        "last run   {}",
+        view.last_run_at_ms.map(time).unwrap_or_else(|| "-".into())
+    );
+    println!("skipped    {} runs", view.skipped_runs);
+    println!("sql        {}", one_line(&view.job.sql, 200));
+}
+
+/// Columns padded to their widest cell.
+fn print_rows(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    println!("{}", line(header.to_vec()));
+    for row in rows {
+        println!("{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+/// Unix milliseconds as UTC, to the second.
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn duration(view: &JobView) -> String {
+    match (view.started_at_ms, view.finished_at_ms) {
+        (Some(start), Some(end)) => format!("{:.1}s", (end - start) as f64 / 1000.0),
+        _ => "-".into(),
+    }
+}
+
+fn one_line(sql: &str, max: usize) -> String {
+    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}

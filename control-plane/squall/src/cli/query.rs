@@ -1,0 +1,101 @@
+//! The arguments that name a query: its tables (`--table`), its SQL (`--sql`,
+//! `--sql-file`) and how it is cut (`--shuffle-partitions`,
+//! `--target-partition-bytes`); and the format results are printed in.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use squall_engine::planner::{DEFAULT_TARGET_PARTITION_BYTES, Widen};
+use squall_engine::{PlanOptions, TableSpec};
+
+use super::error::{CliError, Result};
+use super::output::OutputFormat;
+
+#[derive(Debug, Args)]
+pub(super) struct QueryArgs {
+    /// A table: NAME=URL or NAME:FORMAT=URL (FORMAT: parquet, csv, json). URL is a
+    /// file or a prefix: s3://bucket/prefix/, file:///path, memory:///, or a local path.
+    #[arg(long = "table", value_name = "NAME=URL", required = true)]
+    tables: Vec<String>,
+    #[command(flatten)]
+    sql: SqlArgs,
+    /// Width of hash shuffles [default: the executors, widened to one
+    /// partition per 64 MiB of the tables' files, up to 1024; reduce stages
+    /// coalesce small partitions].
+    #[arg(long)]
+    shuffle_partitions: Option<usize>,
+    /// Bytes of input per scan task; larger Parquet files are split on row groups.
+    #[arg(long, default_value_t = DEFAULT_TARGET_PARTITION_BYTES)]
+    target_partition_bytes: u64,
+}
+
+impl QueryArgs {
+    pub(super) fn tables(&self) -> Result<Vec<TableSpec>> {
+        self.tables
+            .iter()
+            .map(|t| t.parse().map_err(CliError::from))
+            .collect()
+    }
+
+    pub(super) fn sql(&self) -> Result<String> {
+        self.sql.read()
+    }
+
+    pub(super) fn plan_options(&self, executors: usize) -> PlanOptions {
+        PlanOptions {
+            shuffle_partitions: self.shuffle_partitions.unwrap_or(executors),
+            target_partition_bytes: self.target_partition_bytes,
+            // No width given: scans need only as many tasks as executors, and
+            // the shuffle grows with the tables (reduce stages coalesce it).
+            min_scan_tasks: self.shuffle_partitions.is_none().then_some(executors),
+            widen: self.shuffle_partitions.is_none().then(Widen::default),
+            ..PlanOptions::default()
+        }
+    }
+}
+
+/// The query: `--sql SQL` or `--sql-file FILE` (`squall run`, `plan`, `submit`, ...).
+#[derive(Debug, Args)]
+pub(super) struct SqlArgs {
+    /// The SQL query.
+    #[arg(
+        long,
+        conflicts_with = "sql_file",
+        required_unless_present = "sql_file"
+    )]
+    sql: Option<String>,
+    /// A file holding the SQL query.
+    #[arg(long, value_name = "FILE")]
+    sql_file: Option<PathBuf>,
+}
+
+impl SqlArgs {
+    pub(super) fn read(&self) -> Result<String> {
+        match (&self.sql, &self.sql_file) {
+            (Some(sql), _) => Ok(sql.clone()),
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| CliError::Io {
+                context: format!("cannot read SQL file {}", path.display()),
+                source: e,
+            }),
+            (None, None) => Err(CliError::InvalidArgument("give --sql or --sql-file".into())),
+        }
+    }
+}
+
+/// How `squall run` and `squall result` print rows.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(super) enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+impl From<Format> for OutputFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Table => OutputFormat::Table,
+            Format::Csv => OutputFormat::Csv,
+            Format::Json => OutputFormat::Json,
+        }
+    }
+}

@@ -1,0 +1,852 @@
+//! `squall serve`: the HTTP job API on the chosen backend, jobs kept in
+//! `DATA_DIR/squall.db`.
+//!
+//! Settings come from flags, then environment variables, then an optional TOML
+//! file (`--config`), then defaults, in that order of precedence; API tokens
+//! from all three are accepted together. The file is read strictly: an unknown
+//! key or a value of the wrong type stops the server before it starts, naming
+//! the key and the line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+use squall_engine::planner::pool::PlanningLimits;
+use squall_engine::{AccessPolicy, Prices};
+use squall_service::core::MetricsAccess;
+use squall_service::{
+    DEFAULT_RETENTION, HttpLimits, JobStore, Limits, Service, ServiceConfig, router,
+    serve as serve_http,
+};
+
+use super::error::{CliError, Result};
+
+use super::backend::{BackendArgs, BackendKind};
+use super::principals::{PrincipalFile, ServerFolders};
+use super::units;
+
+/// Defaults of the settings below.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_MAX_RUNNING: usize = 4;
+/// How long a stopping server waits for its jobs' tasks to stop.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A TOML file of settings (flags and environment variables win over it).
+    #[arg(long, value_name = "FILE", env = "SQUALL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SQUALL_LISTEN")]
+    listen: Option<String>,
+    /// Folder for the job store (squall.db) and, on the local backend, work files and results.
+    #[arg(long, value_name = "DIR", env = "SQUALL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// An API token clients send as `Authorization: Bearer TOKEN` (repeatable);
+    /// SQUALL_TOKENS adds comma-separated ones, the config file's `tokens` more.
+    #[arg(long = "token", value_name = "TOKEN")]
+    tokens: Vec<String>,
+    /// Jobs running at once; later ones wait in submission order [default: 4].
+    #[arg(long, env = "SQUALL_MAX_RUNNING")]
+    max_running: Option<usize>,
+    /// A URL prefix callers' tables and outputs may name: s3://bucket/prefix/,
+    /// file:///data/ or a path (repeatable; SQUALL_ALLOW adds comma-separated
+    /// ones, the config file's `allow` more). Without any, callers read nothing
+    /// and write only under the server's results folder.
+    #[arg(long = "allow", value_name = "PREFIX")]
+    allow: Vec<String>,
+    /// Delete finished jobs, their attempts and default results after this long
+    /// (`forever` keeps them) [default: 30d].
+    #[arg(long, value_name = "DURATION", env = "SQUALL_RETAIN_JOBS")]
+    retain_jobs: Option<String>,
+    /// /metrics answers only a caller sending this token (a scraper's own;
+    /// or `metrics_token` in the config file) [default: /metrics is open].
+    #[arg(long, value_name = "TOKEN", env = "SQUALL_METRICS_TOKEN")]
+    metrics_token: Option<String>,
+    /// /metrics answers only a caller sending an API token.
+    #[arg(long, conflicts_with = "metrics_token")]
+    metrics_private: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+impl std::fmt::Debug for ServeArgs {
+    /// Tokens are counted, never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("config", &self.config)
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("tokens", &format_args!("{} (hidden)", self.tokens.len()))
+            .field("max_running", &self.max_running)
+            .field("allow", &self.allow)
+            .field("retain_jobs", &self.retain_jobs)
+            .field("metrics_private", &self.metrics_private)
+            .field("limits", &self.limits)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bounds of what callers may ask for (also `[limits]` in the config file).
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitArgs {
+    /// Largest options.max_concurrency of a job [default: the backend's concurrency].
+    #[arg(long, value_name = "N")]
+    max_job_concurrency: Option<usize>,
+    /// Largest options.shuffle_partitions [default: 4 × the backend's concurrency, 256 to 10000].
+    #[arg(long, value_name = "N")]
+    max_shuffle_partitions: Option<usize>,
+    /// Deadline of a job that gives none [default: 1h].
+    #[arg(long, value_name = "DURATION")]
+    default_deadline: Option<String>,
+    /// Largest options.deadline_seconds [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    max_deadline: Option<String>,
+    /// Scan limit of a job that gives none [default: 1TB].
+    #[arg(long, value_name = "SIZE")]
+    default_scan_limit: Option<String>,
+    /// Largest options.scan_limit_bytes [default: 100TB].
+    #[arg(long, value_name = "SIZE")]
+    max_scan_limit: Option<String>,
+    /// Shortest time between two runs of a schedule [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    min_cron_interval: Option<String>,
+    /// Jobs waiting to run at most; more submissions get 429 [default: 100].
+    #[arg(long, value_name = "N")]
+    max_queued: Option<usize>,
+    /// Files one table may list at most [default: 100000].
+    #[arg(long, value_name = "N")]
+    max_table_files: Option<usize>,
+    /// Cost limit (US dollars) of a job that gives none [default: none].
+    #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
+    default_cost_limit: Option<f64>,
+    /// Largest options.cost_limit_usd [default: 10000].
+    #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
+    max_cost_limit: Option<f64>,
+    /// Longest SQL text a job or schedule may carry [default: 256KiB].
+    #[arg(long, value_name = "SIZE")]
+    max_sql_bytes: Option<String>,
+    /// Longest one job's planning may take, listing its tables included [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    max_planning_time: Option<String>,
+    /// Jobs planned at once, each on a thread of its own [default: the number of cores, at most 8].
+    #[arg(long, value_name = "N")]
+    planning_threads: Option<usize>,
+    /// HTTP connections open at once; more wait until one closes [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// A request's head must arrive within this of the connection opening or
+    /// the previous response (idle connections close then too) [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    header_timeout: Option<String>,
+    /// A request's body must arrive within this [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    body_timeout: Option<String>,
+    /// A response the client stops reading is dropped after this [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// A request is answered within this (a download's body streams on) [default: 120s].
+    #[arg(long, value_name = "DURATION")]
+    request_timeout: Option<String>,
+    /// Schedules the server keeps [default: 1000].
+    #[arg(long, value_name = "N")]
+    max_schedules: Option<usize>,
+    /// Catalog tables the server keeps [default: 10000].
+    #[arg(long, value_name = "N")]
+    max_tables: Option<usize>,
+    /// Most bytes of JSON rows in one result page [default: 8MiB].
+    #[arg(long, value_name = "SIZE")]
+    max_page_bytes: Option<String>,
+    /// Most bytes of result files one job may write; past it the job fails
+    /// and leaves nothing (`none`: no limit) [default: 100GiB].
+    #[arg(long, value_name = "SIZE")]
+    max_result_bytes: Option<String>,
+    /// Memory pool of a task's first attempt [default: 2GiB].
+    #[arg(long, value_name = "SIZE")]
+    task_memory: Option<String>,
+    /// A task out of memory is tried again with twice the pool, up to this
+    /// [default: 8GiB, at most --server-memory].
+    #[arg(long, value_name = "SIZE")]
+    task_memory_max: Option<String>,
+    /// Memory the in-process executors' tasks share (--backend local): a task
+    /// starts once its pool fits [default: the executors × --task-memory].
+    #[arg(long, value_name = "SIZE")]
+    server_memory: Option<String>,
+}
+
+/// How serve's tasks use memory.
+struct TaskMemory {
+    first: u64,
+    max: u64,
+    /// The in-process executors' budget (None with Lambda).
+    server: Option<u64>,
+}
+
+/// Everything [`LimitArgs`] sets but task memory.
+struct Bounds {
+    limits: Limits,
+    http: HttpLimits,
+    planning: PlanningLimits,
+}
+
+/// A size flag or file value, `none` for no limit.
+fn optional_size(flag: &str, text: Option<String>, default: Option<u64>) -> Result<Option<u64>> {
+    match text.as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("none") => Ok(None),
+        Some(text) => units::parse_size(text)
+            .map(Some)
+            .map_err(|e| CliError::InvalidArgument(format!("{flag}: {e} (or 'none')"))),
+    }
+}
+
+/// A size flag or file value.
+fn size_of(flag: &str, text: Option<String>, default: u64) -> Result<u64> {
+    match text {
+        Some(text) => {
+            units::parse_size(&text).map_err(|e| CliError::InvalidArgument(format!("{flag}: {e}")))
+        }
+        None => Ok(default),
+    }
+}
+
+impl LimitArgs {
+    /// Task memory from the flags over the file's values; the server's
+    /// budget only for `executors` in-process executors.
+    fn task_memory(&self, file: &LimitArgs, executors: Option<usize>) -> Result<TaskMemory> {
+        let defaults = squall_engine::TaskOptions::default();
+        let first = size_of(
+            "--task-memory",
+            self.task_memory.clone().or(file.task_memory.clone()),
+            defaults.memory_limit_bytes,
+        )?;
+        let server = match executors {
+            None => {
+                if self.server_memory.is_some() || file.server_memory.is_some() {
+                    return Err(CliError::InvalidArgument(
+                        "--server-memory applies to --backend local".into(),
+                    ));
+                }
+                None
+            }
+            Some(executors) => Some(size_of(
+                "--server-memory",
+                self.server_memory.clone().or(file.server_memory.clone()),
+                first.saturating_mul(executors as u64),
+            )?),
+        };
+        let max_default = defaults
+            .max_memory_limit_bytes
+            .min(server.unwrap_or(u64::MAX))
+            .max(first);
+        let max = size_of(
+            "--task-memory-max",
+            self.task_memory_max
+                .clone()
+                .or(file.task_memory_max.clone()),
+            max_default,
+        )?;
+        if first == 0 || max < first {
+            return Err(CliError::InvalidArgument(
+                "--task-memory must be above 0 and at most --task-memory-max".into(),
+            ));
+        }
+        if let Some(server) = server
+            && max > server
+        {
+            return Err(CliError::InvalidArgument(format!(
+                "--task-memory-max ({} MiB) must fit in --server-memory ({} MiB): a task \
+                 that needs more could never start",
+                max >> 20,
+                server >> 20
+            )));
+        }
+        Ok(TaskMemory { first, max, server })
+    }
+
+    /// Flags over the file's values, over `defaults`.
+    fn resolve(self, file: LimitArgs, defaults: Limits) -> Result<Bounds> {
+        /// `text` read by `parse` (naming `flag` if it cannot be), or `default`.
+        fn parsed<T>(
+            flag: &str,
+            text: Option<String>,
+            parse: fn(&str) -> std::result::Result<T, String>,
+            default: T,
+        ) -> Result<T> {
+            match text {
+                Some(text) => {
+                    parse(&text).map_err(|e| CliError::InvalidArgument(format!("{flag}: {e}")))
+                }
+                None => Ok(default),
+            }
+        }
+        let duration =
+            |flag: &str, text, default| parsed(flag, text, units::parse_duration, default);
+        let size = |flag: &str, text, default| parsed(flag, text, units::parse_size, default);
+        let limits = Limits {
+            max_concurrency: self
+                .max_job_concurrency
+                .or(file.max_job_concurrency)
+                .unwrap_or(defaults.max_concurrency),
+            max_shuffle_partitions: self
+                .max_shuffle_partitions
+                .or(file.max_shuffle_partitions)
+                .unwrap_or(defaults.max_shuffle_partitions),
+            default_deadline: duration(
+                "--default-deadline",
+                self.default_deadline.or(file.default_deadline),
+                defaults.default_deadline,
+            )?,
+            max_deadline: duration(
+                "--max-deadline",
+                self.max_deadline.or(file.max_deadline),
+                defaults.max_deadline,
+            )?,
+            default_scan_limit_bytes: size(
+                "--default-scan-limit",
+                self.default_scan_limit.or(file.default_scan_limit),
+                defaults.default_scan_limit_bytes,
+            )?,
+            max_scan_limit_bytes: size(
+                "--max-scan-limit",
+                self.max_scan_limit.or(file.max_scan_limit),
+                defaults.max_scan_limit_bytes,
+            )?,
+            min_cron_interval: duration(
+                "--min-cron-interval",
+                self.min_cron_interval.or(file.min_cron_interval),
+                defaults.min_cron_interval,
+            )?,
+            max_queued: self
+                .max_queued
+                .or(file.max_queued)
+                .unwrap_or(defaults.max_queued),
+            max_table_files: self
+                .max_table_files
+                .or(file.max_table_files)
+                .unwrap_or(defaults.max_table_files),
+            default_cost_limit_usd: self
+                .default_cost_limit
+                .or(file.default_cost_limit)
+                .or(defaults.default_cost_limit_usd),
+            max_cost_limit_usd: self
+                .max_cost_limit
+                .or(file.max_cost_limit)
+                .unwrap_or(defaults.max_cost_limit_usd),
+            max_sql_bytes: size(
+                "--max-sql-bytes",
+                self.max_sql_bytes.or(file.max_sql_bytes),
+                defaults.max_sql_bytes as u64,
+            )?
+            .try_into()
+            .unwrap_or(usize::MAX),
+            max_page_bytes: size(
+                "--max-page-bytes",
+                self.max_page_bytes.or(file.max_page_bytes),
+                defaults.max_page_bytes as u64,
+            )?
+            .try_into()
+            .unwrap_or(usize::MAX),
+            max_result_bytes: optional_size(
+                "--max-result-bytes",
+                self.max_result_bytes.or(file.max_result_bytes),
+                defaults.max_result_bytes,
+            )?,
+            max_schedules: self
+                .max_schedules
+                .or(file.max_schedules)
+                .unwrap_or(defaults.max_schedules),
+            max_tables: self
+                .max_tables
+                .or(file.max_tables)
+                .unwrap_or(defaults.max_tables),
+        };
+        limits.validate()?;
+        let http_defaults = HttpLimits::default();
+        let http = HttpLimits {
+            header_timeout: duration(
+                "--header-timeout",
+                self.header_timeout.or(file.header_timeout),
+                http_defaults.header_timeout,
+            )?,
+            body_timeout: duration(
+                "--body-timeout",
+                self.body_timeout.or(file.body_timeout),
+                http_defaults.body_timeout,
+            )?,
+            idle_timeout: duration(
+                "--idle-timeout",
+                self.idle_timeout.or(file.idle_timeout),
+                http_defaults.idle_timeout,
+            )?,
+            request_timeout: duration(
+                "--request-timeout",
+                self.request_timeout.or(file.request_timeout),
+                http_defaults.request_timeout,
+            )?,
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(http_defaults.max_connections),
+        };
+        http.validate()?;
+        let planning_defaults = PlanningLimits::default();
+        let planning = PlanningLimits {
+            time: duration(
+                "--max-planning-time",
+                self.max_planning_time.or(file.max_planning_time),
+                planning_defaults.time,
+            )?,
+            concurrency: self
+                .planning_threads
+                .or(file.planning_threads)
+                .unwrap_or(planning_defaults.concurrency),
+            ..planning_defaults
+        };
+        if planning.time >= http.request_timeout {
+            return Err(CliError::InvalidArgument(format!(
+                "--max-planning-time ({} s) must be shorter than --request-timeout ({} s): \
+                 a submission is planned before it is answered",
+                planning.time.as_secs_f64(),
+                http.request_timeout.as_secs_f64()
+            )));
+        }
+        Ok(Bounds {
+            limits,
+            http,
+            planning,
+        })
+    }
+}
+
+/// The config file: the same settings as the flags.
+///
+/// ```toml
+/// listen = "0.0.0.0:8080"
+/// data_dir = "/var/lib/squall"
+/// tokens = ["change-me"]
+/// max_running = 8
+///
+/// [backend]
+/// kind = "lambda"
+/// function = "squall-executor"
+/// work_dir = "s3://my-bucket/squall-work"
+/// max_concurrency = 500
+///
+/// [prices]                       # default: us-east-1 list prices
+/// lambda_gb_second_arm64 = 0.0000133334
+/// ```
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    tokens: Vec<String>,
+    max_running: Option<usize>,
+    #[serde(default)]
+    allow: Vec<String>,
+    retain_jobs: Option<String>,
+    /// Who may call, beyond the tokens of the admin principal.
+    #[serde(default)]
+    principals: Vec<PrincipalFile>,
+    metrics_token: Option<String>,
+    #[serde(default)]
+    metrics_private: bool,
+    #[serde(default)]
+    limits: LimitArgs,
+    #[serde(default)]
+    backend: BackendFile,
+    /// What job costs are estimated at (see `squall_engine::cost`).
+    #[serde(default)]
+    prices: Prices,
+}
+
+impl std::fmt::Debug for ConfigFile {
+    /// Tokens are counted, never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigFile")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("tokens", &format_args!("{} (hidden)", self.tokens.len()))
+            .field("max_running", &self.max_running)
+            .field("allow", &self.allow)
+            .field("retain_jobs", &self.retain_jobs)
+            .field("principals", &self.principals)
+            .field("metrics_private", &self.metrics_private)
+            .field("limits", &self.limits)
+            .field("backend", &self.backend)
+            .field("prices", &self.prices)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendFile {
+    kind: Option<BackendKind>,
+    executors: Option<usize>,
+    function: Option<String>,
+    qualifier: Option<String>,
+    #[serde(default)]
+    memory_qualifiers: Vec<String>,
+    lambda_endpoint: Option<String>,
+    max_concurrency: Option<usize>,
+    max_stage_concurrency: Option<usize>,
+    invocation_timeout: Option<u64>,
+    work_dir: Option<String>,
+}
+
+impl ConfigFile {
+    fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+            context: format!("cannot read config file {}", path.display()),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            // toml's message spans lines (a snippet of the file): keep its first.
+            let message = e.to_string();
+            let place = message
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("TOML parse error at ")
+                .to_string();
+            let detail = message
+                .lines()
+                .find(|l| !l.trim().is_empty() && !l.starts_with("TOML") && !l.contains('|'))
+                .unwrap_or_default()
+                .to_string();
+            CliError::InvalidArgument(format!("config file {}, {place}: {detail}", path.display()))
+        })
+    }
+}
+
+/// The settings with flags, environment and file merged.
+struct Settings {
+    listen: String,
+    data_dir: PathBuf,
+    tokens: Vec<String>,
+    principals: Vec<PrincipalFile>,
+    metrics: MetricsAccess,
+    max_running: usize,
+    allow: Vec<String>,
+    retain_jobs: Option<Duration>,
+    limits: LimitArgs,
+    file_limits: LimitArgs,
+    backend: BackendArgs,
+    prices: Prices,
+}
+
+impl std::fmt::Debug for Settings {
+    /// Tokens are counted, never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("tokens", &format_args!("{} (hidden)", self.tokens.len()))
+            .field("max_running", &self.max_running)
+            .field("allow", &self.allow)
+            .field("retain_jobs", &self.retain_jobs)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `--retain-jobs`: a duration, or `forever`.
+fn parse_retention(text: Option<String>) -> Result<Option<Duration>> {
+    match text.as_deref().map(str::trim) {
+        None => Ok(Some(DEFAULT_RETENTION)),
+        Some("forever") => Ok(None),
+        Some(text) => units::parse_duration(text)
+            .map(Some)
+            .map_err(|e| CliError::InvalidArgument(format!("--retain-jobs: {e} (or 'forever')"))),
+    }
+}
+
+impl Settings {
+    fn resolve(args: ServeArgs) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => ConfigFile::read(path)?,
+            None => ConfigFile::default(),
+        };
+        let data_dir = args.data_dir.or(file.data_dir).ok_or_else(|| {
+            CliError::InvalidArgument(
+                "give --data-dir DIR (or SQUALL_DATA_DIR, or data_dir in the config file)".into(),
+            )
+        })?;
+        let mut tokens = args.tokens;
+        if let Ok(more) = std::env::var("SQUALL_TOKENS") {
+            tokens.extend(more.split(',').map(str::to_string));
+        }
+        tokens.extend(file.tokens);
+        let tokens = tokens
+            .into_iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let metrics = match (
+            args.metrics_token.or(file.metrics_token),
+            args.metrics_private || file.metrics_private,
+        ) {
+            (Some(token), _) if !token.trim().is_empty() => {
+                MetricsAccess::Token(token.trim().to_string())
+            }
+            (_, true) => MetricsAccess::ApiTokens,
+            _ => MetricsAccess::Open,
+        };
+        let flags = args.backend;
+        let from_file = file.backend;
+        let mut backend = BackendArgs {
+            backend: flags.backend.or(from_file.kind),
+            executors: flags.executors.or(from_file.executors),
+            function: flags.function.or(from_file.function),
+            qualifier: flags.qualifier.or(from_file.qualifier),
+            memory_qualifier: if flags.memory_qualifier.is_empty() {
+                from_file.memory_qualifiers
+            } else {
+                flags.memory_qualifier
+            },
+            lambda_endpoint: flags.lambda_endpoint.or(from_file.lambda_endpoint),
+            max_concurrency: flags.max_concurrency.or(from_file.max_concurrency),
+            max_stage_concurrency: flags
+                .max_stage_concurrency
+                .or(from_file.max_stage_concurrency),
+            invocation_timeout: flags.invocation_timeout.or(from_file.invocation_timeout),
+            work_dir: flags.work_dir.or(from_file.work_dir),
+        };
+        if backend.work_dir.is_none() {
+            backend.work_dir = Some(data_dir.join("work").to_string_lossy().to_string());
+        }
+        let mut allow = args.allow;
+        if let Ok(more) = std::env::var("SQUALL_ALLOW") {
+            allow.extend(more.split(',').map(str::to_string));
+        }
+        allow.extend(file.allow);
+        allow.retain(|a| !a.trim().is_empty());
+        Ok(Self {
+            allow,
+            retain_jobs: parse_retention(args.retain_jobs.or(file.retain_jobs))?,
+            limits: args.limits,
+            file_limits: file.limits,
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            data_dir,
+            tokens,
+            principals: file.principals,
+            metrics,
+            max_running: args
+                .max_running
+                .or(file.max_running)
+                .unwrap_or(DEFAULT_MAX_RUNNING),
+            backend,
+            prices: file.prices,
+        })
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    let settings = Settings::resolve(args)?;
+    // Every setting is checked before anything is written to disk.
+    if settings.tokens.is_empty() && settings.principals.is_empty() {
+        return Err(CliError::InvalidArgument(
+            "the service needs at least one API token (--token, SQUALL_TOKENS, or \
+             [[principals]] in the config file)"
+                .into(),
+        ));
+    }
+    settings.prices.validate()?;
+    let executors = match settings.backend.kind() {
+        BackendKind::Local => Some(settings.backend.parallelism()),
+        BackendKind::Lambda => None,
+    };
+    let memory = settings
+        .limits
+        .task_memory(&settings.file_limits, executors)?;
+    let mut engine = settings.backend.engine_within(memory.server).await?;
+    engine.prices = settings.prices.clone();
+    let Bounds {
+        limits,
+        http,
+        planning,
+    } = settings.limits.resolve(
+        settings.file_limits,
+        Limits::for_backend(engine.backend.max_concurrency()),
+    )?;
+    let engine = engine.with_planning(planning)?;
+    let results_root = format!("{}/results", engine.work_root);
+    let data_dir = std::path::absolute(&settings.data_dir).map_err(CliError::io(format!(
+        "cannot resolve {}",
+        settings.data_dir.display()
+    )))?;
+    // Callers may name the allowed prefixes, write results, and never touch
+    // the server's own folders (its store, its work files).
+    let deny = [
+        data_dir.to_string_lossy().to_string(),
+        engine.work_root.clone(),
+    ];
+    let access = AccessPolicy::new(&settings.allow, std::slice::from_ref(&results_root), &deny)?;
+    let folders = ServerFolders {
+        results_root: &results_root,
+        deny: &deny,
+    };
+    let principals = settings
+        .principals
+        .into_iter()
+        .map(|p| p.principal(&folders))
+        .collect::<Result<Vec<_>>>()?;
+    let mut config = ServiceConfig::new(settings.tokens, results_root.clone(), &engine);
+    config.principals.extend(principals);
+    config.metrics = settings.metrics;
+    config.max_running = settings.max_running;
+    config.shuffle_partitions = settings.backend.parallelism();
+    config.max_stage_concurrency = settings.backend.max_stage_concurrency;
+    config.limits = limits;
+    config.retain_jobs = settings.retain_jobs;
+    config.http = http;
+    config.task_memory = memory.first;
+    config.task_memory_max = memory.max;
+    let allowed = access.allowed();
+    config.access = Arc::new(access);
+    // Every setting is checked before anything is written to disk.
+    config.validate()?;
+    std::fs::create_dir_all(&settings.data_dir).map_err(CliError::io(format!(
+        "cannot create {}",
+        settings.data_dir.display()
+    )))?;
+    // One server per data dir: held until the process ends.
+    let _lock = lock_data_dir(&settings.data_dir)?;
+    let store = JobStore::open(&settings.data_dir.join("squall.db"))?;
+    let service = Service::new(engine, Arc::new(store), config)?;
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .map_err(CliError::io(format!(
+            "cannot listen on {}",
+            settings.listen
+        )))?;
+    let dispatcher = service.start();
+    eprintln!(
+        "squall serve: listening on http://{} (jobs in {}, {} backend; callers may use {})",
+        settings.listen,
+        settings.data_dir.join("squall.db").display(),
+        match settings.backend.kind() {
+            BackendKind::Local => "local",
+            BackendKind::Lambda => "lambda",
+        },
+        if allowed.is_empty() {
+            "no tables: see --allow".to_string()
+        } else {
+            allowed.join(", ")
+        }
+    );
+    let served = serve_http(listener, router(service.clone()), http, stop_signal()).await;
+    eprintln!("squall serve: stopping; running jobs resume when a server starts on this data dir");
+    service.shutdown(SHUTDOWN_WAIT).await;
+    dispatcher.abort();
+    served.map_err(CliError::io("the HTTP server stopped"))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn stop_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// Takes `DATA_DIR/squall.lock` for this process (an exclusive lock the
+/// system drops when the process ends, however it ends) and writes our PID in
+/// it; refuses if another process holds it, naming that process.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = data_dir.join("squall.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(CliError::io(format!("cannot open {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(CliError::DataDirInUse {
+                dir: data_dir.display().to_string(),
+                holder: holder.trim().to_string(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(CliError::Io {
+                context: format!("cannot lock {}", path.display()),
+                source,
+            });
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(CliError::io(format!("cannot write {}", path.display())))?;
+    Ok(file)
+}
+
+/// A price table from a TOML file with the keys of the config's `[prices]`
+/// (those left out keep their defaults), checked.
+pub fn read_prices(path: &Path) -> Result<Prices> {
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+        context: format!("cannot read price table {}", path.display()),
+        source,
+    })?;
+    let prices: Prices = toml::from_str(&text).map_err(|e| {
+        let first = e.to_string().lines().last().unwrap_or_default().to_string();
+        CliError::InvalidArgument(format!("price table {}: {first}", path.display()))
+    })?;
+    prices.validate()?;
+    Ok(prices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_is_read_strictly() {
+        let file: ConfigFile = toml::from_str(
+            "listen = \"0.0.0.0:9\"\ntokens = [\"a\"]\n[backend]\nkind = \"lambda\"\nfunction = \"f\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.backend.kind, Some(BackendKind::Lambda));
+        assert_eq!(file.tokens, ["a"]);
+        let unknown = toml::from_str::<ConfigFile>("listen = \"x\"\nmax_runing = 3\n").unwrap_err();
+        assert!(unknown.to_string().contains("max_runing"), "{unknown}");
+        let typed = toml::from_str::<ConfigFile>("max_running = \"many\"\n").unwrap_err();
+        assert!(typed.to_string().contains("max_running"), "{typed}");
+        let kind = toml::from_str::<ConfigFile>("[backend]\nkind = \"k8s\"\n").unwrap_err();
+        assert!(kind.to_string().contains("k8s"), "{kind}");
+    }
+}

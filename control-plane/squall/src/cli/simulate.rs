@@ -1,0 +1,281 @@
+//! `squall simulate` (a job's time and cost at a scale this machine cannot
+//! run, from a run it can) and `squall bench simulate` (the model checked
+//! against runs it can measure).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use squall_engine::planner::default_parallelism;
+use squall_engine::{Engine, JobRequest, Prices};
+use squall_tools::simulate::{Platform, Profile, ScaledStage, profile, replays, scale};
+use squall_tools::tpch;
+
+use super::error::{CliError, Result};
+use super::output::usd;
+use super::query::QueryArgs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlatformKind {
+    /// AWS Lambda (the model's parameters: BENCHMARKS.md, "Scale model").
+    Lambda,
+    /// This machine's in-process executors (what the model is checked against).
+    InProcess,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    query: QueryArgs,
+    /// How many times larger the data is than the tables given (TPC-H SF 1
+    /// tables and 1000: SF 1000).
+    #[arg(long)]
+    scale_factor: f64,
+    /// Workers at the larger scale (Lambda: concurrent invocations).
+    #[arg(long, default_value_t = 1000)]
+    workers: usize,
+    #[arg(long, value_enum, default_value_t = PlatformKind::Lambda)]
+    platform: PlatformKind,
+    /// Lambda memory, MB (billed, and the vCPU share below 1,769 MB).
+    #[arg(long, default_value_t = 2048)]
+    memory: u64,
+    /// Replays per prediction (the median is printed, and the 90th percentile).
+    #[arg(long, default_value_t = 25)]
+    runs: usize,
+    /// In-process executors of the measured run [default: cores].
+    #[arg(long)]
+    executors: Option<usize>,
+    /// Price table (TOML, as `squall run --prices`).
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
+}
+
+fn platform(kind: PlatformKind, memory: u64) -> Result<Platform> {
+    if !(128..=10_240).contains(&memory) {
+        return Err(CliError::InvalidArgument(format!(
+            "--memory {memory}: Lambda functions have 128 to 10240 MB"
+        )));
+    }
+    Ok(match kind {
+        PlatformKind::Lambda => Platform::lambda(memory),
+        PlatformKind::InProcess => Platform::in_process(),
+    })
+}
+
+fn check_workers(workers: usize) -> Result<()> {
+    if !(1..=100_000).contains(&workers) {
+        return Err(CliError::InvalidArgument(format!(
+            "--workers {workers}: from 1 to 100000"
+        )));
+    }
+    Ok(())
+}
+
+/// The most a scale factor may be (SF 1 tables to SF 1,000,000).
+const MAX_FACTOR: f64 = 1e6;
+
+fn check_factor(flag: &str, factor: f64) -> Result<()> {
+    if !(factor.is_finite() && factor > 0.0 && factor <= MAX_FACTOR) {
+        return Err(CliError::InvalidArgument(format!(
+            "{flag} {factor}: the scale factor must be a positive number up to {MAX_FACTOR}"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn simulate(args: SimulateArgs) -> Result<()> {
+    check_workers(args.workers)?;
+    check_factor("--scale-factor", args.scale_factor)?;
+    if !(1..=1000).contains(&args.runs) {
+        return Err(CliError::InvalidArgument(format!(
+            "--runs {}: from 1 to 1000",
+            args.runs
+        )));
+    }
+    let platform = platform(args.platform, args.memory)?;
+    let prices = match &args.prices {
+        Some(path) => super::serve::read_prices(path)?,
+        None => Prices::default(),
+    };
+    let executors = args.executors.unwrap_or_else(default_parallelism);
+    let engine = Engine::embedded(Some(executors))?;
+    let request = JobRequest {
+        plan: args.query.plan_options(executors),
+        ..JobRequest::new(args.query.sql()?, args.query.tables()?)
+    };
+    let measured = profile(&engine, &request, executors).await?;
+    let stages = scale(&measured, args.scale_factor, args.workers)?;
+    print_profile(&measured);
+    println!();
+    print_stages(&stages);
+    println!();
+    for backups in [false, true] {
+        let (median, p90) = replays(
+            &stages,
+            &platform,
+            args.workers,
+            backups,
+            &prices,
+            measured.overhead_seconds,
+            args.runs,
+        );
+        println!(
+            "{} on {} {} workers, {}: {:.1} s (p90 {:.1} s), {} ({:.0} GB-s, {} invocations, {} backups, {} GET, {} PUT)",
+            if backups {
+                "with backups   "
+            } else {
+                "without backups"
+            },
+            args.workers,
+            platform.name,
+            format_args!("×{}", args.scale_factor),
+            median.seconds,
+            p90,
+            usd(median.usd),
+            median.gb_seconds,
+            median.attempts,
+            median.backups,
+            median.requests.get,
+            median.requests.put,
+        );
+    }
+    Ok(())
+}
+
+fn print_profile(profile: &Profile) {
+    println!(
+        "measured: {:.2} s on {} in-process executors ({:.2} s planning and committing), tables {} bytes",
+        profile.seconds, profile.executors, profile.overhead_seconds, profile.table_bytes
+    );
+    for stage in &profile.stages {
+        let secs: f64 = stage.tasks.iter().map(|t| t.seconds).sum();
+        let scanned: u64 = stage.tasks.iter().map(|t| t.bytes_scanned).sum();
+        let shuffled: u64 = stage.tasks.iter().map(|t| t.bytes_shuffled_in).sum();
+        println!(
+            "  stage {} ({}): {} tasks, {:.2} task-s, {} scanned, {} shuffled in",
+            stage.id,
+            stage.kind.as_str(),
+            stage.tasks.len(),
+            secs,
+            indicatif::HumanBytes(scanned),
+            indicatif::HumanBytes(shuffled)
+        );
+    }
+}
+
+fn print_stages(stages: &[ScaledStage]) {
+    println!("at scale, per task:");
+    for s in stages {
+        println!(
+            "  stage {} ({}): {} tasks, {} scanned + {} read, {} written, {:.0} GETs, {:.2} s compute",
+            s.id,
+            s.kind.as_str(),
+            s.tasks,
+            indicatif::HumanBytes(s.bytes_scanned as u64),
+            indicatif::HumanBytes(s.bytes_in as u64),
+            indicatif::HumanBytes(s.bytes_out as u64),
+            s.gets,
+            s.compute_seconds
+        );
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSimulateArgs {
+    /// TPC-H tables the model measures (as `squall tpch` writes them; a
+    /// folder or an s3:// URL).
+    #[arg(long)]
+    small: PathBuf,
+    /// The same tables `--factor` times larger, run to check the prediction.
+    #[arg(long)]
+    large: PathBuf,
+    /// How many times larger `--large` is.
+    #[arg(long)]
+    factor: f64,
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 6, 12])]
+    queries: Vec<usize>,
+    /// Where the measured runs go: in-process (`--executors`), or Lambda
+    /// (`cargo lambda watch`: `--backend lambda --function ... --lambda-endpoint
+    /// ... --work-dir s3://...`, tables in S3), predicted with the emulator's
+    /// invocation overhead.
+    #[command(flatten)]
+    backend: super::backend::BackendArgs,
+    /// Runs of each query on the large tables (the median is compared).
+    #[arg(long, default_value_t = 3)]
+    iterations: usize,
+}
+
+/// Predicts each query on the large tables from a run on the small ones,
+/// runs it there, and prints the error.
+pub async fn bench_simulate(args: BenchSimulateArgs) -> Result<()> {
+    check_factor("--factor", args.factor)?;
+    if !(1..=100).contains(&args.iterations) {
+        return Err(CliError::InvalidArgument(format!(
+            "--iterations {}: from 1 to 100",
+            args.iterations
+        )));
+    }
+    let executors = args.backend.parallelism();
+    let engine = args.backend.engine().await?;
+    let platform = match args.backend.kind() {
+        super::backend::BackendKind::Local => Platform::in_process(),
+        super::backend::BackendKind::Lambda => Platform::emulated_lambda(),
+    };
+    let options = || squall_engine::PlanOptions {
+        shuffle_partitions: executors,
+        min_scan_tasks: Some(executors),
+        widen: Some(squall_engine::planner::Widen::default()),
+        ..Default::default()
+    };
+    let dir = |p: &PathBuf| -> Result<String> {
+        Ok(squall_engine::tables::to_url(&p.to_string_lossy())?.to_string())
+    };
+    let (small, large) = (dir(&args.small)?, dir(&args.large)?);
+    println!("{}", super::machine::provenance());
+    println!("query  predicted_s  measured_s  error");
+    let mut errors = Vec::new();
+    for &q in &args.queries {
+        let sql = tpch::query(q)?;
+        let request = |root: &str| JobRequest {
+            plan: options(),
+            ..JobRequest::new(sql, tpch::table_specs(root))
+        };
+        // A warm-up of each, as the measured runs are warm.
+        engine.run(&request(&small), None).await?;
+        let measured = profile(&engine, &request(&small), executors).await?;
+        let stages = scale(&measured, args.factor, executors)?;
+        let (predicted, _) = replays(
+            &stages,
+            &platform,
+            executors,
+            true,
+            &Prices::default(),
+            measured.overhead_seconds,
+            1,
+        );
+        engine.run(&request(&large), None).await?;
+        let mut times = Vec::new();
+        for _ in 0..args.iterations.max(1) {
+            let started = Instant::now();
+            engine.run(&request(&large), None).await?;
+            times.push(started.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let actual = times[times.len() / 2];
+        let error = predicted.seconds / actual - 1.0;
+        errors.push(error.abs());
+        println!(
+            "Q{q:<5} {:>11.3}  {:>10.3}  {:>+5.0}%",
+            predicted.seconds,
+            actual,
+            error * 100.0
+        );
+    }
+    errors.sort_by(f64::total_cmp);
+    println!(
+        "simulate: median absolute error {:.0}%, worst {:.0}%",
+        errors[errors.len() / 2] * 100.0,
+        errors.last().copied().unwrap_or_default() * 100.0
+    );
+    Ok(())
+}

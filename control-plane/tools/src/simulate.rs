@@ -1,0 +1,746 @@
+//! A scale model: how long a job would take, and what it would cost, on data
+//! many times larger and many more workers than a laptop has.
+//!
+//! # What belongs here
+//! [`profile`] runs the job on a small data set and keeps its stage DAG and
+//! what each stage's tasks measured (time, bytes, requests). [`scale`] turns
+//! that into the stages of the same plan over data `factor` times larger, cut
+//! as Squall would cut it for `workers` executors (scan tasks of at most the
+//! target partition bytes and at least one per worker, the shuffle width
+//! following the tables, reduce tasks coalesced to the shuffle's bytes).
+//! [`simulate`] replays those stages on a [`Platform`] — Lambda, or the
+//! in-process backend the model is checked against — drawing each task's
+//! invocation, cold start, requests and stalls at random, with and without
+//! backup tasks, and prices the attempts with the cost module's price table.
+//!
+//! The model and its parameters are described, with their sources, in
+//! BENCHMARKS.md ("Scale model"). What it does not know: a plan chosen for
+//! the large data (it replays the small run's plan: a join broadcast on small
+//! data stays broadcast), skew, memory pressure and spilling at scale, and
+//! throttling beyond the account's burst.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use squall_executor::ReadMode;
+
+use squall_engine::cost::{Prices, Requests};
+use squall_engine::engine::{Engine, JobRequest, JobRun};
+use squall_engine::error::{Result, SquallError};
+use squall_engine::planner::{DEFAULT_TARGET_PARTITION_BYTES, PlanOptions, Widen};
+use squall_engine::scheduler::{Coalescing, JobEvent, ProgressSink, StageKind};
+
+/// What one task of the small run measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TaskSample {
+    pub seconds: f64,
+    pub bytes_scanned: u64,
+    /// Shuffle bytes read.
+    pub bytes_shuffled_in: u64,
+    pub bytes_out: u64,
+    pub rows_in: u64,
+    pub rows_out: u64,
+}
+
+/// One stage of the small run.
+#[derive(Debug, Clone)]
+pub struct StageProfile {
+    pub id: u32,
+    pub kind: StageKind,
+    /// Input stages: whether each task reads a slice of it (`true`) or all of
+    /// it (a broadcast or a gather).
+    pub inputs: Vec<(u32, bool)>,
+    /// Whether its tasks scan tables partition by partition.
+    pub scans: bool,
+    pub tasks: Vec<TaskSample>,
+    /// GET (and HEAD) requests the stage made.
+    pub gets: u64,
+}
+
+impl StageProfile {
+    fn sum(&self, f: impl Fn(&TaskSample) -> u64) -> u64 {
+        self.tasks.iter().map(f).sum()
+    }
+}
+
+/// A job as measured on small data.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub stages: Vec<StageProfile>,
+    /// Bytes of all files of the tables the job names.
+    pub table_bytes: u64,
+    /// From submission to result, as measured.
+    pub seconds: f64,
+    /// Planning and committing: the job's time outside its stages' tasks.
+    pub overhead_seconds: f64,
+    pub executors: usize,
+}
+
+/// Collects the winning attempts' metrics by stage.
+#[derive(Default)]
+struct Samples {
+    by_stage: Mutex<BTreeMap<u32, (StageKind, Vec<TaskSample>)>>,
+}
+
+impl ProgressSink for Samples {
+    fn on_event(&self, event: &JobEvent) {
+        if let JobEvent::TaskSucceeded {
+            stage,
+            kind,
+            metrics,
+            ..
+        } = event
+        {
+            let mut by_stage = self.by_stage.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = by_stage.entry(*stage).or_insert((*kind, Vec::new()));
+            entry.1.push(TaskSample {
+                seconds: metrics.elapsed_ms as f64 / 1000.0,
+                bytes_scanned: metrics.bytes_scanned,
+                bytes_shuffled_in: metrics.bytes_in.saturating_sub(metrics.bytes_scanned),
+                bytes_out: metrics.bytes_out,
+                rows_in: metrics.rows_in,
+                rows_out: metrics.rows_out,
+            });
+        }
+    }
+}
+
+/// Runs `request` on `engine` and keeps what its stages measured.
+pub async fn profile(engine: &Engine, request: &JobRequest, executors: usize) -> Result<Profile> {
+    let planned = engine.check(request).await?;
+    let samples = Arc::new(Samples::default());
+    let run = JobRun {
+        progress: Some(samples.clone()),
+        ..JobRun::default()
+    };
+    let started = Instant::now();
+    let result = engine.run_as(request, run).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let by_stage = std::mem::take(&mut *samples.by_stage.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut stages = Vec::new();
+    for stage in &result.dag.stages {
+        let Some((kind, tasks)) = by_stage.get(&stage.id) else {
+            return Err(SquallError::Inconsistent {
+                what: format!("no task of stage {} reported", stage.id),
+            });
+        };
+        let inputs = stage
+            .inputs
+            .iter()
+            .map(|i| {
+                let sliced = matches!(
+                    stage.sliced_inputs.get(i),
+                    Some(ReadMode::Partitioned) | Some(ReadMode::ByProducer)
+                );
+                (*i, sliced)
+            })
+            .collect();
+        let gets = result
+            .cost
+            .stages
+            .get(&stage.id)
+            .map_or(0, |c| c.requests.get + c.requests.head);
+        stages.push(StageProfile {
+            id: stage.id,
+            kind: *kind,
+            inputs,
+            scans: tasks.iter().any(|t| t.bytes_scanned > 0),
+            tasks: tasks.clone(),
+            gets,
+        });
+    }
+    Ok(Profile {
+        stages,
+        table_bytes: planned.input_bytes(),
+        seconds,
+        overhead_seconds: (seconds - critical_path(&result.stages, &result.dag)).max(0.0),
+        executors,
+    })
+}
+
+/// The longest chain of stage times through the DAG.
+fn critical_path(
+    stats: &[squall_engine::scheduler::StageStats],
+    dag: &squall_engine::planner::StageDag,
+) -> f64 {
+    let time: HashMap<u32, f64> = stats
+        .iter()
+        .map(|s| (s.stage, s.elapsed_ms as f64 / 1000.0))
+        .collect();
+    let mut done: HashMap<u32, f64> = HashMap::new();
+    for stage in &dag.stages {
+        let start = stage
+            .inputs
+            .iter()
+            .filter_map(|i| done.get(i))
+            .fold(0.0, |a: f64, b| a.max(*b));
+        done.insert(
+            stage.id,
+            start + time.get(&stage.id).copied().unwrap_or(0.0),
+        );
+    }
+    done.values().fold(0.0, |a: f64, b| a.max(*b))
+}
+
+/// A stage of the job at scale.
+#[derive(Debug, Clone)]
+pub struct ScaledStage {
+    pub id: u32,
+    pub kind: StageKind,
+    pub inputs: Vec<u32>,
+    pub tasks: usize,
+    /// Per task: table bytes scanned, shuffle bytes read, bytes written.
+    pub bytes_scanned: f64,
+    pub bytes_in: f64,
+    pub bytes_out: f64,
+    /// Per task: GET requests (table ranges, one per producer per input).
+    pub gets: f64,
+    /// Per task: compute seconds, as the small run measured per byte.
+    pub compute_seconds: f64,
+}
+
+/// The most tasks one stage may have at scale (the replay keeps each one).
+pub const MAX_TASKS: usize = 2_000_000;
+
+/// Fixed time of a task besides its bytes, as the in-process backend spends it.
+const TASK_OVERHEAD_SECONDS: f64 = 0.002;
+/// An operator whose output rows are under this share of its input rows
+/// (an aggregation) writes about the same bytes per task at any scale.
+const REDUCING_SHARE: f64 = 0.01;
+
+/// The profile's stages over data `factor` times larger, cut for `workers`.
+pub fn scale(profile: &Profile, factor: f64, workers: usize) -> Result<Vec<ScaledStage>> {
+    if !(factor.is_finite() && factor > 0.0) {
+        return Err(SquallError::InvalidArgument(format!(
+            "the scale factor must be a positive number, not {factor}"
+        )));
+    }
+    let workers = workers.max(1);
+    let options = PlanOptions {
+        shuffle_partitions: workers,
+        widen: Some(Widen::default()),
+        ..PlanOptions::default()
+    };
+    let width = options.width_for((profile.table_bytes as f64 * factor) as u64);
+    let mut out_total: HashMap<u32, f64> = HashMap::new();
+    let mut tasks_of: HashMap<u32, usize> = HashMap::new();
+    let mut scaled = Vec::new();
+    for stage in &profile.stages {
+        let n = stage.tasks.len().max(1) as f64;
+        let scanned = stage.sum(|t| t.bytes_scanned) as f64 * factor;
+        let sliced_in: f64 = stage
+            .inputs
+            .iter()
+            .filter(|(_, sliced)| *sliced)
+            .map(|(i, _)| out_total.get(i).copied().unwrap_or(0.0))
+            .sum();
+        let whole_in: f64 = stage
+            .inputs
+            .iter()
+            .filter(|(_, sliced)| !*sliced)
+            .map(|(i, _)| out_total.get(i).copied().unwrap_or(0.0))
+            .sum();
+        let tasks = if stage.scans {
+            let by_bytes = (scanned / DEFAULT_TARGET_PARTITION_BYTES as f64).ceil() as usize;
+            by_bytes.max(workers)
+        } else if sliced_in > 0.0 && stage.tasks.len() > 1 {
+            // Reduce tasks sized to the shuffle, as the scheduler coalesces.
+            let per = (sliced_in / width as f64) as u64;
+            Coalescing::default()
+                .groups(&vec![per; width], workers)
+                .len()
+        } else {
+            stage.tasks.len().max(1)
+        };
+        if tasks > MAX_TASKS {
+            return Err(SquallError::InvalidArgument(format!(
+                "stage {} would run {tasks} tasks at this scale, more than the {MAX_TASKS} the model replays",
+                stage.id
+            )));
+        }
+        let t = tasks as f64;
+        let bytes_scanned = scanned / t;
+        let bytes_in = sliced_in / t + whole_in;
+        // Compute per byte read, as measured (after a fixed overhead).
+        let measured_bytes = stage.sum(|t| t.bytes_scanned + t.bytes_shuffled_in).max(1) as f64;
+        let measured_seconds: f64 = stage.tasks.iter().map(|t| t.seconds).sum();
+        let per_byte = ((measured_seconds - n * TASK_OVERHEAD_SECONDS).max(0.0)) / measured_bytes;
+        let compute_seconds = TASK_OVERHEAD_SECONDS + per_byte * (bytes_scanned + bytes_in);
+        // Output: aggregations write about as much per task as before; the
+        // rest in proportion to what they read.
+        let rows_in = stage.sum(|t| t.rows_in).max(1) as f64;
+        let rows_out = stage.sum(|t| t.rows_out) as f64;
+        let measured_out = stage.sum(|t| t.bytes_out) as f64;
+        let out = if rows_out / rows_in < REDUCING_SHARE {
+            measured_out / n * t
+        } else {
+            measured_out / measured_bytes * (bytes_scanned + bytes_in) * t
+        };
+        let scan_gets = stage.gets as f64 / stage.sum(|t| t.bytes_scanned).max(1) as f64;
+        let producers: f64 = stage
+            .inputs
+            .iter()
+            .map(|(i, _)| tasks_of.get(i).copied().unwrap_or(1) as f64)
+            .sum();
+        let gets = if stage.scans {
+            scan_gets * bytes_scanned + producers
+        } else {
+            producers
+        };
+        out_total.insert(stage.id, out);
+        tasks_of.insert(stage.id, tasks);
+        scaled.push(ScaledStage {
+            id: stage.id,
+            kind: stage.kind,
+            inputs: stage.inputs.iter().map(|(i, _)| *i).collect(),
+            tasks,
+            bytes_scanned,
+            bytes_in,
+            bytes_out: out / t,
+            gets: gets.max(1.0),
+            compute_seconds,
+        });
+    }
+    Ok(scaled)
+}
+
+/// A distribution of times, by its median and 95th percentile (log-normal).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    pub median: f64,
+    pub p95: f64,
+}
+
+impl Latency {
+    pub const ZERO: Latency = Latency {
+        median: 0.0,
+        p95: 0.0,
+    };
+
+    fn draw(&self, rng: &mut fastrand::Rng) -> f64 {
+        if self.median <= 0.0 {
+            return 0.0;
+        }
+        let sigma = (self.p95 / self.median).max(1.0).ln() / 1.645;
+        // Box-Muller.
+        let u1 = rng.f64().max(f64::MIN_POSITIVE);
+        let u2 = rng.f64();
+        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        self.median * (sigma * z).exp()
+    }
+}
+
+/// Where the tasks run, as the model sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Platform {
+    pub name: &'static str,
+    /// From asking for a task to its handler starting, warm.
+    pub invoke: Latency,
+    /// Added to a worker's first task (a fresh function process).
+    pub cold_start: Latency,
+    /// Fresh workers that may start per 10 s (Lambda's scaling rate).
+    pub new_workers_per_10s: usize,
+    /// One object-store request, to its first byte.
+    pub request: Latency,
+    /// A request that stalls: its chance, and how long (uniform in the range).
+    pub stall_probability: f64,
+    pub stall_seconds: (f64, f64),
+    /// Requests a task has in flight at once.
+    pub request_concurrency: f64,
+    /// Bytes per second one worker reads or writes (None: not a bound).
+    pub bandwidth: Option<f64>,
+    /// Memory each worker is billed at (None: nothing billed).
+    pub memory_mb: Option<u64>,
+    pub arch: &'static str,
+    /// Compute time on the platform per second measured here.
+    pub cpu_factor: f64,
+}
+
+impl Platform {
+    /// AWS Lambda; parameters and their sources in BENCHMARKS.md ("Scale model").
+    pub fn lambda(memory_mb: u64) -> Self {
+        Platform {
+            name: "lambda",
+            invoke: Latency {
+                median: 0.027,
+                p95: 0.075,
+            },
+            cold_start: Latency {
+                median: 0.25,
+                p95: 0.5,
+            },
+            new_workers_per_10s: 1000,
+            request: Latency {
+                median: 0.027,
+                p95: 0.075,
+            },
+            stall_probability: 1e-4,
+            stall_seconds: (1.0, 10.0),
+            request_concurrency: 16.0,
+            bandwidth: Some(150e6),
+            memory_mb: Some(memory_mb),
+            arch: "x86_64",
+            // One vCPU from 1,769 MB: less memory, a share of one.
+            cpu_factor: (1769.0 / memory_mb.max(1) as f64).max(1.0),
+        }
+    }
+
+    /// `cargo lambda watch` on this machine, checked against in the same way
+    /// as the in-process backend: the measured task times hold their reads
+    /// and writes (LocalStack's S3); an invocation adds the round trip
+    /// BENCHMARKS.md measured ("Lambda invocation overhead", 1.87 ms), and a
+    /// function process's first one its start (EMULATORS.md: ~85 ms).
+    pub fn emulated_lambda() -> Self {
+        Platform {
+            name: "cargo lambda watch",
+            invoke: Latency {
+                median: 0.0019,
+                p95: 0.0097,
+            },
+            cold_start: Latency {
+                median: 0.085,
+                p95: 0.085,
+            },
+            ..Platform::in_process()
+        }
+    }
+
+    /// The in-process backend on this machine: the times measured already
+    /// hold its reads and writes.
+    pub fn in_process() -> Self {
+        Platform {
+            name: "in-process",
+            invoke: Latency::ZERO,
+            cold_start: Latency::ZERO,
+            new_workers_per_10s: usize::MAX,
+            request: Latency::ZERO,
+            stall_probability: 0.0,
+            stall_seconds: (0.0, 0.0),
+            request_concurrency: 1.0,
+            bandwidth: None,
+            memory_mb: None,
+            arch: "x86_64",
+            cpu_factor: 1.0,
+        }
+    }
+}
+
+/// One replay's outcome.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Replay {
+    pub seconds: f64,
+    pub attempts: u64,
+    pub backups: u64,
+    pub gb_seconds: f64,
+    pub requests: Requests,
+    pub usd: f64,
+}
+
+/// Time of one attempt of a task of `stage`, billed and not (the invoke).
+fn attempt(
+    stage: &ScaledStage,
+    platform: &Platform,
+    cold: bool,
+    rng: &mut fastrand::Rng,
+) -> (f64, f64) {
+    let invoke = platform.invoke.draw(rng);
+    let init = if cold {
+        platform.cold_start.draw(rng)
+    } else {
+        0.0
+    };
+    // Requests go out `request_concurrency` at a time; a stall holds its wave.
+    let waves = (stage.gets / platform.request_concurrency).ceil().max(1.0) as usize;
+    let mut requests = 0.0;
+    for _ in 0..waves.min(10_000) {
+        let mut wave = platform.request.draw(rng);
+        let in_wave = stage.gets.min(platform.request_concurrency);
+        if platform.stall_probability > 0.0
+            && rng.f64() < 1.0 - (1.0 - platform.stall_probability).powf(in_wave)
+        {
+            let (lo, hi) = platform.stall_seconds;
+            wave += lo + rng.f64() * (hi - lo);
+        }
+        requests += wave;
+    }
+    let moved = stage.bytes_scanned + stage.bytes_in + stage.bytes_out;
+    let transfer = platform.bandwidth.map_or(0.0, |b| moved / b);
+    // The write's own round trip.
+    let put = platform.request.draw(rng);
+    let compute = stage.compute_seconds * platform.cpu_factor;
+    let billed = init + requests + transfer + put + compute;
+    (invoke + billed, billed)
+}
+
+/// Replays the stages on `workers` workers of `platform`, with backup tasks
+/// (Squall's defaults: after 75 % of a stage, a task running over twice the
+/// median and 200 ms gets one copy) or without.
+pub fn simulate(
+    stages: &[ScaledStage],
+    platform: &Platform,
+    workers: usize,
+    backups: bool,
+    prices: &Prices,
+    overhead_seconds: f64,
+    seed: u64,
+) -> Replay {
+    // Each attempt draws from a stream of its own, so that a replay with
+    // backups sees the same first attempts as one without.
+    let rng_for = |stage: u32, task: usize, copy: u64| {
+        let mix = seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(u64::from(stage) << 40)
+            .wrapping_add((task as u64) << 2)
+            .wrapping_add(copy);
+        fastrand::Rng::with_seed(mix)
+    };
+    let workers = workers.max(1);
+    // How long the job's first attempts took: what a stage of one task is
+    // compared with for a backup, as the scheduler does.
+    let mut job_durations: Vec<f64> = Vec::new();
+    // When each worker is next free, and whether it has run anything yet.
+    let mut free: std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>> = (0..workers)
+        .map(|w| std::cmp::Reverse((0f64.to_bits(), w)))
+        .collect();
+    let mut warm = vec![false; workers];
+    let mut started_fresh = 0usize;
+    let mut done: HashMap<u32, f64> = HashMap::new();
+    let mut replay = Replay::default();
+    let mut billed_seconds = 0.0;
+    for stage in stages {
+        let ready = stage
+            .inputs
+            .iter()
+            .filter_map(|i| done.get(i))
+            .fold(0.0, |a: f64, b| a.max(*b));
+        let mut spans: Vec<(f64, f64)> = Vec::with_capacity(stage.tasks);
+        for task in 0..stage.tasks {
+            let mut rng = rng_for(stage.id, task, 0);
+            // The earliest free worker (times are never negative, so their
+            // bits order as they do).
+            let Some(std::cmp::Reverse((bits, slot))) = free.pop() else {
+                break;
+            };
+            let mut start = f64::from_bits(bits).max(ready);
+            let cold = !warm[slot];
+            if cold {
+                // Lambda starts at most so many fresh environments per 10 s.
+                let wave = started_fresh / platform.new_workers_per_10s.max(1);
+                start = start.max(wave as f64 * 10.0);
+                started_fresh += 1;
+                warm[slot] = true;
+            }
+            let (took, billed) = attempt(stage, platform, cold, &mut rng);
+            billed_seconds += billed;
+            replay.attempts += 1;
+            free.push(std::cmp::Reverse(((start + took).to_bits(), slot)));
+            spans.push((start, start + took));
+        }
+        let mut durations: Vec<f64> = spans.iter().map(|(s, e)| e - s).collect();
+        durations.sort_by(f64::total_cmp);
+        let single = stage.tasks == 1;
+        if single {
+            job_durations.sort_by(f64::total_cmp);
+        }
+        let compared = if single { &job_durations } else { &durations };
+        if backups && !compared.is_empty() {
+            let median = compared[compared.len() / 2];
+            let mut ends: Vec<f64> = spans.iter().map(|(_, e)| *e).collect();
+            ends.sort_by(f64::total_cmp);
+            let at_75 = if single {
+                0.0
+            } else {
+                ends[(ends.len() * 3 / 4).min(ends.len() - 1)]
+            };
+            for (task, span) in spans.iter_mut().enumerate() {
+                let due = span.0 + (2.0 * median).max(0.2);
+                let backup_at = due.max(at_75);
+                if span.1 > backup_at {
+                    let mut rng = rng_for(stage.id, task, 1);
+                    let (took, billed) = attempt(stage, platform, false, &mut rng);
+                    billed_seconds += billed;
+                    replay.attempts += 1;
+                    replay.backups += 1;
+                    // The loser is not stopped (Lambda cannot be): billed whole.
+                    span.1 = span.1.min(backup_at + took);
+                }
+            }
+        }
+        job_durations.extend(durations);
+        let end = spans.iter().fold(ready, |a, (_, e)| a.max(*e));
+        done.insert(stage.id, end);
+        let t = stage.tasks as u64;
+        replay.requests.get += (stage.gets * stage.tasks as f64).round() as u64;
+        replay.requests.put += t;
+    }
+    replay.seconds = overhead_seconds + done.values().fold(0.0, |a: f64, b| a.max(*b));
+    if let Some(mb) = platform.memory_mb {
+        replay.gb_seconds = billed_seconds * mb as f64 / 1024.0;
+        let gb_price = match platform.arch {
+            "aarch64" | "arm64" => prices.lambda_gb_second_arm64,
+            _ => prices.lambda_gb_second_x86_64,
+        };
+        replay.usd = replay.gb_seconds * gb_price
+            + replay.attempts as f64 * prices.lambda_per_million_requests / 1e6
+            + replay.requests.put as f64 * prices.s3_put_per_thousand / 1000.0
+            + replay.requests.get as f64 * prices.s3_get_per_thousand / 1000.0;
+    }
+    replay
+}
+
+/// Median and 90th percentile of `runs` replays with seeds `0..runs`.
+pub fn replays(
+    stages: &[ScaledStage],
+    platform: &Platform,
+    workers: usize,
+    backups: bool,
+    prices: &Prices,
+    overhead_seconds: f64,
+    runs: usize,
+) -> (Replay, f64) {
+    let mut all: Vec<Replay> = (0..runs.max(1) as u64)
+        .map(|seed| {
+            simulate(
+                stages,
+                platform,
+                workers,
+                backups,
+                prices,
+                overhead_seconds,
+                seed,
+            )
+        })
+        .collect();
+    all.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let p90 = all[(all.len() * 9 / 10).min(all.len() - 1)].seconds;
+    (all[all.len() / 2].clone(), p90)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(
+        id: u32,
+        inputs: Vec<(u32, bool)>,
+        scans: bool,
+        tasks: Vec<TaskSample>,
+    ) -> StageProfile {
+        StageProfile {
+            id,
+            kind: if scans {
+                StageKind::Scan
+            } else {
+                StageKind::Final
+            },
+            inputs,
+            scans,
+            tasks,
+            gets: 10,
+        }
+    }
+
+    /// Q1's shape: a scan with a partial aggregate, a final aggregate.
+    fn q1_like() -> Profile {
+        let scan = TaskSample {
+            seconds: 1.0,
+            bytes_scanned: 100 << 20,
+            bytes_shuffled_in: 0,
+            bytes_out: 1000,
+            rows_in: 1_000_000,
+            rows_out: 4,
+        };
+        let merge = TaskSample {
+            seconds: 0.01,
+            bytes_scanned: 0,
+            bytes_shuffled_in: 2000,
+            bytes_out: 500,
+            rows_in: 8,
+            rows_out: 4,
+        };
+        Profile {
+            stages: vec![
+                stage(1, vec![], true, vec![scan, scan]),
+                stage(2, vec![(1, false)], false, vec![merge]),
+            ],
+            table_bytes: 200 << 20,
+            seconds: 1.1,
+            overhead_seconds: 0.05,
+            executors: 2,
+        }
+    }
+
+    #[test]
+    fn scans_are_cut_by_bytes_and_workers_and_aggregates_stay_small() {
+        let scaled = scale(&q1_like(), 1000.0, 1000).unwrap();
+        // 200,000 MiB scanned in tasks of at most 128 MiB: 1,563.
+        assert_eq!(scaled[0].tasks, 1563);
+        let per_task = 200_000.0 * (1u64 << 20) as f64 / 1563.0;
+        assert!((scaled[0].bytes_scanned - per_task).abs() < 1.0);
+        // A partial aggregate writes as much per task as before.
+        assert!((scaled[0].bytes_out - 1000.0).abs() < 1e-6);
+        // The final aggregate reads every producer: one GET each.
+        assert_eq!(scaled[1].tasks, 1);
+        assert!((scaled[1].bytes_in - 1563.0 * 1000.0).abs() < 1e-3);
+        assert!((scaled[1].gets - 1563.0).abs() < 1e-9);
+        // Compute per byte as measured: (1 s − overhead) per 100 MiB.
+        let expected = TASK_OVERHEAD_SECONDS
+            + (1.0 - TASK_OVERHEAD_SECONDS) * per_task / (100u64 << 20) as f64;
+        assert!((scaled[0].compute_seconds - expected).abs() < 1e-9);
+        assert!(scale(&q1_like(), 0.0, 10).is_err());
+    }
+
+    #[test]
+    fn in_process_replay_is_list_scheduling_of_the_measured_times() {
+        let profile = q1_like();
+        let scaled = scale(&profile, 1.0, 2).unwrap();
+        let on = |workers| {
+            simulate(
+                &scaled,
+                &Platform::in_process(),
+                workers,
+                false,
+                &Prices::default(),
+                0.0,
+                1,
+            )
+        };
+        let replay = on(2);
+        // Two scan tasks side by side, then the merge.
+        let want = scaled[0].compute_seconds + scaled[1].compute_seconds;
+        assert!((replay.seconds - want).abs() < 1e-9, "{replay:?}");
+        assert_eq!(replay.usd, 0.0);
+        // One worker: the scans one after the other.
+        let one = on(1);
+        assert!(
+            (one.seconds - (2.0 * scaled[0].compute_seconds + scaled[1].compute_seconds)).abs()
+                < 1e-9
+        );
+    }
+
+    #[test]
+    fn lambda_replays_bill_every_attempt_and_backups_cut_the_tail() {
+        let mut profile = q1_like();
+        let scaled = scale(&profile, 1000.0, 1000).unwrap();
+        // The scans alone, with stalls common: backups have tails to cut.
+        profile.stages.truncate(1);
+        let scans = scale(&profile, 1000.0, 1000).unwrap();
+        let mut platform = Platform::lambda(2048);
+        platform.stall_probability = 0.01;
+        let prices = Prices::default();
+        let (slow, _) = replays(&scans, &platform, 1000, false, &prices, 0.0, 9);
+        let (hedged, _) = replays(&scans, &platform, 1000, true, &prices, 0.0, 9);
+        assert!(hedged.backups > 0);
+        assert!(hedged.seconds < slow.seconds, "{hedged:?} vs {slow:?}");
+        assert!(hedged.gb_seconds > slow.gb_seconds, "backups are billed");
+        let platform = Platform::lambda(2048);
+        let prices = Prices::default();
+        let (without, _) = replays(&scaled, &platform, 1000, false, &prices, 0.0, 9);
+        assert_eq!(without.attempts, 1564);
+        assert_eq!(without.requests.put, 1564);
+        assert!(without.usd > 0.0 && without.gb_seconds > 0.0);
+        // 1,563 tasks on 1,000 workers: two waves of scans.
+        assert!(without.seconds > 2.0 * scaled[0].compute_seconds);
+    }
+}
