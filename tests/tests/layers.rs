@@ -110,8 +110,8 @@ const CRATES: &[Spec] = &[
             "cli",
             &[
                 &["error", "units", "progress", "machine"],
-                &["output", "tasks", "backend", "principals"],
-                &["query", "skew"],
+                &["output", "tasks", "backend", "principals", "limits"],
+                &["query", "skew", "views"],
                 &["client", "serve", "faults"],
                 &["simulate"],
                 &["bench"],
@@ -725,4 +725,134 @@ fn the_demo_and_the_tests_build_the_same_dependencies() {
         "built twice, with different features:\n{}",
         differ.join("\n")
     );
+}
+
+/// Most lines a file's code may have (its unit tests not counted).
+const MAX_FILE_LINES: usize = 800;
+/// Most lines one function may have.
+const MAX_FUNCTION_LINES: usize = 100;
+/// Functions that are declarations rather than logic, allowed to be longer:
+/// (file, function, why).
+const DECLARATIVE: &[(&str, &str, &str)] = &[(
+    "control-plane/service/src/metrics.rs",
+    "new",
+    "registers each metric with its help text, one after the other",
+)];
+
+/// Every function in `code` (comments and strings removed) with its length
+/// in lines, from `fn` to its closing brace; declarations without a body
+/// (trait methods) are not counted.
+fn functions(code: &str) -> Vec<(String, usize)> {
+    let bytes = code.as_bytes();
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = code[from..].find("fn ") {
+        let at = from + at;
+        from = at + 3;
+        if at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_') {
+            continue;
+        }
+        let name: String = code[at + 3..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if name.is_empty() {
+            continue;
+        }
+        // The body starts at the first `{` outside the signature's brackets.
+        let mut depth = 0i32;
+        let mut open = None;
+        for (i, c) in code[at..].char_indices() {
+            match c {
+                '(' | '[' => depth += 1,
+                ')' | ']' => depth -= 1,
+                ';' if depth == 0 => break,
+                '{' if depth == 0 => {
+                    open = Some(at + i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(open) = open else { continue };
+        let mut braces = 0i32;
+        let mut end = code.len();
+        for (i, c) in code[open..].char_indices() {
+            match c {
+                '{' => braces += 1,
+                '}' => {
+                    braces -= 1;
+                    if braces == 0 {
+                        end = open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        found.push((name, code[at..end].lines().count()));
+    }
+    found
+}
+
+/// The `.rs` files under `dir`.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn files_and_functions_stay_readable() {
+    let root = workspace();
+    let mut problems = Vec::new();
+    let mut read = 0;
+    for spec in CRATES {
+        for file in rust_files(&root.join(spec.dir).join("src")) {
+            read += 1;
+            let relative = file
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            let code = code_of(&std::fs::read_to_string(&file).unwrap());
+            // Unit tests sit at the end of a file, behind `#[cfg(test)]`.
+            let code = code.split("#[cfg(test)]").next().unwrap_or_default();
+            let lines = code.lines().count();
+            if lines > MAX_FILE_LINES {
+                problems.push(format!(
+                    "{relative}: {lines} lines of code, over {MAX_FILE_LINES}"
+                ));
+            }
+            for (name, lines) in functions(code) {
+                let declared = DECLARATIVE
+                    .iter()
+                    .any(|(f, n, _)| *f == relative && *n == name);
+                if lines > MAX_FUNCTION_LINES && !declared {
+                    problems.push(format!(
+                        "{relative}: fn {name} has {lines} lines, over {MAX_FUNCTION_LINES}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(read > 100, "read only {read} files");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn function_lengths_are_measured_from_fn_to_the_closing_brace() {
+    let code = "trait T {\n    fn declared(&self);\n}\nfn short(a: [u8; 2]) -> u8 {\n    let b = { a[0] };\n    b\n}\n";
+    assert_eq!(functions(code), vec![("short".to_string(), 4)]);
 }

@@ -224,37 +224,9 @@ pub async fn resolve_table(
             if !url.path().ends_with('/') {
                 url.set_path(&format!("{}/", url.path()));
             }
-            let mut listing = store.list(Some(path));
-            let mut files: Vec<ObjectMeta> = Vec::new();
-            while let Some(meta) = listing
-                .try_next()
+            list_folder(store, &url, path, guard)
                 .await
-                .map_err(|e| table_err(format!("cannot list {url}: {e}")))?
-            {
-                files.push(meta);
-                if let Some(max) = guard.max_files
-                    && files.len() > max
-                {
-                    return Err(table_err(format!(
-                        "{url} holds more than {max} files, over the limit of {max} files \
-                         per table; name a narrower prefix"
-                    )));
-                }
-            }
-            let mut files = committed_files(store, files).await.map_err(table_err)?;
-            // Hidden and marker files (`.crc`, `_SUCCESS`, manifests) are not data.
-            // Only the parts below the table's prefix count: the prefix itself may
-            // sit in a hidden folder.
-            files.retain(|f| {
-                f.location.prefix_match(path).is_some_and(|mut rest| {
-                    rest.all(|p| {
-                        let p = p.as_ref();
-                        !p.starts_with('.') && !p.starts_with('_')
-                    })
-                })
-            });
-            files.sort_by(|a, b| a.location.cmp(&b.location));
-            files
+                .map_err(table_err)?
         }
     };
     if files.is_empty() {
@@ -270,28 +242,7 @@ pub async fn resolve_table(
 
     let format = match spec.format {
         Some(format) => format,
-        None => {
-            let mut formats: Vec<TableFormat> = files
-                .iter()
-                .filter_map(|f| f.location.filename().and_then(TableFormat::from_file_name))
-                .collect();
-            formats.dedup();
-            match formats.as_slice() {
-                [format] => *format,
-                [] => {
-                    return Err(table_err(format!(
-                        "cannot tell the format of the files at {url} from their names; \
-                         name it: --table {}:parquet|csv|json=URL",
-                        spec.name
-                    )));
-                }
-                _ => {
-                    return Err(table_err(format!(
-                        "files at {url} are of several formats; point the table at one kind"
-                    )));
-                }
-            }
-        }
+        None => format_of_names(&spec.name, &files, &url).map_err(table_err)?,
     };
     // Keep only the files of the table's format when their names say so.
     let named: Vec<ObjectMeta> = files
@@ -306,6 +257,71 @@ pub async fn resolve_table(
         format,
         files,
     })
+}
+
+/// The data files under the folder `path` (at `url`): listed, at most
+/// `guard.max_files`, less what Squall's marks exclude and hidden or marker
+/// files, in name order.
+async fn list_folder(
+    store: &Arc<dyn ObjectStore>,
+    url: &url::Url,
+    path: &object_store::path::Path,
+    guard: &TableGuard,
+) -> std::result::Result<Vec<ObjectMeta>, String> {
+    let mut listing = store.list(Some(path));
+    let mut files: Vec<ObjectMeta> = Vec::new();
+    while let Some(meta) = listing
+        .try_next()
+        .await
+        .map_err(|e| format!("cannot list {url}: {e}"))?
+    {
+        files.push(meta);
+        if let Some(max) = guard.max_files
+            && files.len() > max
+        {
+            return Err(format!(
+                "{url} holds more than {max} files, over the limit of {max} files \
+                 per table; name a narrower prefix"
+            ));
+        }
+    }
+    let mut files = committed_files(store, files).await?;
+    // Hidden and marker files (`.crc`, `_SUCCESS`, manifests) are not data.
+    // Only the parts below the table's prefix count: the prefix itself may
+    // sit in a hidden folder.
+    files.retain(|f| {
+        f.location.prefix_match(path).is_some_and(|mut rest| {
+            rest.all(|p| {
+                let p = p.as_ref();
+                !p.starts_with('.') && !p.starts_with('_')
+            })
+        })
+    });
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(files)
+}
+
+/// The one format the names of `files` (of table `table`, at `url`) say.
+fn format_of_names(
+    table: &str,
+    files: &[ObjectMeta],
+    url: &url::Url,
+) -> std::result::Result<TableFormat, String> {
+    let mut formats: Vec<TableFormat> = files
+        .iter()
+        .filter_map(|f| f.location.filename().and_then(TableFormat::from_file_name))
+        .collect();
+    formats.dedup();
+    match formats.as_slice() {
+        [format] => Ok(*format),
+        [] => Err(format!(
+            "cannot tell the format of the files at {url} from their names; \
+             name it: --table {table}:parquet|csv|json=URL"
+        )),
+        _ => Err(format!(
+            "files at {url} are of several formats; point the table at one kind"
+        )),
+    }
 }
 
 /// `files` less those a Squall job's marks exclude: in a folder holding a

@@ -485,16 +485,6 @@ pub fn simulate(
     overhead_seconds: f64,
     seed: u64,
 ) -> Replay {
-    // Each attempt draws from a stream of its own, so that a replay with
-    // backups sees the same first attempts as one without.
-    let rng_for = |stage: u32, task: usize, copy: u64| {
-        let mix = seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(u64::from(stage) << 40)
-            .wrapping_add((task as u64) << 2)
-            .wrapping_add(copy);
-        fastrand::Rng::with_seed(mix)
-    };
     let workers = workers.max(1);
     // How long the job's first attempts took: what a stage of one task is
     // compared with for a backup, as the scheduler does.
@@ -516,7 +506,7 @@ pub fn simulate(
             .fold(0.0, |a: f64, b| a.max(*b));
         let mut spans: Vec<(f64, f64)> = Vec::with_capacity(stage.tasks);
         for task in 0..stage.tasks {
-            let mut rng = rng_for(stage.id, task, 0);
+            let mut rng = attempt_rng(seed, stage.id, task, 0);
             // The earliest free worker (times are never negative, so their
             // bits order as they do).
             let Some(std::cmp::Reverse((bits, slot))) = free.pop() else {
@@ -545,27 +535,7 @@ pub fn simulate(
         }
         let compared = if single { &job_durations } else { &durations };
         if backups && !compared.is_empty() {
-            let median = compared[compared.len() / 2];
-            let mut ends: Vec<f64> = spans.iter().map(|(_, e)| *e).collect();
-            ends.sort_by(f64::total_cmp);
-            let at_75 = if single {
-                0.0
-            } else {
-                ends[(ends.len() * 3 / 4).min(ends.len() - 1)]
-            };
-            for (task, span) in spans.iter_mut().enumerate() {
-                let due = span.0 + (2.0 * median).max(0.2);
-                let backup_at = due.max(at_75);
-                if span.1 > backup_at {
-                    let mut rng = rng_for(stage.id, task, 1);
-                    let (took, billed) = attempt(stage, platform, false, &mut rng);
-                    billed_seconds += billed;
-                    replay.attempts += 1;
-                    replay.backups += 1;
-                    // The loser is not stopped (Lambda cannot be): billed whole.
-                    span.1 = span.1.min(backup_at + took);
-                }
-            }
+            billed_seconds += back_up(stage, platform, seed, &mut spans, compared, &mut replay);
         }
         job_durations.extend(durations);
         let end = spans.iter().fold(ready, |a, (_, e)| a.max(*e));
@@ -575,6 +545,60 @@ pub fn simulate(
         replay.requests.put += t;
     }
     replay.seconds = overhead_seconds + done.values().fold(0.0, |a: f64, b| a.max(*b));
+    price(&mut replay, platform, billed_seconds, prices);
+    replay
+}
+
+/// Each attempt draws from a stream of its own, so that a replay with backups
+/// sees the same first attempts as one without.
+fn attempt_rng(seed: u64, stage: u32, task: usize, copy: u64) -> fastrand::Rng {
+    let mix = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(u64::from(stage) << 40)
+        .wrapping_add((task as u64) << 2)
+        .wrapping_add(copy);
+    fastrand::Rng::with_seed(mix)
+}
+
+/// Backup copies of a stage's stragglers, started as the scheduler starts
+/// them (`compared`: the sorted durations a task is compared with); a task
+/// ends when its first copy does. Returns the seconds the backups bill.
+fn back_up(
+    stage: &ScaledStage,
+    platform: &Platform,
+    seed: u64,
+    spans: &mut [(f64, f64)],
+    compared: &[f64],
+    replay: &mut Replay,
+) -> f64 {
+    let single = stage.tasks == 1;
+    let mut billed_seconds = 0.0;
+    let median = compared[compared.len() / 2];
+    let mut ends: Vec<f64> = spans.iter().map(|(_, e)| *e).collect();
+    ends.sort_by(f64::total_cmp);
+    let at_75 = if single {
+        0.0
+    } else {
+        ends[(ends.len() * 3 / 4).min(ends.len() - 1)]
+    };
+    for (task, span) in spans.iter_mut().enumerate() {
+        let due = span.0 + (2.0 * median).max(0.2);
+        let backup_at = due.max(at_75);
+        if span.1 > backup_at {
+            let mut rng = attempt_rng(seed, stage.id, task, 1);
+            let (took, billed) = attempt(stage, platform, false, &mut rng);
+            billed_seconds += billed;
+            replay.attempts += 1;
+            replay.backups += 1;
+            // The loser is not stopped (Lambda cannot be): billed whole.
+            span.1 = span.1.min(backup_at + took);
+        }
+    }
+    billed_seconds
+}
+
+/// The replay's GB-seconds and dollars, for a platform with a memory size.
+fn price(replay: &mut Replay, platform: &Platform, billed_seconds: f64, prices: &Prices) {
     if let Some(mb) = platform.memory_mb {
         replay.gb_seconds = billed_seconds * mb as f64 / 1024.0;
         let gb_price = match platform.arch {
@@ -586,7 +610,6 @@ pub fn simulate(
             + replay.requests.put as f64 * prices.s3_put_per_thousand / 1000.0
             + replay.requests.get as f64 * prices.s3_get_per_thousand / 1000.0;
     }
-    replay
 }
 
 /// Median and 90th percentile of `runs` replays with seeds `0..runs`.

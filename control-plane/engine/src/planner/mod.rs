@@ -237,34 +237,12 @@ pub async fn plan_job_within(
     result_dir: &str,
     budget: Arc<PlanBudget>,
 ) -> Result<PlannedJob> {
-    if options.shuffle_partitions == 0 {
-        return Err(SquallError::InvalidArgument(
-            "shuffle partitions must be at least 1".into(),
-        ));
-    }
-    if options.target_partition_bytes == 0 {
-        return Err(SquallError::InvalidArgument(
-            "target partition bytes must be at least 1".into(),
-        ));
-    }
+    check_options(options)?;
     check_unique_names(tables)?;
     let started = std::time::Instant::now();
     // Parse first: a rejected statement or a syntax error costs no listing, and
     // only the tables the query names are listed and read.
-    guard::check_text(sql)?;
-    let parser = SessionStateBuilder::new()
-        .with_config(squall_session_config())
-        .build();
-    let statement = parse_query(&parser, sql)?;
-    if let DfStatement::Statement(query) = &statement {
-        guard::check_statement(query)?;
-    }
-    let named: Vec<String> = parser
-        .resolve_table_references(&statement)
-        .map_err(SquallError::from_planning)?
-        .iter()
-        .map(|r| r.table().to_string())
-        .collect();
+    let (statement, named) = parse_checked(sql)?;
     let used = tables.iter().filter(|t| {
         named
             .iter()
@@ -338,6 +316,41 @@ pub async fn plan_job_within(
         tables: resolved,
         physical_plan,
     })
+}
+
+/// Options no plan can be made with.
+fn check_options(options: &PlanOptions) -> Result<()> {
+    if options.shuffle_partitions == 0 {
+        return Err(SquallError::InvalidArgument(
+            "shuffle partitions must be at least 1".into(),
+        ));
+    }
+    if options.target_partition_bytes == 0 {
+        return Err(SquallError::InvalidArgument(
+            "target partition bytes must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The statement of `sql`, held to the bounds of [`guard`], and the names of
+/// the tables it reads.
+fn parse_checked(sql: &str) -> Result<(DfStatement, Vec<String>)> {
+    guard::check_text(sql)?;
+    let parser = SessionStateBuilder::new()
+        .with_config(squall_session_config())
+        .build();
+    let statement = parse_query(&parser, sql)?;
+    if let DfStatement::Statement(query) = &statement {
+        guard::check_statement(query)?;
+    }
+    let named: Vec<String> = parser
+        .resolve_table_references(&statement)
+        .map_err(SquallError::from_planning)?
+        .iter()
+        .map(|r| r.table().to_string())
+        .collect();
+    Ok((statement, named))
 }
 
 fn check_unique_names(tables: &[TableSpec]) -> Result<()> {

@@ -223,25 +223,7 @@ impl Cutter {
     ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
         // Before the children: stages cut inside the main input must know the scope.
         if let Some(subquery) = plan.downcast_ref::<ScalarSubqueryExec>() {
-            let mut links = Vec::with_capacity(subquery.subqueries().len());
-            for link in subquery.subqueries() {
-                let computed = self.cut(link.plan.clone())?;
-                let computed = self.with_subqueries(computed)?;
-                // A final aggregation over gathered partial aggregates reads a row
-                // per producer: every consumer task computes it, saving a stage.
-                let plan: Arc<dyn ExecutionPlan> = if is_final_of_gathered_partials(&computed) {
-                    computed
-                } else {
-                    let schema = computed.schema();
-                    let id = self.add_stage(computed, ShuffleOutput::Single)?;
-                    Arc::new(ShuffleReaderExec::new(id, schema, ReadMode::Partitioned, 1))
-                };
-                links.push(ScalarSubqueryLink {
-                    plan,
-                    index: link.index,
-                });
-            }
-            self.subqueries.push((subquery.results().clone(), links));
+            self.cut_subqueries(subquery)?;
             // The node itself is a pass-through: stages that need it get their own.
             return self.cut(subquery.input().clone());
         }
@@ -328,6 +310,31 @@ impl Cutter {
             return Ok(merged);
         }
         replace_children_if_necessary(plan, children)
+    }
+
+    /// Cuts the stages that compute `subquery`'s scalar subqueries, and
+    /// records the links its consumers read them through.
+    fn cut_subqueries(&mut self, subquery: &ScalarSubqueryExec) -> Result<(), DataFusionError> {
+        let mut links = Vec::with_capacity(subquery.subqueries().len());
+        for link in subquery.subqueries() {
+            let computed = self.cut(link.plan.clone())?;
+            let computed = self.with_subqueries(computed)?;
+            // A final aggregation over gathered partial aggregates reads a row
+            // per producer: every consumer task computes it, saving a stage.
+            let plan: Arc<dyn ExecutionPlan> = if is_final_of_gathered_partials(&computed) {
+                computed
+            } else {
+                let schema = computed.schema();
+                let id = self.add_stage(computed, ShuffleOutput::Single)?;
+                Arc::new(ShuffleReaderExec::new(id, schema, ReadMode::Partitioned, 1))
+            };
+            links.push(ScalarSubqueryLink {
+                plan,
+                index: link.index,
+            });
+        }
+        self.subqueries.push((subquery.results().clone(), links));
+        Ok(())
     }
 
     fn stage(&self, id: u32) -> Option<&Stage> {

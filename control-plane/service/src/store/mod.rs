@@ -14,12 +14,15 @@ use std::path::Path;
 use std::sync::Mutex;
 
 mod attempts;
+mod catalog;
+mod migrations;
 mod schedules;
 
+pub use catalog::CatalogTable;
 pub use schedules::{Firing, ScheduleRecord};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use squall_executor::OutputFile;
 
 use crate::api::{JobState, PlanView};
@@ -32,96 +35,6 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
 }
-
-/// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    // 1: jobs, their committed stages and task attempts, the catalog, schedules.
-    "CREATE TABLE jobs (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        state TEXT NOT NULL,
-        sql TEXT NOT NULL,
-        request TEXT NOT NULL,
-        schedule_id TEXT,
-        submitted_at_ms INTEGER NOT NULL,
-        started_at_ms INTEGER,
-        finished_at_ms INTEGER,
-        error TEXT
-    );
-    CREATE INDEX jobs_by_state ON jobs (state, seq);
-    CREATE INDEX jobs_by_schedule ON jobs (schedule_id, seq);
-    CREATE TABLE stages (
-        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-        stage_id INTEGER NOT NULL,
-        tasks INTEGER NOT NULL,
-        outputs TEXT NOT NULL,
-        committed_at_ms INTEGER NOT NULL,
-        PRIMARY KEY (job_id, stage_id)
-    );
-    CREATE TABLE task_attempts (
-        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-        stage_id INTEGER NOT NULL,
-        task INTEGER NOT NULL,
-        attempt INTEGER NOT NULL,
-        outcome TEXT NOT NULL,
-        message TEXT,
-        elapsed_ms INTEGER NOT NULL,
-        PRIMARY KEY (job_id, stage_id, task, attempt)
-    );
-    CREATE TABLE catalog (
-        name TEXT PRIMARY KEY,
-        url TEXT NOT NULL,
-        format TEXT,
-        options TEXT NOT NULL,
-        created_at_ms INTEGER NOT NULL
-    );
-    CREATE TABLE schedules (
-        id TEXT PRIMARY KEY,
-        cron TEXT NOT NULL,
-        time_zone TEXT NOT NULL,
-        template TEXT NOT NULL,
-        enabled INTEGER NOT NULL,
-        catch_up TEXT NOT NULL,
-        last_fired_at_ms INTEGER,
-        created_at_ms INTEGER NOT NULL
-    );",
-    // 2: what a finished job produced (rows, manifest, files), as JSON.
-    "ALTER TABLE jobs ADD COLUMN result TEXT;",
-    // 3: schedules' names, overlap policy, next fire time and skipped runs
-    // (`catch_up` holds the missed-run policy).
-    "ALTER TABLE schedules ADD COLUMN name TEXT;
-    ALTER TABLE schedules ADD COLUMN overlap TEXT NOT NULL DEFAULT 'skip';
-    ALTER TABLE schedules ADD COLUMN next_fire_at_ms INTEGER;
-    ALTER TABLE schedules ADD COLUMN skipped_runs INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE schedules ADD COLUMN last_skipped_at_ms INTEGER;",
-    // 4: a catalog table's columns as read when it was put (JSON).
-    "ALTER TABLE catalog ADD COLUMN columns TEXT;",
-    // 5: schedules' revisions (edits are compare-and-set); finished jobs by
-    // finish time (retention).
-    "ALTER TABLE schedules ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX jobs_by_finish ON jobs (finished_at_ms) WHERE finished_at_ms IS NOT NULL;",
-    // 6: what a job cost (JSON); jobs' labels, to list jobs by label.
-    "ALTER TABLE jobs ADD COLUMN cost TEXT;
-    CREATE TABLE job_labels (
-        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-        key TEXT NOT NULL,
-        value TEXT NOT NULL,
-        PRIMARY KEY (job_id, key)
-    );
-    CREATE INDEX job_labels_by_label ON job_labels (key, value);",
-    // 7: when attempts started and ended, and which were backups; a job's
-    // planned stage DAG (JSON), for the console.
-    "ALTER TABLE task_attempts ADD COLUMN started_at_ms INTEGER;
-    ALTER TABLE task_attempts ADD COLUMN ended_at_ms INTEGER;
-    ALTER TABLE task_attempts ADD COLUMN backup INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE jobs ADD COLUMN plan TEXT;",
-    // 8: who submitted each job, owns each schedule, put each catalog table
-    // (earlier rows were the one token's: the admin principal).
-    "ALTER TABLE jobs ADD COLUMN principal TEXT NOT NULL DEFAULT 'admin';
-    CREATE INDEX jobs_by_principal ON jobs (principal, state, seq);
-    ALTER TABLE schedules ADD COLUMN principal TEXT NOT NULL DEFAULT 'admin';
-    ALTER TABLE catalog ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin';",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -189,21 +102,6 @@ pub enum QueueRefusal {
     Principal,
 }
 
-/// A named table of the catalog.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CatalogTable {
-    pub name: String,
-    pub url: String,
-    pub format: Option<String>,
-    pub options: serde_json::Value,
-    pub created_at_ms: i64,
-    /// The columns read from the files when the table was put (None in rows
-    /// stored before they were kept).
-    pub columns: Option<serde_json::Value>,
-    /// The principal that put it.
-    pub owner: String,
-}
-
 /// The job store. One connection behind a mutex: every call is a few SQLite
 /// statements, far below the cost of the jobs they describe.
 #[derive(Debug)]
@@ -236,7 +134,7 @@ impl JobStore {
             .map_err(sqlite("enable foreign keys"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sqlite("set busy timeout"))?;
-        migrate(&mut conn, path)?;
+        migrations::migrate(&mut conn, path)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -679,109 +577,6 @@ impl JobStore {
             })
             .collect()
     }
-
-    /// Adds or replaces a catalog table.
-    /// Adds or replaces a catalog table unless `max_tables` are stored
-    /// already (false then; replacing one never counts).
-    pub fn put_table(&self, table: &CatalogTable, max_tables: usize) -> Result<bool> {
-        let changed = self
-            .conn()
-            .execute(
-                "INSERT OR REPLACE INTO catalog
-                   (name, url, format, options, created_at_ms, columns, owner)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
-                 WHERE EXISTS (SELECT 1 FROM catalog WHERE name = ?1)
-                    OR (SELECT count(*) FROM catalog) < ?8",
-                params![
-                    table.name,
-                    table.url,
-                    table.format,
-                    table.options.to_string(),
-                    table.created_at_ms,
-                    table.columns.as_ref().map(|c| c.to_string()),
-                    table.owner,
-                    max_tables as i64,
-                ],
-            )
-            .map_err(sqlite(format!("store table {}", table.name)))?;
-        Ok(changed == 1)
-    }
-
-    pub fn table(&self, name: &str) -> Result<Option<CatalogTable>> {
-        let conn = self.conn();
-        let row = conn
-            .query_row(
-                &format!("SELECT {TABLE_COLUMNS} FROM catalog WHERE name = ?1"),
-                params![name],
-                raw_table,
-            )
-            .optional()
-            .map_err(sqlite(format!("read table {name}")))?;
-        row.map(into_table).transpose()
-    }
-
-    /// Catalog tables by name after `after`, at most `limit`, and the name
-    /// to continue after if there are more.
-    pub fn tables(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<CatalogTable>, Option<String>)> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {TABLE_COLUMNS} FROM catalog WHERE ?1 IS NULL OR name > ?1
-                 ORDER BY name LIMIT ?2"
-            ))
-            .map_err(sqlite("list tables"))?;
-        let rows = stmt
-            .query_map(params![after, limit.saturating_add(1) as i64], raw_table)
-            .map_err(sqlite("list tables"))?
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(sqlite("list tables"))?;
-        let tables = rows
-            .into_iter()
-            .map(into_table)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(page(tables, limit, |t| t.name.clone()))
-    }
-
-    /// Removes a catalog table; false if there was none.
-    pub fn delete_table(&self, name: &str) -> Result<bool> {
-        let changed = self
-            .conn()
-            .execute("DELETE FROM catalog WHERE name = ?1", params![name])
-            .map_err(sqlite(format!("delete table {name}")))?;
-        Ok(changed == 1)
-    }
-}
-
-/// Applies the migrations `conn` has not seen, each in its own transaction.
-fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(sqlite("read schema version"))?;
-    let supported = MIGRATIONS.len() as i64;
-    if version > supported {
-        return Err(StoreError::NewerSchema {
-            path: path.to_string(),
-            found: version,
-            supported,
-        });
-    }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let target = index as i64 + 1;
-        let tx = conn
-            .transaction()
-            .map_err(sqlite(format!("migrate to version {target}")))?;
-        tx.execute_batch(migration)
-            .map_err(sqlite(format!("migrate to version {target}")))?;
-        tx.pragma_update(None, "user_version", target)
-            .map_err(sqlite(format!("migrate to version {target}")))?;
-        tx.commit()
-            .map_err(sqlite(format!("migrate to version {target}")))?;
-    }
-    Ok(())
 }
 
 const JOB_COLUMNS: &str = "seq, id, state, sql, request, schedule_id, submitted_at_ms, \
@@ -895,56 +690,9 @@ impl RawJob {
     }
 }
 
-type RawTable = (
-    String,
-    String,
-    Option<String>,
-    String,
-    i64,
-    Option<String>,
-    String,
-);
-
-/// The columns `raw_table` reads, in its order.
-const TABLE_COLUMNS: &str = "name, url, format, options, created_at_ms, columns, owner";
-
-fn raw_table(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawTable> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-    ))
-}
-
-fn into_table(
-    (name, url, format, options, created_at_ms, columns, owner): RawTable,
-) -> Result<CatalogTable> {
-    let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt {
-        what: format!("table {name}"),
-        message: format!("{what} are not JSON: {e}"),
-    };
-    let options = serde_json::from_str(&options).map_err(|e| corrupt("options", e))?;
-    let columns = columns
-        .map(|text| serde_json::from_str(&text))
-        .transpose()
-        .map_err(|e| corrupt("columns", e))?;
-    Ok(CatalogTable {
-        name,
-        url,
-        format,
-        options,
-        created_at_ms,
-        columns,
-        owner,
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::migrations::MIGRATIONS;
     use super::*;
     use squall_executor::PartitionSlot;
 

@@ -2,7 +2,7 @@
 //! `cancel`, `tables ...` and `schedules ...`, against `--server` with `--token`
 //! (or SQUALL_SERVER and SQUALL_TOKEN).
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,15 +14,18 @@ use squall_engine::TableSpec;
 use squall_service::JobState;
 use squall_service::api::{
     ColumnView, JobOptions, JobView, MissedRunPolicy, NewSchedule, OverlapPolicy, PutTable,
-    ScheduleChange, ScheduleView, SubmitJob, TableRef, TableView,
+    ScheduleChange, SubmitJob, TableRef,
 };
 use squall_service::client::ApiClient;
 
 use super::error::{CliError, Result};
 
-use super::output::{cost_summary, usd, write_result};
+use super::output::write_result;
 use super::query::Format;
 use super::units;
+use super::views::{
+    one_line, print_job, print_jobs, print_rows, print_schedule, print_table, time,
+};
 
 /// Where the server is and the token to show it.
 #[derive(Debug, Args)]
@@ -612,205 +615,4 @@ fn rows_to_batch(
         .flush()
         .map_err(invalid)?
         .unwrap_or_else(|| RecordBatch::new_empty(schema)))
-}
-
-fn print_jobs(jobs: &[JobView], next: Option<i64>) -> Result<()> {
-    let rows: Vec<Vec<String>> = jobs
-        .iter()
-        .map(|j| {
-            vec![
-                j.id.clone(),
-                j.state.as_str().into(),
-                time(j.submitted_at_ms),
-                duration(j),
-                j.rows.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
-                j.cost
-                    .as_ref()
-                    .map(|c| usd(c.usd))
-                    .unwrap_or_else(|| "-".into()),
-                one_line(&j.sql, 50),
-            ]
-        })
-        .collect();
-    print_rows(
-        &["ID", "STATE", "SUBMITTED", "TOOK", "ROWS", "COST", "SQL"],
-        &rows,
-    );
-    if let Some(next) = next {
-        println!("more: --after {next}");
-    }
-    std::io::stdout().flush().map_err(|e| CliError::Io {
-        context: "cannot print".into(),
-        source: e,
-    })
-}
-
-fn print_job(view: &JobView) {
-    println!("job        {}", view.id);
-    println!("state      {}", view.state.as_str());
-    println!("submitted  {}", time(view.submitted_at_ms));
-    if let Some(at) = view.started_at_ms {
-        println!("started    {}", time(at));
-    }
-    if let Some(at) = view.finished_at_ms {
-        println!("finished   {} (took {})", time(at), duration(view));
-    }
-    if let Some(rows) = view.rows {
-        println!("rows       {rows}");
-    }
-    if let Some(url) = &view.manifest_url {
-        println!("manifest   {url}");
-    }
-    if let Some(error) = &view.error {
-        println!("error      {error}");
-    }
-    if !view.labels.is_empty() {
-        let labels: Vec<String> = view
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        println!("labels     {}", labels.join(", "));
-    }
-    if let Some(cost) = &view.cost {
-        println!("cost       {}", cost_summary(cost));
-    }
-    println!("sql        {}", one_line(&view.sql, 200));
-    if !view.stages.is_empty() {
-        let rows: Vec<Vec<String>> = view
-            .stages
-            .iter()
-            .map(|s| {
-                vec![
-                    s.stage.to_string(),
-                    format!("{}/{}", s.done, s.tasks),
-                    s.running.to_string(),
-                    s.retried.to_string(),
-                    s.failed.to_string(),
-                    format!("{}/{}", s.backup_wins, s.backups),
-                    indicatif::HumanBytes(s.bytes_scanned).to_string(),
-                    indicatif::HumanBytes(s.bytes_written).to_string(),
-                    s.cost
-                        .as_ref()
-                        .map(|c| usd(c.usd))
-                        .unwrap_or_else(|| "-".into()),
-                    s.cost
-                        .as_ref()
-                        .map(|c| c.requests.total().to_string())
-                        .unwrap_or_else(|| "-".into()),
-                ]
-            })
-            .collect();
-        println!();
-        print_rows(
-            &[
-                "STAGE",
-                "DONE",
-                "RUNNING",
-                "RETRIED",
-                "FAILED",
-                "BACKUPS WON",
-                "SCANNED",
-                "WRITTEN",
-                "COST",
-                "REQUESTS",
-            ],
-            &rows,
-        );
-    }
-}
-
-fn print_table(view: &TableView) {
-    println!("table   {}", view.name);
-    println!("url     {}", view.url);
-    println!(
-        "format  {}",
-        view.format.as_deref().unwrap_or("(from file extensions)")
-    );
-    println!();
-    let rows: Vec<Vec<String>> = view
-        .columns
-        .iter()
-        .map(|c| {
-            vec![
-                c.name.clone(),
-                c.data_type.clone(),
-                if c.nullable { "yes" } else { "no" }.into(),
-            ]
-        })
-        .collect();
-    print_rows(&["COLUMN", "TYPE", "NULLABLE"], &rows);
-}
-
-fn print_schedule(view: &ScheduleView) {
-    println!("schedule   {}", view.id);
-    if let Some(name) = &view.name {
-        println!("name       {name}");
-    }
-    println!(
-        "cron       {} ({}) — {}",
-        view.cron, view.time_zone, view.description
-    );
-    println!("enabled    {}", if view.enabled { "yes" } else { "no" });
-    println!(
-        "overlap    {} / missed runs: {}",
-        view.overlap.as_str(),
-        view.missed.as_str()
-    );
-    println!(
-        "next run   {}",
-        view.next_run_at_ms.map(time).unwrap_or_else(|| "-".into())
-    );
-    println!(
-        "last run   {}",
-        view.last_run_at_ms.map(time).unwrap_or_else(|| "-".into())
-    );
-    println!("skipped    {} runs", view.skipped_runs);
-    println!("sql        {}", one_line(&view.job.sql, 200));
-}
-
-/// Columns padded to their widest cell.
-fn print_rows(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_string()
-    };
-    println!("{}", line(header.to_vec()));
-    for row in rows {
-        println!("{}", line(row.iter().map(String::as_str).collect()));
-    }
-}
-
-/// Unix milliseconds as UTC, to the second.
-fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
-
-fn duration(view: &JobView) -> String {
-    match (view.started_at_ms, view.finished_at_ms) {
-        (Some(start), Some(end)) => format!("{:.1}s", (end - start) as f64 / 1000.0),
-        _ => "-".into(),
-    }
-}
-
-fn one_line(sql: &str, max: usize) -> String {
-    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max {
-        flat
-    } else {
-        let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
-        format!("{cut}…")
-    }
 }

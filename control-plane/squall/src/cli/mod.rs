@@ -6,6 +6,7 @@ mod bench;
 mod client;
 mod error;
 mod faults;
+mod limits;
 mod machine;
 mod output;
 mod principals;
@@ -16,6 +17,7 @@ mod simulate;
 mod skew;
 mod tasks;
 mod units;
+mod views;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
