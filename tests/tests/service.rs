@@ -473,6 +473,38 @@ async fn scan_limits_refuse_before_running_and_deadlines_stop_jobs() {
     server.kill();
 }
 
+/// The OpenAPI document is the API's contract: a change to it is deliberate.
+/// The approved document is `tests/snapshots/openapi.json`; after a deliberate
+/// change regenerate it with `SQUALL_UPDATE_SNAPSHOTS=1 cargo test -p
+/// squall-tests --test service openapi` and review the diff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(local_engine(2, &dir.path().join("work")), dir.path(), 1).await;
+    let (status, doc) = server.get("/openapi.json", None).await;
+    assert_eq!(status, 200, "{doc}");
+    let path = squall_tests::tests_dir().join("snapshots/openapi.json");
+    if std::env::var_os("SQUALL_UPDATE_SNAPSHOTS").is_some() {
+        let text = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+        std::fs::write(&path, text).unwrap();
+    }
+    let approved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "no approved document at {} ({e}); run with SQUALL_UPDATE_SNAPSHOTS=1",
+                path.display()
+            )
+        }))
+        .unwrap();
+    assert!(
+        doc == approved,
+        "the OpenAPI document differs from {}; if the change is deliberate, \
+         run with SQUALL_UPDATE_SNAPSHOTS=1 and review the diff",
+        path.display()
+    );
+    server.kill();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_every_route() {
     let dir = tempfile::tempdir().unwrap();
