@@ -3,11 +3,11 @@
 //! listings read no files. Every principal reads the catalog; a table is
 //! changed or removed by the principal that put it, or an admin.
 
-use super::api::{ColumnView, PutTable, SubmitJob, TableList, TableRef, TableView};
-use super::core::Service;
-use super::errors::ServiceError;
-use super::principals::Principal;
-use super::store::{CatalogTable, now_ms};
+use crate::api::{ColumnView, PutTable, SubmitJob, TableList, TableRef, TableView};
+use crate::core::Service;
+use crate::errors::ServiceError;
+use crate::principals::Principal;
+use crate::store::{CatalogTable, now_ms};
 use squall_engine::engine::new_job_id;
 use squall_engine::tables::check_table_name;
 

@@ -11,8 +11,8 @@ use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::api::JobState;
-use super::api::{
+use crate::api::JobState;
+use crate::api::{
     Accepted, AttemptList, JobList, JobView, NewSchedule, Problem, PutTable, ResultPage,
     ScheduleChange, ScheduleList, ScheduleView, SubmitJob, TableList, TableView,
 };

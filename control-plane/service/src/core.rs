@@ -13,15 +13,15 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use super::api::{
+use crate::api::{
     AttemptList, Cost, JobList, JobOutcome, JobState, JobView, PlanView, StageProgress,
 };
-use super::errors::ServiceError;
-use super::limits::Limits;
-use super::metrics::Metrics;
-use super::principals::{Principal, Principals, Role, Secret, TOKEN_PRINCIPAL};
-use super::progress::JobProgress;
-use super::store::{JobFilter, JobRecord, JobStore};
+use crate::errors::ServiceError;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::principals::{Principal, Principals, Role, Secret, TOKEN_PRINCIPAL};
+use crate::progress::JobProgress;
+use crate::store::{JobFilter, JobRecord, JobStore};
 use squall_engine::access::AccessPolicy;
 use squall_engine::engine::{Engine, Stop};
 use squall_engine::error::SquallError;
@@ -73,7 +73,7 @@ pub struct ServiceConfig {
     /// (None: kept forever).
     pub retain_jobs: Option<Duration>,
     /// Timeouts and the connection cap of the HTTP server.
-    pub http: super::limits::HttpLimits,
+    pub http: crate::limits::HttpLimits,
     /// Memory pool of a task's first attempt.
     pub task_memory: u64,
     /// A task out of memory is tried again with twice the pool, up to this.
@@ -108,7 +108,7 @@ impl ServiceConfig {
             access: Arc::new(access),
             limits: Limits::for_backend(concurrency),
             retain_jobs: Some(DEFAULT_RETENTION),
-            http: super::limits::HttpLimits::default(),
+            http: crate::limits::HttpLimits::default(),
             task_memory: squall_engine::scheduler::TaskOptions::default().memory_limit_bytes,
             task_memory_max: squall_engine::scheduler::TaskOptions::default()
                 .max_memory_limit_bytes,

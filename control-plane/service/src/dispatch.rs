@@ -11,13 +11,13 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::sync::watch;
 
-use super::api::{ColumnView, JobOutcome, JobState, SubmitJob};
-use super::core::{RunningJob, Service};
-use super::errors::ServiceError;
-use super::journal::StoreJournal;
-use super::principals::Principal;
-use super::progress::JobProgress;
-use super::store::{JobRecord, StoreError, now_ms};
+use crate::api::{ColumnView, JobOutcome, JobState, SubmitJob};
+use crate::core::{RunningJob, Service};
+use crate::errors::ServiceError;
+use crate::journal::StoreJournal;
+use crate::principals::Principal;
+use crate::progress::JobProgress;
+use crate::store::{JobRecord, StoreError, now_ms};
 use squall_engine::engine::{JobRun, Stop};
 use squall_engine::error::SquallError;
 

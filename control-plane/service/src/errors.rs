@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use super::api::JobState;
-use super::store::StoreError;
+use crate::api::JobState;
+use crate::store::StoreError;
 use squall_engine::error::SquallError;
 
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use squall_executor::OutputFile;
 
-use super::store::{JobStore, now_ms};
+use crate::store::{JobStore, now_ms};
 use squall_engine::commit::StageJournal;
 
 /// Records one job's committed stages in the store.

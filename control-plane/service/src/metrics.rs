@@ -11,9 +11,9 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
-use super::api::JobState;
-use super::errors::ServiceError;
-use super::store::JobStore;
+use crate::api::JobState;
+use crate::errors::ServiceError;
+use crate::store::JobStore;
 use squall_engine::backend::FlowStats;
 use squall_engine::cost::JobCost;
 use squall_engine::scheduler::{JobEvent, StageKind};

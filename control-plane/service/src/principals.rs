@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
-use super::limits::{Limits, check_label_key};
+use crate::limits::{Limits, check_label_key};
 use squall_engine::access::AccessPolicy;
 use squall_engine::error::SquallError;
 

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::api::StageProgress;
-use super::api::{AttemptRecord, PlanView, StagePlan};
-use super::metrics::Metrics;
-use super::now_ms;
-use super::store::JobStore;
+use crate::api::StageProgress;
+use crate::api::{AttemptRecord, PlanView, StagePlan};
+use crate::metrics::Metrics;
+use crate::now_ms;
+use crate::store::JobStore;
 use squall_engine::cost::JobMeter;
 use squall_engine::planner::StageDag;
 use squall_engine::scheduler::{JobEvent, ProgressSink, StageKind};

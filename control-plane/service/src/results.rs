@@ -19,16 +19,16 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use squall_executor::StoreRegistry;
 
-use super::api::{JobOutcome, JobState, ResultPage};
-use super::core::Service;
-use super::errors::ServiceError;
-use super::principals::Principal;
+use crate::api::{JobOutcome, JobState, ResultPage};
+use crate::core::Service;
+use crate::errors::ServiceError;
+use crate::principals::Principal;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Service {
     /// A page of a succeeded job's rows: at most `limit` rows, and no more
-    /// than [`Limits::max_page_bytes`](super::limits::Limits) of them as JSON
+    /// than [`Limits::max_page_bytes`](crate::limits::Limits) of them as JSON
     /// (`next_offset` then says where the rest starts). Rows are read a few
     /// at a time, so a page of large values never holds more than one slice
     /// of them beyond the cap.

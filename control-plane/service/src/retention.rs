@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::core::Service;
-use super::store::{StoreError, now_ms};
+use crate::core::Service;
+use crate::store::{StoreError, now_ms};
 
 /// Jobs deleted per store call.
 const BATCH: usize = 100;

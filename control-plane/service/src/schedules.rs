@@ -3,13 +3,13 @@
 //! own subfolders), their cron against the server's minimum interval. Edits
 //! are compare-and-set against the timetable's firings.
 
-use super::api::{JobList, NewSchedule, ScheduleChange, ScheduleList, ScheduleView, SubmitJob};
-use super::core::Service;
-use super::cron::CronSchedule;
-use super::errors::ServiceError;
-use super::principals::Principal;
-use super::store::{ScheduleRecord, now_ms};
-use super::submission::with_default_labels;
+use crate::api::{JobList, NewSchedule, ScheduleChange, ScheduleList, ScheduleView, SubmitJob};
+use crate::core::Service;
+use crate::cron::CronSchedule;
+use crate::errors::ServiceError;
+use crate::principals::Principal;
+use crate::store::{ScheduleRecord, now_ms};
+use crate::submission::with_default_labels;
 use squall_engine::engine::new_job_id;
 
 impl Service {

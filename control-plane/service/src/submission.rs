@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use super::api::{Accepted, JobState, SubmitJob};
-use super::core::Service;
-use super::errors::ServiceError;
-use super::limits::PRINCIPAL_LABEL;
-use super::principals::Principal;
-use super::store::{NewJob, QueueRefusal, now_ms};
+use crate::api::{Accepted, JobState, SubmitJob};
+use crate::core::Service;
+use crate::errors::ServiceError;
+use crate::limits::PRINCIPAL_LABEL;
+use crate::principals::Principal;
+use crate::store::{NewJob, QueueRefusal, now_ms};
 use squall_engine::access::Access;
 use squall_engine::engine::{JobRequest, new_job_id};
 use squall_engine::error::SquallError;

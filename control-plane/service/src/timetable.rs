@@ -2,7 +2,7 @@
 //!
 //! A schedule stores its next run time. The timetable sleeps until the earliest
 //! one (or until a schedule changes), then fires every due schedule through
-//! [`JobStore::fire_schedule`](super::store::JobStore::fire_schedule), which
+//! [`JobStore::fire_schedule`](crate::store::JobStore::fire_schedule), which
 //! decides in one transaction whether the run starts a job or is skipped (the
 //! previous one still queued or running, under the `skip` overlap policy; the
 //! queue full). Runs that fell due while no server was running are found when
@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 
-use super::api::MissedRunPolicy;
-use super::core::Service;
-use super::cron::CronSchedule;
-use super::store::{Firing, NewJob, StoreError, now_ms};
+use crate::api::MissedRunPolicy;
+use crate::core::Service;
+use crate::cron::CronSchedule;
+use crate::store::{Firing, NewJob, StoreError, now_ms};
 use squall_engine::engine::new_job_id;
 
 /// Longest the timetable sleeps without looking at the store again.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use squall_executor::FaultPlan;
 
-use super::bench::{median, scale_name_of};
+use crate::bench::{median, scale_name_of};
 use crate::tpch::{self, answers};
 use squall_engine::backend::FaultyBackend;
 use squall_engine::engine::{Engine, JobRequest, JobRun};
