@@ -44,9 +44,40 @@ fn commit() -> String {
 
 /// The CPU's model name from /proc/cpuinfo (Linux).
 fn cpu_model() -> Option<String> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    model_name(&std::fs::read_to_string("/proc/cpuinfo").ok()?)
+}
+
+/// The first `model name` of a /proc/cpuinfo text, its spaces collapsed.
+fn model_name(info: &str) -> Option<String> {
     info.lines()
         .find_map(|line| line.strip_prefix("model name"))
         .and_then(|rest| rest.split_once(':'))
         .map(|(_, model)| model.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|model| !model.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_names_commit_compiler_profile_cpu_and_date() {
+        let line = provenance();
+        assert!(line.starts_with("measured at commit "), "{line}");
+        assert!(line.contains(", rustc "), "{line}");
+        assert!(line.contains("debug build"), "tests build in debug: {line}");
+        assert!(line.contains(" cores, "), "{line}");
+        let date = line.rsplit(", ").next().unwrap_or_default();
+        assert_eq!(date.len(), 10, "{line}");
+        assert!(date.starts_with("20"), "{line}");
+    }
+
+    #[test]
+    fn the_cpu_model_is_the_first_model_name() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD  EPYC 7B13\n\
+                    processor\t: 1\nmodel name\t: other\n";
+        assert_eq!(model_name(info).as_deref(), Some("AMD EPYC 7B13"));
+        assert_eq!(model_name("processor\t: 0\nBogoMIPS\t: 50.00\n"), None);
+        assert_eq!(model_name("model name\t:   \n"), None);
+    }
 }
