@@ -1,13 +1,17 @@
-//! The workspace's code imports in one direction only.
+//! The workspace's architecture, checked: code imports in one direction only,
+//! and stays readable.
 //!
-//! - Crates: each depends only on crates below it (executor → engine →
-//!   service, tools → the `squall` binary → the tests), and the engine and the
-//!   executor's library build no web server, store, CLI or Lambda runtime.
+//! - Crates: each depends only on crates below it (bottom to top: the
+//!   executor; the engine; the service and the tools; the `squall` binary; the
+//!   tests), and the engine and the executor's library build no web server,
+//!   store, CLI or Lambda runtime.
 //! - Files, in every crate: no cycle between files, and no module imports one
 //!   from a higher layer of its crate. Read from the `crate::`, `super::` and
 //!   `self::` paths in each crate's `src`. A facade (`lib.rs`, a `mod.rs` that
 //!   only declares) re-exports: a path through a re-export counts as a path to
 //!   the module that defines the item.
+//! - Size: no file over 800 lines of code (its unit tests not counted), no
+//!   function over 100 lines, but for the declarations listed in `DECLARATIVE`.
 //! - One build: `cargo run --bin squall` (the README's first command) and the
 //!   test build (its second) compile every crate outside the workspace with the
 //!   same features, so DataFusion is built once for both.
