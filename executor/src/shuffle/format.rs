@@ -8,11 +8,14 @@
 //! [trailer: index length u32 | format version u32 | magic "SQSH"]
 //! ```
 //!
-//! A partition with no rows has length 0 and no stream at all. The task result
+//! A partition may hold several such frames back to back — partitions of
+//! several producers copied one after another without decoding them (the
+//! two-level exchange of issue 23 will write files so); a reader decodes them
+//! in order. A partition with no rows has length 0 and no stream at all. The task result
 //! carries the same index, so readers never need the footer; it is there so that a
 //! file can be understood on its own (tools, debugging, recovery).
 
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::StreamReader;
@@ -78,13 +81,30 @@ pub fn decode_footer(tail: &[u8]) -> Result<Vec<PartitionSlot>> {
         .collect())
 }
 
-/// Decodes one partition: an LZ4 frame holding an IPC stream.
+/// Decodes one partition: an LZ4 frame holding an IPC stream, or several such
+/// back to back (a partition put together from several producers' partitions
+/// by copying their bytes, without decoding them).
 pub fn decode_partition(bytes: Bytes) -> Result<Vec<RecordBatch>> {
-    let reader = StreamReader::try_new(FrameDecoder::new(Cursor::new(bytes)), None)?;
-    reader
-        .into_iter()
-        .map(|batch| batch.map_err(DataFusionError::from))
-        .collect()
+    let len = bytes.len() as u64;
+    // A stream reader reads exactly its stream, and the frame decoder stops at
+    // the end of each frame: another stream follows while bytes are left.
+    let mut input = FrameDecoder::new(Cursor::new(bytes));
+    let mut batches = Vec::new();
+    loop {
+        let reader = StreamReader::try_new(&mut input, None)?;
+        for batch in reader {
+            batches.push(batch?);
+        }
+        // The stream's end is its frame's end: this reads the frame's end mark.
+        if input.read(&mut [0u8; 1])? != 0 {
+            return Err(DataFusionError::Execution(
+                "a shuffle partition holds bytes after the end of its stream".into(),
+            ));
+        }
+        if input.get_ref().position() >= len {
+            return Ok(batches);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -113,6 +133,57 @@ mod tests {
         let mut file = vec![9u8; 105];
         file.extend(encode_footer(&slots));
         assert_eq!(decode_footer(&file).unwrap(), slots);
+    }
+
+    /// One partition as the shuffle writer writes it: an LZ4 frame around an
+    /// IPC stream of `values`.
+    fn unit(values: &[i64]) -> Vec<u8> {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        use arrow::ipc::writer::StreamWriter;
+        use lz4_flex::frame::FrameEncoder;
+        use std::sync::Arc;
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(values.to_vec()))],
+        )
+        .unwrap();
+        let mut writer = StreamWriter::try_new(FrameEncoder::new(Vec::new()), &schema).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        writer.into_inner().unwrap().finish().unwrap()
+    }
+
+    fn values(batches: &[RecordBatch]) -> Vec<i64> {
+        use arrow::array::{AsArray, types::Int64Type};
+        batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_partition_decodes_its_one_stream() {
+        let batches = decode_partition(Bytes::from(unit(&[1, 2, 3]))).unwrap();
+        assert_eq!(values(&batches), [1, 2, 3]);
+    }
+
+    #[test]
+    fn partitions_copied_back_to_back_decode_as_one() {
+        let mut joined = unit(&[1, 2]);
+        joined.extend(unit(&[3]));
+        joined.extend(unit(&[4, 5, 6]));
+        let batches = decode_partition(Bytes::from(joined)).unwrap();
+        assert_eq!(values(&batches), [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn a_cut_partition_is_an_error_not_fewer_rows() {
+        let mut joined = unit(&[1, 2]);
+        let second = unit(&[3, 4]);
+        joined.extend(&second[..second.len() / 2]);
+        assert!(decode_partition(Bytes::from(joined)).is_err());
     }
 
     #[test]
