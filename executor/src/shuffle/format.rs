@@ -9,9 +9,8 @@
 //! ```
 //!
 //! A partition may hold several such frames back to back — partitions of
-//! several producers copied one after another without decoding them (the
-//! two-level exchange of issue 23 will write files so); a reader decodes them
-//! in order. A partition with no rows has length 0 and no stream at all. The task result
+//! several producers copied one after another without decoding them
+//! ([`combine_files`]); a reader decodes them in order. A partition with no rows has length 0 and no stream at all. The task result
 //! carries the same index, so readers never need the footer; it is there so that a
 //! file can be understood on its own (tools, debugging, recovery).
 
@@ -79,6 +78,55 @@ pub fn decode_footer(tail: &[u8]) -> Result<Vec<PartitionSlot>> {
             }
         })
         .collect())
+}
+
+/// One shuffle file made of several (`files`: each file's bytes and its
+/// partition index, all with the same number of partitions): its partition
+/// `p` is the files' partitions `p` one after another, copied without
+/// decoding. Returns the file (footer included) and its index. A reader of
+/// the result reads one range per partition where it read one per file.
+pub fn combine_files(files: &[(&[u8], &[PartitionSlot])]) -> Result<(Vec<u8>, Vec<PartitionSlot>)> {
+    let partitions = files.first().map_or(0, |(_, slots)| slots.len());
+    if let Some((_, slots)) = files.iter().find(|(_, slots)| slots.len() != partitions) {
+        return Err(DataFusionError::Execution(format!(
+            "cannot combine shuffle files of {partitions} and {} partitions",
+            slots.len()
+        )));
+    }
+    // At most the files' bytes (their footers less): sized from what is
+    // there, never from what an index claims.
+    let total: usize = files.iter().map(|(bytes, _)| bytes.len()).sum();
+    let mut out = Vec::with_capacity(total + partitions * ENTRY_LEN + TRAILER_LEN);
+    let mut index = Vec::with_capacity(partitions);
+    for p in 0..partitions {
+        let offset = out.len() as u64;
+        let mut rows = 0;
+        for (bytes, slots) in files {
+            let slot = slots[p];
+            let range = slot
+                .offset
+                .checked_add(slot.length)
+                .filter(|end| *end <= bytes.len() as u64)
+                .map(|end| slot.offset as usize..end as usize)
+                .ok_or_else(|| {
+                    DataFusionError::Execution(format!(
+                        "shuffle partition {p} at {}+{} lies beyond its file of {} bytes",
+                        slot.offset,
+                        slot.length,
+                        bytes.len()
+                    ))
+                })?;
+            out.extend_from_slice(&bytes[range]);
+            rows += slot.rows;
+        }
+        index.push(PartitionSlot {
+            offset,
+            length: out.len() as u64 - offset,
+            rows,
+        });
+    }
+    out.extend(encode_footer(&index));
+    Ok((out, index))
 }
 
 /// Decodes one partition: an LZ4 frame holding an IPC stream, or several such
@@ -184,6 +232,59 @@ mod tests {
         let second = unit(&[3, 4]);
         joined.extend(&second[..second.len() / 2]);
         assert!(decode_partition(Bytes::from(joined)).is_err());
+    }
+
+    /// A shuffle file of `partitions` (None: an empty partition), as the
+    /// writer lays it out: the streams, then the footer.
+    fn file(partitions: &[Option<&[i64]>]) -> (Vec<u8>, Vec<PartitionSlot>) {
+        let mut bytes = Vec::new();
+        let mut slots = Vec::new();
+        for values in partitions {
+            let offset = bytes.len() as u64;
+            if let Some(values) = values {
+                bytes.extend(unit(values));
+            }
+            slots.push(PartitionSlot {
+                offset,
+                length: bytes.len() as u64 - offset,
+                rows: values.map_or(0, |v| v.len() as u64),
+            });
+        }
+        bytes.extend(encode_footer(&slots));
+        (bytes, slots)
+    }
+
+    #[test]
+    fn combined_files_read_as_their_producers_one_after_another() {
+        let a = file(&[Some(&[1, 2]), None, Some(&[5])]);
+        let b = file(&[Some(&[3]), None, None]);
+        let c = file(&[Some(&[4]), Some(&[9, 9]), Some(&[6, 7])]);
+        let (combined, index) = combine_files(&[(&a.0, &a.1), (&b.0, &b.1), (&c.0, &c.1)]).unwrap();
+        assert_eq!(decode_footer(&combined).unwrap(), index);
+        let read = |p: usize| {
+            let slot = index[p];
+            let range = slot.offset as usize..(slot.offset + slot.length) as usize;
+            values(&decode_partition(Bytes::copy_from_slice(&combined[range])).unwrap())
+        };
+        assert_eq!(read(0), [1, 2, 3, 4]);
+        assert_eq!(read(1), [9, 9]);
+        assert_eq!(read(2), [5, 6, 7]);
+        assert_eq!(index.iter().map(|s| s.rows).collect::<Vec<_>>(), [4, 2, 3]);
+        // Adjacent partitions stay adjacent: one ranged read covers several.
+        assert_eq!(index[0].offset + index[0].length, index[1].offset);
+    }
+
+    #[test]
+    fn files_that_do_not_fit_together_are_refused() {
+        let a = file(&[Some(&[1]), None]);
+        let b = file(&[Some(&[2])]);
+        let err = combine_files(&[(&a.0, &a.1), (&b.0, &b.1)]).unwrap_err();
+        assert!(err.to_string().contains("2 and 1 partitions"), "{err}");
+        let mut beyond = a.1.clone();
+        beyond[0].length = 1 << 40;
+        let err = combine_files(&[(&a.0, &beyond)]).unwrap_err();
+        assert!(err.to_string().contains("beyond its file"), "{err}");
+        assert_eq!(combine_files(&[]).unwrap().1, vec![]);
     }
 
     #[test]
