@@ -116,8 +116,8 @@ pub(super) struct Bounds {
 }
 
 /// A size flag or file value, `none` for no limit.
-fn optional_size(flag: &str, text: Option<String>, default: Option<u64>) -> Result<Option<u64>> {
-    match text.as_deref().map(str::trim) {
+fn optional_size(flag: &str, text: Option<&str>, default: Option<u64>) -> Result<Option<u64>> {
+    match text.map(str::trim) {
         None => Ok(default),
         Some("none") => Ok(None),
         Some(text) => units::parse_size(text)
@@ -126,23 +126,28 @@ fn optional_size(flag: &str, text: Option<String>, default: Option<u64>) -> Resu
     }
 }
 
-/// A duration flag or file value.
-fn duration(flag: &str, text: Option<String>, default: Duration) -> Result<Duration> {
+/// A flag or file value read by `parse` (naming `flag` if it cannot be), or
+/// `default` where none was given.
+fn parsed<T>(
+    flag: &str,
+    text: Option<&str>,
+    parse: fn(&str) -> std::result::Result<T, String>,
+    default: T,
+) -> Result<T> {
     match text {
-        Some(text) => units::parse_duration(&text)
-            .map_err(|e| CliError::InvalidArgument(format!("{flag}: {e}"))),
+        Some(text) => parse(text).map_err(|e| CliError::InvalidArgument(format!("{flag}: {e}"))),
         None => Ok(default),
     }
 }
 
+/// A duration flag or file value.
+fn duration(flag: &str, text: Option<&str>, default: Duration) -> Result<Duration> {
+    parsed(flag, text, units::parse_duration, default)
+}
+
 /// A size flag or file value.
-fn size_of(flag: &str, text: Option<String>, default: u64) -> Result<u64> {
-    match text {
-        Some(text) => {
-            units::parse_size(&text).map_err(|e| CliError::InvalidArgument(format!("{flag}: {e}")))
-        }
-        None => Ok(default),
-    }
+fn size_of(flag: &str, text: Option<&str>, default: u64) -> Result<u64> {
+    parsed(flag, text, units::parse_size, default)
 }
 
 impl LimitArgs {
@@ -184,7 +189,7 @@ impl LimitArgs {
         let defaults = squall_engine::TaskOptions::default();
         let first = size_of(
             "--task-memory",
-            self.task_memory.clone(),
+            self.task_memory.as_deref(),
             defaults.memory_limit_bytes,
         )?;
         let server = match executors {
@@ -198,7 +203,7 @@ impl LimitArgs {
             }
             Some(executors) => Some(size_of(
                 "--server-memory",
-                self.server_memory.clone(),
+                self.server_memory.as_deref(),
                 first.saturating_mul(executors as u64),
             )?),
         };
@@ -208,7 +213,7 @@ impl LimitArgs {
             .max(first);
         let max = size_of(
             "--task-memory-max",
-            self.task_memory_max.clone(),
+            self.task_memory_max.as_deref(),
             max_default,
         )?;
         if first == 0 || max < first {
@@ -252,27 +257,27 @@ impl LimitArgs {
                 .unwrap_or(defaults.max_shuffle_partitions),
             default_deadline: duration(
                 "--default-deadline",
-                self.default_deadline.clone(),
+                self.default_deadline.as_deref(),
                 defaults.default_deadline,
             )?,
             max_deadline: duration(
                 "--max-deadline",
-                self.max_deadline.clone(),
+                self.max_deadline.as_deref(),
                 defaults.max_deadline,
             )?,
             default_scan_limit_bytes: size_of(
                 "--default-scan-limit",
-                self.default_scan_limit.clone(),
+                self.default_scan_limit.as_deref(),
                 defaults.default_scan_limit_bytes,
             )?,
             max_scan_limit_bytes: size_of(
                 "--max-scan-limit",
-                self.max_scan_limit.clone(),
+                self.max_scan_limit.as_deref(),
                 defaults.max_scan_limit_bytes,
             )?,
             min_cron_interval: duration(
                 "--min-cron-interval",
-                self.min_cron_interval.clone(),
+                self.min_cron_interval.as_deref(),
                 defaults.min_cron_interval,
             )?,
             max_queued: self.max_queued.unwrap_or(defaults.max_queued),
@@ -281,21 +286,21 @@ impl LimitArgs {
             max_cost_limit_usd: self.max_cost_limit.unwrap_or(defaults.max_cost_limit_usd),
             max_sql_bytes: size_of(
                 "--max-sql-bytes",
-                self.max_sql_bytes.clone(),
+                self.max_sql_bytes.as_deref(),
                 defaults.max_sql_bytes as u64,
             )?
             .try_into()
             .unwrap_or(usize::MAX),
             max_page_bytes: size_of(
                 "--max-page-bytes",
-                self.max_page_bytes.clone(),
+                self.max_page_bytes.as_deref(),
                 defaults.max_page_bytes as u64,
             )?
             .try_into()
             .unwrap_or(usize::MAX),
             max_result_bytes: optional_size(
                 "--max-result-bytes",
-                self.max_result_bytes.clone(),
+                self.max_result_bytes.as_deref(),
                 defaults.max_result_bytes,
             )?,
             max_schedules: self.max_schedules.unwrap_or(defaults.max_schedules),
@@ -309,22 +314,22 @@ impl LimitArgs {
         Ok(HttpLimits {
             header_timeout: duration(
                 "--header-timeout",
-                self.header_timeout.clone(),
+                self.header_timeout.as_deref(),
                 http_defaults.header_timeout,
             )?,
             body_timeout: duration(
                 "--body-timeout",
-                self.body_timeout.clone(),
+                self.body_timeout.as_deref(),
                 http_defaults.body_timeout,
             )?,
             idle_timeout: duration(
                 "--idle-timeout",
-                self.idle_timeout.clone(),
+                self.idle_timeout.as_deref(),
                 http_defaults.idle_timeout,
             )?,
             request_timeout: duration(
                 "--request-timeout",
-                self.request_timeout.clone(),
+                self.request_timeout.as_deref(),
                 http_defaults.request_timeout,
             )?,
             max_connections: self
@@ -340,7 +345,7 @@ impl LimitArgs {
         let planning = PlanningLimits {
             time: duration(
                 "--max-planning-time",
-                self.max_planning_time.clone(),
+                self.max_planning_time.as_deref(),
                 planning_defaults.time,
             )?,
             concurrency: self
