@@ -350,21 +350,12 @@ struct Crate {
 
 impl Crate {
     fn read(src: &Path) -> Self {
-        let mut modules = BTreeMap::new();
-        let mut stack = vec![src.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    // `src/bin`: binaries, crates of their own.
-                    if path != src.join("bin") {
-                        stack.push(path);
-                    }
-                } else if path.extension().is_some_and(|e| e == "rs") {
-                    modules.insert(module_name(src, &path), read_module(&path));
-                }
-            }
-        }
+        // `src/bin`: binaries, crates of their own.
+        let modules = rust_files(src)
+            .into_iter()
+            .filter(|path| !path.starts_with(src.join("bin")))
+            .map(|path| (module_name(src, &path), read_module(&path)))
+            .collect();
         Self { modules }
     }
 
