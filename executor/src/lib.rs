@@ -9,6 +9,7 @@
 
 pub mod bounds;
 pub mod codec;
+pub mod combine;
 pub mod context;
 pub mod faults;
 pub mod lambda;

@@ -16,7 +16,8 @@ use crate::usage::TaskUsage;
 /// (`StageInput::slice`), for reduce tasks that read a range of partitions.
 /// 6: `TaskResult::usage` (requests, time, the function's memory), what a
 /// job's cost is reckoned from.
-pub const WIRE_VERSION: u32 = 6;
+/// 7: `TaskAction::Combine`, the combine step of a two-level exchange.
+pub const WIRE_VERSION: u32 = 7;
 
 /// Identity of one attempt of one task.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -52,6 +53,10 @@ pub enum TaskAction {
     /// Check the spec and answer at once, with no output: measures the round trip
     /// of the task protocol through a backend (`squall bench tasks`).
     Ping,
+    /// Read the one input's files whole and write them as one shuffle file
+    /// of the same partitions, where the plan (a shuffle writer over
+    /// nothing) names it: the combine step of a two-level exchange.
+    Combine,
 }
 
 /// Everything one task needs. Executors keep no state between tasks.

@@ -16,6 +16,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::MetricValue;
 
 use crate::codec::decode_plan;
+use crate::combine::combine;
 use crate::context::{ExecutorContext, TaskAttempt, task_cache_config};
 use crate::protocol::{
     FailureKind, OutputFile, TaskAction, TaskFailure, TaskMetrics, TaskOutcome, TaskResult,
@@ -100,7 +101,13 @@ async fn run(
     let started = Instant::now();
     let pool = Arc::new(PeakPool::new(spec.memory_limit_bytes as usize));
     let stores = Arc::new(ctx.stores.counted(requests.clone()));
-    let task_ctx = task_context(ctx, stores, &spec, pool.clone()).map_err(|e| classify(&e))?;
+    let task_ctx =
+        task_context(ctx, stores.clone(), &spec, pool.clone()).map_err(|e| classify(&e))?;
+    if spec.action == TaskAction::Combine {
+        return combine(&task_ctx, &stores, &spec)
+            .await
+            .map_err(|e| classify(&e));
+    }
     let context_us = started.elapsed().as_micros() as u64;
     let plan = decode_plan(&spec.plan, &task_ctx, spec.inputs).map_err(|e| TaskFailure {
         kind: FailureKind::PlanDecode,

@@ -42,6 +42,7 @@ const CRATES: &[Spec] = &[
             &["writer"],
             &["result_writer", "shuffle"],
             &["root", "codec"],
+            &["combine"],
             &["run"],
             &["lambda"],
         ],
@@ -62,12 +63,13 @@ const CRATES: &[Spec] = &[
         inner: &[(
             "scheduler",
             &[
-                &["coalesce", "speculation"],
+                &["coalesce", "exchange", "speculation"],
                 &["options", "events"],
                 &["retry", "context"],
                 &["tasks"],
                 &["attempt"],
                 &["stage"],
+                &["combine"],
                 &["job"],
             ],
         )],

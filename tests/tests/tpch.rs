@@ -3,18 +3,40 @@
 //! partition (the static plan), and at widths 7 and 32 with reduce tasks sized
 //! to the shuffle (coalescing, with a small target so that tasks read uneven
 //! ranges of partitions, joins shuffling both sides and the larger partitions
-//! of their probe sides split by producer). Each job must also leave nothing
-//! behind in its work folder.
+//! of their probe sides split by producer); and through the two-level exchange
+//! (every shuffle that can be read through a combine step is), with and
+//! without coalescing. Each job must also leave nothing behind in its work
+//! folder.
 
-use squall_engine::scheduler::Coalescing;
+use squall_engine::scheduler::{Coalescing, Exchange, ExchangeMode};
 use squall_engine::{JobRequest, PlanOptions};
 use squall_tests::{
     compare, expected_answer, files_under, is_ordered, local_engine, render, tpch_data, tpch_tables,
 };
 
 async fn check_all(scale: &str, width: usize) {
-    let (coalesced, split) = check_with(scale, width, Coalescing::disabled(), false).await;
-    assert_eq!((coalesced, split), (0, 0), "coalescing was off");
+    let runs = check_with(scale, width, Coalescing::disabled(), false).await;
+    assert_eq!((runs.coalesced, runs.split), (0, 0), "coalescing was off");
+    assert_eq!(runs.two_level, 0, "small shuffles are read direct");
+}
+
+/// Two-level wherever it can be, combiners of `g` files.
+fn two_level(g: usize) -> Exchange {
+    Exchange {
+        mode: ExchangeMode::TwoLevel,
+        group_files: g,
+        ..Exchange::default()
+    }
+}
+
+/// What the 22 jobs did.
+struct Runs {
+    /// Stages that ran fewer tasks than partitions.
+    coalesced: usize,
+    /// Tasks that read a piece of a split partition.
+    split: u32,
+    /// Shuffle inputs read through a combine step.
+    two_level: usize,
 }
 
 /// Coalescing with targets small enough that SF 0.01–0.1 shuffles are cut into
@@ -31,8 +53,7 @@ fn small_targets() -> Coalescing {
     }
 }
 
-/// Checks every query; returns how many stages ran fewer tasks than
-/// partitions, and how many tasks read a piece of a split partition.
+/// Checks every query, read direct.
 ///
 /// `shuffle_joins`: joins shuffle both sides (no build side is broadcast), so
 /// that their probe sides can be split.
@@ -41,13 +62,25 @@ async fn check_with(
     width: usize,
     coalescing: Coalescing,
     shuffle_joins: bool,
-) -> (usize, u32) {
+) -> Runs {
+    check_exchange(scale, width, coalescing, shuffle_joins, Exchange::default()).await
+}
+
+/// Checks every query with the exchange policy `exchange`.
+async fn check_exchange(
+    scale: &str,
+    width: usize,
+    coalescing: Coalescing,
+    shuffle_joins: bool,
+    exchange: Exchange,
+) -> Runs {
     let data = tpch_data(scale).await;
     let work = tempfile::tempdir().unwrap();
     let engine = local_engine(4, work.path());
     let mut failures = Vec::new();
     let mut coalesced = 0;
     let mut split = 0;
+    let mut two_level = 0;
     for q in 1..=22 {
         let sql = squall_tools::tpch::query(q).unwrap();
         let mut request = JobRequest::new(sql, tpch_tables(&data));
@@ -60,8 +93,15 @@ async fn check_with(
             request.plan.broadcast_bytes = 4 << 10;
         }
         request.tasks.coalescing = coalescing.clone();
+        request.tasks.exchange = exchange.clone();
         match engine.run(&request, None).await {
             Ok(result) => {
+                two_level += result
+                    .stages
+                    .iter()
+                    .flat_map(|s| &s.exchanges)
+                    .filter(|e| e.two_level)
+                    .count();
                 coalesced += result
                     .stages
                     .iter()
@@ -86,11 +126,16 @@ async fn check_with(
     }
     assert!(
         failures.is_empty(),
-        "SF {scale}, shuffle width {width}, {coalescing:?}, shuffled joins {shuffle_joins}: {} of 22 queries wrong:\n{}",
+        "SF {scale}, shuffle width {width}, {coalescing:?}, shuffled joins {shuffle_joins}, {:?}: {} of 22 queries wrong:\n{}",
+        exchange.mode,
         failures.len(),
         failures.join("\n")
     );
-    (coalesced, split)
+    Runs {
+        coalesced,
+        split,
+        two_level,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,19 +170,45 @@ async fn tpch_sf01_width7() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf001_width7_coalesced() {
-    let (coalesced, split) = check_with("0.01", 7, small_targets(), true).await;
-    assert!(coalesced > 0, "no stage was coalesced");
-    assert!(split > 0, "no partition was split");
+    let runs = check_with("0.01", 7, small_targets(), true).await;
+    assert!(runs.coalesced > 0, "no stage was coalesced");
+    assert!(runs.split > 0, "no partition was split");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf01_width32_coalesced() {
-    let (coalesced, split) = check_with("0.1", 32, small_targets(), true).await;
-    assert!(coalesced >= 22, "only {coalesced} stages coalesced");
-    assert!(split > 0, "no partition was split");
+    let runs = check_with("0.1", 32, small_targets(), true).await;
+    assert!(
+        runs.coalesced >= 22,
+        "only {} stages coalesced",
+        runs.coalesced
+    );
+    assert!(runs.split > 0, "no partition was split");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf01_width32_coalesced_by_default() {
     check_with("0.1", 32, Coalescing::default(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_sf001_width7_two_level() {
+    let runs = check_exchange("0.01", 7, Coalescing::disabled(), true, two_level(2)).await;
+    assert!(
+        runs.two_level >= 22,
+        "only {} inputs combined",
+        runs.two_level
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_sf01_width32_two_level_coalesced() {
+    let runs = check_exchange("0.1", 32, small_targets(), true, two_level(3)).await;
+    assert!(
+        runs.two_level >= 22,
+        "only {} inputs combined",
+        runs.two_level
+    );
+    assert!(runs.coalesced > 0, "no stage was coalesced");
+    assert!(runs.split > 0, "no partition was split");
 }

@@ -131,6 +131,64 @@ pub struct StageProgress {
     /// What the stage's attempts used, priced.
     #[serde(default)]
     pub cost: Option<Cost>,
+    /// How the stage reads each shuffle input that could be combined
+    /// (direct, or two-level through a combine step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exchanges: Vec<ExchangeView>,
+    /// For a combine step: the stage whose files it combines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combines: Option<u32>,
+}
+
+/// How a reduce stage reads one shuffle input, decided when the input has
+/// committed: `direct` (every reduce task reads every producer's file) or
+/// `two-level` (a combine step first writes one file per group of producers).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct ExchangeView {
+    /// The input stage.
+    pub input: u32,
+    /// `direct` or `two-level`.
+    pub mode: String,
+    pub producers: usize,
+    /// Files the combine step writes (0 for direct).
+    pub combiners: usize,
+    /// The combine step's stage id (two-level only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub combine_stage: Option<u32>,
+    pub reduce_tasks: usize,
+    /// GETs reading the input direct, and two-level (the combine step's
+    /// included), as estimated from the committed files.
+    pub requests_direct: u64,
+    pub requests_two_level: u64,
+    /// Dollars two-level saves by the price table (negative: it costs more).
+    pub saving_usd: f64,
+    /// Why it was chosen.
+    pub reason: String,
+}
+
+impl ExchangeView {
+    pub fn of(
+        choice: &squall_engine::scheduler::ExchangeChoice,
+        combine_stage: Option<u32>,
+    ) -> Self {
+        Self {
+            input: choice.input,
+            mode: if choice.two_level {
+                "two-level"
+            } else {
+                "direct"
+            }
+            .into(),
+            producers: choice.producers,
+            combiners: choice.combiners,
+            combine_stage,
+            reduce_tasks: choice.reduce_tasks,
+            requests_direct: choice.requests_direct,
+            requests_two_level: choice.requests_two_level,
+            saving_usd: choice.saving_usd,
+            reason: choice.reason.clone(),
+        }
+    }
 }
 
 impl ColumnView {
@@ -517,4 +575,7 @@ pub struct StagePlan {
     pub partitions: usize,
     /// What it writes: `shuffle hash xN`, `shuffle single` or `result`.
     pub output: String,
+    /// How it reads its shuffle inputs, once decided (see [`ExchangeView`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exchanges: Vec<ExchangeView>,
 }

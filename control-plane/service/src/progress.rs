@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::api::StageProgress;
 use crate::api::{AttemptRecord, PlanView, StagePlan};
+use crate::api::{ExchangeView, StageProgress};
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::store::JobStore;
@@ -34,6 +34,8 @@ pub(super) struct JobProgress {
     ended: Mutex<Vec<AttemptRecord>>,
     /// What the job has used so far.
     pub(super) meter: Arc<JobMeter>,
+    /// The plan as stored, amended as exchanges are chosen.
+    plan: Mutex<Option<PlanView>>,
 }
 
 impl JobProgress {
@@ -52,6 +54,7 @@ impl JobProgress {
             backups: Mutex::default(),
             ended: Mutex::default(),
             meter,
+            plan: Mutex::default(),
         }
     }
 
@@ -138,13 +141,57 @@ impl JobProgress {
                     inputs: stage.inputs.clone(),
                     partitions: stage.tasks,
                     output: stage.output.to_string(),
+                    exchanges: vec![],
                 })
                 .collect(),
             text: dag.display(&[]),
         };
+        self.store_plan(plan);
+    }
+
+    fn store_plan(&self, plan: PlanView) {
         if let Err(e) = self.store.set_plan(&self.job_id, &plan) {
             tracing::warn!(job = self.job_id, "cannot record the job's plan: {e}");
         }
+        *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan);
+    }
+
+    /// Records in the plan how `stage` reads an input: the exchange on the
+    /// stage, and a two-level exchange's combine step as a stage of its own
+    /// (kind `combine`) that the stage then reads in place of the input.
+    fn exchange_chosen(&self, stage: u32, exchange: &ExchangeView) {
+        let Some(mut plan) = self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        let Some(at) = plan.stages.iter().position(|s| s.stage == stage) else {
+            return;
+        };
+        plan.stages[at].exchanges.push(exchange.clone());
+        if let Some(step) = exchange.combine_stage {
+            let output = plan
+                .stages
+                .iter()
+                .find(|s| s.stage == exchange.input)
+                .map(|s| s.output.clone())
+                .unwrap_or_default();
+            plan.stages[at]
+                .inputs
+                .iter_mut()
+                .filter(|i| **i == exchange.input)
+                .for_each(|i| *i = step);
+            plan.stages.insert(
+                at,
+                StagePlan {
+                    stage: step,
+                    kind: "combine".into(),
+                    inputs: vec![exchange.input],
+                    partitions: exchange.combiners,
+                    output,
+                    exchanges: vec![],
+                },
+            );
+        }
+        self.store_plan(plan);
     }
 }
 
@@ -196,6 +243,11 @@ impl ProgressSink for JobProgress {
                 attempt,
                 failure,
             } => self.ended(*stage, *task, *attempt, "failed", Some(&failure.message)),
+            JobEvent::ExchangeChosen {
+                stage,
+                choice,
+                combine_stage,
+            } => self.exchange_chosen(*stage, &ExchangeView::of(choice, *combine_stage)),
             JobEvent::StageStarted { .. } | JobEvent::StageFinished { .. } => {}
         }
         self.count(event);
@@ -219,16 +271,33 @@ impl JobProgress {
                 partitions,
                 ..
             } => {
-                stages.insert(
-                    *stage,
-                    StageProgress {
-                        stage: *stage,
-                        tasks: *tasks,
-                        partitions: *partitions,
-                        started_at_ms: Some(now_ms()),
-                        ..StageProgress::default()
-                    },
-                );
+                // Keeps what was known before it started (its exchanges, or
+                // the input a combine step combines).
+                let s = stages.entry(*stage).or_default();
+                *s = StageProgress {
+                    stage: *stage,
+                    tasks: *tasks,
+                    partitions: *partitions,
+                    started_at_ms: Some(now_ms()),
+                    exchanges: std::mem::take(&mut s.exchanges),
+                    combines: s.combines,
+                    ..StageProgress::default()
+                };
+            }
+            JobEvent::ExchangeChosen {
+                stage,
+                choice,
+                combine_stage,
+            } => {
+                let view = ExchangeView::of(choice, *combine_stage);
+                stages.entry(*stage).or_default().exchanges.push(view);
+                if let Some(step) = combine_stage {
+                    let s = stages.entry(*step).or_default();
+                    s.stage = *step;
+                    s.combines = Some(choice.input);
+                }
+                let s = stages.entry(*stage).or_default();
+                s.stage = *stage;
             }
             JobEvent::TaskStarted { stage, .. } => {
                 if let Some(s) = stages.get_mut(stage) {

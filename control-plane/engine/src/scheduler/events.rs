@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use squall_executor::{TaskFailure, TaskMetrics};
 
+use super::exchange::ExchangeChoice;
 use crate::planner::{Stage, StageDag, StageOutput};
 
 /// What the scheduler tells whoever watches a job.
@@ -70,6 +71,14 @@ pub enum JobEvent {
     StageFinished {
         stage: u32,
     },
+    /// How reduce stage `stage` reads one of its shuffle inputs (told before
+    /// it starts; for two-level, the combine step runs as stage
+    /// `combine_stage` first).
+    ExchangeChosen {
+        stage: u32,
+        choice: ExchangeChoice,
+        combine_stage: Option<u32>,
+    },
 }
 
 /// What a stage does, as metrics group stages.
@@ -132,4 +141,9 @@ pub struct StageStats {
     pub backups: u32,
     pub backup_wins: u32,
     pub elapsed_ms: u64,
+    /// How the stage read each shuffle input that could be combined.
+    pub exchanges: Vec<ExchangeChoice>,
+    /// The combine steps run before the stage (a job's outcome lists them
+    /// as stages of their own).
+    pub combine_steps: Vec<StageStats>,
 }

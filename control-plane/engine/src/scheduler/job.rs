@@ -3,7 +3,7 @@
 //! everything the job wrote removed. Resuming skips the stages an interrupted
 //! run committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -44,7 +44,7 @@ impl Scheduler<'_> {
         };
         let gate = self.gate();
         let (_, result, _) = self
-            .run_stage(&stage, 1, vec![], gate, TaskAction::Ping)
+            .run_stage(&stage, 1, vec![], gate, TaskAction::Ping, None)
             .await;
         result.map(|(_, stats)| stats)
     }
@@ -129,13 +129,7 @@ impl Scheduler<'_> {
                             producers: committed[id].clone(),
                         })
                         .collect();
-                    running.push(self.run_stage(
-                        stage,
-                        dag.stages.len(),
-                        inputs,
-                        gate.clone(),
-                        TaskAction::Run,
-                    ));
+                    running.push(self.run_reading(stage, dag, inputs, gate.clone()));
                 }
             }
             let Some((stage, result, stage_written)) = running.next().await else {
@@ -155,6 +149,8 @@ impl Scheduler<'_> {
                         );
                     }
                     committed.insert(stage, outputs);
+                    let mut stage_stats = stage_stats;
+                    stats.append(&mut stage_stats.combine_steps);
                     stats.push(stage_stats);
                 }
                 Err(e) => {
@@ -168,12 +164,21 @@ impl Scheduler<'_> {
         }
         let final_id = dag.final_stage().id;
         let result_files = committed.remove(&final_id).unwrap_or_default();
-        // Shuffle files are not needed once the result is written.
-        let shuffle: Vec<String> = committed
+        // Shuffle files (and the combine steps' files, written but never
+        // committed as a stage's) are not needed once the result is written.
+        let results: HashSet<&str> = result_files.iter().map(|f| f.url.as_str()).collect();
+        let shuffle: HashSet<String> = committed
             .values()
             .flatten()
             .map(|f| f.url.clone())
+            .chain(
+                written
+                    .iter()
+                    .filter(|u| !results.contains(u.as_str()))
+                    .cloned(),
+            )
             .collect();
+        let shuffle: Vec<String> = shuffle.into_iter().collect();
         delete_all(&self.stores, &shuffle).await;
         stats.sort_by_key(|s| s.stage);
         Ok(DagOutcome {

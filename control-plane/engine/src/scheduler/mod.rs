@@ -13,15 +13,19 @@
 //! # In pieces
 //! Lowest first: how tasks run ([`options`]), what watchers are told
 //! ([`events`]), the retry decision ([`retry`], pure), reduce sizing
-//! ([`coalesce`]) and backups ([`speculation`]); what a job's run shares
+//! ([`coalesce`]), the two-level exchange's policy ([`exchange`]) and backups
+//! ([`speculation`]); what a job's run shares
 //! ([`context`]); a stage's tasks ([`tasks`]); one copy of a task, attempt after
-//! attempt ([`attempt`]); one stage ([`stage`]); the job ([`job`]). This file
+//! attempt ([`attempt`]); one stage ([`stage`]); a reduce stage's combine
+//! steps ([`combine`]); the job ([`job`]). This file
 //! only declares and re-exports.
 
 mod attempt;
 pub mod coalesce;
+mod combine;
 mod context;
 mod events;
+pub mod exchange;
 mod job;
 mod options;
 pub mod retry;
@@ -32,6 +36,7 @@ mod tasks;
 pub use coalesce::{Coalescing, Share};
 pub use context::Scheduler;
 pub use events::{JobEvent, ProgressSink, StageKind, StageStats};
+pub use exchange::{Exchange, ExchangeChoice, ExchangeMode};
 pub use job::DagOutcome;
 pub use options::TaskOptions;
 pub use speculation::Speculation;

@@ -1,7 +1,8 @@
 //! How a job's tasks are run: attempts, memory, concurrency, backups,
-//! coalescing and the result cap.
+//! coalescing, the exchange and the result cap.
 
 use super::coalesce::Coalescing;
+use super::exchange::Exchange;
 use super::speculation::Speculation;
 
 /// How a job's tasks are run.
@@ -23,6 +24,9 @@ pub struct TaskOptions {
     pub speculation: Speculation,
     /// How reduce tasks are sized to the shuffle they read.
     pub coalescing: Coalescing,
+    /// Whether reduce stages read their shuffles direct or through a
+    /// combine step.
+    pub exchange: Exchange,
     /// Most bytes of result files the job may commit: past it, the job fails
     /// and its running tasks are stopped (None: no limit).
     pub max_result_bytes: Option<u64>,
@@ -36,6 +40,7 @@ impl Default for TaskOptions {
             max_memory_limit_bytes: 8 << 30,
             speculation: Speculation::default(),
             coalescing: Coalescing::default(),
+            exchange: Exchange::default(),
             max_concurrency: None,
             max_stage_concurrency: None,
             session_options: vec![],

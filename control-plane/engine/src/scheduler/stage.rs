@@ -59,9 +59,10 @@ impl Scheduler<'_> {
         inputs: Vec<StageInput>,
         gate: Arc<JobGate>,
         action: TaskAction,
+        groups: Option<Vec<Share>>,
     ) -> StageEnd {
         let started = Instant::now();
-        let shared = match self.stage_tasks(stage, of, inputs, &gate, action) {
+        let shared = match self.stage_tasks(stage, of, inputs, &gate, action, groups) {
             Ok(shared) => Arc::new(shared),
             Err(e) => return (stage.id, Err(e), vec![]),
         };
@@ -86,7 +87,7 @@ impl Scheduler<'_> {
             copies.push(self.start_copy(stage, task, PRIMARY, &shared, &gate, &mut run));
         }
         let policy = &self.options.speculation;
-        let speculate = policy.enabled && action == TaskAction::Run;
+        let speculate = policy.enabled && action != TaskAction::Ping;
         let mut ticker = tokio::time::interval(policy.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -111,8 +112,9 @@ impl Scheduler<'_> {
         self.stage_ended(stage, started, run)
     }
 
-    /// What the tasks of `stage` share, its reduce tasks sized to the shuffle
-    /// `inputs` committed; tells watchers the stage started.
+    /// What the tasks of `stage` share, what each task reads given by `groups`
+    /// or its reduce tasks sized to the shuffle `inputs` committed; tells
+    /// watchers the stage started.
     fn stage_tasks(
         &self,
         stage: &Stage,
@@ -120,6 +122,7 @@ impl Scheduler<'_> {
         inputs: Vec<StageInput>,
         gate: &JobGate,
         action: TaskAction,
+        groups: Option<Vec<Share>>,
     ) -> Result<StageTasks> {
         let plan = if stage.sliced_scans {
             None
@@ -131,7 +134,7 @@ impl Scheduler<'_> {
                     .map_err(|source| SquallError::Internal { source })?,
             )
         };
-        let groups = self.reduce_groups(stage, &inputs, gate, action);
+        let groups = groups.or_else(|| self.reduce_groups(stage, &inputs, gate, action));
         let tasks = groups.as_ref().map_or(stage.tasks, Vec::len);
         let shared = StageTasks {
             plan,
@@ -228,7 +231,7 @@ impl Scheduler<'_> {
     /// the stage runs one task per partition: it scans files, or reads an
     /// input other than partition-for-partition, or coalescing is off, or
     /// there is nothing to change.
-    fn reduce_groups(
+    pub(super) fn reduce_groups(
         &self,
         stage: &Stage,
         inputs: &[StageInput],

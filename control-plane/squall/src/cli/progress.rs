@@ -83,7 +83,18 @@ impl ProgressSink for ProgressBars {
                     bar.finish();
                 }
             }
-            JobEvent::TaskStarted { .. }
+            JobEvent::ExchangeChosen {
+                stage,
+                choice,
+                combine_stage: Some(step),
+            } => {
+                let _ = self.multi.println(format!(
+                    "stage {stage} reads stage {} two-level: {} files combined into {} by stage {step}",
+                    choice.input, choice.producers, choice.combiners
+                ));
+            }
+            JobEvent::ExchangeChosen { .. }
+            | JobEvent::TaskStarted { .. }
             | JobEvent::TaskFailed { .. }
             | JobEvent::TaskSuperseded { .. }
             | JobEvent::Planned { .. } => {}

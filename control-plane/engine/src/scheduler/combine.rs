@@ -1,0 +1,223 @@
+//! A reduce stage's combine steps: before the stage starts, each shuffle input
+//! the exchange policy ([`super::exchange`]) says to read two-level is
+//! combined by a step of its own — tasks that each read a group of the
+//! producers' files whole and write one file of the same partitions
+//! ([`TaskAction::Combine`]) — and the stage then reads the combined files in
+//! place of the producers'. The steps run through the same attempts, retries
+//! and backups as any stage, under ids past the DAG's; their files are
+//! removed with the job's shuffle files.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use squall_executor::{
+    ReadMode, ShuffleReaderExec, ShuffleWriterExec, Slice, StageInput, TaskAction,
+};
+
+use super::coalesce::Share;
+use super::context::{JobGate, Scheduler};
+use super::events::JobEvent;
+use super::exchange::{ExchangeChoice, ExchangeMode, Slices};
+use super::stage::StageEnd;
+use crate::planner::{Stage, StageDag, StageOutput};
+
+/// A combine step to run: the index of the input it combines, the step as a
+/// stage, and its tasks' groups of producers.
+struct Step {
+    input: usize,
+    stage: Stage,
+    groups: Vec<Share>,
+}
+
+impl Scheduler<'_> {
+    /// Runs `stage` of `dag` over `inputs`, combining first the inputs the
+    /// exchange policy picks.
+    pub(super) async fn run_reading(
+        &self,
+        stage: &Stage,
+        dag: &StageDag,
+        mut inputs: Vec<StageInput>,
+        gate: Arc<JobGate>,
+    ) -> StageEnd {
+        let of = dag.stages.len();
+        let (exchanges, steps) = self.plan_exchanges(stage, dag, &inputs, &gate);
+        let mut written = Vec::new();
+        let mut combine_steps = Vec::new();
+        let runs = steps.iter().map(|step| {
+            let input = vec![inputs[step.input].clone()];
+            let groups = Some(step.groups.clone());
+            self.run_stage(
+                &step.stage,
+                of,
+                input,
+                gate.clone(),
+                TaskAction::Combine,
+                groups,
+            )
+        });
+        let ends = futures::future::join_all(runs).await;
+        let mut failed = None;
+        for (step, (_, result, step_written)) in steps.iter().zip(ends) {
+            written.extend(step_written);
+            match result {
+                Ok((combined, stats)) => {
+                    inputs[step.input].producers = combined;
+                    combine_steps.push(stats);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return (stage.id, Err(e), written);
+        }
+        let (id, result, stage_written) = self
+            .run_stage(stage, of, inputs, gate, TaskAction::Run, None)
+            .await;
+        written.extend(stage_written);
+        let result = result.map(|(outputs, mut stats)| {
+            stats.exchanges = exchanges;
+            stats.combine_steps = combine_steps;
+            (outputs, stats)
+        });
+        (id, result, written)
+    }
+
+    /// The exchange chosen for each input of `stage` that could be combined
+    /// (told to watchers), and the combine steps to run.
+    fn plan_exchanges(
+        &self,
+        stage: &Stage,
+        dag: &StageDag,
+        inputs: &[StageInput],
+        gate: &JobGate,
+    ) -> (Vec<ExchangeChoice>, Vec<Step>) {
+        let policy = &self.options.exchange;
+        if policy.mode == ExchangeMode::Direct {
+            return (vec![], vec![]);
+        }
+        let combinable = combinable_inputs(stage, dag);
+        if !inputs.iter().any(|i| combinable.contains_key(&i.stage_id)) {
+            return (vec![], vec![]);
+        }
+        let slices: Vec<Slice> = self
+            .reduce_groups(stage, inputs, gate, TaskAction::Run)
+            .map(|shares| shares.into_iter().map(|s| s.slice).collect())
+            .unwrap_or_else(|| (0..stage.tasks as u32).map(Slice::one).collect());
+        let last_id = dag.stages.iter().map(|s| s.id).max().unwrap_or(0);
+        let mut choices = Vec::new();
+        let mut steps = Vec::new();
+        for (index, input) in inputs.iter().enumerate() {
+            let Some(writer) = combinable.get(&input.stage_id) else {
+                continue;
+            };
+            let read = if stage.sliced_inputs.contains_key(&input.stage_id) {
+                Slices::Each(slices.clone())
+            } else {
+                Slices::All(slices.len())
+            };
+            let (choice, groups) = policy.decide(
+                input.stage_id,
+                &input.producers,
+                &read,
+                self.meter.prices(),
+                self.options.memory_limit_bytes,
+            );
+            let step = groups.map(|groups| Step {
+                input: index,
+                stage: combine_stage(last_id + input.stage_id, input.stage_id, writer, &groups),
+                groups: groups.into_iter().map(share).collect(),
+            });
+            tracing::info!(
+                job = self.job_id,
+                stage = stage.id,
+                input = input.stage_id,
+                two_level = choice.two_level,
+                combiners = choice.combiners,
+                requests_direct = choice.requests_direct,
+                requests_two_level = choice.requests_two_level,
+                reason = %choice.reason,
+                "exchange chosen"
+            );
+            self.emit(JobEvent::ExchangeChosen {
+                stage: stage.id,
+                choice: choice.clone(),
+                combine_stage: step.as_ref().map(|s| s.stage.id),
+            });
+            choices.push(choice);
+            steps.extend(step);
+        }
+        (choices, steps)
+    }
+}
+
+/// The inputs of `stage` that a combine step may stand in for, with their
+/// producers' writers: every reader of the input in the stage reads it
+/// partition by partition (a merge keeps producers' runs apart, and a
+/// combined file would join them), no other stage reads it, and it ends in a
+/// shuffle writer.
+fn combinable_inputs<'d>(stage: &Stage, dag: &'d StageDag) -> HashMap<u32, &'d ShuffleWriterExec> {
+    let mut modes: HashMap<u32, bool> = HashMap::new();
+    let mut nodes: Vec<&Arc<dyn ExecutionPlan>> = vec![&stage.plan];
+    while let Some(node) = nodes.pop() {
+        if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
+            let partitioned = reader.mode() == ReadMode::Partitioned;
+            *modes.entry(reader.stage_id()).or_insert(true) &= partitioned;
+        }
+        nodes.extend(node.children());
+    }
+    modes
+        .into_iter()
+        .filter(|(_, partitioned)| *partitioned)
+        .filter(|(id, _)| dag.stages.iter().filter(|s| s.inputs.contains(id)).count() == 1)
+        .filter_map(|(id, _)| {
+            let writer = dag.stage(id)?.plan.downcast_ref::<ShuffleWriterExec>()?;
+            Some((id, writer))
+        })
+        .collect()
+}
+
+/// The combine step `id` of input stage `input`: a shuffle writer over
+/// nothing, of the producers' partitioning, writing in a folder of the input
+/// stage's own; one task per group.
+fn combine_stage(
+    id: u32,
+    input: u32,
+    writer: &ShuffleWriterExec,
+    groups: &[Range<usize>],
+) -> Stage {
+    let source = writer.input();
+    let empty = Arc::new(EmptyExec::new(source.schema()).with_partitions(groups.len().max(1)));
+    let dir = format!("{}/combined", writer.dir().trim_end_matches('/'));
+    let plan = Arc::new(ShuffleWriterExec::new(empty, writer.output().clone(), dir));
+    let output = match writer.output().partition_count() {
+        1 => StageOutput::Single,
+        n => StageOutput::Hash(n),
+    };
+    Stage {
+        id,
+        plan,
+        tasks: groups.len(),
+        inputs: vec![input],
+        sliced_inputs: HashMap::from([(input, ReadMode::ByProducer)]),
+        sliced_scans: false,
+        split_input: None,
+        output,
+        encoded: None,
+    }
+}
+
+/// A combiner's share: the producers of its group.
+fn share(group: Range<usize>) -> Share {
+    Share {
+        slice: Slice {
+            start: group.start as u32,
+            end: group.end as u32,
+        },
+        producers: None,
+    }
+}
