@@ -142,6 +142,13 @@ def run(driver, wait, args):
     nodes = driver.find_elements(By.CSS_SELECTOR, "svg#dag g.node")
     check(sorted(int(n.get_attribute("data-stage")) for n in nodes) == sorted(s["stage"] for s in plan["stages"]),
           f"the graph shows {len(nodes)} stages, the plan has {len(plan['stages'])}")
+    steps = [n for n in nodes if n.get_attribute("data-kind") == "combine"]
+    check(steps, "the graph shows no combine step of a two-level exchange")
+    readers = [s["stage"] for s in plan["stages"] if any(e["mode"] == "two-level" for e in s.get("exchanges", []))]
+    check(readers, f"the plan shows no stage reading two-level: {plan['stages']}")
+    reader = next(n for n in nodes if int(n.get_attribute("data-stage")) == readers[0])
+    title = reader.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+    check("two-level" in title and "GETs" in title, f"stage {readers[0]} does not say how it reads: {title}")
     attempts = api(base, args.token, f"/v1/jobs/{job}/attempts")["attempts"]
     bars = driver.find_elements(By.CSS_SELECTOR, "svg#timeline rect.bar")
     shown = sorted(b.get_attribute("data-attempt") for b in bars)

@@ -2,11 +2,13 @@
 //! Chromium (Debian's chromium and chromium-driver, Selenium from PyPI, both
 //! from `tests/emulators/install.sh browser`) against a real server whose
 //! backend fails the first attempt of one task, so the timeline has a
-//! failed-then-retried bar. The screenshots go to
+//! failed-then-retried bar, and whose shuffles are read two-level, so the
+//! stage graph has combine steps. The screenshots go to
 //! `$CARGO_TARGET_TMPDIR/console`. `cargo test -p squall-tests --features browser`.
 
 use std::path::PathBuf;
 
+use squall_engine::scheduler::ExchangeMode;
 use squall_tests::server::{FirstAttemptFails, Server, TOKEN};
 use squall_tests::{local_engine, tests_dir, tpch_data};
 use squall_tools::tpch;
@@ -28,7 +30,16 @@ async fn the_console_shows_a_job_its_stages_attempts_and_result() {
     let data = tpch_data("0.01").await;
     let dir = tempfile::tempdir().unwrap();
     let engine = local_engine(2, &dir.path().join("work"));
-    let server = Server::start(FirstAttemptFails::engine(&engine, Some(0)), dir.path(), 2).await;
+    // Shuffles read through combine steps, so the graph shows them.
+    let server = Server::start_with(
+        FirstAttemptFails::engine(&engine, Some(0)),
+        dir.path(),
+        |config| {
+            config.max_running = 2;
+            config.exchange = ExchangeMode::TwoLevel;
+        },
+    )
+    .await;
     for table in tpch::TABLES {
         let body = serde_json::json!({"url": format!("{}/{table}/", data.display())});
         let (status, answer) = server.put(&format!("/v1/tables/{table}"), &body).await;

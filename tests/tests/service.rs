@@ -1204,3 +1204,60 @@ async fn the_console_is_served_without_a_token_and_holds_no_data() {
     assert_eq!(body["title"], "not found");
     server.kill();
 }
+
+/// A job asking for the two-level exchange: its answer is right, the job view
+/// shows how each reduce stage read its inputs and the combine steps as
+/// stages of their own, and the plan API shows the steps where they ran; a
+/// mode the server does not know is refused, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_two_level_exchange_is_shown_in_the_job_view_and_the_plan() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    let server = Server::start(engine.clone(), dir.path(), 1).await;
+    let mut job = tpch_job(&data, 3);
+    job["options"] = serde_json::json!({"shuffle_partitions": 4, "exchange": "two-level"});
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let view = server.wait_final(&id).await;
+    check_answer(&engine, &view, 3).await;
+    let exchanges: Vec<_> = view.stages.iter().flat_map(|s| &s.exchanges).collect();
+    let combined: Vec<_> = exchanges.iter().filter(|e| e.mode == "two-level").collect();
+    assert!(!combined.is_empty(), "{view:?}");
+    for exchange in &combined {
+        let step = exchange
+            .combine_stage
+            .expect("a two-level exchange has a step");
+        let shown = view.stages.iter().find(|s| s.stage == step).unwrap();
+        assert_eq!(shown.combines, Some(exchange.input), "{shown:?}");
+        assert_eq!(shown.tasks, exchange.combiners, "{shown:?}");
+        assert_eq!(shown.done, shown.tasks, "{shown:?}");
+        assert!(exchange.requests_two_level > 0 && !exchange.reason.is_empty());
+    }
+    let (status, plan) = server
+        .get(&format!("/v1/jobs/{id}/plan"), Some(TOKEN))
+        .await;
+    assert_eq!(status, 200, "{plan}");
+    let plan: squall_service::api::PlanView = serde_json::from_value(plan).unwrap();
+    for exchange in &combined {
+        let step = exchange.combine_stage.unwrap();
+        let at = plan.stages.iter().position(|s| s.stage == step).unwrap();
+        assert_eq!(plan.stages[at].kind, "combine", "{plan:?}");
+        assert_eq!(plan.stages[at].inputs, vec![exchange.input]);
+        let reader = plan
+            .stages
+            .iter()
+            .position(|s| s.inputs.contains(&step))
+            .unwrap();
+        assert!(reader > at, "the step comes before its reader: {plan:?}");
+        assert!(!plan.stages[reader].exchanges.is_empty(), "{plan:?}");
+    }
+
+    let mut bad = tpch_job(&data, 3);
+    bad["options"] = serde_json::json!({"exchange": "sideways"});
+    let (status, body) = server.post("/v1/jobs", &bad).await;
+    assert!(status == 400 || status == 422, "{status} {body}");
+    assert!(body.to_string().contains("sideways"), "{body}");
+    server.kill();
+}

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use squall_engine::scheduler::ExchangeMode;
 use utoipa::ToSchema;
 
 pub use squall_engine::cost::{Cost, Requests};
@@ -65,6 +66,11 @@ pub struct JobOptions {
     /// many US dollars (default and maximum: the server's).
     #[serde(default)]
     pub cost_limit_usd: Option<f64>,
+    /// How reduce stages read shuffles: `auto` (through a combine step where
+    /// the requests it saves pay for it), `direct` or `two-level` (default:
+    /// the server's).
+    #[serde(default)]
+    pub exchange: Option<ExchangeMode>,
 }
 
 /// A job as the API shows it.
@@ -575,7 +581,7 @@ pub struct StagePlan {
     pub partitions: usize,
     /// What it writes: `shuffle hash xN`, `shuffle single` or `result`.
     pub output: String,
-    /// How it reads its shuffle inputs, once decided (see [`ExchangeView`]).
+    /// How it reads its shuffle inputs, once decided.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exchanges: Vec<ExchangeView>,
 }

@@ -25,6 +25,7 @@ use crate::store::{JobFilter, JobRecord, JobStore};
 use squall_engine::access::AccessPolicy;
 use squall_engine::engine::{Engine, Stop};
 use squall_engine::error::SquallError;
+use squall_engine::scheduler::ExchangeMode;
 
 /// How long finished jobs are kept unless the server says otherwise.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -80,6 +81,8 @@ pub struct ServiceConfig {
     pub task_memory_max: u64,
     /// Who may read `/metrics`.
     pub metrics: MetricsAccess,
+    /// How jobs' reduce stages read shuffles unless a job says.
+    pub exchange: ExchangeMode,
 }
 
 impl ServiceConfig {
@@ -113,6 +116,7 @@ impl ServiceConfig {
             task_memory_max: squall_engine::scheduler::TaskOptions::default()
                 .max_memory_limit_bytes,
             metrics: MetricsAccess::Open,
+            exchange: ExchangeMode::Auto,
         }
     }
 }

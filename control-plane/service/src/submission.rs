@@ -15,7 +15,7 @@ use squall_engine::access::Access;
 use squall_engine::engine::{JobRequest, new_job_id};
 use squall_engine::error::SquallError;
 use squall_engine::planner::{PlanOptions, Widen};
-use squall_engine::scheduler::{Speculation, TaskOptions};
+use squall_engine::scheduler::{Exchange, Speculation, TaskOptions};
 use squall_engine::tables::{TableGuard, TableSpec};
 
 impl Service {
@@ -97,6 +97,10 @@ impl Service {
             speculation: match options.backup_tasks {
                 Some(false) => Speculation::disabled(),
                 _ => Speculation::default(),
+            },
+            exchange: Exchange {
+                mode: options.exchange.unwrap_or(self.config.exchange),
+                ..Exchange::default()
             },
             ..TaskOptions::default()
         };

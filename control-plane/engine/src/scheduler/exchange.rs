@@ -22,6 +22,7 @@ use crate::cost::Prices;
 
 /// How a reduce stage reads its shuffle inputs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum ExchangeMode {
     /// Two-level where it pays (see [`Exchange::decide`]).

@@ -71,6 +71,10 @@ pub struct JobArgs {
     /// Never start backup copies of straggling tasks.
     #[arg(long)]
     no_backups: bool,
+    /// How reduce stages read shuffles: auto, direct or two-level
+    /// [default: the server's].
+    #[arg(long, value_name = "MODE", value_parser = super::tasks::parse_exchange)]
+    exchange: Option<squall_engine::scheduler::ExchangeMode>,
     /// Stop the job once its estimated cost passes this many US dollars.
     #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
     cost_limit: Option<f64>,
@@ -105,6 +109,7 @@ impl JobArgs {
                 deadline_seconds: self.deadline.map(|d| d.as_secs().max(1)),
                 backup_tasks: self.no_backups.then_some(false),
                 cost_limit_usd: self.cost_limit,
+                exchange: self.exchange,
             },
             labels: self.labels.iter().cloned().collect(),
         })

@@ -26,6 +26,7 @@ use super::backend::{BackendArgs, BackendKind};
 use super::limits::{Bounds, LimitArgs, TaskMemory};
 use super::principals::{PrincipalFile, ServerFolders};
 use super::units;
+use squall_engine::scheduler::ExchangeMode;
 
 /// Defaults of the settings below.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -51,6 +52,10 @@ pub struct ServeArgs {
     /// Jobs running at once; later ones wait in submission order [default: 4].
     #[arg(long, env = "SQUALL_MAX_RUNNING")]
     max_running: Option<usize>,
+    /// How jobs' reduce stages read shuffles unless a job says (auto, direct,
+    /// two-level; `options.exchange`) [default: auto].
+    #[arg(long, value_name = "MODE", value_parser = super::tasks::parse_exchange)]
+    exchange: Option<ExchangeMode>,
     /// A URL prefix callers' tables and outputs may name: s3://bucket/prefix/,
     /// file:///data/ or a path (repeatable; SQUALL_ALLOW adds comma-separated
     /// ones, the config file's `allow` more). Without any, callers read nothing
@@ -99,6 +104,7 @@ impl std::fmt::Debug for ServeArgs {
 /// data_dir = "/var/lib/squall"
 /// tokens = ["change-me"]
 /// max_running = 8
+/// exchange = "auto"              # or "direct", "two-level"
 ///
 /// [backend]
 /// kind = "lambda"
@@ -117,6 +123,7 @@ struct ConfigFile {
     #[serde(default)]
     tokens: Vec<String>,
     max_running: Option<usize>,
+    exchange: Option<ExchangeMode>,
     #[serde(default)]
     allow: Vec<String>,
     retain_jobs: Option<String>,
@@ -203,6 +210,7 @@ struct Settings {
     principals: Vec<PrincipalFile>,
     metrics: MetricsAccess,
     max_running: usize,
+    exchange: ExchangeMode,
     allow: Vec<String>,
     retain_jobs: Option<Duration>,
     /// Flags over the config file's `[limits]`.
@@ -313,6 +321,7 @@ impl Settings {
                 .max_running
                 .or(file.max_running)
                 .unwrap_or(DEFAULT_MAX_RUNNING),
+            exchange: args.exchange.or(file.exchange).unwrap_or_default(),
             backend,
             prices: file.prices,
         })
@@ -421,6 +430,7 @@ fn service_config(
     config.principals.extend(principals);
     config.metrics = settings.metrics.clone();
     config.max_running = settings.max_running;
+    config.exchange = settings.exchange;
     config.shuffle_partitions = settings.backend.parallelism();
     config.max_stage_concurrency = settings.backend.max_stage_concurrency;
     config.limits = limits;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use squall_engine::TaskOptions;
-use squall_engine::scheduler::{Coalescing, Speculation};
+use squall_engine::scheduler::{Coalescing, Exchange, ExchangeMode, Speculation};
 
 use super::error::{CliError, Result};
 use super::units;
@@ -31,6 +31,11 @@ pub struct TaskArgs {
     /// (skewed partitions above it and 5× the median are split) [default: 64MiB].
     #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
     pub reduce_task_bytes: Option<u64>,
+    /// How reduce stages read shuffles: auto (through a combine step where
+    /// the requests it saves pay for it), direct (every reduce task reads
+    /// every producer) or two-level (a combine step wherever one can be).
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_exchange)]
+    pub exchange: ExchangeMode,
     #[command(flatten)]
     pub backups: BackupArgs,
 }
@@ -100,7 +105,16 @@ impl TaskArgs {
             max_stage_concurrency,
             speculation: self.backups.speculation()?,
             coalescing,
+            exchange: Exchange {
+                mode: self.exchange,
+                ..Exchange::default()
+            },
             ..default
         })
     }
+}
+
+/// `--exchange`'s value.
+pub fn parse_exchange(value: &str) -> std::result::Result<ExchangeMode, String> {
+    value.parse()
 }

@@ -252,11 +252,18 @@ function dagSvg(plan, progress) {
     const tasks = live ? `${live.done}/${live.tasks} tasks` : "not started";
     const io = live ? `${bytes(live.bytes_scanned)} scanned, ${bytes(live.bytes_written)} written` : "";
     const rows = live ? `${live.rows_in} rows in → ${live.rows_out} out` : "";
-    return h("g", { class: `node${live && live.finished_at_ms ? " done" : ""}`, "data-stage": s.stage, transform: `translate(${p.x},${p.y})` },
-      h("title", {}, `stage ${s.stage}: ${s.kind}, ${s.partitions} partitions, writes ${s.output}`),
+    // How it reads each shuffle input: direct, or two-level through a combine step.
+    const exchanges = (s.exchanges || []).map((e) => `reads stage ${e.input} ${e.mode}` +
+      (e.combine_stage ? ` via stage ${e.combine_stage} (${e.producers} files into ${e.combiners})` : "") +
+      `: ~${e.requests_direct} GETs direct, ~${e.requests_two_level} two-level — ${e.reason}`);
+    const twoLevel = (s.exchanges || []).filter((e) => e.mode === "two-level").length;
+    const kind = twoLevel ? `${s.kind} · two-level ×${twoLevel}` : s.kind;
+    const width = s.kind === "combine" ? `${s.partitions} combined file${s.partitions === 1 ? "" : "s"}` : `${s.partitions} partitions`;
+    return h("g", { class: `node${live && live.finished_at_ms ? " done" : ""}`, "data-stage": s.stage, "data-kind": s.kind, transform: `translate(${p.x},${p.y})` },
+      h("title", {}, [`stage ${s.stage}: ${s.kind}, ${width}, writes ${s.output}`, ...exchanges].join("\n")),
       h("rect", { width: W, height: H }),
-      h("text", { x: 10, y: 20, "font-weight": 700 }, `Stage ${s.stage} · ${s.kind}`),
-      h("text", { x: 10, y: 38 }, `${tasks} · ${s.partitions} partitions`),
+      h("text", { x: 10, y: 20, "font-weight": 700 }, `Stage ${s.stage} · ${kind}`),
+      h("text", { x: 10, y: 38 }, `${tasks} · ${width}`),
       h("text", { x: 10, y: 56 }, rows),
       h("text", { x: 10, y: 74 }, io),
       h("text", { x: 10, y: 92 }, `→ ${s.output}`));
@@ -318,7 +325,7 @@ async function jobPage(id) {
   const legend = h("div", { class: "legend" }, ["succeeded", "retried", "failed", "backup", "cancelled", "running"].map((c) => h("span", { class: c }, c)));
   fill(main(), title, error, facts, actions, h("h2", {}, "Stages"), dag,
     h("h2", {}, "Task attempts"), legend, timeline, h("h2", {}, "Result"), result, h("h2", {}, "Plan"), plan);
-  let planView = null, resultShown = false;
+  let planView = null, planFinal = false, resultShown = false;
   const load = async () => {
     const view = await api(`/v1/jobs/${encodeURIComponent(id)}`);
     error.textContent = "";
@@ -335,9 +342,12 @@ async function jobPage(id) {
       ? h("button", { type: "button", class: "danger", id: "cancel", onclick: async () => {
           try { await api(`/v1/jobs/${encodeURIComponent(id)}`, { method: "DELETE" }); await load(); } catch (err) { error.textContent = err.message; }
         } }, "Cancel job") : "");
-    if (!planView && view.state !== "queued") {
+    // While the job runs its plan grows: combine steps are added as the
+    // exchanges are chosen. Read once more when it has ended.
+    if (!planFinal && view.state !== "queued") {
       const answer = await api(`/v1/jobs/${encodeURIComponent(id)}/plan`);
       if (answer.planned) planView = answer;
+      planFinal = ["succeeded", "failed", "cancelled"].includes(view.state);
     }
     if (planView) {
       fill(dag, dagSvg(planView, new Map(view.stages.map((s) => [s.stage, s]))));
