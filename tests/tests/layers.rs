@@ -104,7 +104,11 @@ const CRATES: &[Spec] = &[
     Spec {
         name: "squall-tools",
         dir: "control-plane/tools",
-        layers: &[&["tpch", "simulate"], &["bench", "skew"], &["faults"]],
+        layers: &[
+            &["tpch", "simulate"],
+            &["bench", "skew"],
+            &["faults", "exchange"],
+        ],
         inner: &[],
         depends_on: &["squall-executor", "squall-engine"],
     },
@@ -118,7 +122,7 @@ const CRATES: &[Spec] = &[
                 &["error", "units", "progress", "machine"],
                 &["output", "tasks", "backend", "principals", "limits"],
                 &["query", "skew", "views"],
-                &["client", "serve", "faults"],
+                &["client", "serve", "faults", "exchange"],
                 &["simulate"],
                 &["bench"],
             ],

@@ -1,11 +1,13 @@
 //! Tooling around the engine, off its core path: TPC-H data generation, the
 //! queries and their reference answers (`tpch`), a skewed data set and its
 //! queries (`skew`), and the benchmarks behind `squall bench` (`bench`, and
-//! the fault and straggler harness, `faults`), and the scale model behind
+//! the fault and straggler harness, `faults`; direct against two-level
+//! exchange, `exchange`), and the scale model behind
 //! `squall simulate` (`simulate`), all on top of `squall-engine`. Tests and
 //! the CLI use them; the engine and the service never do.
 
 pub mod bench;
+pub mod exchange;
 pub mod faults;
 pub mod simulate;
 pub mod skew;

@@ -12,7 +12,7 @@ use squall_tools::bench;
 
 use super::backend::BackendArgs;
 use super::error::{CliError, Result};
-use super::{faults, machine, simulate, skew};
+use super::{exchange, faults, machine, simulate, skew};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum BenchCommand {
@@ -28,6 +28,9 @@ pub(super) enum BenchCommand {
     /// Check the scale model: predict TPC-H queries on larger tables from a
     /// run on smaller ones, run them, print the error.
     Simulate(simulate::BenchSimulateArgs),
+    /// Run TPC-H queries with their shuffles read direct and two-level
+    /// (through combine steps), alternating: GETs, time and answers.
+    Exchange(exchange::BenchExchangeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +84,7 @@ pub(super) async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Faults(args) => faults::bench_faults(args).await,
         BenchCommand::Skew(args) => skew::bench_skew(args).await,
         BenchCommand::Simulate(args) => simulate::bench_simulate(args).await,
+        BenchCommand::Exchange(args) => exchange::bench_exchange(args).await,
     }
 }
 

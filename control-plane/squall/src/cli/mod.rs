@@ -5,6 +5,7 @@ mod backend;
 mod bench;
 mod client;
 mod error;
+mod exchange;
 mod faults;
 mod limits;
 mod machine;
