@@ -15,7 +15,7 @@ use datafusion::common::{DataFusionError, Result, plan_err};
 use datafusion::execution::TaskContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::codec::decode_plan;
 use crate::protocol::{OutputFile, PartitionSlot, TaskMetrics, TaskSpec};
@@ -27,7 +27,7 @@ use crate::writer::StageWriter;
 /// Whole files one combine task keeps in flight.
 const FETCH_CONCURRENCY: usize = 8;
 
-/// Runs a combine task: GETs the input files whole, writes their partitions
+/// Runs a combine task: GETs the input files whole (each as one range), writes their partitions
 /// as one file at the attempt's URL, and returns it with the task's counters.
 /// The files and the combined file are held in memory together, so their
 /// bytes must fit twice in the task's pool.
@@ -154,17 +154,23 @@ async fn fetch_one(fetch: Fetch) -> Result<Bytes> {
         size,
         url,
     } = fetch;
-    let bytes = store
-        .get(&path)
+    // One range, the whole file: ranged reads are hedged (see `hedge`).
+    let options = GetOptions {
+        range: Some((0..size).into()),
+        ..GetOptions::default()
+    };
+    let answer = store
+        .get_opts(&path, options)
         .await
-        .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?
+        .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
+    let whole = answer.meta.size;
+    let bytes = answer
         .bytes()
         .await
         .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
-    if bytes.len() as u64 != size {
+    if whole != size || bytes.len() as u64 != size {
         return Err(DataFusionError::Execution(format!(
-            "shuffle file {url} holds {} bytes, its producer committed {size}",
-            bytes.len()
+            "shuffle file {url} holds {whole} bytes, its producer committed {size}"
         )));
     }
     Ok(bytes)
@@ -258,6 +264,7 @@ mod tests {
             }],
             memory_limit_bytes: memory,
             session_options: vec![],
+            hedging: Default::default(),
         }
     }
 

@@ -458,6 +458,7 @@ mod tests {
             inputs: vec![],
             memory_limit_bytes: 1 << 30,
             session_options: vec![],
+            hedging: Default::default(),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod combine;
 pub mod context;
 pub mod faults;
+pub mod hedge;
 pub mod lambda;
 pub mod protocol;
 pub mod result_writer;
@@ -30,6 +31,7 @@ pub use context::{
     task_cache_config,
 };
 pub use faults::{Fault, FaultPlan};
+pub use hedge::Hedging;
 pub use protocol::*;
 pub use result_writer::{ResultWriterExec, is_result_file_of, result_file_name};
 pub use root::stage_writer;

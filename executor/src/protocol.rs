@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::hedge::Hedging;
 use crate::usage::TaskUsage;
 
 /// Version of the TaskSpec/TaskResult encoding. Checked on both ends.
@@ -16,7 +17,8 @@ use crate::usage::TaskUsage;
 /// (`StageInput::slice`), for reduce tasks that read a range of partitions.
 /// 6: `TaskResult::usage` (requests, time, the function's memory), what a
 /// job's cost is reckoned from.
-/// 7: `TaskAction::Combine`, the combine step of a two-level exchange.
+/// 7: `TaskAction::Combine`, the combine step of a two-level exchange, and
+/// `TaskSpec::hedging`.
 pub const WIRE_VERSION: u32 = 7;
 
 /// Identity of one attempt of one task.
@@ -81,6 +83,9 @@ pub struct TaskSpec {
     /// DataFusion session options (`datafusion.execution.batch_size` = `8192`, ...).
     #[serde(default)]
     pub session_options: Vec<(String, String)>,
+    /// When slow ranged reads are sent again (default: never).
+    #[serde(default)]
+    pub hedging: Hedging,
 }
 
 /// The committed outputs of one input stage: one entry per producer task, in task order.
@@ -293,6 +298,7 @@ mod tests {
             }],
             memory_limit_bytes: 1 << 30,
             session_options: vec![("datafusion.execution.batch_size".into(), "1024".into())],
+            hedging: Default::default(),
         };
         let text = serde_json::to_string(&spec).unwrap();
         let back: TaskSpec = serde_json::from_str(&text).unwrap();

@@ -18,6 +18,7 @@ use datafusion::physical_plan::metrics::MetricValue;
 use crate::codec::decode_plan;
 use crate::combine::combine;
 use crate::context::{ExecutorContext, TaskAttempt, task_cache_config};
+use crate::hedge::Hedger;
 use crate::protocol::{
     FailureKind, OutputFile, TaskAction, TaskFailure, TaskMetrics, TaskOutcome, TaskResult,
     TaskSpec, WIRE_VERSION,
@@ -100,7 +101,8 @@ async fn run(
 ) -> std::result::Result<(OutputFile, TaskMetrics), TaskFailure> {
     let started = Instant::now();
     let pool = Arc::new(PeakPool::new(spec.memory_limit_bytes as usize));
-    let stores = Arc::new(ctx.stores.counted(requests.clone()));
+    let hedger = Hedger::new(spec.hedging.clone(), requests.clone());
+    let stores = Arc::new(ctx.stores.counted(requests.clone()).hedged(hedger));
     let task_ctx =
         task_context(ctx, stores.clone(), &spec, pool.clone()).map_err(|e| classify(&e))?;
     if spec.action == TaskAction::Combine {

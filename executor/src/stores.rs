@@ -21,6 +21,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use url::Url;
 
+use crate::hedge::{HedgedStore, Hedger};
 use crate::usage::RequestCounter;
 
 /// A URL split into its store (`scheme://authority`) and the path inside the store.
@@ -65,6 +66,7 @@ impl ObjectUrl {
 pub struct StoreRegistry {
     stores: Arc<RwLock<HashMap<String, Arc<dyn ObjectStore>>>>,
     counter: Option<Arc<RequestCounter>>,
+    hedger: Option<Arc<Hedger>>,
 }
 
 impl StoreRegistry {
@@ -86,13 +88,28 @@ impl StoreRegistry {
         Self {
             stores: self.stores.clone(),
             counter: Some(counter),
+            hedger: self.hedger.clone(),
+        }
+    }
+
+    /// The same view, its slow ranged reads sent again by `hedger` (outside
+    /// the counting: both copies are counted).
+    pub fn hedged(&self, hedger: Arc<Hedger>) -> Self {
+        Self {
+            stores: self.stores.clone(),
+            counter: self.counter.clone(),
+            hedger: Some(hedger),
         }
     }
 
     fn view(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
-        match &self.counter {
+        let counted = match &self.counter {
             Some(counter) => counter.wrap(url.scheme(), store),
             None => store,
+        };
+        match &self.hedger {
+            Some(hedger) => HedgedStore::wrap(counted, url.scheme(), hedger.clone()),
+            None => counted,
         }
     }
 

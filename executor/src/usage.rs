@@ -50,6 +50,14 @@ pub struct RequestCounts {
     pub list: u64,
     #[serde(default)]
     pub delete: u64,
+    /// Reads sent a second time because the first was slow (see `hedge`);
+    /// each is also a GET above.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hedged: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RequestCounts {
@@ -59,8 +67,10 @@ impl RequestCounts {
         self.put += other.put;
         self.list += other.list;
         self.delete += other.delete;
+        self.hedged += other.hedged;
     }
 
+    /// Requests billed (a hedged read's second copy is among the GETs).
     pub fn total(&self) -> u64 {
         self.get + self.head + self.put + self.list + self.delete
     }
@@ -141,6 +151,17 @@ impl RequestCounter {
             .collect()
     }
 
+    /// Reads sent again to stores of kind `store` so far.
+    pub fn hedges(&self, store: &str) -> u64 {
+        self.counts(store).hedged.load(Ordering::Relaxed)
+    }
+
+    /// Counts a read sent again to a store of kind `store` (its second
+    /// copy's GET is counted as any GET).
+    pub fn count_hedge(&self, store: &str) {
+        bump(&self.counts(store).hedged, 1);
+    }
+
     /// Wraps `inner`, a store of kind `store` (the URL scheme), so that its
     /// requests are counted here.
     pub fn wrap(&self, store: &str, inner: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
@@ -158,6 +179,7 @@ struct AtomicCounts {
     put: AtomicU64,
     list: AtomicU64,
     delete: AtomicU64,
+    hedged: AtomicU64,
 }
 
 impl AtomicCounts {
@@ -168,6 +190,7 @@ impl AtomicCounts {
             put: self.put.load(Ordering::Relaxed),
             list: self.list.load(Ordering::Relaxed),
             delete: self.delete.load(Ordering::Relaxed),
+            hedged: self.hedged.load(Ordering::Relaxed),
         }
     }
 }
@@ -398,6 +421,7 @@ mod tests {
                 put: 1001 + 3,
                 list: 2,
                 delete: 1,
+                hedged: 0,
             }
         );
     }

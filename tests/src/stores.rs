@@ -204,3 +204,108 @@ impl ObjectStore for RecordingStore {
         self.inner.copy_opts(from, to, options).await
     }
 }
+
+/// Wraps a store; the first ranged GET of a seeded fraction of the distinct
+/// reads (object and range) whose path contains `path_contains` never
+/// answers (a stalled connection); asking again for the same read answers.
+/// Counts the reads it stalled.
+#[derive(Debug)]
+pub struct StallingStore {
+    inner: Arc<dyn ObjectStore>,
+    seed: u64,
+    /// Stalled reads per thousand.
+    per_mille: u64,
+    path_contains: String,
+    seen: Mutex<std::collections::HashSet<String>>,
+    stalled: std::sync::atomic::AtomicUsize,
+}
+
+impl StallingStore {
+    pub fn new(
+        inner: Arc<dyn ObjectStore>,
+        seed: u64,
+        per_mille: u64,
+        path_contains: &str,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            seed,
+            per_mille,
+            path_contains: path_contains.into(),
+            seen: Mutex::default(),
+            stalled: Default::default(),
+        })
+    }
+
+    /// Reads stalled so far.
+    pub fn stalled(&self) -> usize {
+        self.stalled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether this read of `key` stalls: its first time, for the chosen keys.
+    fn stalls(&self, key: String) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (self.seed, &key).hash(&mut hasher);
+        let chosen = hasher.finish() % 1000 < self.per_mille;
+        let first = self.seen.lock().unwrap().insert(key);
+        chosen && first
+    }
+}
+
+impl fmt::Display for StallingStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Stalling({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for StallingStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        if let Some(range) = options.range.as_ref().filter(|_| !options.head)
+            && location.as_ref().contains(self.path_contains.as_str())
+            && self.stalls(format!("{location}@{}", describe(range)))
+        {
+            self.stalled
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}

@@ -36,7 +36,7 @@ const CRATES: &[Spec] = &[
         name: "squall-executor",
         dir: "executor",
         layers: &[
-            &["usage", "bounds", "stop"],
+            &["usage", "bounds", "stop", "hedge"],
             &["protocol", "stores"],
             &["context", "faults"],
             &["writer"],

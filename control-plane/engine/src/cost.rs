@@ -104,6 +104,10 @@ pub struct Requests {
     pub put: u64,
     pub list: u64,
     pub delete: u64,
+    /// Reads sent a second time because the first was slow (hedged); each
+    /// is also one of the GETs.
+    #[serde(default)]
+    pub hedged: u64,
 }
 
 impl From<RequestCounts> for Requests {
@@ -114,6 +118,7 @@ impl From<RequestCounts> for Requests {
             put: c.put,
             list: c.list,
             delete: c.delete,
+            hedged: c.hedged,
         }
     }
 }
@@ -126,6 +131,7 @@ impl From<Requests> for RequestCounts {
             put: r.put,
             list: r.list,
             delete: r.delete,
+            hedged: r.hedged,
         }
     }
 }
@@ -419,6 +425,7 @@ mod tests {
             requests: StoreRequests::from([(
                 "s3".to_string(),
                 RequestCounts {
+                    hedged: 0,
                     get: 10,
                     head: 2,
                     put: 3,

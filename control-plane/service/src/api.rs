@@ -71,6 +71,10 @@ pub struct JobOptions {
     /// the server's).
     #[serde(default)]
     pub exchange: Option<ExchangeMode>,
+    /// Send a slow ranged read (slower than the task's 95th percentile, and
+    /// 250 ms) a second time, the first answer winning (default: true).
+    #[serde(default)]
+    pub hedged_reads: Option<bool>,
 }
 
 /// A job as the API shows it.

@@ -54,6 +54,7 @@ pub struct Metrics {
     cold_starts: IntCounter,
     cpu_seconds: Counter,
     requests: IntCounterVec,
+    hedged: IntCounterVec,
 }
 
 impl Metrics {
@@ -188,12 +189,20 @@ impl Metrics {
             ),
             &["store", "kind"],
         )?;
+        let hedged = IntCounterVec::new(
+            Opts::new(
+                "squall_hedged_reads_total",
+                "Reads of ended jobs sent a second time because the first was slow, by store (each second copy is also a get above)",
+            ),
+            &["store"],
+        )?;
         registry.register(Box::new(cost_usd.clone()))?;
         registry.register(Box::new(lambda_gb_seconds.clone()))?;
         registry.register(Box::new(lambda_invocations.clone()))?;
         registry.register(Box::new(cold_starts.clone()))?;
         registry.register(Box::new(cpu_seconds.clone()))?;
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(hedged.clone()))?;
         registry.register(Box::new(flow_limit.clone()))?;
         registry.register(Box::new(flow_max.clone()))?;
         registry.register(Box::new(throttles.clone()))?;
@@ -234,6 +243,7 @@ impl Metrics {
             cold_starts,
             cpu_seconds,
             requests,
+            hedged,
         })
     }
 
@@ -289,6 +299,9 @@ impl Metrics {
                     .with_label_values(&[store.as_str(), kind])
                     .inc_by(n);
             }
+            self.hedged
+                .with_label_values(&[store.as_str()])
+                .inc_by(r.hedged);
         }
     }
 

@@ -17,6 +17,7 @@ use squall_engine::error::SquallError;
 use squall_engine::planner::{PlanOptions, Widen};
 use squall_engine::scheduler::{Exchange, Speculation, TaskOptions};
 use squall_engine::tables::{TableGuard, TableSpec};
+use squall_executor::Hedging;
 
 impl Service {
     /// The engine's request for a submission of `caller` that runs as job
@@ -101,6 +102,10 @@ impl Service {
             exchange: Exchange {
                 mode: options.exchange.unwrap_or(self.config.exchange),
                 ..Exchange::default()
+            },
+            hedging: match options.hedged_reads {
+                Some(false) => Hedging::off(),
+                _ => Hedging::on(),
             },
             ..TaskOptions::default()
         };

@@ -101,7 +101,10 @@ impl ExchangeBench {
                 let mut request = JobRequest::new(tpch::query(q)?, tables.clone());
                 request.plan = PlanOptions {
                     shuffle_partitions: self.shuffle_partitions,
-                    min_scan_tasks: Some(self.executors),
+                    // Scans cut into as many tasks as the width (where there
+                    // are files or row groups enough), as `squall run
+                    // --shuffle-partitions` does: many producers.
+                    min_scan_tasks: None,
                     ..PlanOptions::default()
                 };
                 request.tasks.coalescing = Coalescing::disabled();

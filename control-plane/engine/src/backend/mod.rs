@@ -321,6 +321,7 @@ mod tests {
             inputs: vec![],
             memory_limit_bytes: 1 << 20,
             session_options: vec![],
+            hedging: Default::default(),
         }
     }
 

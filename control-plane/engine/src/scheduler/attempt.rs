@@ -184,6 +184,7 @@ impl Scheduler<'_> {
             inputs: shared.task_inputs(task),
             memory_limit_bytes: memory,
             session_options: self.options.session_options.clone(),
+            hedging: self.options.hedging.clone(),
         })
     }
 

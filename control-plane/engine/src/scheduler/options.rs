@@ -1,5 +1,7 @@
 //! How a job's tasks are run: attempts, memory, concurrency, backups,
-//! coalescing, the exchange and the result cap.
+//! coalescing, the exchange, hedged reads and the result cap.
+
+use squall_executor::Hedging;
 
 use super::coalesce::Coalescing;
 use super::exchange::Exchange;
@@ -27,6 +29,8 @@ pub struct TaskOptions {
     /// Whether reduce stages read their shuffles direct or through a
     /// combine step.
     pub exchange: Exchange,
+    /// When tasks send slow ranged reads again.
+    pub hedging: Hedging,
     /// Most bytes of result files the job may commit: past it, the job fails
     /// and its running tasks are stopped (None: no limit).
     pub max_result_bytes: Option<u64>,
@@ -41,6 +45,7 @@ impl Default for TaskOptions {
             speculation: Speculation::default(),
             coalescing: Coalescing::default(),
             exchange: Exchange::default(),
+            hedging: Hedging::on(),
             max_concurrency: None,
             max_stage_concurrency: None,
             session_options: vec![],

@@ -75,6 +75,9 @@ pub struct JobArgs {
     /// [default: the server's].
     #[arg(long, value_name = "MODE", value_parser = super::tasks::parse_exchange)]
     exchange: Option<squall_engine::scheduler::ExchangeMode>,
+    /// Never send a slow read a second time.
+    #[arg(long)]
+    no_hedging: bool,
     /// Stop the job once its estimated cost passes this many US dollars.
     #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
     cost_limit: Option<f64>,
@@ -110,6 +113,7 @@ impl JobArgs {
                 backup_tasks: self.no_backups.then_some(false),
                 cost_limit_usd: self.cost_limit,
                 exchange: self.exchange,
+                hedged_reads: self.no_hedging.then_some(false),
             },
             labels: self.labels.iter().cloned().collect(),
         })

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use squall_engine::TaskOptions;
 use squall_engine::scheduler::{Coalescing, Exchange, ExchangeMode, Speculation};
+use squall_executor::Hedging;
 
 use super::error::{CliError, Result};
 use super::units;
@@ -36,6 +37,11 @@ pub struct TaskArgs {
     /// every producer) or two-level (a combine step wherever one can be).
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_exchange)]
     pub exchange: ExchangeMode,
+    /// Never send a slow ranged read (a shuffle partition, a Parquet column
+    /// chunk) a second time; by default one slower than the task's 95th
+    /// percentile of reads, and at least 250ms, is sent again once.
+    #[arg(long)]
+    pub no_hedging: bool,
     #[command(flatten)]
     pub backups: BackupArgs,
 }
@@ -108,6 +114,11 @@ impl TaskArgs {
             exchange: Exchange {
                 mode: self.exchange,
                 ..Exchange::default()
+            },
+            hedging: if self.no_hedging {
+                Hedging::off()
+            } else {
+                Hedging::on()
             },
             ..default
         })

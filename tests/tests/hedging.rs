@@ -1,0 +1,100 @@
+//! Hedged reads: a store whose first answer to a seeded fraction of the
+//! ranged reads of shuffle files and tables never comes. With hedging the
+//! job finishes with the right answer, each stalled read sent again once and
+//! counted in the job's cost; without it the same job cannot finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use squall_engine::scheduler::Coalescing;
+use squall_engine::{Engine, JobRequest, PlanOptions, TableSpec};
+use squall_executor::{Hedging, StoreRegistry};
+use squall_tests::stores::StallingStore;
+use squall_tests::{compare, expected_answer, files_under, is_ordered, render, tpch_data};
+use squall_tools::tpch::{self, TABLES};
+
+/// An engine over a store holding the SF 0.01 tables whose reads of paths
+/// containing `stall` stall (about one in ten, seeded), and TPC-H Q`q`.
+async fn stalling(q: usize, stall: &str) -> (Arc<StallingStore>, Engine, JobRequest) {
+    let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let data = tpch_data("0.01").await;
+    for file in files_under(&data) {
+        let rel = file
+            .strip_prefix(&data)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let bytes = std::fs::read(&file).unwrap();
+        memory
+            .put(&ObjectPath::from(format!("tpch/{rel}")), bytes.into())
+            .await
+            .unwrap();
+    }
+    let store = StallingStore::new(memory, 23, 100, stall);
+    let stores = Arc::new(StoreRegistry::new());
+    stores.register("memory:///", store.clone()).unwrap();
+    let engine = Engine::embedded_with(stores, Some(3), "memory:///work").unwrap();
+    let tables = TABLES
+        .iter()
+        .map(|t| TableSpec::new(*t, format!("memory:///tpch/{t}/")))
+        .collect();
+    let mut request = JobRequest::new(tpch::query(q).unwrap(), tables);
+    request.plan = PlanOptions {
+        shuffle_partitions: 8,
+        broadcast_rows: 100,
+        broadcast_bytes: 4 << 10,
+        ..PlanOptions::default()
+    };
+    request.tasks.coalescing = Coalescing::disabled();
+    // Quick to hedge: the stalls are forever, the store's answers instant.
+    request.tasks.hedging = Hedging {
+        floor_ms: 20,
+        first_ms: 100,
+        min_samples: 8,
+        ..Hedging::on()
+    };
+    (store, engine, request)
+}
+
+async fn check_hedged(q: usize, stall: &str) {
+    let (store, engine, request) = stalling(q, stall).await;
+    let result = tokio::time::timeout(Duration::from_secs(300), engine.run(&request, None))
+        .await
+        .expect("hedged reads finish the job")
+        .unwrap();
+    let rows = render(result.batches.as_deref().unwrap_or_default());
+    compare(&expected_answer("0.01", q), &rows, is_ordered(q)).unwrap();
+    let stalled = store.stalled() as u64;
+    let hedged = result.cost.total.requests.hedged;
+    eprintln!("Q{q}, stalls in {stall}: {stalled} reads stalled, {hedged} hedged");
+    assert!(stalled > 0, "the seed stalled nothing: pick another");
+    // Every stalled read was sent again (and others may have been, slow
+    // under load); the stalled copies are the GETs that never answered.
+    assert!(hedged >= stalled, "{hedged} hedged for {stalled} stalled");
+    assert!(hedged <= result.cost.total.requests.get);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_shuffle_reads_are_hedged() {
+    check_hedged(12, ".sqsh").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_table_reads_are_hedged() {
+    check_hedged(3, ".parquet").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_hedging_a_stalled_read_holds_the_job() {
+    let (store, engine, mut request) = stalling(12, ".sqsh").await;
+    request.tasks.hedging = Hedging::off();
+    let run = tokio::time::timeout(Duration::from_secs(5), engine.run(&request, None)).await;
+    assert!(
+        run.is_err(),
+        "the job finished although a read never answered"
+    );
+    assert!(store.stalled() > 0);
+}
