@@ -288,7 +288,7 @@ mod tests {
         };
         assert_eq!(
             output.url,
-            "memory:///w/stage-1/combined/task-0-r-attempt-0.sqsh"
+            "memory:///w/stage-1/combined/00/task-0-r-attempt-0.sqsh"
         );
         assert_eq!(
             output.partitions.iter().map(|s| s.rows).collect::<Vec<_>>(),

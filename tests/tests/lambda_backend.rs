@@ -154,7 +154,7 @@ async fn crashed_functions_and_timeouts_are_retried_and_leave_nothing() {
     let left = leftovers(&memory).await;
     assert!(
         left.iter()
-            .all(|p| p.ends_with("/stage-3/task-0-attempt-0.sqsh")),
+            .all(|p| p.contains("/stage-3/00/task-0-") && p.ends_with("-attempt-0.sqsh")),
         "left behind: {left:?}"
     );
 }
