@@ -5,8 +5,14 @@
 //!
 //! The spec's plan is a shuffle writer over nothing: it names the folder and
 //! the partitioning of the combined file, and the attempt's object is named by
-//! it as any shuffle attempt's. The spec's one input lists the group's files.
+//! it as any shuffle attempt's. The spec's one input lists the group's files,
+//! and may be a slice of their partitions: the combiner then reads only
+//! those (one range of each file) and its file holds only those, the others
+//! empty, so that each combiner's bytes stay bounded however large the
+//! producers' files are (Starling's combiners take a range of partitions
+//! from a group of producers, too).
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +24,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::codec::decode_plan;
-use crate::protocol::{OutputFile, PartitionSlot, TaskMetrics, TaskSpec};
+use crate::protocol::{OutputFile, PartitionSlot, Slice, TaskMetrics, TaskSpec};
 use crate::shuffle::ShuffleWriterExec;
 use crate::shuffle::format::combine_files;
 use crate::stores::StoreRegistry;
@@ -27,10 +33,12 @@ use crate::writer::StageWriter;
 /// Whole files one combine task keeps in flight.
 const FETCH_CONCURRENCY: usize = 8;
 
-/// Runs a combine task: GETs the input files whole (each as one range), writes their partitions
-/// as one file at the attempt's URL, and returns it with the task's counters.
-/// The files and the combined file are held in memory together, so their
-/// bytes must fit twice in the task's pool.
+/// Runs a combine task: GETs, of each input file, the one range holding the
+/// partitions it combines (all of them, or the input's slice), and writes
+/// them as one file of the writer's partitions (those outside the slice
+/// empty) at the attempt's URL; returns it with the task's counters. What it
+/// reads and writes is held in memory together, so it must fit twice in the
+/// task's pool.
 pub async fn combine(
     ctx: &TaskContext,
     stores: &StoreRegistry,
@@ -55,29 +63,42 @@ pub async fn combine(
         );
     };
     let partitions = writer.output().partition_count();
+    let slice = input.slice.unwrap_or(Slice {
+        start: 0,
+        end: partitions as u32,
+    });
+    if slice.is_empty() || slice.end as usize > partitions {
+        return plan_err!(
+            "a combine step of {partitions} partitions was given partitions {}..{}",
+            slice.start,
+            slice.end
+        );
+    }
     if let Some(file) = input
         .producers
         .iter()
-        .find(|f| f.partitions.len() != partitions)
+        .find(|f| f.partitions.len() != slice.len())
     {
         return plan_err!(
-            "shuffle file {} has {} partitions; the combined file has {partitions}",
+            "shuffle file {} has {} partitions; the combine step takes {} of {partitions}",
             file.url,
-            file.partitions.len()
+            file.partitions.len(),
+            slice.len()
         );
     }
-    let bytes_in: u64 = input.producers.iter().map(|f| f.size).sum();
+    let pieces: Vec<Piece> = input.producers.iter().filter_map(Piece::of).collect();
+    let bytes_in: u64 = pieces.iter().map(|p| p.range.end - p.range.start).sum();
     if bytes_in.saturating_mul(2) > spec.memory_limit_bytes {
         return Err(DataFusionError::ResourcesExhausted(format!(
             "combining {bytes_in} bytes of {} files needs twice that in memory; \
              the task may hold {} bytes",
-            input.producers.len(),
+            pieces.len(),
             spec.memory_limit_bytes
         )));
     }
-    let files = fetch_all(stores, &input.producers).await?;
-    let (combined, slots) = combine_fetched(&files, &input.producers)?;
-    drop(files);
+    let fetched = fetch_all(stores, &pieces).await?;
+    let (combined, slots) = combine_fetched(&fetched, &pieces, slice, partitions)?;
+    drop(fetched);
     let url = writer.output_url(&spec.id);
     let (store, path) = stores.resolve(&url)?;
     let size = combined.len() as u64;
@@ -103,30 +124,82 @@ pub async fn combine(
     Ok((output, metrics))
 }
 
-/// The fetched `files`, whose indexes are `committed`'s, as one file.
-fn combine_fetched(
-    files: &[Bytes],
-    committed: &[OutputFile],
-) -> Result<(Vec<u8>, Vec<PartitionSlot>)> {
-    let mut pieces: Vec<(&[u8], &[PartitionSlot])> = Vec::with_capacity(files.len());
-    for (bytes, file) in files.iter().zip(committed) {
-        pieces.push((bytes.as_ref(), file.partitions.as_slice()));
-    }
-    combine_files(&pieces)
+/// What a combine task reads of one file: the range holding the partitions
+/// it takes (adjacent in the file), and their slots.
+struct Piece<'a> {
+    file: &'a OutputFile,
+    range: Range<u64>,
 }
 
-/// The files' whole bytes, in order; a file shorter or longer than its size
-/// is an error (it is not the file the producer committed).
-async fn fetch_all(stores: &StoreRegistry, files: &[OutputFile]) -> Result<Vec<Bytes>> {
-    let targets = files
+impl<'a> Piece<'a> {
+    /// None where the file has no rows in the partitions taken: nothing to read.
+    fn of(file: &'a OutputFile) -> Option<Self> {
+        let full = || file.partitions.iter().filter(|s| s.length > 0);
+        let start = full().map(|s| s.offset).min()?;
+        let end = full().map(|s| s.offset.saturating_add(s.length)).max()?;
+        Some(Self {
+            file,
+            range: start..end,
+        })
+    }
+}
+
+/// The fetched pieces as one file of `partitions` partitions, the pieces'
+/// slots being those of partitions `slice` and the others empty.
+fn combine_fetched(
+    fetched: &[Bytes],
+    pieces: &[Piece],
+    slice: Slice,
+    partitions: usize,
+) -> Result<(Vec<u8>, Vec<PartitionSlot>)> {
+    let empty = PartitionSlot {
+        offset: 0,
+        length: 0,
+        rows: 0,
+    };
+    let mut indexes: Vec<Vec<PartitionSlot>> = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        let mut index = vec![empty; partitions];
+        for (i, slot) in piece.file.partitions.iter().enumerate() {
+            if slot.length > 0 {
+                index[slice.start as usize + i] = PartitionSlot {
+                    offset: slot.offset - piece.range.start,
+                    ..*slot
+                };
+            }
+        }
+        indexes.push(index);
+    }
+    let inputs: Vec<(&[u8], &[PartitionSlot])> = fetched
         .iter()
-        .map(|file| {
-            let (store, path) = stores.resolve(&file.url)?;
+        .zip(&indexes)
+        .map(|(bytes, index)| (bytes.as_ref(), index.as_slice()))
+        .collect();
+    if inputs.is_empty() {
+        // No file has rows here: an empty file of empty partitions.
+        let mut file = Vec::new();
+        file.extend(crate::shuffle::format::encode_footer(&vec![
+            empty;
+            partitions
+        ]));
+        return Ok((file, vec![empty; partitions]));
+    }
+    combine_files(&inputs)
+}
+
+/// Each piece's bytes, in order; a file that is not the size its producer
+/// committed is an error (it is not the file the producer wrote).
+async fn fetch_all(stores: &StoreRegistry, pieces: &[Piece<'_>]) -> Result<Vec<Bytes>> {
+    let targets = pieces
+        .iter()
+        .map(|piece| {
+            let (store, path) = stores.resolve(&piece.file.url)?;
             Ok(Fetch {
                 store,
                 path,
-                size: file.size,
-                url: file.url.clone(),
+                size: piece.file.size,
+                range: piece.range.clone(),
+                url: piece.file.url.clone(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -137,12 +210,13 @@ async fn fetch_all(stores: &StoreRegistry, files: &[OutputFile]) -> Result<Vec<B
         .await
 }
 
-/// One file to GET whole.
+/// One range of a file to GET.
 struct Fetch {
     store: Arc<dyn ObjectStore + 'static>,
     path: Path,
     /// Bytes its producer committed.
     size: u64,
+    range: Range<u64>,
     url: String,
 }
 
@@ -152,11 +226,13 @@ async fn fetch_one(fetch: Fetch) -> Result<Bytes> {
         store,
         path,
         size,
+        range,
         url,
     } = fetch;
-    // One range, the whole file: ranged reads are hedged (see `hedge`).
+    // A ranged read: those are hedged (see `hedge`).
+    let wanted = range.end - range.start;
     let options = GetOptions {
-        range: Some((0..size).into()),
+        range: Some(range.into()),
         ..GetOptions::default()
     };
     let answer = store
@@ -168,7 +244,7 @@ async fn fetch_one(fetch: Fetch) -> Result<Bytes> {
         .bytes()
         .await
         .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
-    if whole != size || bytes.len() as u64 != size {
+    if whole != size || bytes.len() as u64 != wanted {
         return Err(DataFusionError::Execution(format!(
             "shuffle file {url} holds {whole} bytes, its producer committed {size}"
         )));
@@ -192,7 +268,7 @@ mod tests {
     use crate::protocol::{FailureKind, StageInput, TaskAction, TaskId, TaskOutcome, WIRE_VERSION};
     use crate::run::run_task;
     use crate::shuffle::ShuffleOutput;
-    use crate::shuffle::format::{decode_partition, encode_footer};
+    use crate::shuffle::format::{decode_footer, decode_partition, encode_footer};
 
     fn schema() -> Arc<Schema> {
         Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]))
@@ -295,7 +371,12 @@ mod tests {
             [3, 1, 1]
         );
         assert_eq!((metrics.rows_in, metrics.rows_out), (5, 5));
-        assert_eq!(metrics.bytes_in, a.size + b.size);
+        let data = |f: &OutputFile| f.partitions.iter().map(|s| s.length).sum::<u64>();
+        assert_eq!(
+            metrics.bytes_in,
+            data(&a) + data(&b),
+            "partitions, not footers"
+        );
         // Two whole GETs and one PUT.
         let memory = &result.usage.requests["memory"];
         assert_eq!((memory.get, memory.put), (2, 1), "{:?}", result.usage);
@@ -309,6 +390,55 @@ mod tests {
         assert_eq!(values(part(0)), [1, 2, 4]);
         assert_eq!(values(part(1)), [5]);
         assert_eq!(values(part(2)), [3]);
+    }
+
+    #[tokio::test]
+    async fn a_combine_task_of_a_slice_reads_and_writes_those_partitions_only() {
+        let stores = Arc::new(StoreRegistry::new());
+        let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
+        let a = put_file(
+            &stores,
+            "memory:///w/stage-1/a.sqsh",
+            &[&[1, 2], &[], &[3], &[]],
+        )
+        .await;
+        let b = put_file(
+            &stores,
+            "memory:///w/stage-1/b.sqsh",
+            &[&[4], &[5], &[], &[]],
+        )
+        .await;
+        let c = put_file(
+            &stores,
+            "memory:///w/stage-1/c.sqsh",
+            &[&[6], &[], &[], &[7]],
+        )
+        .await;
+        let slice = Slice { start: 1, end: 3 };
+        let files = [a, b, c].map(|f| {
+            let mut cut = f.clone();
+            cut.partitions = f.partitions[1..3].to_vec();
+            cut
+        });
+        let mut spec = spec(files.to_vec(), 4, 1 << 20);
+        spec.inputs[0].slice = Some(slice);
+        let result = run_task(&ctx, spec).await;
+        let TaskOutcome::Succeeded { output, .. } = result.outcome else {
+            panic!("{:?}", result.outcome);
+        };
+        // Partitions 1 and 2 only; c has no rows there and is not read.
+        let rows: Vec<u64> = output.partitions.iter().map(|s| s.rows).collect();
+        assert_eq!(rows, [0, 1, 1, 0]);
+        assert_eq!(result.usage.requests["memory"].get, 2, "{:?}", result.usage);
+        let (store, path) = stores.resolve(&output.url).unwrap();
+        let file = store.get(&path).await.unwrap().bytes().await.unwrap();
+        let part = |p: usize| {
+            let s = output.partitions[p];
+            file.slice(s.offset as usize..(s.offset + s.length) as usize)
+        };
+        assert_eq!(values(part(1)), [5]);
+        assert_eq!(values(part(2)), [3]);
+        assert_eq!(decode_footer(&file).unwrap(), output.partitions);
     }
 
     #[tokio::test]

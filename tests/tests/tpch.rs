@@ -20,11 +20,13 @@ async fn check_all(scale: &str, width: usize) {
     assert_eq!(runs.two_level, 0, "small shuffles are read direct");
 }
 
-/// Two-level wherever it can be, combiners of `g` files.
-fn two_level(g: usize) -> Exchange {
+/// Two-level wherever it can be, combiners of `g` files and at most `bytes`
+/// (in ranges of partitions where the group's files hold more).
+fn two_level(g: usize, bytes: u64) -> Exchange {
     Exchange {
         mode: ExchangeMode::TwoLevel,
         group_files: g,
+        group_bytes: bytes,
         ..Exchange::default()
     }
 }
@@ -37,6 +39,9 @@ struct Runs {
     split: u32,
     /// Shuffle inputs read through a combine step.
     two_level: usize,
+    /// Of those, inputs with more combiners than groups of producers (some
+    /// combiner took a range of partitions).
+    ranged: usize,
 }
 
 /// Coalescing with targets small enough that SF 0.01–0.1 shuffles are cut into
@@ -81,6 +86,7 @@ async fn check_exchange(
     let mut coalesced = 0;
     let mut split = 0;
     let mut two_level = 0;
+    let mut ranged = 0;
     for q in 1..=22 {
         let sql = squall_tools::tpch::query(q).unwrap();
         let mut request = JobRequest::new(sql, tpch_tables(&data));
@@ -96,12 +102,16 @@ async fn check_exchange(
         request.tasks.exchange = exchange.clone();
         match engine.run(&request, None).await {
             Ok(result) => {
-                two_level += result
+                let combined = result
                     .stages
                     .iter()
                     .flat_map(|s| &s.exchanges)
-                    .filter(|e| e.two_level)
-                    .count();
+                    .filter(|e| e.two_level);
+                let groups = |e: &&squall_engine::scheduler::ExchangeChoice| {
+                    e.producers.div_ceil(exchange.group_files)
+                };
+                two_level += combined.clone().count();
+                ranged += combined.filter(|e| e.combiners > groups(e)).count();
                 coalesced += result
                     .stages
                     .iter()
@@ -135,6 +145,7 @@ async fn check_exchange(
         coalesced,
         split,
         two_level,
+        ranged,
     }
 }
 
@@ -193,7 +204,14 @@ async fn tpch_sf01_width32_coalesced_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf001_width7_two_level() {
-    let runs = check_exchange("0.01", 7, Coalescing::disabled(), true, two_level(2)).await;
+    let runs = check_exchange(
+        "0.01",
+        7,
+        Coalescing::disabled(),
+        true,
+        two_level(2, 256 << 20),
+    )
+    .await;
     assert!(
         runs.two_level >= 22,
         "only {} inputs combined",
@@ -203,7 +221,8 @@ async fn tpch_sf001_width7_two_level() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf01_width32_two_level_coalesced() {
-    let runs = check_exchange("0.1", 32, small_targets(), true, two_level(3)).await;
+    // Combiners of at most 64 KiB: most take a range of partitions.
+    let runs = check_exchange("0.1", 32, small_targets(), true, two_level(3, 64 << 10)).await;
     assert!(
         runs.two_level >= 22,
         "only {} inputs combined",

@@ -1,14 +1,13 @@
 //! A reduce stage's combine steps: before the stage starts, each shuffle input
 //! the exchange policy ([`super::exchange`]) says to read two-level is
-//! combined by a step of its own — tasks that each read a group of the
-//! producers' files whole and write one file of the same partitions
-//! ([`TaskAction::Combine`]) — and the stage then reads the combined files in
+//! combined by a step of its own — tasks that each read a range of
+//! partitions of a group of the producers' files and write one file of the
+//! same partitions ([`TaskAction::Combine`]) — and the stage then reads the combined files in
 //! place of the producers'. The steps run through the same attempts, retries
 //! and backups as any stage, under ids past the DAG's; their files are
 //! removed with the job's shuffle files.
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::physical_plan::ExecutionPlan;
@@ -20,7 +19,7 @@ use squall_executor::{
 use super::coalesce::Share;
 use super::context::{JobGate, Scheduler};
 use super::events::JobEvent;
-use super::exchange::{ExchangeChoice, ExchangeMode, Slices};
+use super::exchange::{Combiner, ExchangeChoice, ExchangeMode, Slices};
 use super::stage::StageEnd;
 use crate::planner::{Stage, StageDag, StageOutput};
 
@@ -127,10 +126,15 @@ impl Scheduler<'_> {
                 self.meter.prices(),
                 self.options.memory_limit_bytes,
             );
-            let step = groups.map(|groups| Step {
+            let step = groups.map(|combiners| Step {
                 input: index,
-                stage: combine_stage(last_id + input.stage_id, input.stage_id, writer, &groups),
-                groups: groups.into_iter().map(share).collect(),
+                stage: combine_stage(
+                    last_id + input.stage_id,
+                    input.stage_id,
+                    writer,
+                    combiners.len(),
+                ),
+                groups: combiners.into_iter().map(share).collect(),
             });
             tracing::info!(
                 job = self.job_id,
@@ -183,15 +187,11 @@ fn combinable_inputs<'d>(stage: &Stage, dag: &'d StageDag) -> HashMap<u32, &'d S
 
 /// The combine step `id` of input stage `input`: a shuffle writer over
 /// nothing, of the producers' partitioning, writing in a folder of the input
-/// stage's own; one task per group.
-fn combine_stage(
-    id: u32,
-    input: u32,
-    writer: &ShuffleWriterExec,
-    groups: &[Range<usize>],
-) -> Stage {
+/// stage's own; one task per combiner, each given its producers' files cut
+/// to its partitions (as a piece of a split partition is).
+fn combine_stage(id: u32, input: u32, writer: &ShuffleWriterExec, combiners: usize) -> Stage {
     let source = writer.input();
-    let empty = Arc::new(EmptyExec::new(source.schema()).with_partitions(groups.len().max(1)));
+    let empty = Arc::new(EmptyExec::new(source.schema()).with_partitions(combiners.max(1)));
     let dir = format!("{}/combined", writer.dir().trim_end_matches('/'));
     let plan = Arc::new(ShuffleWriterExec::new(empty, writer.output().clone(), dir));
     let output = match writer.output().partition_count() {
@@ -201,23 +201,20 @@ fn combine_stage(
     Stage {
         id,
         plan,
-        tasks: groups.len(),
+        tasks: combiners,
         inputs: vec![input],
-        sliced_inputs: HashMap::from([(input, ReadMode::ByProducer)]),
+        sliced_inputs: HashMap::from([(input, ReadMode::Partitioned)]),
         sliced_scans: false,
-        split_input: None,
+        split_input: Some(input),
         output,
         encoded: None,
     }
 }
 
-/// A combiner's share: the producers of its group.
-fn share(group: Range<usize>) -> Share {
+/// A combiner's share: its partitions, of the producers of its group.
+fn share(combiner: Combiner) -> Share {
     Share {
-        slice: Slice {
-            start: group.start as u32,
-            end: group.end as u32,
-        },
-        producers: None,
+        slice: combiner.slice,
+        producers: Some(combiner.producers),
     }
 }

@@ -126,27 +126,46 @@ impl Exchange {
         }
     }
 
-    /// The groups of consecutive producers one combiner each reads: at most
-    /// `group_files` files and `group_bytes` bytes (or a quarter of
-    /// `memory_bytes`) each, one file at least.
-    pub fn groups(&self, files: &[OutputFile], memory_bytes: u64) -> Vec<Range<usize>> {
-        let bytes_cap = self.group_bytes.min(memory_bytes / 4).max(1);
-        let files_cap = self.group_files.max(2);
-        let mut groups = Vec::new();
-        let mut start = 0;
-        let mut bytes = 0u64;
-        for (i, file) in files.iter().enumerate() {
-            if i > start && (i - start >= files_cap || bytes + file.size > bytes_cap) {
-                groups.push(start..i);
-                start = i;
-                bytes = 0;
+    /// Bytes one combiner reads at most with a pool of `memory_bytes`.
+    fn bytes_cap(&self, memory_bytes: u64) -> u64 {
+        self.group_bytes.min(memory_bytes / 4).max(1)
+    }
+
+    /// The combiners of `files`: groups of `group_files` consecutive
+    /// producers, and within each group ranges of consecutive partitions of
+    /// at most `group_bytes` (or a quarter of `memory_bytes`) of the group's
+    /// files, one partition at least; partitions no file of the group has
+    /// rows in are left out where a range can start or end.
+    pub fn combiners(&self, files: &[OutputFile], memory_bytes: u64) -> Vec<Combiner> {
+        let cap = self.bytes_cap(memory_bytes);
+        let width = files.first().map_or(0, |f| f.partitions.len());
+        let mut combiners = Vec::new();
+        let group = self.group_files.max(2);
+        for start in (0..files.len()).step_by(group) {
+            let producers = start..(start + group).min(files.len());
+            let sizes: Vec<u64> = (0..width)
+                .map(|p| {
+                    files[producers.clone()]
+                        .iter()
+                        .map(|f| f.partitions.get(p).map_or(0, |s| s.length))
+                        .sum()
+                })
+                .collect();
+            let mut first = 0usize;
+            let mut bytes = 0u64;
+            for (p, &size) in sizes.iter().enumerate() {
+                if p > first && bytes + size > cap {
+                    combiners.push(Combiner::new(producers.clone(), first, p));
+                    first = p;
+                    bytes = 0;
+                }
+                bytes += size;
             }
-            bytes += file.size;
+            if width > 0 {
+                combiners.push(Combiner::new(producers, first, width));
+            }
         }
-        if start < files.len() {
-            groups.push(start..files.len());
-        }
-        groups
+        combiners
     }
 
     /// Decides for the input `input` whose committed files are `files`, read
@@ -161,43 +180,111 @@ impl Exchange {
         slices: &Slices,
         prices: &Prices,
         memory_bytes: u64,
-    ) -> (ExchangeChoice, Option<Vec<Range<usize>>>) {
-        let groups = self.groups(files, memory_bytes);
-        let direct = reads(files.iter().map(|f| vec![f]), slices);
-        let combined = groups.iter().map(|g| files[g.clone()].iter().collect());
-        let two_level = reads(combined, slices).total + files.len() as u64;
-        let bytes: u64 = files.iter().map(|f| f.size).sum();
-        let saved = (direct.total as f64 - two_level as f64) * prices.s3_get_per_thousand / 1e3;
+    ) -> (ExchangeChoice, Option<Vec<Combiner>>) {
+        let combiners = self.combiners(files, memory_bytes);
+        let direct = reads(files.iter().map(|f| (vec![f], None)), slices);
+        let combined = combiners
+            .iter()
+            .map(|c| (files[c.producers.clone()].iter().collect(), Some(c.slice)));
+        // A combiner reads one range of each of its files that has rows in
+        // its partitions.
+        let combining: u64 = combiners
+            .iter()
+            .map(|c| {
+                let has = |f: &&OutputFile| has_rows(f, Some(c.slice));
+                files[c.producers.clone()].iter().filter(has).count() as u64
+            })
+            .sum();
+        let shape = Shape {
+            producers: files.len(),
+            combiners: combiners.len(),
+            reduce_tasks: slices.tasks(),
+            bytes: files.iter().map(|f| f.size).sum(),
+            direct,
+            two_level: reads(combined, slices).total + combining,
+        };
+        let choice = self.choose(input, &shape, prices, memory_bytes);
+        let combiners = choice.two_level.then_some(combiners);
+        (choice, combiners)
+    }
+
+    /// [`decide`](Self::decide) for a shuffle known by its counts only (the
+    /// scale model's): `producers` files of `bytes` in all, every one with
+    /// rows for every one of `reduce_tasks` readers.
+    pub fn estimate(
+        &self,
+        input: u32,
+        producers: usize,
+        reduce_tasks: usize,
+        bytes: u64,
+        prices: &Prices,
+        memory_bytes: u64,
+    ) -> ExchangeChoice {
+        let groups = producers.div_ceil(self.group_files.max(2)).max(1) as u64;
+        let group_bytes = bytes / groups;
+        let pieces = group_bytes
+            .div_ceil(self.bytes_cap(memory_bytes))
+            .clamp(1, reduce_tasks.max(1) as u64);
+        let (m, r) = (producers as u64, reduce_tasks as u64);
+        let shape = Shape {
+            producers,
+            combiners: (groups * pieces) as usize,
+            reduce_tasks,
+            bytes,
+            direct: Reads {
+                total: m * r,
+                max_fan_in: producers,
+            },
+            // Each file read once a piece; each reduce task reads a group's
+            // piece holding its partitions.
+            two_level: m * pieces + r * groups,
+        };
+        self.choose(input, &shape, prices, memory_bytes)
+    }
+
+    /// The choice for a shuffle of `shape`, priced.
+    fn choose(
+        &self,
+        input: u32,
+        shape: &Shape,
+        prices: &Prices,
+        memory_bytes: u64,
+    ) -> ExchangeChoice {
+        let direct = &shape.direct;
+        let saved =
+            (direct.total as f64 - shape.two_level as f64) * prices.s3_get_per_thousand / 1e3;
         let memory_gb = memory_bytes as f64 / (1u64 << 30) as f64;
-        let extra = groups.len() as f64
+        let extra = shape.combiners as f64
             * (prices.s3_put_per_thousand / 1e3 + prices.lambda_per_million_requests / 1e6)
-            + bytes as f64 / self.bytes_per_second.max(1.0)
+            + shape.bytes as f64 / self.bytes_per_second.max(1.0)
                 * memory_gb
                 * prices.lambda_gb_second_x86_64;
         let saving_usd = saved - extra;
-        let fewer = direct.total as f64 / two_level.max(1) as f64;
-        let combinable = files.len() >= 2 && groups.len() < files.len();
-        let (two_level_chosen, reason) = match self.mode {
+        let fewer = direct.total as f64 / shape.two_level.max(1) as f64;
+        let combinable = shape.producers >= 2 && shape.two_level < shape.direct.total;
+        let (two_level, reason) = match self.mode {
             ExchangeMode::Direct => (false, "direct by the job's setting".to_string()),
             ExchangeMode::TwoLevel if combinable => {
                 (true, "two-level by the job's setting".to_string())
             }
-            _ if !combinable => (false, "too few producers to combine".to_string()),
+            _ if !combinable => (
+                false,
+                "combining would not cut the requests (too few producers)".to_string(),
+            ),
             ExchangeMode::TwoLevel => unreachable!("handled above"),
-            ExchangeMode::Auto => self.auto(&direct, fewer, saving_usd),
+            ExchangeMode::Auto => self.auto(direct, fewer, saving_usd),
         };
-        let choice = ExchangeChoice {
+        ExchangeChoice {
             input,
-            two_level: two_level_chosen,
-            producers: files.len(),
-            combiners: if two_level_chosen { groups.len() } else { 0 },
-            reduce_tasks: slices.tasks(),
+            two_level,
+            producers: shape.producers,
+            combiners: if two_level { shape.combiners } else { 0 },
+            reduce_tasks: shape.reduce_tasks,
             requests_direct: direct.total,
-            requests_two_level: two_level,
+            requests_two_level: shape.two_level,
             saving_usd,
             reason,
-        };
-        (choice, two_level_chosen.then_some(groups))
+        }
     }
 
     /// Auto's decision and its reason.
@@ -251,36 +338,88 @@ impl Slices {
     }
 }
 
+/// One combiner: the producers whose files it reads, and the partitions of
+/// them it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Combiner {
+    pub producers: Range<usize>,
+    pub slice: Slice,
+}
+
+impl Combiner {
+    fn new(producers: Range<usize>, first: usize, end: usize) -> Self {
+        Self {
+            producers,
+            slice: Slice {
+                start: first as u32,
+                end: end as u32,
+            },
+        }
+    }
+}
+
+/// A shuffle input as the decision sees it.
+struct Shape {
+    producers: usize,
+    combiners: usize,
+    reduce_tasks: usize,
+    bytes: u64,
+    direct: Reads,
+    /// GETs two-level, the combiners' included.
+    two_level: u64,
+}
+
 /// GETs of reading files, and the most files one task reads.
 struct Reads {
     total: u64,
     max_fan_in: usize,
 }
 
+/// Whether `file` has rows in the partitions of `slice` (None: any).
+fn has_rows(file: &OutputFile, slice: Option<Slice>) -> bool {
+    let slots = match slice {
+        Some(s) => {
+            let end = (s.end as usize).min(file.partitions.len());
+            let start = (s.start as usize).min(end);
+            &file.partitions[start..end]
+        }
+        None => &file.partitions[..],
+    };
+    slots.iter().any(|p| p.rows > 0)
+}
+
+/// The partitions two slices share, if any.
+fn overlap(a: Slice, b: Option<Slice>) -> Option<Slice> {
+    let Some(b) = b else { return Some(a) };
+    let (start, end) = (a.start.max(b.start), a.end.min(b.end));
+    (start < end).then_some(Slice { start, end })
+}
+
 /// The GETs reduce tasks make reading `sources` (each one file, or a
-/// combined file of several): one per source per task that has rows of it.
-fn reads<'a>(sources: impl Iterator<Item = Vec<&'a OutputFile>>, slices: &Slices) -> Reads {
-    let sources: Vec<Vec<&OutputFile>> = sources.collect();
-    let has_rows = |source: &[&OutputFile], slice: Option<Slice>| {
-        source.iter().any(|f| {
-            let slots = match slice {
-                Some(s) => {
-                    let end = (s.end as usize).min(f.partitions.len());
-                    let start = (s.start as usize).min(end);
-                    &f.partitions[start..end]
-                }
-                None => &f.partitions[..],
-            };
-            slots.iter().any(|p| p.rows > 0)
-        })
+/// combined file of several files' partitions in a slice): one per source
+/// per task that has rows of it.
+fn reads<'a>(
+    sources: impl Iterator<Item = (Vec<&'a OutputFile>, Option<Slice>)>,
+    slices: &Slices,
+) -> Reads {
+    let sources: Vec<(Vec<&OutputFile>, Option<Slice>)> = sources.collect();
+    let read = |(files, only): &(Vec<&OutputFile>, Option<Slice>), task: Option<Slice>| {
+        let wanted = match task {
+            Some(t) => overlap(t, *only),
+            None => Some(only.unwrap_or(Slice {
+                start: 0,
+                end: u32::MAX,
+            })),
+        };
+        wanted.is_some_and(|w| files.iter().any(|f| has_rows(f, Some(w))))
     };
     let per_task: Vec<usize> = match slices {
         Slices::Each(slices) => slices
             .iter()
-            .map(|s| sources.iter().filter(|src| has_rows(src, Some(*s))).count())
+            .map(|s| sources.iter().filter(|src| read(src, Some(*s))).count())
             .collect(),
         Slices::All(n) => {
-            let any = sources.iter().filter(|src| has_rows(src, None)).count();
+            let any = sources.iter().filter(|src| read(src, None)).count();
             vec![any; *n]
         }
     };
@@ -316,26 +455,29 @@ mod tests {
     }
 
     #[test]
-    fn groups_hold_at_most_g_files_and_the_byte_cap() {
+    fn combiners_take_g_files_and_ranges_of_partitions_under_the_byte_cap() {
         let policy = Exchange {
             group_files: 4,
             group_bytes: 1000,
             ..Exchange::default()
         };
+        let c = |producers: Range<usize>, start: u32, end: u32| Combiner {
+            producers,
+            slice: Slice { start, end },
+        };
         let files: Vec<_> = (0..10).map(|_| file(2, 100, &[])).collect();
-        let groups = policy.groups(&files, 1 << 30);
-        assert_eq!(groups, vec![0..4, 4..8, 8..10]);
-        // 200 bytes a file, 1000 bytes a group: 5 files... but 4 at most.
+        assert_eq!(
+            policy.combiners(&files, 1 << 30),
+            vec![c(0..4, 0, 2), c(4..8, 0, 2), c(8..10, 0, 2)]
+        );
+        // 1,200 bytes a partition in a group of four: a range each.
         let big: Vec<_> = (0..6).map(|_| file(2, 300, &[])).collect();
         assert_eq!(
-            policy.groups(&big, 1 << 30),
-            vec![0..1, 1..2, 2..3, 3..4, 4..5, 5..6]
+            policy.combiners(&big, 1 << 30),
+            vec![c(0..4, 0, 1), c(0..4, 1, 2), c(4..6, 0, 1), c(4..6, 1, 2)]
         );
         // A quarter of a small pool caps the bytes.
-        assert_eq!(
-            policy.groups(&files, 1600),
-            vec![0..2, 2..4, 4..6, 6..8, 8..10]
-        );
+        assert_eq!(policy.combiners(&files, 1600).len(), 2 + 2 + 1);
     }
 
     #[test]
@@ -351,6 +493,23 @@ mod tests {
         assert_eq!(choice.combiners, 4);
         assert_eq!(groups.unwrap().len(), 4);
         assert!(choice.saving_usd > 0.0);
+        // Files too large for a combiner to take whole: ranges of their
+        // partitions, and still 3.8x fewer requests...
+        let large: Vec<_> = (0..256).map(|_| file(256, 1 << 20, &[])).collect();
+        let forced = Exchange {
+            mode: ExchangeMode::TwoLevel,
+            ..Exchange::default()
+        };
+        let (choice, combiners) =
+            forced.decide(1, &large, &one_each(256), &Prices::default(), 2 << 30);
+        let combiners = combiners.unwrap();
+        // 64 files of 256 MiB a group: 64 ranges of 4 partitions each.
+        assert_eq!(combiners.len(), 4 * 64, "{choice:?}");
+        assert_eq!(choice.requests_two_level, 256 * 64 + 256 * 4);
+        // ...but another pass over 64 GiB costs more than 48,128 GETs: auto
+        // reads it direct.
+        let (auto, _) = policy.decide(1, &large, &one_each(256), &Prices::default(), 2 << 30);
+        assert!(!auto.two_level && auto.saving_usd < 0.0, "{auto:?}");
     }
 
     #[test]
@@ -370,9 +529,14 @@ mod tests {
             group_files: 3,
             ..Exchange::default()
         };
-        let (choice, groups) = forced.decide(3, &files, &slices, &prices, 2 << 30);
+        let (choice, combiners) = forced.decide(3, &files, &slices, &prices, 2 << 30);
         assert!(choice.two_level);
-        assert_eq!(groups.unwrap(), vec![0..3, 3..6, 6..8]);
+        let groups: Vec<_> = combiners
+            .unwrap()
+            .into_iter()
+            .map(|c| c.producers)
+            .collect();
+        assert_eq!(groups, vec![0..3, 3..6, 6..8]);
         // One producer: nothing to combine, whatever the setting.
         let (one, _) = forced.decide(3, &files[..1], &slices, &prices, 2 << 30);
         assert!(!one.two_level, "{one:?}");
@@ -384,11 +548,21 @@ mod tests {
     fn empty_partitions_are_not_read_and_broadcasts_count_every_task() {
         // Producer 0 has rows in partition 0 only, producer 1 in 1 only.
         let files = vec![file(2, 10, &[1]), file(2, 10, &[0])];
-        let direct = reads(files.iter().map(|f| vec![f]), &one_each(2));
+        let direct = reads(files.iter().map(|f| (vec![f], None)), &one_each(2));
         assert_eq!(direct.total, 2);
-        let combined = reads(std::iter::once(files.iter().collect()), &one_each(2));
+        let combined = reads(
+            std::iter::once((files.iter().collect(), None)),
+            &one_each(2),
+        );
         assert_eq!(combined.total, 2, "the combined file has rows in both");
-        let broadcast = reads(files.iter().map(|f| vec![f]), &Slices::All(5));
+        // A combined file of partition 1 only is read by task 1 only.
+        let piece = Some(Slice::one(1));
+        let sliced = reads(
+            std::iter::once((files.iter().collect(), piece)),
+            &one_each(2),
+        );
+        assert_eq!(sliced.total, 1);
+        let broadcast = reads(files.iter().map(|f| (vec![f], None)), &Slices::All(5));
         assert_eq!((broadcast.total, broadcast.max_fan_in), (10, 2));
     }
 
@@ -404,6 +578,23 @@ mod tests {
         let (choice, _) = policy.decide(1, &files, &Slices::All(10), &Prices::default(), 8 << 30);
         assert!(!choice.two_level, "{choice:?}");
         assert!(choice.reason.contains("cost"), "{}", choice.reason);
+    }
+
+    #[test]
+    fn estimates_from_counts_agree_with_decisions_from_files() {
+        let policy = Exchange::default();
+        let files: Vec<_> = (0..256).map(|_| file(256, 10, &[])).collect();
+        let prices = Prices::default();
+        let (choice, _) = policy.decide(1, &files, &one_each(256), &prices, 2 << 30);
+        let bytes = files.iter().map(|f| f.size).sum();
+        let estimate = policy.estimate(1, 256, 256, bytes, &prices, 2 << 30);
+        assert_eq!(estimate, choice);
+        // Large files: fewer of them a combiner (256 MiB each at most).
+        let big = policy.estimate(1, 2000, 1024, 2000 * (100 << 20), &prices, 2 << 30);
+        assert!(big.two_level, "{big:?}");
+        // 32 groups of 6,250 MiB, in 25 ranges each.
+        assert_eq!(big.combiners, 32 * 25);
+        assert_eq!(big.requests_two_level, 2000 * 25 + 1024 * 32);
     }
 
     #[test]
