@@ -106,7 +106,7 @@ const CRATES: &[Spec] = &[
         dir: "control-plane/tools",
         layers: &[
             &["tpch", "simulate"],
-            &["bench", "skew"],
+            &["bench", "skew", "combine_model"],
             &["faults", "exchange"],
         ],
         inner: &[],

@@ -56,6 +56,8 @@ pub struct StageProfile {
     pub tasks: Vec<TaskSample>,
     /// GET (and HEAD) requests the stage made.
     pub gets: u64,
+    /// Inputs a combine step may stand in for (see the two-level exchange).
+    pub combinable: Vec<u32>,
 }
 
 impl StageProfile {
@@ -148,6 +150,7 @@ pub async fn profile(engine: &Engine, request: &JobRequest, executors: usize) ->
             scans: tasks.iter().any(|t| t.bytes_scanned > 0),
             tasks: tasks.clone(),
             gets,
+            combinable: squall_engine::scheduler::combinable(stage, &result.dag),
         });
     }
     Ok(Profile {
@@ -196,8 +199,12 @@ pub struct ScaledStage {
     pub bytes_out: f64,
     /// Per task: GET requests (table ranges, one per producer per input).
     pub gets: f64,
+    /// Per task: the part of `gets` that reads shuffle files.
+    pub shuffle_gets: f64,
     /// Per task: compute seconds, as the small run measured per byte.
     pub compute_seconds: f64,
+    /// Inputs a combine step may stand in for.
+    pub combinable: Vec<u32>,
 }
 
 /// The most tasks one stage may have at scale (the replay keeps each one).
@@ -299,7 +306,9 @@ pub fn scale(profile: &Profile, factor: f64, workers: usize) -> Result<Vec<Scale
             bytes_in,
             bytes_out: out / t,
             gets: gets.max(1.0),
+            shuffle_gets: producers,
             compute_seconds,
+            combinable: stage.combinable.clone(),
         });
     }
     Ok(scaled)
@@ -346,6 +355,9 @@ pub struct Platform {
     /// A request that stalls: its chance, and how long (uniform in the range).
     pub stall_probability: f64,
     pub stall_seconds: (f64, f64),
+    /// A read not answered after this many seconds is sent again once, the
+    /// first answer winning (hedged reads; None: never).
+    pub hedge_after: Option<f64>,
     /// Requests a task has in flight at once.
     pub request_concurrency: f64,
     /// Bytes per second one worker reads or writes (None: not a bound).
@@ -377,6 +389,9 @@ impl Platform {
             },
             stall_probability: 1e-4,
             stall_seconds: (1.0, 10.0),
+            // Squall's default: past the task's 95th percentile of reads
+            // (75 ms here), and never before 250 ms.
+            hedge_after: Some(0.25),
             request_concurrency: 16.0,
             bandwidth: Some(150e6),
             memory_mb: Some(memory_mb),
@@ -417,6 +432,7 @@ impl Platform {
             request: Latency::ZERO,
             stall_probability: 0.0,
             stall_seconds: (0.0, 0.0),
+            hedge_after: None,
             request_concurrency: 1.0,
             bandwidth: None,
             memory_mb: None,
@@ -435,15 +451,28 @@ pub struct Replay {
     pub gb_seconds: f64,
     pub requests: Requests,
     pub usd: f64,
+    /// The most shuffle GETs per second any one key prefix took, its stage
+    /// and whether S3's rate per prefix held the stage back.
+    pub prefix_rate: f64,
+    pub prefix_stage: u32,
+    pub prefix_throttled: bool,
 }
 
-/// Time of one attempt of a task of `stage`, billed and not (the invoke).
+/// GETs a second S3 serves per partitioned key prefix.
+pub const S3_GETS_PER_PREFIX: f64 = 5_500.0;
+
+/// Prefixes a stage's shuffle files are spread over (see the executor's
+/// `shuffle::writer::spread_prefix`).
+pub const SHUFFLE_PREFIXES: f64 = 256.0;
+
+/// Time of one attempt of a task of `stage`, billed and not (the invoke),
+/// and the reads it hedged.
 fn attempt(
     stage: &ScaledStage,
     platform: &Platform,
     cold: bool,
     rng: &mut fastrand::Rng,
-) -> (f64, f64) {
+) -> (f64, f64, u64) {
     let invoke = platform.invoke.draw(rng);
     let init = if cold {
         platform.cold_start.draw(rng)
@@ -453,6 +482,7 @@ fn attempt(
     // Requests go out `request_concurrency` at a time; a stall holds its wave.
     let waves = (stage.gets / platform.request_concurrency).ceil().max(1.0) as usize;
     let mut requests = 0.0;
+    let mut hedged = 0;
     for _ in 0..waves.min(10_000) {
         let mut wave = platform.request.draw(rng);
         let in_wave = stage.gets.min(platform.request_concurrency);
@@ -460,7 +490,15 @@ fn attempt(
             && rng.f64() < 1.0 - (1.0 - platform.stall_probability).powf(in_wave)
         {
             let (lo, hi) = platform.stall_seconds;
-            wave += lo + rng.f64() * (hi - lo);
+            let stalled = wave + lo + rng.f64() * (hi - lo);
+            wave = match platform.hedge_after {
+                // Sent again when it is late; the copy rarely stalls too.
+                Some(after) if stalled > after => {
+                    hedged += 1;
+                    stalled.min(after + platform.request.draw(rng))
+                }
+                _ => stalled,
+            };
         }
         requests += wave;
     }
@@ -470,7 +508,7 @@ fn attempt(
     let put = platform.request.draw(rng);
     let compute = stage.compute_seconds * platform.cpu_factor;
     let billed = init + requests + transfer + put + compute;
-    (invoke + billed, billed)
+    (invoke + billed, billed, hedged)
 }
 
 /// Replays the stages on `workers` workers of `platform`, with backup tasks
@@ -521,9 +559,10 @@ pub fn simulate(
                 started_fresh += 1;
                 warm[slot] = true;
             }
-            let (took, billed) = attempt(stage, platform, cold, &mut rng);
+            let (took, billed, hedged) = attempt(stage, platform, cold, &mut rng);
             billed_seconds += billed;
             replay.attempts += 1;
+            replay.requests.hedged += hedged;
             free.push(std::cmp::Reverse(((start + took).to_bits(), slot)));
             spans.push((start, start + took));
         }
@@ -539,14 +578,49 @@ pub fn simulate(
         }
         job_durations.extend(durations);
         let end = spans.iter().fold(ready, |a, (_, e)| a.max(*e));
+        let end = per_prefix(stage, platform, ready, end, &mut replay);
         done.insert(stage.id, end);
         let t = stage.tasks as u64;
         replay.requests.get += (stage.gets * stage.tasks as f64).round() as u64;
         replay.requests.put += t;
     }
+    replay.requests.get += replay.requests.hedged;
     replay.seconds = overhead_seconds + done.values().fold(0.0, |a: f64, b| a.max(*b));
     price(&mut replay, platform, billed_seconds, prices);
     replay
+}
+
+/// The end of `stage` (ready at `ready`, its tasks done at `end`) under S3's
+/// rate per key prefix: its shuffle reads go to its inputs' folders, each
+/// spread over [`SHUFFLE_PREFIXES`]; where they would pass
+/// [`S3_GETS_PER_PREFIX`], the stage takes as long as the rate allows.
+/// Notes the busiest prefix in `replay`. Only for a platform with request
+/// latencies (S3's); the in-process backend has no such limit.
+fn per_prefix(
+    stage: &ScaledStage,
+    platform: &Platform,
+    ready: f64,
+    end: f64,
+    replay: &mut Replay,
+) -> f64 {
+    if platform.request.median <= 0.0 || stage.inputs.is_empty() {
+        return end;
+    }
+    let gets = stage.shuffle_gets * stage.tasks as f64;
+    let prefixes = SHUFFLE_PREFIXES * stage.inputs.len() as f64;
+    let fastest = gets / (S3_GETS_PER_PREFIX * prefixes);
+    let took = (end - ready).max(1e-9);
+    let rate = gets / took / prefixes;
+    if rate > replay.prefix_rate {
+        replay.prefix_rate = rate;
+        replay.prefix_stage = stage.id;
+    }
+    if fastest > took {
+        replay.prefix_throttled = true;
+        ready + fastest
+    } else {
+        end
+    }
 }
 
 /// Each attempt draws from a stream of its own, so that a replay with backups
@@ -586,10 +660,11 @@ fn back_up(
         let backup_at = due.max(at_75);
         if span.1 > backup_at {
             let mut rng = attempt_rng(seed, stage.id, task, 1);
-            let (took, billed) = attempt(stage, platform, false, &mut rng);
+            let (took, billed, hedged) = attempt(stage, platform, false, &mut rng);
             billed_seconds += billed;
             replay.attempts += 1;
             replay.backups += 1;
+            replay.requests.hedged += hedged;
             // The loser is not stopped (Lambda cannot be): billed whole.
             span.1 = span.1.min(backup_at + took);
         }
@@ -657,6 +732,7 @@ mod tests {
             } else {
                 StageKind::Final
             },
+            combinable: inputs.iter().map(|(i, _)| *i).collect(),
             inputs,
             scans,
             tasks,
@@ -751,6 +827,7 @@ mod tests {
         let scans = scale(&profile, 1000.0, 1000).unwrap();
         let mut platform = Platform::lambda(2048);
         platform.stall_probability = 0.01;
+        platform.hedge_after = None;
         let prices = Prices::default();
         let (slow, _) = replays(&scans, &platform, 1000, false, &prices, 0.0, 9);
         let (hedged, _) = replays(&scans, &platform, 1000, true, &prices, 0.0, 9);
@@ -765,5 +842,61 @@ mod tests {
         assert!(without.usd > 0.0 && without.gb_seconds > 0.0);
         // 1,563 tasks on 1,000 workers: two waves of scans.
         assert!(without.seconds > 2.0 * scaled[0].compute_seconds);
+    }
+
+    #[test]
+    fn hedged_reads_cut_stalls_without_backups_and_are_billed() {
+        let mut profile = q1_like();
+        profile.stages.truncate(1);
+        let scans = scale(&profile, 1000.0, 1000).unwrap();
+        let prices = Prices::default();
+        let mut platform = Platform::lambda(2048);
+        platform.stall_probability = 0.01;
+        let (hedged, p90_hedged) = replays(&scans, &platform, 1000, false, &prices, 0.0, 9);
+        platform.hedge_after = None;
+        let (stalled, p90_stalled) = replays(&scans, &platform, 1000, false, &prices, 0.0, 9);
+        assert!(hedged.requests.hedged > 0 && stalled.requests.hedged == 0);
+        assert_eq!(
+            hedged.requests.get,
+            stalled.requests.get + hedged.requests.hedged,
+            "a hedge is one more GET"
+        );
+        assert!(
+            hedged.seconds < stalled.seconds,
+            "{hedged:?} vs {stalled:?}"
+        );
+        assert!(p90_hedged < p90_stalled);
+    }
+
+    #[test]
+    fn a_stage_reading_faster_than_its_prefixes_allow_is_held_to_their_rate() {
+        // 10,000 tasks reading 10,000 producers each: 10^8 GETs over 256
+        // prefixes at 5,500 a second each, at least 71 s.
+        let stage = ScaledStage {
+            id: 2,
+            kind: StageKind::Reduce,
+            inputs: vec![1],
+            tasks: 10_000,
+            bytes_scanned: 0.0,
+            bytes_in: 0.0,
+            bytes_out: 0.0,
+            gets: 10_000.0,
+            shuffle_gets: 10_000.0,
+            compute_seconds: 0.0,
+            combinable: vec![1],
+        };
+        let mut replay = Replay::default();
+        let platform = Platform::lambda(2048);
+        let end = per_prefix(&stage, &platform, 10.0, 20.0, &mut replay);
+        let fastest = 1e8 / (S3_GETS_PER_PREFIX * SHUFFLE_PREFIXES);
+        assert!((end - (10.0 + fastest)).abs() < 1e-6, "{end}");
+        assert!(replay.prefix_throttled && replay.prefix_stage == 2);
+        assert!(replay.prefix_rate > S3_GETS_PER_PREFIX);
+        // In-process: no such limit.
+        let mut local = Replay::default();
+        assert_eq!(
+            per_prefix(&stage, &Platform::in_process(), 10.0, 20.0, &mut local),
+            20.0
+        );
     }
 }

@@ -159,6 +159,14 @@ impl Scheduler<'_> {
     }
 }
 
+/// The inputs of `stage` of `dag` that a combine step may stand in for (see
+/// [`combinable_inputs`]), in order.
+pub fn combinable(stage: &Stage, dag: &StageDag) -> Vec<u32> {
+    let mut inputs: Vec<u32> = combinable_inputs(stage, dag).into_keys().collect();
+    inputs.sort_unstable();
+    inputs
+}
+
 /// The inputs of `stage` that a combine step may stand in for, with their
 /// producers' writers: every reader of the input in the stage reads it
 /// partition by partition (a merge keeps producers' runs apart, and a

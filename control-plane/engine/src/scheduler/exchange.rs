@@ -20,6 +20,13 @@ use squall_executor::{OutputFile, Slice};
 
 use crate::cost::Prices;
 
+/// Ranged GETs a reduce task keeps in flight (the shuffle reader's).
+const READS_IN_FLIGHT: f64 = 16.0;
+
+/// One GET's time to its first byte on S3, median (BENCHMARKS.md, "Scale
+/// model").
+const READ_SECONDS: f64 = 0.027;
+
 /// How a reduce stage reads its shuffle inputs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -103,6 +110,9 @@ pub struct ExchangeChoice {
     pub producers: usize,
     /// Combiners (0 for direct).
     pub combiners: usize,
+    /// The groups of producers they take ranges of partitions of (0 for
+    /// direct): a reduce task reads about one combined file a group.
+    pub groups: usize,
     /// Reduce tasks that read the input.
     pub reduce_tasks: usize,
     /// GETs of the input read direct: one per producer per reduce task
@@ -195,9 +205,12 @@ impl Exchange {
                 files[c.producers.clone()].iter().filter(has).count() as u64
             })
             .sum();
+        let mut groups: Vec<&Range<usize>> = combiners.iter().map(|c| &c.producers).collect();
+        groups.dedup();
         let shape = Shape {
             producers: files.len(),
             combiners: combiners.len(),
+            groups: groups.len(),
             reduce_tasks: slices.tasks(),
             bytes: files.iter().map(|f| f.size).sum(),
             direct,
@@ -229,6 +242,7 @@ impl Exchange {
         let shape = Shape {
             producers,
             combiners: (groups * pieces) as usize,
+            groups: groups as usize,
             reduce_tasks,
             bytes,
             direct: Reads {
@@ -261,7 +275,7 @@ impl Exchange {
                 * prices.lambda_gb_second_x86_64;
         let saving_usd = saved - extra;
         let fewer = direct.total as f64 / shape.two_level.max(1) as f64;
-        let combinable = shape.producers >= 2 && shape.two_level < shape.direct.total;
+        let combinable = shape.producers >= 2 && shape.groups < shape.producers;
         let (two_level, reason) = match self.mode {
             ExchangeMode::Direct => (false, "direct by the job's setting".to_string()),
             ExchangeMode::TwoLevel if combinable => {
@@ -272,13 +286,14 @@ impl Exchange {
                 "combining would not cut the requests (too few producers)".to_string(),
             ),
             ExchangeMode::TwoLevel => unreachable!("handled above"),
-            ExchangeMode::Auto => self.auto(direct, fewer, saving_usd),
+            ExchangeMode::Auto => self.auto(shape, fewer, saving_usd),
         };
         ExchangeChoice {
             input,
             two_level,
             producers: shape.producers,
             combiners: if two_level { shape.combiners } else { 0 },
+            groups: if two_level { shape.groups } else { 0 },
             reduce_tasks: shape.reduce_tasks,
             requests_direct: direct.total,
             requests_two_level: shape.two_level,
@@ -287,9 +302,31 @@ impl Exchange {
         }
     }
 
-    /// Auto's decision and its reason.
-    fn auto(&self, direct: &Reads, fewer: f64, saving_usd: f64) -> (bool, String) {
-        let large = direct.total >= self.min_requests || direct.max_fan_in > self.max_fan_in;
+    /// Auto's decision and its reason: two-level where a reduce task would
+    /// read more than `max_fan_in` files (its reads go 16 at a time: a tree
+    /// of combiners reads them side by side), or where the requests it saves
+    /// pay for the extra pass.
+    fn auto(&self, shape: &Shape, fewer: f64, saving_usd: f64) -> (bool, String) {
+        let direct = &shape.direct;
+        // The reads a reduce task no longer waits for, against the combine
+        // step's own pass over its bytes.
+        let waits =
+            direct.max_fan_in.saturating_sub(shape.groups) as f64 / READS_IN_FLIGHT * READ_SECONDS;
+        let pass =
+            shape.bytes as f64 / shape.combiners.max(1) as f64 / self.bytes_per_second.max(1.0);
+        if direct.max_fan_in > self.max_fan_in
+            && shape.groups * 4 <= direct.max_fan_in
+            && pass < waits
+        {
+            return (
+                true,
+                format!(
+                    "a reduce task would read {} files; through {} combiners, {}",
+                    direct.max_fan_in, shape.combiners, shape.groups
+                ),
+            );
+        }
+        let large = direct.total >= self.min_requests;
         if !large {
             (
                 false,
@@ -362,6 +399,7 @@ impl Combiner {
 struct Shape {
     producers: usize,
     combiners: usize,
+    groups: usize,
     reduce_tasks: usize,
     bytes: u64,
     direct: Reads,
@@ -595,6 +633,23 @@ mod tests {
         // 32 groups of 6,250 MiB, in 25 ranges each.
         assert_eq!(big.combiners, 32 * 25);
         assert_eq!(big.requests_two_level, 2000 * 25 + 1024 * 32);
+    }
+
+    #[test]
+    fn a_single_reader_of_many_producers_reads_them_through_combiners() {
+        // 1,000 partial aggregates gathered by one task: as many GETs either
+        // way, but 16 files for the task to read where it had 1,000.
+        let policy = Exchange::default();
+        let files: Vec<_> = (0..1000).map(|_| file(1, 500, &[])).collect();
+        let (choice, combiners) =
+            policy.decide(1, &files, &one_each(1), &Prices::default(), 2 << 30);
+        assert!(choice.two_level, "{choice:?}");
+        assert_eq!(combiners.unwrap().len(), 16);
+        assert_eq!(choice.requests_two_level, 1000 + 16);
+        assert!(choice.reason.contains("1000 files"), "{}", choice.reason);
+        // 300 producers: under the fan-in bound, and no fewer requests.
+        let (few, _) = policy.decide(1, &files[..300], &one_each(1), &Prices::default(), 2 << 30);
+        assert!(!few.two_level, "{few:?}");
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub(super) enum BenchCommand {
     /// Check the scale model: predict TPC-H queries on larger tables from a
     /// run on smaller ones, run them, print the error.
     Simulate(simulate::BenchSimulateArgs),
+    /// Predict every TPC-H query on Lambda at a larger scale (SF 1000 on
+    /// 1,000 workers by default) from runs here, as one table.
+    Scale(simulate::BenchScaleArgs),
     /// Run TPC-H queries with their shuffles read direct and two-level
     /// (through combine steps), alternating: GETs, time and answers.
     Exchange(exchange::BenchExchangeArgs),
@@ -85,6 +88,7 @@ pub(super) async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Skew(args) => skew::bench_skew(args).await,
         BenchCommand::Simulate(args) => simulate::bench_simulate(args).await,
         BenchCommand::Exchange(args) => exchange::bench_exchange(args).await,
+        BenchCommand::Scale(args) => simulate::bench_scale(args).await,
     }
 }
 

@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use squall_engine::planner::default_parallelism;
+use squall_engine::scheduler::{Exchange, ExchangeChoice, ExchangeMode, TaskOptions};
 use squall_engine::{Engine, JobRequest, Prices};
-use squall_tools::simulate::{Platform, Profile, ScaledStage, profile, replays, scale};
+use squall_tools::combine_model::with_exchange;
+use squall_tools::simulate::{Platform, Profile, Replay, ScaledStage, profile, replays, scale};
 use squall_tools::tpch;
 
 use super::error::{CliError, Result};
@@ -48,6 +50,70 @@ pub struct SimulateArgs {
     /// Price table (TOML, as `squall run --prices`).
     #[arg(long, value_name = "FILE")]
     prices: Option<PathBuf>,
+    #[command(flatten)]
+    shuffle: ShuffleModelArgs,
+}
+
+/// How the model reads shuffles at scale, as `squall run` would.
+#[derive(Debug, Args)]
+pub struct ShuffleModelArgs {
+    /// How reduce stages read shuffles at scale (auto, direct, two-level).
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = super::tasks::parse_exchange)]
+    exchange: ExchangeMode,
+    /// Model no hedged reads (a stalled read waits out its stall).
+    #[arg(long)]
+    no_hedging: bool,
+}
+
+/// A prediction: the stages at scale (combine steps in), the exchanges
+/// chosen, and the replays' medians and 90th percentiles without backups
+/// and with.
+struct Prediction {
+    stages: Vec<ScaledStage>,
+    exchanges: Vec<(u32, ExchangeChoice)>,
+    without: (Replay, f64),
+    with: (Replay, f64),
+}
+
+fn predict(
+    measured: &Profile,
+    factor: f64,
+    workers: usize,
+    platform: &Platform,
+    prices: &Prices,
+    runs: usize,
+    shuffle: &ShuffleModelArgs,
+) -> Result<Prediction> {
+    let stages = scale(measured, factor, workers)?;
+    let policy = Exchange {
+        mode: shuffle.exchange,
+        ..Exchange::default()
+    };
+    let memory = platform
+        .memory_mb
+        .map_or(TaskOptions::default().memory_limit_bytes, |mb| mb << 20);
+    let (stages, exchanges) = with_exchange(&stages, &policy, prices, memory);
+    let mut platform = platform.clone();
+    if shuffle.no_hedging {
+        platform.hedge_after = None;
+    }
+    let replay = |backups| {
+        replays(
+            &stages,
+            &platform,
+            workers,
+            backups,
+            prices,
+            measured.overhead_seconds,
+            runs,
+        )
+    };
+    Ok(Prediction {
+        without: replay(false),
+        with: replay(true),
+        stages,
+        exchanges,
+    })
 }
 
 fn platform(kind: PlatformKind, memory: u64) -> Result<Platform> {
@@ -104,23 +170,36 @@ pub async fn simulate(args: SimulateArgs) -> Result<()> {
         ..JobRequest::new(args.query.sql()?, args.query.tables()?)
     };
     let measured = profile(&engine, &request, executors).await?;
-    let stages = scale(&measured, args.scale_factor, args.workers)?;
+    let predicted = predict(
+        &measured,
+        args.scale_factor,
+        args.workers,
+        &platform,
+        &prices,
+        args.runs,
+        &args.shuffle,
+    )?;
     print_profile(&measured);
     println!();
-    print_stages(&stages);
-    println!();
-    for backups in [false, true] {
-        let (median, p90) = replays(
-            &stages,
-            &platform,
-            args.workers,
-            backups,
-            &prices,
-            measured.overhead_seconds,
-            args.runs,
-        );
+    print_stages(&predicted.stages);
+    for (reader, e) in &predicted.exchanges {
         println!(
-            "{} on {} {} workers, {}: {:.1} s (p90 {:.1} s), {} ({:.0} GB-s, {} invocations, {} backups, {} GET, {} PUT)",
+            "  stage {reader} reads stage {} {}: {} producers × {} reduce tasks, {} GETs direct, {} two-level ({} combiners) — {}",
+            e.input,
+            if e.two_level { "two-level" } else { "direct" },
+            e.producers,
+            e.reduce_tasks,
+            e.requests_direct,
+            e.requests_two_level,
+            e.combiners,
+            e.reason
+        );
+    }
+    println!();
+    for (backups, (median, p90)) in [(false, &predicted.without), (true, &predicted.with)] {
+        let (median, p90) = (median.clone(), *p90);
+        println!(
+            "{} on {} {} workers, {}: {:.1} s (p90 {:.1} s), {} ({:.0} GB-s, {} invocations, {} backups, {} GET of which {} hedged, {} PUT; busiest prefix {:.0} GET/s{})",
             if backups {
                 "with backups   "
             } else {
@@ -136,7 +215,14 @@ pub async fn simulate(args: SimulateArgs) -> Result<()> {
             median.attempts,
             median.backups,
             median.requests.get,
+            median.requests.hedged,
             median.requests.put,
+            median.prefix_rate,
+            if median.prefix_throttled {
+                ", held back by S3's rate per prefix"
+            } else {
+                ""
+            },
         );
     }
     Ok(())
@@ -276,6 +362,119 @@ pub async fn bench_simulate(args: BenchSimulateArgs) -> Result<()> {
         "simulate: median absolute error {:.0}%, worst {:.0}%",
         errors[errors.len() / 2] * 100.0,
         errors.last().copied().unwrap_or_default() * 100.0
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct BenchScaleArgs {
+    /// TPC-H tables the model measures (as `squall tpch` writes them).
+    #[arg(long)]
+    data: PathBuf,
+    /// How many times larger the predicted tables are (SF 1 tables and
+    /// 1000: SF 1000).
+    #[arg(long, default_value_t = 1000.0)]
+    scale_factor: f64,
+    /// Lambda workers at the larger scale.
+    #[arg(long, default_value_t = 1000)]
+    workers: usize,
+    /// Lambda memory, MB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u64,
+    /// Queries, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = 1..=22usize)]
+    queries: Vec<usize>,
+    /// Replays per prediction (medians and 90th percentiles).
+    #[arg(long, default_value_t = 25)]
+    runs: usize,
+    /// In-process executors of the measured runs [default: cores].
+    #[arg(long)]
+    executors: Option<usize>,
+    #[command(flatten)]
+    shuffle: ShuffleModelArgs,
+}
+
+/// Predicts every TPC-H query on Lambda at a larger scale from runs here,
+/// and tabulates them with the suite's totals.
+pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
+    check_workers(args.workers)?;
+    check_factor("--scale-factor", args.scale_factor)?;
+    if !(1..=1000).contains(&args.runs) {
+        return Err(CliError::InvalidArgument(format!(
+            "--runs {}: from 1 to 1000",
+            args.runs
+        )));
+    }
+    let platform = platform(PlatformKind::Lambda, args.memory)?;
+    let prices = Prices::default();
+    let executors = args.executors.unwrap_or_else(default_parallelism);
+    let engine = Engine::embedded(Some(executors))?;
+    let root = squall_engine::tables::to_url(&args.data.to_string_lossy())?.to_string();
+    println!(
+        "TPC-H ×{} on {} Lambda workers of {} MB, predicted from runs on {} ({} executors); exchange {}, hedged reads {}; {} replays, median and 90th percentile",
+        args.scale_factor,
+        args.workers,
+        args.memory,
+        args.data.display(),
+        executors,
+        args.shuffle.exchange,
+        if args.shuffle.no_hedging { "off" } else { "on" },
+        args.runs
+    );
+    println!("{}", super::machine::provenance());
+    println!();
+    println!(
+        "| query | stages | tasks | two-level inputs | GETs | hedged | busiest prefix GET/s | s, no backups | p90 | s, backups | p90 | $ (backups) |"
+    );
+    println!(
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let (mut seconds, mut dollars, mut throttled) = (0.0, 0.0, 0);
+    for &q in &args.queries {
+        let request = JobRequest {
+            plan: squall_engine::PlanOptions {
+                shuffle_partitions: executors,
+                min_scan_tasks: Some(executors),
+                widen: Some(squall_engine::planner::Widen::default()),
+                ..Default::default()
+            },
+            ..JobRequest::new(tpch::query(q)?, tpch::table_specs(&root))
+        };
+        let measured = profile(&engine, &request, executors).await?;
+        let p = predict(
+            &measured,
+            args.scale_factor,
+            args.workers,
+            &platform,
+            &prices,
+            args.runs,
+            &args.shuffle,
+        )?;
+        let (with, with_p90) = &p.with;
+        let (without, without_p90) = &p.without;
+        seconds += with.seconds;
+        dollars += with.usd;
+        throttled += usize::from(with.prefix_throttled);
+        println!(
+            "| Q{q} | {} | {} | {} | {} | {} | {:.0}{} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            p.stages.len(),
+            p.stages.iter().map(|s| s.tasks).sum::<usize>(),
+            p.exchanges.iter().filter(|(_, e)| e.two_level).count(),
+            with.requests.get,
+            with.requests.hedged,
+            with.prefix_rate,
+            if with.prefix_throttled { " (held)" } else { "" },
+            without.seconds,
+            without_p90,
+            with.seconds,
+            with_p90,
+            usd(with.usd),
+        );
+    }
+    println!();
+    println!(
+        "suite: {seconds:.0} s and {} (medians with backups, one query after another); {throttled} queries held back by S3's rate per prefix",
+        usd(dollars)
     );
     Ok(())
 }

@@ -1,0 +1,156 @@
+//! The two-level exchange in the scale model: each shuffle a stage reads at
+//! scale is decided as the scheduler decides it ([`Exchange::estimate`], from
+//! the producers', readers' and bytes' counts the scaled stages hold, priced
+//! with the same table), and where it is two-level a combine step is put in
+//! front of its reader: combiners that each read one range of each file of
+//! their group of producers and write one file, the reader then making one
+//! GET per group where it made one per producer.
+
+use std::collections::HashMap;
+
+use squall_engine::cost::Prices;
+use squall_engine::scheduler::{Exchange, ExchangeChoice, StageKind};
+
+use crate::simulate::ScaledStage;
+
+/// Ids of combine steps: this plus the id of the stage they combine.
+pub const COMBINE_IDS: u32 = 1_000_000;
+
+/// Bytes a second a combiner copies in memory (its reads and write are
+/// the platform's transfers).
+const COPY_BYTES_PER_SECOND: f64 = 2e9;
+
+/// Fixed time of a combine task besides its bytes.
+const COMBINE_OVERHEAD_SECONDS: f64 = 0.002;
+
+/// `stages` with a combine step in front of every reader whose input
+/// `policy` reads two-level, and every choice made (by reader). Combiners
+/// hold `memory_bytes`.
+pub fn with_exchange(
+    stages: &[ScaledStage],
+    policy: &Exchange,
+    prices: &Prices,
+    memory_bytes: u64,
+) -> (Vec<ScaledStage>, Vec<(u32, ExchangeChoice)>) {
+    let mut out: Vec<ScaledStage> = Vec::with_capacity(stages.len());
+    let mut choices = Vec::new();
+    // Tasks and bytes written per task, of every stage so far.
+    let mut written: HashMap<u32, (usize, f64)> = HashMap::new();
+    for stage in stages {
+        let mut reader = stage.clone();
+        for &input in &stage.combinable {
+            let Some(&(producers, per_task)) = written.get(&input) else {
+                continue;
+            };
+            let bytes = producers as f64 * per_task;
+            let choice = policy.estimate(
+                input,
+                producers,
+                stage.tasks,
+                bytes as u64,
+                prices,
+                memory_bytes,
+            );
+            if choice.two_level {
+                let step = combine_step(input, &choice, bytes);
+                // The reader reads a file a group where it read one a producer.
+                let saved = (producers - choice.groups) as f64;
+                reader.gets = (reader.gets - saved).max(1.0);
+                reader.shuffle_gets = (reader.shuffle_gets - saved).max(0.0);
+                for i in reader.inputs.iter_mut().filter(|i| **i == input) {
+                    *i = step.id;
+                }
+                written.insert(step.id, (step.tasks, step.bytes_out));
+                out.push(step);
+            }
+            choices.push((stage.id, choice));
+        }
+        reader.combinable.clear();
+        written.insert(reader.id, (reader.tasks, reader.bytes_out));
+        out.push(reader);
+    }
+    (out, choices)
+}
+
+/// The combine step of input `input`, two-level by `choice`, of `bytes`.
+fn combine_step(input: u32, choice: &ExchangeChoice, bytes: f64) -> ScaledStage {
+    let combiners = choice.combiners.max(1);
+    let per_task = bytes / combiners as f64;
+    // Each file of a group is read once a range of partitions.
+    let reads = choice.producers as f64 / choice.groups.max(1) as f64;
+    ScaledStage {
+        id: COMBINE_IDS + input,
+        kind: StageKind::Reduce,
+        inputs: vec![input],
+        tasks: combiners,
+        bytes_scanned: 0.0,
+        bytes_in: per_task,
+        bytes_out: per_task,
+        gets: reads.max(1.0),
+        shuffle_gets: reads,
+        compute_seconds: COMBINE_OVERHEAD_SECONDS + per_task / COPY_BYTES_PER_SECOND,
+        combinable: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use squall_engine::scheduler::ExchangeMode;
+
+    fn stage(id: u32, inputs: Vec<u32>, tasks: usize, gets: f64, out: f64) -> ScaledStage {
+        ScaledStage {
+            id,
+            kind: StageKind::Reduce,
+            combinable: inputs.clone(),
+            inputs,
+            tasks,
+            bytes_scanned: 0.0,
+            bytes_in: 0.0,
+            bytes_out: out,
+            gets,
+            shuffle_gets: gets,
+            compute_seconds: 0.01,
+        }
+    }
+
+    #[test]
+    fn a_wide_shuffle_gets_a_combine_step_and_its_reader_fewer_gets() {
+        // 2,000 producers of 10 MB into 1,024 reduce tasks.
+        let stages = vec![
+            stage(1, vec![], 2000, 10.0, 10e6),
+            stage(2, vec![1], 1024, 2000.0, 1e6),
+        ];
+        let policy = Exchange::default();
+        let (out, choices) = with_exchange(&stages, &policy, &Prices::default(), 2 << 30);
+        assert_eq!(out.len(), 3);
+        let (reader, choice) = &choices[0];
+        assert_eq!(*reader, 2);
+        assert!(choice.two_level, "{choice:?}");
+        let step = &out[1];
+        assert_eq!(step.id, COMBINE_IDS + 1);
+        assert_eq!(step.inputs, vec![1]);
+        assert_eq!(step.tasks, choice.combiners);
+        // 32 groups of 64 files (640 MB): three ranges each.
+        assert_eq!((choice.groups, choice.combiners), (32, 96));
+        assert_eq!(out[2].inputs, vec![COMBINE_IDS + 1]);
+        assert!((out[2].gets - 32.0).abs() < 1e-9, "{:?}", out[2]);
+        // As many GETs in all as the choice counted.
+        let total: f64 = out[1..]
+            .iter()
+            .map(|s| s.shuffle_gets * s.tasks as f64)
+            .sum();
+        assert!(
+            (total - choice.requests_two_level as f64).abs() < 1.0,
+            "{total}"
+        );
+        // Direct: the stages as they were.
+        let direct = Exchange {
+            mode: ExchangeMode::Direct,
+            ..policy
+        };
+        let (same, _) = with_exchange(&stages, &direct, &Prices::default(), 2 << 30);
+        assert_eq!(same.len(), 2);
+        assert!((same[1].gets - 2000.0).abs() < 1e-9);
+    }
+}
