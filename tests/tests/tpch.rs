@@ -228,6 +228,11 @@ async fn tpch_sf01_width32_two_level_coalesced() {
         "only {} inputs combined",
         runs.two_level
     );
+    assert!(
+        runs.ranged >= 10,
+        "only {} inputs combined in ranges of partitions",
+        runs.ranged
+    );
     assert!(runs.coalesced > 0, "no stage was coalesced");
     assert!(runs.split > 0, "no partition was split");
 }

@@ -585,7 +585,7 @@ mod tests {
     #[test]
     fn empty_partitions_are_not_read_and_broadcasts_count_every_task() {
         // Producer 0 has rows in partition 0 only, producer 1 in 1 only.
-        let files = vec![file(2, 10, &[1]), file(2, 10, &[0])];
+        let files = [file(2, 10, &[1]), file(2, 10, &[0])];
         let direct = reads(files.iter().map(|f| (vec![f], None)), &one_each(2));
         assert_eq!(direct.total, 2);
         let combined = reads(
