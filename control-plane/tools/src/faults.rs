@@ -18,7 +18,7 @@ use squall_engine::backend::FaultyBackend;
 use squall_engine::engine::{Engine, JobRequest, JobRun};
 use squall_engine::error::{Result, SquallError};
 use squall_engine::planner::PlanOptions;
-use squall_engine::scheduler::Speculation;
+use squall_engine::scheduler::{Exchange, ExchangeMode, Speculation};
 use squall_engine::urls::to_url;
 
 /// What `bench faults` runs.
@@ -33,6 +33,8 @@ pub struct FaultsBench {
     pub plan: FaultPlan,
     /// Backup tasks, on both sides.
     pub speculation: Speculation,
+    /// How reduce stages read shuffles, on both sides.
+    pub exchange: ExchangeMode,
     /// Reference answers (`sfX/qNN.csv` below); where there is none for a
     /// query, single-node DataFusion's answer is the reference.
     pub answers: Option<PathBuf>,
@@ -131,6 +133,10 @@ impl FaultsBench {
                 ..PlanOptions::default()
             };
             request.tasks.speculation = self.speculation.clone();
+            request.tasks.exchange = Exchange {
+                mode: self.exchange,
+                ..Exchange::default()
+            };
             let mut bench = FaultQuery {
                 query: q,
                 clean: vec![],

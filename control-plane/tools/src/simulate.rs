@@ -14,10 +14,10 @@
 //! backup tasks, and prices the attempts with the cost module's price table.
 //!
 //! The model and its parameters are described, with their sources, in
-//! BENCHMARKS.md ("Scale model"). What it does not know: a plan chosen for
-//! the large data (it replays the small run's plan: a join broadcast on small
-//! data stays broadcast), skew, memory pressure and spilling at scale, and
-//! throttling beyond the account's burst.
+//! BENCHMARKS.md ("Scale model"). The small run is planned for the large
+//! data as far as joins go ([`plan_for_scale`]: a side broadcast only if it
+//! would be at scale). What it does not know: skew, memory pressure and
+//! spilling at scale, and throttling beyond the account's burst.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -160,6 +160,19 @@ pub async fn profile(engine: &Engine, request: &JobRequest, executors: usize) ->
         overhead_seconds: (seconds - critical_path(&result.stages, &result.dag)).max(0.0),
         executors,
     })
+}
+
+/// `options` for a run on tables `factor` times smaller than those
+/// predicted: the broadcast thresholds cut by the factor, so that a join
+/// whose small side would pass them at scale shuffles in the measured run
+/// too (the plan replayed is the one the large tables would get).
+pub fn plan_for_scale(options: PlanOptions, factor: f64) -> PlanOptions {
+    let cut = |n: usize| (n as f64 / factor.max(1.0)) as usize;
+    PlanOptions {
+        broadcast_rows: cut(options.broadcast_rows),
+        broadcast_bytes: cut(options.broadcast_bytes),
+        ..options
+    }
 }
 
 /// The longest chain of stage times through the DAG.

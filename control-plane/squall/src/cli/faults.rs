@@ -10,6 +10,7 @@ use squall_tools::faults::{FaultQuery, FaultsBench};
 
 use super::error::{CliError, Result};
 use super::tasks::BackupArgs;
+use squall_engine::scheduler::ExchangeMode;
 
 #[derive(Debug, Args)]
 pub struct BenchFaultsArgs {
@@ -46,6 +47,9 @@ pub struct BenchFaultsArgs {
     answers: PathBuf,
     #[command(flatten)]
     backups: BackupArgs,
+    /// How reduce stages read shuffles (auto, direct, two-level), on both sides.
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = super::tasks::parse_exchange)]
+    exchange: ExchangeMode,
 }
 
 pub async fn bench_faults(args: BenchFaultsArgs) -> Result<()> {
@@ -64,13 +68,15 @@ pub async fn bench_faults(args: BenchFaultsArgs) -> Result<()> {
         executors: args.executors.unwrap_or_else(default_parallelism),
         plan,
         speculation: args.backups.speculation()?,
+        exchange: args.exchange,
         answers: args.answers.is_dir().then(|| args.answers.clone()),
     };
     println!(
-        "TPC-H on {} — {} executors, {} iteration(s); faults: {} stragglers ×{}, {} crash, {} fail, seed {}; backups {}",
+        "TPC-H on {} — {} executors, {} iteration(s), exchange {}; faults: {} stragglers ×{}, {} crash, {} fail, seed {}; backups {}",
         args.data,
         bench.executors,
         bench.iterations,
+        bench.exchange,
         plan.stragglers,
         plan.slowdown,
         plan.crash,

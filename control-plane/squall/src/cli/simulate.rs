@@ -10,7 +10,9 @@ use squall_engine::planner::default_parallelism;
 use squall_engine::scheduler::{Exchange, ExchangeChoice, ExchangeMode, TaskOptions};
 use squall_engine::{Engine, JobRequest, Prices};
 use squall_tools::combine_model::with_exchange;
-use squall_tools::simulate::{Platform, Profile, Replay, ScaledStage, profile, replays, scale};
+use squall_tools::simulate::{
+    Platform, Profile, Replay, ScaledStage, plan_for_scale, profile, replays, scale,
+};
 use squall_tools::tpch;
 
 use super::error::{CliError, Result};
@@ -166,7 +168,7 @@ pub async fn simulate(args: SimulateArgs) -> Result<()> {
     let executors = args.executors.unwrap_or_else(default_parallelism);
     let engine = Engine::embedded(Some(executors))?;
     let request = JobRequest {
-        plan: args.query.plan_options(executors),
+        plan: plan_for_scale(args.query.plan_options(executors), args.scale_factor),
         ..JobRequest::new(args.query.sql()?, args.query.tables()?)
     };
     let measured = profile(&engine, &request, executors).await?;
@@ -313,6 +315,8 @@ pub async fn bench_simulate(args: BenchSimulateArgs) -> Result<()> {
         widen: Some(squall_engine::planner::Widen::default()),
         ..Default::default()
     };
+    // The small tables planned as the large ones are.
+    let small_options = || plan_for_scale(options(), args.factor);
     let dir = |p: &PathBuf| -> Result<String> {
         Ok(squall_engine::tables::to_url(&p.to_string_lossy())?.to_string())
     };
@@ -326,9 +330,13 @@ pub async fn bench_simulate(args: BenchSimulateArgs) -> Result<()> {
             plan: options(),
             ..JobRequest::new(sql, tpch::table_specs(root))
         };
+        let small_request = JobRequest {
+            plan: small_options(),
+            ..JobRequest::new(sql, tpch::table_specs(&small))
+        };
         // A warm-up of each, as the measured runs are warm.
-        engine.run(&request(&small), None).await?;
-        let measured = profile(&engine, &request(&small), executors).await?;
+        engine.run(&small_request, None).await?;
+        let measured = profile(&engine, &small_request, executors).await?;
         let stages = scale(&measured, args.factor, executors)?;
         let (predicted, _) = replays(
             &stages,
@@ -431,13 +439,14 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
     );
     let (mut seconds, mut dollars, mut throttled) = (0.0, 0.0, 0);
     for &q in &args.queries {
+        let options = squall_engine::PlanOptions {
+            shuffle_partitions: executors,
+            min_scan_tasks: Some(executors),
+            widen: Some(squall_engine::planner::Widen::default()),
+            ..Default::default()
+        };
         let request = JobRequest {
-            plan: squall_engine::PlanOptions {
-                shuffle_partitions: executors,
-                min_scan_tasks: Some(executors),
-                widen: Some(squall_engine::planner::Widen::default()),
-                ..Default::default()
-            },
+            plan: plan_for_scale(options, args.scale_factor),
             ..JobRequest::new(tpch::query(q)?, tpch::table_specs(&root))
         };
         let measured = profile(&engine, &request, executors).await?;
@@ -455,12 +464,19 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
         seconds += with.seconds;
         dollars += with.usd;
         throttled += usize::from(with.prefix_throttled);
+        let busiest = p
+            .stages
+            .iter()
+            .max_by(|a, b| a.gets.total_cmp(&b.gets))
+            .map_or((0.0, 0), |s| (s.gets, s.id));
         println!(
-            "| Q{q} | {} | {} | {} | {} | {} | {:.0}{} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            "| Q{q} | {} | {} | {} | {} | {:.0} ({}) | {} | {:.0}{} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             p.stages.len(),
             p.stages.iter().map(|s| s.tasks).sum::<usize>(),
             p.exchanges.iter().filter(|(_, e)| e.two_level).count(),
             with.requests.get,
+            busiest.0,
+            busiest.1,
             with.requests.hedged,
             with.prefix_rate,
             if with.prefix_throttled { " (held)" } else { "" },
