@@ -142,7 +142,7 @@ def run(driver, wait, args):
     nodes = driver.find_elements(By.CSS_SELECTOR, "svg#dag g.node")
     check(sorted(int(n.get_attribute("data-stage")) for n in nodes) == sorted(s["stage"] for s in plan["stages"]),
           f"the graph shows {len(nodes)} stages, the plan has {len(plan['stages'])}")
-    steps = [n for n in nodes if n.get_attribute("data-kind") == "combine"]
+    steps = [n for n in nodes if n.get_attribute("data-kind") in ("combine", "merge")]
     check(steps, "the graph shows no combine step of a two-level exchange")
     readers = [s["stage"] for s in plan["stages"] if any(e["mode"] == "two-level" for e in s.get("exchanges", []))]
     check(readers, f"the plan shows no stage reading two-level: {plan['stages']}")

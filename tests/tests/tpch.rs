@@ -4,8 +4,8 @@
 //! to the shuffle (coalescing, with a small target so that tasks read uneven
 //! ranges of partitions, joins shuffling both sides and the larger partitions
 //! of their probe sides split by producer); and through the two-level exchange
-//! (every shuffle that can be read through a combine step is), with and
-//! without coalescing. Each job must also leave nothing behind in its work
+//! (every shuffle that can be read through a combine step is, and sorted runs
+//! are merged in groups first), with and without coalescing. Each job must also leave nothing behind in its work
 //! folder.
 
 use squall_engine::scheduler::{Coalescing, Exchange, ExchangeMode};
@@ -42,6 +42,8 @@ struct Runs {
     /// Of those, inputs with more combiners than groups of producers (some
     /// combiner took a range of partitions).
     ranged: usize,
+    /// Sorted runs merged in groups before the stage's own merge.
+    merged: usize,
 }
 
 /// Coalescing with targets small enough that SF 0.01–0.1 shuffles are cut into
@@ -87,6 +89,7 @@ async fn check_exchange(
     let mut split = 0;
     let mut two_level = 0;
     let mut ranged = 0;
+    let mut merged = 0;
     for q in 1..=22 {
         let sql = squall_tools::tpch::query(q).unwrap();
         let mut request = JobRequest::new(sql, tpch_tables(&data));
@@ -111,7 +114,10 @@ async fn check_exchange(
                     e.producers.div_ceil(exchange.group_files)
                 };
                 two_level += combined.clone().count();
-                ranged += combined.filter(|e| e.combiners > groups(e)).count();
+                merged += combined.clone().filter(|e| e.merge).count();
+                ranged += combined
+                    .filter(|e| !e.merge && e.combiners > groups(e))
+                    .count();
                 coalesced += result
                     .stages
                     .iter()
@@ -146,6 +152,7 @@ async fn check_exchange(
         split,
         two_level,
         ranged,
+        merged,
     }
 }
 
@@ -217,6 +224,8 @@ async fn tpch_sf001_width7_two_level() {
         "only {} inputs combined",
         runs.two_level
     );
+    // The ordered queries' final merges read sorted runs merged in pairs.
+    assert!(runs.merged >= 5, "only {} merges in groups", runs.merged);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

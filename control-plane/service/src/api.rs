@@ -165,6 +165,10 @@ pub struct ExchangeView {
     /// The combine step's stage id (two-level only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub combine_stage: Option<u32>,
+    /// What the step does: `combine` (files copied together) or `merge`
+    /// (sorted runs merged in groups, a merge tree's first level).
+    #[serde(default)]
+    pub step: String,
     pub reduce_tasks: usize,
     /// GETs reading the input direct, and two-level (the combine step's
     /// included), as estimated from the committed files.
@@ -192,6 +196,7 @@ impl ExchangeView {
             producers: choice.producers,
             combiners: choice.combiners,
             combine_stage,
+            step: if choice.merge { "merge" } else { "combine" }.into(),
             reduce_tasks: choice.reduce_tasks,
             requests_direct: choice.requests_direct,
             requests_two_level: choice.requests_two_level,

@@ -183,7 +183,7 @@ impl JobProgress {
                 at,
                 StagePlan {
                     stage: step,
-                    kind: "combine".into(),
+                    kind: exchange.step.clone(),
                     inputs: vec![exchange.input],
                     partitions: exchange.combiners,
                     output,

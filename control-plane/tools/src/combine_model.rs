@@ -4,7 +4,10 @@
 //! with the same table), and where it is two-level a combine step is put in
 //! front of its reader: combiners that each read one range of each file of
 //! their group of producers and write one file, the reader then making one
-//! GET per group where it made one per producer.
+//! GET per group where it made one per producer. Sorted runs a stage merges
+//! are merged in groups first where the policy says ([`Exchange::merge`]: a
+//! reader of more than 512 runs), the merge steps costing a decode, merge and
+//! encode of their bytes.
 
 use std::collections::HashMap;
 
@@ -22,6 +25,10 @@ const COPY_BYTES_PER_SECOND: f64 = 2e9;
 
 /// Fixed time of a combine task besides its bytes.
 const COMBINE_OVERHEAD_SECONDS: f64 = 0.002;
+
+/// Bytes a second a merge step decodes, merges and encodes (LZ4 and Arrow
+/// IPC each way: a quarter of a copy's speed, not measured).
+const MERGE_BYTES_PER_SECOND: f64 = 500e6;
 
 /// `stages` with a combine step in front of every reader whose input
 /// `policy` reads two-level, and every choice made (by reader). Combiners
@@ -65,11 +72,52 @@ pub fn with_exchange(
             }
             choices.push((stage.id, choice));
         }
+        for &input in &stage.mergeable {
+            let Some(&(producers, per_task)) = written.get(&input) else {
+                continue;
+            };
+            let (choice, groups) = policy.merge(input, producers, stage.tasks, prices);
+            if let Some(groups) = groups {
+                let bytes = producers as f64 * per_task;
+                let step = merge_step(input, &choice, groups.len(), bytes);
+                let saved = (producers - groups.len()) as f64;
+                reader.gets = (reader.gets - saved).max(1.0);
+                reader.shuffle_gets = (reader.shuffle_gets - saved).max(0.0);
+                for i in reader.inputs.iter_mut().filter(|i| **i == input) {
+                    *i = step.id;
+                }
+                written.insert(step.id, (step.tasks, step.bytes_out));
+                out.push(step);
+            }
+            choices.push((stage.id, choice));
+        }
         reader.combinable.clear();
+        reader.mergeable.clear();
         written.insert(reader.id, (reader.tasks, reader.bytes_out));
         out.push(reader);
     }
     (out, choices)
+}
+
+/// The merge step of input `input`: `groups` tasks, each merging its
+/// group's sorted runs, `bytes` in all.
+fn merge_step(input: u32, choice: &ExchangeChoice, groups: usize, bytes: f64) -> ScaledStage {
+    let per_task = bytes / groups.max(1) as f64;
+    let reads = choice.producers as f64 / groups.max(1) as f64;
+    ScaledStage {
+        id: COMBINE_IDS + input,
+        kind: StageKind::Reduce,
+        inputs: vec![input],
+        tasks: groups,
+        bytes_scanned: 0.0,
+        bytes_in: per_task,
+        bytes_out: per_task,
+        gets: reads.max(1.0),
+        shuffle_gets: reads,
+        compute_seconds: COMBINE_OVERHEAD_SECONDS + per_task / MERGE_BYTES_PER_SECOND,
+        combinable: vec![],
+        mergeable: vec![],
+    }
 }
 
 /// The combine step of input `input`, two-level by `choice`, of `bytes`.
@@ -90,6 +138,7 @@ fn combine_step(input: u32, choice: &ExchangeChoice, bytes: f64) -> ScaledStage 
         shuffle_gets: reads,
         compute_seconds: COMBINE_OVERHEAD_SECONDS + per_task / COPY_BYTES_PER_SECOND,
         combinable: vec![],
+        mergeable: vec![],
     }
 }
 
@@ -111,6 +160,7 @@ mod tests {
             gets,
             shuffle_gets: gets,
             compute_seconds: 0.01,
+            mergeable: vec![],
         }
     }
 
@@ -152,5 +202,19 @@ mod tests {
         let (same, _) = with_exchange(&stages, &direct, &Prices::default(), 2 << 30);
         assert_eq!(same.len(), 2);
         assert!((same[1].gets - 2000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_merge_of_many_sorted_runs_gets_a_merge_step() {
+        let mut merge = stage(2, vec![1], 1, 1024.0, 1e6);
+        merge.combinable.clear();
+        merge.mergeable = vec![1];
+        let stages = vec![stage(1, vec![], 1024, 10.0, 1e6), merge];
+        let (out, choices) =
+            with_exchange(&stages, &Exchange::default(), &Prices::default(), 2 << 30);
+        assert!(choices[0].1.merge && choices[0].1.two_level);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[1].tasks, 16, "1,024 runs merged 64 at a time");
+        assert!((out[2].gets - 16.0).abs() < 1e-9);
     }
 }

@@ -58,6 +58,9 @@ pub struct StageProfile {
     pub gets: u64,
     /// Inputs a combine step may stand in for (see the two-level exchange).
     pub combinable: Vec<u32>,
+    /// Inputs whose sorted runs it merges (a merge step may merge them in
+    /// groups first).
+    pub mergeable: Vec<u32>,
 }
 
 impl StageProfile {
@@ -151,6 +154,7 @@ pub async fn profile(engine: &Engine, request: &JobRequest, executors: usize) ->
             tasks: tasks.clone(),
             gets,
             combinable: squall_engine::scheduler::combinable(stage, &result.dag),
+            mergeable: squall_engine::scheduler::mergeable(stage, &result.dag),
         });
     }
     Ok(Profile {
@@ -218,6 +222,8 @@ pub struct ScaledStage {
     pub compute_seconds: f64,
     /// Inputs a combine step may stand in for.
     pub combinable: Vec<u32>,
+    /// Inputs whose sorted runs it merges.
+    pub mergeable: Vec<u32>,
 }
 
 /// The most tasks one stage may have at scale (the replay keeps each one).
@@ -322,6 +328,7 @@ pub fn scale(profile: &Profile, factor: f64, workers: usize) -> Result<Vec<Scale
             shuffle_gets: producers,
             compute_seconds,
             combinable: stage.combinable.clone(),
+            mergeable: stage.mergeable.clone(),
         });
     }
     Ok(scaled)
@@ -746,6 +753,7 @@ mod tests {
                 StageKind::Final
             },
             combinable: inputs.iter().map(|(i, _)| *i).collect(),
+            mergeable: vec![],
             inputs,
             scans,
             tasks,
@@ -897,6 +905,7 @@ mod tests {
             shuffle_gets: 10_000.0,
             compute_seconds: 0.0,
             combinable: vec![1],
+            mergeable: vec![],
         };
         let mut replay = Replay::default();
         let platform = Platform::lambda(2048);

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use squall_executor::{
-    ReadMode, ShuffleReaderExec, ShuffleWriterExec, Slice, StageInput, TaskAction,
+    ReadMode, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec, Slice, StageInput, TaskAction,
 };
 
 use super::coalesce::Share;
@@ -29,6 +30,8 @@ struct Step {
     input: usize,
     stage: Stage,
     groups: Vec<Share>,
+    /// `Combine` for a combine step, `Run` for a merge step.
+    action: TaskAction,
 }
 
 impl Scheduler<'_> {
@@ -48,14 +51,7 @@ impl Scheduler<'_> {
         let runs = steps.iter().map(|step| {
             let input = vec![inputs[step.input].clone()];
             let groups = Some(step.groups.clone());
-            self.run_stage(
-                &step.stage,
-                of,
-                input,
-                gate.clone(),
-                TaskAction::Combine,
-                groups,
-            )
+            self.run_stage(&step.stage, of, input, gate.clone(), step.action, groups)
         });
         let ends = futures::future::join_all(runs).await;
         let mut failed = None;
@@ -100,7 +96,11 @@ impl Scheduler<'_> {
             return (vec![], vec![]);
         }
         let combinable = combinable_inputs(stage, dag);
-        if !inputs.iter().any(|i| combinable.contains_key(&i.stage_id)) {
+        let mergeable = mergeable_inputs(stage, dag);
+        let known = |i: &StageInput| {
+            combinable.contains_key(&i.stage_id) || mergeable.contains_key(&i.stage_id)
+        };
+        if !inputs.iter().any(known) {
             return (vec![], vec![]);
         }
         let slices: Vec<Slice> = self
@@ -111,6 +111,14 @@ impl Scheduler<'_> {
         let mut choices = Vec::new();
         let mut steps = Vec::new();
         for (index, input) in inputs.iter().enumerate() {
+            if let Some(merge) = mergeable.get(&input.stage_id) {
+                let id = last_id + input.stage_id;
+                let (choice, step) = self.merge_step(id, index, input, merge, slices.len());
+                self.chosen(stage, &choice, step.as_ref());
+                choices.push(choice);
+                steps.extend(step);
+                continue;
+            }
             let Some(writer) = combinable.get(&input.stage_id) else {
                 continue;
             };
@@ -135,27 +143,135 @@ impl Scheduler<'_> {
                     combiners.len(),
                 ),
                 groups: combiners.into_iter().map(share).collect(),
+                action: TaskAction::Combine,
             });
-            tracing::info!(
-                job = self.job_id,
-                stage = stage.id,
-                input = input.stage_id,
-                two_level = choice.two_level,
-                combiners = choice.combiners,
-                requests_direct = choice.requests_direct,
-                requests_two_level = choice.requests_two_level,
-                reason = %choice.reason,
-                "exchange chosen"
-            );
-            self.emit(JobEvent::ExchangeChosen {
-                stage: stage.id,
-                choice: choice.clone(),
-                combine_stage: step.as_ref().map(|s| s.stage.id),
-            });
+            self.chosen(stage, &choice, step.as_ref());
             choices.push(choice);
             steps.extend(step);
         }
         (choices, steps)
+    }
+
+    /// Tells the log and watchers how `stage` reads an input.
+    fn chosen(&self, stage: &Stage, choice: &ExchangeChoice, step: Option<&Step>) {
+        tracing::info!(
+            job = self.job_id,
+            stage = stage.id,
+            input = choice.input,
+            two_level = choice.two_level,
+            combiners = choice.combiners,
+            requests_direct = choice.requests_direct,
+            requests_two_level = choice.requests_two_level,
+            reason = %choice.reason,
+            "exchange chosen"
+        );
+        self.emit(JobEvent::ExchangeChosen {
+            stage: stage.id,
+            choice: choice.clone(),
+            combine_stage: step.map(|s| s.stage.id),
+        });
+    }
+
+    /// The merge tree's first level for input `input` (at `index` of the
+    /// stage's inputs), sorted runs its `readers` tasks merge: where the
+    /// policy says, a step `id` whose tasks each merge a group of the runs
+    /// into one, as the stage's own merge does.
+    fn merge_step(
+        &self,
+        id: u32,
+        index: usize,
+        input: &StageInput,
+        merge: &Merge,
+        readers: usize,
+    ) -> (ExchangeChoice, Option<Step>) {
+        let policy = &self.options.exchange;
+        let prices = self.meter.prices();
+        let (choice, groups) = policy.merge(input.stage_id, input.producers.len(), readers, prices);
+        let step = groups.map(|groups| Step {
+            input: index,
+            stage: merge_stage(id, input.stage_id, merge, groups.len()),
+            groups: groups
+                .into_iter()
+                .map(|producers| Share {
+                    slice: Slice::one(0),
+                    producers: Some(producers),
+                })
+                .collect(),
+            action: TaskAction::Run,
+        });
+        (choice, step)
+    }
+}
+
+/// A stage's merge of an input's sorted runs: the merge and its reader, and
+/// the folder of the input's files.
+struct Merge {
+    merge: SortPreservingMergeExec,
+    reader: Arc<dyn ExecutionPlan>,
+    dir: String,
+}
+
+/// The inputs of `stage` whose sorted runs it merges (every reader of the
+/// input in the stage is the child of a sort-preserving merge), that no other
+/// stage reads, ending in a shuffle writer.
+fn mergeable_inputs(stage: &Stage, dag: &StageDag) -> HashMap<u32, Merge> {
+    let mut found: HashMap<u32, Option<Merge>> = HashMap::new();
+    let mut nodes: Vec<(&Arc<dyn ExecutionPlan>, Option<&SortPreservingMergeExec>)> =
+        vec![(&stage.plan, None)];
+    while let Some((node, parent)) = nodes.pop() {
+        if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
+            let merge = parent.filter(|_| reader.mode() == ReadMode::ByProducer);
+            let entry = found.entry(reader.stage_id());
+            match (entry, merge) {
+                (std::collections::hash_map::Entry::Vacant(v), Some(merge)) => {
+                    let Some(writer) = dag
+                        .stage(reader.stage_id())
+                        .and_then(|s| s.plan.downcast_ref::<ShuffleWriterExec>())
+                    else {
+                        v.insert(None);
+                        continue;
+                    };
+                    v.insert(Some(Merge {
+                        merge: merge.clone(),
+                        reader: node.clone(),
+                        dir: writer.dir().trim_end_matches('/').to_string(),
+                    }));
+                }
+                (entry, _) => {
+                    entry.insert_entry(None);
+                }
+            }
+        }
+        let spm = node.downcast_ref::<SortPreservingMergeExec>();
+        nodes.extend(node.children().into_iter().map(|child| (child, spm)));
+    }
+    found
+        .into_iter()
+        .filter(|(id, _)| dag.stages.iter().filter(|s| s.inputs.contains(id)).count() == 1)
+        .filter_map(|(id, merge)| Some((id, merge?)))
+        .collect()
+}
+
+/// The merge step `id` of input stage `input`: the stage's own merge over
+/// its own reader, each task given a group of the producers' files, writing
+/// one sorted run into a folder of the input stage's.
+fn merge_stage(id: u32, input: u32, merge: &Merge, groups: usize) -> Stage {
+    let merged: Arc<dyn ExecutionPlan> = Arc::new(
+        SortPreservingMergeExec::new(merge.merge.expr().clone(), merge.reader.clone())
+            .with_fetch(merge.merge.fetch()),
+    );
+    let dir = format!("{}/merged", merge.dir);
+    let plan = Arc::new(ShuffleWriterExec::new(merged, ShuffleOutput::Single, dir));
+    Stage {
+        id,
+        plan,
+        tasks: groups,
+        inputs: vec![input],
+        sliced_inputs: HashMap::new(),
+        sliced_scans: false,
+        split_input: Some(input),
+        output: StageOutput::Single,
+        encoded: None,
     }
 }
 
@@ -163,6 +279,14 @@ impl Scheduler<'_> {
 /// [`combinable_inputs`]), in order.
 pub fn combinable(stage: &Stage, dag: &StageDag) -> Vec<u32> {
     let mut inputs: Vec<u32> = combinable_inputs(stage, dag).into_keys().collect();
+    inputs.sort_unstable();
+    inputs
+}
+
+/// The inputs of `stage` of `dag` whose sorted runs it merges and that a
+/// merge step may merge in groups first (see [`mergeable_inputs`]), in order.
+pub fn mergeable(stage: &Stage, dag: &StageDag) -> Vec<u32> {
+    let mut inputs: Vec<u32> = mergeable_inputs(stage, dag).into_keys().collect();
     inputs.sort_unstable();
     inputs
 }

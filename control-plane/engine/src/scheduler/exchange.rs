@@ -113,6 +113,10 @@ pub struct ExchangeChoice {
     /// The groups of producers they take ranges of partitions of (0 for
     /// direct): a reduce task reads about one combined file a group.
     pub groups: usize,
+    /// Sorted runs merged in groups (a merge tree's first level) rather
+    /// than files combined.
+    #[serde(default)]
+    pub merge: bool,
     /// Reduce tasks that read the input.
     pub reduce_tasks: usize,
     /// GETs of the input read direct: one per producer per reduce task
@@ -294,12 +298,71 @@ impl Exchange {
             producers: shape.producers,
             combiners: if two_level { shape.combiners } else { 0 },
             groups: if two_level { shape.groups } else { 0 },
+            merge: false,
             reduce_tasks: shape.reduce_tasks,
             requests_direct: direct.total,
             requests_two_level: shape.two_level,
             saving_usd,
             reason,
         }
+    }
+
+    /// Whether the sorted runs of `producers` producers that `readers` tasks
+    /// merge are merged in groups of `group_files` first (a merge tree):
+    /// where a reader would read more than `max_fan_in` runs (auto), or
+    /// wherever runs can be grouped (two-level). The groups, if so.
+    pub fn merge(
+        &self,
+        input: u32,
+        producers: usize,
+        readers: usize,
+        prices: &Prices,
+    ) -> (ExchangeChoice, Option<Vec<Range<usize>>>) {
+        let g = self.group_files.max(2);
+        let groups: Vec<Range<usize>> = (0..producers)
+            .step_by(g)
+            .map(|start| start..(start + g).min(producers))
+            .collect();
+        let (m, r, c) = (producers as u64, readers as u64, groups.len() as u64);
+        let (direct, two_level) = (m * r, m + c * r);
+        let groupable = producers >= 2 && groups.len() < producers;
+        let (merge, reason) = match self.mode {
+            ExchangeMode::Direct => (false, "direct by the job's setting".to_string()),
+            ExchangeMode::TwoLevel if groupable => (
+                true,
+                format!("{producers} sorted runs merged {g} at a time, by the job's setting"),
+            ),
+            _ if !groupable => (false, "too few sorted runs to merge in groups".to_string()),
+            ExchangeMode::TwoLevel => unreachable!("handled above"),
+            ExchangeMode::Auto if producers > self.max_fan_in => (
+                true,
+                format!(
+                    "a merge of {producers} sorted runs: merged {g} at a time into {} first",
+                    groups.len()
+                ),
+            ),
+            ExchangeMode::Auto => (
+                false,
+                format!(
+                    "{producers} sorted runs are within the fan-in bound ({})",
+                    self.max_fan_in
+                ),
+            ),
+        };
+        let choice = ExchangeChoice {
+            input,
+            two_level: merge,
+            producers,
+            combiners: if merge { groups.len() } else { 0 },
+            groups: if merge { groups.len() } else { 0 },
+            merge: true,
+            reduce_tasks: readers,
+            requests_direct: direct,
+            requests_two_level: two_level,
+            saving_usd: (direct as f64 - two_level as f64) * prices.s3_get_per_thousand / 1e3,
+            reason,
+        };
+        (choice, merge.then_some(groups))
     }
 
     /// Auto's decision and its reason: two-level where a reduce task would
@@ -650,6 +713,29 @@ mod tests {
         // 300 producers: under the fan-in bound, and no fewer requests.
         let (few, _) = policy.decide(1, &files[..300], &one_each(1), &Prices::default(), 2 << 30);
         assert!(!few.two_level, "{few:?}");
+    }
+
+    #[test]
+    fn sorted_runs_past_the_fan_in_bound_are_merged_in_groups() {
+        let policy = Exchange::default();
+        let prices = Prices::default();
+        let (choice, groups) = policy.merge(4, 1000, 1, &prices);
+        assert!(choice.two_level, "{choice:?}");
+        let groups = groups.unwrap();
+        assert_eq!(groups.len(), 16);
+        assert_eq!((groups[0].clone(), groups[15].clone()), (0..64, 960..1000));
+        assert_eq!(choice.requests_two_level, 1000 + 16);
+        let (few, none) = policy.merge(4, 300, 1, &prices);
+        assert!(!few.two_level && none.is_none(), "{few:?}");
+        let forced = Exchange {
+            mode: ExchangeMode::TwoLevel,
+            group_files: 2,
+            ..Exchange::default()
+        };
+        let (three, groups) = forced.merge(4, 3, 1, &prices);
+        assert!(three.two_level);
+        assert_eq!(groups.unwrap(), vec![0..2, 2..3]);
+        assert!(!forced.merge(4, 1, 1, &prices).0.two_level);
     }
 
     #[test]

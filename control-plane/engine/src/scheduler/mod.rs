@@ -34,7 +34,7 @@ mod stage;
 mod tasks;
 
 pub use coalesce::{Coalescing, Share};
-pub use combine::combinable;
+pub use combine::{combinable, mergeable};
 pub use context::Scheduler;
 pub use events::{JobEvent, ProgressSink, StageKind, StageStats};
 pub use exchange::{Exchange, ExchangeChoice, ExchangeMode};

@@ -41,8 +41,12 @@ impl StageTasks {
             .map_or(Slice::one(task), |share| share.slice)
     }
 
-    /// Tasks that each read a piece of a skewed partition.
+    /// Tasks that each read a piece of a skewed partition (a combine or
+    /// merge step's tasks read groups of producers, not pieces).
     pub(super) fn split_tasks(&self) -> u32 {
+        if self.action != TaskAction::Run || self.sliceable.is_empty() {
+            return 0;
+        }
         self.groups
             .iter()
             .flatten()
@@ -78,7 +82,18 @@ impl StageTasks {
                     }
                     sliced
                 }
-                None => input.clone(),
+                // A merge step's task: its group of producers, whole.
+                None => {
+                    let mut whole = input.clone();
+                    if let Some(range) = &producers
+                        && self.split_input == Some(input.stage_id)
+                    {
+                        let end = range.end.min(whole.producers.len());
+                        let start = range.start.min(end);
+                        whole.producers = whole.producers[start..end].to_vec();
+                    }
+                    whole
+                }
             })
             .collect()
     }

@@ -254,11 +254,11 @@ function dagSvg(plan, progress) {
     const rows = live ? `${live.rows_in} rows in → ${live.rows_out} out` : "";
     // How it reads each shuffle input: direct, or two-level through a combine step.
     const exchanges = (s.exchanges || []).map((e) => `reads stage ${e.input} ${e.mode}` +
-      (e.combine_stage ? ` via stage ${e.combine_stage} (${e.producers} files into ${e.combiners})` : "") +
+      (e.combine_stage ? ` via ${e.step} stage ${e.combine_stage} (${e.producers} files into ${e.combiners})` : "") +
       `: ~${e.requests_direct} GETs direct, ~${e.requests_two_level} two-level — ${e.reason}`);
     const twoLevel = (s.exchanges || []).filter((e) => e.mode === "two-level").length;
     const kind = twoLevel ? `${s.kind} · two-level ×${twoLevel}` : s.kind;
-    const width = s.kind === "combine" ? `${s.partitions} combined file${s.partitions === 1 ? "" : "s"}` : `${s.partitions} partitions`;
+    const width = ["combine", "merge"].includes(s.kind) ? `${s.partitions} combined file${s.partitions === 1 ? "" : "s"}` : `${s.partitions} partitions`;
     return h("g", { class: `node${live && live.finished_at_ms ? " done" : ""}`, "data-stage": s.stage, "data-kind": s.kind, transform: `translate(${p.x},${p.y})` },
       h("title", {}, [`stage ${s.stage}: ${s.kind}, ${width}, writes ${s.output}`, ...exchanges].join("\n")),
       h("rect", { width: W, height: H }),
