@@ -205,7 +205,7 @@ async fn shuffle_gets(q: usize, width: usize, exchange: Exchange) -> (usize, usi
             && r.path.ends_with(".sqsh")
         {
             assert!(range.is_some(), "shuffle files are read in ranges: {r:?}");
-            if r.path.contains("/combined/") {
+            if r.path.contains("/combined") {
                 combined += 1;
             } else {
                 producers += 1;

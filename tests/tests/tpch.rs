@@ -44,6 +44,8 @@ struct Runs {
     ranged: usize,
     /// Sorted runs merged in groups before the stage's own merge.
     merged: usize,
+    /// Combine steps over a combine step's files (a second or third level).
+    deeper: usize,
 }
 
 /// Coalescing with targets small enough that SF 0.01–0.1 shuffles are cut into
@@ -90,6 +92,7 @@ async fn check_exchange(
     let mut two_level = 0;
     let mut ranged = 0;
     let mut merged = 0;
+    let mut deeper = 0;
     for q in 1..=22 {
         let sql = squall_tools::tpch::query(q).unwrap();
         let mut request = JobRequest::new(sql, tpch_tables(&data));
@@ -115,6 +118,8 @@ async fn check_exchange(
                 };
                 two_level += combined.clone().count();
                 merged += combined.clone().filter(|e| e.merge).count();
+                let last = result.dag.stages.iter().map(|s| s.id).max().unwrap_or(0);
+                deeper += combined.clone().filter(|e| e.input > last).count();
                 ranged += combined
                     .filter(|e| !e.merge && e.combiners > groups(e))
                     .count();
@@ -153,6 +158,7 @@ async fn check_exchange(
         two_level,
         ranged,
         merged,
+        deeper,
     }
 }
 
@@ -226,6 +232,8 @@ async fn tpch_sf001_width7_two_level() {
     );
     // The ordered queries' final merges read sorted runs merged in pairs.
     assert!(runs.merged >= 5, "only {} merges in groups", runs.merged);
+    // Pairs of pairs: combine steps over combined files.
+    assert!(runs.deeper >= 10, "only {} deeper levels", runs.deeper);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

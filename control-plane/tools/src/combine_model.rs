@@ -16,8 +16,12 @@ use squall_engine::scheduler::{Exchange, ExchangeChoice, StageKind};
 
 use crate::simulate::ScaledStage;
 
-/// Ids of combine steps: this plus the id of the stage they combine.
+/// Ids of combine steps: this times their level plus the id of the stage
+/// they combine.
 pub const COMBINE_IDS: u32 = 1_000_000;
+
+/// Combine steps stacked on one input at most (the scheduler's).
+const MAX_LEVELS: u32 = 3;
 
 /// Bytes a second a combiner copies in memory (its reads and write are
 /// the platform's transfers).
@@ -50,27 +54,39 @@ pub fn with_exchange(
                 continue;
             };
             let bytes = producers as f64 * per_task;
-            let choice = policy.estimate(
-                input,
-                producers,
-                stage.tasks,
-                bytes as u64,
-                prices,
-                memory_bytes,
-            );
-            if choice.two_level {
-                let step = combine_step(input, &choice, bytes);
-                // The reader reads a file a group where it read one a producer.
-                let saved = (producers - choice.groups) as f64;
+            // Level by level, as the scheduler stacks them: the reader's
+            // files are one a group of the level below's.
+            let (mut source, mut files) = (input, producers);
+            for level in 1..=MAX_LEVELS {
+                let choice = policy.estimate(
+                    source,
+                    files,
+                    stage.tasks,
+                    bytes as u64,
+                    prices,
+                    memory_bytes,
+                );
+                // Past the first level, only while a reader would read more
+                // files than a combiner does.
+                let wide = level == 1 || files > policy.group_files;
+                let cuts = wide && choice.two_level && choice.groups < files;
+                if level == 1 || cuts {
+                    choices.push((stage.id, choice.clone()));
+                }
+                if !cuts {
+                    break;
+                }
+                let step = combine_step(COMBINE_IDS * level + input, source, &choice, bytes);
+                let saved = (files - choice.groups) as f64;
                 reader.gets = (reader.gets - saved).max(1.0);
                 reader.shuffle_gets = (reader.shuffle_gets - saved).max(0.0);
-                for i in reader.inputs.iter_mut().filter(|i| **i == input) {
+                for i in reader.inputs.iter_mut().filter(|i| **i == source) {
                     *i = step.id;
                 }
                 written.insert(step.id, (step.tasks, step.bytes_out));
+                (source, files) = (step.id, choice.groups);
                 out.push(step);
             }
-            choices.push((stage.id, choice));
         }
         for &input in &stage.mergeable {
             let Some(&(producers, per_task)) = written.get(&input) else {
@@ -120,14 +136,15 @@ fn merge_step(input: u32, choice: &ExchangeChoice, groups: usize, bytes: f64) ->
     }
 }
 
-/// The combine step of input `input`, two-level by `choice`, of `bytes`.
-fn combine_step(input: u32, choice: &ExchangeChoice, bytes: f64) -> ScaledStage {
+/// The combine step `id` over stage `input`'s files, two-level by `choice`,
+/// of `bytes`.
+fn combine_step(id: u32, input: u32, choice: &ExchangeChoice, bytes: f64) -> ScaledStage {
     let combiners = choice.combiners.max(1);
     let per_task = bytes / combiners as f64;
     // Each file of a group is read once a range of partitions.
     let reads = choice.producers as f64 / choice.groups.max(1) as f64;
     ScaledStage {
-        id: COMBINE_IDS + input,
+        id,
         kind: StageKind::Reduce,
         inputs: vec![input],
         tasks: combiners,
@@ -202,6 +219,31 @@ mod tests {
         let (same, _) = with_exchange(&stages, &direct, &Prices::default(), 2 << 30);
         assert_eq!(same.len(), 2);
         assert!((same[1].gets - 2000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn tens_of_thousands_of_producers_get_a_second_level() {
+        // 50,000 producers of 1 MB into 10,000 reduce tasks: 782 groups of
+        // 64 at the first level, 13 at the second.
+        let stages = vec![
+            stage(1, vec![], 50_000, 10.0, 1e6),
+            stage(2, vec![1], 10_000, 50_000.0, 1e6),
+        ];
+        let (out, choices) =
+            with_exchange(&stages, &Exchange::default(), &Prices::default(), 2 << 30);
+        assert_eq!(
+            out.len(),
+            4,
+            "{:?}",
+            out.iter().map(|s| s.id).collect::<Vec<_>>()
+        );
+        assert_eq!(choices.len(), 2);
+        assert_eq!(out[1].id, COMBINE_IDS + 1);
+        assert_eq!(out[2].id, 2 * COMBINE_IDS + 1);
+        assert_eq!(out[2].inputs, vec![COMBINE_IDS + 1]);
+        assert_eq!(out[3].inputs, vec![2 * COMBINE_IDS + 1]);
+        assert!(out[3].gets <= 64.0, "{:?}", out[3]);
+        assert!(out[1..3].iter().all(|s| s.gets <= 64.0));
     }
 
     #[test]

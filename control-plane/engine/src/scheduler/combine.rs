@@ -26,13 +26,30 @@ use crate::planner::{Stage, StageDag, StageOutput};
 
 /// A combine step to run: the index of the input it combines, the step as a
 /// stage, and its tasks' groups of producers.
-struct Step {
+struct Step<'d> {
     input: usize,
     stage: Stage,
     groups: Vec<Share>,
     /// `Combine` for a combine step, `Run` for a merge step.
     action: TaskAction,
+    /// For a combine step: what another level over its files is decided
+    /// and built from.
+    deeper: Option<Deeper<'d>>,
 }
+
+/// What a combine step's next level needs: the producers' writer, how the
+/// reduce tasks read the input, the level and the DAG's last stage id.
+struct Deeper<'d> {
+    writer: &'d ShuffleWriterExec,
+    read: Slices,
+    level: u32,
+    last_id: u32,
+}
+
+/// Combine steps stacked on one input at most: two levels of combining
+/// cut a reader's files from M to M/g², for M up to about 250,000 at g = 64
+/// (each reader then reads a few dozen).
+const MAX_LEVELS: u32 = 3;
 
 impl Scheduler<'_> {
     /// Runs `stage` of `dag` over `inputs`, combining first the inputs the
@@ -45,30 +62,42 @@ impl Scheduler<'_> {
         gate: Arc<JobGate>,
     ) -> StageEnd {
         let of = dag.stages.len();
-        let (exchanges, steps) = self.plan_exchanges(stage, dag, &inputs, &gate);
+        let (mut exchanges, mut steps) = self.plan_exchanges(stage, dag, &inputs, &gate);
         let mut written = Vec::new();
         let mut combine_steps = Vec::new();
-        let runs = steps.iter().map(|step| {
-            let input = vec![inputs[step.input].clone()];
-            let groups = Some(step.groups.clone());
-            self.run_stage(&step.stage, of, input, gate.clone(), step.action, groups)
-        });
-        let ends = futures::future::join_all(runs).await;
-        let mut failed = None;
-        for (step, (_, result, step_written)) in steps.iter().zip(ends) {
-            written.extend(step_written);
-            match result {
-                Ok((combined, stats)) => {
-                    inputs[step.input].producers = combined;
-                    combine_steps.push(stats);
-                }
-                Err(e) => {
-                    failed.get_or_insert(e);
+        // Level by level: the steps of one level side by side, then, where
+        // a combine step's files are still too many to read, another.
+        while !steps.is_empty() {
+            let runs = steps.iter().map(|step| {
+                let input = vec![inputs[step.input].clone()];
+                let groups = Some(step.groups.clone());
+                self.run_stage(&step.stage, of, input, gate.clone(), step.action, groups)
+            });
+            let ends = futures::future::join_all(runs).await;
+            let mut failed = None;
+            for (step, (_, result, step_written)) in steps.iter().zip(ends) {
+                written.extend(step_written);
+                match result {
+                    Ok((combined, stats)) => {
+                        inputs[step.input].producers = combined;
+                        combine_steps.push(stats);
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
                 }
             }
-        }
-        if let Some(e) = failed {
-            return (stage.id, Err(e), written);
+            if let Some(e) = failed {
+                return (stage.id, Err(e), written);
+            }
+            let mut next = Vec::new();
+            for step in &steps {
+                if let Some((choice, deeper)) = self.deeper_step(stage, step, &inputs[step.input]) {
+                    exchanges.push(choice);
+                    next.extend(deeper);
+                }
+            }
+            steps = next;
         }
         let (id, result, stage_written) = self
             .run_stage(stage, of, inputs, gate, TaskAction::Run, None)
@@ -84,13 +113,13 @@ impl Scheduler<'_> {
 
     /// The exchange chosen for each input of `stage` that could be combined
     /// (told to watchers), and the combine steps to run.
-    fn plan_exchanges(
+    fn plan_exchanges<'d>(
         &self,
         stage: &Stage,
-        dag: &StageDag,
+        dag: &'d StageDag,
         inputs: &[StageInput],
         gate: &JobGate,
-    ) -> (Vec<ExchangeChoice>, Vec<Step>) {
+    ) -> (Vec<ExchangeChoice>, Vec<Step<'d>>) {
         let policy = &self.options.exchange;
         if policy.mode == ExchangeMode::Direct {
             return (vec![], vec![]);
@@ -141,9 +170,16 @@ impl Scheduler<'_> {
                     input.stage_id,
                     writer,
                     combiners.len(),
+                    1,
                 ),
                 groups: combiners.into_iter().map(share).collect(),
                 action: TaskAction::Combine,
+                deeper: Some(Deeper {
+                    writer,
+                    read,
+                    level: 1,
+                    last_id,
+                }),
             });
             self.chosen(stage, &choice, step.as_ref());
             choices.push(choice);
@@ -152,8 +188,59 @@ impl Scheduler<'_> {
         (choices, steps)
     }
 
+    /// After combine step `step` wrote `input`'s files (level L): where the
+    /// policy combines them again, and that cuts the files, the choice for
+    /// level L + 1 over them and its step (at most [`MAX_LEVELS`]).
+    fn deeper_step<'d>(
+        &self,
+        stage: &Stage,
+        step: &Step<'d>,
+        input: &StageInput,
+    ) -> Option<(ExchangeChoice, Option<Step<'d>>)> {
+        let deeper = step.deeper.as_ref()?;
+        let level = deeper.level + 1;
+        if level > MAX_LEVELS {
+            return None;
+        }
+        let policy = &self.options.exchange;
+        let (choice, combiners) = policy.decide(
+            step.stage.id,
+            &input.producers,
+            &deeper.read,
+            self.meter.prices(),
+            self.options.memory_limit_bytes,
+        );
+        // Another level only while a reader would read more files than a
+        // combiner does, and only one that cuts them is worth telling of.
+        let fan_in = choice.requests_direct / choice.reduce_tasks.max(1) as u64;
+        if fan_in <= policy.group_files as u64 {
+            return None;
+        }
+        let combiners = combiners.filter(|c| c.len() < input.producers.len())?;
+        let next = Some(combiners).map(|combiners| Step {
+            input: step.input,
+            stage: combine_stage(
+                deeper.last_id * level + input.stage_id,
+                input.stage_id,
+                deeper.writer,
+                combiners.len(),
+                level,
+            ),
+            groups: combiners.into_iter().map(share).collect(),
+            action: TaskAction::Combine,
+            deeper: Some(Deeper {
+                writer: deeper.writer,
+                read: deeper.read.clone(),
+                level,
+                last_id: deeper.last_id,
+            }),
+        });
+        self.chosen(stage, &choice, next.as_ref());
+        Some((choice, next))
+    }
+
     /// Tells the log and watchers how `stage` reads an input.
-    fn chosen(&self, stage: &Stage, choice: &ExchangeChoice, step: Option<&Step>) {
+    fn chosen(&self, stage: &Stage, choice: &ExchangeChoice, step: Option<&Step<'_>>) {
         tracing::info!(
             job = self.job_id,
             stage = stage.id,
@@ -183,7 +270,7 @@ impl Scheduler<'_> {
         input: &StageInput,
         merge: &Merge,
         readers: usize,
-    ) -> (ExchangeChoice, Option<Step>) {
+    ) -> (ExchangeChoice, Option<Step<'static>>) {
         let policy = &self.options.exchange;
         let prices = self.meter.prices();
         let (choice, groups) = policy.merge(input.stage_id, input.producers.len(), readers, prices);
@@ -198,6 +285,7 @@ impl Scheduler<'_> {
                 })
                 .collect(),
             action: TaskAction::Run,
+            deeper: None,
         });
         (choice, step)
     }
@@ -317,14 +405,25 @@ fn combinable_inputs<'d>(stage: &Stage, dag: &'d StageDag) -> HashMap<u32, &'d S
         .collect()
 }
 
-/// The combine step `id` of input stage `input`: a shuffle writer over
+/// The combine step `id` of input stage `input` at `level` (1 over the
+/// producers' files, 2 over the first level's...): a shuffle writer over
 /// nothing, of the producers' partitioning, writing in a folder of the input
-/// stage's own; one task per combiner, each given its producers' files cut
-/// to its partitions (as a piece of a split partition is).
-fn combine_stage(id: u32, input: u32, writer: &ShuffleWriterExec, combiners: usize) -> Stage {
+/// stage's own for the level; one task per combiner, each given its files
+/// cut to its partitions (as a piece of a split partition is).
+fn combine_stage(
+    id: u32,
+    input: u32,
+    writer: &ShuffleWriterExec,
+    combiners: usize,
+    level: u32,
+) -> Stage {
     let source = writer.input();
     let empty = Arc::new(EmptyExec::new(source.schema()).with_partitions(combiners.max(1)));
-    let dir = format!("{}/combined", writer.dir().trim_end_matches('/'));
+    let folder = match level {
+        1 => "combined".to_string(),
+        n => format!("combined-{n}"),
+    };
+    let dir = format!("{}/{folder}", writer.dir().trim_end_matches('/'));
     let plan = Arc::new(ShuffleWriterExec::new(empty, writer.output().clone(), dir));
     let output = match writer.output().partition_count() {
         1 => StageOutput::Single,
