@@ -139,6 +139,16 @@ fn check_workers(workers: usize) -> Result<()> {
     Ok(())
 }
 
+/// Replays per prediction: 1 to 1,000.
+fn check_runs(runs: usize) -> Result<()> {
+    if !(1..=1000).contains(&runs) {
+        return Err(CliError::InvalidArgument(format!(
+            "--runs {runs}: from 1 to 1000"
+        )));
+    }
+    Ok(())
+}
+
 /// The most a scale factor may be (SF 1 tables to SF 1,000,000).
 const MAX_FACTOR: f64 = 1e6;
 
@@ -154,12 +164,7 @@ fn check_factor(flag: &str, factor: f64) -> Result<()> {
 pub async fn simulate(args: SimulateArgs) -> Result<()> {
     check_workers(args.workers)?;
     check_factor("--scale-factor", args.scale_factor)?;
-    if !(1..=1000).contains(&args.runs) {
-        return Err(CliError::InvalidArgument(format!(
-            "--runs {}: from 1 to 1000",
-            args.runs
-        )));
-    }
+    check_runs(args.runs)?;
     let platform = platform(args.platform, args.memory)?;
     let prices = match &args.prices {
         Some(path) => super::serve::read_prices(path)?,
@@ -407,12 +412,7 @@ pub struct BenchScaleArgs {
 pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
     check_workers(args.workers)?;
     check_factor("--scale-factor", args.scale_factor)?;
-    if !(1..=1000).contains(&args.runs) {
-        return Err(CliError::InvalidArgument(format!(
-            "--runs {}: from 1 to 1000",
-            args.runs
-        )));
-    }
+    check_runs(args.runs)?;
     let platform = platform(PlatformKind::Lambda, args.memory)?;
     let prices = Prices::default();
     let executors = args.executors.unwrap_or_else(default_parallelism);
