@@ -58,7 +58,12 @@ pub fn with_exchange(
             // files are one a group of the level below's.
             let (mut source, mut files) = (input, producers);
             for level in 1..=MAX_LEVELS {
-                let choice = policy.estimate(
+                let level_policy = if level == 1 {
+                    policy.clone()
+                } else {
+                    policy.deeper()
+                };
+                let choice = level_policy.estimate(
                     source,
                     files,
                     stage.tasks,
@@ -188,7 +193,10 @@ mod tests {
             stage(1, vec![], 2000, 10.0, 10e6),
             stage(2, vec![1], 1024, 2000.0, 1e6),
         ];
-        let policy = Exchange::default();
+        let policy = Exchange {
+            group_files: 64,
+            ..Exchange::default()
+        };
         let (out, choices) = with_exchange(&stages, &policy, &Prices::default(), 2 << 30);
         assert_eq!(out.len(), 3);
         let (reader, choice) = &choices[0];
@@ -252,8 +260,11 @@ mod tests {
         merge.combinable.clear();
         merge.mergeable = vec![1];
         let stages = vec![stage(1, vec![], 1024, 10.0, 1e6), merge];
-        let (out, choices) =
-            with_exchange(&stages, &Exchange::default(), &Prices::default(), 2 << 30);
+        let policy = Exchange {
+            group_files: 64,
+            ..Exchange::default()
+        };
+        let (out, choices) = with_exchange(&stages, &policy, &Prices::default(), 2 << 30);
         assert!(choices[0].1.merge && choices[0].1.two_level);
         assert_eq!(out.len(), 3);
         assert_eq!(out[1].tasks, 16, "1,024 runs merged 64 at a time");

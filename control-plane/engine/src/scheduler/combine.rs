@@ -46,9 +46,9 @@ struct Deeper<'d> {
     last_id: u32,
 }
 
-/// Combine steps stacked on one input at most: two levels of combining
-/// cut a reader's files from M to M/g², for M up to about 250,000 at g = 64
-/// (each reader then reads a few dozen).
+/// Combine steps stacked on one input at most: three levels of combining
+/// cut a reader's files from M to M/g³, for M up to about 100,000 at g = 48
+/// (each reader then reads a handful).
 const MAX_LEVELS: u32 = 3;
 
 impl Scheduler<'_> {
@@ -202,7 +202,7 @@ impl Scheduler<'_> {
         if level > MAX_LEVELS {
             return None;
         }
-        let policy = &self.options.exchange;
+        let policy = &self.options.exchange.deeper();
         let (choice, combiners) = policy.decide(
             step.stage.id,
             &input.producers,

@@ -93,7 +93,10 @@ impl Default for Exchange {
             mode: ExchangeMode::Auto,
             min_requests: 2048,
             max_fan_in: 512,
-            group_files: 64,
+            // Every task of a combine or merge step, and every reader of
+            // its files, then makes fewer than 50 reads (stacking levels
+            // where a reader would read more than this).
+            group_files: 48,
             group_bytes: 256 << 20,
             min_reduction: 2.0,
             bytes_per_second: 100e6,
@@ -137,6 +140,17 @@ impl Exchange {
         Self {
             mode: ExchangeMode::Direct,
             ..Self::default()
+        }
+    }
+
+    /// The policy for a level of combine steps over combined files: the
+    /// fan-in rule from `group_files` files on (the first level's starts at
+    /// `max_fan_in`), since a reader that would read more files than a
+    /// combiner does is what another level is for.
+    pub fn deeper(&self) -> Exchange {
+        Exchange {
+            max_fan_in: self.group_files,
+            ..self.clone()
         }
     }
 
@@ -583,7 +597,10 @@ mod tests {
 
     #[test]
     fn requests_fall_from_m_times_r_to_m_plus_r_times_m_over_g() {
-        let policy = Exchange::default();
+        let policy = Exchange {
+            group_files: 64,
+            ..Exchange::default()
+        };
         // 256 producers, 256 reduce tasks, 64 files a combiner: 4 combiners.
         let files: Vec<_> = (0..256).map(|_| file(256, 10, &[])).collect();
         let (choice, groups) =
@@ -599,7 +616,7 @@ mod tests {
         let large: Vec<_> = (0..256).map(|_| file(256, 1 << 20, &[])).collect();
         let forced = Exchange {
             mode: ExchangeMode::TwoLevel,
-            ..Exchange::default()
+            ..policy.clone()
         };
         let (choice, combiners) =
             forced.decide(1, &large, &one_each(256), &Prices::default(), 2 << 30);
@@ -683,7 +700,10 @@ mod tests {
 
     #[test]
     fn estimates_from_counts_agree_with_decisions_from_files() {
-        let policy = Exchange::default();
+        let policy = Exchange {
+            group_files: 64,
+            ..Exchange::default()
+        };
         let files: Vec<_> = (0..256).map(|_| file(256, 10, &[])).collect();
         let prices = Prices::default();
         let (choice, _) = policy.decide(1, &files, &one_each(256), &prices, 2 << 30);
@@ -701,14 +721,15 @@ mod tests {
     #[test]
     fn a_single_reader_of_many_producers_reads_them_through_combiners() {
         // 1,000 partial aggregates gathered by one task: as many GETs either
-        // way, but 16 files for the task to read where it had 1,000.
+        // way, but 21 files (of 48 producers each) for the task to read
+        // where it had 1,000.
         let policy = Exchange::default();
         let files: Vec<_> = (0..1000).map(|_| file(1, 500, &[])).collect();
         let (choice, combiners) =
             policy.decide(1, &files, &one_each(1), &Prices::default(), 2 << 30);
         assert!(choice.two_level, "{choice:?}");
-        assert_eq!(combiners.unwrap().len(), 16);
-        assert_eq!(choice.requests_two_level, 1000 + 16);
+        assert_eq!(combiners.unwrap().len(), 21);
+        assert_eq!(choice.requests_two_level, 1000 + 21);
         assert!(choice.reason.contains("1000 files"), "{}", choice.reason);
         // 300 producers: under the fan-in bound, and no fewer requests.
         let (few, _) = policy.decide(1, &files[..300], &one_each(1), &Prices::default(), 2 << 30);
@@ -722,9 +743,9 @@ mod tests {
         let (choice, groups) = policy.merge(4, 1000, 1, &prices);
         assert!(choice.two_level, "{choice:?}");
         let groups = groups.unwrap();
-        assert_eq!(groups.len(), 16);
-        assert_eq!((groups[0].clone(), groups[15].clone()), (0..64, 960..1000));
-        assert_eq!(choice.requests_two_level, 1000 + 16);
+        assert_eq!(groups.len(), 21);
+        assert_eq!((groups[0].clone(), groups[20].clone()), (0..48, 960..1000));
+        assert_eq!(choice.requests_two_level, 1000 + 21);
         let (few, none) = policy.merge(4, 300, 1, &prices);
         assert!(!few.two_level && none.is_none(), "{few:?}");
         let forced = Exchange {
@@ -736,6 +757,22 @@ mod tests {
         assert!(three.two_level);
         assert_eq!(groups.unwrap(), vec![0..2, 2..3]);
         assert!(!forced.merge(4, 1, 1, &prices).0.two_level);
+    }
+
+    #[test]
+    fn a_deeper_level_counts_a_fan_in_past_one_combiners_files() {
+        // One reader of 200 combined files of a first level: too few
+        // requests to pay, but more files than a combiner reads.
+        let files: Vec<_> = (0..200).map(|_| file(1, 500, &[])).collect();
+        let policy = Exchange::default();
+        let (first, _) = policy.decide(1, &files, &one_each(1), &Prices::default(), 2 << 30);
+        assert!(!first.two_level, "{first:?}");
+        let (deeper, combiners) =
+            policy
+                .deeper()
+                .decide(1, &files, &one_each(1), &Prices::default(), 2 << 30);
+        assert!(deeper.two_level, "{deeper:?}");
+        assert_eq!(combiners.unwrap().len(), 5);
     }
 
     #[test]
