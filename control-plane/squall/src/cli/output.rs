@@ -70,7 +70,8 @@ pub fn usd(amount: f64) -> String {
 
 /// One line of what a job used: `$0.000123 (Lambda 1.2 GB-s in 34
 /// invocations, 2 cold; 120 GET, 3 HEAD, 40 PUT, 4 LIST, 38 DELETE; 1.9
-/// CPU-s)`; the Lambda part only where there was any.
+/// CPU-s)`; the Lambda part only where there was any, the reads sent again
+/// (`120 GET of which 2 hedged`) only where some were.
 pub fn cost_summary(cost: &squall_engine::Cost) -> String {
     let r = &cost.requests;
     let mut parts = Vec::new();
@@ -80,10 +81,31 @@ pub fn cost_summary(cost: &squall_engine::Cost) -> String {
             cost.lambda_gb_seconds, cost.lambda_invocations, cost.cold_starts
         ));
     }
+    let hedged = if r.hedged > 0 {
+        format!(" of which {} hedged", r.hedged)
+    } else {
+        String::new()
+    };
     parts.push(format!(
-        "{} GET, {} HEAD, {} PUT, {} LIST, {} DELETE",
+        "{} GET{hedged}, {} HEAD, {} PUT, {} LIST, {} DELETE",
         r.get, r.head, r.put, r.list, r.delete
     ));
     parts.push(format!("{:.1} CPU-s", cost.cpu_seconds));
     format!("{} ({})", usd(cost.usd), parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cost_line_names_hedged_reads_only_where_there_were_some() {
+        let mut cost = squall_engine::Cost::default();
+        cost.requests.get = 120;
+        let line = cost_summary(&cost);
+        assert!(line.contains("120 GET, 0 HEAD"), "{line}");
+        cost.requests.hedged = 2;
+        let line = cost_summary(&cost);
+        assert!(line.contains("120 GET of which 2 hedged, 0 HEAD"), "{line}");
+    }
 }
