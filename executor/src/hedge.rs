@@ -40,7 +40,9 @@ pub struct Hedging {
     pub quantile: f64,
     /// ...and never before this many milliseconds.
     pub floor_ms: u64,
-    /// Until this many reads have finished, slow means `first_ms`.
+    /// Until this many reads have finished, slow means `first_ms`: the
+    /// control plane sends the stage's recent 95th percentile once earlier
+    /// attempts reported one, 1 s before.
     pub min_samples: usize,
     pub first_ms: u64,
 }
@@ -98,18 +100,28 @@ impl Hedger {
         self.policy.enabled
     }
 
-    /// How long a read may take before it is sent again.
+    /// How long a read may take before it is sent again: the quantile of
+    /// the task's reads, or `first_ms` (the stage's, where the control plane
+    /// knows it) until there are enough; never under the floor.
     pub fn delay(&self) -> Duration {
-        let latencies = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
         let floor = Duration::from_millis(self.policy.floor_ms);
+        self.quantile()
+            .unwrap_or(Duration::from_millis(self.policy.first_ms))
+            .max(floor)
+    }
+
+    /// The policy's quantile of the reads finished, once there are
+    /// `min_samples` of them.
+    pub fn quantile(&self) -> Option<Duration> {
+        let latencies = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
         if latencies.len() < self.policy.min_samples.max(1) {
-            return Duration::from_millis(self.policy.first_ms).max(floor);
+            return None;
         }
         let mut sorted: Vec<Duration> = latencies.iter().copied().collect();
         sorted.sort_unstable();
         let q = self.policy.quantile.clamp(0.0, 1.0);
         let at = ((sorted.len() - 1) as f64 * q).round() as usize;
-        sorted[at.min(sorted.len() - 1)].max(floor)
+        Some(sorted[at.min(sorted.len() - 1)])
     }
 
     fn finished(&self, took: Duration) {
@@ -305,10 +317,12 @@ mod tests {
             ..Hedging::on()
         });
         assert_eq!(h.delay(), Duration::from_millis(700), "too few reads yet");
+        assert_eq!(h.quantile(), None);
         for ms in 1..=100 {
             h.finished(Duration::from_millis(ms));
         }
         assert_eq!(h.delay(), Duration::from_millis(95));
+        assert_eq!(h.quantile(), Some(Duration::from_millis(95)));
         let low = hedger(Hedging {
             min_samples: 1,
             floor_ms: 250,

@@ -53,6 +53,7 @@ async fn run_task_until(
     let started = Instant::now();
     let id = spec.id.clone();
     let requests = RequestCounter::new();
+    let hedger = Hedger::new(spec.hedging.clone(), requests.clone());
     let mut cpu_ms = 0;
     let outcome = if spec.wire_version != WIRE_VERSION {
         TaskOutcome::Failed(TaskFailure {
@@ -73,7 +74,7 @@ async fn run_task_until(
             metrics: TaskMetrics::default(),
         }
     } else {
-        match run(ctx, spec, stop, &requests, &mut cpu_ms).await {
+        match run(ctx, spec, stop, &requests, &hedger, &mut cpu_ms).await {
             Ok((output, metrics)) => TaskOutcome::Succeeded { output, metrics },
             Err(failure) => TaskOutcome::Failed(failure),
         }
@@ -88,6 +89,7 @@ async fn run_task_until(
             duration_ms: started.elapsed().as_millis() as u64,
             cpu_ms,
             function: None,
+            read_p95_ms: hedger.quantile().map(|d| d.as_millis() as u64),
         },
     }
 }
@@ -97,12 +99,12 @@ async fn run(
     spec: TaskSpec,
     stop: Option<StopFlag>,
     requests: &Arc<RequestCounter>,
+    hedger: &Arc<Hedger>,
     cpu_ms: &mut u64,
 ) -> std::result::Result<(OutputFile, TaskMetrics), TaskFailure> {
     let started = Instant::now();
     let pool = Arc::new(PeakPool::new(spec.memory_limit_bytes as usize));
-    let hedger = Hedger::new(spec.hedging.clone(), requests.clone());
-    let stores = Arc::new(ctx.stores.counted(requests.clone()).hedged(hedger));
+    let stores = Arc::new(ctx.stores.counted(requests.clone()).hedged(hedger.clone()));
     let task_ctx =
         task_context(ctx, stores.clone(), &spec, pool.clone()).map_err(|e| classify(&e))?;
     if spec.action == TaskAction::Combine {

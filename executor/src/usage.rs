@@ -108,6 +108,11 @@ pub struct TaskUsage {
     /// Set by an executor running as a Lambda function.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<FunctionUsage>,
+    /// The 95th percentile of the attempt's ranged reads, in milliseconds,
+    /// where it made enough of them to say (see `hedge`): what the stage's
+    /// later attempts start hedging from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_p95_ms: Option<u64>,
 }
 
 /// What Lambda bills an invocation by, as the function sees itself.

@@ -421,6 +421,7 @@ mod tests {
 
     fn lambda(duration_ms: u64, memory_mb: u64, arch: &str, cold: Option<u64>) -> TaskUsage {
         TaskUsage {
+            read_p95_ms: None,
             reported: true,
             requests: StoreRequests::from([(
                 "s3".to_string(),

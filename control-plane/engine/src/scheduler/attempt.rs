@@ -106,7 +106,7 @@ impl Scheduler<'_> {
             let spec = self
                 .attempt_spec(stage, &shared, id.clone(), memory)
                 .map_err(Ended::Failed)?;
-            let failure = match self.attempt(stage, copy, ledger, spec).await {
+            let failure = match self.attempt(stage, copy, &shared, ledger, spec).await {
                 Ok(won) => return Ok(won),
                 Err(failure) => failure,
             };
@@ -184,7 +184,7 @@ impl Scheduler<'_> {
             inputs: shared.task_inputs(task),
             memory_limit_bytes: memory,
             session_options: self.options.session_options.clone(),
-            hedging: self.options.hedging.clone(),
+            hedging: shared.hedging(&self.options.hedging),
         })
     }
 
@@ -194,6 +194,7 @@ impl Scheduler<'_> {
         &self,
         stage: &Stage,
         copy: usize,
+        shared: &StageTasks,
         ledger: &TaskLedger,
         spec: TaskSpec,
     ) -> std::result::Result<Won, TaskFailure> {
@@ -215,7 +216,12 @@ impl Scheduler<'_> {
         let answer = self.backend.invoke(spec).await;
         ledger.set_running(copy, None);
         match &answer {
-            Ok(result) => bill.answered(&result.usage),
+            Ok(result) => {
+                bill.answered(&result.usage);
+                if let Some(p95) = result.usage.read_p95_ms {
+                    shared.noted_reads(p95);
+                }
+            }
             Err(_) => bill.answered(&TaskUsage::default()),
         }
         let (output, metrics) = answer_of(answer)?;

@@ -150,6 +150,7 @@ impl Scheduler<'_> {
             ),
             action,
             ledgers: (0..tasks).map(|_| TaskLedger::default()).collect(),
+            reads: Default::default(),
         };
         if shared.groups.is_some() {
             tracing::info!(

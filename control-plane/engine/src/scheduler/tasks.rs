@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use squall_executor::{ReadMode, Slice, StageInput, TaskAction, TaskFailure};
+use squall_executor::{Hedging, ReadMode, Slice, StageInput, TaskAction, TaskFailure};
 use tokio::sync::Semaphore;
 
 use super::coalesce::Share;
@@ -30,9 +30,38 @@ pub(super) struct StageTasks {
     pub(super) action: TaskAction,
     /// One per task.
     pub(super) ledgers: Vec<TaskLedger>,
+    /// The 95th percentiles of ranged reads the stage's attempts reported
+    /// (milliseconds): where later attempts start hedging.
+    pub(super) reads: Mutex<Vec<u64>>,
 }
 
 impl StageTasks {
+    /// `base`, starting to hedge at the stage's recent 95th percentile of
+    /// reads (the median of what its last attempts reported) once some
+    /// attempt reported one: a task's first reads then need not wait the
+    /// policy's first guess.
+    pub(super) fn hedging(&self, base: &Hedging) -> Hedging {
+        let reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = &reads[reads.len().saturating_sub(RECENT_READS)..];
+        if recent.is_empty() {
+            return base.clone();
+        }
+        let mut sorted = recent.to_vec();
+        sorted.sort_unstable();
+        Hedging {
+            first_ms: sorted[sorted.len() / 2],
+            ..base.clone()
+        }
+    }
+
+    /// Takes in an attempt's reported 95th percentile of reads.
+    pub(super) fn noted_reads(&self, p95_ms: u64) {
+        self.reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(p95_ms);
+    }
+
     /// The reader partitions task `task` reads.
     pub(super) fn slice(&self, task: u32) -> Slice {
         self.groups
@@ -126,6 +155,9 @@ impl StageTasks {
     }
 }
 
+/// Attempts whose reported reads set the stage's hedging delay.
+const RECENT_READS: usize = 32;
+
 /// Which copy of a task: every task has a primary; a straggler gets a backup.
 pub(super) const PRIMARY: usize = 0;
 pub(super) const BACKUP: usize = 1;
@@ -173,5 +205,41 @@ impl TaskLedger {
 
     pub(super) fn set_running(&self, copy: usize, now: Option<(u32, Instant)>) {
         self.running.lock().unwrap_or_else(|e| e.into_inner())[copy] = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage_tasks() -> StageTasks {
+        StageTasks {
+            plan: None,
+            inputs: vec![],
+            sliceable: HashMap::new(),
+            groups: None,
+            split_input: None,
+            permits: Semaphore::new(1),
+            action: TaskAction::Run,
+            ledgers: vec![],
+            reads: Mutex::default(),
+        }
+    }
+
+    #[test]
+    fn attempts_start_hedging_at_the_stages_recent_reads() {
+        let shared = stage_tasks();
+        let base = Hedging::on();
+        assert_eq!(shared.hedging(&base), base, "nothing reported yet");
+        for ms in [300, 100, 200] {
+            shared.noted_reads(ms);
+        }
+        assert_eq!(shared.hedging(&base).first_ms, 200);
+        assert_eq!(shared.hedging(&base).floor_ms, base.floor_ms);
+        // Only the last 32 attempts count.
+        for _ in 0..32 {
+            shared.noted_reads(40);
+        }
+        assert_eq!(shared.hedging(&base).first_ms, 40);
     }
 }
