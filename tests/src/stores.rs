@@ -208,7 +208,9 @@ impl ObjectStore for RecordingStore {
 /// Wraps a store; the first ranged GET of a seeded fraction of the distinct
 /// reads (object and range) whose path contains `path_contains` never
 /// answers (a stalled connection); asking again for the same read answers.
-/// Counts the reads it stalled.
+/// Counts the reads it stalled, and those of them asked for again (a reader
+/// may also give up a read it no longer needs, such as a join's probe side
+/// once its build side turned out empty).
 #[derive(Debug)]
 pub struct StallingStore {
     inner: Arc<dyn ObjectStore>,
@@ -218,6 +220,9 @@ pub struct StallingStore {
     path_contains: String,
     seen: Mutex<std::collections::HashSet<String>>,
     stalled: std::sync::atomic::AtomicUsize,
+    /// Stalled reads not yet asked for again.
+    waiting: Mutex<std::collections::HashSet<String>>,
+    asked_again: std::sync::atomic::AtomicUsize,
 }
 
 impl StallingStore {
@@ -234,12 +239,19 @@ impl StallingStore {
             path_contains: path_contains.into(),
             seen: Mutex::default(),
             stalled: Default::default(),
+            waiting: Mutex::default(),
+            asked_again: Default::default(),
         })
     }
 
     /// Reads stalled so far.
     pub fn stalled(&self) -> usize {
         self.stalled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stalled reads asked for again so far.
+    pub fn asked_again(&self) -> usize {
+        self.asked_again.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether this read of `key` stalls: its first time, for the chosen keys.
@@ -281,11 +293,17 @@ impl ObjectStore for StallingStore {
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         if let Some(range) = options.range.as_ref().filter(|_| !options.head)
             && location.as_ref().contains(self.path_contains.as_str())
-            && self.stalls(format!("{location}@{}", describe(range)))
         {
-            self.stalled
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            std::future::pending::<()>().await;
+            let key = format!("{location}@{}", describe(range));
+            if self.waiting.lock().unwrap().remove(&key) {
+                self.asked_again
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            } else if self.stalls(key.clone()) {
+                self.stalled
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.waiting.lock().unwrap().insert(key);
+                std::future::pending::<()>().await;
+            }
         }
         self.inner.get_opts(location, options).await
     }
