@@ -15,6 +15,27 @@ use squall_executor::StoreRegistry;
 use squall_tools::tpch;
 pub use squall_tools::tpch::answers::{self, compare, is_ordered, render};
 
+/// Copies the local TPC-H tables of `scale` into `store` under `tpch/`.
+pub async fn load_tpch(store: &dyn object_store::ObjectStore, scale: &str) {
+    use object_store::ObjectStoreExt;
+    let data = tpch_data(scale).await;
+    for file in files_under(&data) {
+        let rel = file
+            .strip_prefix(&data)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let bytes = std::fs::read(&file).unwrap();
+        store
+            .put(
+                &object_store::path::Path::from(format!("tpch/{rel}")),
+                bytes.into(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 /// Files per table in test data: enough that every scan stage has several tasks.
 pub const TEST_PARTS: usize = 4;
 

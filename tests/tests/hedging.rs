@@ -6,33 +6,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::ObjectStore;
 use object_store::memory::InMemory;
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
 use squall_engine::scheduler::{Coalescing, Speculation};
 use squall_engine::{Engine, JobRequest, PlanOptions, TableSpec};
 use squall_executor::{Hedging, StoreRegistry};
 use squall_tests::stores::StallingStore;
-use squall_tests::{compare, expected_answer, files_under, is_ordered, render, tpch_data};
+use squall_tests::{compare, expected_answer, is_ordered, load_tpch, render};
 use squall_tools::tpch::{self, TABLES};
 
 /// An engine over a store holding the SF 0.01 tables whose reads of paths
 /// containing `stall` stall (about one in ten, seeded), and TPC-H Q`q`.
 async fn stalling(q: usize, stall: &str) -> (Arc<StallingStore>, Engine, JobRequest) {
     let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let data = tpch_data("0.01").await;
-    for file in files_under(&data) {
-        let rel = file
-            .strip_prefix(&data)
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
-        let bytes = std::fs::read(&file).unwrap();
-        memory
-            .put(&ObjectPath::from(format!("tpch/{rel}")), bytes.into())
-            .await
-            .unwrap();
-    }
+    load_tpch(memory.as_ref(), "0.01").await;
     let store = StallingStore::new(memory, 23, 100, stall);
     let stores = Arc::new(StoreRegistry::new());
     stores.register("memory:///", store.clone()).unwrap();

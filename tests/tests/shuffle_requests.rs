@@ -5,33 +5,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
 use squall_engine::planner::StageOutput;
 use squall_engine::scheduler::{Exchange, ExchangeMode};
 use squall_engine::{Engine, JobRequest, PlanOptions};
 use squall_executor::StoreRegistry;
 use squall_tests::stores::{Op, RecordingStore};
-use squall_tests::{compare, expected_answer, files_under, is_ordered, render, tpch_data};
+use squall_tests::{compare, expected_answer, is_ordered, load_tpch, render};
 use squall_tools::tpch::{self, TABLES};
-
-/// Copies the local TPC-H files into `store` under `tpch/`.
-async fn load(store: &RecordingStore, scale: &str) {
-    let data = tpch_data(scale).await;
-    for file in files_under(&data) {
-        let rel = file
-            .strip_prefix(&data)
-            .unwrap()
-            .to_string_lossy()
-            .to_string();
-        let bytes = std::fs::read(&file).unwrap();
-        store
-            .put(&ObjectPath::from(format!("tpch/{rel}")), bytes.into())
-            .await
-            .unwrap();
-    }
-}
 
 fn stage_of(path: &str) -> Option<u32> {
     path.split('/')
@@ -43,7 +26,7 @@ fn stage_of(path: &str) -> Option<u32> {
 /// and a request for TPC-H query `q` at shuffle width `width`.
 async fn recorded(q: usize, width: usize) -> (Arc<RecordingStore>, Engine, JobRequest) {
     let recording = RecordingStore::new(Arc::new(InMemory::new()));
-    load(&recording, "0.01").await;
+    load_tpch(recording.as_ref(), "0.01").await;
     recording.clear();
     let stores = Arc::new(StoreRegistry::new());
     stores.register("memory:///", recording.clone()).unwrap();

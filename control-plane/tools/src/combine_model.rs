@@ -81,16 +81,11 @@ pub fn with_exchange(
                 if !cuts {
                     break;
                 }
-                let step = combine_step(COMBINE_IDS * level + input, source, &choice, bytes);
-                let saved = (files - choice.groups) as f64;
-                reader.gets = (reader.gets - saved).max(1.0);
-                reader.shuffle_gets = (reader.shuffle_gets - saved).max(0.0);
-                for i in reader.inputs.iter_mut().filter(|i| **i == source) {
-                    *i = step.id;
-                }
-                written.insert(step.id, (step.tasks, step.bytes_out));
-                (source, files) = (step.id, choice.groups);
-                out.push(step);
+                let id = COMBINE_IDS * level + input;
+                let combine = step(id, source, &choice, bytes, COPY_BYTES_PER_SECOND);
+                let fewer = files - choice.groups;
+                put_in_front(&mut reader, combine, source, fewer, &mut written, &mut out);
+                (source, files) = (id, choice.groups);
             }
         }
         for &input in &stage.mergeable {
@@ -100,15 +95,10 @@ pub fn with_exchange(
             let (choice, groups) = policy.merge(input, producers, stage.tasks, prices);
             if let Some(groups) = groups {
                 let bytes = producers as f64 * per_task;
-                let step = merge_step(input, &choice, groups.len(), bytes);
-                let saved = (producers - groups.len()) as f64;
-                reader.gets = (reader.gets - saved).max(1.0);
-                reader.shuffle_gets = (reader.shuffle_gets - saved).max(0.0);
-                for i in reader.inputs.iter_mut().filter(|i| **i == input) {
-                    *i = step.id;
-                }
-                written.insert(step.id, (step.tasks, step.bytes_out));
-                out.push(step);
+                let id = COMBINE_IDS + input;
+                let merge = step(id, input, &choice, bytes, MERGE_BYTES_PER_SECOND);
+                let fewer = producers - groups.len();
+                put_in_front(&mut reader, merge, input, fewer, &mut written, &mut out);
             }
             choices.push((stage.id, choice));
         }
@@ -120,48 +110,52 @@ pub fn with_exchange(
     (out, choices)
 }
 
-/// The merge step of input `input`: `groups` tasks, each merging its
-/// group's sorted runs, `bytes` in all.
-fn merge_step(input: u32, choice: &ExchangeChoice, groups: usize, bytes: f64) -> ScaledStage {
-    let per_task = bytes / groups.max(1) as f64;
-    let reads = choice.producers as f64 / groups.max(1) as f64;
-    ScaledStage {
-        id: COMBINE_IDS + input,
-        kind: StageKind::Reduce,
-        inputs: vec![input],
-        tasks: groups,
-        bytes_scanned: 0.0,
-        bytes_in: per_task,
-        bytes_out: per_task,
-        gets: reads.max(1.0),
-        shuffle_gets: reads,
-        compute_seconds: COMBINE_OVERHEAD_SECONDS + per_task / MERGE_BYTES_PER_SECOND,
-        combinable: vec![],
-        mergeable: vec![],
-    }
-}
-
-/// The combine step `id` over stage `input`'s files, two-level by `choice`,
-/// of `bytes`.
-fn combine_step(id: u32, input: u32, choice: &ExchangeChoice, bytes: f64) -> ScaledStage {
-    let combiners = choice.combiners.max(1);
-    let per_task = bytes / combiners as f64;
-    // Each file of a group is read once a range of partitions.
+/// The step `id` over stage `input`'s files, two-level by `choice` (a
+/// combine or a merge step: `choice.combiners` tasks, each reading one range
+/// of each file of its group), `bytes` in all, passed at `bytes_per_second`.
+fn step(
+    id: u32,
+    input: u32,
+    choice: &ExchangeChoice,
+    bytes: f64,
+    bytes_per_second: f64,
+) -> ScaledStage {
+    let tasks = choice.combiners.max(1);
+    let per_task = bytes / tasks as f64;
     let reads = choice.producers as f64 / choice.groups.max(1) as f64;
     ScaledStage {
         id,
         kind: StageKind::Reduce,
         inputs: vec![input],
-        tasks: combiners,
+        tasks,
         bytes_scanned: 0.0,
         bytes_in: per_task,
         bytes_out: per_task,
         gets: reads.max(1.0),
         shuffle_gets: reads,
-        compute_seconds: COMBINE_OVERHEAD_SECONDS + per_task / COPY_BYTES_PER_SECOND,
+        compute_seconds: COMBINE_OVERHEAD_SECONDS + per_task / bytes_per_second,
         combinable: vec![],
         mergeable: vec![],
     }
+}
+
+/// Puts `step` in front of `reader` in place of stage `source`, the reader
+/// then reading `fewer` files less a task.
+fn put_in_front(
+    reader: &mut ScaledStage,
+    step: ScaledStage,
+    source: u32,
+    fewer: usize,
+    written: &mut HashMap<u32, (usize, f64)>,
+    out: &mut Vec<ScaledStage>,
+) {
+    reader.gets = (reader.gets - fewer as f64).max(1.0);
+    reader.shuffle_gets = (reader.shuffle_gets - fewer as f64).max(0.0);
+    for i in reader.inputs.iter_mut().filter(|i| **i == source) {
+        *i = step.id;
+    }
+    written.insert(step.id, (step.tasks, step.bytes_out));
+    out.push(step);
 }
 
 #[cfg(test)]

@@ -98,31 +98,22 @@ impl StageTasks {
             .and_then(|share| share.producers.clone());
         self.inputs
             .iter()
-            .map(|input| match self.sliceable.get(&input.stage_id) {
-                Some(mode) => {
-                    let mut sliced = input.sliced(slice, *mode == ReadMode::ByProducer);
-                    // A piece of a split partition: some producers of it only.
-                    if let Some(range) = &producers
-                        && self.split_input == Some(input.stage_id)
-                    {
-                        let end = range.end.min(sliced.producers.len());
-                        let start = range.start.min(end);
-                        sliced.producers = sliced.producers[start..end].to_vec();
-                    }
-                    sliced
+            .map(|input| {
+                // Sliced where the stage reads it in slices; else whole.
+                let mut read = match self.sliceable.get(&input.stage_id) {
+                    Some(mode) => input.sliced(slice, *mode == ReadMode::ByProducer),
+                    None => input.clone(),
+                };
+                // A piece of a split partition, or a merge step's group:
+                // some producers of it only.
+                if let Some(range) = &producers
+                    && self.split_input == Some(input.stage_id)
+                {
+                    let end = range.end.min(read.producers.len());
+                    let start = range.start.min(end);
+                    read.producers = read.producers[start..end].to_vec();
                 }
-                // A merge step's task: its group of producers, whole.
-                None => {
-                    let mut whole = input.clone();
-                    if let Some(range) = &producers
-                        && self.split_input == Some(input.stage_id)
-                    {
-                        let end = range.end.min(whole.producers.len());
-                        let start = range.start.min(end);
-                        whole.producers = whole.producers[start..end].to_vec();
-                    }
-                    whole
-                }
+                read
             })
             .collect()
     }
