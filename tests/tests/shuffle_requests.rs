@@ -234,3 +234,61 @@ async fn q12_two_level_exchange_reads_fewer_ranges() {
         "two-level made {total} GETs, direct {direct}"
     );
 }
+
+/// Reduce tasks read each producer's file with a request of its own: where
+/// the shuffle is in an object store, a small shuffle is spread over fewer
+/// tasks, so that each read still carries `min_read_bytes` (a local file's
+/// read costs no request, so there the executors' parallelism stands).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reduce_tasks_follow_the_requests_they_make() {
+    use squall_engine::scheduler::Coalescing;
+    // Targets small enough that SF 0.01's shuffles would be spread over
+    // all 32 executors were reads free.
+    let sizing = |min_read_bytes| Coalescing {
+        target_bytes: 1 << 20,
+        min_bytes: 1 << 10,
+        min_read_bytes,
+        ..Coalescing::default()
+    };
+    let reduce_tasks = |result: &squall_engine::JobResult| -> usize {
+        // Stages reading partition ranges of shuffles (what coalescing sizes).
+        let reduces: Vec<u32> = result
+            .dag
+            .stages
+            .iter()
+            .filter(|s| !s.sliced_scans && !s.sliced_inputs.is_empty())
+            .map(|s| s.id)
+            .collect();
+        assert!(!reduces.is_empty());
+        result
+            .stages
+            .iter()
+            .filter(|s| reduces.contains(&s.stage))
+            .map(|s| s.tasks)
+            .sum()
+    };
+    let run = |min_read_bytes, work: String| async move {
+        let (_, engine, mut request) = recorded(3, 64).await;
+        let engine = Engine::embedded_with(engine.stores.clone(), Some(32), &work).unwrap();
+        request.tasks.coalescing = sizing(min_read_bytes);
+        let result = engine.run(&request, None).await.unwrap();
+        let rows = render(result.batches.as_deref().unwrap_or_default());
+        compare(&expected_answer("0.01", 3), &rows, is_ordered(3)).unwrap();
+        reduce_tasks(&result)
+    };
+    let memory = "memory:///work".to_string();
+    let free = run(0, memory.clone()).await;
+    let priced = run(64 << 10, memory).await;
+    eprintln!(
+        "Q3 at SF 0.01 on 32 executors: {free} reduce tasks with free reads, {priced} with reads of 64 KiB at least"
+    );
+    assert!(
+        priced * 2 <= free,
+        "{priced} reduce tasks, {free} with free reads"
+    );
+    // A local work folder: its reads are free whatever the setting.
+    let local = tempfile::tempdir().unwrap();
+    let url = squall_engine::tables::to_url(&local.path().to_string_lossy()).unwrap();
+    let on_disk = run(64 << 10, url.to_string()).await;
+    assert_eq!(on_disk, free, "a local shuffle's reads cost no request");
+}

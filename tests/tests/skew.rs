@@ -46,6 +46,7 @@ async fn skewed_partitions_are_split_and_answers_match_single_node() {
         skew_factor: 5.0,
         skew_min_bytes: 32 << 10,
         piece_bytes: None,
+        min_read_bytes: 0,
     };
     let mut split_tasks = 0;
     for (name, sql) in skew::QUERIES {

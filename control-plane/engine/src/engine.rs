@@ -25,7 +25,8 @@ use crate::cost::{JobCost, JobMeter, Prices};
 use crate::error::{Result, SquallError};
 use crate::planner::pool::{PlanningLimits, PlanningPool};
 use crate::planner::{
-    PlanCaches, PlanOptions, PlannedJob, StageDag, default_parallelism, plan_job_within,
+    MIN_SCAN_TASK_BYTES, PlanCaches, PlanOptions, PlannedJob, StageDag, default_parallelism,
+    plan_job_within,
 };
 use crate::scheduler::{JobEvent, ProgressSink, Scheduler, StageStats, TaskOptions};
 use crate::tables::TableSpec;
@@ -170,11 +171,19 @@ impl Engine {
         work_dir: &str,
         result_dir: &str,
     ) -> Result<PlannedJob> {
-        let (sql, tables, options) = (
+        let (sql, tables, mut options) = (
             request.sql.clone(),
             request.tables.clone(),
             request.plan.clone(),
         );
+        // A backend whose tasks have a fixed cost gets scan tasks worth it.
+        options
+            .min_scan_task_bytes
+            .get_or_insert(if self.backend.bills_invocations() {
+                MIN_SCAN_TASK_BYTES
+            } else {
+                0
+            });
         let (stores, caches) = (stores.clone(), self.plan_caches.clone());
         let (work_dir, result_dir) = (work_dir.to_string(), result_dir.to_string());
         let planned = self

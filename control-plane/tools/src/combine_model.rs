@@ -42,6 +42,7 @@ pub fn with_exchange(
     policy: &Exchange,
     prices: &Prices,
     memory_bytes: u64,
+    workers: usize,
 ) -> (Vec<ScaledStage>, Vec<(u32, ExchangeChoice)>) {
     let mut out: Vec<ScaledStage> = Vec::with_capacity(stages.len());
     let mut choices = Vec::new();
@@ -70,6 +71,7 @@ pub fn with_exchange(
                     bytes as u64,
                     prices,
                     memory_bytes,
+                    workers,
                 );
                 // Past the first level, only while a reader would read more
                 // files than a combiner does.
@@ -191,7 +193,7 @@ mod tests {
             group_files: 64,
             ..Exchange::default()
         };
-        let (out, choices) = with_exchange(&stages, &policy, &Prices::default(), 2 << 30);
+        let (out, choices) = with_exchange(&stages, &policy, &Prices::default(), 2 << 30, 1000);
         assert_eq!(out.len(), 3);
         let (reader, choice) = &choices[0];
         assert_eq!(*reader, 2);
@@ -200,8 +202,8 @@ mod tests {
         assert_eq!(step.id, COMBINE_IDS + 1);
         assert_eq!(step.inputs, vec![1]);
         assert_eq!(step.tasks, choice.combiners);
-        // 32 groups of 64 files (640 MB): three ranges each.
-        assert_eq!((choice.groups, choice.combiners), (32, 96));
+        // 32 groups of 64 files (640 MB): ten ranges of 64 MiB each.
+        assert_eq!((choice.groups, choice.combiners), (32, 320));
         assert_eq!(out[2].inputs, vec![COMBINE_IDS + 1]);
         assert!((out[2].gets - 32.0).abs() < 1e-9, "{:?}", out[2]);
         // As many GETs in all as the choice counted.
@@ -218,7 +220,7 @@ mod tests {
             mode: ExchangeMode::Direct,
             ..policy
         };
-        let (same, _) = with_exchange(&stages, &direct, &Prices::default(), 2 << 30);
+        let (same, _) = with_exchange(&stages, &direct, &Prices::default(), 2 << 30, 1000);
         assert_eq!(same.len(), 2);
         assert!((same[1].gets - 2000.0).abs() < 1e-9);
     }
@@ -231,8 +233,13 @@ mod tests {
             stage(1, vec![], 50_000, 10.0, 1e6),
             stage(2, vec![1], 10_000, 50_000.0, 1e6),
         ];
-        let (out, choices) =
-            with_exchange(&stages, &Exchange::default(), &Prices::default(), 2 << 30);
+        let (out, choices) = with_exchange(
+            &stages,
+            &Exchange::default(),
+            &Prices::default(),
+            2 << 30,
+            1000,
+        );
         assert_eq!(
             out.len(),
             4,
@@ -258,7 +265,7 @@ mod tests {
             group_files: 64,
             ..Exchange::default()
         };
-        let (out, choices) = with_exchange(&stages, &policy, &Prices::default(), 2 << 30);
+        let (out, choices) = with_exchange(&stages, &policy, &Prices::default(), 2 << 30, 1000);
         assert!(choices[0].1.merge && choices[0].1.two_level);
         assert_eq!(out.len(), 3);
         assert_eq!(out[1].tasks, 16, "1,024 runs merged 64 at a time");

@@ -28,7 +28,9 @@ use squall_executor::ReadMode;
 use squall_engine::cost::{Prices, Requests};
 use squall_engine::engine::{Engine, JobRequest, JobRun};
 use squall_engine::error::{Result, SquallError};
-use squall_engine::planner::{DEFAULT_TARGET_PARTITION_BYTES, PlanOptions, Widen};
+use squall_engine::planner::{
+    DEFAULT_TARGET_PARTITION_BYTES, MIN_SCAN_TASK_BYTES, PlanOptions, Widen,
+};
 use squall_engine::scheduler::{Coalescing, JobEvent, ProgressSink, StageKind};
 
 /// What one task of the small run measured.
@@ -231,12 +233,24 @@ pub const MAX_TASKS: usize = 2_000_000;
 
 /// Fixed time of a task besides its bytes, as the in-process backend spends it.
 const TASK_OVERHEAD_SECONDS: f64 = 0.002;
+/// Bytes of a measured scan task below which its requests are taken as
+/// those of a task of this size (see [`scale`]).
+const SCAN_GET_BYTES: f64 = (16 << 20) as f64;
 /// An operator whose output rows are under this share of its input rows
 /// (an aggregation) writes about the same bytes per task at any scale.
 const REDUCING_SHARE: f64 = 0.01;
 
-/// The profile's stages over data `factor` times larger, cut for `workers`.
-pub fn scale(profile: &Profile, factor: f64, workers: usize) -> Result<Vec<ScaledStage>> {
+/// The profile's stages over data `factor` times larger, cut for `workers`
+/// of `platform`: where its tasks have a fixed cost (an invocation) a scan
+/// is cut for the workers only into tasks worth starting, and where its
+/// requests have one (an object store) reduce tasks are spread only while
+/// each read carries its minimum, as the planner and scheduler do there.
+pub fn scale(
+    profile: &Profile,
+    factor: f64,
+    workers: usize,
+    platform: &Platform,
+) -> Result<Vec<ScaledStage>> {
     if !(factor.is_finite() && factor > 0.0) {
         return Err(SquallError::InvalidArgument(format!(
             "the scale factor must be a positive number, not {factor}"
@@ -245,8 +259,21 @@ pub fn scale(profile: &Profile, factor: f64, workers: usize) -> Result<Vec<Scale
     let workers = workers.max(1);
     let options = PlanOptions {
         shuffle_partitions: workers,
-        widen: Some(Widen::default()),
+        widen: Some(Widen::for_workers(workers)),
         ..PlanOptions::default()
+    };
+    let coalescing = Coalescing {
+        min_read_bytes: if platform.request.median > 0.0 {
+            Coalescing::default().min_read_bytes
+        } else {
+            0
+        },
+        ..Coalescing::default()
+    };
+    let min_scan_task_bytes = if platform.invoke.median > 0.0 {
+        MIN_SCAN_TASK_BYTES as f64
+    } else {
+        0.0
     };
     let width = options.width_for((profile.table_bytes as f64 * factor) as u64);
     let mut out_total: HashMap<u32, f64> = HashMap::new();
@@ -268,14 +295,27 @@ pub fn scale(profile: &Profile, factor: f64, workers: usize) -> Result<Vec<Scale
             .map(|(i, _)| out_total.get(i).copied().unwrap_or(0.0))
             .sum();
         let tasks = if stage.scans {
+            // As the planner packs a scan on Lambda: by bytes, and one task a
+            // worker while each still gets a task's worth.
             let by_bytes = (scanned / DEFAULT_TARGET_PARTITION_BYTES as f64).ceil() as usize;
-            by_bytes.max(workers)
+            let worth = match scanned / min_scan_task_bytes {
+                w if w.is_finite() => w as usize,
+                _ => usize::MAX,
+            };
+            by_bytes.max(workers.min(worth)).max(1)
         } else if sliced_in > 0.0 && stage.tasks.len() > 1 {
-            // Reduce tasks sized to the shuffle, as the scheduler coalesces.
+            // Reduce tasks sized to the shuffle, as the scheduler coalesces:
+            // over the workers, while each read of a producer's file still
+            // carries its minimum.
             let per = (sliced_in / width as f64) as u64;
-            Coalescing::default()
-                .groups(&vec![per; width], workers)
-                .len()
+            let reads: usize = stage
+                .inputs
+                .iter()
+                .filter(|(_, sliced)| *sliced)
+                .map(|(i, _)| tasks_of.get(i).copied().unwrap_or(1))
+                .sum();
+            let parallelism = coalescing.parallelism_for(sliced_in as u64, workers, reads);
+            coalescing.groups(&vec![per; width], parallelism).len()
         } else {
             stage.tasks.len().max(1)
         };
@@ -303,14 +343,20 @@ pub fn scale(profile: &Profile, factor: f64, workers: usize) -> Result<Vec<Scale
         } else {
             measured_out / measured_bytes * (bytes_scanned + bytes_in) * t
         };
-        let scan_gets = stage.gets as f64 / stage.sum(|t| t.bytes_scanned).max(1) as f64;
+        // A scan task's requests are a footer and a range per column chunk
+        // of each row group, whatever their sizes: they grow with the task's
+        // bytes past what the measured tasks read, counted as at least
+        // SCAN_GET_BYTES (a measured task of a small table makes as many
+        // requests at scale as it did here, not one per few KiB).
+        let measured_per_task = stage.sum(|t| t.bytes_scanned) as f64 / n;
+        let scan_gets = stage.gets as f64 / n / measured_per_task.max(SCAN_GET_BYTES);
         let producers: f64 = stage
             .inputs
             .iter()
             .map(|(i, _)| tasks_of.get(i).copied().unwrap_or(1) as f64)
             .sum();
         let gets = if stage.scans {
-            scan_gets * bytes_scanned + producers
+            scan_gets * bytes_scanned.max(SCAN_GET_BYTES) + producers
         } else {
             producers
         };
@@ -418,6 +464,14 @@ impl Platform {
             arch: "x86_64",
             // One vCPU from 1,769 MB: less memory, a share of one.
             cpu_factor: (1769.0 / memory_mb.max(1) as f64).max(1.0),
+        }
+    }
+
+    /// What a GB-second of its workers costs.
+    pub fn gb_second_usd(&self, prices: &Prices) -> f64 {
+        match self.arch {
+            "aarch64" | "arm64" => prices.lambda_gb_second_arm64,
+            _ => prices.lambda_gb_second_x86_64,
         }
     }
 
@@ -696,11 +750,7 @@ fn back_up(
 fn price(replay: &mut Replay, platform: &Platform, billed_seconds: f64, prices: &Prices) {
     if let Some(mb) = platform.memory_mb {
         replay.gb_seconds = billed_seconds * mb as f64 / 1024.0;
-        let gb_price = match platform.arch {
-            "aarch64" | "arm64" => prices.lambda_gb_second_arm64,
-            _ => prices.lambda_gb_second_x86_64,
-        };
-        replay.usd = replay.gb_seconds * gb_price
+        replay.usd = replay.gb_seconds * platform.gb_second_usd(prices)
             + replay.attempts as f64 * prices.lambda_per_million_requests / 1e6
             + replay.requests.put as f64 * prices.s3_put_per_thousand / 1000.0
             + replay.requests.get as f64 * prices.s3_get_per_thousand / 1000.0;
@@ -793,7 +843,7 @@ mod tests {
 
     #[test]
     fn scans_are_cut_by_bytes_and_workers_and_aggregates_stay_small() {
-        let scaled = scale(&q1_like(), 1000.0, 1000).unwrap();
+        let scaled = scale(&q1_like(), 1000.0, 1000, &Platform::lambda(2048)).unwrap();
         // 200,000 MiB scanned in tasks of at most 128 MiB: 1,563.
         assert_eq!(scaled[0].tasks, 1563);
         let per_task = 200_000.0 * (1u64 << 20) as f64 / 1563.0;
@@ -808,13 +858,24 @@ mod tests {
         let expected = TASK_OVERHEAD_SECONDS
             + (1.0 - TASK_OVERHEAD_SECONDS) * per_task / (100u64 << 20) as f64;
         assert!((scaled[0].compute_seconds - expected).abs() < 1e-9);
-        assert!(scale(&q1_like(), 0.0, 10).is_err());
+        assert!(scale(&q1_like(), 0.0, 10, &Platform::lambda(2048)).is_err());
+    }
+
+    #[test]
+    fn on_lambda_a_small_scan_gets_tasks_worth_starting_and_its_reader_few_reads() {
+        // 200 MiB scanned on 1,000 workers: a task a worker in-process; on
+        // Lambda three of at least 64 MiB (and the final reader three GETs).
+        let lambda = scale(&q1_like(), 1.0, 1000, &Platform::lambda(2048)).unwrap();
+        assert_eq!(lambda[0].tasks, 3);
+        assert!((lambda[1].shuffle_gets - 3.0).abs() < 1e-9);
+        let local = scale(&q1_like(), 1.0, 1000, &Platform::in_process()).unwrap();
+        assert_eq!(local[0].tasks, 1000);
     }
 
     #[test]
     fn in_process_replay_is_list_scheduling_of_the_measured_times() {
         let profile = q1_like();
-        let scaled = scale(&profile, 1.0, 2).unwrap();
+        let scaled = scale(&profile, 1.0, 2, &Platform::in_process()).unwrap();
         let on = |workers| {
             simulate(
                 &scaled,
@@ -842,10 +903,10 @@ mod tests {
     #[test]
     fn lambda_replays_bill_every_attempt_and_backups_cut_the_tail() {
         let mut profile = q1_like();
-        let scaled = scale(&profile, 1000.0, 1000).unwrap();
+        let scaled = scale(&profile, 1000.0, 1000, &Platform::lambda(2048)).unwrap();
         // The scans alone, with stalls common: backups have tails to cut.
         profile.stages.truncate(1);
-        let scans = scale(&profile, 1000.0, 1000).unwrap();
+        let scans = scale(&profile, 1000.0, 1000, &Platform::lambda(2048)).unwrap();
         let mut platform = Platform::lambda(2048);
         platform.stall_probability = 0.01;
         platform.hedge_after = None;
@@ -869,7 +930,7 @@ mod tests {
     fn hedged_reads_cut_stalls_without_backups_and_are_billed() {
         let mut profile = q1_like();
         profile.stages.truncate(1);
-        let scans = scale(&profile, 1000.0, 1000).unwrap();
+        let scans = scale(&profile, 1000.0, 1000, &Platform::lambda(2048)).unwrap();
         let prices = Prices::default();
         let mut platform = Platform::lambda(2048);
         platform.stall_probability = 0.01;

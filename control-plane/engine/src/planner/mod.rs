@@ -63,7 +63,20 @@ pub struct PlanOptions {
     pub min_scan_tasks: Option<usize>,
     /// Widen the shuffle with the data: None, `shuffle_partitions` is the width.
     pub widen: Option<Widen>,
+    /// A scan is cut into `min_scan_tasks` only while each task still gets
+    /// this many bytes: a task has a fixed cost (on Lambda an invocation,
+    /// its requests and its PUT, ~0.1 s), and a thousand tasks of a few KiB
+    /// each would also give every reader a thousand files to read. None:
+    /// the backend's ([`MIN_SCAN_TASK_BYTES`] where it bills invocations,
+    /// else none).
+    pub min_scan_task_bytes: Option<u64>,
 }
+
+/// [`PlanOptions::min_scan_task_bytes`] where tasks have a fixed cost worth
+/// counting (Lambda): what a reduce task aims to read (the coalescing
+/// target), ~0.45 s of a worker's transfer at 150 MB/s. A fifth of that
+/// made the scale model's TPC-H SF 1000 suite cost 7 % more (BENCHMARKS.md).
+pub const MIN_SCAN_TASK_BYTES: u64 = 64 << 20;
 
 /// A shuffle width that grows with the bytes of the tables a query names: one
 /// partition per `bytes_per_partition`, at least the configured width and at
@@ -86,10 +99,27 @@ impl Default for Widen {
     }
 }
 
+impl Widen {
+    /// The widening for a job on `workers` executors: up to a partition per
+    /// worker past [`DEFAULT_WIDEN_MAX`] (at most [`MAX_WIDEN`]), so that a
+    /// large shuffle still gives every worker a reduce task and reduce tasks
+    /// a share their memory holds; a partition of a 1 TB shuffle at width
+    /// 1,024 is 1 GB, and a second combine level cannot pay over partitions
+    /// that large (see `scheduler::exchange`).
+    pub fn for_workers(workers: usize) -> Self {
+        Self {
+            max_partitions: workers.clamp(DEFAULT_WIDEN_MAX, MAX_WIDEN),
+            ..Self::default()
+        }
+    }
+}
+
 /// Table bytes per shuffle partition when the width follows the data.
 pub const DEFAULT_WIDEN_BYTES: u64 = 64 << 20;
-/// The most partitions a widened shuffle gets.
+/// The most partitions a widened shuffle gets, however few the workers.
 pub const DEFAULT_WIDEN_MAX: usize = 1024;
+/// The most partitions a widened shuffle gets, however many the workers.
+pub const MAX_WIDEN: usize = 16_384;
 
 impl PlanOptions {
     /// The shuffle width for a query over tables of `table_bytes`.
@@ -116,6 +146,7 @@ impl Default for PlanOptions {
             broadcast_bytes: BROADCAST_JOIN_BYTES,
             min_scan_tasks: None,
             widen: None,
+            min_scan_task_bytes: None,
         }
     }
 }
@@ -279,6 +310,7 @@ pub async fn plan_job_within(
         &caches.footers,
         options.target_partition_bytes,
         min_scan_tasks,
+        options.min_scan_task_bytes.unwrap_or(0),
     )
     .await?;
 
@@ -485,6 +517,21 @@ fn df_statement_kind(statement: &DfStatement) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_width_cap_follows_the_workers() {
+        assert_eq!(Widen::for_workers(2), Widen::default());
+        assert_eq!(Widen::for_workers(1000).max_partitions, DEFAULT_WIDEN_MAX);
+        assert_eq!(Widen::for_workers(10_000).max_partitions, 10_000);
+        assert_eq!(Widen::for_workers(1 << 20).max_partitions, MAX_WIDEN);
+        // A 1 TB shuffle on 10,000 workers: a partition each, not 1,024.
+        let options = PlanOptions {
+            shuffle_partitions: 10_000,
+            widen: Some(Widen::for_workers(10_000)),
+            ..PlanOptions::default()
+        };
+        assert_eq!(options.width_for(1 << 40), 10_000);
+    }
 
     #[test]
     fn the_width_follows_the_tables_between_the_base_and_the_cap() {

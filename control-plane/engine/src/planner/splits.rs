@@ -39,6 +39,7 @@ pub struct ScanSplits {
     ranges: HashMap<String, Vec<Range<u64>>>,
     target_bytes: u64,
     min_groups: usize,
+    min_group_bytes: u64,
 }
 
 /// A Parquet file to split: its table's name, its store, the file.
@@ -52,13 +53,15 @@ type FooterRead = std::pin::Pin<
 impl ScanSplits {
     /// Splits every Parquet file larger than `target_bytes` on row-group boundaries
     /// (footers are read [`FOOTER_READS`] at a time); scans will pack files and
-    /// splits into tasks of about `target_bytes`, at least `min_tasks` per scan.
+    /// splits into tasks of about `target_bytes`, at least `min_tasks` per scan
+    /// while each still gets `min_task_bytes`.
     pub async fn compute(
         tables: &[ResolvedTable],
         store_for: impl Fn(&ResolvedTable) -> Result<Arc<dyn ObjectStore>>,
         footers: &Arc<FileMetadataCache>,
         target_bytes: u64,
         min_tasks: usize,
+        min_task_bytes: u64,
     ) -> Result<Self> {
         let mut large: Vec<LargeFile> = Vec::new();
         for table in tables.iter().filter(|t| t.format == TableFormat::Parquet) {
@@ -97,6 +100,7 @@ impl ScanSplits {
             ranges,
             target_bytes,
             min_groups: min_tasks,
+            min_group_bytes: min_task_bytes,
         })
     }
 
@@ -126,19 +130,34 @@ impl ScanSplits {
                 }
             }
         }
-        pack(pieces, self.target_bytes, self.min_groups)
+        pack(
+            pieces,
+            self.target_bytes,
+            self.min_groups,
+            self.min_group_bytes,
+        )
     }
 }
 
 /// Packs pieces, in order, into groups of about `target` bytes: as many groups as
-/// the bytes need, at least `min_groups` (when there are that many pieces).
-fn pack(pieces: Vec<(PartitionedFile, u64)>, target: u64, min_groups: usize) -> Vec<FileGroup> {
+/// the bytes need, at least `min_groups` (when there are that many pieces and
+/// each group still gets `min_group_bytes`).
+fn pack(
+    pieces: Vec<(PartitionedFile, u64)>,
+    target: u64,
+    min_groups: usize,
+    min_group_bytes: u64,
+) -> Vec<FileGroup> {
     if pieces.is_empty() {
         return vec![];
     }
     let total: u64 = pieces.iter().map(|(_, size)| size).sum();
     let by_size = total.div_ceil(target.max(1)) as usize;
-    let groups = by_size.max(min_groups).clamp(1, pieces.len());
+    let worth = match total.checked_div(min_group_bytes) {
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => usize::MAX,
+    };
+    let groups = by_size.max(min_groups.min(worth)).clamp(1, pieces.len());
     let per_group = total.div_ceil(groups as u64).max(1);
     let mut out: Vec<Vec<PartitionedFile>> = Vec::with_capacity(groups);
     let mut current: Vec<PartitionedFile> = Vec::new();
@@ -264,25 +283,38 @@ mod tests {
     #[test]
     fn packs_small_files_but_keeps_min_groups() {
         // Eight tiny files, two executors: two tasks of four files.
-        assert_eq!(shape(&pack(pieces(&[10; 8]), 1000, 2)), vec![4, 4]);
+        assert_eq!(shape(&pack(pieces(&[10; 8]), 1000, 2, 0)), vec![4, 4]);
         // Files of slightly different sizes still make two tasks, not three.
         assert_eq!(
-            shape(&pack(pieces(&[10, 11, 10, 12, 10, 9, 10, 11]), 1000, 2)),
+            shape(&pack(pieces(&[10, 11, 10, 12, 10, 9, 10, 11]), 1000, 2, 0)),
             vec![4, 4]
         );
         // One executor: one task.
-        assert_eq!(shape(&pack(pieces(&[10; 8]), 1000, 1)), vec![8]);
+        assert_eq!(shape(&pack(pieces(&[10; 8]), 1000, 1, 0)), vec![8]);
         // Never more groups than pieces.
-        assert_eq!(shape(&pack(pieces(&[10; 3]), 1000, 7)), vec![1, 1, 1]);
+        assert_eq!(shape(&pack(pieces(&[10; 3]), 1000, 7, 0)), vec![1, 1, 1]);
         // Bytes decide when there are more of them than the target holds.
-        assert_eq!(shape(&pack(pieces(&[100; 8]), 200, 1)), vec![2, 2, 2, 2]);
+        assert_eq!(shape(&pack(pieces(&[100; 8]), 200, 1, 0)), vec![2, 2, 2, 2]);
         // Every piece lands in exactly one group, in order.
-        let groups = pack(pieces(&[5, 300, 5, 5, 290, 5]), 300, 2);
+        let groups = pack(pieces(&[5, 300, 5, 5, 290, 5]), 300, 2, 0);
         let names: Vec<String> = groups
             .iter()
             .flat_map(|g| g.iter().map(|f| f.object_meta.location.to_string()))
             .collect();
         assert_eq!(names, ["f0", "f1", "f2", "f3", "f4", "f5"]);
-        assert!(pack(vec![], 100, 2).is_empty());
+        assert!(pack(vec![], 100, 2, 0).is_empty());
+    }
+
+    #[test]
+    fn tasks_too_small_to_be_worth_starting_are_not_cut_for_parallelism() {
+        // 1,000 files of 10 bytes, 1,000 workers, a task worth 2,000 bytes:
+        // five tasks, not a thousand.
+        assert_eq!(pack(pieces(&[10; 1000]), 1 << 20, 1000, 2000).len(), 5);
+        // Less than one task's worth: one task.
+        assert_eq!(shape(&pack(pieces(&[10; 8]), 1000, 2, 1000)), vec![8]);
+        // Bytes past the target still cut it, whatever the floor.
+        assert_eq!(pack(pieces(&[100; 8]), 200, 1, 1 << 30).len(), 4);
+        // Enough bytes: the parallelism asked for stands.
+        assert_eq!(pack(pieces(&[10; 8]), 1000, 2, 40).len(), 2);
     }
 }

@@ -8,6 +8,15 @@
 //! shuffles still give every executor a task, and large ones are cut into
 //! `target_bytes` pieces whatever the shuffle width was.
 //!
+//! Requests: a reduce task makes one ranged read per file it reads (per
+//! producer, or per combined file), and in an object store each read has a
+//! price and a round trip. Spreading a small shuffle over a thousand workers
+//! would make every task read a thousand files of a few KiB each — the
+//! requests, not the bytes, would set the stage's cost and time. So the
+//! parallelism a shuffle is spread over is cut back until each read carries
+//! `min_read_bytes` on average ([`Coalescing::parallelism_for`]), never
+//! asking more of a task than `target_bytes`.
+//!
 //! Skew: where the stage may split a partition among tasks (its input
 //! `split_input`, the probe side of a join or the input of a partial
 //! aggregate), a partition of that input larger than `skew_min_bytes` and
@@ -36,7 +45,16 @@ pub struct Coalescing {
     /// Bytes of one piece of a split partition; None: the larger of the
     /// target and the mean of the partitions that are not skewed (Spark's).
     pub piece_bytes: Option<u64>,
+    /// Bytes one ranged read of an object store should carry at least, on
+    /// average, before a shuffle is spread wider (0: reads are free).
+    pub min_read_bytes: u64,
 }
+
+/// Default of [`Coalescing::min_read_bytes`]: a GET costs $0.0004 per
+/// thousand, what 1.8 MB take to move on a 2,048 MB Lambda worker at 150
+/// MB/s ($0.0000166667 per GB-second) — and a round trip of ~27 ms, what
+/// 4 MB take. Below 1 MiB a read is mostly its request.
+pub const MIN_READ_BYTES: u64 = 1 << 20;
 
 impl Default for Coalescing {
     fn default() -> Self {
@@ -47,6 +65,7 @@ impl Default for Coalescing {
             skew_factor: 5.0,
             skew_min_bytes: 256 << 20,
             piece_bytes: None,
+            min_read_bytes: MIN_READ_BYTES,
         }
     }
 }
@@ -67,6 +86,22 @@ impl Coalescing {
             enabled: false,
             ..Self::default()
         }
+    }
+
+    /// The executors a shuffle of `total` bytes is spread over, of
+    /// `parallelism`, when each reduce task makes `reads` ranged reads of an
+    /// object store: no more than leave each read `min_read_bytes` on average
+    /// (capped at a task of `target_bytes`), and at least one.
+    pub fn parallelism_for(&self, total: u64, parallelism: usize, reads: usize) -> usize {
+        let floor = self
+            .min_read_bytes
+            .saturating_mul(reads as u64)
+            .min(self.target_bytes);
+        if !self.enabled || floor == 0 {
+            return parallelism.max(1);
+        }
+        let by_reads = usize::try_from(total / floor).unwrap_or(usize::MAX);
+        parallelism.min(by_reads).max(1)
     }
 
     /// What one task reads at most, for `total` bytes over `parallelism`
@@ -210,6 +245,37 @@ mod tests {
         assert_eq!(c.groups(&sizes, 8).len(), 8);
         let tiny = vec![1000; 64];
         assert_eq!(ranges(&c.groups(&tiny, 100)), vec![(0, 64)]);
+    }
+
+    #[test]
+    fn reads_of_an_object_store_cut_the_parallelism_a_small_shuffle_gets() {
+        let c = Coalescing::default();
+        // 1 GiB over 1,000 workers: 1 MiB a task. Each task reading 1,000
+        // producers' files would make reads of ~1 KiB; at 1 MiB a read it
+        // would take 1,000 MiB, more than the 64 MiB target: tasks of 64 MiB.
+        let total = 1 << 30;
+        assert_eq!(c.parallelism_for(total, 1000, 0), 1000, "reads are free");
+        assert_eq!(c.parallelism_for(total, 1000, 1000), 16);
+        let sizes = vec![total / 1024; 1024];
+        assert_eq!(
+            c.groups(&sizes, c.parallelism_for(total, 1000, 1000)).len(),
+            16
+        );
+        // Reading 4 files: 4 MiB a task, 256 tasks.
+        assert_eq!(c.parallelism_for(total, 1000, 4), 256);
+        // Enough bytes: the workers' parallelism stands.
+        assert_eq!(c.parallelism_for(1 << 40, 1000, 1000), 1000);
+        // Never below one, and off with coalescing.
+        assert_eq!(c.parallelism_for(10, 1000, 1000), 1);
+        assert_eq!(
+            Coalescing::disabled().parallelism_for(total, 1000, 1000),
+            1000
+        );
+        let free = Coalescing {
+            min_read_bytes: 0,
+            ..Coalescing::default()
+        };
+        assert_eq!(free.parallelism_for(total, 1000, 1000), 1000);
     }
 
     #[test]

@@ -162,6 +162,7 @@ impl Scheduler<'_> {
                 &read,
                 self.meter.prices(),
                 self.options.memory_limit_bytes,
+                self.concurrency(),
             );
             let step = groups.map(|combiners| Step {
                 input: index,
@@ -209,6 +210,7 @@ impl Scheduler<'_> {
             &deeper.read,
             self.meter.prices(),
             self.options.memory_limit_bytes,
+            self.concurrency(),
         );
         // Another level only while a reader would read more files than a
         // combiner does, and only one that cuts them is worth telling of.

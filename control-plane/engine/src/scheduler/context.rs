@@ -43,12 +43,16 @@ pub(super) struct JobGate {
 }
 
 impl Scheduler<'_> {
-    pub(super) fn gate(&self) -> Arc<JobGate> {
-        let concurrency = self
-            .options
+    /// Tasks of the job that run at once.
+    pub(super) fn concurrency(&self) -> usize {
+        self.options
             .max_concurrency
             .unwrap_or_else(|| self.backend.max_concurrency())
-            .clamp(1, Semaphore::MAX_PERMITS);
+            .clamp(1, Semaphore::MAX_PERMITS)
+    }
+
+    pub(super) fn gate(&self) -> Arc<JobGate> {
+        let concurrency = self.concurrency();
         Arc::new(JobGate {
             permits: Semaphore::new(concurrency),
             concurrency,

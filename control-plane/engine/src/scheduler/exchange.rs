@@ -78,13 +78,22 @@ pub struct Exchange {
     /// Files one combiner reads at most (the `g` of M + R × M/g).
     pub group_files: usize,
     /// Bytes one combiner reads at most (it holds them, and its output, in
-    /// memory: at most a quarter of the task's pool is used).
+    /// memory: at most a quarter of the task's pool is used). 64 MiB keeps a
+    /// combine step's pass under a second at 100 MB/s, and the range it
+    /// reads of each of 48 files over 1 MiB on average (what a GET is
+    /// worth: `coalesce::MIN_READ_BYTES`).
     pub group_bytes: u64,
     /// Auto: two-level must cut the input's requests at least this many times.
     pub min_reduction: f64,
     /// Bytes a combiner moves per second (GET whole, copy, PUT), for pricing
     /// its extra pass.
     pub bytes_per_second: f64,
+    /// Auto, where only dollars speak for two-level: seconds the combine
+    /// step may add to the job past the reads its readers no longer wait
+    /// for before the time it adds is priced too — a second at what the
+    /// job's workers bill for one (a few cents of GETs are not worth a
+    /// slower answer on a thousand workers).
+    pub max_added_seconds: f64,
 }
 
 impl Default for Exchange {
@@ -97,9 +106,10 @@ impl Default for Exchange {
             // its files, then makes fewer than 50 reads (stacking levels
             // where a reader would read more than this).
             group_files: 48,
-            group_bytes: 256 << 20,
+            group_bytes: 64 << 20,
             min_reduction: 2.0,
             bytes_per_second: 100e6,
+            max_added_seconds: 1.0,
         }
     }
 }
@@ -200,7 +210,7 @@ impl Exchange {
     /// by reduce tasks that each read the partitions of one of `slices`
     /// (None: every task reads every partition — a broadcast). Returns the
     /// choice and, for two-level, the combiners' groups. `memory_bytes`: a
-    /// combine task's pool.
+    /// combine task's pool; `workers`: the tasks the job runs at once.
     pub fn decide(
         &self,
         input: u32,
@@ -208,6 +218,7 @@ impl Exchange {
         slices: &Slices,
         prices: &Prices,
         memory_bytes: u64,
+        workers: usize,
     ) -> (ExchangeChoice, Option<Vec<Combiner>>) {
         let combiners = self.combiners(files, memory_bytes);
         let direct = reads(files.iter().map(|f| (vec![f], None)), slices);
@@ -234,7 +245,7 @@ impl Exchange {
             direct,
             two_level: reads(combined, slices).total + combining,
         };
-        let choice = self.choose(input, &shape, prices, memory_bytes);
+        let choice = self.choose(input, &shape, prices, memory_bytes, workers);
         let combiners = choice.two_level.then_some(combiners);
         (choice, combiners)
     }
@@ -250,6 +261,7 @@ impl Exchange {
         bytes: u64,
         prices: &Prices,
         memory_bytes: u64,
+        workers: usize,
     ) -> ExchangeChoice {
         let groups = producers.div_ceil(self.group_files.max(2)).max(1) as u64;
         let group_bytes = bytes / groups;
@@ -271,7 +283,7 @@ impl Exchange {
             // piece holding its partitions.
             two_level: m * pieces + r * groups,
         };
-        self.choose(input, &shape, prices, memory_bytes)
+        self.choose(input, &shape, prices, memory_bytes, workers)
     }
 
     /// The choice for a shuffle of `shape`, priced.
@@ -281,6 +293,7 @@ impl Exchange {
         shape: &Shape,
         prices: &Prices,
         memory_bytes: u64,
+        workers: usize,
     ) -> ExchangeChoice {
         let direct = &shape.direct;
         let saved =
@@ -292,6 +305,8 @@ impl Exchange {
                 * memory_gb
                 * prices.lambda_gb_second_x86_64;
         let saving_usd = saved - extra;
+        // What a second of the job is worth: its workers' bill for one.
+        let second_usd = workers as f64 * memory_gb * prices.lambda_gb_second_x86_64;
         let fewer = direct.total as f64 / shape.two_level.max(1) as f64;
         let combinable = shape.producers >= 2 && shape.groups < shape.producers;
         let (two_level, reason) = match self.mode {
@@ -304,7 +319,7 @@ impl Exchange {
                 "combining would not cut the requests (too few producers)".to_string(),
             ),
             ExchangeMode::TwoLevel => unreachable!("handled above"),
-            ExchangeMode::Auto => self.auto(shape, fewer, saving_usd),
+            ExchangeMode::Auto => self.auto(shape, fewer, saving_usd, second_usd),
         };
         ExchangeChoice {
             input,
@@ -383,7 +398,7 @@ impl Exchange {
     /// read more than `max_fan_in` files (its reads go 16 at a time: a tree
     /// of combiners reads them side by side), or where the requests it saves
     /// pay for the extra pass.
-    fn auto(&self, shape: &Shape, fewer: f64, saving_usd: f64) -> (bool, String) {
+    fn auto(&self, shape: &Shape, fewer: f64, saving_usd: f64, second_usd: f64) -> (bool, String) {
         let direct = &shape.direct;
         // The reads a reduce task no longer waits for, against the combine
         // step's own pass over its bytes.
@@ -424,6 +439,16 @@ impl Exchange {
             (
                 false,
                 format!("the combine step would cost ${:.6} more", -saving_usd),
+            )
+        } else if pass - waits > self.max_added_seconds && saving_usd < (pass - waits) * second_usd
+        {
+            (
+                false,
+                format!(
+                    "the combine step would save ${saving_usd:.6} but add {:.1} s (${:.6} of the job's workers' time)",
+                    pass - waits,
+                    (pass - waits) * second_usd
+                ),
             )
         } else {
             (
@@ -599,12 +624,13 @@ mod tests {
     fn requests_fall_from_m_times_r_to_m_plus_r_times_m_over_g() {
         let policy = Exchange {
             group_files: 64,
+            group_bytes: 256 << 20,
             ..Exchange::default()
         };
         // 256 producers, 256 reduce tasks, 64 files a combiner: 4 combiners.
         let files: Vec<_> = (0..256).map(|_| file(256, 10, &[])).collect();
         let (choice, groups) =
-            policy.decide(1, &files, &one_each(256), &Prices::default(), 2 << 30);
+            policy.decide(1, &files, &one_each(256), &Prices::default(), 2 << 30, 1000);
         assert_eq!(choice.requests_direct, 256 * 256);
         assert_eq!(choice.requests_two_level, 256 + 256 * 4);
         assert!(choice.two_level, "{choice:?}");
@@ -619,14 +645,14 @@ mod tests {
             ..policy.clone()
         };
         let (choice, combiners) =
-            forced.decide(1, &large, &one_each(256), &Prices::default(), 2 << 30);
+            forced.decide(1, &large, &one_each(256), &Prices::default(), 2 << 30, 1000);
         let combiners = combiners.unwrap();
         // 64 files of 256 MiB a group: 64 ranges of 4 partitions each.
         assert_eq!(combiners.len(), 4 * 64, "{choice:?}");
         assert_eq!(choice.requests_two_level, 256 * 64 + 256 * 4);
         // ...but another pass over 64 GiB costs more than 48,128 GETs: auto
         // reads it direct.
-        let (auto, _) = policy.decide(1, &large, &one_each(256), &Prices::default(), 2 << 30);
+        let (auto, _) = policy.decide(1, &large, &one_each(256), &Prices::default(), 2 << 30, 1000);
         assert!(!auto.two_level && auto.saving_usd < 0.0, "{auto:?}");
     }
 
@@ -635,7 +661,7 @@ mod tests {
         let files: Vec<_> = (0..8).map(|_| file(16, 10, &[])).collect();
         let slices = one_each(16);
         let prices = Prices::default();
-        let (auto, groups) = Exchange::default().decide(3, &files, &slices, &prices, 2 << 30);
+        let (auto, groups) = Exchange::default().decide(3, &files, &slices, &prices, 2 << 30, 1000);
         assert!(!auto.two_level && groups.is_none());
         assert!(
             auto.reason.contains("below the thresholds"),
@@ -647,7 +673,7 @@ mod tests {
             group_files: 3,
             ..Exchange::default()
         };
-        let (choice, combiners) = forced.decide(3, &files, &slices, &prices, 2 << 30);
+        let (choice, combiners) = forced.decide(3, &files, &slices, &prices, 2 << 30, 1000);
         assert!(choice.two_level);
         let groups: Vec<_> = combiners
             .unwrap()
@@ -656,9 +682,9 @@ mod tests {
             .collect();
         assert_eq!(groups, vec![0..3, 3..6, 6..8]);
         // One producer: nothing to combine, whatever the setting.
-        let (one, _) = forced.decide(3, &files[..1], &slices, &prices, 2 << 30);
+        let (one, _) = forced.decide(3, &files[..1], &slices, &prices, 2 << 30, 1000);
         assert!(!one.two_level, "{one:?}");
-        let (direct, _) = Exchange::direct().decide(3, &files, &slices, &prices, 2 << 30);
+        let (direct, _) = Exchange::direct().decide(3, &files, &slices, &prices, 2 << 30, 1000);
         assert!(!direct.two_level);
     }
 
@@ -693,25 +719,61 @@ mod tests {
             group_bytes: u64::MAX,
             ..Exchange::default()
         };
-        let (choice, _) = policy.decide(1, &files, &Slices::All(10), &Prices::default(), 8 << 30);
+        let (choice, _) = policy.decide(
+            1,
+            &files,
+            &Slices::All(10),
+            &Prices::default(),
+            8 << 30,
+            1000,
+        );
         assert!(!choice.two_level, "{choice:?}");
         assert!(choice.reason.contains("cost"), "{}", choice.reason);
+    }
+
+    #[test]
+    fn auto_declines_a_saving_of_cents_that_would_slow_the_job() {
+        // 96 files of 5 MiB read by 256 tasks: 24,576 GETs direct, 608
+        // through 2 combiners — a saving, but each combiner moves 240 MiB
+        // (2.5 s) to spare each reader 0.16 s of reads: on 1,000 workers
+        // the 2.3 s added are worth more than the GETs.
+        let files: Vec<_> = (0..96).map(|_| file(256, 20 << 10, &[])).collect();
+        let slices = one_each(256);
+        let prices = Prices::default();
+        let policy = Exchange {
+            group_bytes: 256 << 20,
+            ..Exchange::default()
+        };
+        let (choice, _) = policy.decide(1, &files, &slices, &prices, 2 << 30, 1000);
+        assert!(!choice.two_level && choice.saving_usd > 0.0, "{choice:?}");
+        assert!(choice.reason.contains("add 2."), "{}", choice.reason);
+        let patient = Exchange {
+            max_added_seconds: f64::INFINITY,
+            ..policy.clone()
+        };
+        let (choice, _) = patient.decide(1, &files, &slices, &prices, 2 << 30, 1000);
+        assert!(choice.two_level, "{choice:?}");
+        assert_eq!(choice.requests_two_level, 96 + 256 * 2);
+        // On one worker a second is worth little: the GETs saved decide.
+        let (alone, _) = policy.decide(1, &files, &slices, &prices, 2 << 30, 1);
+        assert!(alone.two_level, "{alone:?}");
     }
 
     #[test]
     fn estimates_from_counts_agree_with_decisions_from_files() {
         let policy = Exchange {
             group_files: 64,
+            group_bytes: 256 << 20,
             ..Exchange::default()
         };
         let files: Vec<_> = (0..256).map(|_| file(256, 10, &[])).collect();
         let prices = Prices::default();
-        let (choice, _) = policy.decide(1, &files, &one_each(256), &prices, 2 << 30);
+        let (choice, _) = policy.decide(1, &files, &one_each(256), &prices, 2 << 30, 1000);
         let bytes = files.iter().map(|f| f.size).sum();
-        let estimate = policy.estimate(1, 256, 256, bytes, &prices, 2 << 30);
+        let estimate = policy.estimate(1, 256, 256, bytes, &prices, 2 << 30, 1000);
         assert_eq!(estimate, choice);
-        // Large files: fewer of them a combiner (256 MiB each at most).
-        let big = policy.estimate(1, 2000, 1024, 2000 * (100 << 20), &prices, 2 << 30);
+        // Large files: fewer of them a combiner (256 MiB each at most here).
+        let big = policy.estimate(1, 2000, 1024, 2000 * (100 << 20), &prices, 2 << 30, 1000);
         assert!(big.two_level, "{big:?}");
         // 32 groups of 6,250 MiB, in 25 ranges each.
         assert_eq!(big.combiners, 32 * 25);
@@ -726,13 +788,20 @@ mod tests {
         let policy = Exchange::default();
         let files: Vec<_> = (0..1000).map(|_| file(1, 500, &[])).collect();
         let (choice, combiners) =
-            policy.decide(1, &files, &one_each(1), &Prices::default(), 2 << 30);
+            policy.decide(1, &files, &one_each(1), &Prices::default(), 2 << 30, 1000);
         assert!(choice.two_level, "{choice:?}");
         assert_eq!(combiners.unwrap().len(), 21);
         assert_eq!(choice.requests_two_level, 1000 + 21);
         assert!(choice.reason.contains("1000 files"), "{}", choice.reason);
         // 300 producers: under the fan-in bound, and no fewer requests.
-        let (few, _) = policy.decide(1, &files[..300], &one_each(1), &Prices::default(), 2 << 30);
+        let (few, _) = policy.decide(
+            1,
+            &files[..300],
+            &one_each(1),
+            &Prices::default(),
+            2 << 30,
+            1000,
+        );
         assert!(!few.two_level, "{few:?}");
     }
 
@@ -765,12 +834,12 @@ mod tests {
         // requests to pay, but more files than a combiner reads.
         let files: Vec<_> = (0..200).map(|_| file(1, 500, &[])).collect();
         let policy = Exchange::default();
-        let (first, _) = policy.decide(1, &files, &one_each(1), &Prices::default(), 2 << 30);
+        let (first, _) = policy.decide(1, &files, &one_each(1), &Prices::default(), 2 << 30, 1000);
         assert!(!first.two_level, "{first:?}");
         let (deeper, combiners) =
             policy
                 .deeper()
-                .decide(1, &files, &one_each(1), &Prices::default(), 2 << 30);
+                .decide(1, &files, &one_each(1), &Prices::default(), 2 << 30, 1000);
         assert!(deeper.two_level, "{deeper:?}");
         assert_eq!(combiners.unwrap().len(), 5);
     }

@@ -253,10 +253,18 @@ impl Scheduler<'_> {
         }
         let mut sizes = vec![0u64; stage.tasks];
         let mut split: Option<Vec<Vec<u64>>> = None;
+        // Ranged reads each task makes of an object store (a local file's
+        // read costs no request).
+        let mut reads = 0usize;
         for input in inputs {
             if !stage.sliced_inputs.contains_key(&input.stage_id) {
                 continue;
             }
+            reads += input
+                .producers
+                .iter()
+                .filter(|p| !p.url.starts_with("file:"))
+                .count();
             let splits = stage.split_input == Some(input.stage_id);
             for producer in &input.producers {
                 if producer.partitions.len() != stage.tasks {
@@ -277,6 +285,7 @@ impl Scheduler<'_> {
             .max_stage_concurrency
             .unwrap_or(gate.concurrency)
             .min(gate.concurrency);
+        let parallelism = coalescing.parallelism_for(sizes.iter().sum(), parallelism, reads);
         let shares = coalescing.shares(&sizes, split.as_deref(), parallelism);
         let changed = shares.len() != stage.tasks || shares.iter().any(|s| s.producers.is_some());
         changed.then_some(shares)

@@ -20,8 +20,9 @@ pub(super) struct QueryArgs {
     #[command(flatten)]
     sql: SqlArgs,
     /// Width of hash shuffles [default: the executors, widened to one
-    /// partition per 64 MiB of the tables' files, up to 1024; reduce stages
-    /// coalesce small partitions].
+    /// partition per 64 MiB of the tables' files, up to 1024 or one per
+    /// executor past that (16,384 at most); reduce stages coalesce small
+    /// partitions].
     #[arg(long)]
     shuffle_partitions: Option<usize>,
     /// Bytes of input per scan task; larger Parquet files are split on row groups.
@@ -48,7 +49,10 @@ impl QueryArgs {
             // No width given: scans need only as many tasks as executors, and
             // the shuffle grows with the tables (reduce stages coalesce it).
             min_scan_tasks: self.shuffle_partitions.is_none().then_some(executors),
-            widen: self.shuffle_partitions.is_none().then(Widen::default),
+            widen: self
+                .shuffle_partitions
+                .is_none()
+                .then(|| Widen::for_workers(executors)),
             ..PlanOptions::default()
         }
     }

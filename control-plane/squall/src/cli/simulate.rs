@@ -86,7 +86,7 @@ fn predict(
     runs: usize,
     shuffle: &ShuffleModelArgs,
 ) -> Result<Prediction> {
-    let stages = scale(measured, factor, workers)?;
+    let stages = scale(measured, factor, workers, platform)?;
     let policy = Exchange {
         mode: shuffle.exchange,
         ..Exchange::default()
@@ -94,7 +94,7 @@ fn predict(
     let memory = platform
         .memory_mb
         .map_or(TaskOptions::default().memory_limit_bytes, |mb| mb << 20);
-    let (stages, exchanges) = with_exchange(&stages, &policy, prices, memory);
+    let (stages, exchanges) = with_exchange(&stages, &policy, prices, memory, workers);
     let mut platform = platform.clone();
     if shuffle.no_hedging {
         platform.hedge_after = None;
@@ -342,7 +342,7 @@ pub async fn bench_simulate(args: BenchSimulateArgs) -> Result<()> {
         // A warm-up of each, as the measured runs are warm.
         engine.run(&small_request, None).await?;
         let measured = profile(&engine, &small_request, executors).await?;
-        let stages = scale(&measured, args.factor, executors)?;
+        let stages = scale(&measured, args.factor, executors, &platform)?;
         let (predicted, _) = replays(
             &stages,
             &platform,
@@ -432,12 +432,13 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
     println!("{}", super::machine::provenance());
     println!();
     println!(
-        "| query | stages | tasks | two-level inputs | GETs | most GETs a task (stage) | hedged | busiest prefix GET/s | s, no backups | p90 | s, backups | p90 | $ (backups) |"
+        "| query | stages | tasks | two-level inputs | GETs | most GETs a task (stage) | hedged | busiest prefix GET/s | s, no backups | p90 | s, backups | p90 | GB-s | $ (backups) |"
     );
     println!(
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let (mut seconds, mut dollars, mut throttled) = (0.0, 0.0, 0);
+    let (mut gb_seconds, mut gets, mut puts) = (0.0, 0u64, 0u64);
     for &q in &args.queries {
         let options = squall_engine::PlanOptions {
             shuffle_partitions: executors,
@@ -464,13 +465,16 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
         seconds += with.seconds;
         dollars += with.usd;
         throttled += usize::from(with.prefix_throttled);
+        gb_seconds += with.gb_seconds;
+        gets += with.requests.get;
+        puts += with.requests.put;
         let busiest = p
             .stages
             .iter()
             .max_by(|a, b| a.gets.total_cmp(&b.gets))
             .map_or((0.0, 0), |s| (s.gets, s.id));
         println!(
-            "| Q{q} | {} | {} | {} | {} | {:.0} ({}) | {} | {:.0}{} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            "| Q{q} | {} | {} | {} | {} | {:.0} ({}) | {} | {:.0}{} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
             p.stages.len(),
             p.stages.iter().map(|s| s.tasks).sum::<usize>(),
             p.exchanges.iter().filter(|(_, e)| e.two_level).count(),
@@ -484,6 +488,7 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
             without_p90,
             with.seconds,
             with_p90,
+            with.gb_seconds,
             usd(with.usd),
         );
     }
@@ -491,6 +496,12 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
     println!(
         "suite: {seconds:.0} s and {} (medians with backups, one query after another); {throttled} queries held back by S3's rate per prefix",
         usd(dollars)
+    );
+    println!(
+        "of which: {gb_seconds:.0} GB-s ({}), {gets} GETs ({}), {puts} PUTs ({}), the rest invocations",
+        usd(gb_seconds * platform.gb_second_usd(&prices)),
+        usd(gets as f64 * prices.s3_get_per_thousand / 1e3),
+        usd(puts as f64 * prices.s3_put_per_thousand / 1e3),
     );
     Ok(())
 }
