@@ -530,6 +530,8 @@ pub struct Replay {
     pub prefix_rate: f64,
     pub prefix_stage: u32,
     pub prefix_throttled: bool,
+    /// Workers started by the end (warm for a query run right after).
+    pub warm_workers: usize,
 }
 
 /// GETs a second S3 serves per partitioned key prefix.
@@ -585,13 +587,17 @@ fn attempt(
     (invoke + billed, billed, hedged)
 }
 
-/// Replays the stages on `workers` workers of `platform`, with backup tasks
-/// (Squall's defaults: after 75 % of a stage, a task running over twice the
-/// median and 200 ms gets one copy) or without.
+/// Replays the stages on `workers` workers of `platform`, the first `warm`
+/// of them already started (a query run right after another on the same
+/// function), with backup tasks (Squall's defaults: after 75 % of a stage,
+/// a task running over twice the median and 200 ms gets one copy) or
+/// without.
+#[allow(clippy::too_many_arguments)]
 pub fn simulate(
     stages: &[ScaledStage],
     platform: &Platform,
     workers: usize,
+    warm: usize,
     backups: bool,
     prices: &Prices,
     overhead_seconds: f64,
@@ -605,7 +611,7 @@ pub fn simulate(
     let mut free: std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>> = (0..workers)
         .map(|w| std::cmp::Reverse((0f64.to_bits(), w)))
         .collect();
-    let mut warm = vec![false; workers];
+    let mut warm: Vec<bool> = (0..workers).map(|w| w < warm).collect();
     let mut started_fresh = 0usize;
     let mut done: HashMap<u32, f64> = HashMap::new();
     let mut replay = Replay::default();
@@ -660,6 +666,7 @@ pub fn simulate(
     }
     replay.requests.get += replay.requests.hedged;
     replay.seconds = overhead_seconds + done.values().fold(0.0, |a: f64, b| a.max(*b));
+    replay.warm_workers = warm.iter().filter(|w| **w).count();
     price(&mut replay, platform, billed_seconds, prices);
     replay
 }
@@ -758,10 +765,12 @@ fn price(replay: &mut Replay, platform: &Platform, billed_seconds: f64, prices: 
 }
 
 /// Median and 90th percentile of `runs` replays with seeds `0..runs`.
+#[allow(clippy::too_many_arguments)]
 pub fn replays(
     stages: &[ScaledStage],
     platform: &Platform,
     workers: usize,
+    warm: usize,
     backups: bool,
     prices: &Prices,
     overhead_seconds: f64,
@@ -773,6 +782,7 @@ pub fn replays(
                 stages,
                 platform,
                 workers,
+                warm,
                 backups,
                 prices,
                 overhead_seconds,
@@ -881,6 +891,7 @@ mod tests {
                 &scaled,
                 &Platform::in_process(),
                 workers,
+                0,
                 false,
                 &Prices::default(),
                 0.0,
@@ -911,19 +922,34 @@ mod tests {
         platform.stall_probability = 0.01;
         platform.hedge_after = None;
         let prices = Prices::default();
-        let (slow, _) = replays(&scans, &platform, 1000, false, &prices, 0.0, 9);
-        let (hedged, _) = replays(&scans, &platform, 1000, true, &prices, 0.0, 9);
+        let (slow, _) = replays(&scans, &platform, 1000, 0, false, &prices, 0.0, 9);
+        let (hedged, _) = replays(&scans, &platform, 1000, 0, true, &prices, 0.0, 9);
         assert!(hedged.backups > 0);
         assert!(hedged.seconds < slow.seconds, "{hedged:?} vs {slow:?}");
         assert!(hedged.gb_seconds > slow.gb_seconds, "backups are billed");
         let platform = Platform::lambda(2048);
         let prices = Prices::default();
-        let (without, _) = replays(&scaled, &platform, 1000, false, &prices, 0.0, 9);
+        let (without, _) = replays(&scaled, &platform, 1000, 0, false, &prices, 0.0, 9);
         assert_eq!(without.attempts, 1564);
         assert_eq!(without.requests.put, 1564);
         assert!(without.usd > 0.0 && without.gb_seconds > 0.0);
         // 1,563 tasks on 1,000 workers: two waves of scans.
         assert!(without.seconds > 2.0 * scaled[0].compute_seconds);
+    }
+
+    #[test]
+    fn workers_kept_warm_from_a_query_before_bill_no_cold_starts() {
+        let scaled = scale(&q1_like(), 1000.0, 1000, &Platform::lambda(2048)).unwrap();
+        let platform = Platform::lambda(2048);
+        let prices = Prices::default();
+        let cold = simulate(&scaled, &platform, 1000, 0, false, &prices, 0.0, 3);
+        assert_eq!(cold.warm_workers, 1000, "every worker ran a task");
+        let warm = simulate(&scaled, &platform, 1000, 1000, false, &prices, 0.0, 3);
+        assert!(warm.gb_seconds < cold.gb_seconds, "{warm:?} vs {cold:?}");
+        assert!(warm.seconds <= cold.seconds);
+        // A cold start is ~0.25 s of 2 GB on each of 1,000 workers.
+        let saved = cold.gb_seconds - warm.gb_seconds;
+        assert!((250.0..1000.0).contains(&saved), "{saved} GB-s");
     }
 
     #[test]
@@ -934,9 +960,9 @@ mod tests {
         let prices = Prices::default();
         let mut platform = Platform::lambda(2048);
         platform.stall_probability = 0.01;
-        let (hedged, p90_hedged) = replays(&scans, &platform, 1000, false, &prices, 0.0, 9);
+        let (hedged, p90_hedged) = replays(&scans, &platform, 1000, 0, false, &prices, 0.0, 9);
         platform.hedge_after = None;
-        let (stalled, p90_stalled) = replays(&scans, &platform, 1000, false, &prices, 0.0, 9);
+        let (stalled, p90_stalled) = replays(&scans, &platform, 1000, 0, false, &prices, 0.0, 9);
         assert!(hedged.requests.hedged > 0 && stalled.requests.hedged == 0);
         assert_eq!(
             hedged.requests.get,

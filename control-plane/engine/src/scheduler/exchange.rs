@@ -396,8 +396,9 @@ impl Exchange {
 
     /// Auto's decision and its reason: two-level where a reduce task would
     /// read more than `max_fan_in` files (its reads go 16 at a time: a tree
-    /// of combiners reads them side by side), or where the requests it saves
-    /// pay for the extra pass.
+    /// of combiners reads them side by side) and the combine pass adds at
+    /// most `max_added_seconds` past the reads it spares the reader, or
+    /// where the requests it saves pay for the extra pass.
     fn auto(&self, shape: &Shape, fewer: f64, saving_usd: f64, second_usd: f64) -> (bool, String) {
         let direct = &shape.direct;
         // The reads a reduce task no longer waits for, against the combine
@@ -408,7 +409,7 @@ impl Exchange {
             shape.bytes as f64 / shape.combiners.max(1) as f64 / self.bytes_per_second.max(1.0);
         if direct.max_fan_in > self.max_fan_in
             && shape.groups * 4 <= direct.max_fan_in
-            && pass < waits
+            && pass < waits + self.max_added_seconds
         {
             return (
                 true,

@@ -75,12 +75,17 @@ struct Prediction {
     exchanges: Vec<(u32, ExchangeChoice)>,
     without: (Replay, f64),
     with: (Replay, f64),
+    /// With backups, `warm` workers started before (a query run right after
+    /// another).
+    after: (Replay, f64),
 }
 
+#[allow(clippy::too_many_arguments)]
 fn predict(
     measured: &Profile,
     factor: f64,
     workers: usize,
+    warm: usize,
     platform: &Platform,
     prices: &Prices,
     runs: usize,
@@ -99,11 +104,12 @@ fn predict(
     if shuffle.no_hedging {
         platform.hedge_after = None;
     }
-    let replay = |backups| {
+    let replay = |warm, backups| {
         replays(
             &stages,
             &platform,
             workers,
+            warm,
             backups,
             prices,
             measured.overhead_seconds,
@@ -111,8 +117,9 @@ fn predict(
         )
     };
     Ok(Prediction {
-        without: replay(false),
-        with: replay(true),
+        without: replay(0, false),
+        with: replay(0, true),
+        after: replay(warm, true),
         stages,
         exchanges,
     })
@@ -181,6 +188,7 @@ pub async fn simulate(args: SimulateArgs) -> Result<()> {
         &measured,
         args.scale_factor,
         args.workers,
+        0,
         &platform,
         &prices,
         args.runs,
@@ -347,6 +355,7 @@ pub async fn bench_simulate(args: BenchSimulateArgs) -> Result<()> {
             &stages,
             &platform,
             executors,
+            0,
             true,
             &Prices::default(),
             measured.overhead_seconds,
@@ -439,6 +448,9 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
     );
     let (mut seconds, mut dollars, mut throttled) = (0.0, 0.0, 0);
     let (mut gb_seconds, mut gets, mut puts) = (0.0, 0u64, 0u64);
+    // The suite back to back on one function: a query finds the workers the
+    // one before it started still warm.
+    let (mut warm, mut after_seconds, mut after_usd) = (0usize, 0.0, 0.0);
     for &q in &args.queries {
         let options = squall_engine::PlanOptions {
             shuffle_partitions: executors,
@@ -455,6 +467,7 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
             &measured,
             args.scale_factor,
             args.workers,
+            warm,
             &platform,
             &prices,
             args.runs,
@@ -466,6 +479,9 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
         dollars += with.usd;
         throttled += usize::from(with.prefix_throttled);
         gb_seconds += with.gb_seconds;
+        after_seconds += p.after.0.seconds;
+        after_usd += p.after.0.usd;
+        warm = warm.max(p.after.0.warm_workers);
         gets += with.requests.get;
         puts += with.requests.put;
         let busiest = p
@@ -498,10 +514,11 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
         usd(dollars)
     );
     println!(
-        "of which: {gb_seconds:.0} GB-s ({}), {gets} GETs ({}), {puts} PUTs ({}), the rest invocations",
+        "of which: {gb_seconds:.0} GB-s ({}), {gets} GETs ({}), {puts} PUTs ({}), the rest invocations; back to back on one function (each query finding the workers the ones before started warm): {after_seconds:.0} s and {}",
         usd(gb_seconds * platform.gb_second_usd(&prices)),
         usd(gets as f64 * prices.s3_get_per_thousand / 1e3),
         usd(puts as f64 * prices.s3_put_per_thousand / 1e3),
+        usd(after_usd),
     );
     Ok(())
 }
