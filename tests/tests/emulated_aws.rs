@@ -252,6 +252,9 @@ async fn the_two_level_exchange_through_the_emulators() {
 async fn a_crashing_function_is_retried_through_the_emulator() {
     let emulated = EmulatedRun::start("crash-run", 4, Duration::from_secs(20)).await;
     let mut request = JobRequest::new(tpch::query(3).unwrap(), emulated.tables.clone());
+    // Scans cut a task per executor, as small as they are (on Lambda a scan
+    // task is otherwise 64 MiB at least: this one would have one task).
+    request.plan.min_scan_task_bytes = Some(0);
     // Stage 1 task 1 panics and stage 2 task 0 exits on its first attempt.
     request.tasks.session_options = vec![
         (
@@ -313,6 +316,9 @@ async fn a_fault_plan_is_survived_through_the_emulator() {
         fail: 0.2,
     };
     let mut request = JobRequest::new(tpch::query(3).unwrap(), emulated.tables.clone());
+    // The tasks the seed's draw was chosen for: scans cut a task per
+    // executor, however small.
+    request.plan.min_scan_task_bytes = Some(0);
     request.tasks.session_options = vec![(
         squall_executor::lambda::faults::PLAN.into(),
         serde_json::to_string(&plan).unwrap(),

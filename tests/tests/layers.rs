@@ -105,6 +105,7 @@ const CRATES: &[Spec] = &[
         name: "squall-tools",
         dir: "control-plane/tools",
         layers: &[
+            &["platform"],
             &["tpch", "simulate"],
             &["bench", "skew", "combine_model"],
             &["faults", "exchange"],

@@ -33,6 +33,8 @@ use squall_engine::planner::{
 };
 use squall_engine::scheduler::{Coalescing, JobEvent, ProgressSink, StageKind};
 
+pub use crate::platform::{Latency, Platform};
+
 /// What one task of the small run measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TaskSample {
@@ -240,6 +242,87 @@ const SCAN_GET_BYTES: f64 = (16 << 20) as f64;
 /// (an aggregation) writes about the same bytes per task at any scale.
 const REDUCING_SHARE: f64 = 0.01;
 
+/// How stages are cut into tasks at scale, as the planner and scheduler
+/// would cut them for the workers of a platform.
+struct Cutting {
+    workers: usize,
+    width: usize,
+    coalescing: Coalescing,
+    min_scan_task_bytes: f64,
+}
+
+impl Cutting {
+    fn new(profile: &Profile, factor: f64, workers: usize, platform: &Platform) -> Self {
+        let workers = workers.max(1);
+        let options = PlanOptions {
+            shuffle_partitions: workers,
+            widen: Some(Widen::for_workers(workers)),
+            ..PlanOptions::default()
+        };
+        // Reads cost requests where the platform's store has a latency, and
+        // tasks a fixed cost where the platform invokes them.
+        let coalescing = Coalescing {
+            min_read_bytes: if platform.request.median > 0.0 {
+                Coalescing::default().min_read_bytes
+            } else {
+                0
+            },
+            ..Coalescing::default()
+        };
+        let min_scan_task_bytes = if platform.invoke.median > 0.0 {
+            MIN_SCAN_TASK_BYTES as f64
+        } else {
+            0.0
+        };
+        Cutting {
+            workers,
+            width: options.width_for((profile.table_bytes as f64 * factor) as u64),
+            coalescing,
+            min_scan_task_bytes,
+        }
+    }
+
+    /// Tasks of `stage` scanning `scanned` bytes and reading `sliced_in`
+    /// bytes in slices, its inputs having `tasks_of` tasks.
+    fn tasks(
+        &self,
+        stage: &StageProfile,
+        scanned: f64,
+        sliced_in: f64,
+        tasks_of: &HashMap<u32, usize>,
+    ) -> usize {
+        if stage.scans {
+            // As the planner packs a scan: by bytes, and one task a worker
+            // while each still gets a task's worth.
+            let by_bytes = (scanned / DEFAULT_TARGET_PARTITION_BYTES as f64).ceil() as usize;
+            let worth = match scanned / self.min_scan_task_bytes {
+                w if w.is_finite() => w as usize,
+                _ => usize::MAX,
+            };
+            by_bytes.max(self.workers.min(worth)).max(1)
+        } else if sliced_in > 0.0 && stage.tasks.len() > 1 {
+            // Reduce tasks sized to the shuffle, as the scheduler coalesces:
+            // over the workers, while each read of a producer's file still
+            // carries its minimum.
+            let per = (sliced_in / self.width as f64) as u64;
+            let reads: usize = stage
+                .inputs
+                .iter()
+                .filter(|(_, sliced)| *sliced)
+                .map(|(i, _)| tasks_of.get(i).copied().unwrap_or(1))
+                .sum();
+            let parallelism =
+                self.coalescing
+                    .parallelism_for(sliced_in as u64, self.workers, reads);
+            self.coalescing
+                .groups(&vec![per; self.width], parallelism)
+                .len()
+        } else {
+            stage.tasks.len().max(1)
+        }
+    }
+}
+
 /// The profile's stages over data `factor` times larger, cut for `workers`
 /// of `platform`: where its tasks have a fixed cost (an invocation) a scan
 /// is cut for the workers only into tasks worth starting, and where its
@@ -256,26 +339,7 @@ pub fn scale(
             "the scale factor must be a positive number, not {factor}"
         )));
     }
-    let workers = workers.max(1);
-    let options = PlanOptions {
-        shuffle_partitions: workers,
-        widen: Some(Widen::for_workers(workers)),
-        ..PlanOptions::default()
-    };
-    let coalescing = Coalescing {
-        min_read_bytes: if platform.request.median > 0.0 {
-            Coalescing::default().min_read_bytes
-        } else {
-            0
-        },
-        ..Coalescing::default()
-    };
-    let min_scan_task_bytes = if platform.invoke.median > 0.0 {
-        MIN_SCAN_TASK_BYTES as f64
-    } else {
-        0.0
-    };
-    let width = options.width_for((profile.table_bytes as f64 * factor) as u64);
+    let cutting = Cutting::new(profile, factor, workers, platform);
     let mut out_total: HashMap<u32, f64> = HashMap::new();
     let mut tasks_of: HashMap<u32, usize> = HashMap::new();
     let mut scaled = Vec::new();
@@ -294,31 +358,7 @@ pub fn scale(
             .filter(|(_, sliced)| !*sliced)
             .map(|(i, _)| out_total.get(i).copied().unwrap_or(0.0))
             .sum();
-        let tasks = if stage.scans {
-            // As the planner packs a scan on Lambda: by bytes, and one task a
-            // worker while each still gets a task's worth.
-            let by_bytes = (scanned / DEFAULT_TARGET_PARTITION_BYTES as f64).ceil() as usize;
-            let worth = match scanned / min_scan_task_bytes {
-                w if w.is_finite() => w as usize,
-                _ => usize::MAX,
-            };
-            by_bytes.max(workers.min(worth)).max(1)
-        } else if sliced_in > 0.0 && stage.tasks.len() > 1 {
-            // Reduce tasks sized to the shuffle, as the scheduler coalesces:
-            // over the workers, while each read of a producer's file still
-            // carries its minimum.
-            let per = (sliced_in / width as f64) as u64;
-            let reads: usize = stage
-                .inputs
-                .iter()
-                .filter(|(_, sliced)| *sliced)
-                .map(|(i, _)| tasks_of.get(i).copied().unwrap_or(1))
-                .sum();
-            let parallelism = coalescing.parallelism_for(sliced_in as u64, workers, reads);
-            coalescing.groups(&vec![per; width], parallelism).len()
-        } else {
-            stage.tasks.len().max(1)
-        };
+        let tasks = cutting.tasks(stage, scanned, sliced_in, &tasks_of);
         if tasks > MAX_TASKS {
             return Err(SquallError::InvalidArgument(format!(
                 "stage {} would run {tasks} tasks at this scale, more than the {MAX_TASKS} the model replays",
@@ -378,142 +418,6 @@ pub fn scale(
         });
     }
     Ok(scaled)
-}
-
-/// A distribution of times, by its median and 95th percentile (log-normal).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Latency {
-    pub median: f64,
-    pub p95: f64,
-}
-
-impl Latency {
-    pub const ZERO: Latency = Latency {
-        median: 0.0,
-        p95: 0.0,
-    };
-
-    fn draw(&self, rng: &mut fastrand::Rng) -> f64 {
-        if self.median <= 0.0 {
-            return 0.0;
-        }
-        let sigma = (self.p95 / self.median).max(1.0).ln() / 1.645;
-        // Box-Muller.
-        let u1 = rng.f64().max(f64::MIN_POSITIVE);
-        let u2 = rng.f64();
-        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-        self.median * (sigma * z).exp()
-    }
-}
-
-/// Where the tasks run, as the model sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Platform {
-    pub name: &'static str,
-    /// From asking for a task to its handler starting, warm.
-    pub invoke: Latency,
-    /// Added to a worker's first task (a fresh function process).
-    pub cold_start: Latency,
-    /// Fresh workers that may start per 10 s (Lambda's scaling rate).
-    pub new_workers_per_10s: usize,
-    /// One object-store request, to its first byte.
-    pub request: Latency,
-    /// A request that stalls: its chance, and how long (uniform in the range).
-    pub stall_probability: f64,
-    pub stall_seconds: (f64, f64),
-    /// A read not answered after this many seconds is sent again once, the
-    /// first answer winning (hedged reads; None: never).
-    pub hedge_after: Option<f64>,
-    /// Requests a task has in flight at once.
-    pub request_concurrency: f64,
-    /// Bytes per second one worker reads or writes (None: not a bound).
-    pub bandwidth: Option<f64>,
-    /// Memory each worker is billed at (None: nothing billed).
-    pub memory_mb: Option<u64>,
-    pub arch: &'static str,
-    /// Compute time on the platform per second measured here.
-    pub cpu_factor: f64,
-}
-
-impl Platform {
-    /// AWS Lambda; parameters and their sources in BENCHMARKS.md ("Scale model").
-    pub fn lambda(memory_mb: u64) -> Self {
-        Platform {
-            name: "lambda",
-            invoke: Latency {
-                median: 0.027,
-                p95: 0.075,
-            },
-            cold_start: Latency {
-                median: 0.25,
-                p95: 0.5,
-            },
-            new_workers_per_10s: 1000,
-            request: Latency {
-                median: 0.027,
-                p95: 0.075,
-            },
-            stall_probability: 1e-4,
-            stall_seconds: (1.0, 10.0),
-            // Squall's default: past the task's 95th percentile of reads
-            // (75 ms here), and never before 250 ms.
-            hedge_after: Some(0.25),
-            request_concurrency: 16.0,
-            bandwidth: Some(150e6),
-            memory_mb: Some(memory_mb),
-            arch: "x86_64",
-            // One vCPU from 1,769 MB: less memory, a share of one.
-            cpu_factor: (1769.0 / memory_mb.max(1) as f64).max(1.0),
-        }
-    }
-
-    /// What a GB-second of its workers costs.
-    pub fn gb_second_usd(&self, prices: &Prices) -> f64 {
-        match self.arch {
-            "aarch64" | "arm64" => prices.lambda_gb_second_arm64,
-            _ => prices.lambda_gb_second_x86_64,
-        }
-    }
-
-    /// `cargo lambda watch` on this machine, checked against in the same way
-    /// as the in-process backend: the measured task times hold their reads
-    /// and writes (LocalStack's S3); an invocation adds the round trip
-    /// BENCHMARKS.md measured ("Lambda invocation overhead", 1.87 ms), and a
-    /// function process's first one its start (EMULATORS.md: ~85 ms).
-    pub fn emulated_lambda() -> Self {
-        Platform {
-            name: "cargo lambda watch",
-            invoke: Latency {
-                median: 0.0019,
-                p95: 0.0097,
-            },
-            cold_start: Latency {
-                median: 0.085,
-                p95: 0.085,
-            },
-            ..Platform::in_process()
-        }
-    }
-
-    /// The in-process backend on this machine: the times measured already
-    /// hold its reads and writes.
-    pub fn in_process() -> Self {
-        Platform {
-            name: "in-process",
-            invoke: Latency::ZERO,
-            cold_start: Latency::ZERO,
-            new_workers_per_10s: usize::MAX,
-            request: Latency::ZERO,
-            stall_probability: 0.0,
-            stall_seconds: (0.0, 0.0),
-            hedge_after: None,
-            request_concurrency: 1.0,
-            bandwidth: None,
-            memory_mb: None,
-            arch: "x86_64",
-            cpu_factor: 1.0,
-        }
-    }
 }
 
 /// One replay's outcome.

@@ -416,6 +416,87 @@ pub struct BenchScaleArgs {
     shuffle: ShuffleModelArgs,
 }
 
+/// One query's row of `bench scale`.
+fn print_row(q: usize, p: &Prediction) {
+    let (with, with_p90) = &p.with;
+    let (without, without_p90) = &p.without;
+    let busiest = p
+        .stages
+        .iter()
+        .max_by(|a, b| a.gets.total_cmp(&b.gets))
+        .map_or((0.0, 0), |s| (s.gets, s.id));
+    println!(
+        "| Q{q} | {} | {} | {} | {} | {:.0} ({}) | {} | {:.0}{} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
+        p.stages.len(),
+        p.stages.iter().map(|s| s.tasks).sum::<usize>(),
+        p.exchanges.iter().filter(|(_, e)| e.two_level).count(),
+        with.requests.get,
+        busiest.0,
+        busiest.1,
+        with.requests.hedged,
+        with.prefix_rate,
+        if with.prefix_throttled { " (held)" } else { "" },
+        without.seconds,
+        without_p90,
+        with.seconds,
+        with_p90,
+        with.gb_seconds,
+        usd(with.usd),
+    );
+}
+
+/// The suite's totals: one query after another, each starting cold, and
+/// back to back on one function (a query finds the workers the ones before
+/// it started still warm).
+#[derive(Default)]
+struct Suite {
+    seconds: f64,
+    usd: f64,
+    throttled: usize,
+    gb_seconds: f64,
+    gets: u64,
+    puts: u64,
+    warm: usize,
+    warm_seconds: f64,
+    warm_usd: f64,
+}
+
+impl Suite {
+    fn add(&mut self, p: &Prediction) {
+        let with = &p.with.0;
+        self.seconds += with.seconds;
+        self.usd += with.usd;
+        self.throttled += usize::from(with.prefix_throttled);
+        self.gb_seconds += with.gb_seconds;
+        self.gets += with.requests.get;
+        self.puts += with.requests.put;
+        self.warm_seconds += p.after.0.seconds;
+        self.warm_usd += p.after.0.usd;
+        self.warm = self.warm.max(p.after.0.warm_workers);
+    }
+
+    fn print(&self, platform: &Platform, prices: &Prices) {
+        println!();
+        println!(
+            "suite: {:.0} s and {} (medians with backups, one query after another); {} queries held back by S3's rate per prefix",
+            self.seconds,
+            usd(self.usd),
+            self.throttled
+        );
+        println!(
+            "of which: {:.0} GB-s ({}), {} GETs ({}), {} PUTs ({}), the rest invocations; back to back on one function (each query finding the workers the ones before started warm): {:.0} s and {}",
+            self.gb_seconds,
+            usd(self.gb_seconds * platform.gb_second_usd(prices)),
+            self.gets,
+            usd(self.gets as f64 * prices.s3_get_per_thousand / 1e3),
+            self.puts,
+            usd(self.puts as f64 * prices.s3_put_per_thousand / 1e3),
+            self.warm_seconds,
+            usd(self.warm_usd),
+        );
+    }
+}
+
 /// Predicts every TPC-H query on Lambda at a larger scale from runs here,
 /// and tabulates them with the suite's totals.
 pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
@@ -446,11 +527,7 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
     println!(
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    let (mut seconds, mut dollars, mut throttled) = (0.0, 0.0, 0);
-    let (mut gb_seconds, mut gets, mut puts) = (0.0, 0u64, 0u64);
-    // The suite back to back on one function: a query finds the workers the
-    // one before it started still warm.
-    let (mut warm, mut after_seconds, mut after_usd) = (0usize, 0.0, 0.0);
+    let mut suite = Suite::default();
     for &q in &args.queries {
         let options = squall_engine::PlanOptions {
             shuffle_partitions: executors,
@@ -467,58 +544,15 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
             &measured,
             args.scale_factor,
             args.workers,
-            warm,
+            suite.warm,
             &platform,
             &prices,
             args.runs,
             &args.shuffle,
         )?;
-        let (with, with_p90) = &p.with;
-        let (without, without_p90) = &p.without;
-        seconds += with.seconds;
-        dollars += with.usd;
-        throttled += usize::from(with.prefix_throttled);
-        gb_seconds += with.gb_seconds;
-        after_seconds += p.after.0.seconds;
-        after_usd += p.after.0.usd;
-        warm = warm.max(p.after.0.warm_workers);
-        gets += with.requests.get;
-        puts += with.requests.put;
-        let busiest = p
-            .stages
-            .iter()
-            .max_by(|a, b| a.gets.total_cmp(&b.gets))
-            .map_or((0.0, 0), |s| (s.gets, s.id));
-        println!(
-            "| Q{q} | {} | {} | {} | {} | {:.0} ({}) | {} | {:.0}{} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {} |",
-            p.stages.len(),
-            p.stages.iter().map(|s| s.tasks).sum::<usize>(),
-            p.exchanges.iter().filter(|(_, e)| e.two_level).count(),
-            with.requests.get,
-            busiest.0,
-            busiest.1,
-            with.requests.hedged,
-            with.prefix_rate,
-            if with.prefix_throttled { " (held)" } else { "" },
-            without.seconds,
-            without_p90,
-            with.seconds,
-            with_p90,
-            with.gb_seconds,
-            usd(with.usd),
-        );
+        print_row(q, &p);
+        suite.add(&p);
     }
-    println!();
-    println!(
-        "suite: {seconds:.0} s and {} (medians with backups, one query after another); {throttled} queries held back by S3's rate per prefix",
-        usd(dollars)
-    );
-    println!(
-        "of which: {gb_seconds:.0} GB-s ({}), {gets} GETs ({}), {puts} PUTs ({}), the rest invocations; back to back on one function (each query finding the workers the ones before started warm): {after_seconds:.0} s and {}",
-        usd(gb_seconds * platform.gb_second_usd(&prices)),
-        usd(gets as f64 * prices.s3_get_per_thousand / 1e3),
-        usd(puts as f64 * prices.s3_put_per_thousand / 1e3),
-        usd(after_usd),
-    );
+    suite.print(&platform, &prices);
     Ok(())
 }
