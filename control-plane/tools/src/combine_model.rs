@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use squall_engine::cost::Prices;
-use squall_engine::scheduler::{Exchange, ExchangeChoice, StageKind};
+use squall_engine::scheduler::{Exchange, ExchangeChoice, Pricing, StageKind};
 
 use crate::simulate::ScaledStage;
 
@@ -69,9 +69,11 @@ pub fn with_exchange(
                     files,
                     stage.tasks,
                     bytes as u64,
-                    prices,
-                    memory_bytes,
-                    workers,
+                    Pricing {
+                        prices,
+                        memory_bytes,
+                        workers,
+                    },
                 );
                 // Past the first level, only while a reader would read more
                 // files than a combiner does.

@@ -156,14 +156,8 @@ impl Scheduler<'_> {
             } else {
                 Slices::All(slices.len())
             };
-            let (choice, groups) = policy.decide(
-                input.stage_id,
-                &input.producers,
-                &read,
-                self.meter.prices(),
-                self.options.memory_limit_bytes,
-                self.concurrency(),
-            );
+            let (choice, groups) =
+                policy.decide(input.stage_id, &input.producers, &read, self.pricing());
             let step = groups.map(|combiners| Step {
                 input: index,
                 stage: combine_stage(
@@ -208,9 +202,7 @@ impl Scheduler<'_> {
             step.stage.id,
             &input.producers,
             &deeper.read,
-            self.meter.prices(),
-            self.options.memory_limit_bytes,
-            self.concurrency(),
+            self.pricing(),
         );
         // Another level only while a reader would read more files than a
         // combiner does, and only one that cuts them is worth telling of.

@@ -10,6 +10,7 @@ use squall_executor::{StoreRegistry, TaskId};
 use tokio::sync::Semaphore;
 
 use super::events::{JobEvent, ProgressSink};
+use super::exchange::Pricing;
 use super::options::TaskOptions;
 use crate::backend::ExecutorBackend;
 use crate::commit::StageJournal;
@@ -49,6 +50,15 @@ impl Scheduler<'_> {
             .max_concurrency
             .unwrap_or_else(|| self.backend.max_concurrency())
             .clamp(1, Semaphore::MAX_PERMITS)
+    }
+
+    /// What the job's exchange choices are priced with.
+    pub(super) fn pricing(&self) -> Pricing<'_> {
+        Pricing {
+            prices: self.meter.prices(),
+            memory_bytes: self.options.memory_limit_bytes,
+            workers: self.concurrency(),
+        }
     }
 
     pub(super) fn gate(&self) -> Arc<JobGate> {

@@ -114,6 +114,16 @@ impl Default for Exchange {
     }
 }
 
+/// What an exchange's choice is priced with: the job's price table, a combine
+/// task's memory pool, and the tasks the job runs at once (what a second of
+/// the job is worth).
+#[derive(Debug, Clone, Copy)]
+pub struct Pricing<'a> {
+    pub prices: &'a Prices,
+    pub memory_bytes: u64,
+    pub workers: usize,
+}
+
 /// What was decided for one shuffle input of a reduce stage, and from what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExchangeChoice {
@@ -209,18 +219,15 @@ impl Exchange {
     /// Decides for the input `input` whose committed files are `files`, read
     /// by reduce tasks that each read the partitions of one of `slices`
     /// (None: every task reads every partition — a broadcast). Returns the
-    /// choice and, for two-level, the combiners' groups. `memory_bytes`: a
-    /// combine task's pool; `workers`: the tasks the job runs at once.
+    /// choice and, for two-level, the combiners' groups.
     pub fn decide(
         &self,
         input: u32,
         files: &[OutputFile],
         slices: &Slices,
-        prices: &Prices,
-        memory_bytes: u64,
-        workers: usize,
+        pricing: Pricing<'_>,
     ) -> (ExchangeChoice, Option<Vec<Combiner>>) {
-        let combiners = self.combiners(files, memory_bytes);
+        let combiners = self.combiners(files, pricing.memory_bytes);
         let direct = reads(files.iter().map(|f| (vec![f], None)), slices);
         let combined = combiners
             .iter()
@@ -245,7 +252,7 @@ impl Exchange {
             direct,
             two_level: reads(combined, slices).total + combining,
         };
-        let choice = self.choose(input, &shape, prices, memory_bytes, workers);
+        let choice = self.choose(input, &shape, pricing);
         let combiners = choice.two_level.then_some(combiners);
         (choice, combiners)
     }
@@ -259,14 +266,12 @@ impl Exchange {
         producers: usize,
         reduce_tasks: usize,
         bytes: u64,
-        prices: &Prices,
-        memory_bytes: u64,
-        workers: usize,
+        pricing: Pricing<'_>,
     ) -> ExchangeChoice {
         let groups = producers.div_ceil(self.group_files.max(2)).max(1) as u64;
         let group_bytes = bytes / groups;
         let pieces = group_bytes
-            .div_ceil(self.bytes_cap(memory_bytes))
+            .div_ceil(self.bytes_cap(pricing.memory_bytes))
             .clamp(1, reduce_tasks.max(1) as u64);
         let (m, r) = (producers as u64, reduce_tasks as u64);
         let shape = Shape {
@@ -283,18 +288,16 @@ impl Exchange {
             // piece holding its partitions.
             two_level: m * pieces + r * groups,
         };
-        self.choose(input, &shape, prices, memory_bytes, workers)
+        self.choose(input, &shape, pricing)
     }
 
     /// The choice for a shuffle of `shape`, priced.
-    fn choose(
-        &self,
-        input: u32,
-        shape: &Shape,
-        prices: &Prices,
-        memory_bytes: u64,
-        workers: usize,
-    ) -> ExchangeChoice {
+    fn choose(&self, input: u32, shape: &Shape, pricing: Pricing<'_>) -> ExchangeChoice {
+        let Pricing {
+            prices,
+            memory_bytes,
+            workers,
+        } = pricing;
         let direct = &shape.direct;
         let saved =
             (direct.total as f64 - shape.two_level as f64) * prices.s3_get_per_thousand / 1e3;
@@ -591,6 +594,14 @@ mod tests {
         }
     }
 
+    fn pricing(prices: &Prices, memory_bytes: u64, workers: usize) -> Pricing<'_> {
+        Pricing {
+            prices,
+            memory_bytes,
+            workers,
+        }
+    }
+
     fn one_each(n: u32) -> Slices {
         Slices::Each((0..n).map(Slice::one).collect())
     }
@@ -630,8 +641,12 @@ mod tests {
         };
         // 256 producers, 256 reduce tasks, 64 files a combiner: 4 combiners.
         let files: Vec<_> = (0..256).map(|_| file(256, 10, &[])).collect();
-        let (choice, groups) =
-            policy.decide(1, &files, &one_each(256), &Prices::default(), 2 << 30, 1000);
+        let (choice, groups) = policy.decide(
+            1,
+            &files,
+            &one_each(256),
+            pricing(&Prices::default(), 2 << 30, 1000),
+        );
         assert_eq!(choice.requests_direct, 256 * 256);
         assert_eq!(choice.requests_two_level, 256 + 256 * 4);
         assert!(choice.two_level, "{choice:?}");
@@ -645,15 +660,24 @@ mod tests {
             mode: ExchangeMode::TwoLevel,
             ..policy.clone()
         };
-        let (choice, combiners) =
-            forced.decide(1, &large, &one_each(256), &Prices::default(), 2 << 30, 1000);
+        let (choice, combiners) = forced.decide(
+            1,
+            &large,
+            &one_each(256),
+            pricing(&Prices::default(), 2 << 30, 1000),
+        );
         let combiners = combiners.unwrap();
         // 64 files of 256 MiB a group: 64 ranges of 4 partitions each.
         assert_eq!(combiners.len(), 4 * 64, "{choice:?}");
         assert_eq!(choice.requests_two_level, 256 * 64 + 256 * 4);
         // ...but another pass over 64 GiB costs more than 48,128 GETs: auto
         // reads it direct.
-        let (auto, _) = policy.decide(1, &large, &one_each(256), &Prices::default(), 2 << 30, 1000);
+        let (auto, _) = policy.decide(
+            1,
+            &large,
+            &one_each(256),
+            pricing(&Prices::default(), 2 << 30, 1000),
+        );
         assert!(!auto.two_level && auto.saving_usd < 0.0, "{auto:?}");
     }
 
@@ -662,7 +686,8 @@ mod tests {
         let files: Vec<_> = (0..8).map(|_| file(16, 10, &[])).collect();
         let slices = one_each(16);
         let prices = Prices::default();
-        let (auto, groups) = Exchange::default().decide(3, &files, &slices, &prices, 2 << 30, 1000);
+        let (auto, groups) =
+            Exchange::default().decide(3, &files, &slices, pricing(&prices, 2 << 30, 1000));
         assert!(!auto.two_level && groups.is_none());
         assert!(
             auto.reason.contains("below the thresholds"),
@@ -674,7 +699,8 @@ mod tests {
             group_files: 3,
             ..Exchange::default()
         };
-        let (choice, combiners) = forced.decide(3, &files, &slices, &prices, 2 << 30, 1000);
+        let (choice, combiners) =
+            forced.decide(3, &files, &slices, pricing(&prices, 2 << 30, 1000));
         assert!(choice.two_level);
         let groups: Vec<_> = combiners
             .unwrap()
@@ -683,9 +709,10 @@ mod tests {
             .collect();
         assert_eq!(groups, vec![0..3, 3..6, 6..8]);
         // One producer: nothing to combine, whatever the setting.
-        let (one, _) = forced.decide(3, &files[..1], &slices, &prices, 2 << 30, 1000);
+        let (one, _) = forced.decide(3, &files[..1], &slices, pricing(&prices, 2 << 30, 1000));
         assert!(!one.two_level, "{one:?}");
-        let (direct, _) = Exchange::direct().decide(3, &files, &slices, &prices, 2 << 30, 1000);
+        let (direct, _) =
+            Exchange::direct().decide(3, &files, &slices, pricing(&prices, 2 << 30, 1000));
         assert!(!direct.two_level);
     }
 
@@ -724,9 +751,7 @@ mod tests {
             1,
             &files,
             &Slices::All(10),
-            &Prices::default(),
-            8 << 30,
-            1000,
+            pricing(&Prices::default(), 8 << 30, 1000),
         );
         assert!(!choice.two_level, "{choice:?}");
         assert!(choice.reason.contains("cost"), "{}", choice.reason);
@@ -745,18 +770,18 @@ mod tests {
             group_bytes: 256 << 20,
             ..Exchange::default()
         };
-        let (choice, _) = policy.decide(1, &files, &slices, &prices, 2 << 30, 1000);
+        let (choice, _) = policy.decide(1, &files, &slices, pricing(&prices, 2 << 30, 1000));
         assert!(!choice.two_level && choice.saving_usd > 0.0, "{choice:?}");
         assert!(choice.reason.contains("add 2."), "{}", choice.reason);
         let patient = Exchange {
             max_added_seconds: f64::INFINITY,
             ..policy.clone()
         };
-        let (choice, _) = patient.decide(1, &files, &slices, &prices, 2 << 30, 1000);
+        let (choice, _) = patient.decide(1, &files, &slices, pricing(&prices, 2 << 30, 1000));
         assert!(choice.two_level, "{choice:?}");
         assert_eq!(choice.requests_two_level, 96 + 256 * 2);
         // On one worker a second is worth little: the GETs saved decide.
-        let (alone, _) = policy.decide(1, &files, &slices, &prices, 2 << 30, 1);
+        let (alone, _) = policy.decide(1, &files, &slices, pricing(&prices, 2 << 30, 1));
         assert!(alone.two_level, "{alone:?}");
     }
 
@@ -769,12 +794,18 @@ mod tests {
         };
         let files: Vec<_> = (0..256).map(|_| file(256, 10, &[])).collect();
         let prices = Prices::default();
-        let (choice, _) = policy.decide(1, &files, &one_each(256), &prices, 2 << 30, 1000);
+        let (choice, _) = policy.decide(1, &files, &one_each(256), pricing(&prices, 2 << 30, 1000));
         let bytes = files.iter().map(|f| f.size).sum();
-        let estimate = policy.estimate(1, 256, 256, bytes, &prices, 2 << 30, 1000);
+        let estimate = policy.estimate(1, 256, 256, bytes, pricing(&prices, 2 << 30, 1000));
         assert_eq!(estimate, choice);
         // Large files: fewer of them a combiner (256 MiB each at most here).
-        let big = policy.estimate(1, 2000, 1024, 2000 * (100 << 20), &prices, 2 << 30, 1000);
+        let big = policy.estimate(
+            1,
+            2000,
+            1024,
+            2000 * (100 << 20),
+            pricing(&prices, 2 << 30, 1000),
+        );
         assert!(big.two_level, "{big:?}");
         // 32 groups of 6,250 MiB, in 25 ranges each.
         assert_eq!(big.combiners, 32 * 25);
@@ -788,8 +819,12 @@ mod tests {
         // where it had 1,000.
         let policy = Exchange::default();
         let files: Vec<_> = (0..1000).map(|_| file(1, 500, &[])).collect();
-        let (choice, combiners) =
-            policy.decide(1, &files, &one_each(1), &Prices::default(), 2 << 30, 1000);
+        let (choice, combiners) = policy.decide(
+            1,
+            &files,
+            &one_each(1),
+            pricing(&Prices::default(), 2 << 30, 1000),
+        );
         assert!(choice.two_level, "{choice:?}");
         assert_eq!(combiners.unwrap().len(), 21);
         assert_eq!(choice.requests_two_level, 1000 + 21);
@@ -799,9 +834,7 @@ mod tests {
             1,
             &files[..300],
             &one_each(1),
-            &Prices::default(),
-            2 << 30,
-            1000,
+            pricing(&Prices::default(), 2 << 30, 1000),
         );
         assert!(!few.two_level, "{few:?}");
     }
@@ -835,12 +868,19 @@ mod tests {
         // requests to pay, but more files than a combiner reads.
         let files: Vec<_> = (0..200).map(|_| file(1, 500, &[])).collect();
         let policy = Exchange::default();
-        let (first, _) = policy.decide(1, &files, &one_each(1), &Prices::default(), 2 << 30, 1000);
+        let (first, _) = policy.decide(
+            1,
+            &files,
+            &one_each(1),
+            pricing(&Prices::default(), 2 << 30, 1000),
+        );
         assert!(!first.two_level, "{first:?}");
-        let (deeper, combiners) =
-            policy
-                .deeper()
-                .decide(1, &files, &one_each(1), &Prices::default(), 2 << 30, 1000);
+        let (deeper, combiners) = policy.deeper().decide(
+            1,
+            &files,
+            &one_each(1),
+            pricing(&Prices::default(), 2 << 30, 1000),
+        );
         assert!(deeper.two_level, "{deeper:?}");
         assert_eq!(combiners.unwrap().len(), 5);
     }

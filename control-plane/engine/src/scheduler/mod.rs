@@ -37,7 +37,7 @@ pub use coalesce::{Coalescing, Share};
 pub use combine::{combinable, mergeable};
 pub use context::Scheduler;
 pub use events::{JobEvent, ProgressSink, StageKind, StageStats};
-pub use exchange::{Exchange, ExchangeChoice, ExchangeMode};
+pub use exchange::{Exchange, ExchangeChoice, ExchangeMode, Pricing};
 pub use job::DagOutcome;
 pub use options::TaskOptions;
 pub use speculation::Speculation;
