@@ -101,7 +101,9 @@ impl Default for Exchange {
         Self {
             mode: ExchangeMode::Auto,
             min_requests: 2048,
-            max_fan_in: 512,
+            // A reader of more files than a combiner reads goes through
+            // combiners where the pass is short (the fan-in rule).
+            max_fan_in: 48,
             // Every task of a combine or merge step, and every reader of
             // its files, then makes fewer than 50 reads (stacking levels
             // where a reader would read more than this).
@@ -829,10 +831,10 @@ mod tests {
         assert_eq!(combiners.unwrap().len(), 21);
         assert_eq!(choice.requests_two_level, 1000 + 21);
         assert!(choice.reason.contains("1000 files"), "{}", choice.reason);
-        // 300 producers: under the fan-in bound, and no fewer requests.
+        // 40 producers: under the fan-in bound, and no fewer requests.
         let (few, _) = policy.decide(
             1,
-            &files[..300],
+            &files[..40],
             &one_each(1),
             pricing(&Prices::default(), 2 << 30, 1000),
         );
@@ -849,7 +851,7 @@ mod tests {
         assert_eq!(groups.len(), 21);
         assert_eq!((groups[0].clone(), groups[20].clone()), (0..48, 960..1000));
         assert_eq!(choice.requests_two_level, 1000 + 21);
-        let (few, none) = policy.merge(4, 300, 1, &prices);
+        let (few, none) = policy.merge(4, 40, 1, &prices);
         assert!(!few.two_level && none.is_none(), "{few:?}");
         let forced = Exchange {
             mode: ExchangeMode::TwoLevel,
@@ -865,9 +867,13 @@ mod tests {
     #[test]
     fn a_deeper_level_counts_a_fan_in_past_one_combiners_files() {
         // One reader of 200 combined files of a first level: too few
-        // requests to pay, but more files than a combiner reads.
+        // requests to pay, but more files than a combiner reads (under a
+        // first level's fan-in bound set at 512, over a deeper one's).
         let files: Vec<_> = (0..200).map(|_| file(1, 500, &[])).collect();
-        let policy = Exchange::default();
+        let policy = Exchange {
+            max_fan_in: 512,
+            ..Exchange::default()
+        };
         let (first, _) = policy.decide(
             1,
             &files,
