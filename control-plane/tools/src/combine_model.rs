@@ -6,7 +6,7 @@
 //! their group of producers and write one file, the reader then making one
 //! GET per group where it made one per producer. Sorted runs a stage merges
 //! are merged in groups first where the policy says ([`Exchange::merge`]: a
-//! reader of more than 512 runs), the merge steps costing a decode, merge and
+//! reader of more than 48 runs), the merge steps costing a decode, merge and
 //! encode of their bytes.
 
 use std::collections::HashMap;
