@@ -31,6 +31,7 @@ use squall_engine::error::{Result, SquallError};
 use squall_engine::planner::{
     DEFAULT_TARGET_PARTITION_BYTES, MIN_SCAN_TASK_BYTES, PlanOptions, Widen,
 };
+use squall_engine::scheduler::coalesce::MIN_READ_BYTES;
 use squall_engine::scheduler::{Coalescing, JobEvent, ProgressSink, StageKind};
 
 pub use crate::platform::{Latency, Platform};
@@ -70,6 +71,14 @@ pub struct StageProfile {
 impl StageProfile {
     fn sum(&self, f: impl Fn(&TaskSample) -> u64) -> u64 {
         self.tasks.iter().map(f).sum()
+    }
+
+    /// The stages it reads a slice of (`sliced`) or all of (not).
+    fn inputs_read(&self, sliced: bool) -> impl Iterator<Item = u32> + '_ {
+        self.inputs
+            .iter()
+            .filter(move |(_, s)| *s == sliced)
+            .map(|(i, _)| *i)
     }
 }
 
@@ -263,7 +272,7 @@ impl Cutting {
         // tasks a fixed cost where the platform invokes them.
         let coalescing = Coalescing {
             min_read_bytes: if platform.request.median > 0.0 {
-                Coalescing::default().min_read_bytes
+                MIN_READ_BYTES
             } else {
                 0
             },
@@ -295,9 +304,10 @@ impl Cutting {
             // As the planner packs a scan: by bytes, and one task a worker
             // while each still gets a task's worth.
             let by_bytes = (scanned / DEFAULT_TARGET_PARTITION_BYTES as f64).ceil() as usize;
-            let worth = match scanned / self.min_scan_task_bytes {
-                w if w.is_finite() => w as usize,
-                _ => usize::MAX,
+            let worth = if self.min_scan_task_bytes > 0.0 {
+                (scanned / self.min_scan_task_bytes) as usize
+            } else {
+                usize::MAX
             };
             by_bytes.max(self.workers.min(worth)).max(1)
         } else if sliced_in > 0.0 && stage.tasks.len() > 1 {
@@ -306,10 +316,8 @@ impl Cutting {
             // carries its minimum.
             let per = (sliced_in / self.width as f64) as u64;
             let reads: usize = stage
-                .inputs
-                .iter()
-                .filter(|(_, sliced)| *sliced)
-                .map(|(i, _)| tasks_of.get(i).copied().unwrap_or(1))
+                .inputs_read(true)
+                .map(|i| tasks_of.get(&i).copied().unwrap_or(1))
                 .sum();
             let parallelism =
                 self.coalescing
@@ -346,18 +354,13 @@ pub fn scale(
     for stage in &profile.stages {
         let n = stage.tasks.len().max(1) as f64;
         let scanned = stage.sum(|t| t.bytes_scanned) as f64 * factor;
-        let sliced_in: f64 = stage
-            .inputs
-            .iter()
-            .filter(|(_, sliced)| *sliced)
-            .map(|(i, _)| out_total.get(i).copied().unwrap_or(0.0))
-            .sum();
-        let whole_in: f64 = stage
-            .inputs
-            .iter()
-            .filter(|(_, sliced)| !*sliced)
-            .map(|(i, _)| out_total.get(i).copied().unwrap_or(0.0))
-            .sum();
+        let bytes_of = |sliced| -> f64 {
+            stage
+                .inputs_read(sliced)
+                .map(|i| out_total.get(&i).copied().unwrap_or(0.0))
+                .sum()
+        };
+        let (sliced_in, whole_in) = (bytes_of(true), bytes_of(false));
         let tasks = cutting.tasks(stage, scanned, sliced_in, &tasks_of);
         if tasks > MAX_TASKS {
             return Err(SquallError::InvalidArgument(format!(

@@ -412,9 +412,11 @@ impl Exchange {
             direct.max_fan_in.saturating_sub(shape.groups) as f64 / READS_IN_FLIGHT * READ_SECONDS;
         let pass =
             shape.bytes as f64 / shape.combiners.max(1) as f64 / self.bytes_per_second.max(1.0);
+        // What the step adds to the job past the reads it spares.
+        let added = pass - waits;
         if direct.max_fan_in > self.max_fan_in
             && shape.groups * 4 <= direct.max_fan_in
-            && pass < waits + self.max_added_seconds
+            && added < self.max_added_seconds
         {
             return (
                 true,
@@ -446,14 +448,12 @@ impl Exchange {
                 false,
                 format!("the combine step would cost ${:.6} more", -saving_usd),
             )
-        } else if pass - waits > self.max_added_seconds && saving_usd < (pass - waits) * second_usd
-        {
+        } else if added > self.max_added_seconds && saving_usd < added * second_usd {
             (
                 false,
                 format!(
-                    "the combine step would save ${saving_usd:.6} but add {:.1} s (${:.6} of the job's workers' time)",
-                    pass - waits,
-                    (pass - waits) * second_usd
+                    "the combine step would save ${saving_usd:.6} but add {added:.1} s (${:.6} of the job's workers' time)",
+                    added * second_usd
                 ),
             )
         } else {
