@@ -44,8 +44,10 @@ struct Runs {
     ranged: usize,
     /// Sorted runs merged in groups before the stage's own merge.
     merged: usize,
-    /// Combine steps over a combine step's files (a second or third level).
+    /// Steps over a step's files (a second or third level).
     deeper: usize,
+    /// Of those, merges of merged runs.
+    deeper_merged: usize,
 }
 
 /// Coalescing with targets small enough that SF 0.01–0.1 shuffles are cut into
@@ -96,6 +98,7 @@ async fn check_exchange(
     let mut ranged = 0;
     let mut merged = 0;
     let mut deeper = 0;
+    let mut deeper_merged = 0;
     for q in 1..=22 {
         let sql = squall_tools::tpch::query(q).unwrap();
         let mut request = JobRequest::new(sql, tpch_tables(&data));
@@ -123,6 +126,10 @@ async fn check_exchange(
                 merged += combined.clone().filter(|e| e.merge).count();
                 let last = result.dag.stages.iter().map(|s| s.id).max().unwrap_or(0);
                 deeper += combined.clone().filter(|e| e.input > last).count();
+                deeper_merged += combined
+                    .clone()
+                    .filter(|e| e.merge && e.input > last)
+                    .count();
                 ranged += combined
                     .filter(|e| !e.merge && e.combiners > groups(e))
                     .count();
@@ -162,6 +169,7 @@ async fn check_exchange(
         ranged,
         merged,
         deeper,
+        deeper_merged,
     }
 }
 
@@ -235,8 +243,14 @@ async fn tpch_sf001_width7_two_level() {
     );
     // The ordered queries' final merges read sorted runs merged in pairs.
     assert!(runs.merged >= 5, "only {} merges in groups", runs.merged);
-    // Pairs of pairs: combine steps over combined files.
+    // Pairs of pairs: combine steps over combined files, and merges of
+    // merged runs (7 runs merged into 4, those into 2).
     assert!(runs.deeper >= 10, "only {} deeper levels", runs.deeper);
+    assert!(
+        runs.deeper_merged >= 5,
+        "only {} merges of merged runs",
+        runs.deeper_merged
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

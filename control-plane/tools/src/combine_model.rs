@@ -6,8 +6,10 @@
 //! their group of producers and write one file, the reader then making one
 //! GET per group where it made one per producer. Sorted runs a stage merges
 //! are merged in groups first where the policy says ([`Exchange::merge`]: a
-//! reader of more than 48 runs), the merge steps costing a decode, merge and
-//! encode of their bytes.
+//! reader of more than 48 runs), level on level while a reader would still
+//! merge more than 48, the merge steps costing a decode, merge and encode of
+//! their bytes. As in the scheduler, the fan-in a step is weighed by is the
+//! reader's files of all its inputs.
 
 use std::collections::HashMap;
 
@@ -20,7 +22,7 @@ use crate::simulate::ScaledStage;
 /// they combine.
 pub const COMBINE_IDS: u32 = 1_000_000;
 
-/// Combine steps stacked on one input at most (the scheduler's).
+/// Combine or merge steps stacked on one input at most (the scheduler's).
 const MAX_LEVELS: u32 = 3;
 
 /// Bytes a second a combiner copies in memory (its reads and write are
@@ -50,61 +52,71 @@ pub fn with_exchange(
     let mut written: HashMap<u32, (usize, f64)> = HashMap::new();
     for stage in stages {
         let mut reader = stage.clone();
-        for &input in &stage.combinable {
-            let Some(&(producers, per_task)) = written.get(&input) else {
-                continue;
-            };
-            let bytes = producers as f64 * per_task;
-            // Level by level, as the scheduler stacks them: the reader's
-            // files are one a group of the level below's.
-            let (mut source, mut files) = (input, producers);
-            for level in 1..=MAX_LEVELS {
-                let level_policy = if level == 1 {
-                    policy.clone()
-                } else {
-                    policy.deeper()
+        let read = |inputs: &[u32], merge: bool| -> Vec<Input> {
+            inputs
+                .iter()
+                .filter_map(|&input| {
+                    let &(files, per_task) = written.get(&input)?;
+                    let bytes = files as f64 * per_task;
+                    Some(Input {
+                        input,
+                        source: input,
+                        files,
+                        bytes,
+                        merge,
+                    })
+                })
+                .collect()
+        };
+        let mut open = read(&stage.combinable, false);
+        open.extend(read(&stage.mergeable, true));
+        // Level by level, as the scheduler stacks them: every input one
+        // level at a time, weighed beside the files the reader reads of its
+        // other inputs; the reader's files of an input are then one a group
+        // of the level below's.
+        for level in 1..=MAX_LEVELS {
+            let total = reader.shuffle_gets;
+            let mut deeper = Vec::new();
+            for input in open {
+                let others = (total - input.files as f64).max(0.0) as usize;
+                if level > 1 && input.files + others <= policy.group_files {
+                    continue;
+                }
+                let pricing = Pricing {
+                    prices,
+                    memory_bytes,
+                    workers,
                 };
-                let choice = level_policy.estimate(
-                    source,
-                    files,
-                    stage.tasks,
-                    bytes as u64,
-                    Pricing {
-                        prices,
-                        memory_bytes,
-                        workers,
-                    },
-                );
-                // Past the first level, only while a reader would read more
-                // files than a combiner does.
-                let wide = level == 1 || files > policy.group_files;
-                let cuts = wide && choice.two_level && choice.groups < files;
-                if level == 1 || cuts {
+                let (choice, groups) = decide(level, &input, others, policy, stage.tasks, pricing);
+                let cuts = groups.filter(|g| *g < input.files);
+                if level == 1 || cuts.is_some() {
                     choices.push((stage.id, choice.clone()));
                 }
-                if !cuts {
-                    break;
-                }
-                let id = COMBINE_IDS * level + input;
-                let combine = step(id, source, &choice, bytes, COPY_BYTES_PER_SECOND);
-                let fewer = files - choice.groups;
-                put_in_front(&mut reader, combine, source, fewer, &mut written, &mut out);
-                (source, files) = (id, choice.groups);
+                let Some(groups) = cuts else {
+                    continue;
+                };
+                let id = COMBINE_IDS * level + input.input;
+                let speed = match input.merge {
+                    true => MERGE_BYTES_PER_SECOND,
+                    false => COPY_BYTES_PER_SECOND,
+                };
+                let step = step(id, input.source, &choice, input.bytes, speed);
+                let fewer = input.files - groups;
+                put_in_front(
+                    &mut reader,
+                    step,
+                    input.source,
+                    fewer,
+                    &mut written,
+                    &mut out,
+                );
+                deeper.push(Input {
+                    source: id,
+                    files: groups,
+                    ..input
+                });
             }
-        }
-        for &input in &stage.mergeable {
-            let Some(&(producers, per_task)) = written.get(&input) else {
-                continue;
-            };
-            let (choice, groups) = policy.merge(input, producers, stage.tasks, prices);
-            if let Some(groups) = groups {
-                let bytes = producers as f64 * per_task;
-                let id = COMBINE_IDS + input;
-                let merge = step(id, input, &choice, bytes, MERGE_BYTES_PER_SECOND);
-                let fewer = producers - groups.len();
-                put_in_front(&mut reader, merge, input, fewer, &mut written, &mut out);
-            }
-            choices.push((stage.id, choice));
+            open = deeper;
         }
         reader.combinable.clear();
         reader.mergeable.clear();
@@ -112,6 +124,44 @@ pub fn with_exchange(
         out.push(reader);
     }
     (out, choices)
+}
+
+/// The choice for level `level` of `input`, read by `readers` tasks that
+/// read `others` files of their other inputs, and the files a reader then
+/// reads of it where the level is taken.
+fn decide(
+    level: u32,
+    input: &Input,
+    others: usize,
+    policy: &Exchange,
+    readers: usize,
+    pricing: Pricing<'_>,
+) -> (ExchangeChoice, Option<usize>) {
+    let policy = match level {
+        1 => policy.beside(others),
+        _ => policy.deeper().beside(others),
+    };
+    if input.merge {
+        let (choice, groups) = policy.merge(input.source, input.files, readers, pricing.prices);
+        (choice, groups.map(|g| g.len()))
+    } else {
+        let bytes = input.bytes as u64;
+        let choice = policy.estimate(input.source, input.files, readers, bytes, pricing);
+        let groups = choice.two_level.then_some(choice.groups);
+        (choice, groups)
+    }
+}
+
+/// A shuffle input of a reader, as the levels in front of it leave it.
+struct Input {
+    /// The stage it is.
+    input: u32,
+    /// The stage whose files the reader reads of it (the last level's).
+    source: u32,
+    files: usize,
+    bytes: f64,
+    /// Sorted runs merged (else files combined).
+    merge: bool,
 }
 
 /// The step `id` over stage `input`'s files, two-level by `choice` (a
@@ -272,5 +322,51 @@ mod tests {
         assert_eq!(out.len(), 3);
         assert_eq!(out[1].tasks, 16, "1,024 runs merged 64 at a time");
         assert!((out[2].gets - 16.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_readers_inputs_are_weighed_together() {
+        // 40 partial results of each of two stages, gathered by one task:
+        // under the fan-in bound each, 80 files together.
+        let stages = vec![
+            stage(1, vec![], 40, 10.0, 1e5),
+            stage(2, vec![], 40, 10.0, 1e5),
+            stage(3, vec![1, 2], 1, 80.0, 1e5),
+        ];
+        let policy = Exchange::default();
+        let (out, choices) = with_exchange(&stages, &policy, &Prices::default(), 2 << 30, 1000);
+        assert_eq!(choices.len(), 2);
+        assert!(choices.iter().all(|(_, c)| c.two_level), "{choices:?}");
+        assert_eq!(out.len(), 5);
+        assert!((out[4].gets - 2.0).abs() < 1e-9, "{:?}", out[4]);
+        // One of them alone stays direct.
+        let (alone, choices) = with_exchange(
+            &[stages[0].clone(), stage(3, vec![1], 1, 40.0, 1e5)],
+            &policy,
+            &Prices::default(),
+            2 << 30,
+            1000,
+        );
+        assert_eq!(alone.len(), 2);
+        assert!(!choices[0].1.two_level);
+    }
+
+    #[test]
+    fn merged_runs_past_the_fan_in_bound_are_merged_again() {
+        // 10,000 runs merged 48 at a time: 209, then 5.
+        let mut merge = stage(2, vec![1], 1, 10_000.0, 1e6);
+        merge.combinable.clear();
+        merge.mergeable = vec![1];
+        let stages = vec![stage(1, vec![], 10_000, 10.0, 1e4), merge];
+        let policy = Exchange::default();
+        let (out, choices) = with_exchange(&stages, &policy, &Prices::default(), 2 << 30, 1000);
+        let ids: Vec<u32> = out.iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![1, COMBINE_IDS + 1, 2 * COMBINE_IDS + 1, 2]);
+        assert_eq!((out[1].tasks, out[2].tasks), (209, 5));
+        assert_eq!(out[2].inputs, vec![COMBINE_IDS + 1]);
+        assert_eq!(out[3].inputs, vec![2 * COMBINE_IDS + 1]);
+        assert!((out[3].gets - 5.0).abs() < 1e-9, "{:?}", out[3]);
+        assert_eq!(choices.len(), 2);
+        assert!(choices.iter().all(|(_, c)| c.merge && c.two_level));
     }
 }

@@ -58,6 +58,13 @@ pub struct StageProfile {
     pub inputs: Vec<(u32, bool)>,
     /// Whether its tasks scan tables partition by partition.
     pub scans: bool,
+    /// Bytes of the table files its scans read, all columns (the planner
+    /// cuts scan tasks by these, not by the bytes of the columns read).
+    pub file_bytes: u64,
+    /// Partitions its plan has (tasks before coalescing): a stage of one
+    /// partition stays one task at any scale, one coalesced into a task
+    /// because its shuffle was small does not.
+    pub partitions: usize,
     pub tasks: Vec<TaskSample>,
     /// GET (and HEAD) requests the stage made.
     pub gets: u64,
@@ -164,6 +171,8 @@ pub async fn profile(engine: &Engine, request: &JobRequest, executors: usize) ->
             kind: *kind,
             inputs,
             scans: tasks.iter().any(|t| t.bytes_scanned > 0),
+            file_bytes: squall_engine::planner::slices::scan_file_bytes(&stage.plan),
+            partitions: stage.tasks,
             tasks: tasks.clone(),
             gets,
             combinable: squall_engine::scheduler::combinable(stage, &result.dag),
@@ -254,6 +263,7 @@ const REDUCING_SHARE: f64 = 0.01;
 /// How stages are cut into tasks at scale, as the planner and scheduler
 /// would cut them for the workers of a platform.
 struct Cutting {
+    factor: f64,
     workers: usize,
     width: usize,
     coalescing: Coalescing,
@@ -284,6 +294,7 @@ impl Cutting {
             0.0
         };
         Cutting {
+            factor,
             workers,
             width: options.width_for((profile.table_bytes as f64 * factor) as u64),
             coalescing,
@@ -291,7 +302,8 @@ impl Cutting {
         }
     }
 
-    /// Tasks of `stage` scanning `scanned` bytes and reading `sliced_in`
+    /// Tasks of `stage` scanning `scanned` bytes (of the columns it reads)
+    /// and reading `sliced_in`
     /// bytes in slices, its inputs having `tasks_of` tasks.
     fn tasks(
         &self,
@@ -301,16 +313,17 @@ impl Cutting {
         tasks_of: &HashMap<u32, usize>,
     ) -> usize {
         if stage.scans {
-            // As the planner packs a scan: by bytes, and one task a worker
-            // while each still gets a task's worth.
-            let by_bytes = (scanned / DEFAULT_TARGET_PARTITION_BYTES as f64).ceil() as usize;
+            // As the planner packs a scan: by the files' bytes, and one task
+            // a worker while each still gets a task's worth.
+            let files = (stage.file_bytes as f64 * self.factor).max(scanned);
+            let by_bytes = (files / DEFAULT_TARGET_PARTITION_BYTES as f64).ceil() as usize;
             let worth = if self.min_scan_task_bytes > 0.0 {
-                (scanned / self.min_scan_task_bytes) as usize
+                (files / self.min_scan_task_bytes) as usize
             } else {
                 usize::MAX
             };
             by_bytes.max(self.workers.min(worth)).max(1)
-        } else if sliced_in > 0.0 && stage.tasks.len() > 1 {
+        } else if sliced_in > 0.0 && stage.partitions > 1 {
             // Reduce tasks sized to the shuffle, as the scheduler coalesces:
             // over the workers, while each read of a producer's file still
             // carries its minimum.
@@ -723,6 +736,8 @@ mod tests {
             mergeable: vec![],
             inputs,
             scans,
+            file_bytes: 0,
+            partitions: tasks.len(),
             tasks,
             gets: 10,
         }
@@ -787,6 +802,22 @@ mod tests {
         assert!((lambda[1].shuffle_gets - 3.0).abs() < 1e-9);
         let local = scale(&q1_like(), 1.0, 1000, &Platform::in_process()).unwrap();
         assert_eq!(local[0].tasks, 1000);
+    }
+
+    #[test]
+    fn a_scan_of_few_columns_is_cut_by_its_files_bytes() {
+        // The 200 MiB read are two columns of files of 1,000 MiB: at 1,000
+        // times the data, tasks of 128 MiB of files (7,813), each reading
+        // a fifth of that of its columns, with a fifth of the requests.
+        let mut narrow = q1_like();
+        narrow.stages[0].file_bytes = 1000 << 20;
+        let wide = scale(&q1_like(), 1000.0, 1000, &Platform::lambda(2048)).unwrap();
+        let scaled = scale(&narrow, 1000.0, 1000, &Platform::lambda(2048)).unwrap();
+        assert_eq!(scaled[0].tasks, 7813);
+        let per_task = 200_000.0 * (1u64 << 20) as f64 / 7813.0;
+        assert!((scaled[0].bytes_scanned - per_task).abs() < 1.0);
+        let ratio = wide[0].gets / scaled[0].gets;
+        assert!((ratio - 7813.0 / 1563.0).abs() < 0.01, "{ratio}");
     }
 
     #[test]

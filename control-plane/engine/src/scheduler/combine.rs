@@ -8,6 +8,7 @@
 //! removed with the job's shuffle files.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::physical_plan::ExecutionPlan;
@@ -20,35 +21,47 @@ use squall_executor::{
 use super::coalesce::Share;
 use super::context::{JobGate, Scheduler};
 use super::events::JobEvent;
-use super::exchange::{Combiner, ExchangeChoice, ExchangeMode, Slices};
+use super::exchange::{Combiner, Exchange, ExchangeChoice, ExchangeMode, Slices};
 use super::stage::StageEnd;
 use crate::planner::{Stage, StageDag, StageOutput};
 
-/// A combine step to run: the index of the input it combines, the step as a
-/// stage, and its tasks' groups of producers.
+/// A combine or merge step to run: the index of the input it reads, the
+/// step as a stage, and its tasks' groups of producers.
 struct Step<'d> {
     input: usize,
     stage: Stage,
     groups: Vec<Share>,
     /// `Combine` for a combine step, `Run` for a merge step.
     action: TaskAction,
-    /// For a combine step: what another level over its files is decided
-    /// and built from.
-    deeper: Option<Deeper<'d>>,
+    /// What another level over its files is decided and built from.
+    deeper: Deeper<'d>,
 }
 
-/// What a combine step's next level needs: the producers' writer, how the
-/// reduce tasks read the input, the level and the DAG's last stage id.
+/// What a step's next level needs: what the level does, the step's level
+/// and the DAG's last stage id.
 struct Deeper<'d> {
-    writer: &'d ShuffleWriterExec,
-    read: Slices,
+    next: Next<'d>,
     level: u32,
     last_id: u32,
 }
 
-/// Combine steps stacked on one input at most: three levels of combining
-/// cut a reader's files from M to M/g³, for M up to about 100,000 at g = 48
-/// (each reader then reads a handful).
+/// The kind of a level.
+#[derive(Clone)]
+enum Next<'d> {
+    /// Combiners: the producers' writer, and how the reduce tasks read the
+    /// input.
+    Combine {
+        writer: &'d ShuffleWriterExec,
+        read: Slices,
+    },
+    /// Merges of sorted runs in groups: the stage's merge, and how many of
+    /// its tasks merge what the levels leave.
+    Merge { merge: Merge, readers: usize },
+}
+
+/// Steps stacked on one input at most: three levels of combining (or of
+/// merging sorted runs in groups) cut a reader's files from M to M/g³, for M
+/// up to about 100,000 at g = 48 (each reader then reads a handful).
 const MAX_LEVELS: u32 = 3;
 
 impl Scheduler<'_> {
@@ -62,7 +75,7 @@ impl Scheduler<'_> {
         gate: Arc<JobGate>,
     ) -> StageEnd {
         let of = dag.stages.len();
-        let (mut exchanges, mut steps) = self.plan_exchanges(stage, dag, &inputs, &gate);
+        let (mut exchanges, mut steps, slices) = self.plan_exchanges(stage, dag, &inputs, &gate);
         let mut written = Vec::new();
         let mut combine_steps = Vec::new();
         // Level by level: the steps of one level side by side, then, where
@@ -90,11 +103,16 @@ impl Scheduler<'_> {
             if let Some(e) = failed {
                 return (stage.id, Err(e), written);
             }
+            // A reader's files of all its inputs are what another level cuts.
+            let fan_ins = fan_ins(stage, &inputs, &slices);
+            let total: usize = fan_ins.iter().sum();
             let mut next = Vec::new();
             for step in &steps {
-                if let Some((choice, deeper)) = self.deeper_step(stage, step, &inputs[step.input]) {
+                let input = &inputs[step.input];
+                let others = total - fan_ins[step.input];
+                if let Some((choice, deeper)) = self.deeper_step(stage, step, input, others) {
                     exchanges.push(choice);
-                    next.extend(deeper);
+                    next.push(deeper);
                 }
             }
             steps = next;
@@ -112,17 +130,19 @@ impl Scheduler<'_> {
     }
 
     /// The exchange chosen for each input of `stage` that could be combined
-    /// (told to watchers), and the combine steps to run.
+    /// (told to watchers), the combine steps to run, and the partitions each
+    /// of the stage's tasks reads. The fan-in rule counts the files a reader
+    /// reads of all its inputs.
     fn plan_exchanges<'d>(
         &self,
         stage: &Stage,
         dag: &'d StageDag,
         inputs: &[StageInput],
         gate: &JobGate,
-    ) -> (Vec<ExchangeChoice>, Vec<Step<'d>>) {
+    ) -> (Vec<ExchangeChoice>, Vec<Step<'d>>, Vec<Slice>) {
         let policy = &self.options.exchange;
         if policy.mode == ExchangeMode::Direct {
-            return (vec![], vec![]);
+            return (vec![], vec![], vec![]);
         }
         let combinable = combinable_inputs(stage, dag);
         let mergeable = mergeable_inputs(stage, dag);
@@ -130,19 +150,22 @@ impl Scheduler<'_> {
             combinable.contains_key(&i.stage_id) || mergeable.contains_key(&i.stage_id)
         };
         if !inputs.iter().any(known) {
-            return (vec![], vec![]);
+            return (vec![], vec![], vec![]);
         }
         let slices: Vec<Slice> = self
             .reduce_groups(stage, inputs, gate, TaskAction::Run)
             .map(|shares| shares.into_iter().map(|s| s.slice).collect())
             .unwrap_or_else(|| (0..stage.tasks as u32).map(Slice::one).collect());
         let last_id = dag.stages.iter().map(|s| s.id).max().unwrap_or(0);
+        let fan_ins = fan_ins(stage, inputs, &slices);
+        let total: usize = fan_ins.iter().sum();
         let mut choices = Vec::new();
         let mut steps = Vec::new();
         for (index, input) in inputs.iter().enumerate() {
+            let policy = &policy.beside(total - fan_ins[index]);
             if let Some(merge) = mergeable.get(&input.stage_id) {
-                let id = last_id + input.stage_id;
-                let (choice, step) = self.merge_step(id, index, input, merge, slices.len());
+                let (choice, step) =
+                    self.merge_step(policy, last_id, index, input, merge, slices.len());
                 self.chosen(stage, &choice, step.as_ref());
                 choices.push(choice);
                 steps.extend(step);
@@ -169,67 +192,81 @@ impl Scheduler<'_> {
                 ),
                 groups: combiners.into_iter().map(share).collect(),
                 action: TaskAction::Combine,
-                deeper: Some(Deeper {
-                    writer,
-                    read,
+                deeper: Deeper {
+                    next: Next::Combine { writer, read },
                     level: 1,
                     last_id,
-                }),
+                },
             });
             self.chosen(stage, &choice, step.as_ref());
             choices.push(choice);
             steps.extend(step);
         }
-        (choices, steps)
+        (choices, steps, slices)
     }
 
-    /// After combine step `step` wrote `input`'s files (level L): where the
-    /// policy combines them again, and that cuts the files, the choice for
-    /// level L + 1 over them and its step (at most [`MAX_LEVELS`]).
+    /// After step `step` wrote `input`'s files (level L): where the policy
+    /// combines (or merges) them again, and that cuts the files a reader
+    /// reads, the choice for level L + 1 over them and its step (at most
+    /// [`MAX_LEVELS`]). Another level only while a reader would read more
+    /// files, these and the `others` it reads of its other inputs, than a
+    /// step's task does.
     fn deeper_step<'d>(
         &self,
         stage: &Stage,
         step: &Step<'d>,
         input: &StageInput,
-    ) -> Option<(ExchangeChoice, Option<Step<'d>>)> {
-        let deeper = step.deeper.as_ref()?;
-        let level = deeper.level + 1;
+        others: usize,
+    ) -> Option<(ExchangeChoice, Step<'d>)> {
+        let Deeper {
+            next,
+            level,
+            last_id,
+        } = &step.deeper;
+        let level = level + 1;
         if level > MAX_LEVELS {
             return None;
         }
-        let policy = &self.options.exchange.deeper();
-        let (choice, combiners) = policy.decide(
-            step.stage.id,
-            &input.producers,
-            &deeper.read,
-            self.pricing(),
-        );
-        // Another level only while a reader would read more files than a
-        // combiner does, and only one that cuts them is worth telling of.
-        let fan_in = choice.requests_direct / choice.reduce_tasks.max(1) as u64;
-        if fan_in <= policy.group_files as u64 {
-            return None;
-        }
-        let combiners = combiners.filter(|c| c.len() < input.producers.len())?;
-        let next = Some(combiners).map(|combiners| Step {
+        let bound = self.options.exchange.group_files;
+        let policy = &self.options.exchange.deeper().beside(others);
+        let files = input.producers.len();
+        let id = last_id * level + input.stage_id;
+        let (choice, stage_of, groups, action) = match next {
+            Next::Combine { writer, read } => {
+                let (choice, combiners) =
+                    policy.decide(step.stage.id, &input.producers, read, self.pricing());
+                let fan_in = choice.requests_direct / choice.reduce_tasks.max(1) as u64;
+                if fan_in + others as u64 <= bound as u64 {
+                    return None;
+                }
+                let combiners = combiners.filter(|c| c.len() < files)?;
+                let stage_of = combine_stage(id, input.stage_id, writer, combiners.len(), level);
+                let groups = combiners.into_iter().map(share).collect();
+                (choice, stage_of, groups, TaskAction::Combine)
+            }
+            Next::Merge { merge, readers } => {
+                if files + others <= bound {
+                    return None;
+                }
+                let prices = self.meter.prices();
+                let (choice, groups) = policy.merge(step.stage.id, files, *readers, prices);
+                let groups = groups.filter(|g| g.len() < files)?;
+                let stage_of = merge_stage(id, input.stage_id, merge, groups.len(), level);
+                (choice, stage_of, merge_shares(groups), TaskAction::Run)
+            }
+        };
+        let next = Step {
             input: step.input,
-            stage: combine_stage(
-                deeper.last_id * level + input.stage_id,
-                input.stage_id,
-                deeper.writer,
-                combiners.len(),
+            stage: stage_of,
+            groups,
+            action,
+            deeper: Deeper {
+                next: next.clone(),
                 level,
-            ),
-            groups: combiners.into_iter().map(share).collect(),
-            action: TaskAction::Combine,
-            deeper: Some(Deeper {
-                writer: deeper.writer,
-                read: deeper.read.clone(),
-                level,
-                last_id: deeper.last_id,
-            }),
-        });
-        self.chosen(stage, &choice, next.as_ref());
+                last_id: *last_id,
+            },
+        };
+        self.chosen(stage, &choice, Some(&next));
         Some((choice, next))
     }
 
@@ -255,38 +292,68 @@ impl Scheduler<'_> {
 
     /// The merge tree's first level for input `input` (at `index` of the
     /// stage's inputs), sorted runs its `readers` tasks merge: where the
-    /// policy says, a step `id` whose tasks each merge a group of the runs
-    /// into one, as the stage's own merge does.
+    /// policy says, a step whose tasks each merge a group of the runs into
+    /// one, as the stage's own merge does (its id past the DAG's `last_id`).
     fn merge_step(
         &self,
-        id: u32,
+        policy: &Exchange,
+        last_id: u32,
         index: usize,
         input: &StageInput,
         merge: &Merge,
         readers: usize,
     ) -> (ExchangeChoice, Option<Step<'static>>) {
-        let policy = &self.options.exchange;
         let prices = self.meter.prices();
         let (choice, groups) = policy.merge(input.stage_id, input.producers.len(), readers, prices);
+        let id = last_id + input.stage_id;
         let step = groups.map(|groups| Step {
             input: index,
-            stage: merge_stage(id, input.stage_id, merge, groups.len()),
-            groups: groups
-                .into_iter()
-                .map(|producers| Share {
-                    slice: Slice::one(0),
-                    producers: Some(producers),
-                })
-                .collect(),
+            stage: merge_stage(id, input.stage_id, merge, groups.len(), 1),
+            groups: merge_shares(groups),
             action: TaskAction::Run,
-            deeper: None,
+            deeper: Deeper {
+                next: Next::Merge {
+                    merge: merge.clone(),
+                    readers,
+                },
+                level: 1,
+                last_id,
+            },
         });
         (choice, step)
     }
 }
 
+/// The most files one task of `stage` reads of each of `inputs`, its tasks
+/// reading the partitions of `slices`.
+fn fan_ins(stage: &Stage, inputs: &[StageInput], slices: &[Slice]) -> Vec<usize> {
+    inputs
+        .iter()
+        .map(|input| match stage.sliced_inputs.get(&input.stage_id) {
+            Some(ReadMode::Partitioned) => {
+                Exchange::fan_in(&input.producers, &Slices::Each(slices.to_vec()))
+            }
+            // Reader partition j is producer j: a task reads its slice's.
+            Some(ReadMode::ByProducer) => input.producers.len().div_ceil(slices.len().max(1)),
+            None => Exchange::fan_in(&input.producers, &Slices::All(1)),
+        })
+        .collect()
+}
+
+/// A merge step's shares: each task all of a group of the producers' runs.
+fn merge_shares(groups: Vec<Range<usize>>) -> Vec<Share> {
+    groups
+        .into_iter()
+        .map(|producers| Share {
+            slice: Slice::one(0),
+            producers: Some(producers),
+        })
+        .collect()
+}
+
 /// A stage's merge of an input's sorted runs: the merge and its reader, and
 /// the folder of the input's files.
+#[derive(Clone)]
 struct Merge {
     merge: SortPreservingMergeExec,
     reader: Arc<dyn ExecutionPlan>,
@@ -334,15 +401,19 @@ fn mergeable_inputs(stage: &Stage, dag: &StageDag) -> HashMap<u32, Merge> {
         .collect()
 }
 
-/// The merge step `id` of input stage `input`: the stage's own merge over
-/// its own reader, each task given a group of the producers' files, writing
-/// one sorted run into a folder of the input stage's.
-fn merge_stage(id: u32, input: u32, merge: &Merge, groups: usize) -> Stage {
+/// The merge step `id` of input stage `input` at `level` (1 over the
+/// producers' runs, 2 over the first level's...): the stage's own merge over
+/// its own reader, each task given a group of the runs, writing one sorted
+/// run into a folder of the input stage's for the level.
+fn merge_stage(id: u32, input: u32, merge: &Merge, groups: usize, level: u32) -> Stage {
     let merged: Arc<dyn ExecutionPlan> = Arc::new(
         SortPreservingMergeExec::new(merge.merge.expr().clone(), merge.reader.clone())
             .with_fetch(merge.merge.fetch()),
     );
-    let dir = format!("{}/merged", merge.dir);
+    let dir = match level {
+        1 => format!("{}/merged", merge.dir),
+        n => format!("{}/merged-{n}", merge.dir),
+    };
     let plan = Arc::new(ShuffleWriterExec::new(merged, ShuffleOutput::Single, dir));
     Stage {
         id,

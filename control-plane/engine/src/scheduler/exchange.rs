@@ -176,6 +176,23 @@ impl Exchange {
         }
     }
 
+    /// The policy for an input read beside other inputs of which each reduce
+    /// task reads `others` files: the fan-in rule counts what a reader reads
+    /// of all its inputs, so it takes a step where this input's files
+    /// would bring the reader past `max_fan_in`.
+    pub fn beside(&self, others: usize) -> Exchange {
+        Exchange {
+            max_fan_in: self.max_fan_in.saturating_sub(others),
+            ..self.clone()
+        }
+    }
+
+    /// The most of `files` one reduce task reads, reading the partitions
+    /// `slices` says (one GET each).
+    pub fn fan_in(files: &[OutputFile], slices: &Slices) -> usize {
+        reads(files.iter().map(|f| (vec![f], None)), slices).max_fan_in
+    }
+
     /// Bytes one combiner reads at most with a pool of `memory_bytes`.
     fn bytes_cap(&self, memory_bytes: u64) -> u64 {
         self.group_bytes.min(memory_bytes / 4).max(1)
@@ -889,6 +906,29 @@ mod tests {
         );
         assert!(deeper.two_level, "{deeper:?}");
         assert_eq!(combiners.unwrap().len(), 5);
+    }
+
+    #[test]
+    fn the_fan_in_rule_counts_a_readers_files_of_its_other_inputs() {
+        // 40 partial results: under the bound alone, over it beside 30
+        // files the reader reads of another input.
+        let files: Vec<_> = (0..40).map(|_| file(1, 500, &[])).collect();
+        assert_eq!(Exchange::fan_in(&files, &one_each(1)), 40);
+        assert_eq!(Exchange::fan_in(&files, &Slices::All(3)), 40);
+        let policy = Exchange::default();
+        let prices = Prices::default();
+        let price = pricing(&prices, 2 << 30, 1000);
+        let (alone, _) = policy.decide(1, &files, &one_each(1), price);
+        assert!(!alone.two_level, "{alone:?}");
+        let (beside, combiners) = policy.beside(30).decide(1, &files, &one_each(1), price);
+        assert!(beside.two_level, "{beside:?}");
+        assert_eq!(combiners.unwrap().len(), 1);
+        // Sorted runs likewise.
+        assert!(!policy.merge(4, 40, 1, &prices).0.two_level);
+        assert!(policy.beside(30).merge(4, 40, 1, &prices).0.two_level);
+        // Files with no rows for a reader are not read by it.
+        let sparse: Vec<_> = (0..40).map(|i| file(2, 500, &[i % 2])).collect();
+        assert_eq!(Exchange::fan_in(&sparse, &one_each(2)), 20);
     }
 
     #[test]
