@@ -33,12 +33,12 @@ struct Step<'d> {
     groups: Vec<Share>,
     /// `Combine` for a combine step, `Run` for a merge step.
     action: TaskAction,
-    /// What another level over its files is decided and built from.
+    /// Its level: another over its files is decided and built from it.
     deeper: Deeper<'d>,
 }
 
-/// What a step's next level needs: what the level does, the step's level
-/// and the DAG's last stage id.
+/// A level of steps on one input: what it does, its number (1 over the
+/// input's own files) and the DAG's last stage id.
 struct Deeper<'d> {
     next: Next<'d>,
     level: u32,
@@ -103,6 +103,10 @@ impl Scheduler<'_> {
             if let Some(e) = failed {
                 return (stage.id, Err(e), written);
             }
+            // (The files read are counted only where a level may follow.)
+            if steps.iter().all(|s| s.deeper.level >= MAX_LEVELS) {
+                break;
+            }
             // A reader's files of all its inputs are what another level cuts.
             let fan_ins = fan_ins(stage, &inputs, &slices);
             let total: usize = fan_ins.iter().sum();
@@ -162,42 +166,28 @@ impl Scheduler<'_> {
         let mut choices = Vec::new();
         let mut steps = Vec::new();
         for (index, input) in inputs.iter().enumerate() {
-            let policy = &policy.beside(total - fan_ins[index]);
-            if let Some(merge) = mergeable.get(&input.stage_id) {
-                let (choice, step) =
-                    self.merge_step(policy, last_id, index, input, merge, slices.len());
-                self.chosen(stage, &choice, step.as_ref());
-                choices.push(choice);
-                steps.extend(step);
-                continue;
-            }
-            let Some(writer) = combinable.get(&input.stage_id) else {
-                continue;
-            };
-            let read = if stage.sliced_inputs.contains_key(&input.stage_id) {
-                Slices::Each(slices.clone())
+            let next = if let Some(merge) = mergeable.get(&input.stage_id) {
+                Next::Merge {
+                    merge: merge.clone(),
+                    readers: slices.len(),
+                }
+            } else if let Some(writer) = combinable.get(&input.stage_id) {
+                let read = if stage.sliced_inputs.contains_key(&input.stage_id) {
+                    Slices::Each(slices.clone())
+                } else {
+                    Slices::All(slices.len())
+                };
+                Next::Combine { writer, read }
             } else {
-                Slices::All(slices.len())
+                continue;
             };
-            let (choice, groups) =
-                policy.decide(input.stage_id, &input.producers, &read, self.pricing());
-            let step = groups.map(|combiners| Step {
-                input: index,
-                stage: combine_stage(
-                    last_id + input.stage_id,
-                    input.stage_id,
-                    writer,
-                    combiners.len(),
-                    1,
-                ),
-                groups: combiners.into_iter().map(share).collect(),
-                action: TaskAction::Combine,
-                deeper: Deeper {
-                    next: Next::Combine { writer, read },
-                    level: 1,
-                    last_id,
-                },
-            });
+            let policy = &policy.beside(total - fan_ins[index]);
+            let level = Deeper {
+                next,
+                level: 1,
+                last_id,
+            };
+            let (choice, step) = self.level(policy, index, input, input.stage_id, level);
             self.chosen(stage, &choice, step.as_ref());
             choices.push(choice);
             steps.extend(step);
@@ -227,47 +217,74 @@ impl Scheduler<'_> {
         if level > MAX_LEVELS {
             return None;
         }
-        let bound = self.options.exchange.group_files;
         let policy = &self.options.exchange.deeper().beside(others);
-        let files = input.producers.len();
-        let id = last_id * level + input.stage_id;
-        let (choice, stage_of, groups, action) = match next {
-            Next::Combine { writer, read } => {
-                let (choice, combiners) =
-                    policy.decide(step.stage.id, &input.producers, read, self.pricing());
-                let fan_in = choice.requests_direct / choice.reduce_tasks.max(1) as u64;
-                if fan_in + others as u64 <= bound as u64 {
-                    return None;
-                }
-                let combiners = combiners.filter(|c| c.len() < files)?;
-                let stage_of = combine_stage(id, input.stage_id, writer, combiners.len(), level);
-                let groups = combiners.into_iter().map(share).collect();
-                (choice, stage_of, groups, TaskAction::Combine)
-            }
-            Next::Merge { merge, readers } => {
-                if files + others <= bound {
-                    return None;
-                }
-                let prices = self.meter.prices();
-                let (choice, groups) = policy.merge(step.stage.id, files, *readers, prices);
-                let groups = groups.filter(|g| g.len() < files)?;
-                let stage_of = merge_stage(id, input.stage_id, merge, groups.len(), level);
-                (choice, stage_of, merge_shares(groups), TaskAction::Run)
-            }
+        let level = Deeper {
+            next: next.clone(),
+            level,
+            last_id: *last_id,
         };
-        let next = Step {
-            input: step.input,
-            stage: stage_of,
-            groups,
-            action,
-            deeper: Deeper {
-                next: next.clone(),
-                level,
-                last_id: *last_id,
-            },
-        };
+        let (choice, next) = self.level(policy, step.input, input, step.stage.id, level);
+        // The files a reader reads of the input (of sorted runs: each).
+        let fan_in = choice.requests_direct / choice.reduce_tasks.max(1) as u64;
+        let bound = self.options.exchange.group_files as u64;
+        if fan_in + others as u64 <= bound {
+            return None;
+        }
+        let next = next.filter(|n| n.groups.len() < input.producers.len())?;
         self.chosen(stage, &choice, Some(&next));
         Some((choice, next))
+    }
+
+    /// The choice at `level` for the input at `index` of the stage's
+    /// inputs (the files of stage `source`: the input's own, or the level
+    /// below's), by `policy`, and where it is taken the step: combiners, or
+    /// merges of groups of sorted runs with the stage's own merge; its id
+    /// `last_id × level + input` (past the DAG's, and every level's apart),
+    /// its files in a folder of the input stage's for the level.
+    fn level<'d>(
+        &self,
+        policy: &Exchange,
+        index: usize,
+        input: &StageInput,
+        source: u32,
+        level: Deeper<'d>,
+    ) -> (ExchangeChoice, Option<Step<'d>>) {
+        let Deeper {
+            next,
+            level: depth,
+            last_id,
+        } = &level;
+        let id = last_id * depth + input.stage_id;
+        let (choice, built) = match next {
+            Next::Combine { writer, read } => {
+                let (choice, combiners) =
+                    policy.decide(source, &input.producers, read, self.pricing());
+                let built = combiners.map(|combiners| {
+                    let stage = combine_stage(id, input.stage_id, writer, combiners.len(), *depth);
+                    let groups = combiners.into_iter().map(share).collect();
+                    (stage, groups, TaskAction::Combine)
+                });
+                (choice, built)
+            }
+            Next::Merge { merge, readers } => {
+                let files = input.producers.len();
+                let prices = self.meter.prices();
+                let (choice, groups) = policy.merge(source, files, *readers, prices);
+                let built = groups.map(|groups| {
+                    let stage = merge_stage(id, input.stage_id, merge, groups.len(), *depth);
+                    (stage, merge_shares(groups), TaskAction::Run)
+                });
+                (choice, built)
+            }
+        };
+        let step = built.map(|(stage, groups, action)| Step {
+            input: index,
+            stage,
+            groups,
+            action,
+            deeper: level,
+        });
+        (choice, step)
     }
 
     /// Tells the log and watchers how `stage` reads an input.
@@ -288,39 +305,6 @@ impl Scheduler<'_> {
             choice: choice.clone(),
             combine_stage: step.map(|s| s.stage.id),
         });
-    }
-
-    /// The merge tree's first level for input `input` (at `index` of the
-    /// stage's inputs), sorted runs its `readers` tasks merge: where the
-    /// policy says, a step whose tasks each merge a group of the runs into
-    /// one, as the stage's own merge does (its id past the DAG's `last_id`).
-    fn merge_step(
-        &self,
-        policy: &Exchange,
-        last_id: u32,
-        index: usize,
-        input: &StageInput,
-        merge: &Merge,
-        readers: usize,
-    ) -> (ExchangeChoice, Option<Step<'static>>) {
-        let prices = self.meter.prices();
-        let (choice, groups) = policy.merge(input.stage_id, input.producers.len(), readers, prices);
-        let id = last_id + input.stage_id;
-        let step = groups.map(|groups| Step {
-            input: index,
-            stage: merge_stage(id, input.stage_id, merge, groups.len(), 1),
-            groups: merge_shares(groups),
-            action: TaskAction::Run,
-            deeper: Deeper {
-                next: Next::Merge {
-                    merge: merge.clone(),
-                    readers,
-                },
-                level: 1,
-                last_id,
-            },
-        });
-        (choice, step)
     }
 }
 
