@@ -17,7 +17,7 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::SessionConfig;
 
 use crate::bounds::{ValueCaps, bounded_defaults};
-use crate::protocol::TaskId;
+use crate::protocol::{ShuffleCodec, TaskId};
 use crate::stores::StoreRegistry;
 
 /// Largest estimated build side (bytes) a join broadcasts to every probe task.
@@ -104,4 +104,6 @@ impl ExecutorContext {
 pub struct TaskAttempt {
     pub id: TaskId,
     pub spill_dir: PathBuf,
+    /// How the shuffle partitions it writes are compressed.
+    pub shuffle_codec: ShuffleCodec,
 }

@@ -459,6 +459,7 @@ mod tests {
             memory_limit_bytes: 1 << 30,
             session_options: vec![],
             hedging: Default::default(),
+            shuffle_codec: Default::default(),
         }
     }
 

@@ -161,6 +161,7 @@ fn task_context(
     let config = config.with_extension(Arc::new(TaskAttempt {
         id: spec.id.clone(),
         spill_dir: ctx.spill_dir.clone(),
+        shuffle_codec: spec.shuffle_codec,
     }));
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(pool)

@@ -91,6 +91,7 @@ fn spec(files: Vec<OutputFile>, partitions: usize, memory: u64) -> TaskSpec {
         memory_limit_bytes: memory,
         session_options: vec![],
         hedging: Default::default(),
+        shuffle_codec: Default::default(),
     }
 }
 

@@ -10,6 +10,7 @@
 
 use squall_engine::scheduler::{Coalescing, Exchange, ExchangeMode};
 use squall_engine::{JobRequest, PlanOptions};
+use squall_executor::ShuffleCodec;
 use squall_tests::{
     compare, expected_answer, files_under, is_ordered, local_engine, render, tpch_data, tpch_tables,
 };
@@ -77,16 +78,27 @@ async fn check_with(
     coalescing: Coalescing,
     shuffle_joins: bool,
 ) -> Runs {
-    check_exchange(scale, width, coalescing, shuffle_joins, Exchange::default()).await
+    let exchange = Exchange::default();
+    check_exchange(
+        scale,
+        width,
+        coalescing,
+        shuffle_joins,
+        exchange,
+        ShuffleCodec::Lz4,
+    )
+    .await
 }
 
-/// Checks every query with the exchange policy `exchange`.
+/// Checks every query with the exchange policy `exchange`, shuffle files
+/// compressed with `codec`.
 async fn check_exchange(
     scale: &str,
     width: usize,
     coalescing: Coalescing,
     shuffle_joins: bool,
     exchange: Exchange,
+    codec: ShuffleCodec,
 ) -> Runs {
     let data = tpch_data(scale).await;
     let work = tempfile::tempdir().unwrap();
@@ -112,6 +124,7 @@ async fn check_exchange(
         }
         request.tasks.coalescing = coalescing.clone();
         request.tasks.exchange = exchange.clone();
+        request.tasks.shuffle_codec = Some(codec);
         match engine.run(&request, None).await {
             Ok(result) => {
                 let combined = result
@@ -234,6 +247,7 @@ async fn tpch_sf001_width7_two_level() {
         Coalescing::disabled(),
         true,
         two_level(2, 256 << 20),
+        ShuffleCodec::Lz4,
     )
     .await;
     assert!(
@@ -255,8 +269,12 @@ async fn tpch_sf001_width7_two_level() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_sf01_width32_two_level_coalesced() {
-    // Combiners of at most 64 KiB: most take a range of partitions.
-    let runs = check_exchange("0.1", 32, small_targets(), true, two_level(3, 64 << 10)).await;
+    // Combiners of at most 64 KiB: most take a range of partitions; the
+    // shuffle files zstd-compressed, as on an object store, so that ranges
+    // of them are copied into combined files and read back.
+    let exchange = two_level(3, 64 << 10);
+    let codec = ShuffleCodec::Zstd;
+    let runs = check_exchange("0.1", 32, small_targets(), true, exchange, codec).await;
     assert!(
         runs.two_level >= 22,
         "only {} inputs combined",
@@ -269,4 +287,45 @@ async fn tpch_sf01_width32_two_level_coalesced() {
     );
     assert!(runs.coalesced > 0, "no stage was coalesced");
     assert!(runs.split > 0, "no partition was split");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_shuffles_are_smaller_and_give_the_same_answers() {
+    // Q9 and Q18 at SF 0.1 shuffle lineitem's keys and prices: the bytes
+    // every stage writes, compressed with LZ4 and with zstd.
+    let data = tpch_data("0.1").await;
+    let work = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, work.path());
+    for q in [9, 18] {
+        let mut written = Vec::new();
+        for codec in [ShuffleCodec::Lz4, ShuffleCodec::Zstd] {
+            let sql = squall_tools::tpch::query(q).unwrap();
+            let mut request = JobRequest::new(sql, tpch_tables(&data));
+            request.plan.broadcast_rows = 100;
+            request.plan.broadcast_bytes = 4 << 10;
+            request.tasks.shuffle_codec = Some(codec);
+            // The same tasks either way, whatever the bytes.
+            request.tasks.coalescing = Coalescing::disabled();
+            let result = engine.run(&request, None).await.unwrap();
+            let rows = render(result.batches.as_deref().unwrap_or_default());
+            compare(&expected_answer("0.1", q), &rows, is_ordered(q))
+                .unwrap_or_else(|e| panic!("Q{q} with {codec}: {e}"));
+            let shuffled = |s: &squall_engine::scheduler::StageStats| {
+                (s.raw_bytes_out > 0).then_some((s.bytes_out, s.raw_bytes_out))
+            };
+            let (bytes, raw) = result
+                .stages
+                .iter()
+                .filter_map(shuffled)
+                .fold((0, 0), |(b, r), (sb, sr)| (b + sb, r + sr));
+            written.push((bytes, raw));
+        }
+        let ((lz4, lz4_raw), (zstd, zstd_raw)) = (written[0], written[1]);
+        // The same rows, in fewer bytes.
+        assert_eq!(lz4_raw, zstd_raw, "Q{q}");
+        assert!(
+            (zstd as f64) < 0.8 * lz4 as f64,
+            "Q{q}: zstd wrote {zstd} bytes, LZ4 {lz4}"
+        );
+    }
 }

@@ -16,7 +16,8 @@ use arrow::datatypes::SchemaRef;
 use futures::FutureExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use squall_executor::{ExecutorContext, OutputFile, StoreRegistry};
+use squall_executor::hedge::Hedger;
+use squall_executor::{ExecutorContext, OutputFile, ShuffleCodec, StoreRegistry};
 
 use crate::access::Access;
 use crate::backend::{ExecutorBackend, InProcessBackend};
@@ -359,7 +360,13 @@ impl Engine {
             None => format!("{work_dir}/result"),
         };
         let planning = std::time::Instant::now();
-        let planned = self.plan(stores, request, work_dir, &result_dir).await?;
+        // The footers planning reads are hedged as a task's reads are, the
+        // copies counted in the job's cost.
+        let hedger = Hedger::new(request.tasks.hedging.clone(), meter.control_requests());
+        let planning_stores = Arc::new(stores.hedged(hedger));
+        let planned = self
+            .plan(&planning_stores, request, work_dir, &result_dir)
+            .await?;
         if let Some(progress) = &run.progress {
             progress.on_event(&JobEvent::Planned {
                 dag: Arc::new(planned.dag.clone()),
@@ -373,12 +380,22 @@ impl Engine {
             elapsed_ms = planning.elapsed().as_millis() as u64,
             "planned"
         );
+        // Shuffle files that cross a network are compressed harder.
+        let options = TaskOptions {
+            shuffle_codec: Some(
+                request
+                    .tasks
+                    .shuffle_codec
+                    .unwrap_or_else(|| ShuffleCodec::for_folder(work_dir)),
+            ),
+            ..request.tasks.clone()
+        };
         let scheduler = Scheduler {
             job_id,
             run_id,
             backend: self.backend.clone(),
             stores: stores.clone(),
-            options: &request.tasks,
+            options: &options,
             progress: run.progress,
             journal: run.journal,
             meter: meter.clone(),

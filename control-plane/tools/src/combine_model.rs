@@ -64,6 +64,7 @@ pub fn with_exchange(
                         files,
                         bytes,
                         merge,
+                        broadcast: stage.whole.contains(&input),
                     })
                 })
                 .collect()
@@ -79,15 +80,15 @@ pub fn with_exchange(
             let mut deeper = Vec::new();
             for input in open {
                 let others = (total - input.files as f64).max(0.0) as usize;
-                if level > 1 && input.files + others <= policy.group_files {
-                    continue;
-                }
                 let pricing = Pricing {
                     prices,
                     memory_bytes,
                     workers,
                 };
                 let (choice, groups) = decide(level, &input, others, policy, stage.tasks, pricing);
+                if level > 1 && !policy.stacks(&choice, others, input.broadcast && !input.merge) {
+                    continue;
+                }
                 let cuts = groups.filter(|g| *g < input.files);
                 if level == 1 || cuts.is_some() {
                     choices.push((stage.id, choice.clone()));
@@ -162,6 +163,8 @@ struct Input {
     bytes: f64,
     /// Sorted runs merged (else files combined).
     merge: bool,
+    /// Read whole by every reader task.
+    broadcast: bool,
 }
 
 /// The step `id` over stage `input`'s files, two-level by `choice` (a
@@ -189,6 +192,7 @@ fn step(
         shuffle_gets: reads,
         compute_seconds: COMBINE_OVERHEAD_SECONDS + per_task / bytes_per_second,
         combinable: vec![],
+        whole: vec![],
         mergeable: vec![],
     }
 }
@@ -230,6 +234,7 @@ mod tests {
             gets,
             shuffle_gets: gets,
             compute_seconds: 0.01,
+            whole: vec![],
             mergeable: vec![],
         }
     }
@@ -349,6 +354,33 @@ mod tests {
         );
         assert_eq!(alone.len(), 2);
         assert!(!choices[0].1.two_level);
+    }
+
+    #[test]
+    fn files_under_the_bound_read_by_many_tasks_are_combined_again_where_it_pays() {
+        // 2,000 small results read whole by 2,088 tasks: 42 combined files
+        // a task (under the bound), 87,696 GETs; one more level, 2,130.
+        let mut reader = stage(2, vec![1], 2088, 2000.0, 1e6);
+        reader.whole = vec![1];
+        let stages = vec![stage(1, vec![], 2000, 10.0, 4096.0), reader];
+        let policy = Exchange::default();
+        let (out, choices) = with_exchange(&stages, &policy, &Prices::default(), 2 << 30, 1000);
+        let ids: Vec<u32> = out.iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![1, COMBINE_IDS + 1, 2 * COMBINE_IDS + 1, 2]);
+        assert_eq!((out[1].tasks, out[2].tasks), (42, 1));
+        assert!((out[3].gets - 1.0).abs() < 1e-9, "{:?}", out[3]);
+        assert!(choices[1].1.reason.contains("fewer GETs"), "{choices:?}");
+        // Forced two-level stacks only past the bound: 42 files stay.
+        let forced = Exchange {
+            mode: squall_engine::scheduler::ExchangeMode::TwoLevel,
+            ..policy
+        };
+        let (out, _) = with_exchange(&stages, &forced, &Prices::default(), 2 << 30, 1000);
+        assert_eq!(out.len(), 3);
+        // Read in slices, one range of each file a task: not again either.
+        let sliced = [stages[0].clone(), stage(2, vec![1], 2088, 2000.0, 1e6)];
+        let (out, _) = with_exchange(&sliced, &policy, &Prices::default(), 2 << 30, 1000);
+        assert_eq!(out.len(), 3);
     }
 
     #[test]

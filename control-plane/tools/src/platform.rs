@@ -5,6 +5,7 @@
 //! ("Scale model").
 
 use squall_engine::cost::Prices;
+use squall_executor::ShuffleCodec;
 
 /// A distribution of times, by its median and 95th percentile (log-normal).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -91,6 +92,19 @@ impl Platform {
             arch: "x86_64",
             // One vCPU from 1,769 MB: less memory, a share of one.
             cpu_factor: (1769.0 / memory_mb.max(1) as f64).max(1.0),
+        }
+    }
+
+    /// How the engine compresses shuffle files where this platform's tasks
+    /// write them: with zstd in an object store reached over a network (a
+    /// request has a latency), with LZ4 on this machine. The measured runs
+    /// a prediction is made from write them so, so that their bytes and
+    /// compute are the platform's.
+    pub fn shuffle_codec(&self) -> ShuffleCodec {
+        if self.request.median > 0.0 {
+            ShuffleCodec::Zstd
+        } else {
+            ShuffleCodec::Lz4
         }
     }
 

@@ -29,7 +29,7 @@ use squall_engine::cost::{Prices, Requests};
 use squall_engine::engine::{Engine, JobRequest, JobRun};
 use squall_engine::error::{Result, SquallError};
 use squall_engine::planner::{
-    DEFAULT_TARGET_PARTITION_BYTES, MIN_SCAN_TASK_BYTES, PlanOptions, Widen,
+    DEFAULT_TARGET_PARTITION_BYTES, MAX_SCAN_REQUESTS, MIN_SCAN_TASK_BYTES, PlanOptions, Widen,
 };
 use squall_engine::scheduler::coalesce::MIN_READ_BYTES;
 use squall_engine::scheduler::{Coalescing, JobEvent, ProgressSink, StageKind};
@@ -58,9 +58,13 @@ pub struct StageProfile {
     pub inputs: Vec<(u32, bool)>,
     /// Whether its tasks scan tables partition by partition.
     pub scans: bool,
-    /// Bytes of the table files its scans read, all columns (the planner
-    /// cuts scan tasks by these, not by the bytes of the columns read).
-    pub file_bytes: u64,
+    /// Bytes its scans read, as the planner weighs them: of the table files
+    /// they read, the share the columns read hold in the footers
+    /// ([`ScanSplits::read_bytes`](squall_engine::planner::ScanSplits::read_bytes)).
+    pub read_bytes: u64,
+    /// Rows a row group of the tables its scans read holds (None: not
+    /// known, or no scan).
+    pub rows_per_group: Option<f64>,
     /// Partitions its plan has (tasks before coalescing): a stage of one
     /// partition stays one task at any scale, one coalesced into a task
     /// because its shuffle was small does not.
@@ -171,7 +175,8 @@ pub async fn profile(engine: &Engine, request: &JobRequest, executors: usize) ->
             kind: *kind,
             inputs,
             scans: tasks.iter().any(|t| t.bytes_scanned > 0),
-            file_bytes: squall_engine::planner::slices::scan_file_bytes(&stage.plan),
+            read_bytes: planned.splits.read_bytes(&stage.plan),
+            rows_per_group: planned.splits.rows_per_group(&stage.plan),
             partitions: stage.tasks,
             tasks: tasks.clone(),
             gets,
@@ -244,6 +249,8 @@ pub struct ScaledStage {
     pub compute_seconds: f64,
     /// Inputs a combine step may stand in for.
     pub combinable: Vec<u32>,
+    /// Of its inputs, those each task reads whole (broadcasts).
+    pub whole: Vec<u32>,
     /// Inputs whose sorted runs it merges.
     pub mergeable: Vec<u32>,
 }
@@ -313,9 +320,15 @@ impl Cutting {
         tasks_of: &HashMap<u32, usize>,
     ) -> usize {
         if stage.scans {
-            // As the planner packs a scan: by the files' bytes, and one task
-            // a worker while each still gets a task's worth.
-            let files = (stage.file_bytes as f64 * self.factor).max(scanned);
+            // As the planner packs a scan: by its files' bytes weighed by
+            // the columns read, or by its reads where they weigh more (at
+            // most MAX_SCAN_REQUESTS a task), and one task a worker while
+            // each still gets a task's worth.
+            let reads = scan_gets_per_byte(stage, self.factor) * scanned;
+            let by_reads = reads / MAX_SCAN_REQUESTS as f64 * DEFAULT_TARGET_PARTITION_BYTES as f64;
+            let files = (stage.read_bytes as f64 * self.factor)
+                .max(scanned)
+                .max(by_reads);
             let by_bytes = (files / DEFAULT_TARGET_PARTITION_BYTES as f64).ceil() as usize;
             let worth = if self.min_scan_task_bytes > 0.0 {
                 (files / self.min_scan_task_bytes) as usize
@@ -404,8 +417,7 @@ pub fn scale(
         // bytes past what the measured tasks read, counted as at least
         // SCAN_GET_BYTES (a measured task of a small table makes as many
         // requests at scale as it did here, not one per few KiB).
-        let measured_per_task = stage.sum(|t| t.bytes_scanned) as f64 / n;
-        let scan_gets = stage.gets as f64 / n / measured_per_task.max(SCAN_GET_BYTES);
+        let scan_gets = scan_gets_per_byte(stage, factor);
         let producers: f64 = stage
             .inputs
             .iter()
@@ -430,6 +442,7 @@ pub fn scale(
             shuffle_gets: producers,
             compute_seconds,
             combinable: stage.combinable.clone(),
+            whole: stage.inputs_read(false).collect(),
             mergeable: stage.mergeable.clone(),
         });
     }
@@ -460,6 +473,28 @@ pub const S3_GETS_PER_PREFIX: f64 = 5_500.0;
 /// Prefixes a stage's shuffle files are spread over (see the executor's
 /// `shuffle::writer::spread_prefix`).
 pub const SHUFFLE_PREFIXES: f64 = 256.0;
+
+/// Rows a row group holds at most as Parquet writers write them (arrow-rs's
+/// and DataFusion's default): the model takes the tables at scale as written
+/// so, their row groups `factor` times larger than here up to this.
+pub const WRITER_ROW_GROUP_ROWS: f64 = 1_048_576.0;
+
+/// A scan's requests a byte of the columns it reads at `factor` times the
+/// data: as measured (a measured task of a small table counted as one of at
+/// least [`SCAN_GET_BYTES`], so that its requests are not taken as one per
+/// few KiB at scale), fewer where its row groups would be larger — a range
+/// is read per column of a row group, and a table of 19,000-row row groups
+/// here has row groups of a million rows at a thousand times the data.
+fn scan_gets_per_byte(stage: &StageProfile, factor: f64) -> f64 {
+    let n = stage.tasks.len().max(1) as f64;
+    let measured_per_task = stage.sum(|t| t.bytes_scanned) as f64 / n;
+    let measured = stage.gets as f64 / n / measured_per_task.max(SCAN_GET_BYTES);
+    let larger = stage.rows_per_group.map_or(1.0, |rows| {
+        let at_scale = (rows * factor).min(WRITER_ROW_GROUP_ROWS).max(rows);
+        at_scale / rows.max(1.0)
+    });
+    measured / larger
+}
 
 /// Time of one attempt of a task of `stage`, billed and not (the invoke),
 /// and the reads it hedged.
@@ -736,7 +771,8 @@ mod tests {
             mergeable: vec![],
             inputs,
             scans,
-            file_bytes: 0,
+            read_bytes: 0,
+            rows_per_group: None,
             partitions: tasks.len(),
             tasks,
             gets: 10,
@@ -774,6 +810,39 @@ mod tests {
     }
 
     #[test]
+    fn scans_of_small_row_groups_read_fewer_ranges_at_scale() {
+        // Row groups of 500,000 rows here are of 1,048,576 at 1,000 times
+        // the data (a writer's most): 2.1 times fewer ranges a byte.
+        let mut plain = q1_like();
+        plain.stages[0].gets = 50;
+        let mut small = plain.clone();
+        small.stages[0].rows_per_group = Some(500_000.0);
+        let larger = scale(&small, 1000.0, 1000, &Platform::lambda(2048)).unwrap();
+        let plain_scaled = scale(&plain, 1000.0, 1000, &Platform::lambda(2048)).unwrap();
+        assert_eq!(plain_scaled[0].tasks, larger[0].tasks);
+        let ratio = plain_scaled[0].gets / larger[0].gets;
+        assert!((ratio - 2.097152).abs() < 1e-6, "{ratio}");
+        let plain = plain_scaled;
+        // Row groups of two million rows here stay as they are.
+        let mut big = q1_like();
+        big.stages[0].gets = 50;
+        big.stages[0].rows_per_group = Some(2e6);
+        let same = scale(&big, 1000.0, 1000, &Platform::lambda(2048)).unwrap();
+        assert_eq!(same[0].gets, plain[0].gets);
+    }
+
+    #[test]
+    fn a_scan_is_cut_into_tasks_of_at_most_48_reads() {
+        // 200 reads a task of 100 MiB here: at 1,000 times the data,
+        // 400,000, in tasks of 48 (24 MiB each).
+        let mut many = q1_like();
+        many.stages[0].gets = 400;
+        let scaled = scale(&many, 1000.0, 1000, &Platform::lambda(2048)).unwrap();
+        assert_eq!(scaled[0].tasks, 400_000usize.div_ceil(48));
+        assert!(scaled[0].gets <= 48.0, "{:?}", scaled[0]);
+    }
+
+    #[test]
     fn scans_are_cut_by_bytes_and_workers_and_aggregates_stay_small() {
         let scaled = scale(&q1_like(), 1000.0, 1000, &Platform::lambda(2048)).unwrap();
         // 200,000 MiB scanned in tasks of at most 128 MiB: 1,563.
@@ -805,12 +874,13 @@ mod tests {
     }
 
     #[test]
-    fn a_scan_of_few_columns_is_cut_by_its_files_bytes() {
-        // The 200 MiB read are two columns of files of 1,000 MiB: at 1,000
-        // times the data, tasks of 128 MiB of files (7,813), each reading
-        // a fifth of that of its columns, with a fifth of the requests.
+    fn a_scan_is_cut_by_the_bytes_the_planner_weighs_it_by() {
+        // The 200 MiB read weigh 1,000 MiB in the planner's packing (a
+        // scan's share is at least a sixteenth of its files): at 1,000
+        // times the data, tasks of 128 MiB of that weight (7,813), each
+        // reading a fifth of it, with a fifth of the requests.
         let mut narrow = q1_like();
-        narrow.stages[0].file_bytes = 1000 << 20;
+        narrow.stages[0].read_bytes = 1000 << 20;
         let wide = scale(&q1_like(), 1000.0, 1000, &Platform::lambda(2048)).unwrap();
         let scaled = scale(&narrow, 1000.0, 1000, &Platform::lambda(2048)).unwrap();
         assert_eq!(scaled[0].tasks, 7813);
@@ -930,6 +1000,7 @@ mod tests {
             shuffle_gets: 10_000.0,
             compute_seconds: 0.0,
             combinable: vec![1],
+            whole: vec![],
             mergeable: vec![],
         };
         let mut replay = Replay::default();

@@ -8,9 +8,14 @@
 //! [trailer: index length u32 | format version u32 | magic "SQSH"]
 //! ```
 //!
-//! A partition may hold several such frames back to back — partitions of
+//! or, with the zstd codec, each partition an Arrow IPC stream whose buffers
+//! IPC itself compresses with zstd (no frame around it). A reader tells them
+//! apart by the first bytes: an LZ4 frame's magic, or IPC's continuation mark.
+//!
+//! A partition may hold several such streams back to back — partitions of
 //! several producers copied one after another without decoding them
-//! ([`combine_files`]); a reader decodes them in order. A partition with no rows has length 0 and no stream at all. The task result
+//! ([`combine_files`]); a reader decodes them in order. A partition with no
+//! rows has length 0 and no stream at all. The task result
 //! carries the same index, so readers never need the footer; it is there so that a
 //! file can be understood on its own (tools, debugging, recovery).
 
@@ -129,30 +134,45 @@ pub fn combine_files(files: &[(&[u8], &[PartitionSlot])]) -> Result<(Vec<u8>, Ve
     Ok((out, index))
 }
 
-/// Decodes one partition: an LZ4 frame holding an IPC stream, or several such
-/// back to back (a partition put together from several producers' partitions
-/// by copying their bytes, without decoding them).
+/// The first bytes of an LZ4 frame.
+const LZ4_MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];
+
+/// Decodes one partition: an LZ4 frame holding an IPC stream or an IPC stream
+/// of zstd-compressed buffers, or several such back to back (a partition put
+/// together from several producers' partitions by copying their bytes,
+/// without decoding them). Each stream says which it is by its first bytes.
 pub fn decode_partition(bytes: Bytes) -> Result<Vec<RecordBatch>> {
     let len = bytes.len() as u64;
-    // A stream reader reads exactly its stream, and the frame decoder stops at
-    // the end of each frame: another stream follows while bytes are left.
-    let mut input = FrameDecoder::new(Cursor::new(bytes));
+    let mut input = Cursor::new(bytes);
     let mut batches = Vec::new();
-    loop {
-        let reader = StreamReader::try_new(&mut input, None)?;
-        for batch in reader {
-            batches.push(batch?);
-        }
-        // The stream's end is its frame's end: this reads the frame's end mark.
-        if input.read(&mut [0u8; 1])? != 0 {
-            return Err(DataFusionError::Execution(
-                "a shuffle partition holds bytes after the end of its stream".into(),
-            ));
-        }
-        if input.get_ref().position() >= len {
-            return Ok(batches);
+    while input.position() < len {
+        let at = input.position() as usize;
+        if input.get_ref().get(at..at + 4) == Some(&LZ4_MAGIC[..]) {
+            decode_lz4(&mut input, &mut batches)?;
+        } else {
+            // A stream reader reads exactly its stream, to its end mark.
+            for batch in StreamReader::try_new(&mut input, None)? {
+                batches.push(batch?);
+            }
         }
     }
+    Ok(batches)
+}
+
+/// Decodes the LZ4 frame at `input`'s position, leaving it after the frame.
+fn decode_lz4(input: &mut Cursor<Bytes>, batches: &mut Vec<RecordBatch>) -> Result<()> {
+    // The frame decoder stops at the end of its frame.
+    let mut frame = FrameDecoder::new(input);
+    for batch in StreamReader::try_new(&mut frame, None)? {
+        batches.push(batch?);
+    }
+    // The stream's end is its frame's end: this reads the frame's end mark.
+    if frame.read(&mut [0u8; 1])? != 0 {
+        return Err(DataFusionError::Execution(
+            "a shuffle partition holds bytes after the end of its stream".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -183,24 +203,60 @@ mod tests {
         assert_eq!(decode_footer(&file).unwrap(), slots);
     }
 
+    /// One batch of `values`.
+    fn batch(values: &[i64]) -> RecordBatch {
+        use arrow::array::Int64Array;
+        use arrow::datatypes::{DataType, Field, Schema};
+        use std::sync::Arc;
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let column = Arc::new(Int64Array::from(values.to_vec()));
+        RecordBatch::try_new(schema, vec![column]).unwrap()
+    }
+
     /// One partition as the shuffle writer writes it: an LZ4 frame around an
     /// IPC stream of `values`.
     fn unit(values: &[i64]) -> Vec<u8> {
-        use arrow::array::Int64Array;
-        use arrow::datatypes::{DataType, Field, Schema};
         use arrow::ipc::writer::StreamWriter;
         use lz4_flex::frame::FrameEncoder;
-        use std::sync::Arc;
-        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(Int64Array::from(values.to_vec()))],
-        )
-        .unwrap();
-        let mut writer = StreamWriter::try_new(FrameEncoder::new(Vec::new()), &schema).unwrap();
+        let batch = batch(values);
+        let sink = FrameEncoder::new(Vec::new());
+        let mut writer = StreamWriter::try_new(sink, &batch.schema()).unwrap();
         writer.write(&batch).unwrap();
         writer.finish().unwrap();
         writer.into_inner().unwrap().finish().unwrap()
+    }
+
+    /// One partition as the writer writes it with the zstd codec: an IPC
+    /// stream of `values` whose buffers are zstd-compressed.
+    fn zstd_unit(values: &[i64]) -> Vec<u8> {
+        use arrow::ipc::CompressionType;
+        use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+        let batch = batch(values);
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::ZSTD))
+            .unwrap();
+        let mut writer =
+            StreamWriter::try_new_with_options(Vec::new(), &batch.schema(), options).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        writer.into_inner().unwrap()
+    }
+
+    #[test]
+    fn zstd_partitions_decode_alone_back_to_back_and_beside_lz4_ones() {
+        let batches = decode_partition(Bytes::from(zstd_unit(&[1, 2, 3]))).unwrap();
+        assert_eq!(values(&batches), [1, 2, 3]);
+        let mut joined = zstd_unit(&[1, 2]);
+        joined.extend(unit(&[3]));
+        joined.extend(zstd_unit(&[4, 5, 6]));
+        let batches = decode_partition(Bytes::from(joined.clone())).unwrap();
+        assert_eq!(values(&batches), [1, 2, 3, 4, 5, 6]);
+        // Cut into the last stream's batch: an error, not fewer rows.
+        let last = zstd_unit(&[4, 5, 6]).len();
+        for cut in [9, last / 2, last - 1] {
+            let bytes = Bytes::from(joined[..joined.len() - cut].to_vec());
+            assert!(decode_partition(bytes).is_err(), "{cut} bytes cut");
+        }
     }
 
     fn values(batches: &[RecordBatch]) -> Vec<i64> {

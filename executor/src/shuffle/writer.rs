@@ -13,7 +13,11 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::compute::BatchCoalescer;
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::writer::StreamWriter;
+use arrow::ipc::CompressionType;
+use arrow::ipc::writer::{
+    DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions, StreamWriter,
+    write_message,
+};
 use bytes::Bytes;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
@@ -29,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::format::encode_footer;
 use crate::context::TaskAttempt;
-use crate::protocol::{OutputFile, PartitionSlot, TaskId};
+use crate::protocol::{OutputFile, PartitionSlot, ShuffleCodec, TaskId};
 use crate::writer::{Target, WriteCall, WriterExec, WriterKind};
 
 /// Where a map task's rows go.
@@ -174,12 +178,18 @@ impl ShuffleFiles {
             .map(|t| t.spill_dir.clone())
             .unwrap_or_else(std::env::temp_dir);
 
+        let codec = ctx
+            .session_config()
+            .get_extension::<TaskAttempt>()
+            .map_or(ShuffleCodec::default(), |t| t.shuffle_codec);
+        let mut zstd = Zstd::for_codec(codec)?;
+
         let mut stream = input.execute(partition, ctx.clone())?;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             match partitioner.as_mut() {
-                Some(p) => p.partition(batch, |i, part| buffers[i].push(part))?,
-                None => buffers[0].push(batch)?,
+                Some(p) => p.partition(batch, |i, part| buffers[i].push(part, zstd.as_mut()))?,
+                None => buffers[0].push(batch, zstd.as_mut())?,
             }
             let held: usize = buffers.iter().map(PartitionBuffer::memory).sum();
             if reservation.try_resize(held).is_err() {
@@ -193,7 +203,7 @@ impl ShuffleFiles {
         let mut sinks = Vec::with_capacity(n);
         let mut rows = Vec::with_capacity(n);
         for buffer in buffers {
-            let (sink, count, raw) = buffer.finish()?;
+            let (sink, count, raw) = buffer.finish(zstd.as_mut())?;
             sinks.push(sink);
             rows.push(count);
             raw_bytes.add(raw as usize);
@@ -237,16 +247,129 @@ impl ShuffleFiles {
 }
 
 /// One output partition being written: small batches are coalesced, then appended
-/// to an LZ4-framed IPC stream whose bytes live in memory until spilled. The whole
-/// stream is one LZ4 frame (not IPC's per-buffer compression, which starts a frame,
-/// and allocates its tables, for every buffer of every batch).
+/// to a compressed IPC stream whose bytes live in memory until spilled. With LZ4
+/// the whole stream is one LZ4 frame (not IPC's per-buffer compression, which
+/// starts a frame for every buffer of every batch); with zstd it is IPC's own
+/// per-buffer compression, every partition of a task sharing one zstd context
+/// (a context a partition would hold half a MiB in each of 1,024 partitions).
 struct PartitionBuffer {
     schema: SchemaRef,
     coalescer: BatchCoalescer,
-    writer: Option<StreamWriter<FrameEncoder<SpillSink>>>,
+    stream: Option<Encoder>,
     rows: u64,
     /// Arrow bytes of the rows before compression.
     raw_bytes: u64,
+}
+
+/// A partition's IPC stream as it is written.
+enum Encoder {
+    Lz4(StreamWriter<FrameEncoder<SpillSink>>),
+    /// IPC messages with zstd-compressed buffers, encoded with the task's
+    /// [`Zstd`] context.
+    Zstd {
+        sink: SpillSink,
+        dictionaries: DictionaryTracker,
+    },
+}
+
+/// What the partitions of one task share to write zstd-compressed IPC: the
+/// options and one compression context (None: LZ4).
+struct Zstd {
+    options: IpcWriteOptions,
+    context: IpcWriteContext,
+}
+
+/// The zstd level shuffle buffers are compressed at: level 1 compresses
+/// TPC-H's shuffles about as well as 3, half again as fast.
+const ZSTD_LEVEL: i32 = 1;
+
+impl Zstd {
+    fn for_codec(codec: ShuffleCodec) -> Result<Option<Self>> {
+        if codec != ShuffleCodec::Zstd {
+            return Ok(None);
+        }
+        let options = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::ZSTD))?
+            .try_with_compression_level(Some(ZSTD_LEVEL))?;
+        Ok(Some(Self {
+            options,
+            context: IpcWriteContext::default(),
+        }))
+    }
+}
+
+/// The end-of-stream mark of an IPC stream: a continuation and a length of 0.
+const IPC_END: [u8; 8] = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0];
+
+impl Encoder {
+    fn start(schema: &SchemaRef, zstd: Option<&mut Zstd>) -> Result<Self> {
+        let Some(zstd) = zstd else {
+            let sink = FrameEncoder::new(SpillSink::default());
+            return Ok(Encoder::Lz4(StreamWriter::try_new(sink, schema)?));
+        };
+        let mut dictionaries = DictionaryTracker::new(false);
+        let mut sink = SpillSink::default();
+        let message = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
+            schema,
+            &mut dictionaries,
+            &zstd.options,
+        );
+        write_message(&mut sink, message, &zstd.options)?;
+        Ok(Encoder::Zstd { sink, dictionaries })
+    }
+
+    fn write(&mut self, batch: &RecordBatch, zstd: Option<&mut Zstd>) -> Result<()> {
+        match (self, zstd) {
+            (Encoder::Lz4(writer), _) => Ok(writer.write(batch)?),
+            (Encoder::Zstd { sink, dictionaries }, Some(zstd)) => {
+                let (dicts, message) = IpcDataGenerator::default().encode(
+                    batch,
+                    dictionaries,
+                    &zstd.options,
+                    &mut zstd.context,
+                )?;
+                for dict in dicts {
+                    write_message(&mut *sink, dict, &zstd.options)?;
+                }
+                write_message(&mut *sink, message, &zstd.options)?;
+                Ok(())
+            }
+            (Encoder::Zstd { .. }, None) => Err(DataFusionError::Internal(
+                "a zstd shuffle partition written without its context".into(),
+            )),
+        }
+    }
+
+    fn sink(&self) -> &SpillSink {
+        match self {
+            Encoder::Lz4(writer) => writer.get_ref().get_ref(),
+            Encoder::Zstd { sink, .. } => sink,
+        }
+    }
+
+    fn sink_mut(&mut self) -> &mut SpillSink {
+        match self {
+            Encoder::Lz4(writer) => writer.get_mut().get_mut(),
+            Encoder::Zstd { sink, .. } => sink,
+        }
+    }
+
+    /// The stream's bytes, its end marked.
+    fn finish(self) -> Result<SpillSink> {
+        match self {
+            Encoder::Lz4(mut writer) => {
+                writer.finish()?;
+                writer
+                    .into_inner()?
+                    .finish()
+                    .map_err(|e| DataFusionError::External(Box::new(e)))
+            }
+            Encoder::Zstd { mut sink, .. } => {
+                sink.write_all(&IPC_END)?;
+                Ok(sink)
+            }
+        }
+    }
 }
 
 impl PartitionBuffer {
@@ -254,64 +377,54 @@ impl PartitionBuffer {
         Self {
             coalescer: BatchCoalescer::new(schema.clone(), batch_size),
             schema,
-            writer: None,
+            stream: None,
             rows: 0,
             raw_bytes: 0,
         }
     }
 
-    fn push(&mut self, batch: RecordBatch) -> Result<()> {
+    fn push(&mut self, batch: RecordBatch, zstd: Option<&mut Zstd>) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         self.coalescer.push_batch(batch)?;
-        self.drain()
+        self.drain(zstd)
     }
 
-    fn drain(&mut self) -> Result<()> {
+    fn drain(&mut self, mut zstd: Option<&mut Zstd>) -> Result<()> {
         while let Some(batch) = self.coalescer.next_completed_batch() {
             self.rows += batch.num_rows() as u64;
             self.raw_bytes += raw_size(&batch);
-            let writer = match &mut self.writer {
-                Some(w) => w,
-                None => self.writer.insert(StreamWriter::try_new(
-                    FrameEncoder::new(SpillSink::default()),
-                    &self.schema,
-                )?),
+            let stream = match &mut self.stream {
+                Some(s) => s,
+                None => self
+                    .stream
+                    .insert(Encoder::start(&self.schema, zstd.as_deref_mut())?),
             };
-            writer.write(&batch)?;
+            stream.write(&batch, zstd.as_deref_mut())?;
         }
         Ok(())
     }
 
     fn memory(&self) -> usize {
-        self.writer
-            .as_ref()
-            .map_or(0, |w| w.get_ref().get_ref().mem.capacity())
+        self.stream.as_ref().map_or(0, |s| s.sink().mem.capacity())
     }
 
     /// Moves the encoded bytes to disk; returns how many.
     fn spill(&mut self, dir: &std::path::Path) -> Result<usize> {
-        match &mut self.writer {
-            Some(w) => w.get_mut().get_mut().spill(dir),
+        match &mut self.stream {
+            Some(s) => s.sink_mut().spill(dir),
             None => Ok(0),
         }
     }
 
     /// The finished stream (None when the partition has no rows), its row count and
     /// its uncompressed Arrow size.
-    fn finish(mut self) -> Result<(Option<SpillSink>, u64, u64)> {
+    fn finish(mut self, zstd: Option<&mut Zstd>) -> Result<(Option<SpillSink>, u64, u64)> {
         self.coalescer.finish_buffered_batch()?;
-        self.drain()?;
-        match self.writer {
-            Some(mut writer) => {
-                writer.finish()?;
-                let sink = writer
-                    .into_inner()?
-                    .finish()
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                Ok((Some(sink), self.rows, self.raw_bytes))
-            }
+        self.drain(zstd)?;
+        match self.stream {
+            Some(stream) => Ok((Some(stream.finish()?), self.rows, self.raw_bytes)),
             None => Ok((None, 0, 0)),
         }
     }

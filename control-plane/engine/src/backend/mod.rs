@@ -322,6 +322,7 @@ mod tests {
             memory_limit_bytes: 1 << 20,
             session_options: vec![],
             hedging: Default::default(),
+            shuffle_codec: Default::default(),
         }
     }
 

@@ -38,7 +38,7 @@ use crate::error::{Result, SquallError};
 use crate::tables::{ResolvedTable, TableGuard, TableSpec, register_table, resolve_table};
 use datafusion::optimizer::Optimizer;
 use pool::PlanBudget;
-pub use splits::{ScanSplits, SplitScans};
+pub use splits::{MAX_SCAN_REQUESTS, ScanSplits, SplitScans};
 use squall_executor::bounds::{CallBudget, ValueCaps, bounded_defaults};
 pub use stages::{Stage, StageDag, StageOutput, cut_stages};
 
@@ -224,6 +224,8 @@ pub struct PlannedJob {
     pub tables: Vec<ResolvedTable>,
     /// DataFusion's physical plan before it was cut.
     pub physical_plan: Arc<dyn ExecutionPlan>,
+    /// How its scans were cut (and weighed: [`ScanSplits::read_bytes`]).
+    pub splits: Arc<ScanSplits>,
 }
 
 impl PlannedJob {
@@ -313,12 +315,13 @@ pub async fn plan_job_within(
         options.min_scan_task_bytes.unwrap_or(0),
     )
     .await?;
+    let splits = Arc::new(splits);
 
     let listings = job_listings(&resolved)?;
     let ctx = session(
         stores,
         caches.config(listings),
-        Arc::new(splits),
+        splits.clone(),
         options,
         &budget,
     )?;
@@ -347,6 +350,7 @@ pub async fn plan_job_within(
         dag,
         tables: resolved,
         physical_plan,
+        splits,
     })
 }
 

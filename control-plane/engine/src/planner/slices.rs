@@ -191,27 +191,6 @@ fn reads_stage(plan: &Arc<dyn ExecutionPlan>, stage: u32) -> bool {
 }
 
 /// The file scan configuration of `plan`, if it is a file scan.
-/// Bytes of the files (or the byte ranges of them) the file scans of `plan`
-/// read, as the planner sized their tasks: whole files, all their columns.
-pub fn scan_file_bytes(plan: &Arc<dyn ExecutionPlan>) -> u64 {
-    let own: u64 = scan_config(plan).map_or(0, |config| {
-        config
-            .file_groups
-            .iter()
-            .flat_map(|group| group.files())
-            .map(|file| match &file.range {
-                Some(range) => (range.end - range.start).max(0) as u64,
-                None => file.object_meta.size,
-            })
-            .sum()
-    });
-    own + plan
-        .children()
-        .into_iter()
-        .map(scan_file_bytes)
-        .sum::<u64>()
-}
-
 fn scan_config(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
     plan.downcast_ref::<DataSourceExec>()?
         .data_source()
@@ -256,40 +235,6 @@ mod tests {
     fn reader(stage: u32, mode: ReadMode, partitions: usize) -> Arc<dyn ExecutionPlan> {
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
         Arc::new(ShuffleReaderExec::new(stage, schema, mode, partitions))
-    }
-
-    #[test]
-    fn scans_count_their_files_bytes_and_ranges() {
-        use datafusion::datasource::listing::PartitionedFile;
-        use datafusion::datasource::physical_plan::ParquetSource;
-        use datafusion::execution::object_store::ObjectStoreUrl;
-        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
-        let scan = |groups: Vec<Vec<PartitionedFile>>| -> Arc<dyn ExecutionPlan> {
-            let source = Arc::new(ParquetSource::new(schema.clone()));
-            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                .build();
-            DataSourceExec::from_data_source(config)
-        };
-        let whole = scan(vec![
-            vec![
-                PartitionedFile::new("a", 1000),
-                PartitionedFile::new("b", 500),
-            ],
-            vec![PartitionedFile::new("c", 250)],
-        ]);
-        assert_eq!(scan_file_bytes(&whole), 1750);
-        // A split file counts its range; scans under other operators count.
-        let split = scan(vec![vec![PartitionedFile::new_with_range(
-            "d".into(),
-            4000,
-            1000,
-            1600,
-        )]]);
-        let join = Arc::new(datafusion::physical_plan::joins::CrossJoinExec::new(
-            whole, split,
-        ));
-        assert_eq!(scan_file_bytes(&(join as Arc<dyn ExecutionPlan>)), 2350);
     }
 
     #[test]

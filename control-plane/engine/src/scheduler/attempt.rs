@@ -185,6 +185,7 @@ impl Scheduler<'_> {
             memory_limit_bytes: memory,
             session_options: self.options.session_options.clone(),
             hedging: shared.hedging(&self.options.hedging),
+            shuffle_codec: self.options.shuffle_codec.unwrap_or_default(),
         })
     }
 

@@ -200,7 +200,8 @@ impl Scheduler<'_> {
     /// reads, the choice for level L + 1 over them and its step (at most
     /// [`MAX_LEVELS`]). Another level only while a reader would read more
     /// files, these and the `others` it reads of its other inputs, than a
-    /// step's task does.
+    /// step's task does, or where it pays for a broadcast (see
+    /// [`Exchange::stacks`]).
     fn deeper_step<'d>(
         &self,
         stage: &Stage,
@@ -217,6 +218,13 @@ impl Scheduler<'_> {
         if level > MAX_LEVELS {
             return None;
         }
+        let broadcast = matches!(
+            next,
+            Next::Combine {
+                read: Slices::All(_),
+                ..
+            }
+        );
         let policy = &self.options.exchange.deeper().beside(others);
         let level = Deeper {
             next: next.clone(),
@@ -224,10 +232,7 @@ impl Scheduler<'_> {
             last_id: *last_id,
         };
         let (choice, next) = self.level(policy, step.input, input, step.stage.id, level);
-        // The files a reader reads of the input (of sorted runs: each).
-        let fan_in = choice.requests_direct / choice.reduce_tasks.max(1) as u64;
-        let bound = self.options.exchange.group_files as u64;
-        if fan_in + others as u64 <= bound {
+        if !self.options.exchange.stacks(&choice, others, broadcast) {
             return None;
         }
         let next = next.filter(|n| n.groups.len() < input.producers.len())?;

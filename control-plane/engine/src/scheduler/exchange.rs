@@ -187,6 +187,23 @@ impl Exchange {
         }
     }
 
+    /// Whether a level of steps over files already combined (or merged) is
+    /// taken where it was decided as `choice`, for a reader that reads
+    /// `others` files of its other inputs: where the reader would read more
+    /// files than `group_files`, and (auto) where the priced rule takes it
+    /// for an input every reader reads whole (`broadcast`) — 44 files read
+    /// by 2,088 tasks are 91,872 GETs, or 2,132 through one more level, for
+    /// a pass over a few MiB. (A sliced input's reader reads one range of
+    /// each file; another level would pass all of its bytes again to spare
+    /// each reader a few reads.) A forced two-level exchange stacks only past
+    /// the bound (it would take every level it could).
+    pub fn stacks(&self, choice: &ExchangeChoice, others: usize, broadcast: bool) -> bool {
+        let fan_in = choice.requests_direct / choice.reduce_tasks.max(1) as u64;
+        let past = fan_in + others as u64 > self.group_files as u64;
+        let priced = self.mode == ExchangeMode::Auto && broadcast && choice.two_level;
+        past || priced
+    }
+
     /// The most of `files` one reduce task reads, reading the partitions
     /// `slices` says (one GET each).
     pub fn fan_in(files: &[OutputFile], slices: &Slices) -> usize {
@@ -856,6 +873,42 @@ mod tests {
             pricing(&Prices::default(), 2 << 30, 1000),
         );
         assert!(!few.two_level, "{few:?}");
+    }
+
+    #[test]
+    fn levels_stack_past_the_bound_or_where_auto_prices_them_in() {
+        // 44 combined files of a broadcast read whole by 2,088 tasks: under
+        // the bound, but 91,872 GETs where one more level reads them in 1
+        // file each (44 + 2,088).
+        let files: Vec<_> = (0..44).map(|_| file(1, 4 << 10, &[])).collect();
+        let prices = Prices::default();
+        let deeper = Exchange::default().deeper();
+        let (choice, combiners) = deeper.decide(
+            1,
+            &files,
+            &Slices::All(2088),
+            pricing(&prices, 2 << 30, 1000),
+        );
+        assert!(choice.two_level, "{choice:?}");
+        assert_eq!(combiners.unwrap().len(), 1);
+        assert!(deeper.stacks(&choice, 0, true));
+        // Not for a sliced input: under the bound it stays.
+        assert!(!deeper.stacks(&choice, 0, false));
+        // Forced two-level stacks only past the bound: 44 + 4 files read
+        // beside it is not past 48, 44 + 5 is.
+        let forced = Exchange {
+            mode: ExchangeMode::TwoLevel,
+            ..deeper.clone()
+        };
+        assert!(!forced.stacks(&choice, 4, true));
+        assert!(forced.stacks(&choice, 5, true));
+        // Auto, where the priced rule declines: not under the bound.
+        let declined = ExchangeChoice {
+            two_level: false,
+            ..choice
+        };
+        assert!(!deeper.stacks(&declined, 0, true));
+        assert!(deeper.stacks(&declined, 5, false));
     }
 
     #[test]

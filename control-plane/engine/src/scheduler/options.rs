@@ -1,7 +1,7 @@
 //! How a job's tasks are run: attempts, memory, concurrency, backups,
 //! coalescing, the exchange, hedged reads and the result cap.
 
-use squall_executor::Hedging;
+use squall_executor::{Hedging, ShuffleCodec};
 
 use super::coalesce::Coalescing;
 use super::exchange::Exchange;
@@ -31,6 +31,9 @@ pub struct TaskOptions {
     pub exchange: Exchange,
     /// When tasks send slow ranged reads again.
     pub hedging: Hedging,
+    /// How shuffle files are compressed (None: by where they go, see
+    /// [`ShuffleCodec::for_folder`]; the engine decides for each job).
+    pub shuffle_codec: Option<ShuffleCodec>,
     /// Most bytes of result files the job may commit: past it, the job fails
     /// and its running tasks are stopped (None: no limit).
     pub max_result_bytes: Option<u64>,
@@ -46,6 +49,7 @@ impl Default for TaskOptions {
             coalescing: Coalescing::default(),
             exchange: Exchange::default(),
             hedging: Hedging::on(),
+            shuffle_codec: None,
             max_concurrency: None,
             max_stage_concurrency: None,
             session_options: vec![],

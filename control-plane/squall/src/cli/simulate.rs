@@ -179,10 +179,11 @@ pub async fn simulate(args: SimulateArgs) -> Result<()> {
     };
     let executors = args.executors.unwrap_or_else(default_parallelism);
     let engine = Engine::embedded(Some(executors))?;
-    let request = JobRequest {
+    let mut request = JobRequest {
         plan: plan_for_scale(args.query.plan_options(executors), args.scale_factor),
         ..JobRequest::new(args.query.sql()?, args.query.tables()?)
     };
+    request.tasks.shuffle_codec = Some(platform.shuffle_codec());
     let measured = profile(&engine, &request, executors).await?;
     let predicted = predict(
         &measured,
@@ -535,10 +536,11 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
             widen: Some(squall_engine::planner::Widen::default()),
             ..Default::default()
         };
-        let request = JobRequest {
+        let mut request = JobRequest {
             plan: plan_for_scale(options, args.scale_factor),
             ..JobRequest::new(tpch::query(q)?, tpch::table_specs(&root))
         };
+        request.tasks.shuffle_codec = Some(platform.shuffle_codec());
         let measured = profile(&engine, &request, executors).await?;
         let p = predict(
             &measured,

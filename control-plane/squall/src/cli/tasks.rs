@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use squall_engine::TaskOptions;
 use squall_engine::scheduler::{Coalescing, Exchange, ExchangeMode, Speculation};
-use squall_executor::Hedging;
+use squall_executor::{Hedging, ShuffleCodec};
 
 use super::error::{CliError, Result};
 use super::units;
@@ -42,6 +42,11 @@ pub struct TaskArgs {
     /// percentile of reads, and at least 250ms, is sent again once.
     #[arg(long)]
     pub no_hedging: bool,
+    /// How shuffle files are compressed: lz4 (fastest) or zstd (less than
+    /// half the bytes) [default: zstd where the work folder is an object
+    /// store, lz4 on local disk or in memory].
+    #[arg(long, value_name = "CODEC")]
+    pub shuffle_codec: Option<ShuffleCodec>,
     #[command(flatten)]
     pub backups: BackupArgs,
 }
@@ -120,6 +125,7 @@ impl TaskArgs {
             } else {
                 Hedging::on()
             },
+            shuffle_codec: self.shuffle_codec,
             ..default
         })
     }
