@@ -104,7 +104,7 @@ pub enum ShuffleCodec {
     Lz4,
     /// Arrow IPC's own compression of each buffer with zstd (level 1): less
     /// than half the bytes of LZ4 on TPC-H's shuffles (0.46× over the 22
-    /// queries at SF 1) for as much CPU within the noise, for shuffles that
+    /// queries at SF 1) for about 7% more task time, for shuffles that
     /// cross a network (an object store).
     Zstd,
 }

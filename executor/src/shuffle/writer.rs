@@ -263,7 +263,7 @@ struct PartitionBuffer {
 
 /// A partition's IPC stream as it is written.
 enum Encoder {
-    Lz4(StreamWriter<FrameEncoder<SpillSink>>),
+    Lz4(Box<StreamWriter<FrameEncoder<SpillSink>>>),
     /// IPC messages with zstd-compressed buffers, encoded with the task's
     /// [`Zstd`] context.
     Zstd {
@@ -305,7 +305,7 @@ impl Encoder {
     fn start(schema: &SchemaRef, zstd: Option<&mut Zstd>) -> Result<Self> {
         let Some(zstd) = zstd else {
             let sink = FrameEncoder::new(SpillSink::default());
-            return Ok(Encoder::Lz4(StreamWriter::try_new(sink, schema)?));
+            return Ok(Encoder::Lz4(Box::new(StreamWriter::try_new(sink, schema)?)));
         };
         let mut dictionaries = DictionaryTracker::new(false);
         let mut sink = SpillSink::default();
@@ -359,7 +359,7 @@ impl Encoder {
         match self {
             Encoder::Lz4(mut writer) => {
                 writer.finish()?;
-                writer
+                (*writer)
                     .into_inner()?
                     .finish()
                     .map_err(|e| DataFusionError::External(Box::new(e)))
