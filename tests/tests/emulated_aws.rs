@@ -103,8 +103,18 @@ impl EmulatedRun {
     }
 
     /// Objects left in the run's work folder.
+    /// What is left under the run's work folder once the invocations a job
+    /// could not stop (losing backups) have ended and the engine has swept
+    /// again: it waits up to 30 s for the folder to empty.
     async fn work_left(&self) -> Vec<String> {
-        keys_under(&self.store, &format!("{}/work", self.run)).await
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = keys_under(&self.store, &format!("{}/work", self.run)).await;
+            if left.is_empty() || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Removes everything the run put in the bucket.
@@ -275,10 +285,14 @@ async fn a_crashing_function_is_retried_through_the_emulator() {
     compare(&expected_answer("0.01", 3), &rows, is_ordered(3)).expect("Q3 answer");
     let attempts: u32 = result.stages.iter().map(|s| s.attempts).sum();
     let tasks: usize = result.stages.iter().map(|s| s.tasks).sum();
-    assert_eq!(
-        attempts as usize,
-        tasks + 2,
-        "two crashed attempts, each retried once"
+    // Backup copies are attempts too: of a straggler (the machine busy), or
+    // of the attempt that exited and is not answered until its timeout —
+    // a backup that wins is then its retry.
+    let backups: u32 = result.stages.iter().map(|s| s.backups).sum();
+    let (least, most) = (tasks + 2, tasks + 2 + backups as usize);
+    assert!(
+        (least..=most).contains(&(attempts as usize)),
+        "two crashed attempts, each retried once: {attempts} attempts of {tasks} tasks, {backups} backups"
     );
     // The real function reports its memory (cargo lambda's default) and
     // fresh processes; every invocation is billed, the crashed ones at the

@@ -326,7 +326,20 @@ impl Engine {
         // Whatever the outcome, nothing of the job stays under its work folder:
         // this also catches objects the scheduler never heard of, such as the
         // output of an attempt that timed out and finished writing later.
+        // Invocations a remote backend could not stop (losing backups on
+        // Lambda) may still write: once they have ended, sweep again, without
+        // holding the answer back (outside the job's bill). Counted before
+        // this sweep: any that end after it are waited for.
+        let strays = self.backend.strays(&job_id);
         crate::commit::sweep(&stores, &work_dir).await;
+        if strays > 0 {
+            let (backend, strays) = (self.backend.clone(), self.stores.clone());
+            let job = job_id.clone();
+            tokio::spawn(async move {
+                backend.wait_strays(&job).await;
+                crate::commit::sweep(&strays, &work_dir).await;
+            });
+        }
         result.map(|mut done| {
             done.cost = meter.report();
             done

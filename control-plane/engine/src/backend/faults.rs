@@ -77,6 +77,14 @@ impl ExecutorBackend for FaultyBackend {
         self.inner.wait_idle(job_id).await
     }
 
+    fn strays(&self, job_id: &str) -> usize {
+        self.inner.strays(job_id)
+    }
+
+    async fn wait_strays(&self, job_id: &str) {
+        self.inner.wait_strays(job_id).await
+    }
+
     fn flow(&self) -> Option<super::FlowStats> {
         self.inner.flow()
     }

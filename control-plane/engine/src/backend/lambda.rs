@@ -193,6 +193,9 @@ pub struct LambdaBackend {
     payload_root: String,
     /// Invocations in flight, halved on throttling (see [`Aimd`]).
     flow: Aimd,
+    /// Invocations still running, by job: one whose attempt was dropped (a
+    /// losing backup, a stopped job) runs on to its end or timeout.
+    live: Arc<super::LiveTasks>,
 }
 
 /// The AWS SDK's HTTPS client on rustls with ring, the crypto the object
@@ -257,6 +260,7 @@ impl LambdaBackend {
         Ok(Self {
             client,
             flow: Aimd::new(config.max_concurrency),
+            live: Arc::default(),
             config,
             stores,
             payload_root: payload_root.trim_end_matches('/').to_string(),
@@ -331,7 +335,23 @@ impl LambdaBackend {
                 call = call.qualifier(q);
             }
             let slot = self.flow.acquire().await;
-            let sent = tokio::time::timeout(self.config.invocation_timeout, call.send()).await;
+            // The call runs on by itself, counted for its job, if this
+            // attempt is dropped: the engine sweeps again once it ends.
+            let live = self.live.started(&id.job_id);
+            let timeout = self.config.invocation_timeout;
+            let call = tokio::spawn(async move {
+                let _live = live;
+                tokio::time::timeout(timeout, call.send()).await
+            });
+            let sent = match call.await {
+                Ok(sent) => sent,
+                Err(source) => {
+                    return Err(SquallError::Crashed {
+                        what: "a Lambda invocation",
+                        source,
+                    });
+                }
+            };
             let transient = match sent {
                 Err(_) => {
                     return Ok(Answer::Failed(TaskFailure {
@@ -464,6 +484,14 @@ impl ExecutorBackend for LambdaBackend {
 
     /// Requests this backend makes for an attempt (its spec or result put
     /// in the bucket) are added to the attempt's usage.
+    fn strays(&self, job_id: &str) -> usize {
+        self.live.count(job_id)
+    }
+
+    async fn wait_strays(&self, job_id: &str) {
+        self.live.none_of(job_id).await
+    }
+
     async fn invoke(&self, spec: TaskSpec) -> Result<TaskResult> {
         let requests = RequestCounter::new();
         let stores = self.stores.counted(requests.clone());

@@ -64,6 +64,19 @@ pub trait ExecutorBackend: Send + Sync + std::fmt::Debug {
     async fn wait_idle(&self, job_id: &str) {
         let _ = job_id;
     }
+
+    /// Invocations of job `job_id` still running that could not be stopped
+    /// (a losing backup on Lambda runs on and may write its file).
+    fn strays(&self, job_id: &str) -> usize {
+        let _ = job_id;
+        0
+    }
+
+    /// Returns once those have ended: the engine sweeps the job's work
+    /// folder again then. Bounded by the backend's invocation timeout.
+    async fn wait_strays(&self, job_id: &str) {
+        let _ = job_id;
+    }
 }
 
 /// Runs tasks on this process's tokio runtime, at most `concurrency` at once
@@ -87,20 +100,33 @@ struct MemoryBudget {
     free: Semaphore,
 }
 
-/// Tasks running on the runtime, by job.
+/// Tasks running on the runtime (or invocations in flight), by job.
 #[derive(Debug, Default)]
-struct LiveTasks {
+pub(crate) struct LiveTasks {
     by_job: std::sync::Mutex<HashMap<String, usize>>,
     ended: Notify,
 }
 
 impl LiveTasks {
-    fn count(&self, job_id: &str) -> usize {
+    pub(crate) fn count(&self, job_id: &str) -> usize {
         let by_job = self.by_job.lock().unwrap_or_else(|e| e.into_inner());
         by_job.get(job_id).copied().unwrap_or(0)
     }
 
-    fn started(self: &Arc<Self>, job_id: &str) -> LiveTask {
+    /// Returns once no task of job `job_id` is live.
+    pub(crate) async fn none_of(&self, job_id: &str) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.count(job_id) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    pub(crate) fn started(self: &Arc<Self>, job_id: &str) -> LiveTask {
         let mut by_job = self.by_job.lock().unwrap_or_else(|e| e.into_inner());
         *by_job.entry(job_id.to_string()).or_default() += 1;
         LiveTask {
@@ -112,7 +138,7 @@ impl LiveTasks {
 
 /// Counts one task of a job while the task's future exists: it is dropped when
 /// the task ends, however it ends (an aborted task's future is dropped too).
-struct LiveTask {
+pub(crate) struct LiveTask {
     live: Arc<LiveTasks>,
     job_id: String,
 }
@@ -285,15 +311,7 @@ impl ExecutorBackend for InProcessBackend {
     }
 
     async fn wait_idle(&self, job_id: &str) {
-        loop {
-            let ended = self.live.ended.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
-            if self.live.count(job_id) == 0 {
-                return;
-            }
-            ended.await;
-        }
+        self.live.none_of(job_id).await
     }
 }
 
