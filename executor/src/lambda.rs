@@ -118,7 +118,8 @@ pub struct FunctionConfig {
     pub max_pool_bytes: Option<u64>,
     /// The function's configured memory, MB (what Lambda bills by).
     pub memory_mb: Option<u64>,
-    /// When the process started: a cold start's init time is counted from here.
+    /// When the process started: a cold start's init time is counted from
+    /// here to the executor's construction (see [`LambdaExecutor::new`]).
     pub started: Instant,
 }
 
@@ -193,12 +194,21 @@ pub struct LambdaExecutor {
     config: FunctionConfig,
     /// No invocation has run in this process yet.
     fresh: Arc<AtomicBool>,
+    /// The cold start's init: from the process's start to this executor
+    /// being built, the last thing before the runtime first polls for work.
+    /// Time an environment then idles before its first task (pre-warmed,
+    /// or an emulator's) is not init.
+    init: std::time::Duration,
 }
 
 impl LambdaExecutor {
+    /// Built last in the function's init: what it took from the process's
+    /// start to here is the cold start's init time.
     pub fn new(stores: Arc<StoreRegistry>, config: FunctionConfig) -> Self {
+        let ctx = ExecutorContext::new(stores, config.spill_dir.clone());
         Self {
-            ctx: ExecutorContext::new(stores, config.spill_dir.clone()),
+            init: config.started.elapsed(),
+            ctx,
             config,
             fresh: Arc::new(AtomicBool::new(true)),
         }
@@ -217,7 +227,7 @@ impl LambdaExecutor {
             arch: std::env::consts::ARCH.to_string(),
             cold_start,
             init_ms: if cold_start {
-                began.duration_since(self.config.started).as_millis() as u64
+                self.init.as_millis() as u64
             } else {
                 0
             },
@@ -506,6 +516,39 @@ mod tests {
         };
         let result = executor.handle(by_url).await.unwrap().task_result.unwrap();
         assert_eq!(result.id.job_id, "b");
+    }
+
+    #[tokio::test]
+    async fn a_cold_starts_init_ends_when_the_runtime_first_polls_not_at_the_first_task() {
+        // 150 ms of init, then 400 ms idle before the first task (a
+        // pre-warmed environment): the init billed is the 150 ms.
+        let stores = Arc::new(StoreRegistry::new());
+        let config = FunctionConfig {
+            spill_dir: std::env::temp_dir(),
+            max_pool_bytes: Some(pool_cap(1024)),
+            memory_mb: Some(1024),
+            started: Instant::now() - std::time::Duration::from_millis(150),
+        };
+        let executor = LambdaExecutor::new(stores, config);
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        let invocation = |job: &str| Invocation {
+            task_spec: Some(ping(job)),
+            task_spec_url: None,
+            result_url: format!("memory:///results/{job}.json"),
+        };
+        let first = executor.handle(invocation("a")).await.unwrap();
+        let function = first.task_result.unwrap().usage.function.unwrap();
+        assert!(function.cold_start);
+        assert!(
+            (150..400).contains(&function.init_ms),
+            "init {} ms",
+            function.init_ms
+        );
+        // The next invocation is warm: no init.
+        let second = executor.handle(invocation("b")).await.unwrap();
+        let function = second.task_result.unwrap().usage.function.unwrap();
+        assert!(!function.cold_start);
+        assert_eq!(function.init_ms, 0);
     }
 
     #[tokio::test]
