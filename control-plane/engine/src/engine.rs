@@ -333,11 +333,11 @@ impl Engine {
         let strays = self.backend.strays(&job_id);
         crate::commit::sweep(&stores, &work_dir).await;
         if strays > 0 {
-            let (backend, strays) = (self.backend.clone(), self.stores.clone());
+            let (backend, unbilled) = (self.backend.clone(), self.stores.clone());
             let job = job_id.clone();
             tokio::spawn(async move {
                 backend.wait_strays(&job).await;
-                crate::commit::sweep(&strays, &work_dir).await;
+                crate::commit::sweep(&unbilled, &work_dir).await;
             });
         }
         result.map(|mut done| {

@@ -191,7 +191,7 @@ fn reads_stage(plan: &Arc<dyn ExecutionPlan>, stage: u32) -> bool {
 }
 
 /// The file scan configuration of `plan`, if it is a file scan.
-fn scan_config(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
+pub(super) fn scan_config(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
     plan.downcast_ref::<DataSourceExec>()?
         .data_source()
         .downcast_ref::<FileScanConfig>()

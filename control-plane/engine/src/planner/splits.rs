@@ -31,6 +31,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore};
 
+use super::slices::scan_config;
 use crate::error::{Result, SquallError};
 use crate::tables::{ResolvedTable, TableFormat};
 
@@ -207,21 +208,26 @@ impl ScanSplits {
         })
     }
 
+    /// The columns of the table `config` scans, as the footers read tell
+    /// (None: not Parquet, or no footer read).
+    fn table(&self, config: &FileScanConfig) -> Option<&ColumnBytes> {
+        let first = config.file_groups.iter().flat_map(|g| g.iter()).next()?;
+        let index = self.table_of.get(first.object_meta.location.as_ref())?;
+        self.columns.get(*index)
+    }
+
     /// How a scan's pieces are weighed: the share of its files' bytes it
     /// reads (of its table's columns' bytes, those of the columns it
     /// projects) and its reads; all of a file's bytes and none counted
     /// where not known (not Parquet, no projection, no footer read).
     fn weight(&self, config: &FileScanConfig) -> Weight<'_> {
-        let first = config.file_groups.iter().flat_map(|g| g.iter()).next();
-        let table = first
-            .and_then(|f| self.table_of.get(f.object_meta.location.as_ref()))
-            .and_then(|&t| self.columns.get(t));
         let unknown = Weight {
             share: 1.0,
             reads: None,
             target: self.target_bytes,
         };
-        let (Some(table), Some(projection)) = (table, config.file_source.projection()) else {
+        let (Some(table), Some(projection)) = (self.table(config), config.file_source.projection())
+        else {
             return unknown;
         };
         let schema = config.file_schema();
@@ -246,18 +252,10 @@ impl ScanSplits {
     /// Rows a row group of the tables the scans in `plan` read holds, in
     /// the footers read (None: no footer read of them).
     pub fn rows_per_group(&self, plan: &Arc<dyn ExecutionPlan>) -> Option<f64> {
-        let mut stack = vec![plan];
-        let (mut rows, mut groups) = (0u64, 0u64);
-        while let Some(node) = stack.pop() {
-            let config = node
-                .downcast_ref::<DataSourceExec>()
-                .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>());
-            if let Some((table, _)) = config.and_then(|c| self.weight(c).reads) {
-                rows += table.rows;
-                groups += table.row_groups;
-            }
-            stack.extend(node.children());
-        }
+        let (rows, groups) = file_scans(plan)
+            .into_iter()
+            .filter_map(|config| self.table(config))
+            .fold((0u64, 0u64), |(r, g), t| (r + t.rows, g + t.row_groups));
         (groups > 0).then(|| rows as f64 / groups as f64)
     }
 
@@ -266,23 +264,18 @@ impl ScanSplits {
     /// by, but for the reads cap, which depends on how the files are laid
     /// out in row groups).
     pub fn read_bytes(&self, plan: &Arc<dyn ExecutionPlan>) -> u64 {
-        let config = plan
-            .downcast_ref::<DataSourceExec>()
-            .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>());
-        let own = config.map_or(0, |config| {
-            let weight = self.weight(config);
-            config
-                .file_groups
-                .iter()
-                .flat_map(|group| group.iter())
-                .map(|file| weight.read(piece_bytes(file)))
-                .sum()
-        });
-        own + plan
-            .children()
+        file_scans(plan)
             .into_iter()
-            .map(|child| self.read_bytes(child))
-            .sum::<u64>()
+            .map(|config| {
+                let weight = self.weight(config);
+                config
+                    .file_groups
+                    .iter()
+                    .flat_map(|group| group.iter())
+                    .map(|file| weight.read(piece_bytes(file)))
+                    .sum::<u64>()
+            })
+            .sum()
     }
 
     /// Regroups a scan's files: large Parquet files become one piece per split,
@@ -313,6 +306,17 @@ impl ScanSplits {
             self.min_group_bytes,
         )
     }
+}
+
+/// The file scans in `plan`, at any depth.
+fn file_scans(plan: &Arc<dyn ExecutionPlan>) -> Vec<&FileScanConfig> {
+    let mut stack = vec![plan];
+    let mut out = Vec::new();
+    while let Some(node) = stack.pop() {
+        out.extend(scan_config(node));
+        stack.extend(node.children());
+    }
+    out
 }
 
 /// The bytes of a file, or of its range.
@@ -461,10 +465,7 @@ impl PhysicalOptimizerRule for SplitScans {
         _config: &ConfigOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
-            let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
+            let Some(config) = scan_config(&node) else {
                 return Ok(Transformed::no(node));
             };
             let groups = self.splits.regroup(config);
