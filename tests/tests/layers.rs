@@ -55,7 +55,7 @@ const CRATES: &[Spec] = &[
         layers: &[
             &["error"],
             &["commit", "access", "urls", "cost"],
-            &["tables"],
+            &["tables", "platform"],
             &["planner", "backend"],
             &["scheduler"],
             &["engine"],
@@ -105,7 +105,6 @@ const CRATES: &[Spec] = &[
         name: "squall-tools",
         dir: "control-plane/tools",
         layers: &[
-            &["platform"],
             &["tpch", "simulate"],
             &["bench", "skew", "combine_model"],
             &["faults", "exchange"],

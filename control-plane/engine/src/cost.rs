@@ -46,6 +46,11 @@ pub struct Prices {
     pub s3_put_per_thousand: f64,
     /// S3 Standard GET, HEAD and other reads, per thousand.
     pub s3_get_per_thousand: f64,
+    /// One vCPU of the machine the control plane runs on, per hour: not
+    /// billed to jobs, but what `--backend auto` weighs a stage kept on
+    /// this machine's executors at (default: an m7i.large on demand,
+    /// $0.1008 an hour for 2 vCPUs).
+    pub local_vcpu_hour: f64,
 }
 
 impl Default for Prices {
@@ -56,6 +61,7 @@ impl Default for Prices {
             lambda_per_million_requests: 0.20,
             s3_put_per_thousand: 0.005,
             s3_get_per_thousand: 0.000_4,
+            local_vcpu_hour: 0.0504,
         }
     }
 }
@@ -76,6 +82,7 @@ impl Prices {
             ),
             ("s3_put_per_thousand", self.s3_put_per_thousand),
             ("s3_get_per_thousand", self.s3_get_per_thousand),
+            ("local_vcpu_hour", self.local_vcpu_hour),
         ];
         for (name, price) in prices {
             if !(0.0..=MAX_PRICE).contains(&price) {
@@ -161,6 +168,10 @@ pub struct Cost {
     pub cold_starts: u64,
     /// Time executors spent on the attempts.
     pub task_seconds: f64,
+    /// The part of `task_seconds` spent on this machine's in-process
+    /// executors (the rest on Lambda).
+    #[serde(default)]
+    pub local_task_seconds: f64,
     /// Compute time DataFusion's operators measured in the attempts.
     pub cpu_seconds: f64,
     /// Bytes the winning attempts read from tables.
@@ -208,6 +219,9 @@ impl Cost {
             )),
             None => None,
         };
+        if billed.is_none() {
+            self.local_task_seconds += seconds;
+        }
         if let Some((seconds, memory_mb, arch)) = billed {
             let gb_seconds = seconds * memory_mb as f64 / 1024.0;
             self.lambda_invocations += 1;
@@ -239,6 +253,7 @@ impl Cost {
         self.lambda_compute_usd += other.lambda_compute_usd;
         self.cold_starts += other.cold_starts;
         self.task_seconds += other.task_seconds;
+        self.local_task_seconds += other.local_task_seconds;
         self.cpu_seconds += other.cpu_seconds;
         self.bytes_scanned += other.bytes_scanned;
         let requests: StoreRequests = other

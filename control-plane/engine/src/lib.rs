@@ -11,7 +11,8 @@
 //! - `urls` (locations as URLs), `access` (which URLs a shared server's callers
 //!   may name), `commit` (the commit protocol: attempt names, output claims,
 //!   manifests, deletes, sweeps), `cost` (a job's usage, priced);
-//! - `tables` (table specs, listing, registering);
+//! - `tables` (table specs, listing, registering), `platform` (where tasks
+//!   run, by latencies, scaling rate, bandwidth and billing);
 //! - `planner` (SQL to stage DAG) and `backend` (where tasks run);
 //! - `scheduler` (runs a DAG on a backend);
 //! - `engine` (one job from request to result: the entry points).
@@ -26,6 +27,7 @@ pub mod cost;
 pub mod engine;
 pub mod error;
 pub mod planner;
+pub mod platform;
 pub mod scheduler;
 pub mod tables;
 pub mod urls;

@@ -148,6 +148,45 @@ pub struct StageProgress {
     /// For a combine step: the stage whose files it combines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub combines: Option<u32>,
+    /// Where its tasks were placed, and why (see `--backend auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementView>,
+    /// Tasks whose winning attempt ran in-process, and on Lambda.
+    #[serde(default)]
+    pub local_tasks: usize,
+    #[serde(default)]
+    pub lambda_tasks: usize,
+}
+
+/// Where a stage's tasks run, decided when it is ready: `local`, `lambda`,
+/// or `split` (in-process, with up to `burst_tasks` overflowing to Lambda
+/// while every local executor is busy).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct PlacementView {
+    pub place: String,
+    pub burst_tasks: usize,
+    /// Predicted seconds and dollars each way (absent where the backend
+    /// has one place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_usd: Option<f64>,
+    pub reason: String,
+}
+
+impl PlacementView {
+    pub fn of(placement: &squall_engine::backend::Placement) -> Self {
+        Self {
+            place: placement.label().into(),
+            burst_tasks: placement.burst_tasks,
+            local_seconds: placement.local.map(|p| p.seconds),
+            lambda_seconds: placement.lambda.map(|p| p.seconds),
+            lambda_usd: placement.lambda.map(|p| p.usd),
+            reason: placement.reason.clone(),
+        }
+    }
 }
 
 /// How a reduce stage reads one shuffle input, decided when the input has
@@ -566,6 +605,9 @@ pub struct AttemptRecord {
     /// Whether it was a backup copy of a straggling task.
     #[serde(default)]
     pub backup: bool,
+    /// Where it ran: `local` (in-process) or `lambda`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
 }
 
 /// `GET /v1/jobs/{id}/plan`: the stage DAG the job runs, as planned.
@@ -593,4 +635,7 @@ pub struct StagePlan {
     /// How it reads its shuffle inputs, once decided.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exchanges: Vec<ExchangeView>,
+    /// Where its tasks run, once decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementView>,
 }

@@ -55,6 +55,9 @@ pub struct Metrics {
     cpu_seconds: Counter,
     requests: IntCounterVec,
     hedged: IntCounterVec,
+    /// Executor time of ended jobs' attempts, and stages placed, by place.
+    executor_seconds: CounterVec,
+    stages_placed: IntCounterVec,
 }
 
 impl Metrics {
@@ -196,6 +199,22 @@ impl Metrics {
             ),
             &["store"],
         )?;
+        let executor_seconds = CounterVec::new(
+            Opts::new(
+                "squall_executor_seconds_total",
+                "Executor time of ended jobs' task attempts, by place (local: in-process, lambda)",
+            ),
+            &["place"],
+        )?;
+        let stages_placed = IntCounterVec::new(
+            Opts::new(
+                "squall_stages_placed_total",
+                "Stages started, by where their tasks were placed (local, lambda, split)",
+            ),
+            &["place"],
+        )?;
+        registry.register(Box::new(executor_seconds.clone()))?;
+        registry.register(Box::new(stages_placed.clone()))?;
         registry.register(Box::new(cost_usd.clone()))?;
         registry.register(Box::new(lambda_gb_seconds.clone()))?;
         registry.register(Box::new(lambda_invocations.clone()))?;
@@ -244,6 +263,8 @@ impl Metrics {
             cpu_seconds,
             requests,
             hedged,
+            executor_seconds,
+            stages_placed,
         })
     }
 
@@ -287,6 +308,15 @@ impl Metrics {
         self.lambda_invocations.inc_by(total.lambda_invocations);
         self.cold_starts.inc_by(total.cold_starts);
         self.cpu_seconds.inc_by(total.cpu_seconds.max(0.0));
+        let local = total.local_task_seconds.max(0.0);
+        for (place, seconds) in [
+            ("local", local),
+            ("lambda", (total.task_seconds - local).max(0.0)),
+        ] {
+            self.executor_seconds
+                .with_label_values(&[place])
+                .inc_by(seconds);
+        }
         for (store, r) in &total.requests_by_store {
             for (kind, n) in [
                 ("get", r.get),
@@ -328,6 +358,10 @@ impl Metrics {
                     .observe(metrics.elapsed_ms as f64 / 1000.0);
             }
             JobEvent::TaskStarted { .. } => self.attempts.inc(),
+            JobEvent::StagePlaced { placement, .. } => self
+                .stages_placed
+                .with_label_values(&[placement.label()])
+                .inc(),
             JobEvent::TaskRetrying { .. } => self.retries.inc(),
             JobEvent::TaskFailed { .. } => self.failures.inc(),
             JobEvent::BackupStarted { .. } => self.backups.inc(),

@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::api::{AttemptRecord, PlanView, StagePlan};
+use crate::api::{AttemptRecord, PlacementView, PlanView, StagePlan};
 use crate::api::{ExchangeView, StageProgress};
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::store::JobStore;
+use squall_engine::backend::Place;
 use squall_engine::cost::JobMeter;
 use squall_engine::planner::StageDag;
 use squall_engine::scheduler::{JobEvent, ProgressSink, StageKind};
@@ -27,7 +28,7 @@ pub(super) struct JobProgress {
     job_id: String,
     /// When each attempt in flight was handed to the backend (and the
     /// wall-clock time of that).
-    started: Mutex<HashMap<AttemptKey, (Instant, i64)>>,
+    started: Mutex<HashMap<AttemptKey, (Instant, i64, Place)>>,
     /// Attempts that are backup copies.
     backups: Mutex<HashSet<AttemptKey>>,
     /// Attempts that ended and are not stored yet.
@@ -79,7 +80,7 @@ impl JobProgress {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(stage, task, attempt));
-        let elapsed_ms = began.map_or(0, |(t, _)| t.elapsed().as_millis() as u64);
+        let elapsed_ms = began.map_or(0, |(t, _, _)| t.elapsed().as_millis() as u64);
         let backup = self
             .backups
             .lock()
@@ -95,9 +96,10 @@ impl JobProgress {
                 outcome: outcome.into(),
                 message: message.map(str::to_string),
                 elapsed_ms,
-                started_at_ms: began.map(|(_, at)| at),
+                started_at_ms: began.map(|(_, at, _)| at),
                 ended_at_ms: Some(now_ms()),
                 backup,
+                place: began.map(|(_, _, place)| place.as_str().to_string()),
             });
     }
 
@@ -114,17 +116,20 @@ impl JobProgress {
         let backups = self.backups.lock().unwrap_or_else(|e| e.into_inner());
         started
             .iter()
-            .map(|((stage, task, attempt), (since, at))| AttemptRecord {
-                stage: *stage,
-                task: *task,
-                attempt: *attempt,
-                outcome: "running".into(),
-                message: None,
-                elapsed_ms: since.elapsed().as_millis() as u64,
-                started_at_ms: Some(*at),
-                ended_at_ms: None,
-                backup: backups.contains(&(*stage, *task, *attempt)),
-            })
+            .map(
+                |((stage, task, attempt), (since, at, place))| AttemptRecord {
+                    stage: *stage,
+                    task: *task,
+                    attempt: *attempt,
+                    outcome: "running".into(),
+                    message: None,
+                    elapsed_ms: since.elapsed().as_millis() as u64,
+                    started_at_ms: Some(*at),
+                    ended_at_ms: None,
+                    backup: backups.contains(&(*stage, *task, *attempt)),
+                    place: Some(place.as_str().to_string()),
+                },
+            )
             .collect()
     }
 
@@ -142,6 +147,7 @@ impl JobProgress {
                     partitions: stage.tasks,
                     output: stage.output.to_string(),
                     exchanges: vec![],
+                    placement: None,
                 })
                 .collect(),
             text: dag.display(&[]),
@@ -154,6 +160,18 @@ impl JobProgress {
             tracing::warn!(job = self.job_id, "cannot record the job's plan: {e}");
         }
         *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan);
+    }
+
+    /// Records in the plan where `stage`'s tasks run.
+    fn placed(&self, stage: u32, placement: &PlacementView) {
+        let Some(mut plan) = self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        let Some(at) = plan.stages.iter_mut().find(|s| s.stage == stage) else {
+            return;
+        };
+        at.placement = Some(placement.clone());
+        self.store_plan(plan);
     }
 
     /// Records in the plan how `stage` reads an input: the exchange on the
@@ -188,6 +206,7 @@ impl JobProgress {
                     partitions: exchange.combiners,
                     output,
                     exchanges: vec![],
+                    placement: None,
                 },
             );
         }
@@ -204,11 +223,15 @@ impl ProgressSink for JobProgress {
                 stage,
                 task,
                 attempt,
+                place,
             } => {
                 self.started
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert((*stage, *task, *attempt), (Instant::now(), now_ms()));
+                    .insert(
+                        (*stage, *task, *attempt),
+                        (Instant::now(), now_ms(), *place),
+                    );
             }
             JobEvent::BackupStarted {
                 stage,
@@ -248,6 +271,9 @@ impl ProgressSink for JobProgress {
                 choice,
                 combine_stage,
             } => self.exchange_chosen(*stage, &ExchangeView::of(choice, *combine_stage)),
+            JobEvent::StagePlaced { stage, placement } => {
+                self.placed(*stage, &PlacementView::of(placement))
+            }
             JobEvent::StageStarted { .. } | JobEvent::StageFinished { .. } => {}
         }
         self.count(event);
@@ -318,11 +344,16 @@ impl JobProgress {
                 stage,
                 metrics,
                 backup,
+                place,
                 ..
             } => {
                 if let Some(s) = stages.get_mut(stage) {
                     s.running = s.running.saturating_sub(1);
                     s.done += 1;
+                    match place {
+                        Place::Local => s.local_tasks += 1,
+                        Place::Lambda => s.lambda_tasks += 1,
+                    }
                     s.backup_wins += usize::from(*backup);
                     s.bytes_scanned += metrics.bytes_scanned;
                     s.bytes_written += metrics.bytes_out;
@@ -338,6 +369,11 @@ impl JobProgress {
                     } else {
                         s.failed += 1;
                     }
+                }
+            }
+            JobEvent::StagePlaced { stage, placement } => {
+                if let Some(s) = stages.get_mut(stage) {
+                    s.placement = Some(PlacementView::of(placement));
                 }
             }
             JobEvent::StageFinished { stage } => {

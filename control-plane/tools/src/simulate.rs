@@ -34,7 +34,7 @@ use squall_engine::planner::{
 use squall_engine::scheduler::coalesce::MIN_READ_BYTES;
 use squall_engine::scheduler::{Coalescing, JobEvent, ProgressSink, StageKind};
 
-pub use crate::platform::{Latency, Platform};
+pub use squall_engine::platform::{Latency, Platform};
 
 /// What one task of the small run measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -19,12 +19,16 @@ use tokio::sync::{Notify, Semaphore};
 use crate::error::{Result, SquallError};
 
 pub mod aimd;
+pub mod auto;
 pub mod faults;
 pub mod lambda;
+pub mod placement;
 
 pub use aimd::FlowStats;
+pub use auto::AutoBackend;
 pub use faults::FaultyBackend;
 pub use lambda::{Backoff, LambdaBackend, LambdaConfig};
+pub use placement::{BurstPolicy, Place, Placed, Placement, Prefer, StageOutlook};
 
 /// Runs task attempts somewhere. `Ok` carries the task's own result (success or a
 /// typed failure); `Err` means the executor could not be reached or crashed.
@@ -36,6 +40,28 @@ pub trait ExecutorBackend: Send + Sync + std::fmt::Debug {
     fn max_concurrency(&self) -> usize;
 
     async fn invoke(&self, spec: TaskSpec) -> Result<TaskResult>;
+
+    /// Where a stage's tasks run, from what the scheduler knows of the stage
+    /// when it is ready. A backend with one place always says that place.
+    fn place(&self, outlook: &StageOutlook) -> Placement {
+        let place = if self.bills_invocations() {
+            Place::Lambda
+        } else {
+            Place::Local
+        };
+        Placement::only(place, outlook.tasks)
+    }
+
+    /// Where the next attempt of a stage placed as `placed` runs.
+    fn route(&self, placed: &Placed) -> Place {
+        placed.placement.place
+    }
+
+    /// Runs one attempt where [`route`](Self::route) said.
+    async fn invoke_at(&self, place: Place, spec: TaskSpec) -> Result<TaskResult> {
+        let _ = place;
+        self.invoke(spec).await
+    }
 
     /// Whether this backend's executors can read and write objects at `url`
     /// (remote executors cannot see the control plane's disk or memory).
@@ -173,6 +199,11 @@ impl<T> Drop for StopOnDrop<T> {
 }
 
 impl InProcessBackend {
+    /// Executors not running a task now.
+    pub fn free(&self) -> usize {
+        self.permits.available_permits()
+    }
+
     /// Tasks running on the runtime now, of all jobs.
     pub fn running(&self) -> usize {
         let by_job = self.live.by_job.lock().unwrap_or_else(|e| e.into_inner());

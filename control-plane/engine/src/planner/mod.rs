@@ -338,6 +338,9 @@ pub async fn plan_job_within(
     let mut dag = cut_stages(distributable, work_dir, result_dir)
         .map_err(|source| SquallError::Internal { source })?;
     prove_stages(&mut dag, &ctx.task_ctx())?;
+    for stage in &mut dag.stages {
+        stage.read_bytes = splits.read_bytes(&stage.plan);
+    }
     tracing::debug!(
         listed_us = listed.as_micros() as u64,
         session_us = session_built.as_micros() as u64,

@@ -92,6 +92,9 @@ pub struct Stage {
     /// The plan as every task gets it, encoded once when the DAG was proved
     /// to decode (None until then, and for sliced scans: each task its own).
     pub encoded: Option<Arc<Vec<u8>>>,
+    /// Bytes of table columns its scans read, as the planner weighed them
+    /// (see `ScanSplits::read_bytes`; 0 where it scans no table).
+    pub read_bytes: u64,
 }
 
 impl Stage {
@@ -199,6 +202,7 @@ pub fn cut_stages(
         inputs,
         output: StageOutput::Result,
         encoded: None,
+        read_bytes: 0,
     });
     Ok(StageDag {
         stages: cutter.stages,
@@ -366,6 +370,7 @@ impl Cutter {
             inputs,
             output: stage_output,
             encoded: None,
+            read_bytes: 0,
         });
         Ok(id)
     }

@@ -15,6 +15,7 @@ use super::context::{JobGate, Scheduler};
 use super::events::JobEvent;
 use super::retry::{Retry, after_failure};
 use super::tasks::{StageTasks, TaskLedger};
+use crate::backend::Place;
 use crate::commit::{attempt_output_url, delete_all};
 use crate::cost::JobMeter;
 use crate::error::{Result, SquallError};
@@ -61,6 +62,8 @@ pub(super) struct Won {
     pub(super) attempt: u32,
     /// From hand-off to the backend to its answer.
     pub(super) wall: Duration,
+    /// Where it ran.
+    pub(super) place: Place,
     pub(super) output: OutputFile,
     pub(super) metrics: TaskMetrics,
 }
@@ -200,10 +203,12 @@ impl Scheduler<'_> {
         spec: TaskSpec,
     ) -> std::result::Result<Won, TaskFailure> {
         let (task, attempt) = (spec.id.task, spec.id.attempt);
+        let place = self.backend.route(&shared.placed);
         self.emit(JobEvent::TaskStarted {
             stage: stage.id,
             task,
             attempt,
+            place,
         });
         let began = Instant::now();
         ledger.set_running(copy, Some((attempt, began)));
@@ -211,10 +216,10 @@ impl Scheduler<'_> {
             meter: &self.meter,
             stage: stage.id,
             began,
-            bills_invocations: self.backend.bills_invocations(),
+            bills_invocations: place == Place::Lambda,
             done: false,
         };
-        let answer = self.backend.invoke(spec).await;
+        let answer = self.backend.invoke_at(place, spec).await;
         ledger.set_running(copy, None);
         match &answer {
             Ok(result) => {
@@ -240,6 +245,7 @@ impl Scheduler<'_> {
         Ok(Won {
             attempt,
             wall: began.elapsed(),
+            place,
             output,
             metrics,
         })

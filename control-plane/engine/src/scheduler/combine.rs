@@ -414,6 +414,7 @@ fn merge_stage(id: u32, input: u32, merge: &Merge, groups: usize, level: u32) ->
         split_input: Some(input),
         output: StageOutput::Single,
         encoded: None,
+        read_bytes: 0,
     }
 }
 
@@ -493,6 +494,7 @@ fn combine_stage(
         split_input: Some(input),
         output,
         encoded: None,
+        read_bytes: 0,
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use squall_executor::{TaskFailure, TaskMetrics};
 
 use super::exchange::ExchangeChoice;
+use crate::backend::{Place, Placement};
 use crate::planner::{Stage, StageDag, StageOutput};
 
 /// What the scheduler tells whoever watches a job.
@@ -24,11 +25,17 @@ pub enum JobEvent {
         /// several shuffle partitions each (see [`super::coalesce`]).
         partitions: usize,
     },
+    /// Where a stage's tasks run, and why (told right after `StageStarted`).
+    StagePlaced {
+        stage: u32,
+        placement: Placement,
+    },
     /// An attempt of a task was handed to the backend.
     TaskStarted {
         stage: u32,
         task: u32,
         attempt: u32,
+        place: Place,
     },
     /// A straggling task got a backup copy; its first attempt is `attempt`.
     BackupStarted {
@@ -46,6 +53,8 @@ pub enum JobEvent {
         attempt: u32,
         /// Whether it was the backup copy's.
         backup: bool,
+        /// Where it ran.
+        place: Place,
         metrics: TaskMetrics,
     },
     /// An attempt stopped (or ignored) because the task's other copy won.
@@ -143,6 +152,11 @@ pub struct StageStats {
     pub elapsed_ms: u64,
     /// How the stage read each shuffle input that could be combined.
     pub exchanges: Vec<ExchangeChoice>,
+    /// Where its tasks were to run, and why.
+    pub placement: Option<Placement>,
+    /// Tasks whose winning attempt ran in-process, and on Lambda.
+    pub local_tasks: u32,
+    pub lambda_tasks: u32,
     /// The combine steps run before the stage (a job's outcome lists them
     /// as stages of their own).
     pub combine_steps: Vec<StageStats>,

@@ -41,6 +41,7 @@ impl Scheduler<'_> {
             split_input: None,
             output: StageOutput::Result,
             encoded: None,
+            read_bytes: 0,
         };
         let gate = self.gate();
         let (_, result, _) = self

@@ -18,6 +18,7 @@ use super::coalesce::Share;
 use super::context::{JobGate, Scheduler};
 use super::events::{JobEvent, StageKind, StageStats};
 use super::tasks::{BACKUP, PRIMARY, StageTasks, TaskLedger};
+use crate::backend::{Place, Placed, StageOutlook};
 use crate::commit::{attempt_output_url, delete_all};
 use crate::error::{Result, SquallError};
 use crate::planner::{Stage, StageOutput};
@@ -74,6 +75,7 @@ impl Scheduler<'_> {
                 tasks,
                 partitions: stage.tasks,
                 split_tasks: shared.split_tasks(),
+                placement: Some(shared.placed.placement.clone()),
                 ..Default::default()
             },
             written: Vec::new(),
@@ -136,7 +138,9 @@ impl Scheduler<'_> {
         };
         let groups = groups.or_else(|| self.reduce_groups(stage, &inputs, gate, action));
         let tasks = groups.as_ref().map_or(stage.tasks, Vec::len);
+        let placement = self.backend.place(&self.outlook(stage, &inputs, tasks));
         let shared = StageTasks {
+            placed: Placed::new(placement),
             plan,
             sliceable: stage.sliced_inputs.clone(),
             inputs,
@@ -168,6 +172,21 @@ impl Scheduler<'_> {
             tasks,
             partitions: stage.tasks,
         });
+        let placement = &shared.placed.placement;
+        if placement.local.is_some() {
+            tracing::info!(
+                job = self.job_id,
+                stage = stage.id,
+                placed = placement.label(),
+                burst_tasks = placement.burst_tasks,
+                "{}",
+                placement.reason
+            );
+        }
+        self.emit(JobEvent::StagePlaced {
+            stage: stage.id,
+            placement: placement.clone(),
+        });
         tracing::debug!(
             job = self.job_id,
             stage = stage.id,
@@ -176,6 +195,31 @@ impl Scheduler<'_> {
             "stage inputs"
         );
         Ok(shared)
+    }
+
+    /// What is known of `stage` as it is ready to run `tasks` tasks over
+    /// `inputs`: the bytes it will read, the job's cost so far.
+    fn outlook(&self, stage: &Stage, inputs: &[StageInput], tasks: usize) -> StageOutlook {
+        let shuffle_bytes = inputs
+            .iter()
+            .map(|input| {
+                let bytes: u64 = input.producers.iter().map(|p| p.size).sum();
+                // An input read whole is read by every task.
+                if stage.sliced_inputs.contains_key(&input.stage_id) {
+                    bytes
+                } else {
+                    bytes.saturating_mul(tasks as u64)
+                }
+            })
+            .fold(0u64, u64::saturating_add);
+        StageOutlook {
+            tasks,
+            scan_bytes: stage.read_bytes,
+            shuffle_bytes,
+            spent_usd: self.meter.report().total.usd,
+            limit_usd: self.meter.limit_usd(),
+            prices: self.meter.prices().clone(),
+        }
     }
 
     /// The end of a stage whose copies have all ended: its error, or its
@@ -410,6 +454,10 @@ impl Scheduler<'_> {
         if copy == BACKUP {
             run.stats.backup_wins += 1;
         }
+        match won.place {
+            Place::Local => run.stats.local_tasks += 1,
+            Place::Lambda => run.stats.lambda_tasks += 1,
+        }
         run.succeeded.push(won.wall);
         gate.succeeded
             .lock()
@@ -421,6 +469,7 @@ impl Scheduler<'_> {
             task,
             attempt: won.attempt,
             backup: copy == BACKUP,
+            place: won.place,
             metrics: won.metrics,
         });
         if !won.output.url.is_empty() {

@@ -11,6 +11,7 @@ use squall_executor::{Hedging, ReadMode, Slice, StageInput, TaskAction, TaskFail
 use tokio::sync::Semaphore;
 
 use super::coalesce::Share;
+use crate::backend::Placed;
 
 /// Shared by every task of one stage.
 pub(super) struct StageTasks {
@@ -27,6 +28,8 @@ pub(super) struct StageTasks {
     pub(super) split_input: Option<u32>,
     /// The stage's own concurrency cap.
     pub(super) permits: Semaphore,
+    /// Where its tasks run.
+    pub(super) placed: Placed,
     pub(super) action: TaskAction,
     /// One per task.
     pub(super) ledgers: Vec<TaskLedger>,
@@ -202,9 +205,11 @@ impl TaskLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{Place, Placement};
 
     fn stage_tasks() -> StageTasks {
         StageTasks {
+            placed: Placed::new(Placement::only(Place::Local, 0)),
             plan: None,
             inputs: vec![],
             sliceable: HashMap::new(),

@@ -21,8 +21,8 @@ impl JobStore {
                 .prepare(
                     "INSERT OR REPLACE INTO task_attempts
                      (job_id, stage_id, task, attempt, outcome, message, elapsed_ms,
-                      started_at_ms, ended_at_ms, backup)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                      started_at_ms, ended_at_ms, backup, place)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(sqlite(context.clone()))?;
             for a in attempts {
@@ -37,7 +37,8 @@ impl JobStore {
                         a.elapsed_ms as i64,
                         a.started_at_ms,
                         a.ended_at_ms,
-                        a.backup
+                        a.backup,
+                        a.place
                     ])
                     .map_err(sqlite(context.clone()))?;
             }
@@ -51,7 +52,7 @@ impl JobStore {
         let mut stmt = conn
             .prepare(
                 "SELECT stage_id, task, attempt, outcome, message, elapsed_ms,
-                        started_at_ms, ended_at_ms, backup FROM task_attempts
+                        started_at_ms, ended_at_ms, backup, place FROM task_attempts
                  WHERE job_id = ?1 AND (?2 = 0 OR outcome = 'failed')
                  ORDER BY stage_id, task, attempt",
             )
@@ -68,6 +69,7 @@ impl JobStore {
                     started_at_ms: r.get(6)?,
                     ended_at_ms: r.get(7)?,
                     backup: r.get(8)?,
+                    place: r.get(9)?,
                 })
             })
             .map_err(sqlite("read attempts"))?
@@ -107,6 +109,7 @@ mod tests {
             started_at_ms: Some(1000),
             ended_at_ms: Some(1007),
             backup: task == 1,
+            place: Some(if task == 1 { "lambda" } else { "local" }.into()),
         };
         store
             .record_attempts(
@@ -121,6 +124,7 @@ mod tests {
         let all = store.attempts("j", false).unwrap();
         let order: Vec<_> = all.iter().map(|a| (a.task, a.attempt)).collect();
         assert_eq!(order, [(0, 0), (0, 1), (1, 0)]);
+        assert_eq!(all[2].place.as_deref(), Some("lambda"));
         assert_eq!(
             store.attempts("j", true).unwrap(),
             [attempt(0, 0, "failed")]

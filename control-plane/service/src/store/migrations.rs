@@ -94,6 +94,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX jobs_by_principal ON jobs (principal, state, seq);
     ALTER TABLE schedules ADD COLUMN principal TEXT NOT NULL DEFAULT 'admin';
     ALTER TABLE catalog ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin';",
+    // 9: where each attempt ran (`local` or `lambda`; NULL before).
+    "ALTER TABLE task_attempts ADD COLUMN place TEXT;",
 ];
 
 /// Applies the migrations `conn` has not seen, each in its own transaction.

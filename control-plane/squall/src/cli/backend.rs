@@ -7,12 +7,19 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use squall_engine::Engine;
 use squall_engine::backend::lambda::DEFAULT_CONCURRENCY;
-use squall_engine::backend::{LambdaBackend, LambdaConfig};
+use squall_engine::backend::{
+    AutoBackend, BurstPolicy, InProcessBackend, LambdaBackend, LambdaConfig, Prefer,
+};
 use squall_engine::planner::default_parallelism;
+use squall_engine::platform::Platform;
 use squall_engine::tables::to_url;
 
 use super::error::{CliError, Result};
-use squall_executor::StoreRegistry;
+use squall_executor::{ExecutorContext, StoreRegistry};
+
+/// The memory of the function `infra/` deploys by default (MB): what the
+/// placement prices Lambda at until a function reports its own.
+const DEFAULT_FUNCTION_MEMORY_MB: u64 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -21,6 +28,20 @@ pub enum BackendKind {
     Local,
     /// AWS Lambda: each task is one invocation of the squall-lambda function.
     Lambda,
+    /// Both: each stage runs in-process or on Lambda, where it is predicted
+    /// to finish sooner within the job's cost limit (see --burst-above).
+    Auto,
+}
+
+/// What `--backend auto` favours when it places a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreferArg {
+    /// Where the stage is predicted to finish sooner.
+    Time,
+    /// Where it is predicted to cost less (this machine's share priced at
+    /// `local_vcpu_hour`).
+    Cost,
 }
 
 #[derive(Debug, Args)]
@@ -31,6 +52,17 @@ pub struct BackendArgs {
     /// In-process executors running at once (--backend local; default: the number of cores).
     #[arg(long)]
     pub executors: Option<usize>,
+    /// In-process executors beside Lambda (--backend auto; default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub local_executors: Option<usize>,
+    /// Stages reading at least SIZE (column bytes scanned plus shuffle bytes)
+    /// run on Lambda, the others in-process (--backend auto; default: each
+    /// stage where it is predicted to finish sooner).
+    #[arg(long, value_name = "SIZE", value_parser = super::units::parse_size)]
+    pub burst_above: Option<u64>,
+    /// What --backend auto favours where it predicts [default: time].
+    #[arg(long, value_enum)]
+    pub prefer: Option<PreferArg>,
     /// The executor function's name or ARN (--backend lambda).
     #[arg(long, value_name = "NAME")]
     pub function: Option<String>,
@@ -69,6 +101,9 @@ impl BackendArgs {
         match self.kind() {
             BackendKind::Local => self.executors.unwrap_or_else(default_parallelism),
             BackendKind::Lambda => self.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+            // Shuffles as wide as the local executors: small jobs stay
+            // here, and the planner widens large ones by their bytes.
+            BackendKind::Auto => self.local_parallelism(),
         }
     }
 
@@ -83,6 +118,13 @@ impl BackendArgs {
             Some(dir) => Some(to_url(dir)?.as_str().trim_end_matches('/').to_string()),
             None => None,
         };
+        if self.kind() != BackendKind::Auto
+            && let Some(flag) = self.auto_only_flag()
+        {
+            return Err(CliError::InvalidArgument(format!(
+                "{flag} applies to --backend auto only"
+            )));
+        }
         match self.kind() {
             BackendKind::Local => {
                 if let Some(flag) = self.lambda_only_flag() {
@@ -108,30 +150,101 @@ impl BackendArgs {
                         "--executors applies to --backend local; use --max-concurrency".into(),
                     ));
                 }
-                let function = self.function.clone().ok_or_else(|| {
-                    CliError::InvalidArgument(
-                        "--backend lambda needs --function NAME (the squall-lambda function)"
-                            .into(),
-                    )
-                })?;
-                let work_root = work_root.ok_or_else(|| {
-                    CliError::InvalidArgument(
-                        "--backend lambda needs --work-dir s3://bucket/prefix for shuffle files"
-                            .into(),
-                    )
-                })?;
-                let config = LambdaConfig {
-                    qualifier: self.qualifier.clone(),
-                    memory_qualifiers: self.memory_qualifiers()?,
-                    endpoint: self.lambda_endpoint.clone(),
-                    max_concurrency: self.parallelism(),
-                    invocation_timeout: Duration::from_secs(self.invocation_timeout.unwrap_or(900)),
-                    ..LambdaConfig::new(function)
-                };
-                let stores = Arc::new(StoreRegistry::new());
-                let backend = LambdaBackend::connect(config, stores.clone(), &work_root).await?;
+                let (stores, backend, work_root) = self.lambda(work_root).await?;
                 Ok(Engine::with_backend(stores, Arc::new(backend), &work_root))
             }
+            BackendKind::Auto => {
+                if self.executors.is_some() {
+                    return Err(CliError::InvalidArgument(
+                        "--executors applies to --backend local; use --local-executors".into(),
+                    ));
+                }
+                let (stores, lambda, work_root) = self.lambda(work_root).await?;
+                let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
+                let mut local = InProcessBackend::new(ctx, self.local_parallelism())?;
+                if let Some(bytes) = memory_budget {
+                    local = local.with_memory_budget(bytes)?;
+                }
+                let backend = AutoBackend::new(local, Arc::new(lambda), self.burst_policy());
+                // A function served on this machine shares its cores.
+                let backend = match &self.lambda_endpoint {
+                    Some(_) => backend.with_lambda_slots(default_parallelism()),
+                    None => backend,
+                };
+                Ok(Engine::with_backend(stores, Arc::new(backend), &work_root))
+            }
+        }
+    }
+
+    fn local_parallelism(&self) -> usize {
+        self.local_executors.unwrap_or_else(default_parallelism)
+    }
+
+    /// How `--backend auto` places stages: against AWS Lambda, or against a
+    /// function this machine serves (`--lambda-endpoint`: an emulator, as
+    /// fast as the in-process executors and no faster).
+    fn burst_policy(&self) -> BurstPolicy {
+        let mut policy = BurstPolicy::new(DEFAULT_FUNCTION_MEMORY_MB);
+        if self.lambda_endpoint.is_some() {
+            policy.lambda = Platform {
+                memory_mb: Some(DEFAULT_FUNCTION_MEMORY_MB),
+                ..Platform::emulated_lambda()
+            };
+        }
+        policy.burst_above = self.burst_above;
+        policy.prefer = match self.prefer {
+            Some(PreferArg::Cost) => Prefer::Cost,
+            Some(PreferArg::Time) | None => Prefer::Time,
+        };
+        policy
+    }
+
+    /// The Lambda backend of `--backend lambda` or `auto`, with the stores
+    /// it and the control plane share, and the work folder (in S3).
+    async fn lambda(
+        &self,
+        work_root: Option<String>,
+    ) -> Result<(Arc<StoreRegistry>, LambdaBackend, String)> {
+        let kind = match self.kind() {
+            BackendKind::Auto => "auto",
+            _ => "lambda",
+        };
+        let function = self.function.clone().ok_or_else(|| {
+            CliError::InvalidArgument(format!(
+                "--backend {kind} needs --function NAME (the squall-lambda function)"
+            ))
+        })?;
+        let work_root = work_root
+            .filter(|root| root.starts_with("s3://") || root.starts_with("s3a://"))
+            .ok_or_else(|| {
+                CliError::InvalidArgument(format!(
+                    "--backend {kind} needs --work-dir s3://bucket/prefix for shuffle files \
+                     (Lambda's tasks read and write them)"
+                ))
+            })?;
+        let config = LambdaConfig {
+            qualifier: self.qualifier.clone(),
+            memory_qualifiers: self.memory_qualifiers()?,
+            endpoint: self.lambda_endpoint.clone(),
+            max_concurrency: self.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+            invocation_timeout: Duration::from_secs(self.invocation_timeout.unwrap_or(900)),
+            ..LambdaConfig::new(function)
+        };
+        let stores = Arc::new(StoreRegistry::new());
+        let backend = LambdaBackend::connect(config, stores.clone(), &work_root).await?;
+        Ok((stores, backend, work_root))
+    }
+
+    /// An auto flag given with another backend.
+    fn auto_only_flag(&self) -> Option<&'static str> {
+        if self.local_executors.is_some() {
+            Some("--local-executors")
+        } else if self.burst_above.is_some() {
+            Some("--burst-above")
+        } else if self.prefer.is_some() {
+            Some("--prefer")
+        } else {
+            None
         }
     }
 

@@ -93,7 +93,14 @@ impl ProgressSink for ProgressBars {
                     choice.input, choice.producers, choice.combiners
                 ));
             }
+            // Where a stage runs, where there was a choice (--backend auto).
+            JobEvent::StagePlaced { stage, placement } if placement.local.is_some() => {
+                if let Some((bar, _)) = stages.get(stage) {
+                    bar.set_prefix(format!("{} {}", bar.prefix(), placement.label()));
+                }
+            }
             JobEvent::ExchangeChosen { .. }
+            | JobEvent::StagePlaced { .. }
             | JobEvent::TaskStarted { .. }
             | JobEvent::TaskFailed { .. }
             | JobEvent::TaskSuperseded { .. }

@@ -22,7 +22,7 @@ use squall_service::{
 
 use super::error::{CliError, Result};
 
-use super::backend::{BackendArgs, BackendKind};
+use super::backend::{BackendArgs, BackendKind, PreferArg};
 use super::limits::{Bounds, LimitArgs, TaskMemory};
 use super::principals::{PrincipalFile, ServerFolders};
 use super::units;
@@ -175,6 +175,10 @@ struct BackendFile {
     max_stage_concurrency: Option<usize>,
     invocation_timeout: Option<u64>,
     work_dir: Option<String>,
+    local_executors: Option<usize>,
+    /// A size, as on the command line ("256MiB").
+    burst_above: Option<String>,
+    prefer: Option<PreferArg>,
 }
 
 impl ConfigFile {
@@ -295,6 +299,15 @@ impl Settings {
                 .or(from_file.max_stage_concurrency),
             invocation_timeout: flags.invocation_timeout.or(from_file.invocation_timeout),
             work_dir: flags.work_dir.or(from_file.work_dir),
+            local_executors: flags.local_executors.or(from_file.local_executors),
+            burst_above: match (flags.burst_above, from_file.burst_above) {
+                (Some(bytes), _) => Some(bytes),
+                (None, Some(size)) => Some(super::units::parse_size(&size).map_err(|e| {
+                    CliError::InvalidArgument(format!("config file: backend.burst_above: {e}"))
+                })?),
+                (None, None) => None,
+            },
+            prefer: flags.prefer.or(from_file.prefer),
         };
         if backend.work_dir.is_none() {
             backend.work_dir = Some(data_dir.join("work").to_string_lossy().to_string());
@@ -340,7 +353,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     }
     settings.prices.validate()?;
     let executors = match settings.backend.kind() {
-        BackendKind::Local => Some(settings.backend.parallelism()),
+        BackendKind::Local | BackendKind::Auto => Some(settings.backend.parallelism()),
         BackendKind::Lambda => None,
     };
     let memory = settings.limits.task_memory(executors)?;
@@ -379,6 +392,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         match settings.backend.kind() {
             BackendKind::Local => "local",
             BackendKind::Lambda => "lambda",
+            BackendKind::Auto => "auto (in-process and lambda)",
         },
         if allowed.is_empty() {
             "no tables: see --allow".to_string()

@@ -318,11 +318,16 @@ pub async fn bench_simulate(args: BenchSimulateArgs) -> Result<()> {
         )));
     }
     let executors = args.backend.parallelism();
-    let engine = args.backend.engine().await?;
     let platform = match args.backend.kind() {
         super::backend::BackendKind::Local => Platform::in_process(),
         super::backend::BackendKind::Lambda => Platform::emulated_lambda(),
+        super::backend::BackendKind::Auto => {
+            return Err(CliError::InvalidArgument(
+                "bench simulate replays one backend: --backend local or lambda".into(),
+            ));
+        }
     };
+    let engine = args.backend.engine().await?;
     let options = || squall_engine::PlanOptions {
         shuffle_partitions: executors,
         min_scan_tasks: Some(executors),

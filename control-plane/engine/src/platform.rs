@@ -1,10 +1,11 @@
-//! Where the scale model's tasks run: a [`Platform`] (AWS Lambda, the
-//! emulated function, this machine's in-process executors) by its latencies,
-//! stalls, scaling rate, bandwidth and billing, and the [`Latency`]
-//! distributions it draws from. Parameters and their sources: BENCHMARKS.md
-//! ("Scale model").
+//! Where tasks run, as the scale model (`squall simulate`) and the auto
+//! backend's placement ([`crate::backend::placement`]) see it: a [`Platform`]
+//! (AWS Lambda, the emulated function, this machine's in-process executors)
+//! by its latencies, stalls, scaling rate, bandwidth and billing, and the
+//! [`Latency`] distributions it draws from. Parameters and their sources:
+//! BENCHMARKS.md ("Scale model").
 
-use squall_engine::cost::Prices;
+use crate::cost::Prices;
 use squall_executor::ShuffleCodec;
 
 /// A distribution of times, by its median and 95th percentile (log-normal).

@@ -1,0 +1,352 @@
+//! `--backend auto` against a scripted Invoke API that runs the real handler
+//! (`squall_tests::fake_lambda`): stages placed by size run on "Lambda" and
+//! the others in-process, in one job, with the reference answers, each
+//! attempt billed where it ran and nothing left in the bucket; small jobs
+//! placed by prediction never invoke; a stage whose local executors are
+//! busy overflows some tasks to Lambda; and the service's job view and plan
+//! say where each stage ran and why.
+//!
+//! The same through `cargo lambda watch` and LocalStack is in
+//! `emulated_aws.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::memory::InMemory;
+use squall_engine::backend::{AutoBackend, BurstPolicy, InProcessBackend, LambdaBackend, Place};
+use squall_engine::platform::Platform;
+use squall_engine::{Engine, JobRequest, JobResult, PlanOptions};
+use squall_executor::{ExecutorContext, StoreRegistry};
+use squall_tests::fake_lambda::{FakeLambda, Reply};
+use squall_tests::server::{Server, TOKEN};
+use squall_tests::{TEST_PARTS, compare, expected_answer, is_ordered, render};
+use squall_tools::tpch;
+
+const BUCKET: &str = "s3://squall-auto-test";
+
+/// A registry whose bucket is one in-memory store holding TPC-H SF 0.01.
+async fn bucket_with_tpch() -> (Arc<StoreRegistry>, Arc<InMemory>) {
+    let stores = Arc::new(StoreRegistry::new());
+    let memory = Arc::new(InMemory::new());
+    stores.register(BUCKET, memory.clone()).unwrap();
+    tpch::generate(&stores, 0.01, &format!("{BUCKET}/tpch"), TEST_PARTS, |_| {})
+        .await
+        .unwrap();
+    (stores, memory)
+}
+
+/// An auto engine: `local` in-process executors and the fake function,
+/// placed by `policy`, Lambda counted on for `lambda_slots` at once.
+fn auto_engine(
+    stores: &Arc<StoreRegistry>,
+    fake: &FakeLambda,
+    local: usize,
+    lambda_slots: usize,
+    policy: BurstPolicy,
+) -> Engine {
+    let work = format!("{BUCKET}/work");
+    let sdk = aws_sdk_lambda::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"));
+    let lambda = LambdaBackend::with_sdk_config(fake.config(), sdk, stores.clone(), &work).unwrap();
+    let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
+    let local = InProcessBackend::new(ctx, local).unwrap();
+    let backend = AutoBackend::new(local, Arc::new(lambda), policy).with_lambda_slots(lambda_slots);
+    Engine::with_backend(stores.clone(), Arc::new(backend), &work)
+}
+
+/// Placed against the emulated function's latencies, `burst_above` bytes.
+fn policy(burst_above: Option<u64>) -> BurstPolicy {
+    BurstPolicy {
+        burst_above,
+        lambda: Platform::emulated_lambda(),
+        ..BurstPolicy::new(2048)
+    }
+}
+
+fn request(q: usize) -> JobRequest {
+    let mut request = JobRequest::new(
+        tpch::query(q).unwrap(),
+        tpch::table_specs(&format!("{BUCKET}/tpch/")),
+    );
+    request.plan = PlanOptions {
+        shuffle_partitions: 3,
+        ..PlanOptions::default()
+    };
+    request
+}
+
+async fn answer(engine: &Engine, q: usize) -> JobResult {
+    let result = engine
+        .run(&request(q), None)
+        .await
+        .unwrap_or_else(|e| panic!("Q{q} failed: {e}"));
+    let rows = render(result.batches.as_deref().unwrap_or_default());
+    compare(&expected_answer("0.01", q), &rows, is_ordered(q))
+        .unwrap_or_else(|e| panic!("Q{q}: {e}"));
+    result
+}
+
+/// Objects in the bucket outside the tables.
+async fn leftovers(memory: &InMemory) -> Vec<String> {
+    let objects: Vec<_> = memory.list(None).try_collect().await.unwrap();
+    objects
+        .into_iter()
+        .map(|o| o.location.to_string())
+        .filter(|p| !p.starts_with("tpch/"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_stages_burst_small_ones_stay_and_every_answer_is_right() {
+    let (stores, memory) = bucket_with_tpch().await;
+    let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
+    // lineitem's and orders' scans read more than 256 KiB of columns at SF
+    // 0.01; nation's, region's and the reduce stages' reads are smaller.
+    let engine = auto_engine(&stores, &fake, 2, 4, policy(Some(256 << 10)));
+    let (mut burst, mut stayed, mut invocations) = (0, 0, 0);
+    for q in 1..=22 {
+        let result = answer(&engine, q).await;
+        for stage in &result.stages {
+            let placement = stage.placement.as_ref().expect("every stage is placed");
+            assert!(
+                placement.local.is_some() && placement.lambda.is_some(),
+                "auto placed stage {} with no prediction",
+                stage.stage
+            );
+            match placement.place {
+                Place::Lambda => {
+                    burst += 1;
+                    assert_eq!(
+                        (stage.lambda_tasks as usize, stage.local_tasks),
+                        (stage.tasks, 0),
+                        "Q{q} stage {}: {placement:?}",
+                        stage.stage
+                    );
+                    assert!(placement.reason.contains(">= --burst-above"));
+                }
+                Place::Local => {
+                    stayed += 1;
+                    assert_eq!(
+                        (stage.local_tasks as usize, stage.lambda_tasks),
+                        (stage.tasks, 0),
+                        "Q{q} stage {}: {placement:?}",
+                        stage.stage
+                    );
+                    assert!(placement.reason.contains("< --burst-above"));
+                }
+            }
+        }
+        // Billed where they ran: one invocation per Lambda attempt, the
+        // in-process attempts' time apart.
+        let cost = &result.cost.total;
+        let lambda_tasks: u32 = result.stages.iter().map(|s| s.lambda_tasks).sum();
+        assert!(
+            cost.lambda_invocations >= u64::from(lambda_tasks),
+            "Q{q}: {cost:?}"
+        );
+        invocations += cost.lambda_invocations;
+        assert!(
+            cost.local_task_seconds > 0.0,
+            "Q{q}: the final stage ran here"
+        );
+        assert!(cost.local_task_seconds <= cost.task_seconds);
+        if q == 1 {
+            // Q1: lineitem's scan bursts, the final stage stays.
+            let scan = &result.stages[0];
+            assert_eq!(scan.placement.as_ref().unwrap().place, Place::Lambda);
+            assert!(cost.lambda_gb_seconds > 0.0 && cost.lambda_compute_usd > 0.0);
+            let last = result.stages.last().unwrap();
+            assert_eq!(last.placement.as_ref().unwrap().place, Place::Local);
+        }
+        assert_eq!(leftovers(&memory).await, Vec::<String>::new(), "Q{q}");
+    }
+    assert!(
+        burst >= 11 && stayed >= 22,
+        "{burst} burst, {stayed} stayed"
+    );
+    // Every invocation the function saw was billed to a job.
+    assert_eq!(fake.calls().len() as u64, invocations);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_jobs_placed_by_prediction_never_invoke() {
+    let (stores, memory) = bucket_with_tpch().await;
+    let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
+    let engine = auto_engine(&stores, &fake, 2, 4, policy(None));
+    for q in [1, 3, 5, 9, 18] {
+        let result = answer(&engine, q).await;
+        for stage in &result.stages {
+            let placement = stage.placement.as_ref().unwrap();
+            assert_eq!(placement.label(), "local", "Q{q}: {placement:?}");
+            assert!(
+                placement.reason.contains("stays here"),
+                "{}",
+                placement.reason
+            );
+        }
+        assert_eq!(result.cost.total.lambda_invocations, 0);
+    }
+    assert!(
+        fake.calls().is_empty(),
+        "{} invocations",
+        fake.calls().len()
+    );
+    assert!(leftovers(&memory).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_local_pool_overflows_some_tasks_to_lambda() {
+    let (stores, memory) = bucket_with_tpch().await;
+    let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
+    // One slow executor (10 kB a second, as the placement sees it, and an
+    // invocation as slow but for its start) and two invocations at once:
+    // lineitem's scan is split three ways.
+    let slow = BurstPolicy {
+        local_bytes_per_second: 10e3,
+        ..policy(None)
+    };
+    let engine = auto_engine(&stores, &fake, 1, 2, slow);
+    let mut request = request(1);
+    request.plan.min_scan_tasks = Some(8);
+    // Each task once: the invocations counted below are the overflow's.
+    request.tasks.speculation = squall_engine::scheduler::Speculation::disabled();
+    let result = engine.run(&request, None).await.expect("Q1");
+    let rows = render(result.batches.as_deref().unwrap_or_default());
+    compare(&expected_answer("0.01", 1), &rows, is_ordered(1)).expect("Q1's answer");
+    let scan = result
+        .stages
+        .iter()
+        .find(|s| s.tasks >= 3)
+        .unwrap_or_else(|| panic!("lineitem's scan in tasks: {:#?}", result.stages));
+    let placement = scan.placement.as_ref().unwrap();
+    assert_eq!(placement.label(), "split", "{placement:?}");
+    let burst = placement.burst_tasks;
+    assert!((1..scan.tasks).contains(&burst), "{placement:?}");
+    assert!(
+        placement.reason.contains("overflow"),
+        "{}",
+        placement.reason
+    );
+    // Only tasks that found the one executor busy went, at most `burst`.
+    let lambda = scan.lambda_tasks as usize;
+    assert!(
+        (1..=burst).contains(&lambda) && scan.local_tasks >= 1,
+        "{lambda} on Lambda, {} here, {burst} allowed",
+        scan.local_tasks
+    );
+    let invoked = fake
+        .calls()
+        .iter()
+        .filter(|c| c.id.stage_id == scan.stage)
+        .count();
+    assert_eq!(invoked, lambda);
+    assert!(leftovers(&memory).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_view_and_plan_say_where_each_stage_ran_and_why() {
+    let (stores, memory) = bucket_with_tpch().await;
+    let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
+    let engine = auto_engine(&stores, &fake, 2, 4, policy(Some(256 << 10)));
+    let dir = tempfile::tempdir().unwrap();
+    let results = format!("{BUCKET}/results");
+    let server = Server::start_with(engine.clone(), dir.path(), |config| {
+        config.results_root = results.clone();
+        config.access = Arc::new(
+            squall_engine::AccessPolicy::new(
+                &[format!("{BUCKET}/tpch/")],
+                &[results.clone()],
+                &[engine.work_root.clone()],
+            )
+            .unwrap(),
+        );
+    })
+    .await;
+    let tables: Vec<_> = tpch::TABLES
+        .iter()
+        .map(|t| serde_json::json!({"name": t, "url": format!("{BUCKET}/tpch/{t}/")}))
+        .collect();
+    let job = serde_json::json!({"sql": tpch::query(1).unwrap(), "tables": tables});
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let view = server.wait_final(&id).await;
+    assert_eq!(view.state, squall_service::JobState::Succeeded, "{view:?}");
+    let places: Vec<(String, usize, usize)> = view
+        .stages
+        .iter()
+        .map(|s| {
+            let placement = s.placement.as_ref().expect("placed");
+            assert!(!placement.reason.is_empty());
+            assert!(placement.local_seconds.is_some() && placement.lambda_seconds.is_some());
+            (placement.place.clone(), s.local_tasks, s.lambda_tasks)
+        })
+        .collect();
+    assert_eq!(
+        places.first().map(|p| p.0.as_str()),
+        Some("lambda"),
+        "{places:?}"
+    );
+    assert_eq!(
+        places.last().map(|p| p.0.as_str()),
+        Some("local"),
+        "{places:?}"
+    );
+    let first = &view.stages[0];
+    assert_eq!((first.lambda_tasks, first.local_tasks), (first.tasks, 0));
+    let cost = view.cost.expect("cost");
+    assert!(cost.local_task_seconds > 0.0 && cost.lambda_invocations > 0);
+    // The plan API and each attempt say so too.
+    let (status, plan) = server
+        .get(&format!("/v1/jobs/{id}/plan"), Some(TOKEN))
+        .await;
+    assert_eq!(status, 200, "{plan}");
+    let placed: Vec<&str> = plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["placement"]["place"].as_str().unwrap_or("none"))
+        .collect();
+    assert_eq!(placed.first(), Some(&"lambda"), "{plan}");
+    assert_eq!(placed.last(), Some(&"local"), "{plan}");
+    let (status, attempts) = server
+        .get(&format!("/v1/jobs/{id}/attempts"), Some(TOKEN))
+        .await;
+    assert_eq!(status, 200, "{attempts}");
+    let attempts = attempts["attempts"].as_array().unwrap();
+    assert!(
+        attempts.iter().any(|a| a["place"] == "lambda"),
+        "{attempts:?}"
+    );
+    assert!(
+        attempts.iter().any(|a| a["place"] == "local"),
+        "{attempts:?}"
+    );
+    // And /metrics counts executor time and stages by place.
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "squall_stages_placed_total{place=\"lambda\"}",
+        "squall_stages_placed_total{place=\"local\"}",
+        "squall_executor_seconds_total{place=\"lambda\"}",
+        "squall_executor_seconds_total{place=\"local\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let left: Vec<_> = leftovers(&memory)
+        .await
+        .into_iter()
+        .filter(|p| !p.starts_with("results/"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
