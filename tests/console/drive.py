@@ -153,11 +153,18 @@ def run(driver, wait, args):
     reader = next(n for n in nodes if int(n.get_attribute("data-stage")) == readers[0])
     title = reader.find_element(By.TAG_NAME, "title").get_attribute("textContent")
     check("two-level" in title and "GETs" in title, f"stage {readers[0]} does not say how it reads: {title}")
+    places = {int(n.get_attribute("data-stage")): n.get_attribute("data-place") for n in nodes}
+    planned = {s["stage"]: s.get("placement", {}).get("place", "") for s in plan["stages"]}
+    check(places == planned and set(places.values()) == {"local"},
+          f"the graph says stages run at {places}, the plan at {planned}")
+    check("runs in-process" in reader.find_element(By.TAG_NAME, "title").get_attribute("textContent"),
+          f"stage {readers[0]} does not say where it runs")
     attempts = api(base, args.token, f"/v1/jobs/{job}/attempts")["attempts"]
     bars = driver.find_elements(By.CSS_SELECTOR, "svg#timeline rect.bar")
     shown = sorted(b.get_attribute("data-attempt") for b in bars)
     listed = sorted(f"{a['stage']}/{a['task']}/{a['attempt']}" for a in attempts)
     check(shown == listed, f"timeline bars {shown} are not the attempts {listed}")
+    check({b.get_attribute("data-place") for b in bars} == {"local"}, "attempt bars do not say where they ran")
     outcomes = [b.get_attribute("data-outcome") for b in bars]
     check("retried" in outcomes, f"no failed-then-retried attempt in the timeline: {outcomes}")
     retried = next(b for b in bars if b.get_attribute("data-outcome") == "retried")

@@ -16,10 +16,13 @@ use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use squall_engine::backend::{LambdaBackend, LambdaConfig};
+use squall_engine::backend::{
+    AutoBackend, BurstPolicy, ExecutorBackend, InProcessBackend, LambdaBackend, LambdaConfig, Place,
+};
+use squall_engine::platform::Platform;
 use squall_engine::scheduler::{Coalescing, Exchange, ExchangeMode};
 use squall_engine::{Engine, JobRequest, MANIFEST_NAME, PlanOptions};
-use squall_executor::StoreRegistry;
+use squall_executor::{ExecutorContext, StoreRegistry};
 use squall_tests::store_suite::{Capabilities, run_all};
 use squall_tests::{
     TEST_PARTS, compare, expected_answer, is_ordered, render, render_with_header, run_rendered,
@@ -73,6 +76,17 @@ struct EmulatedRun {
 
 impl EmulatedRun {
     async fn start(name: &str, concurrency: usize, timeout: Duration) -> Self {
+        Self::start_placed(name, concurrency, timeout, None).await
+    }
+
+    /// [`start`](Self::start), with `--backend auto` placing stages by
+    /// `policy` (two in-process executors beside the function) when given.
+    async fn start_placed(
+        name: &str,
+        concurrency: usize,
+        timeout: Duration,
+        policy: Option<BurstPolicy>,
+    ) -> Self {
         let stores = Arc::new(StoreRegistry::new());
         let bucket = bucket_url();
         let (store, _) = stores.resolve(&format!("{bucket}/")).expect("S3 store");
@@ -91,7 +105,15 @@ impl EmulatedRun {
         let backend = LambdaBackend::connect(config, stores.clone(), &work)
             .await
             .expect("Lambda backend");
-        let engine = Engine::with_backend(stores.clone(), Arc::new(backend), &work);
+        let backend: Arc<dyn ExecutorBackend> = match policy {
+            None => Arc::new(backend),
+            Some(policy) => {
+                let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
+                let local = InProcessBackend::new(ctx, 2).expect("in-process executors");
+                Arc::new(AutoBackend::new(local, Arc::new(backend), policy).with_lambda_slots(2))
+            }
+        };
+        let engine = Engine::with_backend(stores.clone(), backend, &work);
         Self {
             tables: tpch::table_specs(&format!("{tables}/")),
             stores,
@@ -197,6 +219,68 @@ async fn tpch_sf001_through_lambda_and_s3_emulators() {
         "{} of 22 queries wrong through the Lambda emulator:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+}
+
+/// `--backend auto` through the emulators: stages reading at least 256 KiB
+/// (lineitem's and orders' scans at SF 0.01) run on the emulated function,
+/// the others in-process, in the same jobs; all 22 answers are right, the
+/// job's cost bills each attempt where it ran, and the work folder is empty
+/// after each query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_places_stages_in_process_and_on_the_emulated_function() {
+    let policy = BurstPolicy {
+        burst_above: Some(256 << 10),
+        lambda: Platform::emulated_lambda(),
+        ..BurstPolicy::new(2048)
+    };
+    let emulated =
+        EmulatedRun::start_placed("auto-run", 4, Duration::from_secs(300), Some(policy)).await;
+    let mut failures = Vec::new();
+    let (mut on_lambda, mut here) = (0u32, 0u32);
+    for q in 1..=22 {
+        let mut request = JobRequest::new(tpch::query(q).unwrap(), emulated.tables.clone());
+        request.plan = PlanOptions {
+            shuffle_partitions: 4,
+            ..PlanOptions::default()
+        };
+        match emulated.engine.run(&request, None).await {
+            Ok(result) => {
+                let rows = render(result.batches.as_deref().unwrap_or_default());
+                if let Err(e) = compare(&expected_answer("0.01", q), &rows, is_ordered(q)) {
+                    failures.push(format!("Q{q}: {e}"));
+                }
+                for stage in &result.stages {
+                    let place = stage.placement.as_ref().map(|p| p.place);
+                    let ran_as_placed = match place {
+                        Some(Place::Lambda) => stage.local_tasks == 0,
+                        Some(Place::Local) => stage.lambda_tasks == 0,
+                        None => false,
+                    };
+                    if !ran_as_placed {
+                        failures.push(format!("Q{q} stage {}: {stage:?}", stage.stage));
+                    }
+                    on_lambda += stage.lambda_tasks;
+                    here += stage.local_tasks;
+                }
+                let cost = &result.cost.total;
+                let burst: u32 = result.stages.iter().map(|s| s.lambda_tasks).sum();
+                if cost.lambda_invocations < u64::from(burst) || cost.local_task_seconds <= 0.0 {
+                    failures.push(format!("Q{q} billed {cost:?} for {burst} tasks on Lambda"));
+                }
+            }
+            Err(e) => failures.push(format!("Q{q} failed: {e}")),
+        }
+        let left = emulated.work_left().await;
+        if !left.is_empty() {
+            failures.push(format!("Q{q} left {} objects, e.g. {}", left.len(), left[0]));
+        }
+    }
+    emulated.clean_up().await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        on_lambda >= 22 && here >= 22,
+        "{on_lambda} tasks on the function, {here} in-process"
     );
 }
 

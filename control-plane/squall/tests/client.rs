@@ -190,6 +190,18 @@ fn the_cli_client_submits_watches_and_schedules_jobs() {
     assert!(shown.contains("state      succeeded"), "{shown}");
     assert!(shown.contains("rows       10"), "{shown}");
     assert!(shown.contains("STAGE"), "{shown}");
+    // Where each stage ran: a local server places every stage here.
+    assert!(shown.contains("PLACED"), "{shown}");
+    let placed: Vec<&str> = shown
+        .lines()
+        .skip_while(|l| !l.starts_with("STAGE"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert!(
+        !placed.is_empty() && placed.iter().all(|l| l.contains(" local ")),
+        "{shown}"
+    );
     let watched = ok(squall(url, &["job", &id, "--watch"]));
     assert!(watched.contains("state      succeeded"), "{watched}");
     let first = ok(squall(

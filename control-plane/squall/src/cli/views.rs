@@ -92,6 +92,11 @@ pub(super) fn print_job(view: &JobView) {
                         .as_ref()
                         .map(|c| c.requests.total().to_string())
                         .unwrap_or_else(|| "-".into()),
+                    s.placement
+                        .as_ref()
+                        .map(|p| p.place.clone())
+                        .unwrap_or_else(|| "-".into()),
+                    format!("{}/{}", s.local_tasks, s.lambda_tasks),
                 ]
             })
             .collect();
@@ -108,9 +113,17 @@ pub(super) fn print_job(view: &JobView) {
                 "WRITTEN",
                 "COST",
                 "REQUESTS",
+                "PLACED",
+                "HERE/LAMBDA",
             ],
             &rows,
         );
+        // Why each stage ran where it did, where there was a choice.
+        for s in &view.stages {
+            if let Some(p) = s.placement.as_ref().filter(|p| p.local_seconds.is_some()) {
+                println!("stage {:<4} {}: {}", s.stage, p.place, p.reason);
+            }
+        }
     }
 }
 

@@ -257,10 +257,16 @@ function dagSvg(plan, progress) {
       (e.combine_stage ? ` via ${e.step} stage ${e.combine_stage} (${e.producers} files into ${e.combiners})` : "") +
       `: ~${e.requests_direct} GETs direct, ~${e.requests_two_level} two-level — ${e.reason}`);
     const twoLevel = (s.exchanges || []).filter((e) => e.mode === "two-level").length;
-    const kind = twoLevel ? `${s.kind} · two-level ×${twoLevel}` : s.kind;
+    // Where its tasks run (--backend auto decides per stage), and why.
+    const placement = s.placement || (live && live.placement);
+    const where = placement ? { local: "in-process", lambda: "on Lambda", split: "split" }[placement.place] || placement.place : "";
+    const ran = live && (live.local_tasks || live.lambda_tasks) ? ` (${live.local_tasks} here, ${live.lambda_tasks} on Lambda)` : "";
+    const placed = placement ? [`runs ${where}${ran}: ${placement.reason}`] : [];
+    const kind = [s.kind, twoLevel ? `two-level ×${twoLevel}` : "", where].filter(Boolean).join(" · ");
     const width = ["combine", "merge"].includes(s.kind) ? `${s.partitions} combined file${s.partitions === 1 ? "" : "s"}` : `${s.partitions} partitions`;
-    return h("g", { class: `node${live && live.finished_at_ms ? " done" : ""}`, "data-stage": s.stage, "data-kind": s.kind, transform: `translate(${p.x},${p.y})` },
-      h("title", {}, [`stage ${s.stage}: ${s.kind}, ${width}, writes ${s.output}`, ...exchanges].join("\n")),
+    return h("g", { class: `node${live && live.finished_at_ms ? " done" : ""}`, "data-stage": s.stage, "data-kind": s.kind,
+      "data-place": placement ? placement.place : "", transform: `translate(${p.x},${p.y})` },
+      h("title", {}, [`stage ${s.stage}: ${s.kind}, ${width}, writes ${s.output}`, ...placed, ...exchanges].join("\n")),
       h("rect", { width: W, height: H }),
       h("text", { x: 10, y: 20, "font-weight": 700 }, `Stage ${s.stage} · ${kind}`),
       h("text", { x: 10, y: 38 }, `${tasks} · ${width}`),
@@ -302,8 +308,10 @@ function timelineSvg(attempts, view) {
     const cls = attemptClass(a, attempts);
     const end = a.ended_at_ms || Date.now();
     const y = 30 + row.get(`${a.stage}/${a.task}`) * ROW + 2;
-    const what = `stage ${a.stage} task ${a.task} attempt ${a.attempt}: ${cls}${a.backup ? " (backup copy)" : ""}, ${duration(a.elapsed_ms)}${a.message ? ` — ${a.message}` : ""}`;
-    return h("rect", { class: `bar bar-${cls}`, "data-outcome": cls, "data-attempt": `${a.stage}/${a.task}/${a.attempt}`,
+    const where = a.place === "lambda" ? " on Lambda" : a.place === "local" ? " in-process" : "";
+    const what = `stage ${a.stage} task ${a.task} attempt ${a.attempt}: ${cls}${a.backup ? " (backup copy)" : ""}${where}, ${duration(a.elapsed_ms)}${a.message ? ` — ${a.message}` : ""}`;
+    return h("rect", { class: `bar bar-${cls}${a.place === "lambda" ? " lambda" : ""}`, "data-outcome": cls, "data-attempt": `${a.stage}/${a.task}/${a.attempt}`,
+      "data-place": a.place || "",
       x: x(a.started_at_ms), y, width: Math.max(2, x(end) - x(a.started_at_ms)), height: ROW - 5, tabindex: 0, "aria-label": what },
       h("title", {}, what));
   });
