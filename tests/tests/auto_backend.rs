@@ -350,3 +350,45 @@ async fn the_job_view_and_plan_say_where_each_stage_ran_and_why() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_may_ask_for_one_place_where_the_backend_has_it() {
+    let (stores, memory) = bucket_with_tpch().await;
+    let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
+    let engine = auto_engine(&stores, &fake, 2, 4, policy(None));
+    for place in [Place::Lambda, Place::Local] {
+        let mut asked = request(3);
+        asked.tasks.place = Some(place);
+        let result = engine.run(&asked, None).await.expect("Q3");
+        let rows = render(result.batches.as_deref().unwrap_or_default());
+        compare(&expected_answer("0.01", 3), &rows, is_ordered(3)).expect("Q3's answer");
+        for stage in &result.stages {
+            let placement = stage.placement.as_ref().unwrap();
+            assert_eq!(placement.place, place);
+            assert!(
+                placement.reason.contains("the job asked"),
+                "{}",
+                placement.reason
+            );
+            let (here, there) = (stage.local_tasks as usize, stage.lambda_tasks as usize);
+            match place {
+                Place::Lambda => assert_eq!((here, there), (0, stage.tasks)),
+                Place::Local => assert_eq!((here, there), (stage.tasks, 0)),
+            }
+        }
+    }
+    assert!(leftovers(&memory).await.is_empty());
+    // A backend of one place refuses the other before anything runs.
+    let dir = tempfile::tempdir().unwrap();
+    let local = squall_tests::local_engine(2, &dir.path().join("work"));
+    let mut asked = JobRequest::new(
+        tpch::query(6).unwrap(),
+        squall_tests::tpch_tables(&squall_tests::tpch_data("0.01").await),
+    );
+    asked.tasks.place = Some(Place::Lambda);
+    let refused = local.run(&asked, None).await.expect_err("no Lambda here");
+    assert!(
+        refused.to_string().contains("cannot run tasks there"),
+        "{refused}"
+    );
+}

@@ -273,7 +273,11 @@ async fn auto_places_stages_in_process_and_on_the_emulated_function() {
         }
         let left = emulated.work_left().await;
         if !left.is_empty() {
-            failures.push(format!("Q{q} left {} objects, e.g. {}", left.len(), left[0]));
+            failures.push(format!(
+                "Q{q} left {} objects, e.g. {}",
+                left.len(),
+                left[0]
+            ));
         }
     }
     emulated.clean_up().await;

@@ -121,6 +121,16 @@ impl Engine {
     /// Refuses a job whose tables, output or work files the backend's executors
     /// could not reach, before anything runs.
     fn check_reachable(&self, request: &JobRequest) -> Result<()> {
+        if let Some(place) = request.tasks.place
+            && !self.backend.places().contains(&place)
+        {
+            return Err(SquallError::InvalidArgument(format!(
+                "the job asks for every task to run {} but the {} backend cannot run tasks there \
+                 (only a server with backend auto chooses)",
+                place.as_str(),
+                self.backend.name()
+            )));
+        }
         let unreachable = |what: String, url: &url::Url| {
             SquallError::InvalidArgument(format!(
                 "{what} is at {url}, which {} executors cannot reach: use an object store they share (s3://...)",

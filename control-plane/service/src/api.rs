@@ -75,6 +75,21 @@ pub struct JobOptions {
     /// 250 ms) a second time, the first answer winning (default: true).
     #[serde(default)]
     pub hedged_reads: Option<bool>,
+    /// Where the job's stages run on a server whose backend is `auto`:
+    /// `auto` (each where it is predicted to finish sooner; the default),
+    /// `local` (in-process) or `lambda`. Other servers accept only their
+    /// own place.
+    #[serde(default)]
+    pub placement: Option<PlacementOption>,
+}
+
+/// Where a job's stages run (see [`JobOptions::placement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementOption {
+    Auto,
+    Local,
+    Lambda,
 }
 
 /// A job as the API shows it.

@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
-use crate::api::{Accepted, JobState, SubmitJob};
+use crate::api::{Accepted, JobState, PlacementOption, SubmitJob};
 use crate::core::Service;
 use crate::errors::ServiceError;
 use crate::limits::PRINCIPAL_LABEL;
 use crate::principals::Principal;
 use crate::store::{NewJob, QueueRefusal, now_ms};
 use squall_engine::access::Access;
+use squall_engine::backend::Place;
 use squall_engine::engine::{JobRequest, new_job_id};
 use squall_engine::error::SquallError;
 use squall_engine::planner::{PlanOptions, Widen};
@@ -106,6 +107,11 @@ impl Service {
             hedging: match options.hedged_reads {
                 Some(false) => Hedging::off(),
                 _ => Hedging::on(),
+            },
+            place: match options.placement {
+                None | Some(PlacementOption::Auto) => None,
+                Some(PlacementOption::Local) => Some(Place::Local),
+                Some(PlacementOption::Lambda) => Some(Place::Lambda),
             },
             ..TaskOptions::default()
         };

@@ -140,6 +140,10 @@ impl ExecutorBackend for AutoBackend {
         self.local.invoke(spec).await
     }
 
+    fn places(&self) -> Vec<Place> {
+        vec![Place::Local, Place::Lambda]
+    }
+
     fn place(&self, outlook: &StageOutlook) -> Placement {
         let state = self.lock();
         let capacity = Capacity {

@@ -41,14 +41,19 @@ pub trait ExecutorBackend: Send + Sync + std::fmt::Debug {
 
     async fn invoke(&self, spec: TaskSpec) -> Result<TaskResult>;
 
-    /// Where a stage's tasks run, from what the scheduler knows of the stage
-    /// when it is ready. A backend with one place always says that place.
-    fn place(&self, outlook: &StageOutlook) -> Placement {
-        let place = if self.bills_invocations() {
+    /// Where this backend can run tasks: one place, or (auto) both.
+    fn places(&self) -> Vec<Place> {
+        vec![if self.bills_invocations() {
             Place::Lambda
         } else {
             Place::Local
-        };
+        }]
+    }
+
+    /// Where a stage's tasks run, from what the scheduler knows of the stage
+    /// when it is ready. A backend with one place always says that place.
+    fn place(&self, outlook: &StageOutlook) -> Placement {
+        let place = self.places().first().copied().unwrap_or(Place::Local);
         Placement::only(place, outlook.tasks)
     }
 

@@ -176,6 +176,14 @@ impl Placement {
         }
     }
 
+    /// Every task at `place`, because the job asked for it.
+    pub fn asked(place: Place, tasks: usize) -> Self {
+        Self {
+            reason: format!("the job asked for every task {}", place.describe()),
+            ..Self::only(place, tasks)
+        }
+    }
+
     /// `local`, `lambda`, or `split` (local with an overflow to Lambda).
     pub fn label(&self) -> &'static str {
         match (self.place, self.burst_tasks) {

@@ -6,6 +6,7 @@ use squall_executor::{Hedging, ShuffleCodec};
 use super::coalesce::Coalescing;
 use super::exchange::Exchange;
 use super::speculation::Speculation;
+use crate::backend::Place;
 
 /// How a job's tasks are run.
 #[derive(Debug, Clone)]
@@ -37,6 +38,9 @@ pub struct TaskOptions {
     /// Most bytes of result files the job may commit: past it, the job fails
     /// and its running tasks are stopped (None: no limit).
     pub max_result_bytes: Option<u64>,
+    /// Every stage at this place (None: where the backend places each; a
+    /// backend that cannot run tasks there fails the job before it runs).
+    pub place: Option<Place>,
 }
 
 impl Default for TaskOptions {
@@ -54,6 +58,7 @@ impl Default for TaskOptions {
             max_stage_concurrency: None,
             session_options: vec![],
             max_result_bytes: None,
+            place: None,
         }
     }
 }

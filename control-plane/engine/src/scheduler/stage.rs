@@ -18,7 +18,7 @@ use super::coalesce::Share;
 use super::context::{JobGate, Scheduler};
 use super::events::{JobEvent, StageKind, StageStats};
 use super::tasks::{BACKUP, PRIMARY, StageTasks, TaskLedger};
-use crate::backend::{Place, Placed, StageOutlook};
+use crate::backend::{Place, Placed, Placement, StageOutlook};
 use crate::commit::{attempt_output_url, delete_all};
 use crate::error::{Result, SquallError};
 use crate::planner::{Stage, StageOutput};
@@ -138,7 +138,10 @@ impl Scheduler<'_> {
         };
         let groups = groups.or_else(|| self.reduce_groups(stage, &inputs, gate, action));
         let tasks = groups.as_ref().map_or(stage.tasks, Vec::len);
-        let placement = self.backend.place(&self.outlook(stage, &inputs, tasks));
+        let placement = match self.options.place {
+            Some(place) => Placement::asked(place, tasks),
+            None => self.backend.place(&self.outlook(stage, &inputs, tasks)),
+        };
         let shared = StageTasks {
             placed: Placed::new(placement),
             plan,

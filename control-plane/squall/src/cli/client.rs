@@ -13,8 +13,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use squall_engine::TableSpec;
 use squall_service::JobState;
 use squall_service::api::{
-    ColumnView, JobOptions, JobView, MissedRunPolicy, NewSchedule, OverlapPolicy, PutTable,
-    ScheduleChange, SubmitJob, TableRef,
+    ColumnView, JobOptions, JobView, MissedRunPolicy, NewSchedule, OverlapPolicy, PlacementOption,
+    PutTable, ScheduleChange, SubmitJob, TableRef,
 };
 use squall_service::client::ApiClient;
 
@@ -78,12 +78,21 @@ pub struct JobArgs {
     /// Never send a slow read a second time.
     #[arg(long)]
     no_hedging: bool,
+    /// Where the job's stages run on a server with backend auto: auto (each
+    /// where it finishes sooner), local or lambda [default: auto].
+    #[arg(long, value_name = "PLACE", value_parser = parse_placement)]
+    placement: Option<PlacementOption>,
     /// Stop the job once its estimated cost passes this many US dollars.
     #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
     cost_limit: Option<f64>,
     /// A label for chargeback and listing: KEY=VALUE (repeat for more).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+}
+
+fn parse_placement(text: &str) -> std::result::Result<PlacementOption, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("'{text}' is not auto, local or lambda"))
 }
 
 fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
@@ -114,6 +123,7 @@ impl JobArgs {
                 cost_limit_usd: self.cost_limit,
                 exchange: self.exchange,
                 hedged_reads: self.no_hedging.then_some(false),
+                placement: self.placement,
             },
             labels: self.labels.iter().cloned().collect(),
         })
