@@ -296,6 +296,59 @@ async fn concurrency_caps_hold_per_backend_and_per_stage() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_spread_over_functions_within_their_scaling_budgets() {
+    let (stores, memory) = bucket_with_tpch().await;
+    let fake = FakeLambda::start(stores.clone(), |_, _| {
+        Reply::Slow(Duration::from_millis(20))
+    })
+    .await;
+    // One function that may gain two environments (then one per 5 s): six
+    // in flight allowed, two at most run, the others reuse them.
+    let one = engine(
+        LambdaConfig {
+            max_concurrency: 6,
+            new_environments_per_10s: 2,
+            ..fake.config()
+        },
+        &stores,
+    );
+    check_query(&one, &request(9), 9).await;
+    let calls = fake.calls();
+    let most = calls.iter().map(|c| c.in_flight).max().unwrap_or(0);
+    assert!(
+        most <= 2,
+        "{most} in flight on one function of two environments"
+    );
+    assert!(calls.iter().all(|c| c.function == "squall-executor"));
+    // Three such functions: invocations go to all three, up to six at once.
+    let three = engine(
+        LambdaConfig {
+            max_concurrency: 6,
+            new_environments_per_10s: 2,
+            function_count: 3,
+            ..fake.config()
+        },
+        &stores,
+    );
+    let before = calls.len();
+    check_query(&three, &request(9), 9).await;
+    let calls = &fake.calls()[before..];
+    let mut names: Vec<&str> = calls.iter().map(|c| c.function.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(
+        names,
+        ["squall-executor", "squall-executor-2", "squall-executor-3"]
+    );
+    let most = calls.iter().map(|c| c.in_flight).max().unwrap_or(0);
+    assert!(
+        (3..=6).contains(&most),
+        "{most} in flight over three functions"
+    );
+    assert!(leftovers(&memory).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_halves_the_invocations_in_flight_and_success_grows_them_back() {
     let (stores, memory) = bucket_with_tpch().await;
     // A function limited to 3 concurrent executions: more are throttled (429).

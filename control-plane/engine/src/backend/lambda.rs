@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use super::ExecutorBackend;
 use super::aimd::{Aimd, FlowStats};
+use super::fanout::{Fanout, NEW_ENVIRONMENTS_PER_10S, function_names};
 use crate::commit::delete_quietly;
 use crate::error::{Result, SquallError};
 use async_trait::async_trait;
@@ -110,7 +111,16 @@ pub struct LambdaConfig {
     /// Specs whose JSON is larger go through the bucket (default: what fits in
     /// Lambda's 6 MB payload with room for the envelope).
     pub max_inline_spec_bytes: usize,
+    /// Identical functions invocations are spread over: `function`, then
+    /// `function-2` … (as `infra/`'s `FunctionCount` deploys them).
+    pub function_count: usize,
+    /// New execution environments one function may gain per 10 s (Lambda's
+    /// scaling rate: 1,000).
+    pub new_environments_per_10s: u32,
 }
+
+/// Functions one backend spreads invocations over, at most.
+pub const MAX_FUNCTIONS: usize = 100;
 
 impl LambdaConfig {
     pub fn new(function: impl Into<String>) -> Self {
@@ -123,7 +133,14 @@ impl LambdaConfig {
             invocation_timeout: MAX_INVOCATION_TIMEOUT,
             backoff: Backoff::default(),
             max_inline_spec_bytes: MAX_INLINE_SPEC_BYTES,
+            function_count: 1,
+            new_environments_per_10s: NEW_ENVIRONMENTS_PER_10S,
         }
+    }
+
+    /// The functions invocations go to.
+    pub fn function_names(&self) -> Vec<String> {
+        function_names(&self.function, self.function_count)
     }
 
     /// The qualifier an attempt with a memory pool of `pool` bytes invokes.
@@ -143,6 +160,17 @@ impl LambdaConfig {
         }
         if self.max_concurrency == 0 {
             return invalid("the Lambda concurrency must be at least 1".into());
+        }
+        if !(1..=MAX_FUNCTIONS).contains(&self.function_count) {
+            return invalid(format!(
+                "the function count must be from 1 to {MAX_FUNCTIONS}, not {}",
+                self.function_count
+            ));
+        }
+        if self.new_environments_per_10s == 0 {
+            return invalid(
+                "a function must be allowed at least 1 new environment per 10 s".into(),
+            );
         }
         if self.invocation_timeout.is_zero() || self.invocation_timeout > MAX_INVOCATION_TIMEOUT {
             return invalid(format!(
@@ -193,6 +221,8 @@ pub struct LambdaBackend {
     payload_root: String,
     /// Invocations in flight, halved on throttling (see [`Aimd`]).
     flow: Aimd,
+    /// The functions they go to, within each one's scaling rate.
+    fanout: Arc<Fanout>,
     /// Invocations still running, by job: one whose attempt was dropped (a
     /// losing backup, a stopped job) runs on to its end or timeout.
     live: Arc<super::LiveTasks>,
@@ -260,6 +290,10 @@ impl LambdaBackend {
         Ok(Self {
             client,
             flow: Aimd::new(config.max_concurrency),
+            fanout: Arc::new(Fanout::new(
+                config.function_names(),
+                config.new_environments_per_10s,
+            )),
             live: Arc::default(),
             config,
             stores,
@@ -325,22 +359,27 @@ impl LambdaBackend {
         let payload = Blob::new(payload);
         let mut retry = 0;
         loop {
+            let slot = self.flow.acquire().await;
+            // Under the in-flight limit, a function with an idle environment
+            // or the budget for a new one.
+            let function = self.fanout.acquire().await;
             let mut call = self
                 .client
                 .invoke()
-                .function_name(&self.config.function)
+                .function_name(function.name())
                 .invocation_type(InvocationType::RequestResponse)
                 .payload(payload.clone());
             if let Some(q) = qualifier {
                 call = call.qualifier(q);
             }
-            let slot = self.flow.acquire().await;
-            // The call runs on by itself, counted for its job, if this
-            // attempt is dropped: the engine sweeps again once it ends.
+            // The call runs on by itself, counted for its job (and holding
+            // its function's environment), if this attempt is dropped: the
+            // engine sweeps again once it ends.
             let live = self.live.started(&id.job_id);
             let timeout = self.config.invocation_timeout;
             let call = tokio::spawn(async move {
                 let _live = live;
+                let _function = function;
                 tokio::time::timeout(timeout, call.send()).await
             });
             let sent = match call.await {

@@ -20,6 +20,7 @@ use crate::error::{Result, SquallError};
 
 pub mod aimd;
 pub mod auto;
+pub mod fanout;
 pub mod faults;
 pub mod lambda;
 pub mod placement;

@@ -66,6 +66,11 @@ pub struct BackendArgs {
     /// The executor function's name or ARN (--backend lambda).
     #[arg(long, value_name = "NAME")]
     pub function: Option<String>,
+    /// Identical functions to spread invocations over: NAME, NAME-2 … NAME-N,
+    /// as the stack's FunctionCount deploys them (each gains at most 1,000
+    /// new environments per 10 s) [default: 1].
+    #[arg(long, value_name = "N", requires = "function")]
+    pub function_count: Option<usize>,
     /// Published version or alias of the function (default: $LATEST).
     #[arg(long, value_name = "Q", requires = "function")]
     pub qualifier: Option<String>,
@@ -228,6 +233,7 @@ impl BackendArgs {
             endpoint: self.lambda_endpoint.clone(),
             max_concurrency: self.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY),
             invocation_timeout: Duration::from_secs(self.invocation_timeout.unwrap_or(900)),
+            function_count: self.function_count.unwrap_or(1),
             ..LambdaConfig::new(function)
         };
         let stores = Arc::new(StoreRegistry::new());
@@ -269,6 +275,8 @@ impl BackendArgs {
     fn lambda_only_flag(&self) -> Option<&'static str> {
         if self.function.is_some() {
             Some("--function")
+        } else if self.function_count.is_some() {
+            Some("--function-count")
         } else if self.qualifier.is_some() {
             Some("--qualifier")
         } else if !self.memory_qualifier.is_empty() {

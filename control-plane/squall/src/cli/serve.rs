@@ -176,6 +176,7 @@ struct BackendFile {
     invocation_timeout: Option<u64>,
     work_dir: Option<String>,
     local_executors: Option<usize>,
+    function_count: Option<usize>,
     /// A size, as on the command line ("256MiB").
     burst_above: Option<String>,
     prefer: Option<PreferArg>,
@@ -300,6 +301,7 @@ impl Settings {
             invocation_timeout: flags.invocation_timeout.or(from_file.invocation_timeout),
             work_dir: flags.work_dir.or(from_file.work_dir),
             local_executors: flags.local_executors.or(from_file.local_executors),
+            function_count: flags.function_count.or(from_file.function_count),
             burst_above: match (flags.burst_above, from_file.burst_above) {
                 (Some(bytes), _) => Some(bytes),
                 (None, Some(size)) => Some(super::units::parse_size(&size).map_err(|e| {
