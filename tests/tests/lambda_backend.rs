@@ -349,6 +349,37 @@ async fn invocations_spread_over_functions_within_their_scaling_budgets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prewarm_pings_environments_while_the_job_is_planned_and_bills_them() {
+    let (stores, memory) = bucket_with_tpch().await;
+    let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
+    let engine = engine(fake.config(), &stores);
+    let mut req = request(6);
+    req.tasks.prewarm = 4;
+    let result = engine.run(&req, None).await.expect("Q6");
+    let rows = squall_tests::render(result.batches.as_deref().unwrap_or_default());
+    compare(&expected_answer("0.01", 6), &rows, is_ordered(6)).expect("Q6's answer");
+    let calls = fake.calls();
+    let pings: Vec<_> = calls.iter().filter(|c| c.id.stage_id == 0).collect();
+    assert_eq!(pings.len(), 4, "{calls:?}");
+    // Sent together, before any task of the job.
+    let first_task = calls.iter().position(|c| c.id.stage_id != 0).unwrap();
+    assert!(calls[..first_task].iter().all(|c| c.id.stage_id == 0));
+    assert_eq!(first_task, 4);
+    let billed = &result.cost.stages[&0];
+    assert_eq!(billed.lambda_invocations, 4);
+    assert!(result.cost.total.lambda_invocations >= 4 + 2);
+    assert!(leftovers(&memory).await.is_empty());
+    // More than the backend runs at once is refused before anything runs.
+    req.tasks.prewarm = 5;
+    let refused = engine
+        .run(&req, None)
+        .await
+        .expect_err("4 in flight at most");
+    assert!(refused.to_string().contains("pre-warming 5"), "{refused}");
+    assert_eq!(fake.calls().len(), calls.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_halves_the_invocations_in_flight_and_success_grows_them_back() {
     let (stores, memory) = bucket_with_tpch().await;
     // A function limited to 3 concurrent executions: more are throttled (429).

@@ -17,10 +17,13 @@ use futures::FutureExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use squall_executor::hedge::Hedger;
-use squall_executor::{ExecutorContext, OutputFile, ShuffleCodec, StoreRegistry};
+use squall_executor::{
+    ExecutorContext, OutputFile, ShuffleCodec, StoreRegistry, TaskAction, TaskId, TaskSpec,
+    WIRE_VERSION,
+};
 
 use crate::access::Access;
-use crate::backend::{ExecutorBackend, InProcessBackend};
+use crate::backend::{ExecutorBackend, InProcessBackend, Place};
 use crate::commit::StageJournal;
 use crate::cost::{JobCost, JobMeter, Prices};
 use crate::error::{Result, SquallError};
@@ -121,6 +124,21 @@ impl Engine {
     /// Refuses a job whose tables, output or work files the backend's executors
     /// could not reach, before anything runs.
     fn check_reachable(&self, request: &JobRequest) -> Result<()> {
+        let prewarm = request.tasks.prewarm;
+        if prewarm > 0 && !self.backend.places().contains(&Place::Lambda) {
+            return Err(SquallError::InvalidArgument(format!(
+                "pre-warming {prewarm} environments needs a backend that runs tasks on Lambda, \
+                 not {}",
+                self.backend.name()
+            )));
+        }
+        if prewarm > self.backend.max_concurrency() {
+            return Err(SquallError::InvalidArgument(format!(
+                "pre-warming {prewarm} environments is more than the {} invocations the backend \
+                 runs at once",
+                self.backend.max_concurrency()
+            )));
+        }
         if let Some(place) = request.tasks.place
             && !self.backend.places().contains(&place)
         {
@@ -387,9 +405,12 @@ impl Engine {
         // copies counted in the job's cost.
         let hedger = Hedger::new(request.tasks.hedging.clone(), meter.control_requests());
         let planning_stores = Arc::new(stores.hedged(hedger));
-        let planned = self
-            .plan(&planning_stores, request, work_dir, &result_dir)
-            .await?;
+        // Lambda environments started while the job is planned, if asked.
+        let (planned, ()) = tokio::join!(
+            self.plan(&planning_stores, request, work_dir, &result_dir),
+            self.prewarm(request.tasks.prewarm, job_id, run_id, meter)
+        );
+        let planned = planned?;
         if let Some(progress) = &run.progress {
             progress.on_event(&JobEvent::Planned {
                 dag: Arc::new(planned.dag.clone()),
@@ -456,6 +477,62 @@ impl Engine {
 fn in_process(stores: &Arc<StoreRegistry>, executors: Option<usize>) -> Result<InProcessBackend> {
     let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
     InProcessBackend::new(ctx, executors.unwrap_or_else(default_parallelism))
+}
+
+impl Engine {
+    /// Starts `n` Lambda environments: `n` pings at once, each billed to
+    /// the job (as stage 0). A ping that fails is only logged: the job's
+    /// tasks then start their environments themselves.
+    async fn prewarm(&self, n: usize, job_id: &str, run_id: &str, meter: &JobMeter) {
+        if n == 0 {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let pings = (0..n).map(|task| {
+            let spec = ping_spec(job_id, run_id, task as u32);
+            async move {
+                let began = std::time::Instant::now();
+                let answer = self.backend.invoke_at(Place::Lambda, spec).await;
+                let usage = answer.as_ref().map(|r| r.usage.clone()).unwrap_or_default();
+                meter.attempt(0, &usage, began.elapsed(), true);
+                answer.is_ok()
+            }
+        });
+        let answered = futures::future::join_all(pings)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count();
+        tracing::info!(
+            job = job_id,
+            asked = n,
+            answered,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "pre-warmed Lambda environments"
+        );
+    }
+}
+
+/// A ping of the pre-warm: task `task` of stage 0.
+fn ping_spec(job_id: &str, run_id: &str, task: u32) -> TaskSpec {
+    TaskSpec {
+        wire_version: WIRE_VERSION,
+        id: TaskId {
+            job_id: job_id.to_string(),
+            run_id: run_id.to_string(),
+            stage_id: 0,
+            task,
+            attempt: 0,
+        },
+        action: TaskAction::Ping,
+        plan: vec![],
+        partition: None,
+        inputs: vec![],
+        memory_limit_bytes: 1 << 20,
+        session_options: vec![],
+        hedging: Default::default(),
+        shuffle_codec: Default::default(),
+    }
 }
 
 /// A planning pool shared by the engines of this process that do not ask for

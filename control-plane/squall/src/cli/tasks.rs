@@ -21,6 +21,11 @@ pub struct TaskArgs {
     /// [default: 8GiB, at least --task-memory].
     #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
     pub task_memory_max: Option<u64>,
+    /// Start N Lambda environments while the job is planned, so that its
+    /// first tasks find them warm (--backend lambda or auto; at most the
+    /// invocations in flight) [default: 0].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub prewarm: usize,
     /// Attempts per task when failures are retryable.
     #[arg(long, default_value_t = TaskOptions::default().max_attempts)]
     pub max_attempts: u32,
@@ -126,6 +131,7 @@ impl TaskArgs {
                 Hedging::on()
             },
             shuffle_codec: self.shuffle_codec,
+            prewarm: self.prewarm,
             ..default
         })
     }
