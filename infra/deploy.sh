@@ -83,5 +83,6 @@ outputs="$(stack_outputs "$STACK")"
 output() { output_value "$outputs" "$1"; }
 echo "$outputs"
 echo
-echo "squall run --backend lambda --function $(output FunctionName) --work-dir $(output WorkDir) \\"
+echo "squall run --backend lambda --function $(output FunctionName) --function-count $(output FunctionCount) \\"
+echo "  --work-dir $(output WorkDir) \\"
 echo "  --table NAME=$(output DataUrl)NAME/ --sql '...'"

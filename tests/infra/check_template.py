@@ -83,8 +83,24 @@ def main(path):
     if int(params["Timeout"]["MaxValue"]) > 900:
         fail("Lambda's timeout is at most 900 s")
 
+    # The copies FunctionCount deploys are the function but for their names.
+    copies = [n for n in resources if n.startswith("Function") and n != "Function"]
+    if len(copies) != int(params["FunctionCount"]["AllowedValues"][-1]) - 1:
+        fail(f"FunctionCount allows {params['FunctionCount']['AllowedValues'][-1]} functions, the template has {len(copies) + 1}")
+    for name in copies:
+        k = name.removeprefix("Function")
+        copy = dict(resources[name]["Properties"])
+        if resources[name].get("Condition") != name:
+            fail(f"{name} does not exist only for FunctionCount >= {k}")
+        if copy.pop("FunctionName") != {"Fn::Sub": f"${{FunctionName}}-{k}"}:
+            fail(f"{name} is not named FunctionName-{k}")
+        copy.pop("Description", None)
+        original = {key: v for key, v in function.items() if key not in ("FunctionName", "Description")}
+        if copy != original:
+            fail(f"{name} differs from Function in more than its name")
+
     outputs = template["Outputs"]
-    for name in ("FunctionName", "WorkDir", "Bucket", "DataUrl", "ResultUrl"):
+    for name in ("FunctionName", "FunctionCount", "WorkDir", "Bucket", "DataUrl", "ResultUrl"):
         if name not in outputs:
             fail(f"output {name} missing (the squall flags need it)")
     print(f"infra check: {path}: {len(statements)} policy statements, all scoped; ok")

@@ -49,13 +49,26 @@ done
 state="$(aws_cli lambda get-function --function-name "$(output FunctionName)" \
     --query 'Configuration.[State,MemorySize,Runtime]' --output text)"
 [[ "$state" == $'Active\t2048\tprovided.al2023' ]] || { log "function is '$state'"; exit 1; }
+if aws_cli lambda get-function --function-name "$STACK-2" >/dev/null 2>&1; then
+    log "FunctionCount=1 deployed a second function"; exit 1
+fi
 log "stack $STACK CREATE_COMPLETE, function $(output FunctionName) Active"
 
 "$ROOT/infra/deploy.sh" --stack "$STACK" --code-bucket "$CODE_BUCKET" --zip "$work/code.zip" \
-    --param FunctionName="$STACK" --param MemorySize=3008 > /dev/null
+    --param FunctionName="$STACK" --param MemorySize=3008 --param FunctionCount=3 > "$work/outputs"
 memory="$(aws_cli lambda get-function --function-name "$STACK" --query 'Configuration.MemorySize' --output text)"
 [[ "$memory" == 3008 ]] || { log "the update left MemorySize at $memory"; exit 1; }
-log "stack $STACK updated (MemorySize 3008)"
+# FunctionCount=3: two more copies, named as squall --function-count expects.
+[[ "$(output FunctionCount)" == 3 ]] || { log "output FunctionCount is '$(output FunctionCount)'"; exit 1; }
+for copy in "$STACK-2" "$STACK-3"; do
+    copied="$(aws_cli lambda get-function --function-name "$copy" \
+        --query 'Configuration.[State,MemorySize,Runtime]' --output text)"
+    [[ "$copied" == $'Active\t3008\tprovided.al2023' ]] || { log "function $copy is '$copied'"; exit 1; }
+done
+if aws_cli lambda get-function --function-name "$STACK-4" >/dev/null 2>&1; then
+    log "FunctionCount=3 deployed a fourth function"; exit 1
+fi
+log "stack $STACK updated (MemorySize 3008, FunctionCount 3: $STACK, $STACK-2, $STACK-3)"
 
 tables="$(output DataUrl)tpch"
 "$SQUALL" tpch --scale 0.01 --out "$tables" 2>/dev/null
