@@ -106,7 +106,7 @@ const CRATES: &[Spec] = &[
         dir: "control-plane/tools",
         layers: &[
             &["tpch", "simulate"],
-            &["bench", "skew", "combine_model"],
+            &["bench", "skew", "combine_model", "replay"],
             &["faults", "exchange"],
         ],
         inner: &[],

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod combine_model;
 pub mod exchange;
 pub mod faults;
+pub mod replay;
 pub mod simulate;
 pub mod skew;
 pub mod tpch;

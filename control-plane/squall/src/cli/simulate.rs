@@ -10,9 +10,8 @@ use squall_engine::planner::default_parallelism;
 use squall_engine::scheduler::{Exchange, ExchangeChoice, ExchangeMode, TaskOptions};
 use squall_engine::{Engine, JobRequest, Prices};
 use squall_tools::combine_model::with_exchange;
-use squall_tools::simulate::{
-    Platform, Profile, Replay, ScaledStage, plan_for_scale, profile, replays, scale,
-};
+use squall_tools::replay::{Replay, replays};
+use squall_tools::simulate::{Platform, Profile, ScaledStage, plan_for_scale, profile, scale};
 use squall_tools::tpch;
 
 use super::error::{CliError, Result};
