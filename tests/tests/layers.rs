@@ -107,7 +107,7 @@ const CRATES: &[Spec] = &[
         layers: &[
             &["tpch", "simulate"],
             &["bench", "skew", "combine_model", "replay"],
-            &["faults", "exchange"],
+            &["faults", "exchange", "burst"],
         ],
         inner: &[],
         depends_on: &["squall-executor", "squall-engine"],
@@ -123,7 +123,7 @@ const CRATES: &[Spec] = &[
                 &["output", "tasks", "backend", "principals", "limits"],
                 &["query", "skew", "views"],
                 &["client", "serve", "faults", "exchange"],
-                &["simulate"],
+                &["simulate", "burst"],
                 &["bench"],
             ],
         )],

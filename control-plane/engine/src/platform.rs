@@ -43,8 +43,11 @@ pub struct Platform {
     pub invoke: Latency,
     /// Added to a worker's first task (a fresh function process).
     pub cold_start: Latency,
-    /// Fresh workers that may start per 10 s (Lambda's scaling rate).
+    /// Fresh workers that may start per 10 s (Lambda's scaling rate), each
+    /// function.
     pub new_workers_per_10s: usize,
+    /// Identical functions the workers are spread over (`--function-count`).
+    pub functions: usize,
     /// One object-store request, to its first byte.
     pub request: Latency,
     /// A request that stalls: its chance, and how long (uniform in the range).
@@ -78,6 +81,7 @@ impl Platform {
                 p95: 0.5,
             },
             new_workers_per_10s: 1000,
+            functions: 1,
             request: Latency {
                 median: 0.027,
                 p95: 0.075,
@@ -107,6 +111,12 @@ impl Platform {
         } else {
             ShuffleCodec::Lz4
         }
+    }
+
+    /// Fresh workers that may start per 10 s over all its functions.
+    pub fn scaling_per_10s(&self) -> usize {
+        self.new_workers_per_10s
+            .saturating_mul(self.functions.max(1))
     }
 
     /// What a GB-second of its workers costs.
@@ -145,6 +155,7 @@ impl Platform {
             invoke: Latency::ZERO,
             cold_start: Latency::ZERO,
             new_workers_per_10s: usize::MAX,
+            functions: 1,
             request: Latency::ZERO,
             stall_probability: 0.0,
             stall_seconds: (0.0, 0.0),

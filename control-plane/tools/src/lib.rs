@@ -8,6 +8,7 @@
 //! the CLI use them; the engine and the service never do.
 
 pub mod bench;
+pub mod burst;
 pub mod combine_model;
 pub mod exchange;
 pub mod faults;

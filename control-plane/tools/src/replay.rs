@@ -25,6 +25,12 @@ pub struct Replay {
     pub prefix_throttled: bool,
     /// Workers started by the end (warm for a query run right after).
     pub warm_workers: usize,
+    /// Attempts on a billed platform (Lambda invocations, pre-warm pings
+    /// included), and the seconds the others' attempts took (this machine's).
+    pub lambda_attempts: u64,
+    pub local_seconds: f64,
+    /// When the last first attempt started, from the first stage's start.
+    pub last_start: f64,
 }
 
 /// GETs a second S3 serves per partitioned key prefix.
@@ -96,20 +102,93 @@ pub fn simulate(
     overhead_seconds: f64,
     seed: u64,
 ) -> Replay {
-    let workers = workers.max(1);
+    let pool = Pool {
+        platform,
+        workers,
+        warm,
+        prewarmed: 0,
+    };
+    let run = Run {
+        backups,
+        prices,
+        overhead_seconds,
+        seed,
+    };
+    simulate_on(stages, &[pool], |_| 0, &run)
+}
+
+/// Workers of one platform a replay runs stages on.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool<'a> {
+    pub platform: &'a Platform,
+    pub workers: usize,
+    /// Workers already started by an earlier query (no cold start, no bill).
+    pub warm: usize,
+    /// Workers pinged while the job was planned (`--prewarm`): those of the
+    /// platform's first scaling wave are warm at the start, each billed a
+    /// cold start and counted against the scaling rate.
+    pub prewarmed: usize,
+}
+
+/// How a replay runs: backups or not, the price table, the time before the
+/// first stage (planning), the seed of its draws.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    pub backups: bool,
+    pub prices: &'a Prices,
+    pub overhead_seconds: f64,
+    pub seed: u64,
+}
+
+/// One pool's workers as a replay goes.
+struct Workers {
+    /// When each worker is next free (times are never negative, so their
+    /// bits order as they do), and whether it has run anything yet.
+    free: std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>>,
+    warm: Vec<bool>,
+    started_fresh: usize,
+    billed_seconds: f64,
+    attempts: u64,
+}
+
+impl Workers {
+    fn new(pool: &Pool) -> Self {
+        let workers = pool.workers.max(1);
+        // Pings sent as planning starts are held to the scaling rate too:
+        // the first wave's are warm when the job starts, the others would
+        // start no sooner than the job's own tasks do.
+        let pinged = pool.prewarmed.min(pool.platform.scaling_per_10s());
+        let started = pool.warm + pinged;
+        Self {
+            free: (0..workers)
+                .map(|w| std::cmp::Reverse((0f64.to_bits(), w)))
+                .collect(),
+            warm: (0..workers).map(|w| w < started).collect(),
+            started_fresh: pinged,
+            billed_seconds: pinged as f64 * pool.platform.cold_start.median,
+            attempts: pinged as u64,
+        }
+    }
+}
+
+/// Replays the stages each on the pool `pool_of` picks: the stages of one
+/// pool share its workers, a stage starts when its inputs have ended.
+pub fn simulate_on(
+    stages: &[ScaledStage],
+    pools: &[Pool],
+    pool_of: impl Fn(&ScaledStage) -> usize,
+    run: &Run,
+) -> Replay {
+    let mut workers: Vec<Workers> = pools.iter().map(Workers::new).collect();
     // How long the job's first attempts took: what a stage of one task is
     // compared with for a backup, as the scheduler does.
     let mut job_durations: Vec<f64> = Vec::new();
-    // When each worker is next free, and whether it has run anything yet.
-    let mut free: std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize)>> = (0..workers)
-        .map(|w| std::cmp::Reverse((0f64.to_bits(), w)))
-        .collect();
-    let mut warm: Vec<bool> = (0..workers).map(|w| w < warm).collect();
-    let mut started_fresh = 0usize;
     let mut done: HashMap<u32, f64> = HashMap::new();
     let mut replay = Replay::default();
-    let mut billed_seconds = 0.0;
     for stage in stages {
+        let index = pool_of(stage).min(pools.len() - 1);
+        let (pool, on) = (&pools[index], &mut workers[index]);
+        let platform = pool.platform;
         let ready = stage
             .inputs
             .iter()
@@ -117,26 +196,28 @@ pub fn simulate(
             .fold(0.0, |a: f64, b| a.max(*b));
         let mut spans: Vec<(f64, f64)> = Vec::with_capacity(stage.tasks);
         for task in 0..stage.tasks {
-            let mut rng = attempt_rng(seed, stage.id, task, 0);
-            // The earliest free worker (times are never negative, so their
-            // bits order as they do).
-            let Some(std::cmp::Reverse((bits, slot))) = free.pop() else {
+            let mut rng = attempt_rng(run.seed, stage.id, task, 0);
+            let Some(std::cmp::Reverse((bits, slot))) = on.free.pop() else {
                 break;
             };
             let mut start = f64::from_bits(bits).max(ready);
-            let cold = !warm[slot];
+            let cold = !on.warm[slot];
             if cold {
-                // Lambda starts at most so many fresh environments per 10 s.
-                let wave = started_fresh / platform.new_workers_per_10s.max(1);
+                // Lambda starts at most so many fresh environments per 10 s
+                // for each function.
+                let wave = on.started_fresh / platform.scaling_per_10s().max(1);
                 start = start.max(wave as f64 * 10.0);
-                started_fresh += 1;
-                warm[slot] = true;
+                on.started_fresh += 1;
+                on.warm[slot] = true;
             }
             let (took, billed, hedged) = attempt(stage, platform, cold, &mut rng);
-            billed_seconds += billed;
+            on.billed_seconds += billed;
+            on.attempts += 1;
             replay.attempts += 1;
             replay.requests.hedged += hedged;
-            free.push(std::cmp::Reverse(((start + took).to_bits(), slot)));
+            replay.last_start = replay.last_start.max(start);
+            on.free
+                .push(std::cmp::Reverse(((start + took).to_bits(), slot)));
             spans.push((start, start + took));
         }
         let mut durations: Vec<f64> = spans.iter().map(|(s, e)| e - s).collect();
@@ -146,8 +227,11 @@ pub fn simulate(
             job_durations.sort_by(f64::total_cmp);
         }
         let compared = if single { &job_durations } else { &durations };
-        if backups && !compared.is_empty() {
-            billed_seconds += back_up(stage, platform, seed, &mut spans, compared, &mut replay);
+        if run.backups && !compared.is_empty() {
+            let before = replay.attempts;
+            on.billed_seconds +=
+                back_up(stage, platform, run.seed, &mut spans, compared, &mut replay);
+            on.attempts += replay.attempts - before;
         }
         job_durations.extend(durations);
         let end = spans.iter().fold(ready, |a, (_, e)| a.max(*e));
@@ -158,9 +242,12 @@ pub fn simulate(
         replay.requests.put += t;
     }
     replay.requests.get += replay.requests.hedged;
-    replay.seconds = overhead_seconds + done.values().fold(0.0, |a: f64, b| a.max(*b));
-    replay.warm_workers = warm.iter().filter(|w| **w).count();
-    price(&mut replay, platform, billed_seconds, prices);
+    replay.seconds = run.overhead_seconds + done.values().fold(0.0, |a: f64, b| a.max(*b));
+    replay.warm_workers = workers
+        .iter()
+        .map(|w| w.warm.iter().filter(|w| **w).count())
+        .sum();
+    price(&mut replay, pools, &workers, run.prices);
     replay
 }
 
@@ -246,13 +333,27 @@ fn back_up(
     billed_seconds
 }
 
-/// The replay's GB-seconds and dollars, for a platform with a memory size.
-fn price(replay: &mut Replay, platform: &Platform, billed_seconds: f64, prices: &Prices) {
-    if let Some(mb) = platform.memory_mb {
-        replay.gb_seconds = billed_seconds * mb as f64 / 1024.0;
-        replay.usd = replay.gb_seconds * platform.gb_second_usd(prices)
-            + replay.attempts as f64 * prices.lambda_per_million_requests / 1e6
-            + replay.requests.put as f64 * prices.s3_put_per_thousand / 1000.0
+/// The replay's GB-seconds and dollars: each pool of a platform with a
+/// memory size (Lambda) bills its workers' time and invocations, and S3's
+/// requests are priced where any does; the other pools' time is this
+/// machine's (`local_seconds`), not billed.
+fn price(replay: &mut Replay, pools: &[Pool], workers: &[Workers], prices: &Prices) {
+    let mut billed = false;
+    for (pool, on) in pools.iter().zip(workers) {
+        match pool.platform.memory_mb {
+            Some(mb) => {
+                billed = true;
+                let gb_seconds = on.billed_seconds * mb as f64 / 1024.0;
+                replay.gb_seconds += gb_seconds;
+                replay.lambda_attempts += on.attempts;
+                replay.usd += gb_seconds * pool.platform.gb_second_usd(prices)
+                    + on.attempts as f64 * prices.lambda_per_million_requests / 1e6;
+            }
+            None => replay.local_seconds += on.billed_seconds,
+        }
+    }
+    if billed {
+        replay.usd += replay.requests.put as f64 * prices.s3_put_per_thousand / 1000.0
             + replay.requests.get as f64 * prices.s3_get_per_thousand / 1000.0;
     }
 }

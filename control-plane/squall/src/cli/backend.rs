@@ -44,7 +44,7 @@ pub enum PreferArg {
     Cost,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct BackendArgs {
     /// Where tasks run [default: local].
     #[arg(long, value_enum)]

@@ -12,7 +12,7 @@ use squall_tools::bench;
 
 use super::backend::BackendArgs;
 use super::error::{CliError, Result};
-use super::{exchange, faults, machine, simulate, skew};
+use super::{burst, exchange, faults, machine, simulate, skew};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum BenchCommand {
@@ -34,6 +34,9 @@ pub(super) enum BenchCommand {
     /// Run TPC-H queries with their shuffles read direct and two-level
     /// (through combine steps), alternating: GETs, time and answers.
     Exchange(exchange::BenchExchangeArgs),
+    /// Time and cost of TPC-H queries in-process only, on Lambda only and
+    /// with --backend auto: on the emulators, and predicted at scale.
+    Burst(burst::BenchBurstArgs),
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +92,7 @@ pub(super) async fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Simulate(args) => simulate::bench_simulate(args).await,
         BenchCommand::Exchange(args) => exchange::bench_exchange(args).await,
         BenchCommand::Scale(args) => simulate::bench_scale(args).await,
+        BenchCommand::Burst(args) => burst::bench_burst(args).await,
     }
 }
 

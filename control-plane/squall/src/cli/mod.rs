@@ -3,6 +3,7 @@
 
 mod backend;
 mod bench;
+mod burst;
 mod client;
 mod error;
 mod exchange;
