@@ -260,8 +260,8 @@ async fn the_job_view_and_plan_say_where_each_stage_ran_and_why() {
         config.access = Arc::new(
             squall_engine::AccessPolicy::new(
                 &[format!("{BUCKET}/tpch/")],
-                &[results.clone()],
-                &[engine.work_root.clone()],
+                std::slice::from_ref(&results),
+                std::slice::from_ref(&engine.work_root),
             )
             .unwrap(),
         );

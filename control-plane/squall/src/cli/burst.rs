@@ -15,7 +15,7 @@ use squall_tools::bench::median;
 use squall_tools::burst::{Compared, Fleet, Outcome, compare};
 use squall_tools::combine_model::with_exchange;
 use squall_tools::simulate::{Platform, plan_for_scale, profile, scale};
-use squall_tools::tpch;
+use squall_tools::tpch::{self, answers};
 
 use super::backend::{BackendArgs, BackendKind};
 use super::error::{CliError, Result};
@@ -27,6 +27,13 @@ pub struct BenchBurstArgs {
     /// s3:// URL of `squall tpch`'s tables); none: the model only.
     #[arg(long, value_name = "URL")]
     data: Option<String>,
+    /// The scale factor of `--data` ("0.1", "1"): every measured run's rows
+    /// are checked against the reference answers at that scale.
+    #[arg(long, default_value = "1")]
+    data_scale: String,
+    /// Where the reference answers are (sfX/qNN.csv below).
+    #[arg(long, value_name = "DIR", default_value = "tests/tpch/answers")]
+    answers: PathBuf,
     /// TPC-H tables the model measures (a folder, as `squall tpch` writes).
     #[arg(long)]
     small: PathBuf,
@@ -128,10 +135,7 @@ async fn emulated(args: &BenchBurstArgs, data: &str) -> Result<()> {
         "Measured on the emulators ({data}; medians of {}): seconds and dollars (AWS's bill + this machine's share)",
         args.iterations
     );
-    println!(
-        "| query | local s | $ | lambda s | $ | auto s | $ | auto / best time | auto / best cost | auto's stages (lambda/all) |"
-    );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    header();
     let prices = Prices::default();
     for &q in &args.queries {
         let mut row = Vec::new();
@@ -144,6 +148,7 @@ async fn emulated(args: &BenchBurstArgs, data: &str) -> Result<()> {
                 let started = Instant::now();
                 let result = engine.run(&request, None).await?;
                 times.push(started.elapsed());
+                check(args, q, &result)?;
                 cost = bill(&result, &prices);
                 burst = placed(&result);
             }
@@ -152,6 +157,22 @@ async fn emulated(args: &BenchBurstArgs, data: &str) -> Result<()> {
         print_measured(q, &row, burst);
     }
     Ok(())
+}
+
+fn header() {
+    println!(
+        "| query | local s | $ | lambda s | $ | auto s | $ | auto / best time | auto / best cost | auto's stages (lambda/all) |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+}
+
+/// Fails the bench if a run's rows are not the reference answer.
+fn check(args: &BenchBurstArgs, q: usize, result: &JobResult) -> Result<()> {
+    let path = answers::answer_path(&args.answers, &args.data_scale, q);
+    let expected = answers::load(&path)?;
+    let got = answers::render(result.batches.as_deref().unwrap_or_default());
+    answers::compare(&expected, &got, answers::is_ordered(q))
+        .map_err(|e| CliError::InvalidArgument(format!("Q{q} gave a wrong answer: {e}")))
 }
 
 /// AWS's bill of a run and this machine's share of it.
@@ -225,10 +246,7 @@ async fn modelled(args: &BenchBurstArgs, local_workers: usize) -> Result<()> {
             args.memory,
             args.runs
         );
-        println!(
-            "| query | local s | $ | lambda s | $ | auto s | $ | auto / best time | auto / best cost | auto's stages (lambda/all) |"
-        );
-        println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        header();
         for &q in &args.queries {
             let options = squall_engine::PlanOptions {
                 shuffle_partitions: executors,
