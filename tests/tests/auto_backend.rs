@@ -392,3 +392,59 @@ async fn a_job_may_ask_for_one_place_where_the_backend_has_it() {
         "{refused}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_stays_here_keeps_its_files_on_local_disk() {
+    let (stores, memory) = bucket_with_tpch().await;
+    let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
+    let local = tempfile::tempdir().unwrap();
+    let local_root = format!("file://{}", local.path().display());
+    let with_local = |policy| Engine {
+        local_work_root: Some(local_root.clone()),
+        ..auto_engine(&stores, &fake, 2, 4, policy)
+    };
+    // By prediction SF 0.01 stays here: nothing written to the bucket.
+    let engine = with_local(policy(None));
+    let result = answer(&engine, 5).await;
+    let s3 = result
+        .cost
+        .total
+        .requests_by_store
+        .get("s3")
+        .copied()
+        .unwrap_or_default();
+    assert_eq!(s3.put, 0, "{:?}", result.cost.total.requests_by_store);
+    assert!(s3.get > 0, "the tables are read from the bucket");
+    let file = result
+        .cost
+        .total
+        .requests_by_store
+        .get("file")
+        .copied()
+        .unwrap_or_default();
+    assert!(file.put > 0, "shuffle files on local disk");
+    for stage in &result.stages {
+        let placement = stage.placement.as_ref().unwrap();
+        assert_eq!(placement.place, Place::Local);
+        assert!(
+            placement.reason.contains("whole job stays here"),
+            "{}",
+            placement.reason
+        );
+    }
+    assert!(fake.calls().is_empty());
+    // Past --burst-above the job is planned in the bucket and bursts.
+    let engine = with_local(policy(Some(256 << 10)));
+    let result = answer(&engine, 5).await;
+    let s3 = result
+        .cost
+        .total
+        .requests_by_store
+        .get("s3")
+        .copied()
+        .unwrap_or_default();
+    assert!(s3.put > 0 && !fake.calls().is_empty());
+    assert!(leftovers(&memory).await.is_empty());
+    let left = squall_tests::files_under(local.path());
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -23,7 +23,7 @@ use squall_executor::{
 };
 
 use crate::access::Access;
-use crate::backend::{ExecutorBackend, InProcessBackend, Place};
+use crate::backend::{ExecutorBackend, InProcessBackend, Place, StageOutlook};
 use crate::commit::StageJournal;
 use crate::cost::{JobCost, JobMeter, Prices};
 use crate::error::{Result, SquallError};
@@ -43,6 +43,9 @@ pub struct Engine {
     pub backend: Arc<dyn ExecutorBackend>,
     /// URL prefix under which each job keeps its shuffle (and unrequested result) files.
     pub work_root: String,
+    /// Where a job of a backend with two places (auto) keeps its files when
+    /// the whole job stays on this machine (None: always `work_root`).
+    pub local_work_root: Option<String>,
     /// Footers and file statistics read while planning earlier jobs.
     pub plan_caches: PlanCaches,
     /// What jobs' usage is priced at.
@@ -101,6 +104,7 @@ impl Engine {
             stores,
             backend,
             work_root: work_root.trim_end_matches('/').to_string(),
+            local_work_root: None,
             plan_caches: PlanCaches::default(),
             prices: Prices::default(),
             planning: default_planning(),
@@ -284,12 +288,22 @@ impl Engine {
         };
         let run_id = new_run_id();
         let work_dir = format!("{}/{job_id}", self.work_root);
+        // A job that may stay wholly on this machine may keep its files here.
+        let local_dir = self
+            .local_work_root
+            .as_ref()
+            .filter(|_| request.tasks.place != Some(Place::Lambda))
+            .map(|root| format!("{}/{job_id}", root.trim_end_matches('/')));
+        let dirs = Dirs {
+            work: work_dir.clone(),
+            local: local_dir.clone(),
+        };
         let mut stop = run.stop.clone();
         let meter = run.meter.clone().unwrap_or_else(|| self.meter(request));
         // Everything this job asks of the object stores is counted in its cost.
         let stores = Arc::new(self.stores.counted(meter.control_requests()));
         let job = std::panic::AssertUnwindSafe(
-            self.plan_and_run(&stores, request, run, &meter, &job_id, &run_id, &work_dir),
+            self.plan_and_run(&stores, request, run, &meter, &job_id, &run_id, &dirs),
         )
         .catch_unwind()
         .map(|outcome| {
@@ -360,6 +374,9 @@ impl Engine {
         // this sweep: any that end after it are waited for.
         let strays = self.backend.strays(&job_id);
         crate::commit::sweep(&stores, &work_dir).await;
+        if let Some(local) = &local_dir {
+            crate::commit::sweep(&stores, local).await;
+        }
         if strays > 0 {
             let (backend, unbilled) = (self.backend.clone(), self.stores.clone());
             let job = job_id.clone();
@@ -389,16 +406,16 @@ impl Engine {
         meter: &Arc<JobMeter>,
         job_id: &str,
         run_id: &str,
-        work_dir: &str,
+        dirs: &Dirs,
     ) -> Result<JobResult> {
-        let result_dir = match &request.output {
+        let output_dir = match &request.output {
             Some(output) => {
                 let url = to_url(output)?;
                 let dir = url.as_str().trim_end_matches('/').to_string();
                 crate::commit::claim(stores, &dir, job_id).await?;
-                dir
+                Some(dir)
             }
-            None => format!("{work_dir}/result"),
+            None => None,
         };
         let planning = std::time::Instant::now();
         // The footers planning reads are hedged as a task's reads are, the
@@ -406,11 +423,17 @@ impl Engine {
         let hedger = Hedger::new(request.tasks.hedging.clone(), meter.control_requests());
         let planning_stores = Arc::new(stores.hedged(hedger));
         // Lambda environments started while the job is planned, if asked.
-        let (planned, ()) = tokio::join!(
-            self.plan(&planning_stores, request, work_dir, &result_dir),
+        let (placed, ()) = tokio::join!(
+            self.plan_placed(&planning_stores, request, dirs, output_dir.as_deref()),
             self.prewarm(request.tasks.prewarm, job_id, run_id, meter)
         );
-        let planned = planned?;
+        let PlannedIn {
+            planned,
+            work_dir,
+            result_dir,
+            kept_here,
+        } = placed?;
+        let work_dir = work_dir.as_str();
         if let Some(progress) = &run.progress {
             progress.on_event(&JobEvent::Planned {
                 dag: Arc::new(planned.dag.clone()),
@@ -432,6 +455,11 @@ impl Engine {
                     .shuffle_codec
                     .unwrap_or_else(|| ShuffleCodec::for_folder(work_dir)),
             ),
+            place: request
+                .tasks
+                .place
+                .or(kept_here.as_ref().map(|_| Place::Local)),
+            place_reason: kept_here.or_else(|| request.tasks.place_reason.clone()),
             ..request.tasks.clone()
         };
         let scheduler = Scheduler {
@@ -479,7 +507,79 @@ fn in_process(stores: &Arc<StoreRegistry>, executors: Option<usize>) -> Result<I
     InProcessBackend::new(ctx, executors.unwrap_or_else(default_parallelism))
 }
 
+/// Where a job keeps its files: its folder under the work root, and under
+/// the local work root where it may stay on this machine.
+struct Dirs {
+    work: String,
+    local: Option<String>,
+}
+
+/// A job planned with the folder it keeps its files in.
+struct PlannedIn {
+    planned: PlannedJob,
+    work_dir: String,
+    result_dir: String,
+    /// Why the whole job stays on this machine, where it does.
+    kept_here: Option<String>,
+}
+
 impl Engine {
+    /// Plans the job with its files where they belong: under the local
+    /// folder when the backend says the whole job (its scans' bytes
+    /// together) stays on this machine or the job asked for that, its stages
+    /// then kept here; else under the work root (planned again there when
+    /// it was planned locally first).
+    async fn plan_placed(
+        &self,
+        stores: &Arc<StoreRegistry>,
+        request: &JobRequest,
+        dirs: &Dirs,
+        output_dir: Option<&str>,
+    ) -> Result<PlannedIn> {
+        let result_dir =
+            |work: &str| output_dir.map_or_else(|| format!("{work}/result"), str::to_string);
+        if let Some(local) = &dirs.local {
+            let planned = self
+                .plan(stores, request, local, &result_dir(local))
+                .await?;
+            let outlook = StageOutlook {
+                tasks: planned
+                    .dag
+                    .stages
+                    .iter()
+                    .map(|s| s.tasks)
+                    .max()
+                    .unwrap_or(1),
+                scan_bytes: planned.dag.stages.iter().map(|s| s.read_bytes).sum(),
+                shuffle_bytes: 0,
+                spent_usd: 0.0,
+                limit_usd: request.cost_limit_usd,
+                prices: self.prices.clone(),
+            };
+            let kept = match request.tasks.place {
+                Some(Place::Local) => Some(None),
+                _ => self.backend.keeps_here(&outlook).map(Some),
+            };
+            if let Some(reason) = kept {
+                return Ok(PlannedIn {
+                    planned,
+                    work_dir: local.clone(),
+                    result_dir: result_dir(local),
+                    kept_here: reason,
+                });
+            }
+        }
+        let planned = self
+            .plan(stores, request, &dirs.work, &result_dir(&dirs.work))
+            .await?;
+        Ok(PlannedIn {
+            planned,
+            work_dir: dirs.work.clone(),
+            result_dir: result_dir(&dirs.work),
+            kept_here: None,
+        })
+    }
+
     /// Starts `n` Lambda environments: `n` pings at once, each billed to
     /// the job (as stage 0). A ping that fails is only logged: the job's
     /// tasks then start their environments themselves.

@@ -29,7 +29,8 @@ pub struct Replay {
     /// included), and the seconds the others' attempts took (this machine's).
     pub lambda_attempts: u64,
     pub local_seconds: f64,
-    /// When the last first attempt started, from the first stage's start.
+    /// When the last first attempt's handler started running (its invoke
+    /// and any cold start done), from the first stage's start.
     pub last_start: f64,
 }
 
@@ -41,13 +42,14 @@ pub const S3_GETS_PER_PREFIX: f64 = 5_500.0;
 pub const SHUFFLE_PREFIXES: f64 = 256.0;
 
 /// Time of one attempt of a task of `stage`, billed and not (the invoke),
-/// and the reads it hedged.
+/// the reads it hedged, and when its handler started (invoke and cold
+/// start).
 fn attempt(
     stage: &ScaledStage,
     platform: &Platform,
     cold: bool,
     rng: &mut fastrand::Rng,
-) -> (f64, f64, u64) {
+) -> (f64, f64, u64, f64) {
     let invoke = platform.invoke.draw(rng);
     let init = if cold {
         platform.cold_start.draw(rng)
@@ -83,7 +85,7 @@ fn attempt(
     let put = platform.request.draw(rng);
     let compute = stage.compute_seconds * platform.cpu_factor;
     let billed = init + requests + transfer + put + compute;
-    (invoke + billed, billed, hedged)
+    (invoke + billed, billed, hedged, invoke + init)
 }
 
 /// Replays the stages on `workers` workers of `platform`, the first `warm`
@@ -210,12 +212,12 @@ pub fn simulate_on(
                 on.started_fresh += 1;
                 on.warm[slot] = true;
             }
-            let (took, billed, hedged) = attempt(stage, platform, cold, &mut rng);
+            let (took, billed, hedged, startup) = attempt(stage, platform, cold, &mut rng);
             on.billed_seconds += billed;
             on.attempts += 1;
             replay.attempts += 1;
             replay.requests.hedged += hedged;
-            replay.last_start = replay.last_start.max(start);
+            replay.last_start = replay.last_start.max(start + startup);
             on.free
                 .push(std::cmp::Reverse(((start + took).to_bits(), slot)));
             spans.push((start, start + took));
@@ -321,7 +323,7 @@ fn back_up(
         let backup_at = due.max(at_75);
         if span.1 > backup_at {
             let mut rng = attempt_rng(seed, stage.id, task, 1);
-            let (took, billed, hedged) = attempt(stage, platform, false, &mut rng);
+            let (took, billed, hedged, _) = attempt(stage, platform, false, &mut rng);
             billed_seconds += billed;
             replay.attempts += 1;
             replay.backups += 1;

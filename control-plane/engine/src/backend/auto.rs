@@ -144,6 +144,16 @@ impl ExecutorBackend for AutoBackend {
         vec![Place::Local, Place::Lambda]
     }
 
+    fn keeps_here(&self, job: &StageOutlook) -> Option<String> {
+        let placement = self.place(job);
+        (placement.label() == "local").then(|| {
+            format!(
+                "the whole job stays here, its files on local disk: its scans together {}",
+                placement.reason
+            )
+        })
+    }
+
     fn place(&self, outlook: &StageOutlook) -> Placement {
         let state = self.lock();
         let capacity = Capacity {

@@ -42,6 +42,14 @@ pub trait ExecutorBackend: Send + Sync + std::fmt::Debug {
 
     async fn invoke(&self, spec: TaskSpec) -> Result<TaskResult>;
 
+    /// Whether a whole job whose scans read `job`'s bytes (as one stage of
+    /// its widest stage's tasks) stays on this machine, its files on local
+    /// disk: the reason if so. Only a backend of two places says so.
+    fn keeps_here(&self, job: &StageOutlook) -> Option<String> {
+        let _ = job;
+        None
+    }
+
     /// Where this backend can run tasks: one place, or (auto) both.
     fn places(&self) -> Vec<Place> {
         vec![if self.bills_invocations() {

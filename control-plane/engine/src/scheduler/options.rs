@@ -41,6 +41,9 @@ pub struct TaskOptions {
     /// Every stage at this place (None: where the backend places each; a
     /// backend that cannot run tasks there fails the job before it runs).
     pub place: Option<Place>,
+    /// Why `place` was set, where not because the job asked (None: the job
+    /// asked).
+    pub place_reason: Option<String>,
     /// Lambda environments to start while the job is planned (pings sent at
     /// once, billed to the job as stage 0); 0: none.
     pub prewarm: usize,
@@ -62,6 +65,7 @@ impl Default for TaskOptions {
             session_options: vec![],
             max_result_bytes: None,
             place: None,
+            place_reason: None,
             prewarm: 0,
         }
     }

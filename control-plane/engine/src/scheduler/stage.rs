@@ -139,7 +139,13 @@ impl Scheduler<'_> {
         let groups = groups.or_else(|| self.reduce_groups(stage, &inputs, gate, action));
         let tasks = groups.as_ref().map_or(stage.tasks, Vec::len);
         let placement = match self.options.place {
-            Some(place) => Placement::asked(place, tasks),
+            Some(place) => match &self.options.place_reason {
+                Some(reason) => Placement {
+                    reason: reason.clone(),
+                    ..Placement::only(place, tasks)
+                },
+                None => Placement::asked(place, tasks),
+            },
             None => self.backend.place(&self.outlook(stage, &inputs, tasks)),
         };
         let shared = StageTasks {

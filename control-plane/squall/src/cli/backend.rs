@@ -176,7 +176,13 @@ impl BackendArgs {
                     Some(_) => backend.with_lambda_slots(default_parallelism()),
                     None => backend,
                 };
-                Ok(Engine::with_backend(stores, Arc::new(backend), &work_root))
+                let local_root =
+                    to_url(&std::env::temp_dir().join("squall-work").to_string_lossy())?;
+                Ok(Engine {
+                    // A job that stays wholly here keeps its files on disk.
+                    local_work_root: Some(local_root.as_str().trim_end_matches('/').to_string()),
+                    ..Engine::with_backend(stores, Arc::new(backend), &work_root)
+                })
             }
         }
     }

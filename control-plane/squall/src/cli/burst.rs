@@ -96,7 +96,7 @@ fn fan_out(tasks: usize, memory: u64) -> Result<()> {
     let prices = Prices::default();
     println!();
     println!("Predicted fan-out: one stage of {tasks} tasks of 5 s on Lambda ({memory} MB)");
-    println!("| functions | pre-warmed | last task started, s | stage done, s | $ |");
+    println!("| functions | pre-warmed | every task running, s | stage done, s | $ |");
     println!("| ---: | ---: | ---: | ---: | ---: |");
     for (functions, prewarm) in [(1, 0), (1, tasks), (10, 0), (10, tasks)] {
         let lambda = Platform {

@@ -361,6 +361,17 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let memory = settings.limits.task_memory(executors)?;
     let mut engine = settings.backend.engine_within(memory.server).await?;
     engine.prices = settings.prices.clone();
+    if engine.local_work_root.is_some() {
+        // Jobs that stay wholly here keep their files beside the job store,
+        // where a restarted server resumes them.
+        let local = settings.data_dir.join("work-local");
+        engine.local_work_root = Some(
+            squall_engine::tables::to_url(&local.to_string_lossy())?
+                .as_str()
+                .trim_end_matches('/')
+                .to_string(),
+        );
+    }
     let Bounds {
         limits,
         http,
