@@ -93,15 +93,13 @@ geo = statistics.geometric_mean(ratios)
 print(f"SF 0.1: auto / local geometric mean {geo:.3f}, median {statistics.median(ratios):.3f}, worst {max(ratios):.2f}; Lambda invocations in all: {invoked}")
 print()
 print("SF 1 on auto with --burst-above 8MiB: where each stage ran (job view)")
-print("| query | s | stages on lambda (tasks) | stages local (tasks) | lambda stage kinds |")
-print("| ---: | ---: | --- | --- | --- |")
+print("| query | s | stages on lambda (tasks) | their bytes scanned | stages here (tasks) | their bytes scanned |")
+print("| ---: | ---: | --- | ---: | --- | ---: |")
 for q in range(1, 23):
     took, view = run(burst, q, "1")
-    plan = call(burst, f"/v1/jobs/{view['id']}/plan")
-    kinds = {s["stage"]: s["kind"] for s in plan["stages"]}
     on = [s for s in view["stages"] if (s.get("placement") or {}).get("place") == "lambda"]
     here = [s for s in view["stages"] if (s.get("placement") or {}).get("place") == "local"]
-    print(f"| Q{q} | {took:.2f} | {len(on)} ({sum(s['lambda_tasks'] for s in on)}) | "
-          f"{len(here)} ({sum(s['local_tasks'] for s in here)}) | "
-          f"{', '.join(sorted(set(kinds.get(s['stage'], '?') for s in on)))} |")
+    mib = lambda stages: f"{sum(s['bytes_scanned'] for s in stages) / 2**20:.1f} MiB"
+    print(f"| Q{q} | {took:.2f} | {len(on)} ({sum(s['lambda_tasks'] for s in on)}) | {mib(on)} | "
+          f"{len(here)} ({sum(s['local_tasks'] for s in here)}) | {mib(here)} |")
 PY

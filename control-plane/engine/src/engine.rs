@@ -297,6 +297,7 @@ impl Engine {
         let dirs = Dirs {
             work: work_dir.clone(),
             local: local_dir.clone(),
+            kept_here: std::sync::OnceLock::new(),
         };
         let mut stop = run.stop.clone();
         let meter = run.meter.clone().unwrap_or_else(|| self.meter(request));
@@ -373,7 +374,10 @@ impl Engine {
         // holding the answer back (outside the job's bill). Counted before
         // this sweep: any that end after it are waited for.
         let strays = self.backend.strays(&job_id);
-        crate::commit::sweep(&stores, &work_dir).await;
+        // A job planned wholly here wrote nothing under the work root.
+        if dirs.kept_here.get().is_none() {
+            crate::commit::sweep(&stores, &work_dir).await;
+        }
         if let Some(local) = &local_dir {
             crate::commit::sweep(&stores, local).await;
         }
@@ -512,6 +516,8 @@ fn in_process(stores: &Arc<StoreRegistry>, executors: Option<usize>) -> Result<I
 struct Dirs {
     work: String,
     local: Option<String>,
+    /// Set once the job is planned wholly here.
+    kept_here: std::sync::OnceLock<()>,
 }
 
 /// A job planned with the folder it keeps its files in.
@@ -561,6 +567,7 @@ impl Engine {
                 _ => self.backend.keeps_here(&outlook).map(Some),
             };
             if let Some(reason) = kept {
+                let _ = dirs.kept_here.set(());
                 return Ok(PlannedIn {
                     planned,
                     work_dir: local.clone(),
