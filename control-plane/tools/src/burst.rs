@@ -115,22 +115,50 @@ pub fn compare(
         warm: 0,
         prewarmed: fleet.prewarm.min(fleet.lambda_workers),
     };
-    let placements = auto_places(lambda_stages, policy, fleet, prices);
     let pools = [local_pool, lambda_pool];
+    // As the engine does: a job whose scans together stay here runs wholly
+    // here, planned as the in-process one is (its files on local disk).
+    if kept_here(lambda_stages, policy, fleet, prices) {
+        let local = median_of(
+            local_stages,
+            &pools[..1],
+            &|_| 0,
+            prices,
+            overhead_seconds,
+            runs,
+        );
+        let placements = auto_places(local_stages, policy, fleet, prices);
+        return Compared {
+            lambda: median_of(
+                lambda_stages,
+                &pools[1..],
+                &|_| 0,
+                prices,
+                overhead_seconds,
+                runs,
+            ),
+            auto: local.clone(),
+            local,
+            placements: placements
+                .into_iter()
+                .map(|(id, p)| {
+                    let kept = Placement::only(Place::Local, 0);
+                    (
+                        id,
+                        Placement {
+                            reason: "the whole job stays here".into(),
+                            local: p.local,
+                            lambda: p.lambda,
+                            ..kept
+                        },
+                    )
+                })
+                .collect(),
+        };
+    }
+    let placements = auto_places(lambda_stages, policy, fleet, prices);
     let median = |stages: &[ScaledStage], pools: &[Pool], pool: &dyn Fn(&ScaledStage) -> usize| {
-        let mut all: Vec<Replay> = (0..runs.max(1) as u64)
-            .map(|seed| {
-                let run = Run {
-                    backups: true,
-                    prices,
-                    overhead_seconds,
-                    seed,
-                };
-                simulate_on(stages, pools, pool, &run)
-            })
-            .collect();
-        all.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-        outcome(all.swap_remove(all.len() / 2), prices)
+        median_of(stages, pools, pool, prices, overhead_seconds, runs)
     };
     let placed = |stage: &ScaledStage| {
         placements
@@ -144,6 +172,47 @@ pub fn compare(
         auto: median(lambda_stages, &pools, &placed),
         placements,
     }
+}
+
+/// Whether the engine keeps the whole job here: its scans' bytes together,
+/// as one stage of its widest stage's tasks, placed here.
+fn kept_here(stages: &[ScaledStage], policy: &BurstPolicy, fleet: &Fleet, prices: &Prices) -> bool {
+    let job = ScaledStage {
+        tasks: stages.iter().map(|s| s.tasks).max().unwrap_or(1),
+        bytes_scanned: stages
+            .iter()
+            .map(|s| s.bytes_scanned * s.tasks as f64)
+            .sum::<f64>()
+            / stages.iter().map(|s| s.tasks).max().unwrap_or(1).max(1) as f64,
+        bytes_in: 0.0,
+        ..stages[0].clone()
+    };
+    let placed = auto_places(std::slice::from_ref(&job), policy, fleet, prices);
+    placed.iter().all(|(_, p)| p.label() == "local")
+}
+
+/// The median of `runs` replays (with backups) of `stages` on `pools`.
+fn median_of(
+    stages: &[ScaledStage],
+    pools: &[Pool],
+    pool: &dyn Fn(&ScaledStage) -> usize,
+    prices: &Prices,
+    overhead_seconds: f64,
+    runs: usize,
+) -> Outcome {
+    let mut all: Vec<Replay> = (0..runs.max(1) as u64)
+        .map(|seed| {
+            let run = Run {
+                backups: true,
+                prices,
+                overhead_seconds,
+                seed,
+            };
+            simulate_on(stages, pools, pool, &run)
+        })
+        .collect();
+    all.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    outcome(all.swap_remove(all.len() / 2), prices)
 }
 
 /// A replay's bill: S3's requests whatever ran them (the tables and
