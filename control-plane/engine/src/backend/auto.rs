@@ -9,7 +9,6 @@
 //! folder Lambda cannot reach, as it does for `--backend lambda`.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use squall_executor::{TaskResult, TaskSpec};
@@ -21,11 +20,6 @@ use super::{
 };
 use crate::error::Result;
 
-/// How long an environment that answered stays warm, as the placement
-/// assumes (Lambda keeps idle environments for minutes; AWS does not say
-/// how many).
-const WARM_FOR: Duration = Duration::from_secs(300);
-
 /// In-process executors and Lambda, placed per stage.
 #[derive(Debug)]
 pub struct AutoBackend {
@@ -35,17 +29,9 @@ pub struct AutoBackend {
     /// Lambda backend's limit). An emulated function on this machine shares
     /// its cores: set it to them.
     lambda_slots: Option<usize>,
-    state: Mutex<AutoState>,
-}
-
-#[derive(Debug)]
-struct AutoState {
-    policy: BurstPolicy,
-    /// Invocations in flight now, the most since `last_answer`'s window
-    /// began, and when one last answered.
-    in_flight: usize,
-    peak: usize,
-    last_answer: Option<Instant>,
+    /// How stages are placed; the function's memory is learnt from its
+    /// answers.
+    policy: Mutex<BurstPolicy>,
 }
 
 impl AutoBackend {
@@ -54,12 +40,7 @@ impl AutoBackend {
             local,
             lambda,
             lambda_slots: None,
-            state: Mutex::new(AutoState {
-                policy,
-                in_flight: 0,
-                peak: 0,
-                last_answer: None,
-            }),
+            policy: Mutex::new(policy),
         }
     }
 
@@ -71,55 +52,18 @@ impl AutoBackend {
         }
     }
 
-    pub fn policy(&self) -> BurstPolicy {
-        self.lock().policy.clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, AutoState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Environments likely still warm: as many as were busy at once since
-    /// an invocation last answered, if that was lately.
-    fn warm(state: &AutoState) -> usize {
-        match state.last_answer {
-            Some(at) if at.elapsed() < WARM_FOR => state.peak,
-            _ => state.in_flight,
-        }
+    fn policy(&self) -> std::sync::MutexGuard<'_, BurstPolicy> {
+        self.policy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn on_lambda(&self, spec: TaskSpec) -> Result<TaskResult> {
-        {
-            let mut state = self.lock();
-            if state.last_answer.is_some_and(|at| at.elapsed() >= WARM_FOR) {
-                state.peak = 0;
-            }
-            state.in_flight += 1;
-            state.peak = state.peak.max(state.in_flight);
-        }
-        // Counted out however the invocation ends (dropped too).
-        let _flight = Flight(self);
         let answer = self.lambda.invoke(spec).await;
         if let Ok(result) = &answer
-            && let Some(function) = &result.usage.function
+            && let Some(function) = result.usage.function.as_ref().filter(|f| f.memory_mb > 0)
         {
-            let mut state = self.lock();
-            state.last_answer = Some(Instant::now());
-            if function.memory_mb > 0 {
-                state.policy.lambda.memory_mb = Some(function.memory_mb);
-            }
+            self.policy().lambda.memory_mb = Some(function.memory_mb);
         }
         answer
-    }
-}
-
-/// One invocation in flight.
-struct Flight<'a>(&'a AutoBackend);
-
-impl Drop for Flight<'_> {
-    fn drop(&mut self) {
-        let mut state = self.0.lock();
-        state.in_flight = state.in_flight.saturating_sub(1);
     }
 }
 
@@ -155,15 +99,14 @@ impl ExecutorBackend for AutoBackend {
     }
 
     fn place(&self, outlook: &StageOutlook) -> Placement {
-        let state = self.lock();
         let capacity = Capacity {
             local_free: self.local.free(),
             lambda_concurrency: self
                 .lambda_slots
                 .unwrap_or_else(|| self.lambda.max_concurrency()),
-            lambda_warm: Self::warm(&state),
+            lambda_warm: self.lambda.idle_environments(),
         };
-        decide(&state.policy, outlook, capacity)
+        decide(&self.policy(), outlook, capacity)
     }
 
     fn route(&self, placed: &Placed) -> Place {

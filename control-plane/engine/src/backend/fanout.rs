@@ -112,6 +112,17 @@ impl Fanout {
             .collect()
     }
 
+    /// Environments started and idle now (those idle for minutes taken to
+    /// be gone).
+    pub fn idle(&self) -> usize {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter(|f| f.in_flight > 0 || now.saturating_duration_since(f.idle_since) < WARM_FOR)
+            .map(|f| f.environments.saturating_sub(f.in_flight))
+            .sum()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Function>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -244,6 +255,7 @@ mod tests {
         assert!((waited - 5.0).abs() < 0.01, "{waited}");
         // An environment that answered is reused at once, on its function.
         fanout.release(1, at);
+        assert_eq!(fanout.idle(), 1);
         assert_eq!(take(&fanout, 1, &mut at), [1]);
         assert!((at.duration_since(start).as_secs_f64() - waited).abs() < 1e-9);
         assert_eq!(fanout.load()[1].environments, 2);

@@ -521,6 +521,10 @@ impl ExecutorBackend for LambdaBackend {
         Some(self.flow.stats())
     }
 
+    fn idle_environments(&self) -> usize {
+        self.fanout.idle()
+    }
+
     /// Requests this backend makes for an attempt (its spec or result put
     /// in the bucket) are added to the attempt's usage.
     fn strays(&self, job_id: &str) -> usize {

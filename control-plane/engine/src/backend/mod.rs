@@ -91,6 +91,12 @@ pub trait ExecutorBackend: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Execution environments started and idle now, likely warm for the
+    /// next invocations (Lambda); 0 for others.
+    fn idle_environments(&self) -> usize {
+        0
+    }
+
     /// The in-flight limit and throttles of a backend whose service throttles
     /// (Lambda); None for others.
     fn flow(&self) -> Option<FlowStats> {
