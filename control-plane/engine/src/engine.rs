@@ -6,7 +6,9 @@
 //! `run`/`run_as` (run it, stoppable), `claim_output`/`release_output` and
 //! `remove_folder` (for outputs a caller keeps) — `JobRequest` and `JobResult`,
 //! and reading result files back. `squall run` and the service call these;
-//! neither plans, schedules or deletes on its own.
+//! neither plans, schedules or deletes on its own. Where a job keeps its
+//! files, the Lambda environments it pre-warms, and what is cleaned up and
+//! handed over when it ends: `engine/placed.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,13 +19,10 @@ use futures::FutureExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use squall_executor::hedge::Hedger;
-use squall_executor::{
-    ExecutorContext, OutputFile, ShuffleCodec, StoreRegistry, TaskAction, TaskId, TaskSpec,
-    WIRE_VERSION,
-};
+use squall_executor::{ExecutorContext, OutputFile, ShuffleCodec, StoreRegistry};
 
 use crate::access::Access;
-use crate::backend::{ExecutorBackend, InProcessBackend, Place, StageOutlook};
+use crate::backend::{ExecutorBackend, InProcessBackend, Place};
 use crate::commit::StageJournal;
 use crate::cost::{JobCost, JobMeter, Prices};
 use crate::error::{Result, SquallError};
@@ -35,6 +34,10 @@ use crate::planner::{
 use crate::scheduler::{JobEvent, ProgressSink, Scheduler, StageStats, TaskOptions};
 use crate::tables::TableSpec;
 use crate::urls::to_url;
+
+mod placed;
+
+use placed::{Dirs, PlannedIn};
 
 /// Everything that stays the same between jobs.
 #[derive(Debug, Clone)]
@@ -287,16 +290,14 @@ impl Engine {
             None => new_job_id(),
         };
         let run_id = new_run_id();
-        let work_dir = format!("{}/{job_id}", self.work_root);
-        // A job that may stay wholly on this machine may keep its files here.
-        let local_dir = self
-            .local_work_root
-            .as_ref()
-            .filter(|_| request.tasks.place != Some(Place::Lambda))
-            .map(|root| format!("{}/{job_id}", root.trim_end_matches('/')));
         let dirs = Dirs {
-            work: work_dir.clone(),
-            local: local_dir.clone(),
+            work: format!("{}/{job_id}", self.work_root),
+            // A job that may stay wholly on this machine may keep its files here.
+            local: self
+                .local_work_root
+                .as_ref()
+                .filter(|_| request.tasks.place != Some(Place::Lambda))
+                .map(|root| format!("{}/{job_id}", root.trim_end_matches('/'))),
             kept_here: std::sync::OnceLock::new(),
         };
         let mut stop = run.stop.clone();
@@ -354,41 +355,8 @@ impl Engine {
         if matches!(result, Err(SquallError::Interrupted)) {
             return result;
         }
-        if let Some(output) = &request.output
-            && let Ok(url) = to_url(output)
-        {
-            match &result {
-                Err(_) => crate::commit::discard(&stores, url.as_str(), &job_id).await,
-                // Losing copies of tasks stopped only now: anything they
-                // wrote late is not in the manifest.
-                Ok(done) => {
-                    crate::commit::discard_strays(&stores, url.as_str(), &job_id, &done.files).await
-                }
-            }
-        }
-        // Whatever the outcome, nothing of the job stays under its work folder:
-        // this also catches objects the scheduler never heard of, such as the
-        // output of an attempt that timed out and finished writing later.
-        // Invocations a remote backend could not stop (losing backups on
-        // Lambda) may still write: once they have ended, sweep again, without
-        // holding the answer back (outside the job's bill). Counted before
-        // this sweep: any that end after it are waited for.
-        let strays = self.backend.strays(&job_id);
-        // A job planned wholly here wrote nothing under the work root.
-        if dirs.kept_here.get().is_none() {
-            crate::commit::sweep(&stores, &work_dir).await;
-        }
-        if let Some(local) = &local_dir {
-            crate::commit::sweep(&stores, local).await;
-        }
-        if strays > 0 {
-            let (backend, unbilled) = (self.backend.clone(), self.stores.clone());
-            let job = job_id.clone();
-            tokio::spawn(async move {
-                backend.wait_strays(&job).await;
-                crate::commit::sweep(&unbilled, &work_dir).await;
-            });
-        }
+        self.clean_up(&stores, request, &result, &job_id, &dirs)
+            .await;
         result.map(|mut done| {
             done.cost = meter.report();
             done
@@ -477,31 +445,18 @@ impl Engine {
             meter: meter.clone(),
         };
         let outcome = scheduler.resume(&planned.dag, run.done).await?;
-        let rows = outcome.result_files.iter().map(output_rows).sum();
-        let mut result = JobResult {
+        let result = JobResult {
             job_id: job_id.to_string(),
             schema: planned.dag.schema.clone(),
+            rows: outcome.result_files.iter().map(output_rows).sum(),
             files: outcome.result_files,
-            rows,
             manifest_url: None,
             stages: outcome.stages,
             dag: planned.dag,
             batches: None,
             cost: JobCost::default(),
         };
-        if request.output.is_some() {
-            let url =
-                crate::commit::commit(stores, &result_dir, job_id, &result.schema, &result.files)
-                    .await?;
-            result.manifest_url = Some(url);
-        } else {
-            // Nobody asked to keep the files: read them back and remove them.
-            let batches = read_result(stores, &result.files).await;
-            let files: Vec<String> = result.files.iter().map(|f| f.url.clone()).collect();
-            crate::commit::delete_all(stores, &files).await;
-            result.batches = Some(batches?);
-        }
-        Ok(result)
+        self.hand_over(stores, request, &result_dir, result).await
     }
 }
 
@@ -509,137 +464,6 @@ impl Engine {
 fn in_process(stores: &Arc<StoreRegistry>, executors: Option<usize>) -> Result<InProcessBackend> {
     let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
     InProcessBackend::new(ctx, executors.unwrap_or_else(default_parallelism))
-}
-
-/// Where a job keeps its files: its folder under the work root, and under
-/// the local work root where it may stay on this machine.
-struct Dirs {
-    work: String,
-    local: Option<String>,
-    /// Set once the job is planned wholly here.
-    kept_here: std::sync::OnceLock<()>,
-}
-
-/// A job planned with the folder it keeps its files in.
-struct PlannedIn {
-    planned: PlannedJob,
-    work_dir: String,
-    result_dir: String,
-    /// Why the whole job stays on this machine, where it does.
-    kept_here: Option<String>,
-}
-
-impl Engine {
-    /// Plans the job with its files where they belong: under the local
-    /// folder when the backend says the whole job (its scans' bytes
-    /// together) stays on this machine or the job asked for that, its stages
-    /// then kept here; else under the work root (planned again there when
-    /// it was planned locally first).
-    async fn plan_placed(
-        &self,
-        stores: &Arc<StoreRegistry>,
-        request: &JobRequest,
-        dirs: &Dirs,
-        output_dir: Option<&str>,
-    ) -> Result<PlannedIn> {
-        let result_dir =
-            |work: &str| output_dir.map_or_else(|| format!("{work}/result"), str::to_string);
-        if let Some(local) = &dirs.local {
-            let planned = self
-                .plan(stores, request, local, &result_dir(local))
-                .await?;
-            let outlook = StageOutlook {
-                tasks: planned
-                    .dag
-                    .stages
-                    .iter()
-                    .map(|s| s.tasks)
-                    .max()
-                    .unwrap_or(1),
-                scan_bytes: planned.dag.stages.iter().map(|s| s.read_bytes).sum(),
-                shuffle_bytes: 0,
-                spent_usd: 0.0,
-                limit_usd: request.cost_limit_usd,
-                prices: self.prices.clone(),
-            };
-            let kept = match request.tasks.place {
-                Some(Place::Local) => Some(None),
-                _ => self.backend.keeps_here(&outlook).map(Some),
-            };
-            if let Some(reason) = kept {
-                let _ = dirs.kept_here.set(());
-                return Ok(PlannedIn {
-                    planned,
-                    work_dir: local.clone(),
-                    result_dir: result_dir(local),
-                    kept_here: reason,
-                });
-            }
-        }
-        let planned = self
-            .plan(stores, request, &dirs.work, &result_dir(&dirs.work))
-            .await?;
-        Ok(PlannedIn {
-            planned,
-            work_dir: dirs.work.clone(),
-            result_dir: result_dir(&dirs.work),
-            kept_here: None,
-        })
-    }
-
-    /// Starts `n` Lambda environments: `n` pings at once, each billed to
-    /// the job (as stage 0). A ping that fails is only logged: the job's
-    /// tasks then start their environments themselves.
-    async fn prewarm(&self, n: usize, job_id: &str, run_id: &str, meter: &JobMeter) {
-        if n == 0 {
-            return;
-        }
-        let started = std::time::Instant::now();
-        let pings = (0..n).map(|task| {
-            let spec = ping_spec(job_id, run_id, task as u32);
-            async move {
-                let began = std::time::Instant::now();
-                let answer = self.backend.invoke_at(Place::Lambda, spec).await;
-                let usage = answer.as_ref().map(|r| r.usage.clone()).unwrap_or_default();
-                meter.attempt(0, &usage, began.elapsed(), true);
-                answer.is_ok()
-            }
-        });
-        let answered = futures::future::join_all(pings)
-            .await
-            .into_iter()
-            .filter(|ok| *ok)
-            .count();
-        tracing::info!(
-            job = job_id,
-            asked = n,
-            answered,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "pre-warmed Lambda environments"
-        );
-    }
-}
-
-/// A ping of the pre-warm: task `task` of stage 0.
-fn ping_spec(job_id: &str, run_id: &str, task: u32) -> TaskSpec {
-    TaskSpec {
-        wire_version: WIRE_VERSION,
-        id: TaskId {
-            job_id: job_id.to_string(),
-            run_id: run_id.to_string(),
-            stage_id: 0,
-            task,
-            attempt: 0,
-        },
-        action: TaskAction::Ping,
-        plan: vec![],
-        partition: None,
-        inputs: vec![],
-        memory_limit_bytes: 1 << 20,
-        session_options: vec![],
-        hedging: Default::default(),
-        shuffle_codec: Default::default(),
-    }
 }
 
 /// A planning pool shared by the engines of this process that do not ask for
