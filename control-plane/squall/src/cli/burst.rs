@@ -116,8 +116,15 @@ fn fan_out(tasks: usize, memory: u64) -> Result<()> {
 
 /// The three backends on the emulators, each query `iterations` times.
 async fn emulated(args: &BenchBurstArgs, data: &str) -> Result<()> {
-    let with = |kind| BackendArgs {
-        backend: Some(kind),
+    let lambda_only = BackendArgs {
+        backend: Some(BackendKind::Lambda),
+        local_executors: None,
+        burst_above: None,
+        prefer: None,
+        ..args.backend.clone()
+    };
+    let auto = BackendArgs {
+        backend: Some(BackendKind::Auto),
         ..args.backend.clone()
     };
     let local = BackendArgs {
@@ -127,8 +134,8 @@ async fn emulated(args: &BenchBurstArgs, data: &str) -> Result<()> {
     };
     let engines = [
         local.engine().await?,
-        with(BackendKind::Lambda).engine().await?,
-        with(BackendKind::Auto).engine().await?,
+        lambda_only.engine().await?,
+        auto.engine().await?,
     ];
     println!();
     println!(
