@@ -450,26 +450,19 @@ mod tests {
         assert!(!err.contains("AWS_LAMBDA_RUNTIME_API"), "{err}");
         assert!(check_runtime_variables(|_| Some("1".into())).is_ok());
     }
-    use crate::protocol::{TaskAction, TaskId, TaskOutcome, WIRE_VERSION};
+    use crate::protocol::{TaskAction, TaskId, TaskOutcome};
 
     fn ping(job: &str) -> TaskSpec {
+        let id = TaskId {
+            job_id: job.into(),
+            run_id: "r".into(),
+            stage_id: 1,
+            task: 0,
+            attempt: 0,
+        };
         TaskSpec {
-            wire_version: WIRE_VERSION,
-            id: TaskId {
-                job_id: job.into(),
-                run_id: "r".into(),
-                stage_id: 1,
-                task: 0,
-                attempt: 0,
-            },
-            action: TaskAction::Ping,
-            plan: vec![],
-            partition: None,
-            inputs: vec![],
             memory_limit_bytes: 1 << 30,
-            session_options: vec![],
-            hedging: Default::default(),
-            shuffle_codec: Default::default(),
+            ..TaskSpec::ping(id)
         }
     }
 

@@ -93,6 +93,25 @@ pub struct TaskSpec {
     pub shuffle_codec: ShuffleCodec,
 }
 
+impl TaskSpec {
+    /// A ping as task `id` (see [`TaskAction::Ping`]): answered at once,
+    /// nothing read or written, a 1 MiB pool.
+    pub fn ping(id: TaskId) -> Self {
+        Self {
+            wire_version: WIRE_VERSION,
+            id,
+            action: TaskAction::Ping,
+            plan: vec![],
+            partition: None,
+            inputs: vec![],
+            memory_limit_bytes: 1 << 20,
+            session_options: vec![],
+            hedging: Hedging::default(),
+            shuffle_codec: ShuffleCodec::default(),
+        }
+    }
+}
+
 /// How shuffle partitions are compressed. Readers tell the two apart by a
 /// partition's first bytes, so files of either can be read together.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

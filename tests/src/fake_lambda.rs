@@ -21,7 +21,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use object_store::{ObjectStoreExt, PutPayload};
+use futures::TryStreamExt;
+use object_store::memory::InMemory;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use squall_tools::tpch;
+
+use crate::TEST_PARTS;
 use squall_engine::Engine;
 use squall_engine::backend::{Backoff, LambdaBackend, LambdaConfig};
 use squall_executor::lambda::{Invocation, InvocationResponse, LambdaExecutor};
@@ -168,15 +173,46 @@ impl FakeLambda {
     }
 }
 
-/// An engine on a Lambda backend configured by `config` (test credentials,
-/// us-east-1), with its work files under `work`.
-pub fn lambda_engine(config: LambdaConfig, stores: &Arc<StoreRegistry>, work: &str) -> Engine {
+/// A Lambda backend configured by `config` (test credentials, us-east-1),
+/// its oversized payloads under `work`.
+pub fn lambda_backend(
+    config: LambdaConfig,
+    stores: &Arc<StoreRegistry>,
+    work: &str,
+) -> LambdaBackend {
     let sdk = aws_sdk_lambda::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"));
-    let backend = LambdaBackend::with_sdk_config(config, sdk, stores.clone(), work).unwrap();
+    LambdaBackend::with_sdk_config(config, sdk, stores.clone(), work).unwrap()
+}
+
+/// An engine on [`lambda_backend`], with its work files under `work`.
+pub fn lambda_engine(config: LambdaConfig, stores: &Arc<StoreRegistry>, work: &str) -> Engine {
+    let backend = lambda_backend(config, stores, work);
     Engine::with_backend(stores.clone(), Arc::new(backend), work)
+}
+
+/// A registry whose `bucket` (an `s3://` URL) is one in-memory store
+/// holding TPC-H SF 0.01 under `tpch/`; the store is returned to look inside.
+pub async fn bucket_with_tpch(bucket: &str) -> (Arc<StoreRegistry>, Arc<InMemory>) {
+    let stores = Arc::new(StoreRegistry::new());
+    let memory = Arc::new(InMemory::new());
+    stores.register(bucket, memory.clone()).unwrap();
+    tpch::generate(&stores, 0.01, &format!("{bucket}/tpch"), TEST_PARTS, |_| {})
+        .await
+        .unwrap();
+    (stores, memory)
+}
+
+/// Objects in such a bucket outside the tables.
+pub async fn leftovers(memory: &InMemory) -> Vec<String> {
+    let objects: Vec<_> = memory.list(None).try_collect().await.unwrap();
+    objects
+        .into_iter()
+        .map(|o| o.location.to_string())
+        .filter(|p| !p.starts_with("tpch/"))
+        .collect()
 }
 
 impl Drop for FakeLambda {

@@ -12,31 +12,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
-use futures::TryStreamExt;
-use object_store::ObjectStore;
-use object_store::memory::InMemory;
-use squall_engine::backend::{AutoBackend, BurstPolicy, InProcessBackend, LambdaBackend, Place};
+use squall_engine::backend::{AutoBackend, BurstPolicy, InProcessBackend, Place};
 use squall_engine::platform::Platform;
 use squall_engine::{Engine, JobRequest, JobResult, PlanOptions};
 use squall_executor::{ExecutorContext, StoreRegistry};
-use squall_tests::fake_lambda::{FakeLambda, Reply};
+use squall_tests::fake_lambda::{FakeLambda, Reply, bucket_with_tpch, lambda_backend, leftovers};
 use squall_tests::server::{Server, TOKEN};
-use squall_tests::{TEST_PARTS, compare, expected_answer, is_ordered, render};
+use squall_tests::{compare, expected_answer, is_ordered, render};
 use squall_tools::tpch;
 
 const BUCKET: &str = "s3://squall-auto-test";
-
-/// A registry whose bucket is one in-memory store holding TPC-H SF 0.01.
-async fn bucket_with_tpch() -> (Arc<StoreRegistry>, Arc<InMemory>) {
-    let stores = Arc::new(StoreRegistry::new());
-    let memory = Arc::new(InMemory::new());
-    stores.register(BUCKET, memory.clone()).unwrap();
-    tpch::generate(&stores, 0.01, &format!("{BUCKET}/tpch"), TEST_PARTS, |_| {})
-        .await
-        .unwrap();
-    (stores, memory)
-}
 
 /// An auto engine: `local` in-process executors and the fake function,
 /// placed by `policy`, Lambda counted on for `lambda_slots` at once.
@@ -48,11 +33,7 @@ fn auto_engine(
     policy: BurstPolicy,
 ) -> Engine {
     let work = format!("{BUCKET}/work");
-    let sdk = aws_sdk_lambda::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"));
-    let lambda = LambdaBackend::with_sdk_config(fake.config(), sdk, stores.clone(), &work).unwrap();
+    let lambda = lambda_backend(fake.config(), stores, &work);
     let ctx = ExecutorContext::new(stores.clone(), std::env::temp_dir());
     let local = InProcessBackend::new(ctx, local).unwrap();
     let backend = AutoBackend::new(local, Arc::new(lambda), policy).with_lambda_slots(lambda_slots);
@@ -91,19 +72,9 @@ async fn answer(engine: &Engine, q: usize) -> JobResult {
     result
 }
 
-/// Objects in the bucket outside the tables.
-async fn leftovers(memory: &InMemory) -> Vec<String> {
-    let objects: Vec<_> = memory.list(None).try_collect().await.unwrap();
-    objects
-        .into_iter()
-        .map(|o| o.location.to_string())
-        .filter(|p| !p.starts_with("tpch/"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_stages_burst_small_ones_stay_and_every_answer_is_right() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
     // lineitem's and orders' scans read more than 256 KiB of columns at SF
     // 0.01; nation's, region's and the reduce stages' reads are smaller.
@@ -175,7 +146,7 @@ async fn large_stages_burst_small_ones_stay_and_every_answer_is_right() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_jobs_placed_by_prediction_never_invoke() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
     let engine = auto_engine(&stores, &fake, 2, 4, policy(None));
     for q in [1, 3, 5, 9, 18] {
@@ -201,7 +172,7 @@ async fn small_jobs_placed_by_prediction_never_invoke() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_local_pool_overflows_some_tasks_to_lambda() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
     // One slow executor (10 kB a second, as the placement sees it, and an
     // invocation as slow but for its start) and two invocations at once:
@@ -250,7 +221,7 @@ async fn a_busy_local_pool_overflows_some_tasks_to_lambda() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_job_view_and_plan_say_where_each_stage_ran_and_why() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
     let engine = auto_engine(&stores, &fake, 2, 4, policy(Some(256 << 10)));
     let dir = tempfile::tempdir().unwrap();
@@ -353,7 +324,7 @@ async fn the_job_view_and_plan_say_where_each_stage_ran_and_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_may_ask_for_one_place_where_the_backend_has_it() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
     let engine = auto_engine(&stores, &fake, 2, 4, policy(None));
     for place in [Place::Lambda, Place::Local] {
@@ -395,7 +366,7 @@ async fn a_job_may_ask_for_one_place_where_the_backend_has_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_stays_here_keeps_its_files_on_local_disk() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
     let local = tempfile::tempdir().unwrap();
     let local_root = format!("file://{}", local.path().display());

@@ -11,27 +11,14 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::ObjectStore;
-use object_store::memory::InMemory;
 use squall_engine::backend::LambdaConfig;
 use squall_engine::{Engine, JobRequest, PlanOptions, TaskOptions};
 use squall_executor::{StoreRegistry, TaskId};
-use squall_tests::fake_lambda::{FakeLambda, Reply, lambda_engine};
-use squall_tests::{TEST_PARTS, compare, expected_answer, is_ordered, run_rendered};
+use squall_tests::fake_lambda::{FakeLambda, Reply, bucket_with_tpch, lambda_engine, leftovers};
+use squall_tests::{compare, expected_answer, is_ordered, run_rendered};
 use squall_tools::tpch;
 
 const BUCKET: &str = "s3://squall-lambda-test";
-
-/// A registry whose `s3://squall-lambda-test` is one in-memory store, holding
-/// TPC-H SF 0.01; the store is returned to look inside.
-async fn bucket_with_tpch() -> (Arc<StoreRegistry>, Arc<InMemory>) {
-    let stores = Arc::new(StoreRegistry::new());
-    let memory = Arc::new(InMemory::new());
-    stores.register(BUCKET, memory.clone()).unwrap();
-    tpch::generate(&stores, 0.01, &format!("{BUCKET}/tpch"), TEST_PARTS, |_| {})
-        .await
-        .unwrap();
-    (stores, memory)
-}
 
 fn engine(config: LambdaConfig, stores: &Arc<StoreRegistry>) -> Engine {
     lambda_engine(config, stores, &format!("{BUCKET}/work"))
@@ -63,23 +50,13 @@ async fn check_query(engine: &Engine, request: &JobRequest, q: usize) {
         .unwrap_or_else(|e| panic!("Q{q}: {e}"));
 }
 
-/// Objects in the bucket outside the tables.
-async fn leftovers(memory: &InMemory) -> Vec<String> {
-    let objects: Vec<_> = memory.list(None).try_collect().await.unwrap();
-    objects
-        .into_iter()
-        .map(|o| o.location.to_string())
-        .filter(|p| !p.starts_with("tpch/"))
-        .collect()
-}
-
 fn first_attempt_of(id: &TaskId, stage: u32, task: u32) -> bool {
     id.stage_id == stage && id.task == task && id.attempt == 0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_and_lambda_errors_are_retried_within_the_attempt() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     // Every second invocation among the first 40 is throttled; the 7th is a 500;
     // the 4th leaves an object nobody knows of, which the job's sweep must remove.
     let fake = FakeLambda::start(stores.clone(), |_, n| match n {
@@ -118,7 +95,7 @@ async fn throttling_and_lambda_errors_are_retried_within_the_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_functions_and_timeouts_are_retried_and_leave_nothing() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |id, _| {
         if first_attempt_of(id, 1, 0) {
             Reply::CrashAfterRunning
@@ -164,7 +141,7 @@ async fn crashed_functions_and_timeouts_are_retried_and_leave_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_invocation_fails_the_job_once_and_cleans_up() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |id, _| {
         if id.stage_id == 1 && id.task == 1 {
             Reply::InvalidInvocation
@@ -188,7 +165,7 @@ async fn a_malformed_invocation_fails_the_job_once_and_cleans_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_function_is_named_and_not_retried() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |_, _| Reply::NoSuchFunction).await;
     let engine = engine(
         LambdaConfig {
@@ -211,7 +188,7 @@ async fn an_unknown_function_is_named_and_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_specs_and_results_travel_through_the_bucket() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |id, _| {
         if id.task % 2 == 0 {
             Reply::RunResultInBucket
@@ -238,7 +215,7 @@ async fn oversized_specs_and_results_travel_through_the_bucket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_url_other_than_the_one_sent_is_refused_and_left_alone() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let victim: &'static str =
         Box::leak(format!("{BUCKET}/tpch/region/region.1.parquet").into_boxed_str());
     let fake = FakeLambda::start(stores.clone(), move |_, _| Reply::ResultElsewhere(victim)).await;
@@ -266,7 +243,7 @@ async fn a_result_url_other_than_the_one_sent_is_refused_and_left_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_caps_hold_per_backend_and_per_stage() {
-    let (stores, _memory) = bucket_with_tpch().await;
+    let (stores, _memory) = bucket_with_tpch(BUCKET).await;
     // Slow invocations, so that tasks pile up against the caps.
     let fake = FakeLambda::start(stores.clone(), |_, _| {
         Reply::Slow(Duration::from_millis(20))
@@ -297,7 +274,7 @@ async fn concurrency_caps_hold_per_backend_and_per_stage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invocations_spread_over_functions_within_their_scaling_budgets() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |_, _| {
         Reply::Slow(Duration::from_millis(20))
     })
@@ -350,7 +327,7 @@ async fn invocations_spread_over_functions_within_their_scaling_budgets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prewarm_pings_environments_while_the_job_is_planned_and_bills_them() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
     let engine = engine(fake.config(), &stores);
     let mut req = request(6);
@@ -381,7 +358,7 @@ async fn a_prewarm_pings_environments_while_the_job_is_planned_and_bills_them() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_halves_the_invocations_in_flight_and_success_grows_them_back() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     // A function limited to 3 concurrent executions: more are throttled (429).
     // Each runs for at least 50 ms, so that a stage's 12 tasks overlap.
     let fake = FakeLambda::start_with_load(stores.clone(), |_, _, in_flight| {
@@ -435,7 +412,7 @@ async fn throttling_halves_the_invocations_in_flight_and_success_grows_them_back
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_retried_with_a_larger_pool_invokes_the_larger_qualifier() {
-    let (stores, memory) = bucket_with_tpch().await;
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
     let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
     let engine = engine(
         LambdaConfig {

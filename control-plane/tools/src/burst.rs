@@ -9,7 +9,7 @@ use squall_engine::backend::{BurstPolicy, Place, Placement, StageOutlook};
 use squall_engine::cost::Prices;
 use squall_engine::scheduler::StageKind;
 
-use crate::replay::{Pool, Replay, Run, simulate_on};
+use crate::replay::{Pool, Replay, Run, replays_on, simulate_on};
 use crate::simulate::{Platform, ScaledStage};
 
 /// Where the model's job runs.
@@ -200,19 +200,13 @@ fn median_of(
     overhead_seconds: f64,
     runs: usize,
 ) -> Outcome {
-    let mut all: Vec<Replay> = (0..runs.max(1) as u64)
-        .map(|seed| {
-            let run = Run {
-                backups: true,
-                prices,
-                overhead_seconds,
-                seed,
-            };
-            simulate_on(stages, pools, pool, &run)
-        })
-        .collect();
-    all.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-    outcome(all.swap_remove(all.len() / 2), prices)
+    let run = Run {
+        backups: true,
+        prices,
+        overhead_seconds,
+        seed: 0,
+    };
+    outcome(replays_on(stages, pools, pool, &run, runs).0, prices)
 }
 
 /// A replay's bill: S3's requests whatever ran them (the tables and

@@ -372,23 +372,36 @@ pub fn replays(
     overhead_seconds: f64,
     runs: usize,
 ) -> (Replay, f64) {
+    let pool = Pool {
+        platform,
+        workers,
+        warm,
+        prewarmed: 0,
+    };
+    let run = Run {
+        backups,
+        prices,
+        overhead_seconds,
+        seed: 0,
+    };
+    replays_on(stages, &[pool], &|_| 0, &run, runs)
+}
+
+/// [`replays`] of stages on `pools` (see [`simulate_on`]), `run.seed`
+/// ignored: seeds `0..runs`.
+pub fn replays_on(
+    stages: &[ScaledStage],
+    pools: &[Pool],
+    pool_of: &dyn Fn(&ScaledStage) -> usize,
+    run: &Run,
+    runs: usize,
+) -> (Replay, f64) {
     let mut all: Vec<Replay> = (0..runs.max(1) as u64)
-        .map(|seed| {
-            simulate(
-                stages,
-                platform,
-                workers,
-                warm,
-                backups,
-                prices,
-                overhead_seconds,
-                seed,
-            )
-        })
+        .map(|seed| simulate_on(stages, pools, pool_of, &Run { seed, ..*run }))
         .collect();
     all.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     let p90 = all[(all.len() * 9 / 10).min(all.len() - 1)].seconds;
-    (all[all.len() / 2].clone(), p90)
+    (all.swap_remove(all.len() / 2), p90)
 }
 
 #[cfg(test)]

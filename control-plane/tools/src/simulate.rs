@@ -192,6 +192,18 @@ pub async fn profile(engine: &Engine, request: &JobRequest, executors: usize) ->
     })
 }
 
+/// How the model's measured runs are planned on `executors` in-process
+/// executors: shuffles as wide as they, scans in at least as many tasks,
+/// widened with the data as `squall run` does.
+pub fn measured_options(executors: usize) -> PlanOptions {
+    PlanOptions {
+        shuffle_partitions: executors,
+        min_scan_tasks: Some(executors),
+        widen: Some(Widen::default()),
+        ..PlanOptions::default()
+    }
+}
+
 /// `options` for a run on tables `factor` times smaller than those
 /// predicted: the broadcast thresholds cut by the factor, so that a join
 /// whose small side would pass them at scale shuffles in the measured run

@@ -372,27 +372,16 @@ pub type SharedBackend = Arc<dyn ExecutorBackend>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use squall_executor::{StoreRegistry, TaskAction, TaskId, WIRE_VERSION};
+    use squall_executor::{StoreRegistry, TaskId};
 
     fn spec(job: &str) -> TaskSpec {
-        TaskSpec {
-            wire_version: WIRE_VERSION,
-            id: TaskId {
-                job_id: job.into(),
-                run_id: "r".into(),
-                stage_id: 1,
-                task: 0,
-                attempt: 0,
-            },
-            action: TaskAction::Ping,
-            plan: vec![],
-            partition: None,
-            inputs: vec![],
-            memory_limit_bytes: 1 << 20,
-            session_options: vec![],
-            hedging: Default::default(),
-            shuffle_codec: Default::default(),
-        }
+        TaskSpec::ping(TaskId {
+            job_id: job.into(),
+            run_id: "r".into(),
+            stage_id: 1,
+            task: 0,
+            attempt: 0,
+        })
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use squall_executor::{StoreRegistry, TaskAction, TaskId, TaskSpec, WIRE_VERSION};
+use squall_executor::{StoreRegistry, TaskId, TaskSpec};
 
 use super::{Engine, JobRequest, JobResult, read_result};
 use crate::backend::{Place, StageOutlook};
@@ -206,22 +206,11 @@ impl Engine {
 
 /// A ping of the pre-warm: task `task` of stage 0.
 fn ping_spec(job_id: &str, run_id: &str, task: u32) -> TaskSpec {
-    TaskSpec {
-        wire_version: WIRE_VERSION,
-        id: TaskId {
-            job_id: job_id.to_string(),
-            run_id: run_id.to_string(),
-            stage_id: 0,
-            task,
-            attempt: 0,
-        },
-        action: TaskAction::Ping,
-        plan: vec![],
-        partition: None,
-        inputs: vec![],
-        memory_limit_bytes: 1 << 20,
-        session_options: vec![],
-        hedging: Default::default(),
-        shuffle_codec: Default::default(),
-    }
+    TaskSpec::ping(TaskId {
+        job_id: job_id.to_string(),
+        run_id: run_id.to_string(),
+        stage_id: 0,
+        task,
+        attempt: 0,
+    })
 }

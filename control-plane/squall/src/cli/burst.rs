@@ -14,7 +14,7 @@ use squall_engine::{Engine, JobRequest, JobResult, Prices};
 use squall_tools::bench::median;
 use squall_tools::burst::{Compared, Fleet, Outcome, compare};
 use squall_tools::combine_model::with_exchange;
-use squall_tools::simulate::{Platform, plan_for_scale, profile, scale};
+use squall_tools::simulate::{Platform, measured_options, plan_for_scale, profile, scale};
 use squall_tools::tpch::{self, answers};
 
 use super::backend::{BackendArgs, BackendKind};
@@ -255,14 +255,8 @@ async fn modelled(args: &BenchBurstArgs, local_workers: usize) -> Result<()> {
         );
         header();
         for &q in &args.queries {
-            let options = squall_engine::PlanOptions {
-                shuffle_partitions: executors,
-                min_scan_tasks: Some(executors),
-                widen: Some(squall_engine::planner::Widen::default()),
-                ..Default::default()
-            };
             let mut request = JobRequest {
-                plan: plan_for_scale(options, factor),
+                plan: plan_for_scale(measured_options(executors), factor),
                 ..JobRequest::new(tpch::query(q)?, tpch::table_specs(&root))
             };
             request.tasks.shuffle_codec = Some(lambda.shuffle_codec());

@@ -11,7 +11,9 @@ use squall_engine::scheduler::{Exchange, ExchangeChoice, ExchangeMode, TaskOptio
 use squall_engine::{Engine, JobRequest, Prices};
 use squall_tools::combine_model::with_exchange;
 use squall_tools::replay::{Replay, replays};
-use squall_tools::simulate::{Platform, Profile, ScaledStage, plan_for_scale, profile, scale};
+use squall_tools::simulate::{
+    Platform, Profile, ScaledStage, measured_options, plan_for_scale, profile, scale,
+};
 use squall_tools::tpch;
 
 use super::error::{CliError, Result};
@@ -327,12 +329,7 @@ pub async fn bench_simulate(args: BenchSimulateArgs) -> Result<()> {
         }
     };
     let engine = args.backend.engine().await?;
-    let options = || squall_engine::PlanOptions {
-        shuffle_partitions: executors,
-        min_scan_tasks: Some(executors),
-        widen: Some(squall_engine::planner::Widen::default()),
-        ..Default::default()
-    };
+    let options = || measured_options(executors);
     // The small tables planned as the large ones are.
     let small_options = || plan_for_scale(options(), args.factor);
     let dir = |p: &PathBuf| -> Result<String> {
@@ -534,14 +531,8 @@ pub async fn bench_scale(args: BenchScaleArgs) -> Result<()> {
     );
     let mut suite = Suite::default();
     for &q in &args.queries {
-        let options = squall_engine::PlanOptions {
-            shuffle_partitions: executors,
-            min_scan_tasks: Some(executors),
-            widen: Some(squall_engine::planner::Widen::default()),
-            ..Default::default()
-        };
         let mut request = JobRequest {
-            plan: plan_for_scale(options, args.scale_factor),
+            plan: plan_for_scale(measured_options(executors), args.scale_factor),
             ..JobRequest::new(tpch::query(q)?, tpch::table_specs(&root))
         };
         request.tasks.shuffle_codec = Some(platform.shuffle_codec());
