@@ -298,6 +298,27 @@ async fn the_job_view_and_plan_say_where_each_stage_ran_and_why() {
         attempts.iter().any(|a| a["place"] == "local"),
         "{attempts:?}"
     );
+    // A job asking for one place gets it; a bad place is refused.
+    let mut asked = job.clone();
+    asked["options"] = serde_json::json!({"placement": "local"});
+    let (status, body) = server.post("/v1/jobs", &asked).await;
+    assert_eq!(status, 202, "{body}");
+    let local = server.wait_final(body["id"].as_str().unwrap()).await;
+    assert_eq!(
+        local.state,
+        squall_service::JobState::Succeeded,
+        "{local:?}"
+    );
+    assert!(
+        local.stages.iter().all(
+            |s| s.lambda_tasks == 0 && s.placement.as_ref().is_some_and(|p| p.place == "local")
+        ),
+        "{:?}",
+        local.stages
+    );
+    asked["options"] = serde_json::json!({"placement": "everywhere"});
+    let (status, body) = server.post("/v1/jobs", &asked).await;
+    assert_eq!(status, 400, "{body}");
     // And /metrics counts executor time and stages by place.
     let metrics = reqwest::get(format!("{}/metrics", server.url))
         .await
@@ -418,4 +439,29 @@ async fn a_job_that_stays_here_keeps_its_files_on_local_disk() {
     assert!(leftovers(&memory).await.is_empty());
     let left = squall_tests::files_under(local.path());
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_lambda_refuses_a_job_asking_for_it() {
+    let data = squall_tests::tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = squall_tests::local_engine(2, &dir.path().join("work"));
+    let server = Server::start(engine, dir.path(), 1).await;
+    let mut job = squall_tests::server::tpch_job(&data, 6);
+    job["options"] = serde_json::json!({"placement": "lambda"});
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot run tasks there"),
+        "{body}"
+    );
+    // Its own place is fine.
+    job["options"] = serde_json::json!({"placement": "local"});
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 202, "{body}");
+    let view = server.wait_final(body["id"].as_str().unwrap()).await;
+    assert_eq!(view.state, squall_service::JobState::Succeeded, "{view:?}");
 }
