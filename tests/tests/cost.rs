@@ -5,13 +5,11 @@
 
 use std::sync::Arc;
 
-use futures::TryStreamExt;
-use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use squall_engine::cost::Requests;
 use squall_engine::{Engine, JobRequest, JobRun, PlanOptions, SquallError};
 use squall_executor::StoreRegistry;
-use squall_tests::fake_lambda::{FAKE_MEMORY_MB, FakeLambda, Reply, lambda_engine};
+use squall_tests::fake_lambda::{FAKE_MEMORY_MB, FakeLambda, Reply, lambda_engine, leftovers};
 use squall_tests::stores::{Op, RecordingStore};
 use squall_tests::{TEST_PARTS, compare, expected_answer, is_ordered, render_with_header};
 use squall_tools::tpch;
@@ -103,15 +101,6 @@ async fn in_process_request_counts_match_a_counting_store() {
 
 fn engine_on(fake: &FakeLambda, stores: &Arc<StoreRegistry>) -> Engine {
     lambda_engine(fake.config(), stores, &format!("{BUCKET}/work"))
-}
-
-async fn leftovers(memory: &InMemory) -> Vec<String> {
-    let objects: Vec<_> = memory.list(None).try_collect().await.unwrap();
-    objects
-        .into_iter()
-        .map(|o| o.location.to_string())
-        .filter(|p| !p.starts_with("tpch/"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -128,8 +128,9 @@ impl Engine {
         JobMeter::new(self.prices.clone(), request.cost_limit_usd)
     }
 
-    /// Refuses a job whose tables, output or work files the backend's executors
-    /// could not reach, before anything runs.
+    /// Refuses, before anything runs, a job whose tables, output or work
+    /// files the backend's executors could not reach, or that asks for a
+    /// place (every task there, environments pre-warmed) the backend has not.
     fn check_reachable(&self, request: &JobRequest) -> Result<()> {
         let prewarm = request.tasks.prewarm;
         if prewarm > 0 && !self.backend.places().contains(&Place::Lambda) {

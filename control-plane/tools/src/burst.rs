@@ -116,50 +116,26 @@ pub fn compare(
         prewarmed: fleet.prewarm.min(fleet.lambda_workers),
     };
     let pools = [local_pool, lambda_pool];
-    // As the engine does: a job whose scans together stay here runs wholly
-    // here, planned as the in-process one is (its files on local disk).
-    if kept_here(lambda_stages, policy, fleet, prices) {
-        let local = median_of(
-            local_stages,
-            &pools[..1],
-            &|_| 0,
-            prices,
-            overhead_seconds,
-            runs,
-        );
-        let placements = auto_places(local_stages, policy, fleet, prices);
-        return Compared {
-            lambda: median_of(
-                lambda_stages,
-                &pools[1..],
-                &|_| 0,
-                prices,
-                overhead_seconds,
-                runs,
-            ),
-            auto: local.clone(),
-            local,
-            placements: placements
-                .into_iter()
-                .map(|(id, p)| {
-                    let kept = Placement::only(Place::Local, 0);
-                    (
-                        id,
-                        Placement {
-                            reason: "the whole job stays here".into(),
-                            local: p.local,
-                            lambda: p.lambda,
-                            ..kept
-                        },
-                    )
-                })
-                .collect(),
-        };
-    }
-    let placements = auto_places(lambda_stages, policy, fleet, prices);
     let median = |stages: &[ScaledStage], pools: &[Pool], pool: &dyn Fn(&ScaledStage) -> usize| {
         median_of(stages, pools, pool, prices, overhead_seconds, runs)
     };
+    let local = median(local_stages, &pools[..1], &|_| 0);
+    let lambda = median(lambda_stages, &pools[1..], &|_| 0);
+    // As the engine does: a job whose scans together stay here runs wholly
+    // here, planned as the in-process one is (its files on local disk).
+    if kept_here(lambda_stages, policy, fleet, prices) {
+        let kept = Placement {
+            reason: "the whole job stays here".into(),
+            ..Placement::only(Place::Local, 0)
+        };
+        return Compared {
+            auto: local.clone(),
+            local,
+            lambda,
+            placements: local_stages.iter().map(|s| (s.id, kept.clone())).collect(),
+        };
+    }
+    let placements = auto_places(lambda_stages, policy, fleet, prices);
     let placed = |stage: &ScaledStage| {
         placements
             .iter()
@@ -167,9 +143,9 @@ pub fn compare(
             .map_or(0, |(_, p)| pool_of(p, stage.tasks))
     };
     Compared {
-        local: median(local_stages, &pools[..1], &|_| 0),
-        lambda: median(lambda_stages, &pools[1..], &|_| 0),
         auto: median(lambda_stages, &pools, &placed),
+        local,
+        lambda,
         placements,
     }
 }

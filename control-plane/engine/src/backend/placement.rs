@@ -65,6 +65,13 @@ impl Place {
             Place::Lambda => "lambda",
         }
     }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Place::Local => "in-process",
+            Place::Lambda => "on Lambda",
+        }
+    }
 }
 
 /// What an auto placement favours.
@@ -220,21 +227,12 @@ impl Placed {
     }
 }
 
-impl Place {
-    fn describe(self) -> &'static str {
-        match self {
-            Place::Local => "in-process",
-            Place::Lambda => "on Lambda",
-        }
-    }
-}
-
 /// Places a stage (see the module's documentation).
 pub fn decide(policy: &BurstPolicy, outlook: &StageOutlook, capacity: Capacity) -> Placement {
     let n = outlook.tasks.max(1);
     let bytes = outlook.bytes();
     let model = Model::new(policy, outlook, capacity);
-    let local = model.local(n);
+    let local = model.local_share(n);
     let lambda = model.lambda(n);
     let (split_tasks, split) = model.split(n);
     let within = |p: &Predicted, local_part: &Predicted| match outlook.limit_usd {
@@ -273,29 +271,24 @@ pub fn decide(policy: &BurstPolicy, outlook: &StageOutlook, capacity: Capacity) 
     }
     let local_share = model.local_share(n - split_tasks);
     let split_ok = split_tasks > 0 && within(&split, &local_share);
-    let (place, burst, chosen) = match policy.prefer {
-        Prefer::Time => {
-            let mut best = (Place::Local, 0, local);
-            let gains = |p: &Predicted| p.seconds <= local.seconds * (1.0 - MIN_GAIN);
-            if lambda_ok && gains(&lambda) && lambda.seconds < best.2.seconds {
-                best = (Place::Lambda, n, lambda);
-            }
-            if split_ok && gains(&split) && split.seconds < best.2.seconds {
-                best = (Place::Local, split_tasks, split);
-            }
-            best
-        }
-        Prefer::Cost => {
-            let mut best = (Place::Local, 0, local);
-            if lambda_ok && lambda.usd < best.2.usd {
-                best = (Place::Lambda, n, lambda);
-            }
-            if split_ok && split.usd < best.2.usd {
-                best = (Place::Local, split_tasks, split);
-            }
-            best
-        }
+    // Time: the soonest, leaving here only for a gain; cost: the cheapest.
+    let key = |p: &Predicted| match policy.prefer {
+        Prefer::Time => p.seconds,
+        Prefer::Cost => p.usd,
     };
+    let worth = |p: &Predicted| {
+        policy.prefer == Prefer::Cost || p.seconds <= local.seconds * (1.0 - MIN_GAIN)
+    };
+    let mut best = (Place::Local, 0, local);
+    for (ok, place, burst, p) in [
+        (lambda_ok, Place::Lambda, n, lambda),
+        (split_ok, Place::Local, split_tasks, split),
+    ] {
+        if ok && worth(&p) && key(&p) < key(&best.2) {
+            best = (place, burst, p);
+        }
+    }
+    let (place, burst, chosen) = best;
     placement.place = place;
     placement.burst_tasks = burst;
     placement.reason = reason(policy.prefer, place, burst, &chosen, &local, &lambda);
@@ -393,10 +386,6 @@ impl<'a> Model<'a> {
             seconds: tasks.div_ceil(self.local_slots()) as f64 * task,
             usd: tasks as f64 * task * vcpu_second,
         }
-    }
-
-    fn local(&self, tasks: usize) -> Predicted {
-        self.local_share(tasks)
     }
 
     /// `tasks` tasks on Lambda: time to the last one's end, and their bill.
