@@ -465,3 +465,82 @@ async fn a_server_without_lambda_refuses_a_job_asking_for_it() {
     let view = server.wait_final(body["id"].as_str().unwrap()).await;
     assert_eq!(view.state, squall_service::JobState::Succeeded, "{view:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_keeps_the_result_of_a_job_that_stays_here_on_its_disk() {
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
+    let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
+    let local = tempfile::tempdir().unwrap();
+    let engine = Engine {
+        local_work_root: Some(format!("file://{}", local.path().display())),
+        ..auto_engine(&stores, &fake, 2, 4, policy(None))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let results = format!("{BUCKET}/results");
+    let server = Server::start_with(engine.clone(), dir.path(), |config| {
+        config.results_root = results.clone();
+        config.access = Arc::new(
+            squall_engine::AccessPolicy::new(
+                &[format!("{BUCKET}/tpch/")],
+                std::slice::from_ref(&results),
+                std::slice::from_ref(&engine.work_root),
+            )
+            .unwrap(),
+        );
+    })
+    .await;
+    let tables: Vec<_> = tpch::TABLES
+        .iter()
+        .map(|t| serde_json::json!({"name": t, "url": format!("{BUCKET}/tpch/{t}/")}))
+        .collect();
+    let submit = |placement: &str| {
+        serde_json::json!({"sql": tpch::query(6).unwrap(), "tables": tables,
+                           "options": {"placement": placement}})
+    };
+    let mut ids = Vec::new();
+    for (placement, on_disk) in [("auto", true), ("local", true), ("lambda", false)] {
+        let (status, body) = server.post("/v1/jobs", &submit(placement)).await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["id"].as_str().unwrap().to_string();
+        let view = server.wait_final(&id).await;
+        squall_tests::server::check_answer(&engine, &view, 6).await;
+        let manifest = view.manifest_url.clone().unwrap();
+        let in_bucket: Vec<_> = leftovers(&memory)
+            .await
+            .into_iter()
+            .filter(|p| p.starts_with(&format!("results/{id}/")))
+            .collect();
+        if on_disk {
+            // Nothing of the job in the bucket: its result is on this disk,
+            // where only the server reads it.
+            assert!(
+                manifest.starts_with(&format!("file://{}/results/{id}/", local.path().display())),
+                "{placement}: {manifest}"
+            );
+            assert!(in_bucket.is_empty(), "{placement}: {in_bucket:?}");
+        } else {
+            assert!(
+                manifest.starts_with(&format!("{results}/{id}/")),
+                "{manifest}"
+            );
+            assert!(!in_bucket.is_empty());
+        }
+        // Read through the API all the same.
+        let (status, page) = server
+            .get(&format!("/v1/jobs/{id}/result"), Some(TOKEN))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["total"], 1, "{page}");
+        ids.push(id);
+    }
+    // Expired jobs take their results with them, wherever they were.
+    let deleted = server
+        .service
+        .expire_jobs(squall_service::now_ms() + 1)
+        .await
+        .unwrap();
+    assert_eq!(deleted, ids.len());
+    let left = squall_tests::files_under(local.path());
+    assert!(left.is_empty(), "{left:?}");
+    assert!(leftovers(&memory).await.is_empty());
+}

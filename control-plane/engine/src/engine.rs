@@ -37,7 +37,7 @@ use crate::urls::to_url;
 
 mod placed;
 
-use placed::{Dirs, PlannedIn};
+use placed::{Dirs, Outputs, PlannedIn};
 
 /// Everything that stays the same between jobs.
 #[derive(Debug, Clone)]
@@ -300,6 +300,7 @@ impl Engine {
                 .filter(|_| request.tasks.place != Some(Place::Lambda))
                 .map(|root| format!("{}/{job_id}", root.trim_end_matches('/'))),
             kept_here: std::sync::OnceLock::new(),
+            output: std::sync::OnceLock::new(),
         };
         let mut stop = run.stop.clone();
         let meter = run.meter.clone().unwrap_or_else(|| self.meter(request));
@@ -381,15 +382,7 @@ impl Engine {
         run_id: &str,
         dirs: &Dirs,
     ) -> Result<JobResult> {
-        let output_dir = match &request.output {
-            Some(output) => {
-                let url = to_url(output)?;
-                let dir = url.as_str().trim_end_matches('/').to_string();
-                crate::commit::claim(stores, &dir, job_id).await?;
-                Some(dir)
-            }
-            None => None,
-        };
+        let outputs = Outputs::of(request)?;
         let planning = std::time::Instant::now();
         // The footers planning reads are hedged as a task's reads are, the
         // copies counted in the job's cost.
@@ -397,7 +390,7 @@ impl Engine {
         let planning_stores = Arc::new(stores.hedged(hedger));
         // Lambda environments started while the job is planned, if asked.
         let (placed, ()) = tokio::join!(
-            self.plan_placed(&planning_stores, request, dirs, output_dir.as_deref()),
+            self.plan_placed(&planning_stores, request, dirs, &outputs),
             self.prewarm(request.tasks.prewarm, job_id, run_id, meter)
         );
         let PlannedIn {
@@ -406,6 +399,12 @@ impl Engine {
             result_dir,
             kept_here,
         } = placed?;
+        // The output is claimed once it is known where the result goes, before
+        // any task runs.
+        if outputs.named.is_some() {
+            crate::commit::claim(stores, &result_dir, job_id).await?;
+            let _ = dirs.output.set(result_dir.clone());
+        }
         let work_dir = work_dir.as_str();
         if let Some(progress) = &run.progress {
             progress.on_event(&JobEvent::Planned {
@@ -574,6 +573,11 @@ pub struct JobRequest {
     pub tables: Vec<TableSpec>,
     /// Where to keep the result files and manifest; None: return rows and keep nothing.
     pub output: Option<String>,
+    /// Where the result goes instead of `output` when the whole job stays on
+    /// this machine (see [`Engine::local_work_root`]): a server's default
+    /// result folder on its own disk, which only the server reads. Ignored
+    /// without `output`, or where the job may run anywhere else.
+    pub local_output: Option<String>,
     pub plan: PlanOptions,
     pub tasks: TaskOptions,
     /// Refuse the job, before any task runs, when the files of the tables it
@@ -593,6 +597,7 @@ impl JobRequest {
             sql: sql.into(),
             tables,
             output: None,
+            local_output: None,
             plan: PlanOptions::default(),
             tasks: TaskOptions::default(),
             scan_limit_bytes: None,

@@ -62,6 +62,9 @@ pub struct ServiceConfig {
     pub max_running: usize,
     /// Where results go when a job names no output (`{root}/{job id}`).
     pub results_root: String,
+    /// Where they go instead when such a job stays wholly on this machine
+    /// (backend auto): under the engine's local work root, on this disk.
+    pub local_results_root: Option<String>,
     /// Default shuffle width.
     pub shuffle_partitions: usize,
     /// Tasks of any one stage running at once (None: no cap beyond the job's).
@@ -106,6 +109,10 @@ impl ServiceConfig {
             principals: admin.into_iter().collect(),
             max_running: 4,
             results_root,
+            local_results_root: engine
+                .local_work_root
+                .as_ref()
+                .map(|root| format!("{}/results", root.trim_end_matches('/'))),
             shuffle_partitions: concurrency,
             max_stage_concurrency: None,
             access: Arc::new(access),
@@ -148,6 +155,14 @@ impl ServiceConfig {
         }
         Ok(principals)
     }
+
+    /// The folders a job's result may be in when it names no output.
+    pub(crate) fn default_results(&self, job_id: &str) -> Vec<String> {
+        std::iter::once(&self.results_root)
+            .chain(&self.local_results_root)
+            .map(|root| format!("{}/{job_id}", root.trim_end_matches('/')))
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for ServiceConfig {
@@ -157,6 +172,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("principals", &self.principals)
             .field("max_running", &self.max_running)
             .field("results_root", &self.results_root)
+            .field("local_results_root", &self.local_results_root)
             .field("shuffle_partitions", &self.shuffle_partitions)
             .field("max_stage_concurrency", &self.max_stage_concurrency)
             .field("access", &self.access)

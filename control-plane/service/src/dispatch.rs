@@ -217,9 +217,9 @@ impl Service {
     /// Removes what a job that will not succeed left in its outputs: its
     /// default result folder, and its files and claim in a named output.
     async fn discard_outputs(&self, job: &JobRecord) {
-        self.engine
-            .remove_folder(&format!("{}/{}", self.config.results_root, job.id))
-            .await;
+        for folder in self.config.default_results(&job.id) {
+            self.engine.remove_folder(&folder).await;
+        }
         if let Some(output) = job.request.get("output").and_then(|o| o.as_str()) {
             self.engine.release_output(output, &job.id).await;
         }

@@ -42,9 +42,9 @@ impl Service {
                 return Ok(deleted);
             }
             for job in &jobs {
-                self.engine
-                    .remove_folder(&format!("{}/{}", self.config.results_root, job.id))
-                    .await;
+                for folder in self.config.default_results(&job.id) {
+                    self.engine.remove_folder(&folder).await;
+                }
                 if self.store.delete_finished_job(&job.id)? {
                     deleted += 1;
                 }

@@ -61,6 +61,12 @@ impl Service {
         };
         let mut request = JobRequest::new(submitted.sql.clone(), tables);
         request.output = Some(output.to_string());
+        // A default result of a job kept wholly here stays on this disk.
+        if submitted.output.is_none()
+            && let Some(root) = &self.config.local_results_root
+        {
+            request.local_output = Some(format!("{}/{job_id}", root.trim_end_matches('/')));
+        }
         let options = &submitted.options;
         request.plan = PlanOptions {
             shuffle_partitions: match options.shuffle_partitions {

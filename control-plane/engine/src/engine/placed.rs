@@ -23,6 +23,40 @@ pub(super) struct Dirs {
     pub(super) local: Option<String>,
     /// Set once the job is planned wholly here.
     pub(super) kept_here: std::sync::OnceLock<()>,
+    /// The output folder the job claimed, once it did.
+    pub(super) output: std::sync::OnceLock<String>,
+}
+
+/// Where a job's result may go (folder URLs without a trailing `/`): the
+/// output it names, and where it goes instead when the job stays wholly
+/// here ([`JobRequest::local_output`]).
+pub(super) struct Outputs {
+    pub(super) named: Option<String>,
+    here: Option<String>,
+}
+
+impl Outputs {
+    pub(super) fn of(request: &JobRequest) -> Result<Self> {
+        let dir = |url: &String| -> Result<String> {
+            Ok(to_url(url)?.as_str().trim_end_matches('/').to_string())
+        };
+        let named = request.output.as_ref().map(dir).transpose()?;
+        let here = match &named {
+            Some(_) => request.local_output.as_ref().map(dir).transpose()?,
+            None => None,
+        };
+        Ok(Self { named, here })
+    }
+
+    /// The folder the result goes to, for a job keeping its files under
+    /// `work` (on this machine's disk if `here`).
+    fn result_dir(&self, work: &str, here: bool) -> String {
+        let chosen = match here {
+            true => self.here.as_ref().or(self.named.as_ref()),
+            false => self.named.as_ref(),
+        };
+        chosen.cloned().unwrap_or_else(|| format!("{work}/result"))
+    }
 }
 
 /// A job planned with the folder it keeps its files in.
@@ -39,20 +73,18 @@ impl Engine {
     /// folder when the backend says the whole job (its scans' bytes
     /// together) stays on this machine or the job asked for that, its stages
     /// then kept here; else under the work root (planned again there when
-    /// it was planned locally first).
+    /// it was planned locally first). The result goes to the output the job
+    /// names, or where a job kept here puts it instead.
     pub(super) async fn plan_placed(
         &self,
         stores: &Arc<StoreRegistry>,
         request: &JobRequest,
         dirs: &Dirs,
-        output_dir: Option<&str>,
+        outputs: &Outputs,
     ) -> Result<PlannedIn> {
-        let result_dir =
-            |work: &str| output_dir.map_or_else(|| format!("{work}/result"), str::to_string);
         if let Some(local) = &dirs.local {
-            let planned = self
-                .plan(stores, request, local, &result_dir(local))
-                .await?;
+            let result_dir = outputs.result_dir(local, true);
+            let planned = self.plan(stores, request, local, &result_dir).await?;
             let outlook = StageOutlook {
                 tasks: planned
                     .dag
@@ -76,18 +108,17 @@ impl Engine {
                 return Ok(PlannedIn {
                     planned,
                     work_dir: local.clone(),
-                    result_dir: result_dir(local),
+                    result_dir,
                     kept_here: reason,
                 });
             }
         }
-        let planned = self
-            .plan(stores, request, &dirs.work, &result_dir(&dirs.work))
-            .await?;
+        let result_dir = outputs.result_dir(&dirs.work, false);
+        let planned = self.plan(stores, request, &dirs.work, &result_dir).await?;
         Ok(PlannedIn {
             planned,
             work_dir: dirs.work.clone(),
-            result_dir: result_dir(&dirs.work),
+            result_dir,
             kept_here: None,
         })
     }
@@ -112,15 +143,28 @@ impl Engine {
         job_id: &str,
         dirs: &Dirs,
     ) {
-        if let Some(output) = &request.output
-            && let Ok(url) = to_url(output)
-        {
-            match result {
-                Err(_) => crate::commit::discard(stores, url.as_str(), job_id).await,
-                // Losing copies of tasks stopped only now: anything they
-                // wrote late is not in the manifest.
-                Ok(done) => {
-                    crate::commit::discard_strays(stores, url.as_str(), job_id, &done.files).await
+        // The output the job names (a server claims it when the job is
+        // submitted) and the one it claimed, which differ where the result
+        // went to this machine's disk instead.
+        let named = request
+            .output
+            .as_ref()
+            .and_then(|o| to_url(o).ok())
+            .map(|url| url.as_str().trim_end_matches('/').to_string());
+        let claimed = dirs.output.get().cloned().or_else(|| named.clone());
+        match result {
+            Err(_) => {
+                let mut outputs: Vec<String> = claimed.into_iter().chain(named).collect();
+                outputs.dedup();
+                for dir in &outputs {
+                    crate::commit::discard(stores, dir, job_id).await;
+                }
+            }
+            // Losing copies of tasks stopped only now: anything they wrote
+            // late is not in the manifest.
+            Ok(done) => {
+                if let Some(dir) = &claimed {
+                    crate::commit::discard_strays(stores, dir, job_id, &done.files).await;
                 }
             }
         }

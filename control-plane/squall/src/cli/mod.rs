@@ -177,6 +177,7 @@ async fn run_command(args: RunArgs) -> Result<()> {
         sql: args.query.sql()?,
         tables: args.query.tables()?,
         output: args.output.clone(),
+        local_output: None,
         plan: args.query.plan_options(args.backend.parallelism()),
         tasks: args.tasks.options(args.backend.max_stage_concurrency)?,
         scan_limit_bytes: args.scan_limit,
