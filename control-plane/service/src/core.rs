@@ -156,12 +156,14 @@ impl ServiceConfig {
         Ok(principals)
     }
 
-    /// The folders a job's result may be in when it names no output.
-    pub(crate) fn default_results(&self, job_id: &str) -> Vec<String> {
-        std::iter::once(&self.results_root)
-            .chain(&self.local_results_root)
-            .map(|root| format!("{}/{job_id}", root.trim_end_matches('/')))
-            .collect()
+    /// The folders a job's result may be in when it names no output: under
+    /// the results root, and on this disk where the job stays here.
+    pub(crate) fn default_result(&self, job_id: &str) -> (String, Option<String>) {
+        let folder = |root: &String| format!("{}/{job_id}", root.trim_end_matches('/'));
+        (
+            folder(&self.results_root),
+            self.local_results_root.as_ref().map(folder),
+        )
     }
 }
 

@@ -217,7 +217,8 @@ impl Service {
     /// Removes what a job that will not succeed left in its outputs: its
     /// default result folder, and its files and claim in a named output.
     async fn discard_outputs(&self, job: &JobRecord) {
-        for folder in self.config.default_results(&job.id) {
+        let (remote, here) = self.config.default_result(&job.id);
+        for folder in std::iter::once(remote).chain(here) {
             self.engine.remove_folder(&folder).await;
         }
         if let Some(output) = job.request.get("output").and_then(|o| o.as_str()) {

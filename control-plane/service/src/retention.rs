@@ -42,7 +42,8 @@ impl Service {
                 return Ok(deleted);
             }
             for job in &jobs {
-                for folder in self.config.default_results(&job.id) {
+                let (remote, here) = self.config.default_result(&job.id);
+                for folder in std::iter::once(remote).chain(here) {
                     self.engine.remove_folder(&folder).await;
                 }
                 if self.store.delete_finished_job(&job.id)? {

@@ -11,7 +11,7 @@ use crate::errors::ServiceError;
 use crate::limits::PRINCIPAL_LABEL;
 use crate::principals::Principal;
 use crate::store::{NewJob, QueueRefusal, now_ms};
-use squall_engine::access::Access;
+use squall_engine::access::{Access, AccessPolicy};
 use squall_engine::backend::Place;
 use squall_engine::engine::{JobRequest, new_job_id};
 use squall_engine::error::SquallError;
@@ -55,18 +55,10 @@ impl Service {
                 Ok(table_spec(&t.name, url.as_str(), format.as_deref())?)
             })
             .collect::<Result<Vec<_>, ServiceError>>()?;
-        let output = match &submitted.output {
-            Some(output) => access.check("the output", output, Access::Write)?,
-            None => squall_engine::urls::to_url(&format!("{}/{job_id}", self.config.results_root))?,
-        };
         let mut request = JobRequest::new(submitted.sql.clone(), tables);
-        request.output = Some(output.to_string());
-        // A default result of a job kept wholly here stays on this disk.
-        if submitted.output.is_none()
-            && let Some(root) = &self.config.local_results_root
-        {
-            request.local_output = Some(format!("{}/{job_id}", root.trim_end_matches('/')));
-        }
+        let (output, local_output) = self.outputs(access, submitted, job_id)?;
+        request.output = Some(output);
+        request.local_output = local_output;
         let options = &submitted.options;
         request.plan = PlanOptions {
             shuffle_partitions: match options.shuffle_partitions {
@@ -126,6 +118,27 @@ impl Service {
         request.cost_limit_usd = limits.cost_limit(options.cost_limit_usd)?;
         limits.check_labels(&submitted.labels)?;
         Ok(request)
+    }
+
+    /// Where a job's result goes: the output it names, checked, or its
+    /// default folder under the results root and, for a job kept wholly
+    /// here, on this disk.
+    fn outputs(
+        &self,
+        access: &AccessPolicy,
+        submitted: &SubmitJob,
+        job_id: &str,
+    ) -> Result<(String, Option<String>), ServiceError> {
+        Ok(match &submitted.output {
+            Some(output) => (
+                access.check("the output", output, Access::Write)?.into(),
+                None,
+            ),
+            None => {
+                let (remote, here) = self.config.default_result(job_id);
+                (squall_engine::urls::to_url(&remote)?.into(), here)
+            }
+        })
     }
 
     /// Checks a submission of `caller` by planning it (URLs, SQL, tables,
