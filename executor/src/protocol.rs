@@ -323,6 +323,10 @@ pub struct TaskMetrics {
     /// Bytes operators wrote to local disk because the memory limit was reached.
     #[serde(default)]
     pub spilled_bytes: u64,
+    /// CPU microseconds by operator name (see [`crate::run::cpu_by_operator`]),
+    /// and the task's own steps outside operators (`(plan decode)`, …).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub cpu_us: std::collections::BTreeMap<String, u64>,
 }
 
 mod base64_bytes {

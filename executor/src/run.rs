@@ -1,6 +1,7 @@
 //! `run_task`: the one entry point that runs a TaskSpec. The in-process backend and
 //! the Lambda handler both call it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -131,9 +132,14 @@ async fn run(
             plan.name()
         ),
     };
-    *cpu_ms = compute_ms(&plan);
+    let mut cpu_us = cpu_by_operator(&plan);
+    *cpu_ms = cpu_us.values().sum::<u64>() / 1000;
     let output = written.map_err(|e| classify(&e))?;
     let mut metrics = collect_metrics(&plan);
+    // The task's steps before its operators (wall time, on one core).
+    cpu_us.insert("(task context)".into(), context_us);
+    cpu_us.insert("(plan decode)".into(), decoded_us - context_us);
+    metrics.cpu_us = cpu_us;
     metrics.rows_out = output.partitions.iter().map(|s| s.rows).sum();
     metrics.bytes_out = output.size;
     metrics.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -246,14 +252,16 @@ fn collect_metrics(plan: &Arc<dyn ExecutionPlan>) -> TaskMetrics {
     metrics
 }
 
-/// Compute time the plan's operators measured, in milliseconds: each
-/// operator's `elapsed_compute`, and the decoding time of file scans
-/// (`time_elapsed_processing`), which they report instead.
-fn compute_ms(plan: &Arc<dyn ExecutionPlan>) -> u64 {
-    let mut nanos = 0u64;
+/// The compute time each operator of an executed `plan` measured, in
+/// microseconds, summed by operator name (`elapsed_compute`, or a file
+/// scan's `time_elapsed_processing`): where a plan's CPU goes, the same for
+/// a stage's plan and a single-node one.
+pub fn cpu_by_operator(plan: &Arc<dyn ExecutionPlan>) -> BTreeMap<String, u64> {
+    let mut by_name = BTreeMap::new();
     let mut stack = vec![plan.clone()];
     while let Some(node) = stack.pop() {
         if let Some(set) = node.metrics() {
+            let mut nanos = 0u64;
             for metric in set.iter() {
                 match metric.value() {
                     MetricValue::ElapsedCompute(time) => nanos += time.value() as u64,
@@ -263,10 +271,11 @@ fn compute_ms(plan: &Arc<dyn ExecutionPlan>) -> u64 {
                     _ => {}
                 }
             }
+            *by_name.entry(node.name().to_string()).or_insert(0) += nanos / 1000;
         }
         stack.extend(node.children().into_iter().cloned());
     }
-    nanos / 1_000_000
+    by_name
 }
 
 impl std::fmt::Display for PeakPool {

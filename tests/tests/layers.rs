@@ -121,7 +121,7 @@ const CRATES: &[Spec] = &[
             &[
                 &["error", "units", "progress", "machine"],
                 &["output", "tasks", "backend", "principals", "limits"],
-                &["query", "skew", "views"],
+                &["query", "skew", "views", "operators"],
                 &["client", "serve", "faults", "exchange"],
                 &["simulate", "burst"],
                 &["bench"],

@@ -329,3 +329,56 @@ async fn zstd_shuffles_are_smaller_and_give_the_same_answers() {
         );
     }
 }
+
+/// Where a job's CPU went is reported by stage and operator, as
+/// `squall bench tpch --operators` prints it beside single-node DataFusion's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stage_reports_its_cpu_by_operator() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, dir.path());
+    let mut request = JobRequest::new(squall_tools::tpch::query(5).unwrap(), tpch_tables(&data));
+    request.plan = PlanOptions {
+        shuffle_partitions: 2,
+        ..PlanOptions::default()
+    };
+    let result = engine.run(&request, None).await.expect("Q5");
+    for stage in &result.stages {
+        for step in ["(task context)", "(plan decode)"] {
+            assert!(
+                stage.cpu_us.contains_key(step),
+                "stage {}: {:?}",
+                stage.stage,
+                stage.cpu_us
+            );
+        }
+    }
+    let all: Vec<&String> = result.stages.iter().flat_map(|s| s.cpu_us.keys()).collect();
+    for operator in [
+        "HashJoinExec",
+        "ShuffleWriterExec",
+        "ShuffleReaderExec",
+        "DataSourceExec",
+    ] {
+        assert!(
+            all.iter().any(|name| *name == operator),
+            "{operator} missing: {all:?}"
+        );
+    }
+    let busy: u64 = result.stages.iter().flat_map(|s| s.cpu_us.values()).sum();
+    assert!(busy > 0);
+    // Single-node DataFusion's plan, by the same names.
+    let root = url::Url::from_directory_path(&data).unwrap();
+    let ctx = squall_tools::tpch::single_node_context(root.as_str(), 2)
+        .await
+        .unwrap();
+    let (batches, operators) =
+        squall_tools::tpch::single_node_profile(&ctx, &squall_tools::tpch::query(5).unwrap())
+            .await
+            .unwrap();
+    assert!(!batches.is_empty());
+    assert!(
+        operators.get("HashJoinExec").is_some_and(|us| *us > 0),
+        "{operators:?}"
+    );
+}

@@ -5,6 +5,7 @@
 //! Running and timing; printing is the CLI's. Speed targets are checked by reading
 //! these reports (BENCHMARKS.md), never by timed tests.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +58,12 @@ pub struct QueryBench {
     /// Squall's answer against the reference: None when there is no reference.
     pub squall_check: Option<std::result::Result<(), String>>,
     pub datafusion_check: Option<std::result::Result<(), String>>,
+    /// CPU microseconds by operator, summed over the runs: Squall's tasks
+    /// (with their steps outside operators) and DataFusion's plan.
+    pub squall_operators: BTreeMap<String, u64>,
+    pub datafusion_operators: BTreeMap<String, u64>,
+    /// Squall's by stage and operator, summed over the runs.
+    pub stage_operators: BTreeMap<u32, BTreeMap<String, u64>>,
 }
 
 impl QueryBench {
@@ -158,6 +165,9 @@ impl TpchBench {
                 scanned_bytes: 0,
                 squall_check: None,
                 datafusion_check: None,
+                squall_operators: BTreeMap::new(),
+                datafusion_operators: BTreeMap::new(),
+                stage_operators: BTreeMap::new(),
             };
             for i in 0..self.iterations {
                 let started = Instant::now();
@@ -168,9 +178,17 @@ impl TpchBench {
 
                 let started = Instant::now();
                 let cpu = process_cpu();
-                let df_batches = tpch::single_node_collect(&ctx, sql).await?;
+                let (df_batches, df_operators) = tpch::single_node_profile(&ctx, sql).await?;
                 bench.datafusion.push(started.elapsed());
                 bench.datafusion_cpu.push(process_cpu().saturating_sub(cpu));
+                add_all(&mut bench.datafusion_operators, &df_operators);
+                for stage in &result.stages {
+                    add_all(&mut bench.squall_operators, &stage.cpu_us);
+                    add_all(
+                        bench.stage_operators.entry(stage.stage).or_default(),
+                        &stage.cpu_us,
+                    );
+                }
 
                 if i == 0 {
                     bench.stages = result.dag.stages.len();
@@ -201,6 +219,13 @@ impl TpchBench {
             results.push(bench);
         }
         Ok(results)
+    }
+}
+
+/// Adds `more`'s microseconds to `sum`'s, key by key.
+fn add_all(sum: &mut BTreeMap<String, u64>, more: &BTreeMap<String, u64>) {
+    for (key, us) in more {
+        *sum.entry(key.clone()).or_insert(0) += us;
     }
 }
 

@@ -18,6 +18,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use squall_executor::{ObjectUrl, StoreRegistry};
+use std::collections::BTreeMap;
 use tpchgen::generators::{
     CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator,
     PartSuppGenerator, RegionGenerator, SupplierGenerator,
@@ -101,12 +102,26 @@ pub async fn single_node_context(root: &str, target_partitions: usize) -> Result
 /// Runs `sql` on a single-node context (see [`single_node_context`]) and
 /// collects its batches.
 pub async fn single_node_collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
-    ctx.sql(sql)
+    Ok(single_node_profile(ctx, sql).await?.0)
+}
+
+/// [`single_node_collect`], with the CPU microseconds its operators
+/// measured, by operator name (as a stage's tasks report them).
+pub async fn single_node_profile(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<(Vec<RecordBatch>, BTreeMap<String, u64>)> {
+    let plan = ctx
+        .sql(sql)
         .await
         .map_err(SquallError::from_planning)?
-        .collect()
+        .create_physical_plan()
         .await
-        .map_err(|source| SquallError::Internal { source })
+        .map_err(SquallError::from_planning)?;
+    let batches = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx())
+        .await
+        .map_err(|source| SquallError::Internal { source })?;
+    Ok((batches, squall_executor::run::cpu_by_operator(&plan)))
 }
 
 /// `batches` of `schema` as one Parquet file, in memory (the generators'

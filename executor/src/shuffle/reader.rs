@@ -263,10 +263,12 @@ impl ExecutionPlan for ShuffleReaderExec {
         let fetches = self.fetches(partition)?;
         let bytes_read = MetricBuilder::new(&self.metrics).counter("bytes_read", partition);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let compute = MetricBuilder::new(&self.metrics).elapsed_compute(partition);
         let env = context.runtime_env();
         let fetches = futures::stream::iter(fetches).map(move |fetch| {
             let env = env.clone();
             let bytes_read = bytes_read.clone();
+            let compute = compute.clone();
             async move {
                 let target = ObjectUrl::parse(&fetch.url)?;
                 let store = env.object_store(target.store_url())?;
@@ -276,7 +278,10 @@ impl ExecutionPlan for ShuffleReaderExec {
                     .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))?;
                 bytes_read.add(bytes.len());
                 // Decoding is CPU work; keep it off the reactor thread.
-                tokio::task::spawn_blocking(move || fetch.decode(bytes))
+                tokio::task::spawn_blocking(move || {
+                    let _timer = compute.timer();
+                    fetch.decode(bytes)
+                })
                     .await
                     .map_err(|e| DataFusionError::External(Box::new(e)))?
             }

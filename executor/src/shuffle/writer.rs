@@ -153,6 +153,8 @@ impl ShuffleFiles {
         let rows_written = MetricBuilder::new(metrics).output_rows(partition);
         let spilled_bytes = MetricBuilder::new(metrics).spilled_bytes(partition);
         let raw_bytes = MetricBuilder::new(metrics).counter(RAW_BYTES_METRIC, partition);
+        // Hashing, encoding and compressing the rows (not the input's time).
+        let compute = MetricBuilder::new(metrics).elapsed_compute(partition);
 
         let n = self.output.partition_count();
         let schema = input.schema();
@@ -187,6 +189,7 @@ impl ShuffleFiles {
         let mut stream = input.execute(partition, ctx.clone())?;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
+            let _timer = compute.timer();
             match partitioner.as_mut() {
                 Some(p) => p.partition(batch, |i, part| buffers[i].push(part, zstd.as_mut()))?,
                 None => buffers[0].push(batch, zstd.as_mut())?,
@@ -202,6 +205,7 @@ impl ShuffleFiles {
 
         let mut sinks = Vec::with_capacity(n);
         let mut rows = Vec::with_capacity(n);
+        let timer = compute.timer();
         for buffer in buffers {
             let (sink, count, raw) = buffer.finish(zstd.as_mut())?;
             sinks.push(sink);
@@ -209,6 +213,7 @@ impl ShuffleFiles {
             raw_bytes.add(raw as usize);
         }
 
+        drop(timer);
         let mut writer = BufWriter::new(store, path);
         let mut slots = Vec::with_capacity(n);
         let mut offset = 0u64;

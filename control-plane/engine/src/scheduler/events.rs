@@ -160,4 +160,7 @@ pub struct StageStats {
     /// The combine steps run before the stage (a job's outcome lists them
     /// as stages of their own).
     pub combine_steps: Vec<StageStats>,
+    /// CPU microseconds of the winning attempts by operator (and the tasks'
+    /// steps outside operators): see `TaskMetrics::cpu_us`.
+    pub cpu_us: std::collections::BTreeMap<String, u64>,
 }

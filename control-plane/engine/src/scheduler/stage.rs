@@ -460,6 +460,9 @@ impl Scheduler<'_> {
         run.stats.raw_bytes_out += metrics.raw_bytes_out;
         run.stats.peak_memory_bytes = run.stats.peak_memory_bytes.max(metrics.peak_memory_bytes);
         run.stats.spilled_bytes += metrics.spilled_bytes;
+        for (operator, us) in &metrics.cpu_us {
+            *run.stats.cpu_us.entry(operator.clone()).or_insert(0) += us;
+        }
         if copy == BACKUP {
             run.stats.backup_wins += 1;
         }

@@ -12,7 +12,7 @@ use squall_tools::bench;
 
 use super::backend::BackendArgs;
 use super::error::{CliError, Result};
-use super::{burst, exchange, faults, machine, simulate, skew};
+use super::{burst, exchange, faults, machine, operators, simulate, skew};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum BenchCommand {
@@ -68,6 +68,11 @@ pub(super) struct BenchTpchArgs {
     /// DuckDB timings from tests/bench/duckdb_tpch.py (JSON), shown as a column.
     #[arg(long, value_name = "FILE")]
     duckdb: Option<PathBuf>,
+    /// Also print where each query's CPU went: by operator on both sides
+    /// (and Squall's outside operators), by stage, and summed over the
+    /// queries.
+    #[arg(long)]
+    operators: bool,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +164,9 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
         .await?;
     println!();
     println!("{}", tpch_summary(&results, &duckdb));
+    if args.operators {
+        println!("{}", operators::breakdown(&results, bench.iterations));
+    }
     if !failures.is_empty() {
         return Err(CliError::WrongAnswers {
             count: failures.len(),

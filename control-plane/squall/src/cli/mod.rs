@@ -10,6 +10,7 @@ mod exchange;
 mod faults;
 mod limits;
 mod machine;
+mod operators;
 mod output;
 mod principals;
 mod progress;
