@@ -27,6 +27,7 @@ use object_store::ObjectStoreExt;
 use super::format::decode_partition;
 use crate::protocol::{PartitionSlot, StageInput};
 use crate::stores::ObjectUrl;
+use crate::usage::ThreadCpuTimer;
 
 /// Ranged GETs one reader partition keeps in flight.
 const FETCH_CONCURRENCY: usize = 16;
@@ -279,11 +280,11 @@ impl ExecutionPlan for ShuffleReaderExec {
                 bytes_read.add(bytes.len());
                 // Decoding is CPU work; keep it off the reactor thread.
                 tokio::task::spawn_blocking(move || {
-                    let _timer = compute.timer();
+                    let _cpu = ThreadCpuTimer::start(&compute);
                     fetch.decode(bytes)
                 })
-                    .await
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
             }
         });
         let batches = fetches

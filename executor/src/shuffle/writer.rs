@@ -34,6 +34,7 @@ use tokio::io::AsyncWriteExt;
 use super::format::encode_footer;
 use crate::context::TaskAttempt;
 use crate::protocol::{OutputFile, PartitionSlot, ShuffleCodec, TaskId};
+use crate::usage::ThreadCpuTimer;
 use crate::writer::{Target, WriteCall, WriterExec, WriterKind};
 
 /// Where a map task's rows go.
@@ -153,7 +154,8 @@ impl ShuffleFiles {
         let rows_written = MetricBuilder::new(metrics).output_rows(partition);
         let spilled_bytes = MetricBuilder::new(metrics).spilled_bytes(partition);
         let raw_bytes = MetricBuilder::new(metrics).counter(RAW_BYTES_METRIC, partition);
-        // Hashing, encoding and compressing the rows (not the input's time).
+        // Hashing, encoding and compressing the rows (not the input's time),
+        // as the thread's CPU time.
         let compute = MetricBuilder::new(metrics).elapsed_compute(partition);
 
         let n = self.output.partition_count();
@@ -189,7 +191,7 @@ impl ShuffleFiles {
         let mut stream = input.execute(partition, ctx.clone())?;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            let _timer = compute.timer();
+            let _cpu = ThreadCpuTimer::start(&compute);
             match partitioner.as_mut() {
                 Some(p) => p.partition(batch, |i, part| buffers[i].push(part, zstd.as_mut()))?,
                 None => buffers[0].push(batch, zstd.as_mut())?,
@@ -205,7 +207,7 @@ impl ShuffleFiles {
 
         let mut sinks = Vec::with_capacity(n);
         let mut rows = Vec::with_capacity(n);
-        let timer = compute.timer();
+        let cpu = ThreadCpuTimer::start(&compute);
         for buffer in buffers {
             let (sink, count, raw) = buffer.finish(zstd.as_mut())?;
             sinks.push(sink);
@@ -213,7 +215,7 @@ impl ShuffleFiles {
             raw_bytes.add(raw as usize);
         }
 
-        drop(timer);
+        drop(cpu);
         let mut writer = BufWriter::new(store, path);
         let mut slots = Vec::with_capacity(n);
         let mut offset = 0u64;
