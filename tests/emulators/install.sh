@@ -23,6 +23,9 @@ PROMETHEUS_DEB_VERSION=2.42.0+ds-5+b6
 SELENIUM_VERSION=4.50.0
 # The reference engine tests/bench/duckdb_tpch.py times (tests/bench/duckdb_check.sh).
 DUCKDB_VERSION=2.0.1
+# Single-node DataFusion, one process per query (tests/bench/one_process.py):
+# the Python package of the version line Squall's engine uses. Not in "all".
+DATAFUSION_PYTHON_VERSION=55.0.0
 
 log() { echo "squall emulators: $*" >&2; }
 
@@ -148,6 +151,7 @@ case "${1:-all}" in
     promtool) install_promtool ;;
     browser) install_browser ;;
     duckdb) install_duckdb ;;
+    datafusion) install_pip_tool datafusion "$DATAFUSION_PYTHON_VERSION" ;;
     all) install_localstack; install_schemathesis; install_cfn_lint; install_duckdb; install_promtool; install_browser; install_cargo_lambda ;;
-    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, duckdb, promtool, browser or all)"; exit 2 ;;
+    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, duckdb, datafusion, promtool, browser or all)"; exit 2 ;;
 esac
