@@ -373,7 +373,7 @@ async fn each_stage_reports_its_cpu_by_operator() {
         .await
         .unwrap();
     let (batches, operators) =
-        squall_tools::tpch::single_node_profile(&ctx, &squall_tools::tpch::query(5).unwrap())
+        squall_tools::tpch::single_node_profile(&ctx, squall_tools::tpch::query(5).unwrap())
             .await
             .unwrap();
     assert!(!batches.is_empty());
