@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 
 use crate::tpch::{self, answers};
 use squall_engine::cost::JobMeter;
-use squall_engine::engine::{Engine, JobRequest};
+use squall_engine::engine::{Engine, JobRequest, JobResult};
 use squall_engine::error::{Result, SquallError};
 use squall_engine::planner::PlanOptions;
 use squall_engine::scheduler::{Scheduler, TaskOptions};
@@ -191,34 +192,45 @@ impl TpchBench {
                 }
 
                 if i == 0 {
-                    bench.stages = result.dag.stages.len();
-                    // Tasks run: a reduce stage's width is chosen as it starts.
-                    bench.tasks = result.stages.iter().map(|s| s.tasks).sum();
-                    let last = result.dag.final_stage().id;
-                    let shuffles = result.stages.iter().filter(|s| s.stage != last);
-                    bench.shuffle_bytes = shuffles.clone().map(|s| s.bytes_out).sum();
-                    bench.shuffle_raw_bytes = shuffles.map(|s| s.raw_bytes_out).sum();
-                    bench.scanned_bytes = result.stages.iter().map(|s| s.bytes_scanned).sum();
-                    let ordered = answers::is_ordered(q);
-                    let ours = answers::render(result.batches.as_deref().unwrap_or_default());
-                    let theirs = answers::render(&df_batches);
-                    match &expected {
-                        Some(expected) => {
-                            bench.squall_check = Some(answers::compare(expected, &ours, ordered));
-                            bench.datafusion_check =
-                                Some(answers::compare(expected, &theirs, ordered));
-                        }
-                        // No reference answer (SF 10): DataFusion's is the reference.
-                        None => {
-                            bench.squall_check = Some(answers::compare(&theirs, &ours, ordered));
-                        }
-                    }
+                    bench.first_run(&result, &df_batches, expected.as_deref());
                 }
             }
             on_query(&bench);
             results.push(bench);
         }
         Ok(results)
+    }
+}
+
+impl QueryBench {
+    /// What the first run of the query shows: its stages, tasks and bytes,
+    /// and both answers checked against `expected` (where there is none,
+    /// Squall's against DataFusion's).
+    fn first_run(
+        &mut self,
+        result: &JobResult,
+        df_batches: &[RecordBatch],
+        expected: Option<&[Vec<String>]>,
+    ) {
+        self.stages = result.dag.stages.len();
+        // Tasks run: a reduce stage's width is chosen as it starts.
+        self.tasks = result.stages.iter().map(|s| s.tasks).sum();
+        let last = result.dag.final_stage().id;
+        let shuffles = result.stages.iter().filter(|s| s.stage != last);
+        self.shuffle_bytes = shuffles.clone().map(|s| s.bytes_out).sum();
+        self.shuffle_raw_bytes = shuffles.map(|s| s.raw_bytes_out).sum();
+        self.scanned_bytes = result.stages.iter().map(|s| s.bytes_scanned).sum();
+        let ordered = answers::is_ordered(self.query);
+        let ours = answers::render(result.batches.as_deref().unwrap_or_default());
+        let theirs = answers::render(df_batches);
+        match expected {
+            Some(expected) => {
+                self.squall_check = Some(answers::compare(expected, &ours, ordered));
+                self.datafusion_check = Some(answers::compare(expected, &theirs, ordered));
+            }
+            // No reference answer (SF 10): DataFusion's is the reference.
+            None => self.squall_check = Some(answers::compare(&theirs, &ours, ordered)),
+        }
     }
 }
 

@@ -216,33 +216,7 @@ impl ShuffleFiles {
         }
 
         drop(cpu);
-        let mut writer = BufWriter::new(store, path);
-        let mut slots = Vec::with_capacity(n);
-        let mut offset = 0u64;
-        let upload = async {
-            for (sink, rows) in sinks.into_iter().zip(&rows) {
-                let length = match sink {
-                    Some(sink) => sink.copy_into(&mut writer).await?,
-                    None => 0,
-                };
-                slots.push(PartitionSlot {
-                    offset,
-                    length,
-                    rows: *rows,
-                });
-                offset += length;
-            }
-            let footer = encode_footer(&slots);
-            offset += footer.len() as u64;
-            writer.write_all(&footer).await?;
-            writer.shutdown().await?;
-            Ok::<_, DataFusionError>(())
-        };
-        if let Err(e) = upload.await {
-            // Nothing half-written is left behind: a multipart upload is aborted.
-            let _ = writer.abort().await;
-            return Err(e);
-        }
+        let (slots, offset) = upload(BufWriter::new(store, path), sinks, &rows).await?;
         bytes_written.add(offset as usize);
         rows_written.add(rows.iter().sum::<u64>() as usize);
         Ok(OutputFile {
@@ -251,6 +225,42 @@ impl ShuffleFiles {
             partitions: slots,
         })
     }
+}
+
+/// Writes the partitions' streams one after the other, then the footer
+/// naming where each is; returns the slots and the file's size. Nothing
+/// half-written is left behind: a multipart upload is aborted.
+async fn upload(
+    mut writer: BufWriter,
+    sinks: Vec<Option<SpillSink>>,
+    rows: &[u64],
+) -> Result<(Vec<PartitionSlot>, u64)> {
+    let mut slots = Vec::with_capacity(sinks.len());
+    let mut offset = 0u64;
+    let written = async {
+        for (sink, rows) in sinks.into_iter().zip(rows) {
+            let length = match sink {
+                Some(sink) => sink.copy_into(&mut writer).await?,
+                None => 0,
+            };
+            slots.push(PartitionSlot {
+                offset,
+                length,
+                rows: *rows,
+            });
+            offset += length;
+        }
+        let footer = encode_footer(&slots);
+        offset += footer.len() as u64;
+        writer.write_all(&footer).await?;
+        writer.shutdown().await?;
+        Ok::<_, DataFusionError>(())
+    };
+    if let Err(e) = written.await {
+        let _ = writer.abort().await;
+        return Err(e);
+    }
+    Ok((slots, offset))
 }
 
 /// One output partition being written: small batches are coalesced, then appended
