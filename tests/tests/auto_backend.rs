@@ -219,14 +219,11 @@ async fn a_busy_local_pool_overflows_some_tasks_to_lambda() {
     assert!(leftovers(&memory).await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_job_view_and_plan_say_where_each_stage_ran_and_why() {
-    let (stores, memory) = bucket_with_tpch(BUCKET).await;
-    let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
-    let engine = auto_engine(&stores, &fake, 2, 4, policy(Some(256 << 10)));
-    let dir = tempfile::tempdir().unwrap();
+/// A server over `engine` whose callers read the bucket's TPC-H tables and
+/// write under its results folder (`BUCKET/results`).
+async fn bucket_server(engine: &Engine, dir: &std::path::Path) -> Server {
     let results = format!("{BUCKET}/results");
-    let server = Server::start_with(engine.clone(), dir.path(), |config| {
+    Server::start_with(engine.clone(), dir, |config| {
         config.results_root = results.clone();
         config.access = Arc::new(
             squall_engine::AccessPolicy::new(
@@ -237,12 +234,26 @@ async fn the_job_view_and_plan_say_where_each_stage_ran_and_why() {
             .unwrap(),
         );
     })
-    .await;
+    .await
+}
+
+/// A submission of TPC-H query `q` over the bucket's tables.
+fn bucket_job(q: usize) -> serde_json::Value {
     let tables: Vec<_> = tpch::TABLES
         .iter()
         .map(|t| serde_json::json!({"name": t, "url": format!("{BUCKET}/tpch/{t}/")}))
         .collect();
-    let job = serde_json::json!({"sql": tpch::query(1).unwrap(), "tables": tables});
+    serde_json::json!({"sql": tpch::query(q).unwrap(), "tables": tables})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_view_and_plan_say_where_each_stage_ran_and_why() {
+    let (stores, memory) = bucket_with_tpch(BUCKET).await;
+    let fake = FakeLambda::start(stores.clone(), |_, _| Reply::Run).await;
+    let engine = auto_engine(&stores, &fake, 2, 4, policy(Some(256 << 10)));
+    let dir = tempfile::tempdir().unwrap();
+    let server = bucket_server(&engine, dir.path()).await;
+    let job = bucket_job(1);
     let (status, body) = server.post("/v1/jobs", &job).await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_string();
@@ -476,27 +487,13 @@ async fn a_server_keeps_the_result_of_a_job_that_stays_here_on_its_disk() {
         ..auto_engine(&stores, &fake, 2, 4, policy(None))
     };
     let dir = tempfile::tempdir().unwrap();
-    let results = format!("{BUCKET}/results");
-    let server = Server::start_with(engine.clone(), dir.path(), |config| {
-        config.results_root = results.clone();
-        config.access = Arc::new(
-            squall_engine::AccessPolicy::new(
-                &[format!("{BUCKET}/tpch/")],
-                std::slice::from_ref(&results),
-                std::slice::from_ref(&engine.work_root),
-            )
-            .unwrap(),
-        );
-    })
-    .await;
-    let tables: Vec<_> = tpch::TABLES
-        .iter()
-        .map(|t| serde_json::json!({"name": t, "url": format!("{BUCKET}/tpch/{t}/")}))
-        .collect();
+    let server = bucket_server(&engine, dir.path()).await;
     let submit = |placement: &str| {
-        serde_json::json!({"sql": tpch::query(6).unwrap(), "tables": tables,
-                           "options": {"placement": placement}})
+        let mut job = bucket_job(6);
+        job["options"] = serde_json::json!({"placement": placement});
+        job
     };
+    let results = format!("{BUCKET}/results");
     let mut ids = Vec::new();
     for (placement, on_disk) in [("auto", true), ("local", true), ("lambda", false)] {
         let (status, body) = server.post("/v1/jobs", &submit(placement)).await;
