@@ -61,6 +61,17 @@ fn request(q: usize) -> JobRequest {
     request
 }
 
+/// The requests `result`'s job made of stores of `kind` (`s3`, `file`).
+fn requests(result: &JobResult, kind: &str) -> squall_engine::cost::Requests {
+    result
+        .cost
+        .total
+        .requests_by_store
+        .get(kind)
+        .copied()
+        .unwrap_or_default()
+}
+
 async fn answer(engine: &Engine, q: usize) -> JobResult {
     let result = engine
         .run(&request(q), None)
@@ -409,22 +420,10 @@ async fn a_job_that_stays_here_keeps_its_files_on_local_disk() {
     // By prediction SF 0.01 stays here: nothing written to the bucket.
     let engine = with_local(policy(None));
     let result = answer(&engine, 5).await;
-    let s3 = result
-        .cost
-        .total
-        .requests_by_store
-        .get("s3")
-        .copied()
-        .unwrap_or_default();
+    let s3 = requests(&result, "s3");
     assert_eq!(s3.put, 0, "{:?}", result.cost.total.requests_by_store);
     assert!(s3.get > 0, "the tables are read from the bucket");
-    let file = result
-        .cost
-        .total
-        .requests_by_store
-        .get("file")
-        .copied()
-        .unwrap_or_default();
+    let file = requests(&result, "file");
     assert!(file.put > 0, "shuffle files on local disk");
     for stage in &result.stages {
         let placement = stage.placement.as_ref().unwrap();
@@ -439,13 +438,7 @@ async fn a_job_that_stays_here_keeps_its_files_on_local_disk() {
     // Past --burst-above the job is planned in the bucket and bursts.
     let engine = with_local(policy(Some(256 << 10)));
     let result = answer(&engine, 5).await;
-    let s3 = result
-        .cost
-        .total
-        .requests_by_store
-        .get("s3")
-        .copied()
-        .unwrap_or_default();
+    let s3 = requests(&result, "s3");
     assert!(s3.put > 0 && !fake.calls().is_empty());
     assert!(leftovers(&memory).await.is_empty());
     let left = squall_tests::files_under(local.path());

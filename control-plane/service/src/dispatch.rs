@@ -214,13 +214,18 @@ impl Service {
         Ok(cancelled)
     }
 
-    /// Removes what a job that will not succeed left in its outputs: its
-    /// default result folder, and its files and claim in a named output.
-    async fn discard_outputs(&self, job: &JobRecord) {
-        let (remote, here) = self.config.default_result(&job.id);
+    /// Removes job `job_id`'s default result folders, wherever it was kept.
+    pub(crate) async fn remove_default_result(&self, job_id: &str) {
+        let (remote, here) = self.config.default_result(job_id);
         for folder in std::iter::once(remote).chain(here) {
             self.engine.remove_folder(&folder).await;
         }
+    }
+
+    /// Removes what a job that will not succeed left in its outputs: its
+    /// default result folder, and its files and claim in a named output.
+    async fn discard_outputs(&self, job: &JobRecord) {
+        self.remove_default_result(&job.id).await;
         if let Some(output) = job.request.get("output").and_then(|o| o.as_str()) {
             self.engine.release_output(output, &job.id).await;
         }

@@ -42,10 +42,7 @@ impl Service {
                 return Ok(deleted);
             }
             for job in &jobs {
-                let (remote, here) = self.config.default_result(&job.id);
-                for folder in std::iter::once(remote).chain(here) {
-                    self.engine.remove_folder(&folder).await;
-                }
+                self.remove_default_result(&job.id).await;
                 if self.store.delete_finished_job(&job.id)? {
                     deleted += 1;
                 }
