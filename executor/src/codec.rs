@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arrow::datatypes::Schema;
 use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::TaskContext;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
@@ -22,7 +23,8 @@ use datafusion_proto::protobuf;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::StageInput;
+use crate::keys::{KeyFilter, KeyFilterExec};
+use crate::protocol::{KeyBounds, StageInput, base64_bytes};
 use crate::result_writer::ResultWriterExec;
 use crate::shuffle::reader::{ReadMode, ShuffleReaderExec};
 use crate::shuffle::writer::{ShuffleOutput, ShuffleWriterExec};
@@ -57,6 +59,19 @@ enum SquallNode {
         /// protobuf `PhysicalExprNode`s; empty with `partitions == 1` means single.
         hash_exprs: Vec<Vec<u8>>,
         partitions: usize,
+        /// protobuf `PhysicalExprNode`s of each set of keys it summarises.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        summarise: Vec<Vec<Vec<u8>>>,
+    },
+    KeyFilter {
+        /// protobuf `PhysicalExprNode`s.
+        keys: Vec<Vec<u8>>,
+        build_stage: u32,
+        build_rows: u64,
+        distinct_keys: u64,
+        bounds: Vec<Option<KeyBounds>>,
+        #[serde(with = "base64_bytes", default)]
+        bloom: Vec<u8>,
     },
     ShuffleReader {
         stage_id: u32,
@@ -68,6 +83,33 @@ enum SquallNode {
     ResultWriter {
         output_dir: String,
     },
+}
+
+impl SquallCodec {
+    fn encode_exprs(&self, exprs: &[Arc<dyn PhysicalExpr>]) -> Result<Vec<Vec<u8>>> {
+        exprs
+            .iter()
+            .map(|e| Ok(serialize_physical_expr(e, self)?.encode_to_vec()))
+            .collect()
+    }
+
+    /// Decodes expressions over `input`'s schema.
+    fn exprs(
+        &self,
+        encoded: &[Vec<u8>],
+        input: &Arc<dyn ExecutionPlan>,
+        ctx: &TaskContext,
+    ) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+        let schema = input.schema();
+        encoded
+            .iter()
+            .map(|bytes| {
+                let node =
+                    protobuf::PhysicalExprNode::decode(bytes.as_slice()).map_err(codec_err)?;
+                parse_physical_expr(&node, ctx, &schema, self)
+            })
+            .collect()
+    }
 }
 
 fn codec_err(what: impl std::fmt::Display) -> DataFusionError {
@@ -95,23 +137,39 @@ impl PhysicalExtensionCodec for SquallCodec {
                 stage_dir,
                 hash_exprs,
                 partitions,
+                summarise,
             } => {
                 let input = only_input()?;
                 let output = if hash_exprs.is_empty() {
                     ShuffleOutput::Single
                 } else {
-                    let schema = input.schema();
-                    let exprs = hash_exprs
-                        .iter()
-                        .map(|bytes| {
-                            let node = protobuf::PhysicalExprNode::decode(bytes.as_slice())
-                                .map_err(codec_err)?;
-                            parse_physical_expr(&node, ctx, &schema, self)
-                        })
-                        .collect::<Result<Vec<_>>>()?;
+                    let exprs = self.exprs(&hash_exprs, &input, ctx)?;
                     ShuffleOutput::Hash(exprs, partitions)
                 };
-                Ok(Arc::new(ShuffleWriterExec::new(input, output, stage_dir)))
+                let summarise = summarise
+                    .iter()
+                    .map(|set| self.exprs(set, &input, ctx))
+                    .collect::<Result<Vec<_>>>()?;
+                let writer = ShuffleWriterExec::new(input, output, stage_dir);
+                Ok(Arc::new(writer.summarising(summarise)))
+            }
+            SquallNode::KeyFilter {
+                keys,
+                build_stage,
+                build_rows,
+                distinct_keys,
+                bounds,
+                bloom,
+            } => {
+                let input = only_input()?;
+                let keys = self.exprs(&keys, &input, ctx)?;
+                let filter = KeyFilter::from_wire(build_rows, distinct_keys, &bounds, &bloom)?;
+                Ok(Arc::new(KeyFilterExec::new(
+                    input,
+                    keys,
+                    Arc::new(filter),
+                    build_stage,
+                )))
             }
             SquallNode::ShuffleReader {
                 stage_id,
@@ -147,19 +205,33 @@ impl PhysicalExtensionCodec for SquallCodec {
     ) -> Result<()> {
         let encoded = if let Some(writer) = node.downcast_ref::<ShuffleWriterExec>() {
             let (hash_exprs, partitions) = match writer.output() {
-                ShuffleOutput::Hash(exprs, n) => (
-                    exprs
-                        .iter()
-                        .map(|e| Ok(serialize_physical_expr(e, self)?.encode_to_vec()))
-                        .collect::<Result<Vec<_>>>()?,
-                    *n,
-                ),
+                ShuffleOutput::Hash(exprs, n) => (self.encode_exprs(exprs)?, *n),
                 ShuffleOutput::Single => (vec![], 1),
             };
             SquallNode::ShuffleWriter {
                 stage_dir: writer.dir().to_string(),
                 hash_exprs,
                 partitions,
+                summarise: writer
+                    .summarised()
+                    .iter()
+                    .map(|set| self.encode_exprs(set))
+                    .collect::<Result<_>>()?,
+            }
+        } else if let Some(filter) = node.downcast_ref::<KeyFilterExec>() {
+            let keys = self.encode_exprs(filter.keys())?;
+            let held = filter.filter();
+            SquallNode::KeyFilter {
+                keys,
+                build_stage: filter.build_stage(),
+                build_rows: held.build_rows,
+                distinct_keys: held.distinct_keys,
+                bounds: held.wire_bounds()?,
+                bloom: held
+                    .bloom
+                    .as_ref()
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default(),
             }
         } else if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
             let schema = protobuf::Schema::try_from(reader.schema().as_ref())?;

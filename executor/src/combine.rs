@@ -118,6 +118,7 @@ pub async fn combine(
     };
     let output = OutputFile {
         url,
+        keys: vec![],
         size,
         partitions: slots,
     };

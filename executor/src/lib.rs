@@ -13,6 +13,7 @@ pub mod combine;
 pub mod context;
 pub mod faults;
 pub mod hedge;
+pub mod keys;
 pub mod lambda;
 pub mod protocol;
 pub mod result_writer;
@@ -32,6 +33,7 @@ pub use context::{
 };
 pub use faults::{Fault, FaultPlan};
 pub use hedge::Hedging;
+pub use keys::{KeyFilter, KeyFilterExec};
 pub use protocol::*;
 pub use result_writer::{ResultWriterExec, is_result_file_of, result_file_name};
 pub use root::stage_writer;

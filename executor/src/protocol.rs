@@ -21,7 +21,7 @@ use crate::usage::TaskUsage;
 /// `TaskSpec::hedging`.
 /// 8: `TaskSpec::shuffle_codec`: shuffle partitions compressed with zstd,
 /// which an executor of 7 could not read.
-pub const WIRE_VERSION: u32 = 8;
+pub const WIRE_VERSION: u32 = 9;
 
 /// Identity of one attempt of one task.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -222,6 +222,7 @@ impl StageInput {
                     let start = slice.range().start.min(end);
                     OutputFile {
                         url: f.url.clone(),
+                        keys: vec![],
                         size: f.size,
                         partitions: f.partitions[start..end].to_vec(),
                     }
@@ -244,6 +245,38 @@ pub struct OutputFile {
     /// Size of the whole object in bytes.
     pub size: u64,
     pub partitions: Vec<PartitionSlot>,
+    /// What a writer asked to summarise sets of keys saw of each (see
+    /// [`crate::keys`]); the control plane takes them out when the stage
+    /// commits, so readers are never handed them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeySummary>,
+}
+
+/// The join keys one shuffle writer wrote (rows whose keys are all non-null):
+/// cheap to merge with its siblings' into a filter for the join's other side.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeySummary {
+    /// Rows with every key non-null.
+    pub rows: u64,
+    /// Per key column, the smallest and largest value; None where the type
+    /// has no order worth filtering on, or no rows were seen.
+    pub bounds: Vec<Option<KeyBounds>>,
+    /// The distinct keys' hashes, little-endian u64s (see `keys::hash_rows`);
+    /// empty when they were too many to list and `bloom` holds them.
+    #[serde(with = "base64_bytes", default, skip_serializing_if = "Vec::is_empty")]
+    pub hashes: Vec<u8>,
+    /// A Bloom filter's blocks (see `keys::Bloom`), when the keys were too many to list.
+    #[serde(with = "base64_bytes", default, skip_serializing_if = "Vec::is_empty")]
+    pub bloom: Vec<u8>,
+}
+
+/// A key column's smallest and largest value, as datafusion-proto `ScalarValue`s.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyBounds {
+    #[serde(with = "base64_bytes")]
+    pub min: Vec<u8>,
+    #[serde(with = "base64_bytes")]
+    pub max: Vec<u8>,
 }
 
 /// Where one output partition lies in a shuffle file.
@@ -327,9 +360,17 @@ pub struct TaskMetrics {
     /// and the task's own steps outside operators (`(plan decode)`, …).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub cpu_us: std::collections::BTreeMap<String, u64>,
+    /// Rows that filters built from another stage's join keys removed before
+    /// they were written (see [`crate::keys::KeyFilterExec`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub key_filter_rows_removed: u64,
 }
 
-mod base64_bytes {
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+pub(crate) mod base64_bytes {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -367,6 +408,7 @@ mod tests {
                 stage_id: 1,
                 producers: vec![OutputFile {
                     url: "memory:///x".into(),
+                    keys: vec![],
                     size: 10,
                     partitions: vec![PartitionSlot {
                         offset: 0,

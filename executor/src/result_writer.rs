@@ -118,6 +118,7 @@ impl ResultFiles {
             .add(rows as usize);
         Ok(OutputFile {
             url,
+            keys: vec![],
             size,
             partitions: vec![PartitionSlot {
                 offset: 0,

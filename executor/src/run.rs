@@ -20,6 +20,7 @@ use crate::codec::decode_plan;
 use crate::combine::combine;
 use crate::context::{ExecutorContext, TaskAttempt, task_cache_config};
 use crate::hedge::Hedger;
+use crate::keys;
 use crate::protocol::{
     FailureKind, OutputFile, TaskAction, TaskFailure, TaskMetrics, TaskOutcome, TaskResult,
     TaskSpec, WIRE_VERSION,
@@ -69,6 +70,7 @@ async fn run_task_until(
         TaskOutcome::Succeeded {
             output: OutputFile {
                 url: String::new(),
+                keys: vec![],
                 size: 0,
                 partitions: vec![],
             },
@@ -242,6 +244,9 @@ fn collect_metrics(plan: &Arc<dyn ExecutionPlan>) -> TaskMetrics {
                     }
                     MetricValue::Count { name, count } if name == "bytes_read" => {
                         metrics.bytes_in += count.value() as u64
+                    }
+                    MetricValue::Count { name, count } if name == keys::ROWS_REMOVED_METRIC => {
+                        metrics.key_filter_rows_removed += count.value() as u64
                     }
                     _ => {}
                 }

@@ -191,6 +191,7 @@ pub async fn check_answer(engine: &Engine, view: &JobView, q: usize) {
         .iter()
         .map(|f| OutputFile {
             url: f.url.clone(),
+            keys: vec![],
             size: f.bytes,
             partitions: vec![],
         })

@@ -54,6 +54,7 @@ async fn put_file(stores: &StoreRegistry, url: &str, parts: &[&[i64]]) -> Output
     store.put(&path, PutPayload::from(bytes)).await.unwrap();
     OutputFile {
         url: url.into(),
+        keys: vec![],
         size,
         partitions: slots,
     }

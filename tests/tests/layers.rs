@@ -38,7 +38,7 @@ const CRATES: &[Spec] = &[
         layers: &[
             &["usage", "bounds", "stop", "hedge"],
             &["protocol", "stores"],
-            &["context", "faults"],
+            &["context", "faults", "keys"],
             &["writer"],
             &["result_writer", "shuffle"],
             &["root", "codec"],

@@ -81,6 +81,56 @@ pub struct JobOptions {
     /// own place.
     #[serde(default)]
     pub placement: Option<PlacementOption>,
+    /// When a shuffled join's probe stage is filtered by its build side's
+    /// keys: `auto` (the probe waits for the build side where it scans four
+    /// times as much; the default), `always` or `off`.
+    #[serde(default)]
+    pub key_filters: Option<KeyFiltersOption>,
+}
+
+/// When joins filter the stages feeding them (see [`JobOptions::key_filters`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFiltersOption {
+    Off,
+    Auto,
+    Always,
+}
+
+impl From<KeyFiltersOption> for squall_engine::planner::KeyFilterMode {
+    fn from(option: KeyFiltersOption) -> Self {
+        match option {
+            KeyFiltersOption::Off => Self::Off,
+            KeyFiltersOption::Auto => Self::Auto,
+            KeyFiltersOption::Always => Self::Always,
+        }
+    }
+}
+
+/// A stage filtered by the keys of a join's build side: planned (`filter`
+/// absent until the build side commits), and applied.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct KeyFilterView {
+    /// The stage whose join keys build the filter.
+    pub source_stage: u32,
+    /// The stage holding the join.
+    pub join_stage: u32,
+    /// Whether the stage waits for the source stage to commit.
+    pub waits: bool,
+    /// What the filter holds (key bounds, Bloom filter), once applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+impl KeyFilterView {
+    pub fn of(filter: &squall_engine::scheduler::KeyFilterApplied) -> Self {
+        Self {
+            source_stage: filter.source_stage,
+            join_stage: filter.join_stage,
+            waits: filter.waited,
+            filter: Some(filter.description.clone()),
+        }
+    }
 }
 
 /// Where a job's stages run (see [`JobOptions::placement`]).
@@ -171,6 +221,12 @@ pub struct StageProgress {
     pub local_tasks: usize,
     #[serde(default)]
     pub lambda_tasks: usize,
+    /// The filters its rows went through, built from the keys of joins'
+    /// other sides, and the rows they removed before the stage wrote them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_filters: Vec<KeyFilterView>,
+    #[serde(default)]
+    pub key_filter_rows_removed: u64,
 }
 
 /// Where a stage's tasks run, decided when it is ready: `local`, `lambda`,
@@ -653,4 +709,7 @@ pub struct StagePlan {
     /// Where its tasks run, once decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<PlacementView>,
+    /// The stages whose keys filter its rows, as planned and once applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_filters: Vec<KeyFilterView>,
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::api::{AttemptRecord, PlacementView, PlanView, StagePlan};
-use crate::api::{ExchangeView, StageProgress};
+use crate::api::{ExchangeView, KeyFilterView, StageProgress};
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::store::JobStore;
@@ -148,6 +148,17 @@ impl JobProgress {
                     output: stage.output.to_string(),
                     exchanges: vec![],
                     placement: None,
+                    key_filters: dag
+                        .key_filters
+                        .iter()
+                        .filter(|f| f.target == stage.id)
+                        .map(|f| KeyFilterView {
+                            source_stage: f.source,
+                            join_stage: f.join,
+                            waits: f.wait,
+                            filter: None,
+                        })
+                        .collect(),
                 })
                 .collect(),
             text: dag.display(&[]),
@@ -163,6 +174,25 @@ impl JobProgress {
     }
 
     /// Records in the plan where `stage`'s tasks run.
+    /// Records in the plan the filter `stage` got.
+    fn key_filtered(&self, stage: u32, filter: &KeyFilterView) {
+        let Some(mut plan) = self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        let Some(at) = plan.stages.iter_mut().find(|s| s.stage == stage) else {
+            return;
+        };
+        match at
+            .key_filters
+            .iter_mut()
+            .find(|f| f.source_stage == filter.source_stage)
+        {
+            Some(planned) => *planned = filter.clone(),
+            None => at.key_filters.push(filter.clone()),
+        }
+        self.store_plan(plan);
+    }
+
     fn placed(&self, stage: u32, placement: &PlacementView) {
         let Some(mut plan) = self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return;
@@ -207,6 +237,7 @@ impl JobProgress {
                     output,
                     exchanges: vec![],
                     placement: None,
+                    key_filters: vec![],
                 },
             );
         }
@@ -274,6 +305,9 @@ impl ProgressSink for JobProgress {
             JobEvent::StagePlaced { stage, placement } => {
                 self.placed(*stage, &PlacementView::of(placement))
             }
+            JobEvent::KeyFilterApplied { stage, filter } => {
+                self.key_filtered(*stage, &KeyFilterView::of(filter))
+            }
             JobEvent::StageStarted { .. } | JobEvent::StageFinished { .. } => {}
         }
         self.count(event);
@@ -286,6 +320,21 @@ impl ProgressSink for JobProgress {
     }
 }
 
+/// A stage's progress once it starts, keeping what was known before (its
+/// exchanges, the input a combine step combines, the filters it got).
+fn started(s: &mut StageProgress, stage: u32, tasks: usize, partitions: usize) {
+    *s = StageProgress {
+        stage,
+        tasks,
+        partitions,
+        started_at_ms: Some(now_ms()),
+        exchanges: std::mem::take(&mut s.exchanges),
+        combines: s.combines,
+        key_filters: std::mem::take(&mut s.key_filters),
+        ..StageProgress::default()
+    };
+}
+
 impl JobProgress {
     /// Tasks done, running and retried, and bytes, per stage.
     fn count(&self, event: &JobEvent) {
@@ -296,20 +345,12 @@ impl JobProgress {
                 tasks,
                 partitions,
                 ..
-            } => {
-                // Keeps what was known before it started (its exchanges, or
-                // the input a combine step combines).
-                let s = stages.entry(*stage).or_default();
-                *s = StageProgress {
-                    stage: *stage,
-                    tasks: *tasks,
-                    partitions: *partitions,
-                    started_at_ms: Some(now_ms()),
-                    exchanges: std::mem::take(&mut s.exchanges),
-                    combines: s.combines,
-                    ..StageProgress::default()
-                };
-            }
+            } => started(
+                stages.entry(*stage).or_default(),
+                *stage,
+                *tasks,
+                *partitions,
+            ),
             JobEvent::ExchangeChosen {
                 stage,
                 choice,
@@ -359,6 +400,7 @@ impl JobProgress {
                     s.bytes_written += metrics.bytes_out;
                     s.rows_in += metrics.rows_in;
                     s.rows_out += metrics.rows_out;
+                    s.key_filter_rows_removed += metrics.key_filter_rows_removed;
                 }
             }
             JobEvent::TaskRetrying { stage, .. } | JobEvent::TaskFailed { stage, .. } => {
@@ -375,6 +417,13 @@ impl JobProgress {
                 if let Some(s) = stages.get_mut(stage) {
                     s.placement = Some(PlacementView::of(placement));
                 }
+            }
+            JobEvent::KeyFilterApplied { stage, filter } => {
+                stages
+                    .entry(*stage)
+                    .or_default()
+                    .key_filters
+                    .push(KeyFilterView::of(filter));
             }
             JobEvent::StageFinished { stage } => {
                 if let Some(s) = stages.get_mut(stage) {

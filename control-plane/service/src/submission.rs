@@ -81,6 +81,7 @@ impl Service {
                 max_partitions: limits.max_shuffle_partitions,
                 ..Widen::default()
             }),
+            key_filters: options.key_filters.map(Into::into).unwrap_or_default(),
             ..PlanOptions::default()
         };
         request.tasks = TaskOptions {

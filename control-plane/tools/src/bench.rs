@@ -17,7 +17,7 @@ use crate::tpch::{self, answers};
 use squall_engine::cost::JobMeter;
 use squall_engine::engine::{Engine, JobRequest, JobResult};
 use squall_engine::error::{Result, SquallError};
-use squall_engine::planner::PlanOptions;
+use squall_engine::planner::{KeyFilterMode, PlanOptions};
 use squall_engine::scheduler::{Scheduler, TaskOptions};
 use squall_engine::urls::to_url;
 
@@ -37,6 +37,8 @@ pub struct TpchBench {
     pub answers: Option<PathBuf>,
     /// Scale factor of the data; None: read from the row count of `customer`.
     pub scale: Option<String>,
+    /// When joins filter their probe side with their build side's keys.
+    pub key_filters: KeyFilterMode,
 }
 
 /// One query's figures.
@@ -151,6 +153,7 @@ impl TpchBench {
                     .shuffle_partitions
                     .is_none()
                     .then(squall_engine::planner::Widen::default),
+                key_filters: self.key_filters,
                 ..PlanOptions::default()
             };
             let mut bench = QueryBench {

@@ -33,6 +33,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::format::encode_footer;
 use crate::context::TaskAttempt;
+use crate::keys::KeySummarizer;
 use crate::protocol::{OutputFile, PartitionSlot, ShuffleCodec, TaskId};
 use crate::usage::ThreadCpuTimer;
 use crate::writer::{Target, WriteCall, WriterExec, WriterKind};
@@ -75,6 +76,9 @@ pub struct ShuffleFiles {
     output: ShuffleOutput,
     /// The stage's folder.
     dir: String,
+    /// Sets of key columns each file's output also summarises (a join side
+    /// whose keys filter a stage feeding its other side; see `keys`).
+    summarise: Vec<Vec<Arc<dyn PhysicalExpr>>>,
 }
 
 /// Ends a map stage.
@@ -96,11 +100,31 @@ pub fn spread_prefix(task: u32) -> String {
 
 impl ShuffleWriterExec {
     pub fn new(input: Arc<dyn ExecutionPlan>, output: ShuffleOutput, dir: String) -> Self {
-        Self::with_kind(input, ShuffleFiles { output, dir })
+        Self::with_kind(
+            input,
+            ShuffleFiles {
+                output,
+                dir,
+                summarise: vec![],
+            },
+        )
     }
 
     pub fn output(&self) -> &ShuffleOutput {
         &self.kind().output
+    }
+
+    /// The same writer, summarising the values of each set of `keys`
+    /// (expressions over its input) it writes; none: not summarising.
+    pub fn summarising(&self, keys: Vec<Vec<Arc<dyn PhysicalExpr>>>) -> Self {
+        let mut kind = self.kind().clone();
+        kind.summarise = keys;
+        Self::with_kind(self.input().clone(), kind)
+    }
+
+    /// The sets of key columns its files' outputs summarise.
+    pub fn summarised(&self) -> &[Vec<Arc<dyn PhysicalExpr>>] {
+        &self.kind().summarise
     }
 }
 
@@ -130,18 +154,25 @@ impl WriterKind for ShuffleFiles {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        if let ShuffleOutput::Hash(exprs, _) = &self.output {
-            for e in exprs {
-                if f(e)? == TreeNodeRecursion::Stop {
-                    return Ok(TreeNodeRecursion::Stop);
-                }
+        let hash = match &self.output {
+            ShuffleOutput::Hash(exprs, _) => exprs.as_slice(),
+            ShuffleOutput::Single => &[],
+        };
+        for e in hash.iter().chain(self.summarise.iter().flatten()) {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
             }
         }
         Ok(TreeNodeRecursion::Continue)
     }
 
     fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, ": {}", self.output)
+        write!(f, ": {}", self.output)?;
+        for set in &self.summarise {
+            let keys: Vec<String> = set.iter().map(|e| e.to_string()).collect();
+            write!(f, ", summarising [{}]", keys.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -188,10 +219,18 @@ impl ShuffleFiles {
             .map_or(ShuffleCodec::default(), |t| t.shuffle_codec);
         let mut zstd = Zstd::for_codec(codec)?;
 
+        let mut keys = self.summariser(&schema)?;
         let mut stream = input.execute(partition, ctx.clone())?;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             let _cpu = ThreadCpuTimer::start(&compute);
+            for (exprs, summariser) in keys.iter_mut() {
+                let columns = exprs
+                    .iter()
+                    .map(|e| e.evaluate(&batch)?.into_array(batch.num_rows()))
+                    .collect::<Result<Vec<_>>>()?;
+                summariser.update(&columns)?;
+            }
             match partitioner.as_mut() {
                 Some(p) => p.partition(batch, |i, part| buffers[i].push(part, zstd.as_mut()))?,
                 None => buffers[0].push(batch, zstd.as_mut())?,
@@ -219,13 +258,35 @@ impl ShuffleFiles {
         let (slots, offset) = upload(BufWriter::new(store, path), sinks, &rows).await?;
         bytes_written.add(offset as usize);
         rows_written.add(rows.iter().sum::<u64>() as usize);
+        let keys = keys
+            .into_iter()
+            .map(|(_, summariser)| summariser.finish())
+            .collect::<Result<Vec<_>>>()?;
         Ok(OutputFile {
             url,
             size: offset,
             partitions: slots,
+            keys,
         })
     }
+
+    /// Each set of keys to summarise with its summariser.
+    fn summariser(&self, schema: &SchemaRef) -> Result<Vec<KeysSeen>> {
+        self.summarise
+            .iter()
+            .map(|set| {
+                let types = set
+                    .iter()
+                    .map(|e| e.data_type(schema))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((set.clone(), KeySummarizer::new(&types)?))
+            })
+            .collect()
+    }
 }
+
+/// A set of keys a writer summarises and what it has seen of them.
+type KeysSeen = (Vec<Arc<dyn PhysicalExpr>>, KeySummarizer);
 
 /// Writes the partitions' streams one after the other, then the footer
 /// naming where each is; returns the slots and the file's size. Nothing

@@ -8,6 +8,7 @@
 pub mod generated;
 pub mod guard;
 pub mod joins;
+pub mod key_filters;
 pub mod pool;
 pub mod slices;
 pub mod splits;
@@ -37,10 +38,11 @@ use squall_executor::{
 use crate::error::{Result, SquallError};
 use crate::tables::{ResolvedTable, TableGuard, TableSpec, register_table, resolve_table};
 use datafusion::optimizer::Optimizer;
+pub use key_filters::KeyFilterMode;
 use pool::PlanBudget;
 pub use splits::{MAX_SCAN_REQUESTS, ScanSplits, SplitScans};
 use squall_executor::bounds::{CallBudget, ValueCaps, bounded_defaults};
-pub use stages::{Stage, StageDag, StageOutput, cut_stages};
+pub use stages::{KeyFilterSite, Stage, StageDag, StageOutput, cut_stages};
 
 /// Default size of one scan task's input.
 pub const DEFAULT_TARGET_PARTITION_BYTES: u64 = 128 * 1024 * 1024;
@@ -70,6 +72,9 @@ pub struct PlanOptions {
     /// the backend's ([`MIN_SCAN_TASK_BYTES`] where it bills invocations,
     /// else none).
     pub min_scan_task_bytes: Option<u64>,
+    /// When shuffled joins filter their probe side with their build side's
+    /// keys (see [`key_filters`]).
+    pub key_filters: KeyFilterMode,
 }
 
 /// [`PlanOptions::min_scan_task_bytes`] where tasks have a fixed cost worth
@@ -147,6 +152,7 @@ impl Default for PlanOptions {
             min_scan_tasks: None,
             widen: None,
             min_scan_task_bytes: None,
+            key_filters: KeyFilterMode::default(),
         }
     }
 }
@@ -337,10 +343,11 @@ pub async fn plan_job_within(
             .map_err(|source| SquallError::Internal { source })?;
     let mut dag = cut_stages(distributable, work_dir, result_dir)
         .map_err(|source| SquallError::Internal { source })?;
-    prove_stages(&mut dag, &ctx.task_ctx())?;
     for stage in &mut dag.stages {
         stage.read_bytes = splits.read_bytes(&stage.plan);
     }
+    dag.key_filters = key_filters::plan_key_filters(&mut dag, options.key_filters);
+    prove_stages(&mut dag, &ctx.task_ctx())?;
     tracing::debug!(
         listed_us = listed.as_micros() as u64,
         session_us = session_built.as_micros() as u64,

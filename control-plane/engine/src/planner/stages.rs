@@ -27,8 +27,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use datafusion::common::DataFusionError;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, JoinType};
 use datafusion::logical_expr::physical_planning_context::ScalarSubqueryResults;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::physical_expr::{LexOrdering, Partitioning};
@@ -110,12 +110,36 @@ impl Stage {
     }
 }
 
+/// A join one side of which filters a stage feeding its other side: the
+/// rows of `target` whose keys `source` does not hold cannot change the
+/// join's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFilterSite {
+    /// The stage whose writers summarise the keys.
+    pub source: u32,
+    /// The key columns of the source stage's writer input, in join key order.
+    pub source_keys: Vec<usize>,
+    /// Which of the sets of keys the source's writer summarises they are.
+    pub source_set: usize,
+    /// The stage whose rows are filtered before its writer.
+    pub target: u32,
+    /// The columns of the target stage's writer input holding the same keys.
+    pub target_keys: Vec<usize>,
+    /// The stage holding the join.
+    pub join: u32,
+    pub join_type: JoinType,
+    /// Whether the target stage waits for the source to commit.
+    pub wait: bool,
+}
+
 /// The stages of one job, children before parents; the last one writes the result.
 #[derive(Debug, Clone)]
 pub struct StageDag {
     pub stages: Vec<Stage>,
     /// Schema of the result.
     pub schema: SchemaRef,
+    /// Joins whose build side's keys filter their probe side (see `key_filters`).
+    pub key_filters: Vec<KeyFilterSite>,
 }
 
 impl StageDag {
@@ -152,6 +176,15 @@ impl StageDag {
                 stage.tasks,
                 if stage.tasks == 1 { "" } else { "s" }
             );
+            for site in self.key_filters.iter().filter(|f| f.target == stage.id) {
+                let _ = writeln!(
+                    out,
+                    "  (rows filtered by the keys of stage {} for the join in stage {}{})",
+                    site.source,
+                    site.join,
+                    if site.wait { ", waiting for them" } else { "" }
+                );
+            }
             let plan = displayable(stage.plan.as_ref()).indent(false).to_string();
             for line in plan.lines() {
                 let mut line = line.to_string();
@@ -207,6 +240,7 @@ pub fn cut_stages(
     Ok(StageDag {
         stages: cutter.stages,
         schema,
+        key_filters: vec![],
     })
 }
 

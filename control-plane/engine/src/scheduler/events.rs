@@ -80,6 +80,12 @@ pub enum JobEvent {
     StageFinished {
         stage: u32,
     },
+    /// Stage `stage` (not started yet) will filter its rows with the keys of
+    /// a join's other side, which just committed.
+    KeyFilterApplied {
+        stage: u32,
+        filter: KeyFilterApplied,
+    },
     /// How reduce stage `stage` reads one of its shuffle inputs (told before
     /// it starts; for two-level, the combine step runs as stage
     /// `combine_stage` first).
@@ -163,4 +169,22 @@ pub struct StageStats {
     /// CPU microseconds of the winning attempts by operator (and the tasks'
     /// steps outside operators): see `TaskMetrics::cpu_us`.
     pub cpu_us: std::collections::BTreeMap<String, u64>,
+    /// The filters built from other stages' join keys that its writers'
+    /// rows went through.
+    pub key_filters: Vec<KeyFilterApplied>,
+    /// Rows those filters removed.
+    pub key_filter_rows_removed: u64,
+}
+
+/// A filter from a join's build side applied to its probe stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyFilterApplied {
+    /// The stage whose keys built it.
+    pub source_stage: u32,
+    /// The stage holding the join.
+    pub join_stage: u32,
+    /// What it holds (bounds, Bloom filter size and keys).
+    pub description: String,
+    /// Whether the stage waited for the source to get it.
+    pub waited: bool,
 }

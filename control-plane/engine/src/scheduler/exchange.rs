@@ -619,6 +619,7 @@ mod tests {
     fn file(partitions: usize, bytes: u64, empty: &[usize]) -> OutputFile {
         OutputFile {
             url: "memory:///f".into(),
+            keys: vec![],
             size: bytes * partitions as u64,
             partitions: (0..partitions)
                 .map(|p| PartitionSlot {

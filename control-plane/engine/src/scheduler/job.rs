@@ -11,13 +11,67 @@ use arrow::datatypes::Schema;
 use datafusion::physical_plan::empty::EmptyExec;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use squall_executor::{OutputFile, StageInput, TaskAction};
+use squall_executor::{KeyFilter, KeySummary, OutputFile, StageInput, TaskAction};
 
 use super::context::{JobGate, Scheduler};
-use super::events::StageStats;
+use super::events::{JobEvent, KeyFilterApplied, StageStats};
 use crate::commit::delete_all;
 use crate::error::Result;
+use crate::planner::key_filters::filtered_stage;
 use crate::planner::{Stage, StageDag, StageOutput};
+
+/// Whether `stage` can start: every stage it reads has committed, and every
+/// stage whose keys it waits for.
+fn is_ready(dag: &StageDag, committed: &HashMap<u32, Vec<OutputFile>>, stage: &Stage) -> bool {
+    stage.inputs.iter().all(|i| committed.contains_key(i))
+        && dag
+            .key_filters
+            .iter()
+            .filter(|f| f.target == stage.id && f.wait)
+            .all(|f| committed.contains_key(&f.source))
+}
+
+/// Shuffle files (and the combine steps' files, written but never committed
+/// as a stage's): not needed once the result is written.
+fn shuffle_files(
+    committed: &HashMap<u32, Vec<OutputFile>>,
+    written: &[String],
+    result_files: &[OutputFile],
+) -> Vec<String> {
+    let results: HashSet<&str> = result_files.iter().map(|f| f.url.as_str()).collect();
+    let shuffle: HashSet<String> = committed
+        .values()
+        .flatten()
+        .map(|f| f.url.clone())
+        .chain(
+            written
+                .iter()
+                .filter(|u| !results.contains(u.as_str()))
+                .cloned(),
+        )
+        .collect();
+    shuffle.into_iter().collect()
+}
+
+/// Set `set` of every task's key summaries, merged: an error where a task
+/// has none (a filter of some tasks' keys would drop rows that match).
+fn merge_set(
+    summaries: &[Vec<KeySummary>],
+    set: usize,
+    columns: usize,
+) -> datafusion::common::Result<Arc<KeyFilter>> {
+    let each = summaries
+        .iter()
+        .map(|task| task.get(set))
+        .collect::<Option<Vec<&KeySummary>>>()
+        .filter(|each| !each.is_empty())
+        .ok_or_else(|| {
+            datafusion::common::DataFusionError::Internal(format!(
+                "a task summarised no set {set} of keys"
+            ))
+        })?;
+    Ok(Arc::new(KeyFilter::merge(&each, columns)?))
+}
 
 /// The committed outputs of a finished DAG.
 #[derive(Debug, Clone)]
@@ -28,6 +82,69 @@ pub struct DagOutcome {
 }
 
 impl Scheduler<'_> {
+    /// Records that `stage` committed `outputs`; the job can still finish if
+    /// that fails, only a resume would redo the stage.
+    fn journal_commit(&self, stage: u32, outputs: &[OutputFile]) {
+        if let Some(journal) = &self.journal
+            && let Err(e) = journal.committed(stage, outputs)
+        {
+            tracing::warn!(job = self.job_id, stage, "could not record the commit: {e}");
+        }
+    }
+
+    /// Gives each stage that a join filters by the keys of `source`, which
+    /// just committed, the filter, where it has not started. `summaries`
+    /// holds each task's summary of each set of keys; a filter is built
+    /// only from a summary of every task. One that cannot be built leaves
+    /// the stage as it was: a filter only saves work.
+    fn filter_targets(
+        &self,
+        dag: &StageDag,
+        source: u32,
+        summaries: &[Vec<KeySummary>],
+        pending: &mut [Arc<Stage>],
+        applied: &mut HashMap<u32, Vec<KeyFilterApplied>>,
+    ) {
+        let mut merged: HashMap<usize, Arc<KeyFilter>> = HashMap::new();
+        for site in dag.key_filters.iter().filter(|f| f.source == source) {
+            let Some(target) = pending.iter_mut().find(|s| s.id == site.target) else {
+                continue;
+            };
+            let filter = match merged.get(&site.source_set) {
+                Some(filter) => Ok(filter.clone()),
+                None => merge_set(summaries, site.source_set, site.source_keys.len()),
+            };
+            let filtered = filter.and_then(|filter| {
+                merged.insert(site.source_set, filter.clone());
+                let description = filter.describe();
+                Ok((filtered_stage(target, site, filter)?, description))
+            });
+            match filtered {
+                Ok((stage, description)) => {
+                    let filter = KeyFilterApplied {
+                        source_stage: source,
+                        join_stage: site.join,
+                        description,
+                        waited: site.wait,
+                    };
+                    tracing::debug!(job = self.job_id, stage = stage.id, source, filter = %filter.description, "key filter applied");
+                    self.emit(JobEvent::KeyFilterApplied {
+                        stage: stage.id,
+                        filter: filter.clone(),
+                    });
+                    applied.entry(stage.id).or_default().push(filter);
+                    *target = Arc::new(stage);
+                }
+                Err(e) => tracing::warn!(
+                    job = self.job_id,
+                    stage = site.target,
+                    source,
+                    "no key filter for the stage: {e}"
+                ),
+            }
+        }
+    }
+
     /// Runs `tasks` ping tasks (see [`TaskAction::Ping`]) as one stage, through the
     /// same path as real tasks: measures what the scheduler and backend cost per task.
     pub async fn ping(&self, tasks: usize) -> Result<StageStats> {
@@ -107,18 +224,20 @@ impl Scheduler<'_> {
             })
             .collect();
         let mut committed = done;
-        let mut pending: Vec<&Stage> = dag
+        let mut pending: Vec<Arc<Stage>> = dag
             .stages
             .iter()
             .filter(|s| !committed.contains_key(&s.id))
+            .map(|s| Arc::new(s.clone()))
             .collect();
+        let mut filters: HashMap<u32, Vec<KeyFilterApplied>> = HashMap::new();
         let mut running = FuturesUnordered::new();
         let mut first_error = None;
         loop {
             if first_error.is_none() {
-                let (ready, waiting): (Vec<&Stage>, Vec<&Stage>) = pending
+                let (ready, waiting): (Vec<Arc<Stage>>, Vec<Arc<Stage>>) = pending
                     .into_iter()
-                    .partition(|s| s.inputs.iter().all(|i| committed.contains_key(i)));
+                    .partition(|s| is_ready(dag, &committed, s));
                 pending = waiting;
                 for stage in ready {
                     let inputs = stage
@@ -130,7 +249,8 @@ impl Scheduler<'_> {
                             producers: committed[id].clone(),
                         })
                         .collect();
-                    running.push(self.run_reading(stage, dag, inputs, gate.clone()));
+                    let gate = gate.clone();
+                    running.push(async move { self.run_reading(&stage, dag, inputs, gate).await });
                 }
             }
             let Some((stage, result, stage_written)) = running.next().await else {
@@ -138,19 +258,16 @@ impl Scheduler<'_> {
             };
             written.extend(stage_written);
             match result {
-                Ok((outputs, stage_stats)) => {
-                    if let Some(journal) = &self.journal
-                        && let Err(e) = journal.committed(stage, &outputs)
-                    {
-                        // The job can still finish; only a resume would redo the stage.
-                        tracing::warn!(
-                            job = self.job_id,
-                            stage,
-                            "could not record the commit: {e}"
-                        );
-                    }
+                Ok((mut outputs, stage_stats)) => {
+                    let summaries: Vec<Vec<KeySummary>> = outputs
+                        .iter_mut()
+                        .map(|o| std::mem::take(&mut o.keys))
+                        .collect();
+                    self.journal_commit(stage, &outputs);
+                    self.filter_targets(dag, stage, &summaries, &mut pending, &mut filters);
                     committed.insert(stage, outputs);
                     let mut stage_stats = stage_stats;
+                    stage_stats.key_filters = filters.remove(&stage).unwrap_or_default();
                     stats.append(&mut stage_stats.combine_steps);
                     stats.push(stage_stats);
                 }
@@ -165,22 +282,11 @@ impl Scheduler<'_> {
         }
         let final_id = dag.final_stage().id;
         let result_files = committed.remove(&final_id).unwrap_or_default();
-        // Shuffle files (and the combine steps' files, written but never
-        // committed as a stage's) are not needed once the result is written.
-        let results: HashSet<&str> = result_files.iter().map(|f| f.url.as_str()).collect();
-        let shuffle: HashSet<String> = committed
-            .values()
-            .flatten()
-            .map(|f| f.url.clone())
-            .chain(
-                written
-                    .iter()
-                    .filter(|u| !results.contains(u.as_str()))
-                    .cloned(),
-            )
-            .collect();
-        let shuffle: Vec<String> = shuffle.into_iter().collect();
-        delete_all(&self.stores, &shuffle).await;
+        delete_all(
+            &self.stores,
+            &shuffle_files(&committed, written, &result_files),
+        )
+        .await;
         stats.sort_by_key(|s| s.stage);
         Ok(DagOutcome {
             result_files,

@@ -36,7 +36,7 @@ mod tasks;
 pub use coalesce::{Coalescing, Share};
 pub use combine::{combinable, mergeable};
 pub use context::Scheduler;
-pub use events::{JobEvent, ProgressSink, StageKind, StageStats};
+pub use events::{JobEvent, KeyFilterApplied, ProgressSink, StageKind, StageStats};
 pub use exchange::{Exchange, ExchangeChoice, ExchangeMode, Pricing};
 pub use job::DagOutcome;
 pub use options::TaskOptions;

@@ -455,6 +455,7 @@ impl Scheduler<'_> {
         run.stats.rows_in += metrics.rows_in;
         run.stats.bytes_in += metrics.bytes_in;
         run.stats.bytes_scanned += metrics.bytes_scanned;
+        run.stats.key_filter_rows_removed += metrics.key_filter_rows_removed;
         run.stats.rows_out += metrics.rows_out;
         run.stats.bytes_out += metrics.bytes_out;
         run.stats.raw_bytes_out += metrics.raw_bytes_out;

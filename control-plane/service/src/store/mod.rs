@@ -835,6 +835,7 @@ mod tests {
         store.insert_job(&job("a"), 1).unwrap();
         let outputs = vec![OutputFile {
             url: "s3://b/work/a/stage-1/task-0-attempt-0.sqsh".into(),
+            keys: vec![],
             size: 42,
             partitions: vec![PartitionSlot {
                 offset: 0,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use squall_engine::planner::default_parallelism;
+use squall_engine::planner::{KeyFilterMode, default_parallelism};
 use squall_tools::bench;
 
 use super::backend::BackendArgs;
@@ -73,6 +73,11 @@ pub(super) struct BenchTpchArgs {
     /// queries.
     #[arg(long)]
     operators: bool,
+    /// When a stage feeding one side of a join waits for the keys of the
+    /// other side and drops the rows they cannot match: off, auto (where the
+    /// wait costs at most four times the stage's own scan) or always.
+    #[arg(long, default_value = "auto", value_name = "WHEN")]
+    key_filters: KeyFilterMode,
 }
 
 #[derive(Debug, Args)]
@@ -135,14 +140,16 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
         shuffle_partitions: args.shuffle_partitions,
         answers: args.answers.is_dir().then(|| args.answers.clone()),
         scale: args.scale.clone(),
+        key_filters: args.key_filters,
     };
     println!(
-        "TPC-H on {} — {} executors, shuffle width {}, {} iterations, medians in seconds",
+        "TPC-H on {} — {} executors, shuffle width {}, key filters {:?}, {} iterations, medians in seconds",
         args.data,
         bench.executors,
         bench
             .shuffle_partitions
             .map_or("follows the data".to_string(), |w| w.to_string()),
+        bench.key_filters,
         bench.iterations
     );
     println!("{}", machine::provenance());

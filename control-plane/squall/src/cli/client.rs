@@ -13,8 +13,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use squall_engine::TableSpec;
 use squall_service::JobState;
 use squall_service::api::{
-    ColumnView, JobOptions, JobView, MissedRunPolicy, NewSchedule, OverlapPolicy, PlacementOption,
-    PutTable, ScheduleChange, SubmitJob, TableRef,
+    ColumnView, JobOptions, JobView, KeyFiltersOption, MissedRunPolicy, NewSchedule, OverlapPolicy,
+    PlacementOption, PutTable, ScheduleChange, SubmitJob, TableRef,
 };
 use squall_service::client::ApiClient;
 
@@ -82,6 +82,12 @@ pub struct JobArgs {
     /// where it finishes sooner), local or lambda [default: auto].
     #[arg(long, value_name = "PLACE", value_parser = parse_placement)]
     placement: Option<PlacementOption>,
+    /// When a stage feeding one side of a join waits for the keys of the
+    /// other side and drops the rows they cannot match: off, auto (where the
+    /// wait costs at most four times the stage's own scan) or always
+    /// [default: auto].
+    #[arg(long, value_name = "WHEN", value_parser = parse_key_filters)]
+    key_filters: Option<KeyFiltersOption>,
     /// Stop the job once its estimated cost passes this many US dollars.
     #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
     cost_limit: Option<f64>,
@@ -93,6 +99,11 @@ pub struct JobArgs {
 fn parse_placement(text: &str) -> std::result::Result<PlacementOption, String> {
     serde_json::from_value(serde_json::Value::String(text.to_string()))
         .map_err(|_| format!("'{text}' is not auto, local or lambda"))
+}
+
+fn parse_key_filters(text: &str) -> std::result::Result<KeyFiltersOption, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(|_| format!("'{text}' is not off, auto or always"))
 }
 
 fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
@@ -124,6 +135,7 @@ impl JobArgs {
                 exchange: self.exchange,
                 hedged_reads: self.no_hedging.then_some(false),
                 placement: self.placement,
+                key_filters: self.key_filters,
             },
             labels: self.labels.iter().cloned().collect(),
         })

@@ -99,6 +99,12 @@ impl ProgressSink for ProgressBars {
                     bar.set_prefix(format!("{} {}", bar.prefix(), placement.label()));
                 }
             }
+            JobEvent::KeyFilterApplied { stage, filter } => {
+                let _ = self.multi.println(format!(
+                    "stage {stage} keeps only rows the join in stage {} can match, by the keys of stage {}: {}",
+                    filter.join_stage, filter.source_stage, filter.description
+                ));
+            }
             JobEvent::ExchangeChosen { .. }
             | JobEvent::StagePlaced { .. }
             | JobEvent::TaskStarted { .. }

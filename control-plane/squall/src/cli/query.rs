@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use squall_engine::planner::{DEFAULT_TARGET_PARTITION_BYTES, Widen};
+use squall_engine::planner::{DEFAULT_TARGET_PARTITION_BYTES, KeyFilterMode, Widen};
 use squall_engine::{PlanOptions, TableSpec};
 
 use super::error::{CliError, Result};
@@ -28,6 +28,11 @@ pub(super) struct QueryArgs {
     /// Bytes of input per scan task; larger Parquet files are split on row groups.
     #[arg(long, default_value_t = DEFAULT_TARGET_PARTITION_BYTES)]
     target_partition_bytes: u64,
+    /// When a stage feeding one side of a join waits for the keys of the
+    /// other side and drops the rows they cannot match: off, auto (where the
+    /// wait costs at most four times the stage's own scan) or always.
+    #[arg(long, default_value = "auto", value_name = "WHEN")]
+    key_filters: KeyFilterMode,
 }
 
 impl QueryArgs {
@@ -53,6 +58,7 @@ impl QueryArgs {
                 .shuffle_partitions
                 .is_none()
                 .then(|| Widen::for_workers(executors)),
+            key_filters: self.key_filters,
             ..PlanOptions::default()
         }
     }
