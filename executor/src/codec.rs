@@ -23,7 +23,7 @@ use datafusion_proto::protobuf;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{KeyFilter, KeyFilterExec};
+use crate::keys::{KeyFilter, KeyFilterExec, KeySet};
 use crate::protocol::{KeyBounds, StageInput, base64_bytes};
 use crate::result_writer::ResultWriterExec;
 use crate::shuffle::reader::{ReadMode, ShuffleReaderExec};
@@ -59,9 +59,9 @@ enum SquallNode {
         /// protobuf `PhysicalExprNode`s; empty with `partitions == 1` means single.
         hash_exprs: Vec<Vec<u8>>,
         partitions: usize,
-        /// protobuf `PhysicalExprNode`s of each set of keys it summarises.
+        /// Each set of keys it summarises.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        summarise: Vec<Vec<Vec<u8>>>,
+        summarise: Vec<KeySetNode>,
     },
     KeyFilter {
         /// protobuf `PhysicalExprNode`s.
@@ -112,6 +112,14 @@ impl SquallCodec {
     }
 }
 
+/// A set of keys a shuffle writer summarises (see [`KeySet`]).
+#[derive(Serialize, Deserialize)]
+struct KeySetNode {
+    /// protobuf `PhysicalExprNode`s.
+    keys: Vec<Vec<u8>>,
+    bloom_blocks: usize,
+}
+
 fn codec_err(what: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Internal(format!("Squall plan codec: {what}"))
 }
@@ -148,7 +156,12 @@ impl PhysicalExtensionCodec for SquallCodec {
                 };
                 let summarise = summarise
                     .iter()
-                    .map(|set| self.exprs(set, &input, ctx))
+                    .map(|set| {
+                        Ok(KeySet {
+                            keys: self.exprs(&set.keys, &input, ctx)?,
+                            bloom_blocks: set.bloom_blocks,
+                        })
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 let writer = ShuffleWriterExec::new(input, output, stage_dir);
                 Ok(Arc::new(writer.summarising(summarise)))
@@ -215,7 +228,12 @@ impl PhysicalExtensionCodec for SquallCodec {
                 summarise: writer
                     .summarised()
                     .iter()
-                    .map(|set| self.encode_exprs(set))
+                    .map(|set| {
+                        Ok(KeySetNode {
+                            keys: self.encode_exprs(&set.keys)?,
+                            bloom_blocks: set.bloom_blocks,
+                        })
+                    })
                     .collect::<Result<_>>()?,
             }
         } else if let Some(filter) = node.downcast_ref::<KeyFilterExec>() {

@@ -253,3 +253,56 @@ async fn edge_cases_match_single_node_with_key_filters_on() {
     }
     assert!(filtered.removed > 10_000, "{filtered:?}");
 }
+
+/// TPC-H Q18's large orders (a HAVING over lineitem's sums, in a stage of
+/// its own) filter both sides of the orders ⋈ lineitem join below the semi
+/// join they feed: keys traced through the group-by column and across the
+/// inner join's keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q18s_large_orders_filter_both_sides_of_the_join_below() {
+    let data = tpch_data("0.01").await;
+    let options = PlanOptions {
+        shuffle_partitions: 2,
+        broadcast_rows: 100,
+        broadcast_bytes: 4 << 10,
+        ..PlanOptions::default()
+    };
+    let planned = squall_engine::plan_job(
+        squall_tools::tpch::query(18).unwrap(),
+        &tpch_tables(&data),
+        &options,
+        Arc::new(squall_executor::StoreRegistry::new()),
+        "file:///unused/work",
+        "file:///unused/result",
+    )
+    .await
+    .unwrap();
+    let dag = &planned.dag;
+    let text = dag.display(&[]);
+    let having = dag
+        .stages
+        .iter()
+        .find(|s| {
+            let plan = datafusion::physical_plan::displayable(s.plan.as_ref()).indent(false);
+            plan.to_string()
+                .contains("sum(lineitem.l_quantity)@1 > 300")
+        })
+        .unwrap_or_else(|| panic!("no HAVING stage:\n{text}"));
+    let targets: Vec<u32> = dag
+        .key_filters
+        .iter()
+        .filter(|f| f.source == having.id)
+        .map(|f| f.target)
+        .collect();
+    assert_eq!(targets.len(), 2, "{text}");
+    assert!(dag.key_filters.iter().all(|f| f.wait), "{text}");
+    for target in targets {
+        let scans = &dag.stage(target).unwrap().plan;
+        let plan = datafusion::physical_plan::displayable(scans.as_ref()).indent(false);
+        let plan = plan.to_string();
+        assert!(
+            plan.contains("orders") || plan.contains("lineitem"),
+            "{plan}"
+        );
+    }
+}

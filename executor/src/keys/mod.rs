@@ -38,11 +38,33 @@ pub use exec::{KeyFilterExec, ROWS_REMOVED_METRIC};
 use crate::protocol::{KeyBounds, KeySummary};
 
 /// Distinct keys one writer lists by hash; past this it keeps a Bloom filter
-/// of [`TASK_BLOOM_BLOCKS`] instead (8 bytes a key against the filter's 1 MiB).
+/// of the size its plan gives (see [`KeySet`]) instead.
 pub const MAX_TASK_HASHES: usize = 1 << 16;
-/// Blocks of a writer's Bloom filter (and the largest merged one): 1 MiB,
-/// about 1 % false positives at 800 k keys.
-pub const TASK_BLOOM_BLOCKS: usize = 1 << 15;
+/// Most blocks of any Bloom filter: 4 MiB, about 3.3 M keys at 10 bits a key.
+pub const MAX_BLOOM_BLOCKS: usize = 1 << 17;
+
+/// A set of key columns a writer summarises, and the blocks of the Bloom
+/// filter it keeps if the keys are too many to list: the same for every
+/// task of the stage, so that their filters merge, sized for the keys the
+/// planner expects the whole stage to write.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    pub keys: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    pub bloom_blocks: usize,
+}
+
+impl KeySet {
+    /// Blocks for about `rows` distinct keys at [`BLOOM_BITS_PER_KEY`], a
+    /// power of two within [1 KiB, [`MAX_BLOOM_BLOCKS`]]; unknown: the most.
+    pub fn blocks_for(rows: Option<usize>) -> usize {
+        match rows {
+            Some(rows) => (rows.saturating_mul(BLOOM_BITS_PER_KEY) / 256)
+                .next_power_of_two()
+                .clamp(32, MAX_BLOOM_BLOCKS),
+            None => MAX_BLOOM_BLOCKS,
+        }
+    }
+}
 /// Bits a merged filter gives each distinct key (about 1 % false positives).
 pub const BLOOM_BITS_PER_KEY: usize = 10;
 /// A merged Bloom filter more than this full lets most rows through: left out.
@@ -129,12 +151,12 @@ impl Bloom {
     }
 
     /// Sized for `keys` distinct keys at [`BLOOM_BITS_PER_KEY`], at most
-    /// [`TASK_BLOOM_BLOCKS`].
+    /// [`MAX_BLOOM_BLOCKS`].
     pub fn for_keys(keys: usize) -> Self {
         Self::with_blocks(
-            (keys * BLOOM_BITS_PER_KEY)
+            keys.saturating_mul(BLOOM_BITS_PER_KEY)
                 .div_ceil(256)
-                .min(TASK_BLOOM_BLOCKS),
+                .min(MAX_BLOOM_BLOCKS),
         )
     }
 
@@ -240,6 +262,7 @@ struct Range {
 /// Summarises the keys one writer sees, batch by batch.
 pub struct KeySummarizer {
     converter: RowConverter,
+    bloom_blocks: usize,
     ranges: Vec<Option<Range>>,
     rows: u64,
     hashes: HashSet<u64>,
@@ -247,7 +270,9 @@ pub struct KeySummarizer {
 }
 
 impl KeySummarizer {
-    pub fn new(types: &[DataType]) -> Result<Self> {
+    /// A summariser of keys of `types`, keeping a Bloom filter of
+    /// `bloom_blocks` when they are too many to list.
+    pub fn new(types: &[DataType], bloom_blocks: usize) -> Result<Self> {
         let ranges = types
             .iter()
             .map(|t| {
@@ -263,6 +288,7 @@ impl KeySummarizer {
             .collect::<Result<_>>()?;
         Ok(Self {
             converter: key_converter(types)?,
+            bloom_blocks: bloom_blocks.clamp(1, MAX_BLOOM_BLOCKS),
             ranges,
             rows: 0,
             hashes: HashSet::new(),
@@ -299,7 +325,7 @@ impl KeySummarizer {
         }
         self.hashes.extend(hashes);
         if self.hashes.len() > MAX_TASK_HASHES {
-            let mut bloom = Bloom::with_blocks(TASK_BLOOM_BLOCKS);
+            let mut bloom = Bloom::with_blocks(self.bloom_blocks);
             self.hashes.drain().for_each(|h| bloom.insert(h));
             self.bloom = Some(bloom);
         }

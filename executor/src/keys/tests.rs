@@ -10,7 +10,7 @@ fn ints(values: &[Option<i64>]) -> ArrayRef {
 }
 
 fn summary(batches: &[Vec<ArrayRef>], types: &[DataType]) -> KeySummary {
-    let mut summariser = KeySummarizer::new(types).unwrap();
+    let mut summariser = KeySummarizer::new(types, 1 << 15).unwrap();
     for batch in batches {
         summariser.update(batch).unwrap();
     }
@@ -118,7 +118,7 @@ fn a_writer_past_its_list_keeps_a_bloom_filter_that_still_merges() {
     let many: Vec<Option<i64>> = (0..(MAX_TASK_HASHES as i64 + 10)).map(Some).collect();
     let big = summary(&[vec![ints(&many)]], &types);
     assert!(big.hashes.is_empty());
-    assert_eq!(big.bloom.len(), TASK_BLOOM_BLOCKS * 32);
+    assert_eq!(big.bloom.len(), (1 << 15) * 32);
     let small = summary(&[vec![ints(&[Some(-5)])]], &types);
     let filter = KeyFilter::merge(&[&big, &small], 1).unwrap();
     let bloom = filter.bloom.as_ref().expect("a Bloom filter");
@@ -137,6 +137,20 @@ fn a_writer_past_its_list_keeps_a_bloom_filter_that_still_merges() {
     )
     .unwrap();
     assert_eq!(again, filter);
+}
+
+#[test]
+fn bloom_filters_are_sized_for_the_keys_expected() {
+    assert_eq!(KeySet::blocks_for(None), MAX_BLOOM_BLOCKS);
+    assert_eq!(KeySet::blocks_for(Some(0)), 32);
+    // 1.5 M keys at 10 bits: 15 M bits, 2^16 blocks of 256.
+    assert_eq!(KeySet::blocks_for(Some(1_500_000)), 1 << 16);
+    assert_eq!(KeySet::blocks_for(Some(usize::MAX)), MAX_BLOOM_BLOCKS);
+    let types = [DataType::Int64];
+    let mut summariser = KeySummarizer::new(&types, 1 << 10).unwrap();
+    let many: Vec<Option<i64>> = (0..(MAX_TASK_HASHES as i64 + 1)).map(Some).collect();
+    summariser.update(&[ints(&many)]).unwrap();
+    assert_eq!(summariser.finish().unwrap().bloom.len(), (1 << 10) * 32);
 }
 
 #[test]

@@ -33,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::format::encode_footer;
 use crate::context::TaskAttempt;
-use crate::keys::KeySummarizer;
+use crate::keys::{KeySet, KeySummarizer};
 use crate::protocol::{OutputFile, PartitionSlot, ShuffleCodec, TaskId};
 use crate::usage::ThreadCpuTimer;
 use crate::writer::{Target, WriteCall, WriterExec, WriterKind};
@@ -78,7 +78,7 @@ pub struct ShuffleFiles {
     dir: String,
     /// Sets of key columns each file's output also summarises (a join side
     /// whose keys filter a stage feeding its other side; see `keys`).
-    summarise: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    summarise: Vec<KeySet>,
 }
 
 /// Ends a map stage.
@@ -116,14 +116,14 @@ impl ShuffleWriterExec {
 
     /// The same writer, summarising the values of each set of `keys`
     /// (expressions over its input) it writes; none: not summarising.
-    pub fn summarising(&self, keys: Vec<Vec<Arc<dyn PhysicalExpr>>>) -> Self {
+    pub fn summarising(&self, keys: Vec<KeySet>) -> Self {
         let mut kind = self.kind().clone();
         kind.summarise = keys;
         Self::with_kind(self.input().clone(), kind)
     }
 
     /// The sets of key columns its files' outputs summarise.
-    pub fn summarised(&self) -> &[Vec<Arc<dyn PhysicalExpr>>] {
+    pub fn summarised(&self) -> &[KeySet] {
         &self.kind().summarise
     }
 }
@@ -158,7 +158,10 @@ impl WriterKind for ShuffleFiles {
             ShuffleOutput::Hash(exprs, _) => exprs.as_slice(),
             ShuffleOutput::Single => &[],
         };
-        for e in hash.iter().chain(self.summarise.iter().flatten()) {
+        for e in hash
+            .iter()
+            .chain(self.summarise.iter().flat_map(|s| &s.keys))
+        {
             if f(e)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -169,7 +172,7 @@ impl WriterKind for ShuffleFiles {
     fn describe(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, ": {}", self.output)?;
         for set in &self.summarise {
-            let keys: Vec<String> = set.iter().map(|e| e.to_string()).collect();
+            let keys: Vec<String> = set.keys.iter().map(|e| e.to_string()).collect();
             write!(f, ", summarising [{}]", keys.join(", "))?;
         }
         Ok(())
@@ -276,10 +279,14 @@ impl ShuffleFiles {
             .iter()
             .map(|set| {
                 let types = set
+                    .keys
                     .iter()
                     .map(|e| e.data_type(schema))
                     .collect::<Result<Vec<_>>>()?;
-                Ok((set.clone(), KeySummarizer::new(&types)?))
+                Ok((
+                    set.keys.clone(),
+                    KeySummarizer::new(&types, set.bloom_blocks)?,
+                ))
             })
             .collect()
     }

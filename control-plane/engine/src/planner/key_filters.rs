@@ -37,8 +37,9 @@ use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::{ExecutionPlan, replace_children_if_necessary};
-use squall_executor::keys::summarisable;
+use squall_executor::keys::{KeySet, summarisable};
 use squall_executor::{KeyFilter, KeyFilterExec, ShuffleReaderExec, ShuffleWriterExec};
 
 use super::stages::{KeyFilterSite, Stage, StageDag};
@@ -171,9 +172,19 @@ fn mark_sources(dag: &mut StageDag, sites: &mut [KeyFilterSite]) {
         let schema = writer.input().schema();
         let column =
             |i: usize| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>;
+        // Every task's Bloom filter is sized for the rows DataFusion expects
+        // the whole stage to write (twice, as estimates after filters run
+        // low), the largest where it cannot say.
+        let rows = StatisticsContext::new()
+            .compute(writer.input().as_ref(), &StatisticsArgs::new())
+            .ok()
+            .and_then(|s| s.num_rows.get_value().map(|r| r.saturating_mul(2)));
         let sets = sets
             .iter()
-            .map(|set| set.iter().map(|&i| column(i)).collect())
+            .map(|set| KeySet {
+                keys: set.iter().map(|&i| column(i)).collect(),
+                bloom_blocks: KeySet::blocks_for(rows),
+            })
             .collect();
         stage.plan = Arc::new(writer.summarising(sets));
     }
