@@ -261,10 +261,15 @@ async fn edge_cases_match_single_node_with_key_filters_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn q18s_large_orders_filter_both_sides_of_the_join_below() {
     let data = tpch_data("0.01").await;
+    // Thresholds that broadcast the large orders (a few thousand rows
+    // expected at SF 0.01) but shuffle orders ⋈ customer (15,000): the
+    // shape Q18 has at SF 1 with the defaults.
     let options = PlanOptions {
         shuffle_partitions: 2,
-        broadcast_rows: 100,
-        broadcast_bytes: 4 << 10,
+        broadcast_rows: 5_000,
+        broadcast_bytes: 1 << 20,
+        // SF 0.01's stages are too small to wait by default.
+        key_filters: KeyFilterMode::Always,
         ..PlanOptions::default()
     };
     let planned = squall_engine::plan_job(

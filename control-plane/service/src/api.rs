@@ -81,9 +81,10 @@ pub struct JobOptions {
     /// own place.
     #[serde(default)]
     pub placement: Option<PlacementOption>,
-    /// When a shuffled join's probe stage is filtered by its build side's
-    /// keys: `auto` (the probe waits for the build side where it scans four
-    /// times as much; the default), `always` or `off`.
+    /// When a stage feeding one side of a join waits for the keys of the
+    /// other side and drops the rows they cannot match: `auto` (where the
+    /// wait costs at most four times the stage's own scan; the default),
+    /// `always` or `off`.
     #[serde(default)]
     pub key_filters: Option<KeyFiltersOption>,
 }
@@ -107,8 +108,8 @@ impl From<KeyFiltersOption> for squall_engine::planner::KeyFilterMode {
     }
 }
 
-/// A stage filtered by the keys of a join's build side: planned (`filter`
-/// absent until the build side commits), and applied.
+/// A stage filtered by the keys of a join's other side: planned (`filter`
+/// absent until the source stage commits), and applied.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct KeyFilterView {
     /// The stage whose join keys build the filter.

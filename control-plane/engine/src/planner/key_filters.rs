@@ -77,12 +77,21 @@ impl std::str::FromStr for KeyFilterMode {
 /// the scan) is what the filter shrinks.
 pub const WAIT_RATIO: u64 = 4;
 
-/// Whether the stage filtered waits for the keys: see [`WAIT_RATIO`].
+/// A stage scanning less than this (with all it reads) does not wait for
+/// keys: its shuffle is small whatever a filter drops, and the wait would
+/// put the source's latency on the job's path.
+pub const MIN_TARGET_SCAN_BYTES: u64 = 8 << 20;
+
+/// Whether the stage filtered waits for the keys: see [`WAIT_RATIO`] and
+/// [`MIN_TARGET_SCAN_BYTES`].
 pub fn should_wait(mode: KeyFilterMode, source_bytes: u64, target_bytes: u64) -> bool {
     match mode {
         KeyFilterMode::Off => false,
         KeyFilterMode::Always => true,
-        KeyFilterMode::Auto => source_bytes <= target_bytes.saturating_mul(WAIT_RATIO),
+        KeyFilterMode::Auto => {
+            target_bytes >= MIN_TARGET_SCAN_BYTES
+                && source_bytes <= target_bytes.saturating_mul(WAIT_RATIO)
+        }
     }
 }
 
@@ -521,10 +530,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stage_waits_only_for_keys_that_cost_a_few_times_its_own_scan() {
-        assert!(should_wait(KeyFilterMode::Auto, 400, 100));
-        assert!(!should_wait(KeyFilterMode::Auto, 401, 100));
-        assert!(should_wait(KeyFilterMode::Auto, 0, 0));
+    fn a_large_stage_waits_only_for_keys_that_cost_a_few_times_its_own_scan() {
+        let mib = 1 << 20;
+        assert!(should_wait(KeyFilterMode::Auto, 400 * mib, 100 * mib));
+        assert!(!should_wait(KeyFilterMode::Auto, 401 * mib, 100 * mib));
+        assert!(should_wait(KeyFilterMode::Auto, 0, 8 * mib));
+        assert!(!should_wait(KeyFilterMode::Auto, 0, 8 * mib - 1));
         assert!(should_wait(KeyFilterMode::Always, 100, 1));
         assert!(!should_wait(KeyFilterMode::Off, 1, 100));
         assert_eq!("always".parse(), Ok(KeyFilterMode::Always));
