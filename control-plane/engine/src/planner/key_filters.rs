@@ -78,20 +78,17 @@ impl std::str::FromStr for KeyFilterMode {
 pub const WAIT_RATIO: u64 = 4;
 
 /// A stage scanning less than this (with all it reads) does not wait for
-/// keys: its shuffle is small whatever a filter drops, and the wait would
-/// put the source's latency on the job's path.
+/// keys (in `auto`), unless its own keys then filter another stage: its
+/// shuffle is small whatever a filter drops, and the wait would put the
+/// source's latency on the job's path.
 pub const MIN_TARGET_SCAN_BYTES: u64 = 8 << 20;
 
-/// Whether the stage filtered waits for the keys: see [`WAIT_RATIO`] and
-/// [`MIN_TARGET_SCAN_BYTES`].
+/// Whether the stage filtered waits for the keys: see [`WAIT_RATIO`].
 pub fn should_wait(mode: KeyFilterMode, source_bytes: u64, target_bytes: u64) -> bool {
     match mode {
         KeyFilterMode::Off => false,
         KeyFilterMode::Always => true,
-        KeyFilterMode::Auto => {
-            target_bytes >= MIN_TARGET_SCAN_BYTES
-                && source_bytes <= target_bytes.saturating_mul(WAIT_RATIO)
-        }
+        KeyFilterMode::Auto => source_bytes <= target_bytes.saturating_mul(WAIT_RATIO),
     }
 }
 
@@ -154,8 +151,27 @@ pub fn plan_key_filters(dag: &mut StageDag, mode: KeyFilterMode) -> Vec<KeyFilte
             }
         }
     }
+    if mode == KeyFilterMode::Auto {
+        drop_small_targets(dag, &mut sites);
+    }
     mark_sources(dag, &mut sites);
     sites
+}
+
+/// Drops the sites whose target scans under [`MIN_TARGET_SCAN_BYTES`] and is
+/// not the source of a site kept (a small dimension filtered first so that
+/// its keys filter a large stage is worth its wait).
+fn drop_small_targets(dag: &StageDag, sites: &mut Vec<KeyFilterSite>) {
+    loop {
+        let feeding: HashSet<u32> = sites.iter().map(|s| s.source).collect();
+        let before = sites.len();
+        sites.retain(|s| {
+            scanned(dag, s.target) >= MIN_TARGET_SCAN_BYTES || feeding.contains(&s.target)
+        });
+        if sites.len() == before {
+            return;
+        }
+    }
 }
 
 /// Gives each source stage's writer its sets of keys to summarise, and each
@@ -530,12 +546,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_large_stage_waits_only_for_keys_that_cost_a_few_times_its_own_scan() {
-        let mib = 1 << 20;
-        assert!(should_wait(KeyFilterMode::Auto, 400 * mib, 100 * mib));
-        assert!(!should_wait(KeyFilterMode::Auto, 401 * mib, 100 * mib));
-        assert!(should_wait(KeyFilterMode::Auto, 0, 8 * mib));
-        assert!(!should_wait(KeyFilterMode::Auto, 0, 8 * mib - 1));
+    fn a_stage_waits_only_for_keys_that_cost_a_few_times_its_own_scan() {
+        assert!(should_wait(KeyFilterMode::Auto, 400, 100));
+        assert!(!should_wait(KeyFilterMode::Auto, 401, 100));
+        assert!(should_wait(KeyFilterMode::Auto, 0, 0));
         assert!(should_wait(KeyFilterMode::Always, 100, 1));
         assert!(!should_wait(KeyFilterMode::Off, 1, 100));
         assert_eq!("always".parse(), Ok(KeyFilterMode::Always));
