@@ -100,6 +100,46 @@ pub fn expected_answer(scale: &str, q: usize) -> Vec<Vec<String>> {
     answers::load(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// What is wrong with a run of TPC-H query `q` at `scale`: its rows against
+/// the reference answer (or its error), and any file it left under `work`.
+pub fn tpch_run_failures(
+    scale: &str,
+    q: usize,
+    batches: Result<&[arrow::array::RecordBatch], String>,
+    work: &Path,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    match batches {
+        Ok(batches) => {
+            if let Err(e) = compare(&expected_answer(scale, q), &render(batches), is_ordered(q)) {
+                failures.push(format!("Q{q}: {e}"));
+            }
+        }
+        Err(e) => failures.push(format!("Q{q} failed: {e}")),
+    }
+    let left = files_under(work);
+    if !left.is_empty() {
+        failures.push(format!(
+            "Q{q} left {} files, e.g. {:?}",
+            left.len(),
+            left[0]
+        ));
+    }
+    failures
+}
+
+/// Single-node DataFusion with `tables` (Parquet) registered: the
+/// independent answers edge-case tests compare with.
+pub async fn single_node(tables: &[TableSpec]) -> datafusion::prelude::SessionContext {
+    let ctx = datafusion::prelude::SessionContext::new();
+    for t in tables {
+        ctx.register_parquet(&t.name, &t.url, Default::default())
+            .await
+            .expect("register a table");
+    }
+    ctx
+}
+
 /// Runs one query on `engine` and returns its rendered rows.
 pub async fn run_rendered(
     engine: &Engine,

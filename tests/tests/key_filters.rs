@@ -12,11 +12,10 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{Field, Schema};
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use squall_engine::planner::KeyFilterMode;
 use squall_engine::{JobRequest, PlanOptions, TableSpec};
 use squall_tests::{
-    compare, expected_answer, files_under, is_ordered, local_engine, render, tpch_data, tpch_tables,
+    files_under, local_engine, render, single_node, tpch_data, tpch_run_failures, tpch_tables,
 };
 
 /// What a run of many jobs filtered.
@@ -58,24 +57,19 @@ async fn tpch(mode: KeyFilterMode, shuffle_joins: bool) -> Filtered {
             request.plan.broadcast_rows = 100;
             request.plan.broadcast_bytes = 4 << 10;
         }
-        match engine.run(&request, None).await {
-            Ok(result) => {
-                filtered.add(&result);
-                let rows = render(result.batches.as_deref().unwrap_or_default());
-                if let Err(e) = compare(&expected_answer("0.1", q), &rows, is_ordered(q)) {
-                    failures.push(format!("Q{q}: {e}"));
-                }
-            }
-            Err(e) => failures.push(format!("Q{q} failed: {e}")),
+        let result = engine.run(&request, None).await.map_err(|e| e.to_string());
+        if let Ok(result) = &result {
+            filtered.add(result);
         }
-        let left = files_under(work.path());
-        if !left.is_empty() {
-            failures.push(format!(
-                "Q{q} left {} files, e.g. {:?}",
-                left.len(),
-                left[0]
-            ));
-        }
+        let batches = result
+            .as_ref()
+            .map(|r| r.batches.as_deref().unwrap_or_default());
+        failures.extend(tpch_run_failures(
+            "0.1",
+            q,
+            batches.map_err(Clone::clone),
+            work.path(),
+        ));
     }
     assert!(
         failures.is_empty(),
@@ -210,13 +204,7 @@ async fn edge_cases_match_single_node_with_key_filters_on() {
         TableSpec::new("dim", format!("{}/dim/", data.path().display())),
         TableSpec::new("fact", format!("{}/fact/", data.path().display())),
     ];
-    let single = SessionContext::new();
-    for t in &tables {
-        single
-            .register_parquet(&t.name, &t.url, ParquetReadOptions::default())
-            .await
-            .unwrap();
-    }
+    let single = single_node(&tables).await;
     let engine = local_engine(3, work.path());
     let mut filtered = Filtered::default();
     for (sql, expected) in EDGE_QUERIES.iter().zip(EDGE_FILTERED) {

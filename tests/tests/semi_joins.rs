@@ -5,10 +5,9 @@
 
 use std::path::Path;
 
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use squall_engine::{JobRequest, PlanOptions, TableSpec, plan_job};
 use squall_executor::StoreRegistry;
-use squall_tests::{local_engine, render, run_rendered, write_int_parquet};
+use squall_tests::{local_engine, render, run_rendered, single_node, write_int_parquet};
 
 /// `small` (a, b, v): 40 rows, keys 0..20 twice, some NULLs. `big` (a, b): four
 /// files of 5,000 rows, keys 0..15 in every file, some NULLs.
@@ -66,13 +65,7 @@ async fn broadcast_semi_and_anti_joins_match_single_node() {
         TableSpec::new("small", format!("{}/small/", data.path().display())),
         TableSpec::new("big", format!("{}/big/", data.path().display())),
     ];
-    let single = SessionContext::new();
-    for t in &tables {
-        single
-            .register_parquet(&t.name, &t.url, ParquetReadOptions::default())
-            .await
-            .unwrap();
-    }
+    let single = single_node(&tables).await;
     let engine = local_engine(3, work.path());
     let options = PlanOptions {
         shuffle_partitions: 3,

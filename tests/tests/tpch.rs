@@ -12,7 +12,8 @@ use squall_engine::scheduler::{Coalescing, Exchange, ExchangeMode};
 use squall_engine::{JobRequest, PlanOptions};
 use squall_executor::ShuffleCodec;
 use squall_tests::{
-    compare, expected_answer, files_under, is_ordered, local_engine, render, tpch_data, tpch_tables,
+    compare, expected_answer, is_ordered, local_engine, render, tpch_data, tpch_run_failures,
+    tpch_tables,
 };
 
 async fn check_all(scale: &str, width: usize) {
@@ -125,48 +126,43 @@ async fn check_exchange(
         request.tasks.coalescing = coalescing.clone();
         request.tasks.exchange = exchange.clone();
         request.tasks.shuffle_codec = Some(codec);
-        match engine.run(&request, None).await {
-            Ok(result) => {
-                let combined = result
-                    .stages
-                    .iter()
-                    .flat_map(|s| &s.exchanges)
-                    .filter(|e| e.two_level);
-                let groups = |e: &&squall_engine::scheduler::ExchangeChoice| {
-                    e.producers.div_ceil(exchange.group_files)
-                };
-                two_level += combined.clone().count();
-                merged += combined.clone().filter(|e| e.merge).count();
-                let last = result.dag.stages.iter().map(|s| s.id).max().unwrap_or(0);
-                deeper += combined.clone().filter(|e| e.input > last).count();
-                deeper_merged += combined
-                    .clone()
-                    .filter(|e| e.merge && e.input > last)
-                    .count();
-                ranged += combined
-                    .filter(|e| !e.merge && e.combiners > groups(e))
-                    .count();
-                coalesced += result
-                    .stages
-                    .iter()
-                    .filter(|s| s.tasks < s.partitions)
-                    .count();
-                split += result.stages.iter().map(|s| s.split_tasks).sum::<u32>();
-                let rows = render(result.batches.as_deref().unwrap_or_default());
-                if let Err(e) = compare(&expected_answer(scale, q), &rows, is_ordered(q)) {
-                    failures.push(format!("Q{q}: {e}"));
-                }
-            }
-            Err(e) => failures.push(format!("Q{q} failed: {e}")),
+        let result = engine.run(&request, None).await.map_err(|e| e.to_string());
+        if let Ok(result) = &result {
+            let combined = result
+                .stages
+                .iter()
+                .flat_map(|s| &s.exchanges)
+                .filter(|e| e.two_level);
+            let groups = |e: &&squall_engine::scheduler::ExchangeChoice| {
+                e.producers.div_ceil(exchange.group_files)
+            };
+            two_level += combined.clone().count();
+            merged += combined.clone().filter(|e| e.merge).count();
+            let last = result.dag.stages.iter().map(|s| s.id).max().unwrap_or(0);
+            deeper += combined.clone().filter(|e| e.input > last).count();
+            deeper_merged += combined
+                .clone()
+                .filter(|e| e.merge && e.input > last)
+                .count();
+            ranged += combined
+                .filter(|e| !e.merge && e.combiners > groups(e))
+                .count();
+            coalesced += result
+                .stages
+                .iter()
+                .filter(|s| s.tasks < s.partitions)
+                .count();
+            split += result.stages.iter().map(|s| s.split_tasks).sum::<u32>();
         }
-        let left = files_under(work.path());
-        if !left.is_empty() {
-            failures.push(format!(
-                "Q{q} left {} files, e.g. {:?}",
-                left.len(),
-                left[0]
-            ));
-        }
+        let batches = result
+            .as_ref()
+            .map(|r| r.batches.as_deref().unwrap_or_default());
+        failures.extend(tpch_run_failures(
+            scale,
+            q,
+            batches.map_err(Clone::clone),
+            work.path(),
+        ));
     }
     assert!(
         failures.is_empty(),
