@@ -5,7 +5,8 @@
 //! are not running. Built only with `--features emulators`.
 //!
 //! - all 22 TPC-H queries at SF 0.01 through `--backend lambda`, with tables,
-//!   shuffle files and results in the emulated bucket, nothing left behind;
+//!   shuffle files and results in the emulated bucket, nothing left behind,
+//!   every stage a join's keys can filter filtered;
 //! - the shared object-store suite on the emulated S3;
 //! - the LocalStack init hook's bucket and function exist.
 
@@ -19,6 +20,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use squall_engine::backend::{
     AutoBackend, BurstPolicy, ExecutorBackend, InProcessBackend, LambdaBackend, LambdaConfig, Place,
 };
+use squall_engine::planner::KeyFilterMode;
 use squall_engine::platform::Platform;
 use squall_engine::scheduler::{Coalescing, Exchange, ExchangeMode};
 use squall_engine::{Engine, JobRequest, MANIFEST_NAME, PlanOptions};
@@ -163,10 +165,15 @@ async fn tpch_sf001_through_lambda_and_s3_emulators() {
     } = &emulated;
     let specs = emulated.tables.clone();
     let mut failures = Vec::new();
+    let mut key_filters = 0;
     for q in 1..=22 {
         let mut request = JobRequest::new(tpch::query(q).unwrap(), specs.clone());
+        // Every stage a join's keys can filter waits for them: the summaries
+        // come back in the function's results and the filters go out in its
+        // plans.
         request.plan = PlanOptions {
             shuffle_partitions: 4,
+            key_filters: KeyFilterMode::Always,
             ..PlanOptions::default()
         };
         // Odd queries keep their result in the bucket (Parquet + manifest), even
@@ -176,6 +183,11 @@ async fn tpch_sf001_through_lambda_and_s3_emulators() {
             request.output = Some(output.clone());
             match engine.run(&request, None).await {
                 Ok(result) => {
+                    key_filters += result
+                        .stages
+                        .iter()
+                        .map(|s| s.key_filters.len())
+                        .sum::<usize>();
                     let manifest = format!("{run}/results/q{q:02}/{MANIFEST_NAME}");
                     assert_eq!(
                         result.manifest_url.as_deref(),
@@ -214,6 +226,7 @@ async fn tpch_sf001_through_lambda_and_s3_emulators() {
         }
     }
     emulated.clean_up().await;
+    assert!(key_filters > 0, "no key filter applied in the odd queries");
     assert!(
         failures.is_empty(),
         "{} of 22 queries wrong through the Lambda emulator:\n{}",
