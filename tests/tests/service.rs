@@ -644,6 +644,69 @@ async fn task_attempts_are_stored_with_their_failures() {
     server.kill();
 }
 
+/// `options.key_filters` reaches the planner; the job view counts what each
+/// filter removed and the plan API shows each filter planned and applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_filters_are_asked_for_and_shown_through_the_api() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    let server = Server::start(engine.clone(), dir.path(), 1).await;
+    let mut job = tpch_job(&data, 5);
+    job["options"] = serde_json::json!({"key_filters": "always"});
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let view = server.wait_final(&id).await;
+    check_answer(&engine, &view, 5).await;
+    // Q5's nations are filtered by the region the query names (5 of 25 kept).
+    let filtered: Vec<_> = view
+        .stages
+        .iter()
+        .filter(|s| !s.key_filters.is_empty())
+        .collect();
+    assert!(!filtered.is_empty(), "{view:?}");
+    assert!(
+        filtered
+            .iter()
+            .all(|s| s.key_filters.iter().all(|f| f.filter.is_some() && f.waits))
+    );
+    assert!(
+        filtered.iter().any(|s| s.key_filter_rows_removed >= 20),
+        "{view:?}"
+    );
+    assert!(
+        filtered.iter().any(|s| s.key_filter_bytes_saved > 0),
+        "{view:?}"
+    );
+    let (status, plan) = server
+        .get(&format!("/v1/jobs/{id}/plan"), Some(TOKEN))
+        .await;
+    assert_eq!(status, 200, "{plan}");
+    let planned: Vec<_> = plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["key_filters"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert!(!planned.is_empty(), "{plan}");
+    assert!(planned.iter().all(|f| f["filter"].is_string()), "{plan}");
+
+    // Off: no filter anywhere; a value outside the three is refused.
+    job["options"] = serde_json::json!({"key_filters": "off"});
+    let (_, body) = server.post("/v1/jobs", &job).await;
+    let view = server.wait_final(body["id"].as_str().unwrap()).await;
+    check_answer(&engine, &view, 5).await;
+    assert!(
+        view.stages.iter().all(|s| s.key_filters.is_empty()),
+        "{view:?}"
+    );
+    job["options"] = serde_json::json!({"key_filters": "sometimes"});
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 400, "{body}");
+    server.kill();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn result_pages_across_files_cover_every_row_once() {
     let data = tpch_data("0.01").await;

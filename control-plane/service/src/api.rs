@@ -228,6 +228,10 @@ pub struct StageProgress {
     pub key_filters: Vec<KeyFilterView>,
     #[serde(default)]
     pub key_filter_rows_removed: u64,
+    /// The bytes those rows would have added to its output, estimated from
+    /// each task's bytes per row written (0 where a task wrote no row).
+    #[serde(default)]
+    pub key_filter_bytes_saved: u64,
 }
 
 /// Where a stage's tasks run, decided when it is ready: `local`, `lambda`,

@@ -401,6 +401,12 @@ impl JobProgress {
                     s.rows_in += metrics.rows_in;
                     s.rows_out += metrics.rows_out;
                     s.key_filter_rows_removed += metrics.key_filter_rows_removed;
+                    if metrics.rows_out > 0 {
+                        let saved = u128::from(metrics.key_filter_rows_removed)
+                            * u128::from(metrics.bytes_out)
+                            / u128::from(metrics.rows_out);
+                        s.key_filter_bytes_saved += u64::try_from(saved).unwrap_or(u64::MAX);
+                    }
                 }
             }
             JobEvent::TaskRetrying { stage, .. } | JobEvent::TaskFailed { stage, .. } => {
