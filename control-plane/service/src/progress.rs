@@ -15,6 +15,7 @@ use squall_engine::backend::Place;
 use squall_engine::cost::JobMeter;
 use squall_engine::planner::StageDag;
 use squall_engine::scheduler::{JobEvent, ProgressSink, StageKind};
+use squall_executor::TaskMetrics;
 
 /// Stage, task and attempt.
 type AttemptKey = (u32, u32, u32);
@@ -335,6 +336,27 @@ fn started(s: &mut StageProgress, stage: u32, tasks: usize, partitions: usize) {
     };
 }
 
+/// A stage's progress once one of its tasks succeeded, with `metrics`.
+fn succeeded(s: &mut StageProgress, metrics: &TaskMetrics, backup: bool, place: Place) {
+    s.running = s.running.saturating_sub(1);
+    s.done += 1;
+    match place {
+        Place::Local => s.local_tasks += 1,
+        Place::Lambda => s.lambda_tasks += 1,
+    }
+    s.backup_wins += usize::from(backup);
+    s.bytes_scanned += metrics.bytes_scanned;
+    s.bytes_written += metrics.bytes_out;
+    s.rows_in += metrics.rows_in;
+    s.rows_out += metrics.rows_out;
+    s.key_filter_rows_removed += metrics.key_filter_rows_removed;
+    if metrics.rows_out > 0 {
+        let saved = u128::from(metrics.key_filter_rows_removed) * u128::from(metrics.bytes_out)
+            / u128::from(metrics.rows_out);
+        s.key_filter_bytes_saved += u64::try_from(saved).unwrap_or(u64::MAX);
+    }
+}
+
 impl JobProgress {
     /// Tasks done, running and retried, and bytes, per stage.
     fn count(&self, event: &JobEvent) {
@@ -389,24 +411,7 @@ impl JobProgress {
                 ..
             } => {
                 if let Some(s) = stages.get_mut(stage) {
-                    s.running = s.running.saturating_sub(1);
-                    s.done += 1;
-                    match place {
-                        Place::Local => s.local_tasks += 1,
-                        Place::Lambda => s.lambda_tasks += 1,
-                    }
-                    s.backup_wins += usize::from(*backup);
-                    s.bytes_scanned += metrics.bytes_scanned;
-                    s.bytes_written += metrics.bytes_out;
-                    s.rows_in += metrics.rows_in;
-                    s.rows_out += metrics.rows_out;
-                    s.key_filter_rows_removed += metrics.key_filter_rows_removed;
-                    if metrics.rows_out > 0 {
-                        let saved = u128::from(metrics.key_filter_rows_removed)
-                            * u128::from(metrics.bytes_out)
-                            / u128::from(metrics.rows_out);
-                        s.key_filter_bytes_saved += u64::try_from(saved).unwrap_or(u64::MAX);
-                    }
+                    succeeded(s, metrics, *backup, *place);
                 }
             }
             JobEvent::TaskRetrying { stage, .. } | JobEvent::TaskFailed { stage, .. } => {
