@@ -1,10 +1,10 @@
-//! `KeyFilterExec`: drops the rows whose join keys the build side cannot
-//! match, just before a probe side's shuffle writer.
+//! `KeyFilterExec`: drops the rows whose join keys the other side of the
+//! join cannot match, just before the filtered stage's shuffle writer.
 //!
 //! ```text
-//!   ShuffleWriterExec (hash on the join keys)
-//!     KeyFilterExec     keys = the writer's hash keys, filter = merged build-side keys
-//!       ... scan ...
+//!   ShuffleWriterExec (any output)
+//!     KeyFilterExec     keys = the stage's columns holding the join keys,
+//!       ... scan ...    filter = the source stage's keys, merged
 //! ```
 
 use std::fmt;
@@ -26,7 +26,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::{KeyFilter, key_converter};
+use super::{KeyFilter, key_columns, key_converter};
 
 /// Name of the counter of rows a key filter removed.
 pub const ROWS_REMOVED_METRIC: &str = "key_filter_rows_removed";
@@ -44,7 +44,7 @@ pub struct KeyFilterExec {
     input: Arc<dyn ExecutionPlan>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     filter: Arc<KeyFilter>,
-    /// The build stage the filter came from (for plans and the job view).
+    /// The stage whose keys the filter holds (for plans and the job view).
     build_stage: u32,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -114,11 +114,7 @@ impl Apply {
             return Ok(batch);
         }
         let _timer = self.baseline.elapsed_compute().timer();
-        let keys = self
-            .keys
-            .iter()
-            .map(|k| k.evaluate(&batch)?.into_array(batch.num_rows()))
-            .collect::<Result<Vec<_>>>()?;
+        let keys = key_columns(&self.keys, &batch)?;
         let keep = self.filter.keep(&self.converter, &keys)?;
         let kept = filter_record_batch(&batch, &keep)?;
         let removed = batch.num_rows() - kept.num_rows();

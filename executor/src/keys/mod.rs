@@ -1,9 +1,10 @@
-//! Join keys carried across stages: a build side's writers summarise the keys
-//! they wrote, the control plane merges the summaries, and the probe side's
-//! scan tasks drop rows whose keys cannot match before they shuffle them.
+//! Join keys carried across stages: the writers of a stage feeding one side
+//! of a join summarise the keys they wrote, the control plane merges the
+//! summaries, and a stage feeding the other side drops rows whose keys cannot
+//! match before it shuffles them.
 //!
 //! ```text
-//!   build stage (writer summarises)      probe stage (started after the build commits)
+//!   source stage (writer summarises)     target stage (started after the source commits)
 //!   task 0 ─ keys ─┐                      scan ─▶ KeyFilterExec ─▶ ShuffleWriterExec
 //!   task 1 ─ keys ─┼─▶ control plane ──▶  (min/max per key column, and a Bloom filter of
 //!   task 2 ─ keys ─┘    merges            the keys' hashes; rows with a null key dropped)
@@ -21,7 +22,7 @@ mod exec;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::kernels::cmp::{gt_eq, lt_eq};
 use arrow::compute::{and, filter};
 use arrow::datatypes::DataType;
@@ -29,6 +30,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::common::{Result, ScalarValue, internal_datafusion_err};
 use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
 use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion_proto::protobuf;
 use prost::Message;
 use twox_hash::XxHash64;
@@ -49,7 +51,7 @@ pub const MAX_BLOOM_BLOCKS: usize = 1 << 17;
 /// planner expects the whole stage to write.
 #[derive(Debug, Clone)]
 pub struct KeySet {
-    pub keys: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
     pub bloom_blocks: usize,
 }
 
@@ -102,6 +104,13 @@ pub fn hash_rows(converter: &RowConverter, keys: &[ArrayRef]) -> Result<Vec<u64>
         .iter()
         .map(|row| XxHash64::oneshot(SEED, row.as_ref()))
         .collect())
+}
+
+/// The key columns `keys` evaluate to over `batch`.
+pub fn key_columns(keys: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    keys.iter()
+        .map(|k| k.evaluate(batch)?.into_array(batch.num_rows()))
+        .collect()
 }
 
 /// A row converter for keys of these types.

@@ -33,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::format::encode_footer;
 use crate::context::TaskAttempt;
-use crate::keys::{KeySet, KeySummarizer};
+use crate::keys::{KeySet, KeySummarizer, key_columns};
 use crate::protocol::{OutputFile, PartitionSlot, ShuffleCodec, TaskId};
 use crate::usage::ThreadCpuTimer;
 use crate::writer::{Target, WriteCall, WriterExec, WriterKind};
@@ -228,11 +228,7 @@ impl ShuffleFiles {
             let batch = batch?;
             let _cpu = ThreadCpuTimer::start(&compute);
             for (exprs, summariser) in keys.iter_mut() {
-                let columns = exprs
-                    .iter()
-                    .map(|e| e.evaluate(&batch)?.into_array(batch.num_rows()))
-                    .collect::<Result<Vec<_>>>()?;
-                summariser.update(&columns)?;
+                summariser.update(&key_columns(exprs, &batch)?)?;
             }
             match partitioner.as_mut() {
                 Some(p) => p.partition(batch, |i, part| buffers[i].push(part, zstd.as_mut()))?,

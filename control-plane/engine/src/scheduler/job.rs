@@ -112,10 +112,13 @@ impl Scheduler<'_> {
             };
             let filter = match merged.get(&site.source_set) {
                 Some(filter) => Ok(filter.clone()),
-                None => merge_set(summaries, site.source_set, site.source_keys.len()),
+                None => merge_set(summaries, site.source_set, site.source_keys.len()).inspect(
+                    |filter| {
+                        merged.insert(site.source_set, filter.clone());
+                    },
+                ),
             };
             let filtered = filter.and_then(|filter| {
-                merged.insert(site.source_set, filter.clone());
                 let description = filter.describe();
                 Ok((filtered_stage(target, site, filter)?, description))
             });
