@@ -21,7 +21,9 @@ use crate::usage::TaskUsage;
 /// `TaskSpec::hedging`.
 /// 8: `TaskSpec::shuffle_codec`: shuffle partitions compressed with zstd,
 /// which an executor of 7 could not read.
-pub const WIRE_VERSION: u32 = 9;
+/// 9: `OutputFile::keys`, key summaries for filters across stages.
+/// 10: `ShuffleCodec::None`, plain IPC shuffle partitions.
+pub const WIRE_VERSION: u32 = 10;
 
 /// Identity of one attempt of one task.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -117,10 +119,13 @@ impl TaskSpec {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ShuffleCodec {
-    /// An LZ4 frame around each partition's Arrow IPC stream: the fastest
-    /// to write and read, for shuffles on local disk or in memory.
+    /// An LZ4 frame around each partition's Arrow IPC stream: fast to
+    /// write and read, a third of the bytes.
     #[default]
     Lz4,
+    /// Plain Arrow IPC, read back without a copy: for shuffles on local disk
+    /// or in memory, where the bytes cost less than compressing them.
+    None,
     /// Arrow IPC's own compression of each buffer with zstd (level 1): less
     /// than half the bytes of LZ4 on TPC-H's shuffles (0.46× over the 22
     /// queries at SF 1) for about 7% more task time, for shuffles that
@@ -128,15 +133,37 @@ pub enum ShuffleCodec {
     Zstd,
 }
 
+/// Bytes of table columns a job reads at most for its shuffle files on this
+/// machine to be written plain: a shuffle holds a few times that at most, which
+/// the page cache keeps, and compressing it cost TPC-H's queries at SF 1 (up to
+/// 115 MiB read) 4 % of their time (BENCHMARKS.md). Larger jobs compress with
+/// LZ4, so that a shuffle of hundreds of GiB still fits on the disk.
+pub const PLAIN_SHUFFLE_READ_BYTES: u64 = 256 << 20;
+
 impl ShuffleCodec {
     /// The codec for shuffle files under `folder`: zstd where they cross a
     /// network (an object store's URL), LZ4 on local disk or in memory.
     pub fn for_folder(folder: &str) -> Self {
-        let scheme = folder.split_once("://").map_or("file", |(s, _)| s);
-        match scheme.to_ascii_lowercase().as_str() {
-            "file" | "memory" => ShuffleCodec::Lz4,
-            _ => ShuffleCodec::Zstd,
+        if Self::is_local(folder) {
+            ShuffleCodec::Lz4
+        } else {
+            ShuffleCodec::Zstd
         }
+    }
+
+    /// The codec for the shuffle files under `folder` of a job that reads
+    /// `read_bytes` of table columns: as [`Self::for_folder`], but plain IPC
+    /// on this machine for a job reading at most [`PLAIN_SHUFFLE_READ_BYTES`].
+    pub fn for_job(folder: &str, read_bytes: u64) -> Self {
+        match Self::for_folder(folder) {
+            ShuffleCodec::Lz4 if read_bytes <= PLAIN_SHUFFLE_READ_BYTES => ShuffleCodec::None,
+            codec => codec,
+        }
+    }
+
+    fn is_local(folder: &str) -> bool {
+        let scheme = folder.split_once("://").map_or("file", |(s, _)| s);
+        matches!(scheme.to_ascii_lowercase().as_str(), "file" | "memory")
     }
 }
 
@@ -147,8 +174,9 @@ impl std::str::FromStr for ShuffleCodec {
         match s.to_ascii_lowercase().as_str() {
             "lz4" => Ok(ShuffleCodec::Lz4),
             "zstd" => Ok(ShuffleCodec::Zstd),
+            "none" => Ok(ShuffleCodec::None),
             other => Err(format!(
-                "unknown shuffle codec '{other}': expected lz4 or zstd"
+                "unknown shuffle codec '{other}': expected lz4, zstd or none"
             )),
         }
     }
@@ -159,6 +187,7 @@ impl std::fmt::Display for ShuffleCodec {
         f.write_str(match self {
             ShuffleCodec::Lz4 => "lz4",
             ShuffleCodec::Zstd => "zstd",
+            ShuffleCodec::None => "none",
         })
     }
 }
@@ -454,8 +483,22 @@ mod tests {
         }
         assert_eq!("ZSTD".parse::<ShuffleCodec>(), Ok(ShuffleCodec::Zstd));
         assert_eq!("lz4".parse::<ShuffleCodec>(), Ok(ShuffleCodec::Lz4));
+        assert_eq!("None".parse::<ShuffleCodec>(), Ok(ShuffleCodec::None));
         let refused = "gzip".parse::<ShuffleCodec>().unwrap_err();
-        assert!(refused.contains("'gzip'") && refused.contains("lz4 or zstd"));
+        assert!(refused.contains("'gzip'") && refused.contains("lz4, zstd or none"));
+        // Small jobs on this machine write plain IPC; large ones and those
+        // over a network compress.
+        let small = PLAIN_SHUFFLE_READ_BYTES;
+        assert_eq!(
+            ShuffleCodec::for_job("/tmp/work", small),
+            ShuffleCodec::None
+        );
+        assert_eq!(ShuffleCodec::for_job("memory:///w", 0), ShuffleCodec::None);
+        assert_eq!(
+            ShuffleCodec::for_job("/tmp/work", small + 1),
+            ShuffleCodec::Lz4
+        );
+        assert_eq!(ShuffleCodec::for_job("s3://b/w", 0), ShuffleCodec::Zstd);
         // A spec that does not say is LZ4, as an executor of version 7 wrote.
         let spec: TaskSpec = serde_json::from_value(serde_json::json!({
             "wire_version": WIRE_VERSION,

@@ -419,13 +419,15 @@ impl Engine {
             elapsed_ms = planning.elapsed().as_millis() as u64,
             "planned"
         );
-        // Shuffle files that cross a network are compressed harder.
+        // Shuffle files that cross a network are compressed harder, small
+        // ones on this machine not at all.
+        let read_bytes = planned.dag.stages.iter().map(|s| s.read_bytes).sum();
         let options = TaskOptions {
             shuffle_codec: Some(
                 request
                     .tasks
                     .shuffle_codec
-                    .unwrap_or_else(|| ShuffleCodec::for_folder(work_dir)),
+                    .unwrap_or_else(|| ShuffleCodec::for_job(work_dir, read_bytes)),
             ),
             place: request
                 .tasks

@@ -22,7 +22,8 @@
 use std::io::{Cursor, Read};
 
 use arrow::array::RecordBatch;
-use arrow::ipc::reader::StreamReader;
+use arrow::buffer::Buffer;
+use arrow::ipc::reader::{StreamDecoder, StreamReader};
 use bytes::Bytes;
 use datafusion::common::{DataFusionError, Result};
 use lz4_flex::frame::FrameDecoder;
@@ -134,33 +135,58 @@ pub fn combine_files(files: &[(&[u8], &[PartitionSlot])]) -> Result<(Vec<u8>, Ve
     Ok((out, index))
 }
 
+/// The end-of-stream mark of an IPC stream: a continuation and a length of 0.
+pub(super) const IPC_END: [u8; 8] = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0];
+
 /// The first bytes of an LZ4 frame.
 const LZ4_MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];
 
-/// Decodes one partition: an LZ4 frame holding an IPC stream or an IPC stream
-/// of zstd-compressed buffers, or several such back to back (a partition put
-/// together from several producers' partitions by copying their bytes,
-/// without decoding them). Each stream says which it is by its first bytes.
+/// Decodes one partition: an LZ4 frame holding an IPC stream, or an IPC
+/// stream (its buffers zstd-compressed or plain), or several such back to back
+/// (a partition put together from several producers' partitions by copying
+/// their bytes, without decoding them). Each stream says which it is by its
+/// first bytes.
 pub fn decode_partition(bytes: Bytes) -> Result<Vec<RecordBatch>> {
-    let len = bytes.len() as u64;
-    let mut input = Cursor::new(bytes);
+    let mut rest = Buffer::from(bytes);
     let mut batches = Vec::new();
-    while input.position() < len {
-        let at = input.position() as usize;
-        if input.get_ref().get(at..at + 4) == Some(&LZ4_MAGIC[..]) {
+    while !rest.is_empty() {
+        if rest.get(..4) == Some(&LZ4_MAGIC[..]) {
+            let mut input = Cursor::new(rest.as_slice());
             decode_lz4(&mut input, &mut batches)?;
+            rest.advance(input.position() as usize);
         } else {
-            // A stream reader reads exactly its stream, to its end mark.
-            for batch in StreamReader::try_new(&mut input, None)? {
-                batches.push(batch?);
-            }
+            decode_ipc(&mut rest, &mut batches)?;
         }
     }
     Ok(batches)
 }
 
+/// Decodes the IPC stream at the start of `rest`, leaving `rest` after its end
+/// mark. Plain buffers are not copied: the batches point into `rest`'s bytes.
+fn decode_ipc(rest: &mut Buffer, batches: &mut Vec<RecordBatch>) -> Result<()> {
+    let mut decoder = StreamDecoder::new();
+    loop {
+        // The decoder refuses bytes after a stream's end mark, and a partition
+        // may hold more streams: the mark is found here, between messages.
+        if rest.get(..IPC_END.len()) == Some(&IPC_END[..]) {
+            rest.advance(IPC_END.len());
+            return Ok(decoder.finish()?);
+        }
+        if rest.is_empty() {
+            return Err(DataFusionError::Execution(
+                "a shuffle partition ends inside an IPC stream".into(),
+            ));
+        }
+        // Returns after each batch, so the loop looks for the end mark
+        // between batches.
+        if let Some(batch) = decoder.decode(rest)? {
+            batches.push(batch);
+        }
+    }
+}
+
 /// Decodes the LZ4 frame at `input`'s position, leaving it after the frame.
-fn decode_lz4(input: &mut Cursor<Bytes>, batches: &mut Vec<RecordBatch>) -> Result<()> {
+fn decode_lz4(input: &mut Cursor<&[u8]>, batches: &mut Vec<RecordBatch>) -> Result<()> {
     // The frame decoder stops at the end of its frame.
     let mut frame = FrameDecoder::new(input);
     for batch in StreamReader::try_new(&mut frame, None)? {
@@ -226,20 +252,25 @@ mod tests {
         writer.into_inner().unwrap().finish().unwrap()
     }
 
-    /// One partition as the writer writes it with the zstd codec: an IPC
-    /// stream of `values` whose buffers are zstd-compressed.
-    fn zstd_unit(values: &[i64]) -> Vec<u8> {
-        use arrow::ipc::CompressionType;
+    /// One partition as the writer writes it with the zstd codec (or, with
+    /// `compression` None, the plain one): an IPC stream of a batch for each
+    /// of `batches`, their buffers compressed so.
+    fn ipc_unit(batches: &[&[i64]], compression: Option<arrow::ipc::CompressionType>) -> Vec<u8> {
         use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
-        let batch = batch(values);
         let options = IpcWriteOptions::default()
-            .try_with_compression(Some(CompressionType::ZSTD))
+            .try_with_compression(compression)
             .unwrap();
-        let mut writer =
-            StreamWriter::try_new_with_options(Vec::new(), &batch.schema(), options).unwrap();
-        writer.write(&batch).unwrap();
+        let schema = batch(&[]).schema();
+        let mut writer = StreamWriter::try_new_with_options(Vec::new(), &schema, options).unwrap();
+        for values in batches {
+            writer.write(&batch(values)).unwrap();
+        }
         writer.finish().unwrap();
         writer.into_inner().unwrap()
+    }
+
+    fn zstd_unit(values: &[i64]) -> Vec<u8> {
+        ipc_unit(&[values], Some(arrow::ipc::CompressionType::ZSTD))
     }
 
     #[test]
@@ -257,6 +288,37 @@ mod tests {
             let bytes = Bytes::from(joined[..joined.len() - cut].to_vec());
             assert!(decode_partition(bytes).is_err(), "{cut} bytes cut");
         }
+    }
+
+    #[test]
+    fn plain_partitions_decode_in_place_back_to_back_and_beside_others() {
+        let plain = ipc_unit(&[&[1, 2], &[3]], None);
+        let bytes = Bytes::from(plain.clone());
+        let batches = decode_partition(bytes.clone()).unwrap();
+        assert_eq!(values(&batches), [1, 2, 3]);
+        assert_eq!(batches.len(), 2);
+        // Not copied: the values are read where they lie in the fetched bytes.
+        let start = bytes.as_ptr() as usize;
+        let column = batches[0].column(0).to_data();
+        let at = column.buffers()[0].as_ptr() as usize;
+        assert!((start..start + bytes.len()).contains(&at), "values copied");
+
+        let mut joined = plain.clone();
+        joined.extend(unit(&[4]));
+        joined.extend(zstd_unit(&[5]));
+        joined.extend(ipc_unit(&[&[6, 7]], None));
+        let batches = decode_partition(Bytes::from(joined.clone())).unwrap();
+        assert_eq!(values(&batches), [1, 2, 3, 4, 5, 6, 7]);
+        // Cut anywhere into the last stream, even just its end mark: an error.
+        let last = ipc_unit(&[&[6, 7]], None).len();
+        for cut in [1, 8, 9, last / 2, last - 1] {
+            let bytes = Bytes::from(joined[..joined.len() - cut].to_vec());
+            assert!(decode_partition(bytes).is_err(), "{cut} bytes cut");
+        }
+        // Bytes after a stream that do not begin one: an error.
+        let mut trailing = plain;
+        trailing.extend([1, 2, 3]);
+        assert!(decode_partition(Bytes::from(trailing)).is_err());
     }
 
     fn values(batches: &[RecordBatch]) -> Vec<i64> {

@@ -31,7 +31,7 @@ use lz4_flex::frame::FrameEncoder;
 use object_store::buffered::BufWriter;
 use tokio::io::AsyncWriteExt;
 
-use super::format::encode_footer;
+use super::format::{IPC_END, encode_footer};
 use crate::context::TaskAttempt;
 use crate::keys::{KeySet, KeySummarizer, key_columns};
 use crate::protocol::{OutputFile, PartitionSlot, ShuffleCodec, TaskId};
@@ -220,7 +220,7 @@ impl ShuffleFiles {
             .session_config()
             .get_extension::<TaskAttempt>()
             .map_or(ShuffleCodec::default(), |t| t.shuffle_codec);
-        let mut zstd = Zstd::for_codec(codec)?;
+        let mut ipc = Ipc::for_codec(codec)?;
 
         let mut keys = self.summariser(&schema)?;
         let mut stream = input.execute(partition, ctx.clone())?;
@@ -231,8 +231,8 @@ impl ShuffleFiles {
                 summariser.update(&key_columns(exprs, &batch)?)?;
             }
             match partitioner.as_mut() {
-                Some(p) => p.partition(batch, |i, part| buffers[i].push(part, zstd.as_mut()))?,
-                None => buffers[0].push(batch, zstd.as_mut())?,
+                Some(p) => p.partition(batch, |i, part| buffers[i].push(part, ipc.as_mut()))?,
+                None => buffers[0].push(batch, ipc.as_mut())?,
             }
             let held: usize = buffers.iter().map(PartitionBuffer::memory).sum();
             if reservation.try_resize(held).is_err() {
@@ -247,7 +247,7 @@ impl ShuffleFiles {
         let mut rows = Vec::with_capacity(n);
         let cpu = ThreadCpuTimer::start(&compute);
         for buffer in buffers {
-            let (sink, count, raw) = buffer.finish(zstd.as_mut())?;
+            let (sink, count, raw) = buffer.finish(ipc.as_mut())?;
             sinks.push(sink);
             rows.push(count);
             raw_bytes.add(raw as usize);
@@ -328,11 +328,12 @@ async fn upload(
 }
 
 /// One output partition being written: small batches are coalesced, then appended
-/// to a compressed IPC stream whose bytes live in memory until spilled. With LZ4
-/// the whole stream is one LZ4 frame (not IPC's per-buffer compression, which
-/// starts a frame for every buffer of every batch); with zstd it is IPC's own
-/// per-buffer compression, every partition of a task sharing one zstd context
-/// (a context a partition would hold half a MiB in each of 1,024 partitions).
+/// to an IPC stream whose bytes live in memory until spilled. With LZ4 the whole
+/// stream is one LZ4 frame (not IPC's per-buffer compression, which starts a
+/// frame for every buffer of every batch); with zstd it is IPC's own per-buffer
+/// compression, every partition of a task sharing one zstd context (a context a
+/// partition would hold half a MiB in each of 1,024 partitions); with none,
+/// plain IPC.
 struct PartitionBuffer {
     schema: SchemaRef,
     coalescer: BatchCoalescer,
@@ -345,17 +346,18 @@ struct PartitionBuffer {
 /// A partition's IPC stream as it is written.
 enum Encoder {
     Lz4(Box<StreamWriter<FrameEncoder<SpillSink>>>),
-    /// IPC messages with zstd-compressed buffers, encoded with the task's
-    /// [`Zstd`] context.
-    Zstd {
+    /// IPC messages, their buffers compressed with zstd or not at all,
+    /// encoded with the task's [`Ipc`] context.
+    Ipc {
         sink: SpillSink,
         dictionaries: DictionaryTracker,
     },
 }
 
-/// What the partitions of one task share to write zstd-compressed IPC: the
-/// options and one compression context (None: LZ4).
-struct Zstd {
+/// What the partitions of one task share to write IPC messages themselves
+/// (zstd-compressed or plain): the options and one compression context.
+/// None: LZ4 frames.
+struct Ipc {
     options: IpcWriteOptions,
     context: IpcWriteContext,
 }
@@ -364,14 +366,15 @@ struct Zstd {
 /// TPC-H's shuffles about as well as 3, half again as fast.
 const ZSTD_LEVEL: i32 = 1;
 
-impl Zstd {
+impl Ipc {
     fn for_codec(codec: ShuffleCodec) -> Result<Option<Self>> {
-        if codec != ShuffleCodec::Zstd {
-            return Ok(None);
-        }
-        let options = IpcWriteOptions::default()
-            .try_with_compression(Some(CompressionType::ZSTD))?
-            .try_with_compression_level(Some(ZSTD_LEVEL))?;
+        let options = match codec {
+            ShuffleCodec::Lz4 => return Ok(None),
+            ShuffleCodec::None => IpcWriteOptions::default(),
+            ShuffleCodec::Zstd => IpcWriteOptions::default()
+                .try_with_compression(Some(CompressionType::ZSTD))?
+                .try_with_compression_level(Some(ZSTD_LEVEL))?,
+        };
         Ok(Some(Self {
             options,
             context: IpcWriteContext::default(),
@@ -379,12 +382,9 @@ impl Zstd {
     }
 }
 
-/// The end-of-stream mark of an IPC stream: a continuation and a length of 0.
-const IPC_END: [u8; 8] = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0];
-
 impl Encoder {
-    fn start(schema: &SchemaRef, zstd: Option<&mut Zstd>) -> Result<Self> {
-        let Some(zstd) = zstd else {
+    fn start(schema: &SchemaRef, ipc: Option<&mut Ipc>) -> Result<Self> {
+        let Some(ipc) = ipc else {
             let sink = FrameEncoder::new(SpillSink::default());
             return Ok(Encoder::Lz4(Box::new(StreamWriter::try_new(sink, schema)?)));
         };
@@ -393,30 +393,30 @@ impl Encoder {
         let message = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
             schema,
             &mut dictionaries,
-            &zstd.options,
+            &ipc.options,
         );
-        write_message(&mut sink, message, &zstd.options)?;
-        Ok(Encoder::Zstd { sink, dictionaries })
+        write_message(&mut sink, message, &ipc.options)?;
+        Ok(Encoder::Ipc { sink, dictionaries })
     }
 
-    fn write(&mut self, batch: &RecordBatch, zstd: Option<&mut Zstd>) -> Result<()> {
-        match (self, zstd) {
+    fn write(&mut self, batch: &RecordBatch, ipc: Option<&mut Ipc>) -> Result<()> {
+        match (self, ipc) {
             (Encoder::Lz4(writer), _) => Ok(writer.write(batch)?),
-            (Encoder::Zstd { sink, dictionaries }, Some(zstd)) => {
+            (Encoder::Ipc { sink, dictionaries }, Some(ipc)) => {
                 let (dicts, message) = IpcDataGenerator::default().encode(
                     batch,
                     dictionaries,
-                    &zstd.options,
-                    &mut zstd.context,
+                    &ipc.options,
+                    &mut ipc.context,
                 )?;
                 for dict in dicts {
-                    write_message(&mut *sink, dict, &zstd.options)?;
+                    write_message(&mut *sink, dict, &ipc.options)?;
                 }
-                write_message(&mut *sink, message, &zstd.options)?;
+                write_message(&mut *sink, message, &ipc.options)?;
                 Ok(())
             }
-            (Encoder::Zstd { .. }, None) => Err(DataFusionError::Internal(
-                "a zstd shuffle partition written without its context".into(),
+            (Encoder::Ipc { .. }, None) => Err(DataFusionError::Internal(
+                "an IPC shuffle partition written without its context".into(),
             )),
         }
     }
@@ -424,14 +424,14 @@ impl Encoder {
     fn sink(&self) -> &SpillSink {
         match self {
             Encoder::Lz4(writer) => writer.get_ref().get_ref(),
-            Encoder::Zstd { sink, .. } => sink,
+            Encoder::Ipc { sink, .. } => sink,
         }
     }
 
     fn sink_mut(&mut self) -> &mut SpillSink {
         match self {
             Encoder::Lz4(writer) => writer.get_mut().get_mut(),
-            Encoder::Zstd { sink, .. } => sink,
+            Encoder::Ipc { sink, .. } => sink,
         }
     }
 
@@ -445,7 +445,7 @@ impl Encoder {
                     .finish()
                     .map_err(|e| DataFusionError::External(Box::new(e)))
             }
-            Encoder::Zstd { mut sink, .. } => {
+            Encoder::Ipc { mut sink, .. } => {
                 sink.write_all(&IPC_END)?;
                 Ok(sink)
             }
@@ -464,15 +464,15 @@ impl PartitionBuffer {
         }
     }
 
-    fn push(&mut self, batch: RecordBatch, zstd: Option<&mut Zstd>) -> Result<()> {
+    fn push(&mut self, batch: RecordBatch, ipc: Option<&mut Ipc>) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         self.coalescer.push_batch(batch)?;
-        self.drain(zstd)
+        self.drain(ipc)
     }
 
-    fn drain(&mut self, mut zstd: Option<&mut Zstd>) -> Result<()> {
+    fn drain(&mut self, mut ipc: Option<&mut Ipc>) -> Result<()> {
         while let Some(batch) = self.coalescer.next_completed_batch() {
             self.rows += batch.num_rows() as u64;
             self.raw_bytes += raw_size(&batch);
@@ -480,9 +480,9 @@ impl PartitionBuffer {
                 Some(s) => s,
                 None => self
                     .stream
-                    .insert(Encoder::start(&self.schema, zstd.as_deref_mut())?),
+                    .insert(Encoder::start(&self.schema, ipc.as_deref_mut())?),
             };
-            stream.write(&batch, zstd.as_deref_mut())?;
+            stream.write(&batch, ipc.as_deref_mut())?;
         }
         Ok(())
     }
@@ -501,9 +501,9 @@ impl PartitionBuffer {
 
     /// The finished stream (None when the partition has no rows), its row count and
     /// its uncompressed Arrow size.
-    fn finish(mut self, zstd: Option<&mut Zstd>) -> Result<(Option<SpillSink>, u64, u64)> {
+    fn finish(mut self, ipc: Option<&mut Ipc>) -> Result<(Option<SpillSink>, u64, u64)> {
         self.coalescer.finish_buffered_batch()?;
-        self.drain(zstd)?;
+        self.drain(ipc)?;
         match self.stream {
             Some(stream) => Ok((Some(stream.finish()?), self.rows, self.raw_bytes)),
             None => Ok((None, 0, 0)),
