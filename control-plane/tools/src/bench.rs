@@ -17,9 +17,10 @@ use crate::tpch::{self, answers};
 use squall_engine::cost::JobMeter;
 use squall_engine::engine::{Engine, JobRequest, JobResult};
 use squall_engine::error::{Result, SquallError};
-use squall_engine::planner::{KeyFilterMode, PlanOptions};
+use squall_engine::planner::{InlineScans, KeyFilterMode, PlanOptions};
 use squall_engine::scheduler::{Scheduler, TaskOptions};
 use squall_engine::urls::to_url;
+use squall_executor::ShuffleCodec;
 
 /// What `bench tpch` runs.
 #[derive(Debug, Clone)]
@@ -39,6 +40,12 @@ pub struct TpchBench {
     pub scale: Option<String>,
     /// When joins filter their probe side with their build side's keys.
     pub key_filters: KeyFilterMode,
+    /// How shuffle files are compressed (None: as `squall run` chooses for
+    /// the work folder).
+    pub shuffle_codec: Option<ShuffleCodec>,
+    /// Whether small tables are scanned by the stages that join with them
+    /// (see [`PlanOptions::inline_scans`]).
+    pub inline_scans: bool,
 }
 
 /// One query's figures.
@@ -154,8 +161,10 @@ impl TpchBench {
                     .is_none()
                     .then(squall_engine::planner::Widen::default),
                 key_filters: self.key_filters,
+                inline_scans: self.inline_scans.then(InlineScans::default),
                 ..PlanOptions::default()
             };
+            request.tasks.shuffle_codec = self.shuffle_codec;
             let mut bench = QueryBench {
                 query: q,
                 squall: vec![],

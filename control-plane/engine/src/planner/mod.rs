@@ -14,6 +14,7 @@ pub mod slices;
 pub mod splits;
 pub mod stages;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::execution::cache::Cache;
@@ -42,7 +43,9 @@ pub use key_filters::KeyFilterMode;
 use pool::PlanBudget;
 pub use splits::{MAX_SCAN_REQUESTS, ScanSplits, SplitScans};
 use squall_executor::bounds::{CallBudget, ValueCaps, bounded_defaults};
-pub use stages::{KeyFilterSite, Stage, StageDag, StageOutput, cut_stages};
+pub use stages::{
+    Cut, GatheredScan, InlineScans, Keep, KeyFilterSite, Stage, StageDag, StageOutput, cut_stages,
+};
 
 /// Default size of one scan task's input.
 pub const DEFAULT_TARGET_PARTITION_BYTES: u64 = 128 * 1024 * 1024;
@@ -75,6 +78,10 @@ pub struct PlanOptions {
     /// When shuffled joins filter their probe side with their build side's
     /// keys (see [`key_filters`]).
     pub key_filters: KeyFilterMode,
+    /// Which small tables a stage that joins with them scans itself rather
+    /// than reading them from a stage of their own; None: every scan has
+    /// its stage.
+    pub inline_scans: Option<InlineScans>,
 }
 
 /// [`PlanOptions::min_scan_task_bytes`] where tasks have a fixed cost worth
@@ -153,6 +160,7 @@ impl Default for PlanOptions {
             widen: None,
             min_scan_task_bytes: None,
             key_filters: KeyFilterMode::default(),
+            inline_scans: Some(InlineScans::default()),
         }
     }
 }
@@ -341,12 +349,8 @@ pub async fn plan_job_within(
     let distributable =
         joins::distributable_joins(physical_plan.clone(), options.shuffle_partitions)
             .map_err(|source| SquallError::Internal { source })?;
-    let mut dag = cut_stages(distributable, work_dir, result_dir)
+    let mut dag = cut_with_key_filters(distributable, work_dir, result_dir, options, &splits)
         .map_err(|source| SquallError::Internal { source })?;
-    for stage in &mut dag.stages {
-        stage.read_bytes = splits.read_bytes(&stage.plan);
-    }
-    dag.key_filters = key_filters::plan_key_filters(&mut dag, options.key_filters);
     prove_stages(&mut dag, &ctx.task_ctx())?;
     tracing::debug!(
         listed_us = listed.as_micros() as u64,
@@ -362,6 +366,51 @@ pub async fn plan_job_within(
         physical_plan,
         splits,
     })
+}
+
+/// Cuts `plan` into stages and plans its key filters. Small scans are read
+/// where they are gathered ([`InlineScans`]) but for those whose stages key
+/// filters would use (a small filtered table is often what filters a large
+/// one, through another small one): those are found in a first cut that
+/// keeps every small scan's stage.
+fn cut_with_key_filters(
+    plan: Arc<dyn ExecutionPlan>,
+    work_dir: &str,
+    result_dir: &str,
+    options: &PlanOptions,
+    splits: &ScanSplits,
+) -> std::result::Result<StageDag, datafusion::common::DataFusionError> {
+    let cut = |keep: &Keep| {
+        let mut cut = cut_stages(
+            plan.clone(),
+            work_dir,
+            result_dir,
+            options.inline_scans,
+            keep,
+        )?;
+        for stage in &mut cut.dag.stages {
+            stage.read_bytes = splits.read_bytes(&stage.plan);
+        }
+        cut.dag.key_filters = key_filters::plan_key_filters(&mut cut.dag, options.key_filters);
+        Ok::<_, datafusion::common::DataFusionError>(cut)
+    };
+    let first = cut(&Keep::All)?;
+    if first.inlinable.is_empty() {
+        return Ok(first.dag);
+    }
+    let used: HashSet<u32> = first
+        .dag
+        .key_filters
+        .iter()
+        .flat_map(|site| [site.source, site.target])
+        .collect();
+    let keep = first
+        .inlinable
+        .iter()
+        .filter(|(stage, _)| used.contains(stage))
+        .map(|(_, scan)| *scan)
+        .collect();
+    Ok(cut(&Keep::These(keep))?.dag)
 }
 
 /// Options no plan can be made with.

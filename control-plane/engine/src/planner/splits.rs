@@ -319,6 +319,23 @@ fn file_scans(plan: &Arc<dyn ExecutionPlan>) -> Vec<&FileScanConfig> {
     out
 }
 
+/// The files (or ranges) the scans in `plan` read, how many bytes they hold,
+/// and whether every one is in a store on this machine (a local folder or
+/// memory), where opening a file costs no request.
+pub fn files_scanned(plan: &Arc<dyn ExecutionPlan>) -> (usize, u64, bool) {
+    file_scans(plan)
+        .into_iter()
+        .fold((0, 0, true), |(files, bytes, local), config| {
+            let pieces: Vec<_> = config.file_groups.iter().flat_map(|g| g.iter()).collect();
+            let scheme = config.object_store_url.as_str().split(':').next();
+            (
+                files + pieces.len(),
+                bytes + pieces.into_iter().map(piece_bytes).sum::<u64>(),
+                local && matches!(scheme, Some("file" | "memory")),
+            )
+        })
+}
+
 /// The bytes of a file, or of its range.
 fn piece_bytes(file: &PartitionedFile) -> u64 {
     match &file.range {

@@ -5,7 +5,9 @@
 //!   stage and a partitioned `ShuffleReaderExec` starts the parent;
 //! - a `CoalescePartitionsExec` becomes a gather: every producer's output is read by
 //!   one reader partition (under a collect-left join that is the broadcast: every
-//!   probe task reads the whole small side);
+//!   probe task reads the whole small side) — unless the gathered side only scans
+//!   a small table ([`InlineScans`]): then every task of the consumer reads it
+//!   itself, and it costs no stage;
 //! - a `SortPreservingMergeExec` keeps its merge, over a reader that exposes each
 //!   producer's sorted output as its own partition;
 //! - round-robin repartitions go away: tasks are the parallelism;
@@ -22,7 +24,7 @@
 //! Every stage runs one task per output partition of its plan; task `i` executes
 //! partition `i`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -34,6 +36,7 @@ use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
 use datafusion::physical_expr::{LexOrdering, Partitioning};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::scalar_subquery::{ScalarSubqueryExec, ScalarSubqueryLink};
@@ -46,7 +49,10 @@ use squall_executor::{
     ReadMode, ResultWriterExec, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec,
 };
 
-use super::slices::{has_sliceable_scans, slice_scans, sliceable_inputs, splittable_input};
+use super::slices::{
+    has_sliceable_scans, scan_config, slice_scans, sliceable_inputs, splittable_input,
+};
+use super::splits::files_scanned;
 
 /// What a stage's tasks write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,18 +205,24 @@ impl StageDag {
 }
 
 /// Cuts `plan` into stages. Shuffle files go under `work_dir`, results under
-/// `result_dir`.
+/// `result_dir`. Gathered small scans are read where they are gathered
+/// (`inline`), but for those `keep` names.
 pub fn cut_stages(
     plan: Arc<dyn ExecutionPlan>,
     work_dir: &str,
     result_dir: &str,
-) -> Result<StageDag, DataFusionError> {
+    inline: Option<InlineScans>,
+    keep: &Keep,
+) -> Result<Cut, DataFusionError> {
     let schema = plan.schema();
     let mut cutter = Cutter {
         stages: vec![],
         subqueries: vec![],
         shuffles: vec![],
         work_dir: work_dir.trim_end_matches('/').to_string(),
+        inline,
+        keep,
+        inlinable: vec![],
     };
     // The result is a set of files: a final gather without a limit would only
     // funnel every row through one task.
@@ -237,14 +249,86 @@ pub fn cut_stages(
         encoded: None,
         read_bytes: 0,
     });
-    Ok(StageDag {
-        stages: cutter.stages,
-        schema,
-        key_filters: vec![],
+    Ok(Cut {
+        dag: StageDag {
+            stages: cutter.stages,
+            schema,
+            key_filters: vec![],
+        },
+        inlinable: cutter.inlinable,
     })
 }
 
-struct Cutter {
+/// A plan cut into stages.
+pub struct Cut {
+    pub dag: StageDag,
+    /// The stages kept for gathered small scans that could have been read
+    /// where they are gathered, with what names each to [`Keep`].
+    pub inlinable: Vec<(u32, GatheredScan)>,
+}
+
+/// A gathered small scan, named by the plan node it was cut from (the same
+/// in every cut of one plan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GatheredScan(usize);
+
+/// Which gathered small scans keep a stage of their own.
+pub enum Keep {
+    All,
+    These(HashSet<GatheredScan>),
+}
+
+/// Which gathered sides are read by every task of the stage that gathers
+/// them instead of by a stage of their own: unfiltered scans of at most
+/// `max_bytes` of files. A stage costs its tasks, a shuffle file each, their
+/// commit and a step of the job's critical path; a task reading the files
+/// itself costs their decoding, and a request or two per file where the
+/// store is remote — so there at most `max_remote_files` files (a task
+/// reading a broadcast makes a request per producer anyway). A filtered
+/// scan keeps its stage: its keys may filter a larger stage ([`key_filters`]),
+/// which needs them summarised by a stage of their own.
+///
+/// [`key_filters`]: super::key_filters
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InlineScans {
+    pub max_bytes: u64,
+    pub max_remote_files: usize,
+}
+
+impl Default for InlineScans {
+    /// TPC-H's nation and region at any scale, its supplier up to SF 1.
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 20,
+            max_remote_files: 2,
+        }
+    }
+}
+
+impl InlineScans {
+    /// Whether `plan` only scans files (through projections) that are few
+    /// and small enough.
+    fn admits(&self, plan: &Arc<dyn ExecutionPlan>) -> bool {
+        let mut stack = vec![plan.clone()];
+        while let Some(node) = stack.pop() {
+            let plain = scan_config(&node).is_some_and(|c| c.file_source().filter().is_none())
+                || node.downcast_ref::<ProjectionExec>().is_some()
+                || node.downcast_ref::<CooperativeExec>().is_some();
+            if !plain {
+                return false;
+            }
+            stack.extend(node.children().into_iter().cloned());
+        }
+        // A scan whose expressions read a scalar subquery's value needs its stage.
+        if !subquery_results_used(plan).is_ok_and(|used| used.is_empty()) {
+            return false;
+        }
+        let (files, bytes, local) = files_scanned(plan);
+        files > 0 && bytes <= self.max_bytes && (local || files <= self.max_remote_files)
+    }
+}
+
+struct Cutter<'a> {
     stages: Vec<Stage>,
     /// Each scalar-subquery results container met so far, with links whose plans
     /// read the stage that computes each subquery.
@@ -252,9 +336,12 @@ struct Cutter {
     /// Hash repartitions already cut, with the reader that replaced each.
     shuffles: Vec<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)>,
     work_dir: String,
+    inline: Option<InlineScans>,
+    keep: &'a Keep,
+    inlinable: Vec<(u32, GatheredScan)>,
 }
 
-impl Cutter {
+impl Cutter<'_> {
     fn cut(
         &mut self,
         plan: Arc<dyn ExecutionPlan>,
@@ -302,30 +389,7 @@ impl Cutter {
         }
         if let Some(coalesce) = plan.downcast_ref::<CoalescePartitionsExec>() {
             let child = children.into_iter().next().expect("coalesce has a child");
-            if child.output_partitioning().partition_count() <= 1 {
-                return replace_children_if_necessary(plan.clone(), vec![child]);
-            }
-            // Gathering a hash shuffle: read every producer's whole file.
-            if let Some(reader) = child.downcast_ref::<ShuffleReaderExec>()
-                && reader.mode() == ReadMode::Partitioned
-                && let Some(producers) = self.stage(reader.stage_id()).map(|s| s.tasks)
-            {
-                let reader = Arc::new(ShuffleReaderExec::new(
-                    reader.stage_id(),
-                    reader.schema(),
-                    ReadMode::ByProducer,
-                    producers,
-                ));
-                let gathered: Arc<dyn ExecutionPlan> =
-                    Arc::new(CoalescePartitionsExec::new(reader).with_fetch(coalesce.fetch()));
-                return Ok(gathered);
-            }
-            let schema = child.schema();
-            let id = self.add_stage(child, ShuffleOutput::Single)?;
-            let reader = Arc::new(ShuffleReaderExec::new(id, schema, ReadMode::Partitioned, 1));
-            let gathered: Arc<dyn ExecutionPlan> =
-                Arc::new(CoalescePartitionsExec::new(reader).with_fetch(coalesce.fetch()));
-            return Ok(gathered);
+            return self.gather(&plan, coalesce, child);
         }
         if let Some(merge) = plan.downcast_ref::<SortPreservingMergeExec>() {
             let child = children.into_iter().next().expect("merge has a child");
@@ -348,6 +412,55 @@ impl Cutter {
             return Ok(merged);
         }
         replace_children_if_necessary(plan, children)
+    }
+
+    /// Cuts a gather (`plan`, `coalesce`) of `child` (already cut): a stage
+    /// of `child` whose one output partition the gather reads, or none at
+    /// all where `child` is one partition, a hash shuffle (each producer's
+    /// file is read whole) or a small scan read in place.
+    fn gather(
+        &mut self,
+        plan: &Arc<dyn ExecutionPlan>,
+        coalesce: &CoalescePartitionsExec,
+        child: Arc<dyn ExecutionPlan>,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        if child.output_partitioning().partition_count() <= 1 {
+            return replace_children_if_necessary(plan.clone(), vec![child]);
+        }
+        // Gathering a hash shuffle: read every producer's whole file.
+        if let Some(reader) = child.downcast_ref::<ShuffleReaderExec>()
+            && reader.mode() == ReadMode::Partitioned
+            && let Some(producers) = self.stage(reader.stage_id()).map(|s| s.tasks)
+        {
+            let reader = Arc::new(ShuffleReaderExec::new(
+                reader.stage_id(),
+                reader.schema(),
+                ReadMode::ByProducer,
+                producers,
+            ));
+            return Ok(Arc::new(
+                CoalescePartitionsExec::new(reader).with_fetch(coalesce.fetch()),
+            ));
+        }
+        let admitted = self.inline.is_some_and(|inline| inline.admits(&child));
+        // Named by the node gathered, as it was before this cut.
+        let gathered = GatheredScan(Arc::as_ptr(&plan.children()[0]) as *const () as usize);
+        let kept = match self.keep {
+            Keep::All => true,
+            Keep::These(kept) => kept.contains(&gathered),
+        };
+        if admitted && !kept {
+            return replace_children_if_necessary(plan.clone(), vec![child]);
+        }
+        let schema = child.schema();
+        let id = self.add_stage(child, ShuffleOutput::Single)?;
+        if admitted {
+            self.inlinable.push((id, gathered));
+        }
+        let reader = Arc::new(ShuffleReaderExec::new(id, schema, ReadMode::Partitioned, 1));
+        Ok(Arc::new(
+            CoalescePartitionsExec::new(reader).with_fetch(coalesce.fetch()),
+        ))
     }
 
     /// Cuts the stages that compute `subquery`'s scalar subqueries, and
@@ -499,4 +612,58 @@ fn readers_of(plan: &Arc<dyn ExecutionPlan>) -> Vec<u32> {
     ids.sort_unstable();
     ids.dedup();
     ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::listing::PartitionedFile;
+    use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+    use datafusion::datasource::source::DataSourceExec;
+    use datafusion::execution::object_store::ObjectStoreUrl;
+    use datafusion::physical_expr::expressions::{col, lit};
+    use datafusion::physical_plan::filter::FilterExec;
+
+    /// A scan of `files` files of `bytes` each in the store at `url`.
+    fn scan(url: &str, files: usize, bytes: u64) -> Arc<dyn ExecutionPlan> {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let files: Vec<PartitionedFile> = (0..files)
+            .map(|i| PartitionedFile::new(format!("t/f{i}.parquet"), bytes))
+            .collect();
+        let source = Arc::new(ParquetSource::new(schema));
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(url).unwrap(), source)
+            .with_file_groups(vec![FileGroup::new(files)])
+            .build();
+        DataSourceExec::from_data_source(config)
+    }
+
+    #[test]
+    fn small_unfiltered_scans_are_read_where_gathered_few_files_of_them_remote() {
+        let inline = InlineScans::default();
+        assert!(inline.admits(&scan("file://", 8, 4 << 10)));
+        assert!(inline.admits(&scan("memory://", 16, 64 << 10)));
+        // Over a MiB in all.
+        assert!(!inline.admits(&scan("file://", 8, 200 << 10)));
+        // Remote: a request or two a file for every task that reads them.
+        assert!(!inline.admits(&scan("s3://bucket", 8, 4 << 10)));
+        assert!(inline.admits(&scan("s3://bucket", 2, 4 << 10)));
+        // Nothing to read.
+        assert!(!inline.admits(&scan("file://", 0, 0)));
+        // A filter makes it a stage key filters may need.
+        let small = scan("file://", 2, 1 << 10);
+        let predicate = datafusion::physical_expr::expressions::binary(
+            col("k", &small.schema()).unwrap(),
+            datafusion::logical_expr::Operator::Gt,
+            lit(1i64),
+            &small.schema(),
+        )
+        .unwrap();
+        let filtered: Arc<dyn ExecutionPlan> =
+            Arc::new(FilterExec::try_new(predicate, small.clone()).unwrap());
+        assert!(!inline.admits(&filtered));
+        // Anything but scans and projections keeps its stage.
+        let gathered: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(small));
+        assert!(!inline.admits(&gathered));
+    }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use squall_engine::planner::{KeyFilterMode, default_parallelism};
+use squall_executor::ShuffleCodec;
 use squall_tools::bench;
 
 use super::backend::BackendArgs;
@@ -78,6 +79,14 @@ pub(super) struct BenchTpchArgs {
     /// wait costs at most four times the stage's own scan) or always.
     #[arg(long, default_value = "auto", value_name = "WHEN")]
     key_filters: KeyFilterMode,
+    /// How shuffle files are compressed: lz4, zstd or none [default: as
+    /// `squall run` chooses for the work folder].
+    #[arg(long, value_name = "CODEC")]
+    shuffle_codec: Option<ShuffleCodec>,
+    /// Give every scan a stage of its own, small tables too (by default a
+    /// stage joining with a table of at most 1 MiB scans it itself).
+    #[arg(long)]
+    no_inline_scans: bool,
 }
 
 #[derive(Debug, Args)]
@@ -141,15 +150,25 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
         answers: args.answers.is_dir().then(|| args.answers.clone()),
         scale: args.scale.clone(),
         key_filters: args.key_filters,
+        shuffle_codec: args.shuffle_codec,
+        inline_scans: !args.no_inline_scans,
     };
     println!(
-        "TPC-H on {} — {} executors, shuffle width {}, key filters {:?}, {} iterations, medians in seconds",
+        "TPC-H on {} — {} executors, shuffle width {}, key filters {:?}, shuffle codec {}, small scans {}, {} iterations, medians in seconds",
         args.data,
         bench.executors,
         bench
             .shuffle_partitions
             .map_or("follows the data".to_string(), |w| w.to_string()),
         bench.key_filters,
+        bench
+            .shuffle_codec
+            .map_or("as the work folder's".to_string(), |c| c.to_string()),
+        if bench.inline_scans {
+            "inlined"
+        } else {
+            "in stages"
+        },
         bench.iterations
     );
     println!("{}", machine::provenance());
