@@ -47,9 +47,11 @@ pub struct TaskArgs {
     /// percentile of reads, and at least 250ms, is sent again once.
     #[arg(long)]
     pub no_hedging: bool,
-    /// How shuffle files are compressed: lz4 (fastest) or zstd (less than
-    /// half the bytes) [default: zstd where the work folder is an object
-    /// store, lz4 on local disk or in memory].
+    /// How shuffle files are compressed: none (plain Arrow IPC, read in
+    /// place), lz4 (fast, a third of the bytes) or zstd (less than half
+    /// LZ4's bytes) [default: zstd where the work folder is an object store;
+    /// on local disk or in memory none for a job reading at most 256 MiB of
+    /// table columns, lz4 above].
     #[arg(long, value_name = "CODEC")]
     pub shuffle_codec: Option<ShuffleCodec>,
     #[command(flatten)]
