@@ -14,11 +14,13 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::bytes::{
-    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    physical_plan_from_bytes_with_proto_converter, physical_plan_to_bytes_with_proto_converter,
 };
 use datafusion_proto::physical_plan::from_proto::parse_physical_expr;
 use datafusion_proto::physical_plan::to_proto::serialize_physical_expr;
-use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use datafusion_proto::physical_plan::{
+    DeduplicatingProtoConverter, PhysicalExtensionCodec, PhysicalProtoConverterExtension,
+};
 use datafusion_proto::protobuf;
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -270,9 +272,16 @@ impl PhysicalExtensionCodec for SquallCodec {
     }
 }
 
-/// Encodes a stage plan for a TaskSpec.
+/// Encodes a stage plan for a TaskSpec. An expression the plan holds in two
+/// places — a TopK's dynamic filter, in its sort and in the scan it prunes —
+/// is one expression again when decoded, so what the sort learns reaches the
+/// scan.
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
-    Ok(physical_plan_to_bytes_with_extension_codec(plan, &SquallCodec::new())?.to_vec())
+    let converter = DeduplicatingProtoConverter {};
+    Ok(
+        physical_plan_to_bytes_with_proto_converter(plan, &SquallCodec::new(), &converter)?
+            .to_vec(),
+    )
 }
 
 /// Decodes a stage plan, binding its readers to `inputs`.
@@ -281,5 +290,11 @@ pub fn decode_plan(
     ctx: &TaskContext,
     inputs: impl IntoIterator<Item = StageInput>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &SquallCodec::with_inputs(inputs))
+    let codec = SquallCodec::with_inputs(inputs);
+    physical_plan_from_bytes_with_proto_converter(
+        bytes,
+        ctx,
+        &codec,
+        &DeduplicatingProtoConverter {},
+    )
 }

@@ -32,11 +32,16 @@ pub fn squall_session_config() -> SessionConfig {
     let options = config.options_mut();
     // A task runs one partition alone: it must not steal sibling partitions' files.
     options.execution.enable_file_stream_work_stealing = false;
-    // Dynamic filters are filled by an operator in one task and read by a scan in
-    // another; across stages nothing would ever fill them.
-    options.optimizer.enable_dynamic_filter_pushdown = false;
+    // Dynamic filters: a TopK's (`ORDER BY ... LIMIT`) prunes the files and row
+    // groups of a scan in its own task (the two share one filter through the
+    // plan's encoding, see `codec::encode_plan`); pushed into a scan of another
+    // stage it is never filled and keeps every row. A join's waits until every
+    // partition of the plan has built its side, and a task runs one partition:
+    // it would hold its task forever. An aggregate's (min/max bounds) is off
+    // until tested here.
+    options.optimizer.enable_dynamic_filter_pushdown = true;
+    options.optimizer.enable_topk_dynamic_filter_pushdown = true;
     options.optimizer.enable_join_dynamic_filter_pushdown = false;
-    options.optimizer.enable_topk_dynamic_filter_pushdown = false;
     options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
     // Tasks are the parallelism: no round-robin repartitions, and scans are split by
     // the planner, not regrouped by DataFusion.
