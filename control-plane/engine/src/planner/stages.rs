@@ -444,7 +444,7 @@ impl Cutter<'_> {
         }
         let admitted = self.inline.is_some_and(|inline| inline.admits(&child));
         // Named by the node gathered, as it was before this cut.
-        let gathered = GatheredScan(Arc::as_ptr(&plan.children()[0]) as *const () as usize);
+        let gathered = GatheredScan(Arc::as_ptr(plan.children()[0]) as *const () as usize);
         let kept = match self.keep {
             Keep::All => true,
             Keep::These(kept) => kept.contains(&gathered),
