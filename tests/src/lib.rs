@@ -105,13 +105,14 @@ pub fn expected_answer(scale: &str, q: usize) -> Vec<Vec<String>> {
 pub fn tpch_run_failures(
     scale: &str,
     q: usize,
-    batches: Result<&[arrow::array::RecordBatch], String>,
+    result: &Result<squall_engine::JobResult, String>,
     work: &Path,
 ) -> Vec<String> {
     let mut failures = Vec::new();
-    match batches {
-        Ok(batches) => {
-            if let Err(e) = compare(&expected_answer(scale, q), &render(batches), is_ordered(q)) {
+    match result {
+        Ok(result) => {
+            let rows = render(result.batches.as_deref().unwrap_or_default());
+            if let Err(e) = compare(&expected_answer(scale, q), &rows, is_ordered(q)) {
                 failures.push(format!("Q{q}: {e}"));
             }
         }

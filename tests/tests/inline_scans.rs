@@ -169,15 +169,7 @@ async fn answers_hold_with_small_tables_in_stages_of_their_own() {
             ..PlanOptions::default()
         };
         let result = engine.run(&request, None).await.map_err(|e| e.to_string());
-        let batches = result
-            .as_ref()
-            .map(|r| r.batches.as_deref().unwrap_or_default());
-        failures.extend(tpch_run_failures(
-            "0.1",
-            q,
-            batches.map_err(Clone::clone),
-            work.path(),
-        ));
+        failures.extend(tpch_run_failures("0.1", q, &result, work.path()));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -61,15 +61,7 @@ async fn tpch(mode: KeyFilterMode, shuffle_joins: bool) -> Filtered {
         if let Ok(result) = &result {
             filtered.add(result);
         }
-        let batches = result
-            .as_ref()
-            .map(|r| r.batches.as_deref().unwrap_or_default());
-        failures.extend(tpch_run_failures(
-            "0.1",
-            q,
-            batches.map_err(Clone::clone),
-            work.path(),
-        ));
+        failures.extend(tpch_run_failures("0.1", q, &result, work.path()));
     }
     assert!(
         failures.is_empty(),

@@ -154,15 +154,7 @@ async fn check_exchange(
                 .count();
             split += result.stages.iter().map(|s| s.split_tasks).sum::<u32>();
         }
-        let batches = result
-            .as_ref()
-            .map(|r| r.batches.as_deref().unwrap_or_default());
-        failures.extend(tpch_run_failures(
-            scale,
-            q,
-            batches.map_err(Clone::clone),
-            work.path(),
-        ));
+        failures.extend(tpch_run_failures(scale, q, &result, work.path()));
     }
     assert!(
         failures.is_empty(),
