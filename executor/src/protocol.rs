@@ -123,8 +123,8 @@ pub enum ShuffleCodec {
     /// write and read, a third of the bytes.
     #[default]
     Lz4,
-    /// Plain Arrow IPC, read back without a copy: for shuffles on local disk
-    /// or in memory, where the bytes cost less than compressing them.
+    /// Plain Arrow IPC: for shuffles on local disk or in memory, where the
+    /// bytes cost less than compressing them.
     None,
     /// Arrow IPC's own compression of each buffer with zstd (level 1): less
     /// than half the bytes of LZ4 on TPC-H's shuffles (0.46× over the 22

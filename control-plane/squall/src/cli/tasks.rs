@@ -47,8 +47,7 @@ pub struct TaskArgs {
     /// percentile of reads, and at least 250ms, is sent again once.
     #[arg(long)]
     pub no_hedging: bool,
-    /// How shuffle files are compressed: none (plain Arrow IPC, read in
-    /// place), lz4 (fast, a third of the bytes) or zstd (less than half
+    /// How shuffle files are compressed: none (plain Arrow IPC), lz4 (fast, a third of the bytes) or zstd (less than half
     /// LZ4's bytes) [default: zstd where the work folder is an object store;
     /// on local disk or in memory none for a job reading at most 256 MiB of
     /// table columns, lz4 above].
