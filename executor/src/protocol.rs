@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::hedge::Hedging;
+use crate::stores::local_scheme;
 use crate::usage::TaskUsage;
 
 /// Version of the TaskSpec/TaskResult encoding. Checked on both ends.
@@ -162,8 +163,7 @@ impl ShuffleCodec {
     }
 
     fn is_local(folder: &str) -> bool {
-        let scheme = folder.split_once("://").map_or("file", |(s, _)| s);
-        matches!(scheme.to_ascii_lowercase().as_str(), "file" | "memory")
+        local_scheme(folder.split_once("://").map_or("file", |(s, _)| s))
     }
 }
 

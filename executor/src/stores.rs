@@ -24,6 +24,12 @@ use url::Url;
 use crate::hedge::{HedgedStore, Hedger};
 use crate::usage::RequestCounter;
 
+/// Whether a store of URL scheme `scheme` is on this machine (a local folder or
+/// memory): reaching it costs no request, and no other machine can.
+pub fn local_scheme(scheme: &str) -> bool {
+    scheme.eq_ignore_ascii_case("file") || scheme.eq_ignore_ascii_case("memory")
+}
+
 /// A URL split into its store (`scheme://authority`) and the path inside the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectUrl {

@@ -44,6 +44,7 @@ use serde::Deserialize;
 use squall_executor::lambda::{
     Invocation, InvocationResponse, MAX_INLINE_SPEC_BYTES, function_error_is_retryable,
 };
+use squall_executor::stores::local_scheme;
 use squall_executor::{
     FailureKind, RequestCounter, StoreRegistry, TaskFailure, TaskId, TaskOutcome, TaskResult,
     TaskSpec, WIRE_VERSION, add_requests,
@@ -587,7 +588,7 @@ impl LambdaBackend {
 
 /// Object stores a function can reach: not the control plane's disk or memory.
 fn remote_scheme(url: &url::Url) -> bool {
-    !matches!(url.scheme(), "file" | "memory")
+    !local_scheme(url.scheme())
 }
 
 /// What one invocation came to, short of "could not reach Lambda".

@@ -372,7 +372,7 @@ pub async fn plan_job_within(
 /// where they are gathered ([`InlineScans`]) but for those whose stages key
 /// filters would use (a small filtered table is often what filters a large
 /// one, through another small one): those are found in a first cut that
-/// keeps every small scan's stage.
+/// keeps every small scan's stage (with key filters off, none is needed).
 fn cut_with_key_filters(
     plan: Arc<dyn ExecutionPlan>,
     work_dir: &str,
@@ -394,7 +394,11 @@ fn cut_with_key_filters(
         cut.dag.key_filters = key_filters::plan_key_filters(&mut cut.dag, options.key_filters);
         Ok::<_, datafusion::common::DataFusionError>(cut)
     };
-    let first = cut(&Keep::All)?;
+    // Without key filters no small scan needs its stage: one cut.
+    let first = match options.key_filters {
+        KeyFilterMode::Off => cut(&Keep::These(HashSet::new()))?,
+        _ => cut(&Keep::All)?,
+    };
     if first.inlinable.is_empty() {
         return Ok(first.dag);
     }

@@ -30,6 +30,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore};
+use squall_executor::stores::local_scheme;
 
 use super::slices::scan_config;
 use crate::error::{Result, SquallError};
@@ -331,7 +332,7 @@ pub fn files_scanned(plan: &Arc<dyn ExecutionPlan>) -> (usize, u64, bool) {
             (
                 files + pieces.len(),
                 bytes + pieces.into_iter().map(piece_bytes).sum::<u64>(),
-                local && matches!(scheme, Some("file" | "memory")),
+                local && scheme.is_some_and(local_scheme),
             )
         })
 }
