@@ -309,7 +309,9 @@ impl ProgressSink for JobProgress {
             JobEvent::KeyFilterApplied { stage, filter } => {
                 self.key_filtered(*stage, &KeyFilterView::of(filter))
             }
-            JobEvent::StageStarted { .. } | JobEvent::StageFinished { .. } => {}
+            JobEvent::StageStarted { .. }
+            | JobEvent::StageFinished { .. }
+            | JobEvent::StageFused { .. } => {}
         }
         self.count(event);
         if matches!(
@@ -441,6 +443,11 @@ impl JobProgress {
                     s.running = 0;
                     s.finished_at_ms = Some(now_ms());
                 }
+            }
+            JobEvent::StageFused { stage, into } => {
+                let s = stages.entry(*stage).or_default();
+                s.stage = *stage;
+                s.fused_into = Some(*into);
             }
             JobEvent::Planned { .. } => {}
         }

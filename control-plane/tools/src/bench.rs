@@ -46,6 +46,9 @@ pub struct TpchBench {
     /// Whether small tables are scanned by the stages that join with them
     /// (see [`PlanOptions::inline_scans`]).
     pub inline_scans: bool,
+    /// Whether small stages read by one task run inside it (see
+    /// [`TaskOptions::fuse_max_bytes`]).
+    pub fuse: bool,
 }
 
 /// One query's figures.
@@ -165,6 +168,9 @@ impl TpchBench {
                 ..PlanOptions::default()
             };
             request.tasks.shuffle_codec = self.shuffle_codec;
+            if !self.fuse {
+                request.tasks.fuse_max_bytes = 0;
+            }
             let mut bench = QueryBench {
                 query: q,
                 squall: vec![],
@@ -224,7 +230,8 @@ impl QueryBench {
         df_batches: &[RecordBatch],
         expected: Option<&[Vec<String>]>,
     ) {
-        self.stages = result.dag.stages.len();
+        let fused = result.stages.iter().filter(|s| s.fused_into.is_some());
+        self.stages = result.dag.stages.len() - fused.count();
         // Tasks run: a reduce stage's width is chosen as it starts.
         self.tasks = result.stages.iter().map(|s| s.tasks).sum();
         let last = result.dag.final_stage().id;

@@ -5,6 +5,7 @@
 //! computing scan splits, building DataFusion's physical plan with Squall's session
 //! settings, and cutting it into stages (`stages`). Nothing here runs a task.
 
+pub mod fuse;
 pub mod generated;
 pub mod guard;
 pub mod joins;

@@ -80,6 +80,12 @@ pub enum JobEvent {
     StageFinished {
         stage: u32,
     },
+    /// Stage `stage` will not run tasks of its own: the one task of stage
+    /// `into` runs its plan over its inputs (see `planner::fuse`).
+    StageFused {
+        stage: u32,
+        into: u32,
+    },
     /// Stage `stage` (not started yet) will filter its rows with the keys of
     /// a join's other side, which just committed.
     KeyFilterApplied {
@@ -174,6 +180,9 @@ pub struct StageStats {
     pub key_filters: Vec<KeyFilterApplied>,
     /// Rows those filters removed.
     pub key_filter_rows_removed: u64,
+    /// The stage whose task ran this one's plan, where it ran no tasks of
+    /// its own.
+    pub fused_into: Option<u32>,
 }
 
 /// A filter from a join's build side applied to its probe stage.

@@ -15,8 +15,10 @@ use squall_executor::{KeyFilter, KeySummary, OutputFile, StageInput, TaskAction}
 
 use super::context::{JobGate, Scheduler};
 use super::events::{JobEvent, KeyFilterApplied, StageStats};
+use super::fusion::fusion_target;
 use crate::commit::delete_all;
 use crate::error::Result;
+use crate::planner::fuse::fused_stage;
 use crate::planner::key_filters::filtered_stage;
 use crate::planner::{Stage, StageDag, StageOutput};
 
@@ -29,6 +31,15 @@ fn is_ready(dag: &StageDag, committed: &HashMap<u32, Vec<OutputFile>>, stage: &S
             .iter()
             .filter(|f| f.target == stage.id && f.wait)
             .all(|f| committed.contains_key(&f.source))
+}
+
+/// Whether every stage reading `stage` committed in an earlier run (one
+/// that ran it fused, see [`fusion_target`]): then it need not run.
+fn readers_done(dag: &StageDag, committed: &HashMap<u32, Vec<OutputFile>>, stage: &Stage) -> bool {
+    let mut readers = dag.stages.iter().filter(|s| s.inputs.contains(&stage.id));
+    let first = readers.next();
+    first.is_some_and(|r| committed.contains_key(&r.id))
+        && readers.all(|r| committed.contains_key(&r.id))
 }
 
 /// Shuffle files (and the combine steps' files, written but never committed
@@ -148,6 +159,67 @@ impl Scheduler<'_> {
         }
     }
 
+    /// The stages of `pending` that can start, taken out of it, after each
+    /// ready one that can run inside the one task of the stage reading it
+    /// was given to that stage (see [`fusion_target`]; a line of `stats`
+    /// says so), which may make that stage ready too.
+    fn ready_stages(
+        &self,
+        dag: &StageDag,
+        committed: &HashMap<u32, Vec<OutputFile>>,
+        pending: &mut Vec<Arc<Stage>>,
+        stats: &mut Vec<StageStats>,
+    ) -> Vec<Arc<Stage>> {
+        let mut start = Vec::new();
+        loop {
+            let (ready, waiting): (Vec<Arc<Stage>>, Vec<Arc<Stage>>) = std::mem::take(pending)
+                .into_iter()
+                .partition(|s| is_ready(dag, committed, s));
+            *pending = waiting;
+            let mut fused = false;
+            for stage in ready {
+                let max_bytes = self.options.fuse_max_bytes;
+                let Some(at) = fusion_target(dag, committed, &stage, pending, max_bytes) else {
+                    start.push(stage);
+                    continue;
+                };
+                match fused_stage(&pending[at], &stage) {
+                    Ok(reader) => {
+                        let into = reader.id;
+                        tracing::debug!(
+                            job = self.job_id,
+                            stage = stage.id,
+                            into,
+                            "stage fused into its reader"
+                        );
+                        self.emit(JobEvent::StageFused {
+                            stage: stage.id,
+                            into,
+                        });
+                        stats.push(StageStats {
+                            stage: stage.id,
+                            fused_into: Some(into),
+                            ..StageStats::default()
+                        });
+                        pending[at] = Arc::new(reader);
+                        fused = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            job = self.job_id,
+                            stage = stage.id,
+                            "stage runs its own tasks: {e}"
+                        );
+                        start.push(stage);
+                    }
+                }
+            }
+            if !fused {
+                return start;
+            }
+        }
+    }
+
     /// Runs `tasks` ping tasks (see [`TaskAction::Ping`]) as one stage, through the
     /// same path as real tasks: measures what the scheduler and backend cost per task.
     pub async fn ping(&self, tasks: usize) -> Result<StageStats> {
@@ -230,7 +302,7 @@ impl Scheduler<'_> {
         let mut pending: Vec<Arc<Stage>> = dag
             .stages
             .iter()
-            .filter(|s| !committed.contains_key(&s.id))
+            .filter(|s| !committed.contains_key(&s.id) && !readers_done(dag, &committed, s))
             .map(|s| Arc::new(s.clone()))
             .collect();
         let mut filters: HashMap<u32, Vec<KeyFilterApplied>> = HashMap::new();
@@ -238,11 +310,7 @@ impl Scheduler<'_> {
         let mut first_error = None;
         loop {
             if first_error.is_none() {
-                let (ready, waiting): (Vec<Arc<Stage>>, Vec<Arc<Stage>>) = pending
-                    .into_iter()
-                    .partition(|s| is_ready(dag, &committed, s));
-                pending = waiting;
-                for stage in ready {
+                for stage in self.ready_stages(dag, &committed, &mut pending, &mut stats) {
                     let inputs = stage
                         .inputs
                         .iter()
@@ -295,5 +363,28 @@ impl Scheduler<'_> {
             result_files,
             stages: stats,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::planner::fuse::tests::pair;
+    use squall_executor::ReadMode;
+
+    #[test]
+    fn a_stage_whose_readers_all_committed_need_not_run_again() {
+        let (producer, consumer) = pair(ReadMode::ByProducer);
+        let dag = StageDag {
+            schema: crate::planner::fuse::tests::schema(),
+            stages: vec![producer.clone(), consumer.clone()],
+            key_filters: vec![],
+        };
+        let mut committed = HashMap::new();
+        assert!(!readers_done(&dag, &committed, &producer));
+        committed.insert(consumer.id, vec![]);
+        assert!(readers_done(&dag, &committed, &producer));
+        // The final stage has no readers: it always runs.
+        assert!(!readers_done(&dag, &committed, &consumer));
     }
 }

@@ -13,8 +13,9 @@
 //! # In pieces
 //! Lowest first: how tasks run ([`options`]), what watchers are told
 //! ([`events`]), the retry decision ([`retry`], pure), reduce sizing
-//! ([`coalesce`]), the two-level exchange's policy ([`exchange`]) and backups
-//! ([`speculation`]); what a job's run shares
+//! ([`coalesce`]), the two-level exchange's policy ([`exchange`]), backups
+//! ([`speculation`]) and which small stages run inside their reader's task
+//! ([`fusion`]); what a job's run shares
 //! ([`context`]); a stage's tasks ([`tasks`]); one copy of a task, attempt after
 //! attempt ([`attempt`]); one stage ([`stage`]); a reduce stage's combine
 //! steps ([`combine`]); the job ([`job`]). This file
@@ -26,6 +27,7 @@ mod combine;
 mod context;
 mod events;
 pub mod exchange;
+pub mod fusion;
 mod job;
 mod options;
 pub mod retry;
@@ -39,5 +41,5 @@ pub use context::Scheduler;
 pub use events::{JobEvent, KeyFilterApplied, ProgressSink, StageKind, StageStats};
 pub use exchange::{Exchange, ExchangeChoice, ExchangeMode, Pricing};
 pub use job::DagOutcome;
-pub use options::TaskOptions;
+pub use options::{FUSE_MAX_BYTES, TaskOptions};
 pub use speculation::Speculation;

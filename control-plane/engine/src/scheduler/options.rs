@@ -47,7 +47,15 @@ pub struct TaskOptions {
     /// Lambda environments to start while the job is planned (pings sent at
     /// once, billed to the job as stage 0); 0: none.
     pub prewarm: usize,
+    /// A stage that reads at most this many bytes of shuffles, writes one
+    /// partition per task and is read by a stage of one task runs inside
+    /// that task (see `planner::fuse`); 0: every stage runs its own tasks.
+    pub fuse_max_bytes: u64,
 }
+
+/// Default of [`TaskOptions::fuse_max_bytes`]: what one task reads in well
+/// under a second from an object store, and sorts or aggregates in memory.
+pub const FUSE_MAX_BYTES: u64 = 16 << 20;
 
 impl Default for TaskOptions {
     fn default() -> Self {
@@ -67,6 +75,7 @@ impl Default for TaskOptions {
             place: None,
             place_reason: None,
             prewarm: 0,
+            fuse_max_bytes: FUSE_MAX_BYTES,
         }
     }
 }

@@ -87,6 +87,10 @@ pub(super) struct BenchTpchArgs {
     /// stage joining with a table of at most 1 MiB scans it itself).
     #[arg(long)]
     no_inline_scans: bool,
+    /// Run every stage's own tasks (by default a small stage read by one
+    /// task runs inside that task, see `squall run --fuse-bytes`).
+    #[arg(long)]
+    no_fuse: bool,
 }
 
 #[derive(Debug, Args)]
@@ -152,9 +156,10 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
         key_filters: args.key_filters,
         shuffle_codec: args.shuffle_codec,
         inline_scans: !args.no_inline_scans,
+        fuse: !args.no_fuse,
     };
     println!(
-        "TPC-H on {} — {} executors, shuffle width {}, key filters {:?}, shuffle codec {}, small scans {}, {} iterations, medians in seconds",
+        "TPC-H on {} — {} executors, shuffle width {}, key filters {:?}, shuffle codec {}, small scans {}, small stages {}, {} iterations, medians in seconds",
         args.data,
         bench.executors,
         bench
@@ -169,6 +174,7 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
         } else {
             "in stages"
         },
+        if bench.fuse { "fused" } else { "own tasks" },
         bench.iterations
     );
     println!("{}", machine::provenance());

@@ -105,6 +105,11 @@ impl ProgressSink for ProgressBars {
                     filter.join_stage, filter.source_stage, filter.description
                 ));
             }
+            JobEvent::StageFused { stage, into } => {
+                let _ = self.multi.println(format!(
+                    "stage {stage} runs inside the task of stage {into} (its inputs are small)"
+                ));
+            }
             JobEvent::ExchangeChosen { .. }
             | JobEvent::StagePlaced { .. }
             | JobEvent::TaskStarted { .. }

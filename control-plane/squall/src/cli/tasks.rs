@@ -53,6 +53,11 @@ pub struct TaskArgs {
     /// table columns, lz4 above].
     #[arg(long, value_name = "CODEC")]
     pub shuffle_codec: Option<ShuffleCodec>,
+    /// Bytes of shuffle input at most of a stage that runs inside the one
+    /// task of the stage reading it (the sort or aggregate under a query's
+    /// final merge), instead of tasks of its own; 0: never [default: 16MiB].
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    pub fuse_bytes: Option<u64>,
     #[command(flatten)]
     pub backups: BackupArgs,
 }
@@ -133,6 +138,7 @@ impl TaskArgs {
             },
             shuffle_codec: self.shuffle_codec,
             prewarm: self.prewarm,
+            fuse_max_bytes: self.fuse_bytes.unwrap_or(default.fuse_max_bytes),
             ..default
         })
     }
