@@ -199,18 +199,23 @@ async fn edge_cases_match_single_node_with_key_filters_on() {
     let single = single_node(&tables).await;
     let engine = local_engine(3, work.path());
     let mut filtered = Filtered::default();
+    let mut late_broadcasts = 0;
     for (sql, expected) in EDGE_QUERIES.iter().zip(EDGE_FILTERED) {
         let sql = *sql;
         let theirs = sorted(&single.sql(sql).await.unwrap().collect().await.unwrap());
-        for (mode, broadcast) in [
-            (KeyFilterMode::Always, false),
-            (KeyFilterMode::Always, true),
-            (KeyFilterMode::Off, false),
+        // Joins shuffled as planned: with late broadcasts off, and on (each
+        // join whose build side commits small made a broadcast join).
+        for (mode, broadcast, late) in [
+            (KeyFilterMode::Always, false, false),
+            (KeyFilterMode::Always, true, true),
+            (KeyFilterMode::Off, false, true),
+            (KeyFilterMode::Off, false, false),
         ] {
             let mut request = JobRequest::new(sql, tables.clone());
             request.plan = PlanOptions {
                 shuffle_partitions: 3,
                 key_filters: mode,
+                late_broadcast: late.then(Default::default),
                 ..PlanOptions::default()
             };
             if !broadcast {
@@ -222,16 +227,28 @@ async fn edge_cases_match_single_node_with_key_filters_on() {
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
             filtered.add(&result);
+            late_broadcasts += result
+                .stages
+                .iter()
+                .filter(|s| s.fused_into.is_some())
+                .count();
             let applied: usize = result.stages.iter().map(|s| s.key_filters.len()).sum();
-            if mode == KeyFilterMode::Always && !broadcast {
+            if mode == KeyFilterMode::Always && !broadcast && !late {
                 assert_eq!(applied > 0, expected, "{sql}: {applied} filters");
             }
             let ours = sorted(result.batches.as_deref().unwrap_or_default());
-            assert_eq!(ours, theirs, "{sql} ({mode:?}, broadcast {broadcast})");
+            assert_eq!(
+                ours, theirs,
+                "{sql} ({mode:?}, broadcast {broadcast}, late {late})"
+            );
         }
         assert!(files_under(work.path()).is_empty(), "{sql} left files");
     }
     assert!(filtered.removed > 10_000, "{filtered:?}");
+    assert!(
+        late_broadcasts >= 4,
+        "{late_broadcasts} stages fused or broadcast late"
+    );
 }
 
 /// TPC-H Q18's large orders (a HAVING over lineitem's sums, in a stage of

@@ -232,8 +232,9 @@ pub struct StageProgress {
     /// each task's bytes per row written (0 where a task wrote no row).
     #[serde(default)]
     pub key_filter_bytes_saved: u64,
-    /// The stage whose one task ran this stage's plan over its inputs,
-    /// which were small: it ran no tasks of its own.
+    /// The stage whose tasks ran this stage's plan: a small stage run by
+    /// the one task reading it, or a probe side's scan run by the tasks of
+    /// a join that became a broadcast join. It ran no tasks of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fused_into: Option<u32>,
 }

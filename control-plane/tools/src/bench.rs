@@ -49,6 +49,9 @@ pub struct TpchBench {
     /// Whether small stages read by one task run inside it (see
     /// [`TaskOptions::fuse_max_bytes`]).
     pub fuse: bool,
+    /// Whether shuffled joins become broadcast joins when their build side
+    /// commits small (see [`PlanOptions::late_broadcast`]).
+    pub late_broadcast: bool,
 }
 
 /// One query's figures.
@@ -165,6 +168,7 @@ impl TpchBench {
                     .then(squall_engine::planner::Widen::default),
                 key_filters: self.key_filters,
                 inline_scans: self.inline_scans.then(InlineScans::default),
+                late_broadcast: self.late_broadcast.then(Default::default),
                 ..PlanOptions::default()
             };
             request.tasks.shuffle_codec = self.shuffle_codec;

@@ -5,6 +5,7 @@
 //! computing scan splits, building DataFusion's physical plan with Squall's session
 //! settings, and cutting it into stages (`stages`). Nothing here runs a task.
 
+pub mod broadcast;
 pub mod fuse;
 pub mod generated;
 pub mod guard;
@@ -39,6 +40,7 @@ use squall_executor::{
 
 use crate::error::{Result, SquallError};
 use crate::tables::{ResolvedTable, TableGuard, TableSpec, register_table, resolve_table};
+pub use broadcast::LateBroadcastLimits;
 use datafusion::optimizer::Optimizer;
 pub use key_filters::KeyFilterMode;
 use pool::PlanBudget;
@@ -83,6 +85,10 @@ pub struct PlanOptions {
     /// than reading them from a stage of their own; None: every scan has
     /// its stage.
     pub inline_scans: Option<InlineScans>,
+    /// How small the build side of a shuffled join whose probe side only
+    /// scans a table must commit for the join to become a broadcast join
+    /// (see [`broadcast`]); None: shuffled joins stay shuffled.
+    pub late_broadcast: Option<LateBroadcastLimits>,
 }
 
 /// [`PlanOptions::min_scan_task_bytes`] where tasks have a fixed cost worth
@@ -162,6 +168,7 @@ impl Default for PlanOptions {
             min_scan_task_bytes: None,
             key_filters: KeyFilterMode::default(),
             inline_scans: Some(InlineScans::default()),
+            late_broadcast: Some(LateBroadcastLimits::default()),
         }
     }
 }
@@ -393,6 +400,9 @@ fn cut_with_key_filters(
             stage.read_bytes = splits.read_bytes(&stage.plan);
         }
         cut.dag.key_filters = key_filters::plan_key_filters(&mut cut.dag, options.key_filters);
+        if let Some(limits) = options.late_broadcast {
+            cut.dag.late_broadcasts = broadcast::late_broadcasts(&cut.dag, limits);
+        }
         Ok::<_, datafusion::common::DataFusionError>(cut)
     };
     // Without key filters no small scan needs its stage: one cut.

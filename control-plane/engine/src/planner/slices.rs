@@ -33,7 +33,7 @@ use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, replace_children_if_necessary};
-use squall_executor::{ReadMode, ShuffleReaderExec, stage_writer};
+use squall_executor::{KeyFilterExec, ReadMode, ShuffleReaderExec, stage_writer};
 
 /// The input stages of `plan` that every task reads only its own partition of,
 /// with the mode of their readers.
@@ -217,6 +217,7 @@ fn one_to_one(plan: &Arc<dyn ExecutionPlan>, child: usize) -> bool {
         || plan.downcast_ref::<ProjectionExec>().is_some()
         || plan.downcast_ref::<FilterExec>().is_some()
         || plan.downcast_ref::<CooperativeExec>().is_some()
+        || plan.downcast_ref::<KeyFilterExec>().is_some()
         || plan.downcast_ref::<AggregateExec>().is_some()
         || plan.downcast_ref::<SortExec>().is_some()
         || plan.downcast_ref::<LocalLimitExec>().is_some()

@@ -49,6 +49,7 @@ use squall_executor::{
     ReadMode, ResultWriterExec, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec,
 };
 
+use super::broadcast::LateBroadcast;
 use super::slices::{
     has_sliceable_scans, scan_config, slice_scans, sliceable_inputs, splittable_input,
 };
@@ -146,6 +147,9 @@ pub struct StageDag {
     pub schema: SchemaRef,
     /// Joins whose build side's keys filter their probe side (see `key_filters`).
     pub key_filters: Vec<KeyFilterSite>,
+    /// Shuffled joins that become broadcast joins where their build side
+    /// commits small (see `broadcast`).
+    pub late_broadcasts: Vec<LateBroadcast>,
 }
 
 impl StageDag {
@@ -254,6 +258,7 @@ pub fn cut_stages(
             stages: cutter.stages,
             schema,
             key_filters: vec![],
+            late_broadcasts: vec![],
         },
         inlinable: cutter.inlinable,
     })

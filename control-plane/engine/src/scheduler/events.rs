@@ -80,8 +80,10 @@ pub enum JobEvent {
     StageFinished {
         stage: u32,
     },
-    /// Stage `stage` will not run tasks of its own: the one task of stage
-    /// `into` runs its plan over its inputs (see `planner::fuse`).
+    /// Stage `stage` will not run tasks of its own: the tasks of stage
+    /// `into` run its plan (see `planner::fuse`: a small stage in the one
+    /// task reading it; `planner::broadcast`: a probe side's scan in the
+    /// tasks of a join made a broadcast join).
     StageFused {
         stage: u32,
         into: u32,
@@ -180,8 +182,8 @@ pub struct StageStats {
     pub key_filters: Vec<KeyFilterApplied>,
     /// Rows those filters removed.
     pub key_filter_rows_removed: u64,
-    /// The stage whose task ran this one's plan, where it ran no tasks of
-    /// its own.
+    /// The stage whose tasks ran this one's plan, where it ran no tasks of
+    /// its own (see [`JobEvent::StageFused`]).
     pub fused_into: Option<u32>,
 }
 

@@ -89,6 +89,7 @@ mod tests {
             schema: crate::planner::fuse::tests::schema(),
             stages,
             key_filters: vec![],
+            late_broadcasts: vec![],
         }
     }
 

@@ -18,6 +18,7 @@ use super::events::{JobEvent, KeyFilterApplied, StageStats};
 use super::fusion::fusion_target;
 use crate::commit::delete_all;
 use crate::error::Result;
+use crate::planner::broadcast::broadcast_stage;
 use crate::planner::fuse::fused_stage;
 use crate::planner::key_filters::filtered_stage;
 use crate::planner::{Stage, StageDag, StageOutput};
@@ -31,6 +32,11 @@ fn is_ready(dag: &StageDag, committed: &HashMap<u32, Vec<OutputFile>>, stage: &S
             .iter()
             .filter(|f| f.target == stage.id && f.wait)
             .all(|f| committed.contains_key(&f.source))
+        && dag
+            .late_broadcasts
+            .iter()
+            .filter(|b| b.probe == stage.id && b.wait)
+            .all(|b| committed.contains_key(&b.build))
 }
 
 /// Whether every stage reading `stage` committed in an earlier run (one
@@ -154,6 +160,69 @@ impl Scheduler<'_> {
                     stage = site.target,
                     source,
                     "no key filter for the stage: {e}"
+                ),
+            }
+        }
+    }
+
+    /// Makes each shuffled join whose build side `build` just committed
+    /// within the broadcast limits (`outputs`, counted in `counted`) a
+    /// broadcast join, where its probe stage has not started: the join's
+    /// stage scans the probe side itself and the probe stage never runs (a
+    /// line of `stats` says so). See `planner::broadcast`.
+    fn broadcast_late(
+        &self,
+        dag: &StageDag,
+        build: u32,
+        outputs: &[OutputFile],
+        counted: &StageStats,
+        pending: &mut Vec<Arc<Stage>>,
+        stats: &mut Vec<StageStats>,
+    ) {
+        for site in dag.late_broadcasts.iter().filter(|b| b.build == build) {
+            let (Some(probe_at), Some(join_at)) = (
+                pending.iter().position(|s| s.id == site.probe),
+                pending.iter().position(|s| s.id == site.join),
+            ) else {
+                continue;
+            };
+            if counted.rows_out > site.max_rows || counted.raw_bytes_out > site.max_bytes {
+                tracing::debug!(
+                    job = self.job_id,
+                    stage = site.join,
+                    build,
+                    rows = counted.rows_out,
+                    bytes = counted.raw_bytes_out,
+                    "build side too large to broadcast"
+                );
+                continue;
+            }
+            match broadcast_stage(&pending[join_at], &pending[probe_at], build, outputs.len()) {
+                Ok(joined) => {
+                    tracing::debug!(
+                        job = self.job_id,
+                        stage = site.join,
+                        build,
+                        probe = site.probe,
+                        rows = counted.rows_out,
+                        "shuffled join broadcast: its stage scans the probe side"
+                    );
+                    self.emit(JobEvent::StageFused {
+                        stage: site.probe,
+                        into: site.join,
+                    });
+                    stats.push(StageStats {
+                        stage: site.probe,
+                        fused_into: Some(site.join),
+                        ..StageStats::default()
+                    });
+                    pending[join_at] = Arc::new(joined);
+                    pending.remove(probe_at);
+                }
+                Err(e) => tracing::warn!(
+                    job = self.job_id,
+                    stage = site.join,
+                    "the join stays shuffled: {e}"
                 ),
             }
         }
@@ -336,6 +405,14 @@ impl Scheduler<'_> {
                         .collect();
                     self.journal_commit(stage, &outputs);
                     self.filter_targets(dag, stage, &summaries, &mut pending, &mut filters);
+                    self.broadcast_late(
+                        dag,
+                        stage,
+                        &outputs,
+                        &stage_stats,
+                        &mut pending,
+                        &mut stats,
+                    );
                     committed.insert(stage, outputs);
                     let mut stage_stats = stage_stats;
                     stage_stats.key_filters = filters.remove(&stage).unwrap_or_default();
@@ -379,6 +456,7 @@ mod tests {
             schema: crate::planner::fuse::tests::schema(),
             stages: vec![producer.clone(), consumer.clone()],
             key_filters: vec![],
+            late_broadcasts: vec![],
         };
         let mut committed = HashMap::new();
         assert!(!readers_done(&dag, &committed, &producer));

@@ -91,6 +91,9 @@ pub(super) struct BenchTpchArgs {
     /// task runs inside that task, see `squall run --fuse-bytes`).
     #[arg(long)]
     no_fuse: bool,
+    /// Keep every shuffled join shuffled (see `squall run --no-late-broadcast`).
+    #[arg(long)]
+    no_late_broadcast: bool,
 }
 
 #[derive(Debug, Args)]
@@ -157,9 +160,10 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
         shuffle_codec: args.shuffle_codec,
         inline_scans: !args.no_inline_scans,
         fuse: !args.no_fuse,
+        late_broadcast: !args.no_late_broadcast,
     };
     println!(
-        "TPC-H on {} — {} executors, shuffle width {}, key filters {:?}, shuffle codec {}, small scans {}, small stages {}, {} iterations, medians in seconds",
+        "TPC-H on {} — {} executors, shuffle width {}, key filters {:?}, shuffle codec {}, small scans {}, small stages {}, late broadcasts {}, {} iterations, medians in seconds",
         args.data,
         bench.executors,
         bench
@@ -175,6 +179,7 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
             "in stages"
         },
         if bench.fuse { "fused" } else { "own tasks" },
+        if bench.late_broadcast { "on" } else { "off" },
         bench.iterations
     );
     println!("{}", machine::provenance());

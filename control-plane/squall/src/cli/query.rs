@@ -33,6 +33,12 @@ pub(super) struct QueryArgs {
     /// wait costs at most four times the stage's own scan) or always.
     #[arg(long, default_value = "auto", value_name = "WHEN")]
     key_filters: KeyFilterMode,
+    /// Keep every shuffled join shuffled: by default a join whose probe side
+    /// only scans a table waits for its build side (where the planner's
+    /// estimate of it is near the broadcast limits) and, when that commits
+    /// at most 1 Mi rows and 16 MiB, scans the probe side in its own tasks.
+    #[arg(long)]
+    no_late_broadcast: bool,
 }
 
 impl QueryArgs {
@@ -59,6 +65,7 @@ impl QueryArgs {
                 .is_none()
                 .then(|| Widen::for_workers(executors)),
             key_filters: self.key_filters,
+            late_broadcast: (!self.no_late_broadcast).then(Default::default),
             ..PlanOptions::default()
         }
     }
