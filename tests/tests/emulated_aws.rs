@@ -268,7 +268,8 @@ async fn auto_places_stages_in_process_and_on_the_emulated_function() {
                     let ran_as_placed = match place {
                         Some(Place::Lambda) => stage.local_tasks == 0,
                         Some(Place::Local) => stage.lambda_tasks == 0,
-                        None => false,
+                        // Fused: run by another stage's tasks.
+                        None => stage.fused_into.is_some(),
                     };
                     if !ran_as_placed {
                         failures.push(format!("Q{q} stage {}: {stage:?}", stage.stage));
@@ -316,6 +317,8 @@ async fn the_two_level_exchange_through_the_emulators() {
             shuffle_partitions: 16,
             broadcast_rows: 100,
             broadcast_bytes: 4 << 10,
+            // Both sides stay shuffled whatever the lineitem side commits.
+            late_broadcast: None,
             ..PlanOptions::default()
         };
         request.tasks.coalescing = Coalescing::disabled();

@@ -67,7 +67,11 @@ async fn throttling_and_lambda_errors_are_retried_within_the_attempt() {
     })
     .await;
     let engine = engine(fake.config(), &stores);
-    check_query(&engine, &request(3), 3).await;
+    // Every stage its own tasks: the reduce stage under the final merge is
+    // the one whose tasks read slices.
+    let mut q3 = request(3);
+    q3.tasks.fuse_max_bytes = 0;
+    check_query(&engine, &q3, 3).await;
     let calls = fake.calls();
     let throttled = calls.iter().filter(|c| c.reply == Reply::Throttle).count();
     assert!(throttled >= 10, "only {throttled} throttled invocations");

@@ -63,7 +63,7 @@ const CRATES: &[Spec] = &[
         inner: &[(
             "scheduler",
             &[
-                &["coalesce", "exchange", "speculation"],
+                &["coalesce", "exchange", "speculation", "fusion"],
                 &["options", "events"],
                 &["retry", "context"],
                 &["tasks"],

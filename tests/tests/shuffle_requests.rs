@@ -36,10 +36,14 @@ async fn recorded(q: usize, width: usize) -> (Arc<RecordingStore>, Engine, JobRe
         .map(|t| squall_engine::TableSpec::new(*t, format!("memory:///tpch/{t}/")))
         .collect();
     let mut request = JobRequest::new(tpch::query(q).unwrap(), tables);
+    // The DAG runs as planned, every stage its own tasks: the requests
+    // counted here are those of the stages the plan shows.
     request.plan = PlanOptions {
         shuffle_partitions: width,
+        late_broadcast: None,
         ..PlanOptions::default()
     };
+    request.tasks.fuse_max_bytes = 0;
     (recording, engine, request)
 }
 

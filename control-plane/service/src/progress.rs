@@ -174,7 +174,6 @@ impl JobProgress {
         *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan);
     }
 
-    /// Records in the plan where `stage`'s tasks run.
     /// Records in the plan the filter `stage` got.
     fn key_filtered(&self, stage: u32, filter: &KeyFilterView) {
         let Some(mut plan) = self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
@@ -194,6 +193,31 @@ impl JobProgress {
         self.store_plan(plan);
     }
 
+    /// Records in the plan that `stage` runs in the tasks of stage `into`:
+    /// `into` reads what `stage` read instead of `stage`.
+    fn fused(&self, stage: u32, into: u32) {
+        let Some(mut plan) = self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        let read: Vec<u32> = plan
+            .stages
+            .iter()
+            .find(|s| s.stage == stage)
+            .map(|s| s.inputs.clone())
+            .unwrap_or_default();
+        let Some(reader) = plan.stages.iter_mut().find(|s| s.stage == into) else {
+            return;
+        };
+        reader.inputs.retain(|i| *i != stage);
+        for input in read {
+            if !reader.inputs.contains(&input) {
+                reader.inputs.push(input);
+            }
+        }
+        self.store_plan(plan);
+    }
+
+    /// Records in the plan where `stage`'s tasks run.
     fn placed(&self, stage: u32, placement: &PlacementView) {
         let Some(mut plan) = self.plan.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return;
@@ -309,9 +333,8 @@ impl ProgressSink for JobProgress {
             JobEvent::KeyFilterApplied { stage, filter } => {
                 self.key_filtered(*stage, &KeyFilterView::of(filter))
             }
-            JobEvent::StageStarted { .. }
-            | JobEvent::StageFinished { .. }
-            | JobEvent::StageFused { .. } => {}
+            JobEvent::StageFused { stage, into } => self.fused(*stage, *into),
+            JobEvent::StageStarted { .. } | JobEvent::StageFinished { .. } => {}
         }
         self.count(event);
         if matches!(

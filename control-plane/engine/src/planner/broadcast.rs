@@ -33,7 +33,7 @@ use squall_executor::{
 };
 
 use super::slices::{has_sliceable_scans, scan_config};
-use super::stages::{Stage, StageDag, StageOutput};
+use super::stages::{LateBroadcast, Stage, StageDag, StageOutput};
 
 /// A probe stage waits for the build side only while the planner's
 /// estimate of the build side is within this many times the limit: past
@@ -60,23 +60,6 @@ impl Default for LateBroadcastLimits {
             bytes: BROADCAST_JOIN_BYTES,
         }
     }
-}
-
-/// A shuffled join whose probe side may be scanned by the join's own tasks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LateBroadcast {
-    /// The stage holding the join.
-    pub join: u32,
-    /// The stage writing its build (left) side.
-    pub build: u32,
-    /// The stage that only scans (and filters) its probe (right) side.
-    pub probe: u32,
-    /// Whether the probe stage waits for the build side to commit.
-    pub wait: bool,
-    /// The build side is broadcast if it commits at most this many rows
-    /// and bytes of Arrow data.
-    pub max_rows: u64,
-    pub max_bytes: u64,
 }
 
 /// Join types a collect-left join computes task by task: no left row is

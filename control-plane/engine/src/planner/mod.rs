@@ -47,7 +47,8 @@ use pool::PlanBudget;
 pub use splits::{MAX_SCAN_REQUESTS, ScanSplits, SplitScans};
 use squall_executor::bounds::{CallBudget, ValueCaps, bounded_defaults};
 pub use stages::{
-    Cut, GatheredScan, InlineScans, Keep, KeyFilterSite, Stage, StageDag, StageOutput, cut_stages,
+    Cut, GatheredScan, InlineScans, Keep, KeyFilterSite, LateBroadcast, Stage, StageDag,
+    StageOutput, cut_stages,
 };
 
 /// Default size of one scan task's input.

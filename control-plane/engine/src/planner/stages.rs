@@ -49,7 +49,6 @@ use squall_executor::{
     ReadMode, ResultWriterExec, ShuffleOutput, ShuffleReaderExec, ShuffleWriterExec,
 };
 
-use super::broadcast::LateBroadcast;
 use super::slices::{
     has_sliceable_scans, scan_config, slice_scans, sliceable_inputs, splittable_input,
 };
@@ -137,6 +136,24 @@ pub struct KeyFilterSite {
     pub join_type: JoinType,
     /// Whether the target stage waits for the source to commit.
     pub wait: bool,
+}
+
+/// A shuffled join whose probe side may be scanned by the join's own tasks
+/// (see `broadcast`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateBroadcast {
+    /// The stage holding the join.
+    pub join: u32,
+    /// The stage writing its build (left) side.
+    pub build: u32,
+    /// The stage that only scans (and filters) its probe (right) side.
+    pub probe: u32,
+    /// Whether the probe stage waits for the build side to commit.
+    pub wait: bool,
+    /// The build side is broadcast if it commits at most this many rows
+    /// and bytes of Arrow data.
+    pub max_rows: u64,
+    pub max_bytes: u64,
 }
 
 /// The stages of one job, children before parents; the last one writes the result.

@@ -107,7 +107,7 @@ impl ProgressSink for ProgressBars {
             }
             JobEvent::StageFused { stage, into } => {
                 let _ = self.multi.println(format!(
-                    "stage {stage} runs inside the task of stage {into} (its inputs are small)"
+                    "stage {stage} runs no tasks of its own: the tasks of stage {into} run its plan"
                 ));
             }
             JobEvent::ExchangeChosen { .. }

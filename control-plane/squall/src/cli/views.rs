@@ -92,10 +92,12 @@ pub(super) fn print_job(view: &JobView) {
                         .as_ref()
                         .map(|c| c.requests.total().to_string())
                         .unwrap_or_else(|| "-".into()),
-                    s.placement
-                        .as_ref()
-                        .map(|p| p.place.clone())
-                        .unwrap_or_else(|| "-".into()),
+                    // A fused stage ran in another stage's tasks.
+                    match (s.fused_into, s.placement.as_ref()) {
+                        (Some(into), _) => format!("in stage {into}"),
+                        (None, Some(p)) => p.place.clone(),
+                        (None, None) => "-".into(),
+                    },
                     format!("{}/{}", s.local_tasks, s.lambda_tasks),
                 ]
             })

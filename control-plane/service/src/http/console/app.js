@@ -249,7 +249,9 @@ function dagSvg(plan, progress) {
   const nodes = plan.stages.map((s) => {
     const p = pos.get(s.stage);
     const live = progress.get(s.stage);
-    const tasks = live ? `${live.done}/${live.tasks} tasks` : "not started";
+    // A stage fused into another ran no tasks: that stage's tasks ran its plan.
+    const fused = live && live.fused_into;
+    const tasks = fused ? `run by stage ${fused}'s tasks` : live ? `${live.done}/${live.tasks} tasks` : "not started";
     const io = live ? `${bytes(live.bytes_scanned)} scanned, ${bytes(live.bytes_written)} written` : "";
     const rows = live ? `${live.rows_in} rows in → ${live.rows_out} out` : "";
     // How it reads each shuffle input: direct, or two-level through a combine step.
@@ -264,7 +266,7 @@ function dagSvg(plan, progress) {
     const placed = placement ? [`runs ${where}${ran}: ${placement.reason}`] : [];
     const kind = [s.kind, twoLevel ? `two-level ×${twoLevel}` : "", where].filter(Boolean).join(" · ");
     const width = ["combine", "merge"].includes(s.kind) ? `${s.partitions} combined file${s.partitions === 1 ? "" : "s"}` : `${s.partitions} partitions`;
-    return h("g", { class: `node${live && live.finished_at_ms ? " done" : ""}`, "data-stage": s.stage, "data-kind": s.kind,
+    return h("g", { class: `node${live && (live.finished_at_ms || fused) ? " done" : ""}`, "data-stage": s.stage, "data-kind": s.kind,
       "data-place": placement ? placement.place : "", transform: `translate(${p.x},${p.y})` },
       h("title", {}, [`stage ${s.stage}: ${s.kind}, ${width}, writes ${s.output}`, ...placed, ...exchanges].join("\n")),
       h("rect", { width: W, height: H }),
