@@ -157,7 +157,7 @@ def run(driver, wait, args):
     planned = {s["stage"]: s.get("placement", {}).get("place", "") for s in plan["stages"]}
     # A stage fused into another runs no tasks: placed nowhere, drawn as run by that stage.
     fused = {int(n.get_attribute("data-stage")) for n in nodes
-             if "run by stage" in n.get_attribute("textContent")}
+             if "run by the tasks of stage" in n.get_attribute("textContent")}
     ran = {s: p for s, p in places.items() if s not in fused}
     check(places == planned and set(ran.values()) == {"local"} and all(places[s] == "" for s in fused),
           f"the graph says stages run at {places}, the plan at {planned}, fused {fused}")

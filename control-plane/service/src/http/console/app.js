@@ -251,7 +251,7 @@ function dagSvg(plan, progress) {
     const live = progress.get(s.stage);
     // A stage fused into another ran no tasks: that stage's tasks ran its plan.
     const fused = live && live.fused_into;
-    const tasks = fused ? `run by stage ${fused}'s tasks` : live ? `${live.done}/${live.tasks} tasks` : "not started";
+    const tasks = fused ? `run by the tasks of stage ${fused}` : live ? `${live.done}/${live.tasks} tasks` : "not started";
     const io = live ? `${bytes(live.bytes_scanned)} scanned, ${bytes(live.bytes_written)} written` : "";
     const rows = live ? `${live.rows_in} rows in → ${live.rows_out} out` : "";
     // How it reads each shuffle input: direct, or two-level through a combine step.
