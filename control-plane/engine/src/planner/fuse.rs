@@ -6,12 +6,13 @@
 //! writes one partition per task, and is read by a stage of one task (the
 //! sort and merge at the top of most queries), that one task can run the
 //! stage's plan itself: the consumer's reader of it becomes the stage's plan
-//! (its partitions side by side inside the task, as one process runs them),
-//! reading the stage's own inputs. The scheduler decides at run time, from
+//! as one task of it sized to the whole shuffle would run it (see
+//! `scheduler::coalesce`): every partition of each input in one stream, a
+//! ranged read per producer file, not one per partition and file. The scheduler decides at run time, from
 //! the bytes those inputs committed (see `scheduler::job`); this module only
 //! rewrites the plans.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -25,8 +26,8 @@ use squall_executor::{ReadMode, ShuffleReaderExec, ShuffleWriterExec};
 use super::stages::{Stage, StageOutput};
 
 /// Whether `stage` could run inside the task of a stage that reads it: it
-/// writes one partition per task and reads nothing but shuffles (no table,
-/// no generator whose rows would be made again).
+/// writes one partition per task and reads nothing but shuffles partition
+/// by partition (no table, no generator whose rows would be made again).
 pub fn fusable(stage: &Stage) -> bool {
     if stage.output != StageOutput::Single || stage.sliced_scans || stage.inputs.is_empty() {
         return false;
@@ -34,7 +35,9 @@ pub fn fusable(stage: &Stage) -> bool {
     let mut only_shuffles = true;
     let walked = stage.plan.apply(|node| {
         let leaf = node.children().is_empty();
-        let allowed = node.downcast_ref::<ShuffleReaderExec>().is_some()
+        let allowed = node
+            .downcast_ref::<ShuffleReaderExec>()
+            .is_some_and(|r| r.mode() == ReadMode::Partitioned)
             || node.downcast_ref::<EmptyExec>().is_some()
             || node.downcast_ref::<PlaceholderRowExec>().is_some();
         if leaf && !allowed {
@@ -46,26 +49,60 @@ pub fn fusable(stage: &Stage) -> bool {
     walked.is_ok() && only_shuffles
 }
 
-/// `consumer` running `producer` itself: each reader of `producer` in its
-/// plan replaced by the plan under `producer`'s writer (all its partitions,
-/// one stream each where the reader read by producer, merged into one where
-/// it read the gathered partition), and `producer`'s inputs read whole.
-/// An error where `producer` is not [`fusable`] or its plan does not fit the
-/// reader; the caller then runs both as planned.
-pub fn fused_stage(consumer: &Stage, producer: &Stage) -> Result<Stage> {
-    if !fusable(producer) {
-        return Err(DataFusionError::Internal(format!(
-            "stage {} cannot run inside another stage's task",
-            producer.id
-        )));
-    }
+/// The plan under `producer`'s writer as one task of it reading every
+/// partition runs it: each reader of an input stage (of `files` files)
+/// made one stream of all of them, a whole file at a time.
+fn whole(producer: &Stage, files: &HashMap<u32, usize>) -> Result<Arc<dyn ExecutionPlan>> {
     let Some(writer) = producer.plan.downcast_ref::<ShuffleWriterExec>() else {
         return Err(DataFusionError::Internal(format!(
             "stage {} has no shuffle writer",
             producer.id
         )));
     };
-    let body = writer.input().clone();
+    writer
+        .input()
+        .clone()
+        .transform_up(|node| {
+            let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(&count) = files.get(&reader.stage_id()) else {
+                return Err(DataFusionError::Internal(format!(
+                    "stage {} was not committed",
+                    reader.stage_id()
+                )));
+            };
+            let by_file = ShuffleReaderExec::new(
+                reader.stage_id(),
+                reader.schema(),
+                ReadMode::ByProducer,
+                count.max(1),
+            );
+            Ok(Transformed::yes(Arc::new(CoalescePartitionsExec::new(
+                Arc::new(by_file),
+            ))))
+        })
+        .map(|t| t.data)
+}
+
+/// `consumer` running `producer` itself: each reader of `producer` in its
+/// plan replaced by the plan under `producer`'s writer run as one stream
+/// over all of its inputs (`files`: how many files each input stage
+/// committed), and `producer`'s inputs read whole. An error where
+/// `producer` is not [`fusable`] or its plan does not fit the reader; the
+/// caller then runs both as planned.
+pub fn fused_stage(
+    consumer: &Stage,
+    producer: &Stage,
+    files: &HashMap<u32, usize>,
+) -> Result<Stage> {
+    if !fusable(producer) {
+        return Err(DataFusionError::Internal(format!(
+            "stage {} cannot run inside another stage's task",
+            producer.id
+        )));
+    }
+    let body = whole(producer, files)?;
     let mut replaced = 0usize;
     let plan = consumer
         .plan
@@ -213,20 +250,30 @@ pub(crate) mod tests {
         (producer, consumer)
     }
 
+    /// Stage 1 committed three files.
+    fn files() -> HashMap<u32, usize> {
+        HashMap::from([(1, 3)])
+    }
+
     fn shown(stage: &Stage) -> String {
         displayable(stage.plan.as_ref()).indent(true).to_string()
     }
 
     #[test]
-    fn a_reader_by_producer_becomes_the_producers_partitions() {
+    fn a_reader_by_producer_becomes_the_producers_plan_over_whole_files() {
         let (producer, consumer) = pair(ReadMode::ByProducer);
-        let fused = fused_stage(&consumer, &producer).unwrap();
+        let fused = fused_stage(&consumer, &producer, &files()).unwrap();
         let text = shown(&fused);
-        assert!(
-            text.contains("ShuffleReaderExec: stage=1, partitions=4"),
+        // One stream of every partition of stage 1, a whole file at a time.
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        assert_eq!(
+            lines[1..],
+            [
+                "CoalescePartitionsExec",
+                "ShuffleReaderExec: stage=1, partitions=3, mode=by_producer"
+            ],
             "{text}"
         );
-        assert!(!text.contains("stage=2"), "{text}");
         assert!(!text.contains("ShuffleWriterExec"), "{text}");
         assert_eq!(fused.inputs, vec![1]);
         assert!(fused.sliced_inputs.is_empty());
@@ -236,9 +283,9 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_gathering_reader_becomes_the_producers_partitions_merged() {
+    fn a_gathering_reader_becomes_the_producers_plan_merged() {
         let (producer, consumer) = pair(ReadMode::Partitioned);
-        let fused = fused_stage(&consumer, &producer).unwrap();
+        let fused = fused_stage(&consumer, &producer, &files()).unwrap();
         let text = shown(&fused);
         let lines: Vec<&str> = text.lines().map(str::trim).collect();
         assert_eq!(
@@ -246,7 +293,7 @@ pub(crate) mod tests {
             [
                 "CoalescePartitionsExec",
                 "CoalescePartitionsExec",
-                "ShuffleReaderExec: stage=1, partitions=4, mode=partitioned"
+                "ShuffleReaderExec: stage=1, partitions=3, mode=by_producer"
             ],
             "{text}"
         );
@@ -265,7 +312,7 @@ pub(crate) mod tests {
         .unwrap();
         let scans = single_stage(2, vec![1], memory);
         assert!(!fusable(&scans));
-        assert!(fused_stage(&consumer, &scans).is_err());
+        assert!(fused_stage(&consumer, &scans, &files()).is_err());
         // Hash partitions need an exchange between the two.
         let hashed = Stage {
             output: StageOutput::Hash(4),
@@ -277,6 +324,6 @@ pub(crate) mod tests {
             id: 5,
             ..producer.clone()
         };
-        assert!(fused_stage(&consumer, &other).is_err());
+        assert!(fused_stage(&consumer, &other, &files()).is_err());
     }
 }

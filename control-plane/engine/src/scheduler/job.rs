@@ -252,7 +252,12 @@ impl Scheduler<'_> {
                     start.push(stage);
                     continue;
                 };
-                match fused_stage(&pending[at], &stage) {
+                let files: HashMap<u32, usize> = stage
+                    .inputs
+                    .iter()
+                    .filter_map(|i| committed.get(i).map(|outputs| (*i, outputs.len())))
+                    .collect();
+                match fused_stage(&pending[at], &stage, &files) {
                     Ok(reader) => {
                         let into = reader.id;
                         tracing::debug!(
