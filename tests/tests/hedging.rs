@@ -33,8 +33,12 @@ async fn stalling(q: usize, stall: &str) -> (Arc<StallingStore>, Engine, JobRequ
         shuffle_partitions: 8,
         broadcast_rows: 100,
         broadcast_bytes: 4 << 10,
+        // Every join shuffled and every stage its own tasks: the shuffle
+        // reads the seed stalls are those of the plan as planned.
+        late_broadcast: None,
         ..PlanOptions::default()
     };
+    request.tasks.fuse_max_bytes = 0;
     request.tasks.coalescing = Coalescing::disabled();
     // No backup copies: a backup re-reading a stalled range would look like
     // a hedge to the store.

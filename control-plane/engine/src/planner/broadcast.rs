@@ -32,6 +32,7 @@ use squall_executor::{
     KeyFilterExec, ReadMode, ShuffleReaderExec, ShuffleWriterExec, stage_writer,
 };
 
+use super::key_filters::readers_of;
 use super::slices::{has_sliceable_scans, scan_config};
 use super::stages::{LateBroadcast, Stage, StageDag, StageOutput};
 
@@ -126,21 +127,6 @@ fn scan_only(stage: &Stage) -> bool {
         && stage.inputs.is_empty()
         && stage.read_bytes > 0
         && scans(writer.input())
-}
-
-/// Readers of stage `id` in `plan`.
-fn readers_of(plan: &Arc<dyn ExecutionPlan>, id: u32) -> usize {
-    let mut count = 0;
-    let _ = plan.apply(|node| {
-        if node
-            .downcast_ref::<ShuffleReaderExec>()
-            .is_some_and(|r| r.stage_id() == id)
-        {
-            count += 1;
-        }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-    });
-    count
 }
 
 /// The shuffled joins of `dag` whose probe side could be scanned by the

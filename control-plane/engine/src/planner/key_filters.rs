@@ -467,7 +467,7 @@ fn same_types(dag: &StageDag, source: (u32, &[usize]), target: (u32, &[usize])) 
 }
 
 /// How many readers of stage `id` the plan holds.
-fn readers_of(plan: &Arc<dyn ExecutionPlan>, id: u32) -> usize {
+pub(super) fn readers_of(plan: &Arc<dyn ExecutionPlan>, id: u32) -> usize {
     let mut count = 0;
     let _ = plan.apply(|node| {
         if node
