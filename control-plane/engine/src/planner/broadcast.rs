@@ -200,13 +200,7 @@ pub fn broadcast_stage(
     build: u32,
     build_files: usize,
 ) -> Result<Stage> {
-    let Some(writer) = probe.plan.downcast_ref::<ShuffleWriterExec>() else {
-        return Err(DataFusionError::Internal(format!(
-            "stage {} has no shuffle writer",
-            probe.id
-        )));
-    };
-    let body = writer.input().clone();
+    let body = probe.writer_input()?;
     let mut replaced = 0usize;
     let plan = join_stage
         .plan

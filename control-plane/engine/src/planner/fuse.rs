@@ -21,7 +21,7 @@ use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
-use squall_executor::{ReadMode, ShuffleReaderExec, ShuffleWriterExec};
+use squall_executor::{ReadMode, ShuffleReaderExec};
 
 use super::stages::{Stage, StageOutput};
 
@@ -53,15 +53,8 @@ pub fn fusable(stage: &Stage) -> bool {
 /// partition runs it: each reader of an input stage (of `files` files)
 /// made one stream of all of them, a whole file at a time.
 fn whole(producer: &Stage, files: &HashMap<u32, usize>) -> Result<Arc<dyn ExecutionPlan>> {
-    let Some(writer) = producer.plan.downcast_ref::<ShuffleWriterExec>() else {
-        return Err(DataFusionError::Internal(format!(
-            "stage {} has no shuffle writer",
-            producer.id
-        )));
-    };
-    writer
-        .input()
-        .clone()
+    producer
+        .writer_input()?
         .transform_up(|node| {
             let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() else {
                 return Ok(Transformed::no(node));
@@ -188,7 +181,7 @@ pub(crate) mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
     use datafusion::physical_plan::displayable;
     use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-    use squall_executor::ShuffleOutput;
+    use squall_executor::{ShuffleOutput, ShuffleWriterExec};
 
     pub(crate) fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]))

@@ -514,13 +514,7 @@ pub fn filtered_stage(
     site: &KeyFilterSite,
     filter: Arc<KeyFilter>,
 ) -> Result<Stage, DataFusionError> {
-    let Some(writer) = target.plan.downcast_ref::<ShuffleWriterExec>() else {
-        return Err(DataFusionError::Internal(format!(
-            "stage {} has no shuffle writer to filter",
-            target.id
-        )));
-    };
-    let input = writer.input().clone();
+    let input = target.writer_input()?;
     let schema = input.schema();
     let keys = site
         .target_keys

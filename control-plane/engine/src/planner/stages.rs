@@ -114,6 +114,18 @@ impl Stage {
             Ok(self.plan.clone())
         }
     }
+
+    /// The plan under its shuffle writer: what a stage reading it would
+    /// run in its place (fused stages, late broadcasts) or filter (key
+    /// filters). An error for the final stage, which writes results.
+    pub fn writer_input(&self) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        self.plan
+            .downcast_ref::<ShuffleWriterExec>()
+            .map(|writer| writer.input().clone())
+            .ok_or_else(|| {
+                DataFusionError::Internal(format!("stage {} has no shuffle writer", self.id))
+            })
+    }
 }
 
 /// A join one side of which filters a stage feeding its other side: the
