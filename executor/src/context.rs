@@ -36,9 +36,11 @@ pub fn squall_session_config() -> SessionConfig {
     // groups of a scan in its own task (the two share one filter through the
     // plan's encoding, see `codec::encode_plan`); pushed into a scan of another
     // stage it is never filled and keeps every row. A join's waits until every
-    // partition of the plan has built its side, and a task runs one partition:
-    // it would hold its task forever. An aggregate's (min/max bounds) is off
-    // until tested here.
+    // partition of the join has built its side, and a task runs one partition
+    // of its stage's plan: off here, the planner makes them
+    // (`PlanOptions::join_filters`) and a task fills them only where it runs
+    // its partition as a plan of one partition (`partitions::narrow`). An
+    // aggregate's (min/max bounds) is off until tested here.
     options.optimizer.enable_dynamic_filter_pushdown = true;
     options.optimizer.enable_topk_dynamic_filter_pushdown = true;
     options.optimizer.enable_join_dynamic_filter_pushdown = false;

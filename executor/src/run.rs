@@ -21,6 +21,7 @@ use crate::combine::combine;
 use crate::context::{ExecutorContext, TaskAttempt, task_cache_config};
 use crate::hedge::Hedger;
 use crate::keys;
+use crate::partitions::{makes_join_filters, narrow};
 use crate::protocol::{
     FailureKind, OutputFile, TaskAction, TaskFailure, TaskMetrics, TaskOutcome, TaskResult,
     TaskSpec, WIRE_VERSION,
@@ -121,12 +122,14 @@ async fn run(
         message: format!("cannot decode the stage plan: {e}"),
         retryable: false,
     })?;
+    let partition = spec.partition.unwrap_or(spec.id.task) as usize;
+    let (plan, partition, task_ctx) =
+        for_task(plan, partition, task_ctx).map_err(|e| classify(&e))?;
     let plan = match &stop {
         Some(flag) => stoppable(plan, flag).map_err(|e| classify(&e))?,
         None => plan,
     };
     let decoded_us = started.elapsed().as_micros() as u64;
-    let partition = spec.partition.unwrap_or(spec.id.task) as usize;
     let written = match stage_writer(plan.as_ref()) {
         Some(writer) => writer.write(partition, task_ctx, &spec.id).await,
         None => internal_err!(
@@ -154,6 +157,44 @@ async fn run(
     );
     metrics.peak_memory_bytes = pool.peak() as u64;
     Ok((output, metrics))
+}
+
+/// The plan the task runs, the partition of it, and the context to run it in.
+/// A plan whose hash joins made dynamic filters for their probe sides runs as
+/// a plan of one partition where it can ([`narrow`]): its joins then fill their
+/// filters as they would in DataFusion. Elsewhere the joins are told not to
+/// (they would wait for partitions no task of theirs runs), and their filters
+/// keep every row.
+fn for_task(
+    plan: Arc<dyn ExecutionPlan>,
+    partition: usize,
+    ctx: Arc<TaskContext>,
+) -> Result<(Arc<dyn ExecutionPlan>, usize, Arc<TaskContext>)> {
+    let (plan, partition, join_filters) = if !makes_join_filters(&plan) {
+        (plan, partition, false)
+    } else if plan.properties().partitioning.partition_count() <= 1 {
+        (plan, partition, true)
+    } else {
+        match narrow(&plan, partition)? {
+            Some(narrowed) => (narrowed, 0, true),
+            None => (plan, partition, false),
+        }
+    };
+    let options = ctx.session_config().options();
+    if options.optimizer.enable_join_dynamic_filter_pushdown == join_filters {
+        return Ok((plan, partition, ctx));
+    }
+    let mut config = ctx.session_config().clone();
+    config
+        .options_mut()
+        .optimizer
+        .enable_join_dynamic_filter_pushdown = join_filters;
+    match Arc::try_unwrap(ctx) {
+        Ok(ctx) => Ok((plan, partition, Arc::new(ctx.with_session_config(config)))),
+        // Filters left unfilled keep every row.
+        Err(ctx) if join_filters => Ok((plan, partition, ctx)),
+        Err(_) => internal_err!("the task context is shared before its plan runs"),
+    }
 }
 
 fn task_context(

@@ -36,8 +36,8 @@ impl Filtered {
     }
 }
 
-/// Runs the 22 queries at SF 0.1 with `mode`; `shuffle_joins`: no build
-/// side is broadcast. Returns what was filtered; fails on a wrong answer or
+/// Runs the 22 queries at SF 0.1 with `mode` (`Off`: joins' dynamic
+/// filters off too); `shuffle_joins`: no build side is broadcast as planned. Returns what was filtered; fails on a wrong answer or
 /// a file left behind.
 async fn tpch(mode: KeyFilterMode, shuffle_joins: bool) -> Filtered {
     let data = tpch_data("0.1").await;
@@ -51,6 +51,7 @@ async fn tpch(mode: KeyFilterMode, shuffle_joins: bool) -> Filtered {
         request.plan = PlanOptions {
             shuffle_partitions: 4,
             key_filters: mode,
+            join_filters: mode != KeyFilterMode::Off,
             ..PlanOptions::default()
         };
         if shuffle_joins {
@@ -204,18 +205,21 @@ async fn edge_cases_match_single_node_with_key_filters_on() {
         let sql = *sql;
         let theirs = sorted(&single.sql(sql).await.unwrap().collect().await.unwrap());
         // Joins shuffled as planned: with late broadcasts off, and on (each
-        // join whose build side commits small made a broadcast join).
-        for (mode, broadcast, late) in [
-            (KeyFilterMode::Always, false, false),
-            (KeyFilterMode::Always, true, true),
-            (KeyFilterMode::Off, false, true),
-            (KeyFilterMode::Off, false, false),
+        // join whose build side commits small made a broadcast join); joins'
+        // dynamic filters on but where the last says.
+        for (mode, broadcast, late, join_filters) in [
+            (KeyFilterMode::Always, false, false, true),
+            (KeyFilterMode::Always, true, true, true),
+            (KeyFilterMode::Off, false, true, true),
+            (KeyFilterMode::Off, false, false, true),
+            (KeyFilterMode::Off, true, true, false),
         ] {
             let mut request = JobRequest::new(sql, tables.clone());
             request.plan = PlanOptions {
                 shuffle_partitions: 3,
                 key_filters: mode,
                 late_broadcast: late.then(Default::default),
+                join_filters,
                 ..PlanOptions::default()
             };
             if !broadcast {
@@ -239,7 +243,7 @@ async fn edge_cases_match_single_node_with_key_filters_on() {
             let ours = sorted(result.batches.as_deref().unwrap_or_default());
             assert_eq!(
                 ours, theirs,
-                "{sql} ({mode:?}, broadcast {broadcast}, late {late})"
+                "{sql} ({mode:?}, broadcast {broadcast}, late {late}, join filters {join_filters})"
             );
         }
         assert!(files_under(work.path()).is_empty(), "{sql} left files");

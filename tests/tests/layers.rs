@@ -42,7 +42,7 @@ const CRATES: &[Spec] = &[
             &["writer"],
             &["result_writer", "shuffle"],
             &["root", "codec"],
-            &["combine"],
+            &["combine", "partitions"],
             &["run"],
             &["lambda"],
         ],

@@ -52,6 +52,9 @@ pub struct TpchBench {
     /// Whether shuffled joins become broadcast joins when their build side
     /// commits small (see [`PlanOptions::late_broadcast`]).
     pub late_broadcast: bool,
+    /// Whether broadcast joins push their keys into their probe scans (see
+    /// [`PlanOptions::join_filters`]).
+    pub join_filters: bool,
 }
 
 /// One query's figures.
@@ -169,6 +172,7 @@ impl TpchBench {
                 key_filters: self.key_filters,
                 inline_scans: self.inline_scans.then(InlineScans::default),
                 late_broadcast: self.late_broadcast.then(Default::default),
+                join_filters: self.join_filters,
                 ..PlanOptions::default()
             };
             request.tasks.shuffle_codec = self.shuffle_codec;

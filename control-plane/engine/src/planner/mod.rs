@@ -90,6 +90,13 @@ pub struct PlanOptions {
     /// scans a table must commit for the join to become a broadcast join
     /// (see [`broadcast`]); None: shuffled joins stay shuffled.
     pub late_broadcast: Option<LateBroadcastLimits>,
+    /// Whether a hash join pushes a dynamic filter of its build side's keys
+    /// (min/max, membership) into the scan of its probe side, as DataFusion
+    /// does on one machine. It works where the join and the scan run in one
+    /// task (a broadcast join over a scan): the scan skips the files and row
+    /// groups whose statistics no build key falls in. Elsewhere it keeps
+    /// every row.
+    pub join_filters: bool,
 }
 
 /// [`PlanOptions::min_scan_task_bytes`] where tasks have a fixed cost worth
@@ -168,6 +175,7 @@ impl Default for PlanOptions {
             widen: None,
             min_scan_task_bytes: None,
             key_filters: KeyFilterMode::default(),
+            join_filters: true,
             inline_scans: Some(InlineScans::default()),
             late_broadcast: Some(LateBroadcastLimits::default()),
         }
@@ -508,6 +516,7 @@ fn session(
     let optimizer = &mut config.options_mut().optimizer;
     optimizer.hash_join_single_partition_threshold = options.broadcast_bytes;
     optimizer.hash_join_single_partition_threshold_rows = options.broadcast_rows;
+    optimizer.enable_join_dynamic_filter_pushdown = options.join_filters;
     let runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(stores)
         .with_cache_manager(caches)

@@ -21,19 +21,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::JoinType;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode, SortMergeJoinExec};
-use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
-use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, replace_children_if_necessary};
-use squall_executor::{KeyFilterExec, ReadMode, ShuffleReaderExec, stage_writer};
+pub(super) use squall_executor::scan_config;
+use squall_executor::{ReadMode, ShuffleReaderExec, one_to_one, stage_writer};
 
 /// The input stages of `plan` that every task reads only its own partition of,
 /// with the mode of their readers.
@@ -190,47 +187,13 @@ fn reads_stage(plan: &Arc<dyn ExecutionPlan>, stage: u32) -> bool {
         || plan.children().into_iter().any(|c| reads_stage(c, stage))
 }
 
-/// The file scan configuration of `plan`, if it is a file scan.
-pub(super) fn scan_config(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
-    plan.downcast_ref::<DataSourceExec>()?
-        .data_source()
-        .downcast_ref::<FileScanConfig>()
-}
-
-/// Whether partition `i` of `plan` is computed from partition `i` of child
-/// `child` alone.
-fn one_to_one(plan: &Arc<dyn ExecutionPlan>, child: usize) -> bool {
-    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
-        return match join.partition_mode() {
-            PartitionMode::Partitioned => true,
-            // The build side is collected whole by every partition.
-            PartitionMode::CollectLeft => child == 1,
-            PartitionMode::Auto => false,
-        };
-    }
-    // A scalar subquery's main input runs partition for partition; the
-    // subqueries (children after the first) are computed whole.
-    if plan.downcast_ref::<ScalarSubqueryExec>().is_some() {
-        return child == 0;
-    }
-    stage_writer(plan.as_ref()).is_some()
-        || plan.downcast_ref::<ProjectionExec>().is_some()
-        || plan.downcast_ref::<FilterExec>().is_some()
-        || plan.downcast_ref::<CooperativeExec>().is_some()
-        || plan.downcast_ref::<KeyFilterExec>().is_some()
-        || plan.downcast_ref::<AggregateExec>().is_some()
-        || plan.downcast_ref::<SortExec>().is_some()
-        || plan.downcast_ref::<LocalLimitExec>().is_some()
-        || plan.downcast_ref::<BoundedWindowAggExec>().is_some()
-        || plan.downcast_ref::<WindowAggExec>().is_some()
-        || plan.downcast_ref::<SortMergeJoinExec>().is_some()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow::datatypes::{DataType, Field, Schema};
     use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+    use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
+    use datafusion::physical_plan::sorts::sort::SortExec;
     use datafusion::physical_plan::union::UnionExec;
 
     fn reader(stage: u32, mode: ReadMode, partitions: usize) -> Arc<dyn ExecutionPlan> {

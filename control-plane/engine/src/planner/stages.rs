@@ -32,7 +32,9 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, JoinType};
 use datafusion::logical_expr::physical_planning_context::ScalarSubqueryResults;
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_expr::scalar_subquery::ScalarSubqueryExpr;
+use datafusion::physical_expr::utils::split_conjunction;
 use datafusion::physical_expr::{LexOrdering, Partitioning};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -345,8 +347,14 @@ impl InlineScans {
     fn admits(&self, plan: &Arc<dyn ExecutionPlan>) -> bool {
         let mut stack = vec![plan.clone()];
         while let Some(node) = stack.pop() {
-            let plain = scan_config(&node).is_some_and(|c| c.file_source().filter().is_none())
-                || node.downcast_ref::<ProjectionExec>().is_some()
+            // A join's dynamic filter alone does not make a scan filtered.
+            let plain = scan_config(&node).is_some_and(|c| {
+                c.file_source().filter().is_none_or(|f| {
+                    split_conjunction(&f)
+                        .iter()
+                        .all(|e| e.downcast_ref::<DynamicFilterPhysicalExpr>().is_some())
+                })
+            }) || node.downcast_ref::<ProjectionExec>().is_some()
                 || node.downcast_ref::<CooperativeExec>().is_some();
             if !plain {
                 return false;

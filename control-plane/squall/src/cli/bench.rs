@@ -94,6 +94,10 @@ pub(super) struct BenchTpchArgs {
     /// Keep every shuffled join shuffled (see `squall run --no-late-broadcast`).
     #[arg(long)]
     no_late_broadcast: bool,
+    /// Do not push broadcast joins' keys into their probe scans (see
+    /// `squall run --no-join-filters`).
+    #[arg(long)]
+    no_join_filters: bool,
 }
 
 #[derive(Debug, Args)]
@@ -161,9 +165,10 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
         inline_scans: !args.no_inline_scans,
         fuse: !args.no_fuse,
         late_broadcast: !args.no_late_broadcast,
+        join_filters: !args.no_join_filters,
     };
     println!(
-        "TPC-H on {} — {} executors, shuffle width {}, key filters {:?}, shuffle codec {}, small scans {}, small stages {}, late broadcasts {}, {} iterations, medians in seconds",
+        "TPC-H on {} — {} executors, shuffle width {}, key filters {:?}, shuffle codec {}, small scans {}, small stages {}, late broadcasts {}, join filters {}, {} iterations, medians in seconds",
         args.data,
         bench.executors,
         bench
@@ -180,6 +185,7 @@ async fn bench_tpch(args: BenchTpchArgs) -> Result<()> {
         },
         if bench.fuse { "fused" } else { "own tasks" },
         if bench.late_broadcast { "on" } else { "off" },
+        if bench.join_filters { "on" } else { "off" },
         bench.iterations
     );
     println!("{}", machine::provenance());

@@ -39,6 +39,11 @@ pub(super) struct QueryArgs {
     /// at most 1 Mi rows and 16 MiB, scans the probe side in its own tasks.
     #[arg(long)]
     no_late_broadcast: bool,
+    /// Do not push a broadcast join's build-side keys into its probe side's
+    /// scan (by default the scan skips files and row groups whose statistics
+    /// hold none of them, as in single-node DataFusion).
+    #[arg(long)]
+    no_join_filters: bool,
 }
 
 impl QueryArgs {
@@ -66,6 +71,7 @@ impl QueryArgs {
                 .then(|| Widen::for_workers(executors)),
             key_filters: self.key_filters,
             late_broadcast: (!self.no_late_broadcast).then(Default::default),
+            join_filters: !self.no_join_filters,
             ..PlanOptions::default()
         }
     }
