@@ -647,6 +647,7 @@ async fn task_attempts_are_stored_with_their_failures() {
 
 /// `options.key_filters` reaches the planner; the job view counts what each
 /// filter removed and the plan API shows each filter planned and applied.
+/// `options.join_filters` reaches it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_filters_are_asked_for_and_shown_through_the_api() {
     let data = tpch_data("0.01").await;
@@ -703,6 +704,27 @@ async fn key_filters_are_asked_for_and_shown_through_the_api() {
         "{view:?}"
     );
     job["options"] = serde_json::json!({"key_filters": "sometimes"});
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 400, "{body}");
+
+    // Joins' dynamic filters: in Q5's broadcast joins' probe scans by
+    // default, nowhere with `join_filters: false` (Q5 has no TopK).
+    for (options, expected) in [
+        (serde_json::json!({}), true),
+        (serde_json::json!({"join_filters": false}), false),
+    ] {
+        job["options"] = options;
+        let (_, body) = server.post("/v1/jobs", &job).await;
+        let id = body["id"].as_str().unwrap().to_string();
+        let view = server.wait_final(&id).await;
+        check_answer(&engine, &view, 5).await;
+        let (_, plan) = server
+            .get(&format!("/v1/jobs/{id}/plan"), Some(TOKEN))
+            .await;
+        let text = plan["text"].as_str().unwrap_or_default();
+        assert_eq!(text.contains("DynamicFilter"), expected, "{text}");
+    }
+    job["options"] = serde_json::json!({"join_filters": "yes"});
     let (status, body) = server.post("/v1/jobs", &job).await;
     assert_eq!(status, 400, "{body}");
     server.kill();

@@ -87,6 +87,10 @@ pub struct JobOptions {
     /// `always` or `off`.
     #[serde(default)]
     pub key_filters: Option<KeyFiltersOption>,
+    /// Whether a broadcast join's build-side keys prune the files and row
+    /// groups of its probe side's scan (default: true).
+    #[serde(default)]
+    pub join_filters: Option<bool>,
 }
 
 /// When joins filter the stages feeding them (see [`JobOptions::key_filters`]).

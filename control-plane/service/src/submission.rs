@@ -82,6 +82,7 @@ impl Service {
                 ..Widen::default()
             }),
             key_filters: options.key_filters.map(Into::into).unwrap_or_default(),
+            join_filters: options.join_filters.unwrap_or(true),
             ..PlanOptions::default()
         };
         request.tasks = TaskOptions {

@@ -88,6 +88,10 @@ pub struct JobArgs {
     /// [default: auto].
     #[arg(long, value_name = "WHEN", value_parser = parse_key_filters)]
     key_filters: Option<KeyFiltersOption>,
+    /// Do not push a broadcast join's build-side keys into its probe side's
+    /// scan (see `squall run --no-join-filters`).
+    #[arg(long)]
+    no_join_filters: bool,
     /// Stop the job once its estimated cost passes this many US dollars.
     #[arg(long, value_name = "USD", value_parser = units::parse_usd)]
     cost_limit: Option<f64>,
@@ -136,6 +140,7 @@ impl JobArgs {
                 hedged_reads: self.no_hedging.then_some(false),
                 placement: self.placement,
                 key_filters: self.key_filters,
+                join_filters: self.no_join_filters.then_some(false),
             },
             labels: self.labels.iter().cloned().collect(),
         })
