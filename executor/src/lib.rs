@@ -35,7 +35,7 @@ pub use context::{
 pub use faults::{Fault, FaultPlan};
 pub use hedge::Hedging;
 pub use keys::{KeyFilter, KeyFilterExec};
-pub use partitions::{narrow, one_to_one, scan_config};
+pub use partitions::{narrow, one_to_one, regrouped, scan_config};
 pub use protocol::*;
 pub use result_writer::{ResultWriterExec, is_result_file_of, result_file_name};
 pub use root::stage_writer;

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use datafusion::common::Result;
-use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coop::CooperativeExec;
@@ -67,6 +67,14 @@ pub fn scan_config(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
         .downcast_ref::<FileScanConfig>()
 }
 
+/// The scan of `config` with its files in `groups`, a partition each.
+pub fn regrouped(config: &FileScanConfig, groups: Vec<FileGroup>) -> Arc<dyn ExecutionPlan> {
+    let config = FileScanConfigBuilder::from(config.clone())
+        .with_file_groups(groups)
+        .build();
+    DataSourceExec::from_data_source(config)
+}
+
 /// Partition `partition` of `plan` as a plan of one partition, if every path
 /// from the root to a leaf that partition reaches goes through operators
 /// mapping partitions one to one ([`one_to_one`]) down to file scans, each of
@@ -98,10 +106,7 @@ fn narrow_aligned(
         let Some(group) = config.file_groups.get(partition) else {
             return Ok(None);
         };
-        let config = FileScanConfigBuilder::from(config.clone())
-            .with_file_groups(vec![group.clone()])
-            .build();
-        return Ok(Some(DataSourceExec::from_data_source(config)));
+        return Ok(Some(regrouped(config, vec![group.clone()])));
     }
     let children = plan.children();
     if children.is_empty() {
@@ -140,7 +145,7 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
     use datafusion::common::NullEquality;
     use datafusion::datasource::listing::PartitionedFile;
-    use datafusion::datasource::physical_plan::{FileGroup, ParquetSource};
+    use datafusion::datasource::physical_plan::ParquetSource;
     use datafusion::execution::object_store::ObjectStoreUrl;
     use datafusion::logical_expr::JoinType;
     use datafusion::physical_expr::expressions::col;

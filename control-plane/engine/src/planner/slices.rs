@@ -21,8 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::JoinType;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
-use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::physical_plan::FileGroup;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
@@ -30,7 +29,7 @@ use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, replace_children_if_necessary};
 pub(super) use squall_executor::scan_config;
-use squall_executor::{ReadMode, ShuffleReaderExec, one_to_one, stage_writer};
+use squall_executor::{ReadMode, ShuffleReaderExec, one_to_one, regrouped, stage_writer};
 
 /// The input stages of `plan` that every task reads only its own partition of,
 /// with the mode of their readers.
@@ -113,10 +112,7 @@ pub fn slice_scans(
                     }
                 })
                 .collect();
-            let config = FileScanConfigBuilder::from(config.clone())
-                .with_file_groups(groups)
-                .build();
-            return Ok(DataSourceExec::from_data_source(config));
+            return Ok(regrouped(config, groups));
         }
         let children = plan.children();
         if children.is_empty() {

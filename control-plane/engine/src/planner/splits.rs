@@ -22,14 +22,14 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result as DfResult, config::ConfigOptions};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
-use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
 use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use datafusion::parquet::file::metadata::ParquetMetaData;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore};
+use squall_executor::regrouped;
 use squall_executor::stores::local_scheme;
 
 use super::slices::scan_config;
@@ -490,12 +490,7 @@ impl PhysicalOptimizerRule for SplitScans {
             if groups.is_empty() {
                 return Ok(Transformed::no(node));
             }
-            let config = FileScanConfigBuilder::from(config.clone())
-                .with_file_groups(groups)
-                .build();
-            Ok(Transformed::yes(
-                DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>
-            ))
+            Ok(Transformed::yes(regrouped(config, groups)))
         })
         .map(|t| t.data)
     }
@@ -512,6 +507,8 @@ impl PhysicalOptimizerRule for SplitScans {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::datasource::physical_plan::FileScanConfigBuilder;
+    use datafusion::datasource::source::DataSourceExec;
 
     fn pieces(sizes: &[u64]) -> Vec<(PartitionedFile, u64)> {
         sizes
