@@ -25,6 +25,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support import expected_conditions as ec
@@ -115,12 +116,14 @@ def run(driver, wait, args):
     # Keyboard: Tab from the top reaches the navigation links.
     driver.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
     reached = []
-    for _ in range(8):
-        active = driver.switch_to.active_element
-        reached.append(active.text)
-        if active.tag_name == "a" and active.text in ("Jobs", "Submit"):
+    for _ in range(40):  # the filters and a page of 25 job links come first
+        # The list refreshes every 2 s: read the focused element and press Tab
+        # at once, to the page rather than to an element that may be replaced.
+        tag, text = driver.execute_script("const a = document.activeElement; return [a.tagName, a.innerText];")
+        reached.append(text)
+        if tag == "A" and text in ("Jobs", "Submit"):
             break
-        active.send_keys(Keys.TAB)
+        ActionChains(driver).send_keys(Keys.TAB).perform()
     check(any(r in ("Jobs", "Submit") for r in reached), f"Tab never reached the navigation: {reached}")
 
     # Catalog: every table with its columns.
@@ -202,6 +205,10 @@ def run(driver, wait, args):
 
     driver.get(base + "/#/jobs")
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"table#jobs tr[data-job='{job}']")))
+    # Newest first: the job just submitted heads the list though more jobs
+    # than a page holds ran before it.
+    first = driver.find_element(By.CSS_SELECTOR, "table#jobs tbody tr").get_attribute("data-job")
+    check(first == job, f"the newest job {job} is not first in the list ({first} is)")
     driver.save_screenshot(os.path.join(args.out, "jobs.png"))
 
     # Schedules: enable the disabled one.

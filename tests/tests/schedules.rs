@@ -74,6 +74,31 @@ async fn a_one_second_cron_fires_and_its_jobs_answer_right() {
         assert!(Instant::now() < deadline, "runs: {jobs:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // Runs list newest first by default, oldest first when asked.
+    let newest: Vec<i64> = runs(&server, &created.id)
+        .await
+        .iter()
+        .map(|j| j.submitted_at_ms)
+        .collect();
+    assert!(newest.windows(2).all(|w| w[0] >= w[1]), "{newest:?}");
+    let (status, body) = server
+        .get(
+            &format!("/v1/schedules/{}/runs?order=oldest", created.id),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let oldest: Vec<i64> = serde_json::from_value::<JobList>(body)
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|j| j.submitted_at_ms)
+        .collect();
+    assert!(oldest.windows(2).all(|w| w[0] <= w[1]), "{oldest:?}");
+    assert!(
+        oldest.len() >= 2 && oldest.first() < newest.first(),
+        "{oldest:?} {newest:?}"
+    );
     for job in &done {
         check_answer(&engine, job, 6).await;
         assert_eq!(job.labels.get("team").map(String::as_str), Some("nightly"));
@@ -89,8 +114,8 @@ async fn a_one_second_cron_fires_and_its_jobs_answer_right() {
     );
     let (_, other) = server.get("/v1/jobs?label=team:other", Some(TOKEN)).await;
     assert!(other["jobs"].as_array().unwrap().is_empty(), "{other}");
-    // Runs are a second apart (submission times of consecutive runs).
-    let gap = done[1].submitted_at_ms - done[0].submitted_at_ms;
+    // Runs are a second apart (submission times of consecutive runs, newest first).
+    let gap = done[0].submitted_at_ms - done[1].submitted_at_ms;
     assert!(gap >= 900, "runs {gap} ms apart");
     let (_, all) = server.get("/v1/jobs", Some(TOKEN)).await;
     assert!(all["jobs"].as_array().unwrap().len() >= 2);

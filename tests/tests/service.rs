@@ -166,13 +166,15 @@ async fn jobs_run_in_order_under_admission_control_and_errors_are_problems() {
         !metrics.contains("squall_bytes_scanned_total 0\n"),
         "{metrics}"
     );
-    // Paging: one job per page, in submission order.
-    let (_, body) = server.get("/v1/jobs?limit=1", Some(TOKEN)).await;
+    // Paging: one job per page, in submission order when asked.
+    let (_, body) = server
+        .get("/v1/jobs?limit=1&order=oldest", Some(TOKEN))
+        .await;
     let page: JobList = serde_json::from_value(body).unwrap();
     assert_eq!(page.jobs[0].id, ids[0].1);
     let (_, body) = server
         .get(
-            &format!("/v1/jobs?limit=1&after={}", page.next.unwrap()),
+            &format!("/v1/jobs?limit=1&order=oldest&after={}", page.next.unwrap()),
             Some(TOKEN),
         )
         .await;
@@ -1060,7 +1062,20 @@ async fn labels_filter_listings_and_jobs_show_what_they_cost() {
     assert_eq!(status, 200, "{red}");
     let red: JobList = serde_json::from_value(red).unwrap();
     let red_ids: Vec<&str> = red.jobs.iter().map(|j| j.id.as_str()).collect();
-    assert_eq!(red_ids, [ids[0].as_str(), ids[2].as_str()]);
+    // Newest first unless asked otherwise.
+    assert_eq!(red_ids, [ids[2].as_str(), ids[0].as_str()]);
+    let (_, oldest) = server
+        .get("/v1/jobs?label=team:red&order=oldest", Some(TOKEN))
+        .await;
+    let oldest: JobList = serde_json::from_value(oldest).unwrap();
+    let oldest_ids: Vec<&str> = oldest.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(oldest_ids, [ids[0].as_str(), ids[2].as_str()]);
+    let (status, bad) = server.get("/v1/jobs?order=latest", Some(TOKEN)).await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["detail"].as_str().unwrap().contains("\"latest\""),
+        "{bad}"
+    );
     let (_, red_failed) = server
         .get("/v1/jobs?label=team:red&state=failed", Some(TOKEN))
         .await;
@@ -1070,6 +1085,15 @@ async fn labels_filter_listings_and_jobs_show_what_they_cost() {
         .await;
     assert_eq!(paged["jobs"].as_array().unwrap().len(), 2, "{paged}");
     assert!(paged["next"].is_number(), "{paged}");
+    // The next page goes on down to the first job, then ends.
+    let (_, rest) = server
+        .get(
+            &format!("/v1/jobs?label=owner:ana&limit=2&after={}", paged["next"]),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(rest["jobs"][0]["id"], ids[0].as_str(), "{rest}");
+    assert!(rest["next"].is_null(), "{rest}");
 
     // Bad labels, filters and limits are refused, naming what is wrong.
     for (labels, options, needle) in [

@@ -362,6 +362,34 @@ pub struct JobOutcome {
     pub stages: Vec<StageProgress>,
 }
 
+/// The order a listing of jobs comes in.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Most recently submitted first (what a person looking for their job wants).
+    #[default]
+    Newest,
+    /// In submission order.
+    Oldest,
+}
+
+impl Order {
+    /// `newest` or `oldest`.
+    pub fn parse(text: &str) -> std::result::Result<Order, String> {
+        match text {
+            "newest" => Ok(Order::Newest),
+            "oldest" => Ok(Order::Oldest),
+            other => Err(format!("order must be newest or oldest, not {other:?}")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::Newest => "newest",
+            Order::Oldest => "oldest",
+        }
+    }
+}
+
 /// `GET /v1/jobs`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobList {

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::JobState;
 use crate::api::{
-    Accepted, AttemptList, JobList, JobView, NewSchedule, Problem, PutTable, ResultPage,
+    Accepted, AttemptList, JobList, JobView, NewSchedule, Order, Problem, PutTable, ResultPage,
     ScheduleChange, ScheduleList, ScheduleView, SubmitJob, TableList, TableView,
 };
 
@@ -85,15 +85,16 @@ impl ApiClient {
         self.call(Method::POST, "/v1/jobs", Some(job)).await
     }
 
-    /// One page of jobs, optionally of one state, after cursor `after`.
+    /// One page of jobs in `order`, optionally of one state, past cursor `after`.
     pub async fn jobs(
         &self,
         state: Option<JobState>,
         label: Option<&str>,
+        order: Order,
         after: Option<i64>,
         limit: usize,
     ) -> Result<JobList> {
-        let mut path = format!("/v1/jobs?limit={limit}");
+        let mut path = format!("/v1/jobs?limit={limit}&order={}", order.as_str());
         if let Some(state) = state {
             path.push_str(&format!("&state={}", state.as_str()));
         }
@@ -184,10 +185,15 @@ impl ApiClient {
     pub async fn schedule_runs(
         &self,
         id: &str,
+        order: Order,
         after: Option<i64>,
         limit: usize,
     ) -> Result<JobList> {
-        let mut path = format!("/v1/schedules/{}/runs?limit={limit}", segment(id));
+        let mut path = format!(
+            "/v1/schedules/{}/runs?limit={limit}&order={}",
+            segment(id),
+            order.as_str()
+        );
         if let Some(after) = after {
             path.push_str(&format!("&after={after}"));
         }

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::api::{
-    AttemptList, Cost, JobList, JobOutcome, JobState, JobView, PlanView, StageProgress,
+    AttemptList, Cost, JobList, JobOutcome, JobState, JobView, Order, PlanView, StageProgress,
 };
 use crate::errors::ServiceError;
 use crate::limits::Limits;
@@ -304,14 +304,15 @@ impl Service {
         })
     }
 
-    /// A page of jobs in submission order, of one state and with one label
-    /// (key, value) if given.
+    /// A page of jobs in `order`, of one state and with one label (key,
+    /// value) if given.
     /// (A user's own jobs only.)
     pub(crate) fn jobs(
         &self,
         caller: &Principal,
         state: Option<JobState>,
         label: Option<(&str, &str)>,
+        order: Order,
         after: Option<i64>,
         limit: usize,
     ) -> Result<JobList, ServiceError> {
@@ -320,7 +321,9 @@ impl Service {
             principal: (!caller.is_admin()).then_some(caller.name.as_str()),
             ..JobFilter::default()
         };
-        let (jobs, next) = self.store.list_jobs_where(&filter, state, after, limit)?;
+        let (jobs, next) = self
+            .store
+            .list_jobs_where(&filter, state, order, after, limit)?;
         self.job_list(jobs, next)
     }
 

@@ -3,7 +3,9 @@
 //! own subfolders), their cron against the server's minimum interval. Edits
 //! are compare-and-set against the timetable's firings.
 
-use crate::api::{JobList, NewSchedule, ScheduleChange, ScheduleList, ScheduleView, SubmitJob};
+use crate::api::{
+    JobList, NewSchedule, Order, ScheduleChange, ScheduleList, ScheduleView, SubmitJob,
+};
 use crate::core::Service;
 use crate::cron::CronSchedule;
 use crate::errors::ServiceError;
@@ -48,16 +50,17 @@ impl Service {
         Ok(())
     }
 
-    /// A page of the jobs a schedule started, oldest first.
+    /// A page of the jobs a schedule started, in `order`.
     pub(crate) fn schedule_runs(
         &self,
         caller: &Principal,
         id: &str,
+        order: Order,
         after: Option<i64>,
         limit: usize,
     ) -> Result<JobList, ServiceError> {
         self.find_schedule(caller, id)?;
-        let (jobs, next) = self.store.list_schedule_jobs(id, after, limit)?;
+        let (jobs, next) = self.store.list_schedule_jobs(id, order, after, limit)?;
         self.job_list(jobs, next)
     }
 

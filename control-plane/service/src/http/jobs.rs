@@ -11,7 +11,8 @@ use serde::Deserialize;
 use super::extract::{ApiQuery, json_body, page_limit};
 use super::problem::ApiError;
 use crate::api::{
-    Accepted, AttemptList, JobList, JobState, JobView, PlanView, Problem, ResultPage, SubmitJob,
+    Accepted, AttemptList, JobList, JobState, JobView, Order, PlanView, Problem, ResultPage,
+    SubmitJob,
 };
 use crate::core::Service;
 use crate::limits::check_label_key;
@@ -55,14 +56,17 @@ pub(super) struct ListQuery {
     state: Option<String>,
     /// Only jobs with this label, as `key:value` (`team:data`).
     label: Option<String>,
-    /// The `next` of the previous page.
+    /// `newest` (the default: most recently submitted first) or `oldest`.
+    #[param(value_type = Option<String>, pattern = "^(newest|oldest)$")]
+    order: Option<String>,
+    /// The `next` of the previous page (in the same order).
     after: Option<i64>,
     /// Jobs per page (1 to 1000; default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-/// Jobs in submission order, a page at a time.
+/// Jobs, newest first unless asked otherwise, a page at a time.
 #[utoipa::path(
     get, path = "/v1/jobs", tag = "jobs",
     params(ListQuery),
@@ -89,13 +93,23 @@ pub(super) async fn list_jobs(
         Some(text) => Some(parse_label(text)?),
     };
     let limit = page_limit(query.limit, 50, 1000)?;
+    let order = parse_order(query.order.as_deref())?;
     Ok(axum::Json(service.jobs(
         &caller,
         state,
         label,
+        order,
         query.after,
         limit,
     )?))
+}
+
+/// A listing's `order` (absent: newest first).
+pub(super) fn parse_order(text: Option<&str>) -> Result<Order, ApiError> {
+    text.map(Order::parse)
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map_err(|detail| ApiError::new(StatusCode::BAD_REQUEST, "invalid order", detail))
 }
 
 /// `key:value`, the key checked as a label key is.

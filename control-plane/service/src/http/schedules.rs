@@ -141,14 +141,18 @@ pub(super) async fn delete_schedule(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct RunsQuery {
-    /// The `next` of the previous page.
+    /// `newest` (the default: the latest run first) or `oldest`.
+    #[param(value_type = Option<String>, pattern = "^(newest|oldest)$")]
+    order: Option<String>,
+    /// The `next` of the previous page (in the same order).
     after: Option<i64>,
     /// Jobs per page (1 to 1000; default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-/// The jobs a schedule started, oldest first, paged like `GET /v1/jobs`.
+/// The jobs a schedule started, newest first unless asked otherwise, paged
+/// like `GET /v1/jobs`.
 #[utoipa::path(
     get, path = "/v1/schedules/{id}/runs", tag = "schedules",
     params(("id" = String, Path, description = "Schedule id"), RunsQuery),
@@ -166,9 +170,11 @@ pub(super) async fn schedule_runs(
     ApiQuery(query): ApiQuery<RunsQuery>,
 ) -> Result<axum::Json<JobList>, ApiError> {
     let limit = page_limit(query.limit, 50, 1000)?;
+    let order = super::jobs::parse_order(query.order.as_deref())?;
     Ok(axum::Json(service.schedule_runs(
         &caller,
         &id,
+        order,
         query.after,
         limit,
     )?))

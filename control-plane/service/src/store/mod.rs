@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use squall_executor::OutputFile;
 
-use crate::api::{JobState, PlanView};
+use crate::api::{JobState, Order, PlanView};
 use squall_engine::cost::JobCost;
 
 /// Milliseconds since the Unix epoch, as the store keeps times.
@@ -281,21 +281,24 @@ impl JobStore {
         row.map(RawJob::into_record).transpose()
     }
 
-    /// Jobs in submission order, optionally of one state, after cursor `after`
-    /// (a `seq`); returns at most `limit` and the cursor of the next page.
+    /// Jobs in `order` of submission, optionally of one state, past cursor
+    /// `after` (a `seq`: later ones oldest first, earlier ones newest first);
+    /// returns at most `limit` and the cursor of the next page.
     pub fn list_jobs(
         &self,
         state: Option<JobState>,
+        order: Order,
         after: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<JobRecord>, Option<i64>)> {
-        self.list_jobs_where(&JobFilter::default(), state, after, limit)
+        self.list_jobs_where(&JobFilter::default(), state, order, after, limit)
     }
 
     /// [`list_jobs`](Self::list_jobs), of one schedule's jobs only.
     pub fn list_schedule_jobs(
         &self,
         schedule_id: &str,
+        order: Order,
         after: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<JobRecord>, Option<i64>)> {
@@ -303,7 +306,7 @@ impl JobStore {
             schedule_id: Some(schedule_id),
             ..JobFilter::default()
         };
-        self.list_jobs_where(&filter, None, after, limit)
+        self.list_jobs_where(&filter, None, order, after, limit)
     }
 
     /// [`list_jobs`](Self::list_jobs), of the jobs `filter` lets through.
@@ -311,19 +314,24 @@ impl JobStore {
         &self,
         filter: &JobFilter<'_>,
         state: Option<JobState>,
+        order: Order,
         after: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<JobRecord>, Option<i64>)> {
+        let (past, sort, start) = match order {
+            Order::Oldest => (">", "ASC", 0),
+            Order::Newest => ("<", "DESC", i64::MAX),
+        };
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs
                  WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR schedule_id = ?2)
-                   AND seq > ?3
+                   AND seq {past} ?3
                    AND (?5 IS NULL OR EXISTS (SELECT 1 FROM job_labels l
                         WHERE l.job_id = jobs.id AND l.key = ?5 AND l.value = ?6))
                    AND (?7 IS NULL OR principal = ?7)
-                 ORDER BY seq LIMIT ?4"
+                 ORDER BY seq {sort} LIMIT ?4"
             ))
             .map_err(sqlite("list jobs"))?;
         let fetch = limit.saturating_add(1) as i64;
@@ -333,7 +341,7 @@ impl JobStore {
                 params![
                     state.map(JobState::as_str),
                     filter.schedule_id,
-                    after.unwrap_or(0),
+                    after.unwrap_or(start),
                     fetch,
                     label.map(|l| l.0),
                     label.map(|l| l.1),
@@ -801,7 +809,7 @@ mod tests {
     }
 
     #[test]
-    fn listings_filter_and_page_in_submission_order() {
+    fn listings_filter_and_page_either_way() {
         let store = JobStore::open_in_memory().unwrap();
         for i in 0..5 {
             store.insert_job(&job(&format!("j{i}")), i).unwrap();
@@ -809,23 +817,32 @@ mod tests {
         store
             .transition("j1", &[JobState::Queued], JobState::Running, None, 9)
             .unwrap();
-        let (page, next) = store.list_jobs(None, None, 2).unwrap();
-        assert_eq!(
-            page.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
-            ["j0", "j1"]
-        );
-        let (page, next) = store.list_jobs(None, next, 2).unwrap();
-        assert_eq!(
-            page.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
-            ["j2", "j3"]
-        );
-        let (page, next) = store.list_jobs(None, next, 2).unwrap();
+        let ids = |page: &[JobRecord]| page.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
+        let (page, next) = store.list_jobs(None, Order::Oldest, None, 2).unwrap();
+        assert_eq!(ids(&page), ["j0", "j1"]);
+        let (page, next) = store.list_jobs(None, Order::Oldest, next, 2).unwrap();
+        assert_eq!(ids(&page), ["j2", "j3"]);
+        let (page, next) = store.list_jobs(None, Order::Oldest, next, 2).unwrap();
         assert_eq!(page.len(), 1);
         assert_eq!(next, None);
-        let (queued, _) = store.list_jobs(Some(JobState::Queued), None, 10).unwrap();
-        assert_eq!(queued.len(), 4);
+        // Newest first, the default: a job submitted between pages shows on
+        // the first page, not at the end of the last.
+        let (page, next) = store.list_jobs(None, Order::Newest, None, 2).unwrap();
+        assert_eq!(ids(&page), ["j4", "j3"]);
+        store.insert_job(&job("j5"), 5).unwrap();
+        let (page, next) = store.list_jobs(None, Order::Newest, next, 2).unwrap();
+        assert_eq!(ids(&page), ["j2", "j1"]);
+        let (page, next) = store.list_jobs(None, Order::Newest, next, 2).unwrap();
+        assert_eq!(ids(&page), ["j0"]);
+        assert_eq!(next, None);
+        let (first, _) = store.list_jobs(None, Order::default(), None, 1).unwrap();
+        assert_eq!(ids(&first), ["j5"]);
+        let (queued, _) = store
+            .list_jobs(Some(JobState::Queued), Order::Oldest, None, 10)
+            .unwrap();
+        assert_eq!(queued.len(), 5);
         let unfinished = store.unfinished_jobs().unwrap();
-        assert_eq!(unfinished.len(), 5);
+        assert_eq!(unfinished.len(), 6);
         assert_eq!(unfinished[0].id, "j0");
     }
 

@@ -394,6 +394,7 @@ impl RawSchedule {
 mod tests {
     use super::*;
     use crate::api::JobState;
+    use crate::api::Order;
 
     fn schedule(id: &str, next: i64) -> ScheduleRecord {
         ScheduleRecord {
@@ -524,7 +525,9 @@ mod tests {
             .fire_schedule("s", 300, Some(400), true, &job("j4"), 301, 100)
             .unwrap();
         assert!(matches!(later, Firing::Started(_)), "{later:?}");
-        let (runs, _) = store.list_schedule_jobs("s", None, 10).unwrap();
+        let (runs, _) = store
+            .list_schedule_jobs("s", Order::Oldest, None, 10)
+            .unwrap();
         let ids: Vec<_> = runs.iter().map(|j| j.id.as_str()).collect();
         assert_eq!(ids, ["j1", "j4"]);
         // A missed run dropped: no job, next time moves on.
@@ -535,7 +538,14 @@ mod tests {
             .fire_schedule("s", 400, Some(500), false, &job("j5"), 501, 100)
             .unwrap();
         assert_eq!(dropped, Firing::DroppedMissed);
-        assert_eq!(store.list_schedule_jobs("s", None, 10).unwrap().0.len(), 2);
+        assert_eq!(
+            store
+                .list_schedule_jobs("s", Order::Oldest, None, 10)
+                .unwrap()
+                .0
+                .len(),
+            2
+        );
         // Allowing overlap: a second job while one is queued.
         let mut allow = store.schedule("s").unwrap().unwrap();
         allow.overlap = OverlapPolicy::Allow;

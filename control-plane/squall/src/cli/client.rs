@@ -13,8 +13,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use squall_engine::TableSpec;
 use squall_service::JobState;
 use squall_service::api::{
-    ColumnView, JobOptions, JobView, KeyFiltersOption, MissedRunPolicy, NewSchedule, OverlapPolicy,
-    PlacementOption, PutTable, ScheduleChange, SubmitJob, TableRef,
+    ColumnView, JobOptions, JobView, KeyFiltersOption, MissedRunPolicy, NewSchedule, Order,
+    OverlapPolicy, PlacementOption, PutTable, ScheduleChange, SubmitJob, TableRef,
 };
 use squall_service::client::ApiClient;
 
@@ -200,7 +200,10 @@ pub struct JobsArgs {
     /// Jobs per page.
     #[arg(long, default_value_t = 50)]
     limit: usize,
-    /// Start after this cursor (the `next` a previous page printed).
+    /// Oldest first (submission order) instead of newest first.
+    #[arg(long)]
+    oldest_first: bool,
+    /// Start past this cursor (the `next` a previous page printed, same order).
     #[arg(long)]
     after: Option<i64>,
 }
@@ -290,6 +293,9 @@ enum SchedulesCommand {
         id: String,
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Oldest first instead of the latest run first.
+        #[arg(long)]
+        oldest_first: bool,
         #[arg(long)]
         after: Option<i64>,
     },
@@ -349,9 +355,23 @@ pub async fn jobs(args: JobsArgs) -> Result<()> {
     let list = args
         .server
         .client()?
-        .jobs(state, args.label.as_deref(), args.after, args.limit.max(1))
+        .jobs(
+            state,
+            args.label.as_deref(),
+            order(args.oldest_first),
+            args.after,
+            args.limit.max(1),
+        )
         .await?;
     print_jobs(&list.jobs, list.next)
+}
+
+fn order(oldest_first: bool) -> Order {
+    if oldest_first {
+        Order::Oldest
+    } else {
+        Order::Newest
+    }
 }
 
 pub async fn job(args: JobArgsById) -> Result<()> {
@@ -470,8 +490,15 @@ pub async fn schedules(args: SchedulesArgs) -> Result<()> {
             client.delete_schedule(&id).await?;
             println!("schedule {id} deleted");
         }
-        SchedulesCommand::Runs { id, limit, after } => {
-            let list = client.schedule_runs(&id, after, limit.max(1)).await?;
+        SchedulesCommand::Runs {
+            id,
+            limit,
+            oldest_first,
+            after,
+        } => {
+            let list = client
+                .schedule_runs(&id, order(oldest_first), after, limit.max(1))
+                .await?;
             print_jobs(&list.jobs, list.next)?;
         }
     }

@@ -141,7 +141,7 @@ async function jobsPage(params) {
   const error = h("p", { class: "error", role: "alert" });
   fill(main(), h("h1", {}, "Jobs"), filters, error, holder);
   const load = async () => {
-    const q = new URLSearchParams({ limit: "25" });
+    const q = new URLSearchParams({ limit: "25", order: "newest" });
     if (state) q.set("state", state);
     if (label) q.set("label", label);
     if (after) q.set("after", after);
@@ -153,7 +153,7 @@ async function jobsPage(params) {
       error.textContent = err.message;
       return;
     }
-    const rows = list.jobs.slice().reverse().map((j) => h("tr", { "data-job": j.id },
+    const rows = list.jobs.map((j) => h("tr", { "data-job": j.id },
       h("td", {}, h("a", { href: `#/jobs/${encodeURIComponent(j.id)}` }, j.id)),
       h("td", {}, stateCell(j.state)),
       h("td", { class: "hide-narrow" }, time(j.submitted_at_ms)),
@@ -167,9 +167,15 @@ async function jobsPage(params) {
         h("th", { scope: "col", class: i === 2 || i === 5 ? "hide-narrow" : null }, c)))),
       h("tbody", {}, rows));
     const more = list.next
-      ? h("p", {}, h("a", { href: `#/jobs?${new URLSearchParams({ ...(state && { state }), ...(label && { label }), after: list.next })}` }, "Later jobs →"))
+      ? h("p", {}, h("a", { href: `#/jobs?${new URLSearchParams({ ...(state && { state }), ...(label && { label }), after: list.next })}` }, "Older jobs →"))
       : null;
+    // The refresh replaces the links: keep the keyboard's place among them.
+    const focused = holder.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
     fill(holder, rows.length ? table : h("p", { class: "muted" }, "No jobs."), more || "");
+    if (focused) {
+      const again = [...holder.querySelectorAll("a")].find((a) => a.getAttribute("href") === focused);
+      if (again) again.focus();
+    }
   };
   await load();
   every(2000, load);
@@ -431,7 +437,7 @@ async function schedulesPage() {
   const list = (await api("/v1/schedules?limit=1000")).schedules;
   const error = h("p", { class: "error", role: "alert" });
   const rows = await Promise.all(list.map(async (s) => {
-    const runs = (await api(`/v1/schedules/${encodeURIComponent(s.id)}/runs?limit=50`)).jobs.slice(-5).reverse();
+    const runs = (await api(`/v1/schedules/${encodeURIComponent(s.id)}/runs?limit=5&order=newest`)).jobs;
     const next = s.next_run_at_ms
       ? new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "long", timeZone: s.time_zone }).format(new Date(s.next_run_at_ms))
       : "–";
