@@ -381,6 +381,92 @@ async fn catalog_tables_show_their_schema_and_serve_jobs_by_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_tables_through_the_api_and_the_catalog() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    let server = Server::start(engine.clone(), dir.path(), 2).await;
+    // orders' files under shard=0/ ... shard=3/, one each.
+    let lake = dir.path().join("tables").join("orders");
+    let mut rows_per_shard = Vec::new();
+    for (i, file) in squall_tests::files_under(&data.join("orders"))
+        .iter()
+        .enumerate()
+    {
+        let shard = lake.join(format!("shard={i}"));
+        std::fs::create_dir_all(&shard).unwrap();
+        std::fs::copy(file, shard.join(file.file_name().unwrap())).unwrap();
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(std::fs::File::open(file).unwrap())
+                .unwrap();
+        use parquet::file::reader::FileReader;
+        rows_per_shard.push(reader.metadata().file_metadata().num_rows());
+    }
+    let url = format!("{}/", lake.display());
+    let count = |tables: serde_json::Value| {
+        serde_json::json!({
+            "sql": "SELECT count(*) AS n, min(shard) AS s FROM orders WHERE shard = 2",
+            "tables": tables,
+        })
+    };
+    let answer = async |job: serde_json::Value| {
+        let (status, body) = server.post("/v1/jobs", &job).await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["id"].as_str().unwrap().to_string();
+        let view = server.wait_final(&id).await;
+        assert_eq!(view.state, JobState::Succeeded, "{view:?}");
+        let (_, body) = server
+            .get(&format!("/v1/jobs/{id}/result"), Some(TOKEN))
+            .await;
+        body["rows"][0].clone()
+    };
+    // Inferred from the folders, and declared with a job's table.
+    for partitions in [None, Some("shard:int")] {
+        let row = answer(count(serde_json::json!([
+            {"name": "orders", "url": url, "partitions": partitions}
+        ])))
+        .await;
+        assert_eq!(row["n"], rows_per_shard[2], "{row}");
+        assert_eq!(row["s"], 2, "{row}");
+    }
+    // Declared as text: the column is a string.
+    let row = answer(count(serde_json::json!([
+        {"name": "orders", "url": url, "partitions": "shard:string"}
+    ])))
+    .await;
+    assert_eq!(row["s"], "2", "{row}");
+    // A catalog table keeps its declared columns and shows them.
+    let (status, body) = server
+        .put(
+            "/v1/tables/orders",
+            &serde_json::json!({"url": url, "partitions": "shard:string"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["partitions"], "shard:string", "{body}");
+    let last = body["columns"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["name"], "shard", "{body}");
+    let row = answer(count(serde_json::json!([{"name": "orders"}]))).await;
+    assert_eq!(row["s"], "2", "{row}");
+    // Bad declarations are refused, naming what is wrong.
+    for (partitions, needle) in [
+        ("shard:decimal", "unknown partition column type 'decimal'"),
+        ("region", "partition column 'region' was declared"),
+    ] {
+        let job = count(serde_json::json!([
+            {"name": "orders", "url": url, "partitions": partitions}
+        ]));
+        let (status, body) = server.post("/v1/jobs", &job).await;
+        assert_eq!(status, 400, "{partitions}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(needle),
+            "{partitions}: {body}"
+        );
+    }
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_the_backend_cannot_reach_are_refused_at_submission() {
     use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
     use squall_engine::backend::{LambdaBackend, LambdaConfig};
@@ -918,11 +1004,10 @@ async fn backups_are_counted_in_the_job_view_attempts_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let engine = local_engine(2, &dir.path().join("work"));
     let sql = "SELECT o_orderpriority, count(*) AS n FROM orders GROUP BY o_orderpriority";
-    let tables = vec![squall_engine::TableSpec {
-        name: "orders".into(),
-        url: format!("file://{}/orders/", data.display()),
-        format: None,
-    }];
+    let tables = vec![squall_engine::TableSpec::new(
+        "orders",
+        format!("file://{}/orders/", data.display()),
+    )];
     let plan = squall_engine::PlanOptions {
         shuffle_partitions: 4,
         ..Default::default()

@@ -26,6 +26,7 @@ pub mod commit;
 pub mod cost;
 pub mod engine;
 pub mod error;
+pub mod hive;
 pub mod planner;
 pub mod platform;
 pub mod scheduler;

@@ -10,6 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -28,6 +29,7 @@ use url::Url;
 use crate::access::AccessPolicy;
 use crate::commit::{CLAIM_NAME, MANIFEST_NAME, Manifest};
 use crate::error::{Result, SquallError};
+use crate::hive::{self, Layout, PartitionColumn, PartitionPredicate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableFormat {
@@ -90,6 +92,9 @@ pub struct TableSpec {
     pub url: String,
     /// None: infer from the files' extensions.
     pub format: Option<TableFormat>,
+    /// Its Hive partition columns, outermost folder first. None: those its
+    /// `key=value` folders show, if any.
+    pub partitions: Option<Vec<PartitionColumn>>,
 }
 
 impl TableSpec {
@@ -98,11 +103,17 @@ impl TableSpec {
             name: name.into(),
             url: url.into(),
             format: None,
+            partitions: None,
         }
     }
 
     pub fn with_format(mut self, format: TableFormat) -> Self {
         self.format = Some(format);
+        self
+    }
+
+    pub fn with_partitions(mut self, partitions: Vec<PartitionColumn>) -> Self {
+        self.partitions = Some(partitions);
         self
     }
 }
@@ -160,8 +171,61 @@ impl TableSpec {
             name: name.to_string(),
             url: url.to_string(),
             format,
+            partitions: None,
         })
     }
+}
+
+/// Sets the Hive partition columns of `tables` from `--partition` arguments
+/// (see [`partition_arguments`]).
+pub fn set_partitions(tables: &mut [TableSpec], arguments: &[String]) -> Result<()> {
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    for (index, columns) in partition_arguments(&names, arguments)? {
+        tables[index].partitions = Some(hive::parse_columns(columns)?);
+    }
+    Ok(())
+}
+
+/// The table (an index into `names`) and the columns (checked) of each
+/// `--partition` argument: `[TABLE=]COLUMN[:TYPE],...`, TABLE left out when
+/// there is one table.
+pub fn partition_arguments<'a>(
+    names: &[&str],
+    arguments: &'a [String],
+) -> Result<Vec<(usize, &'a str)>> {
+    let mut found: Vec<(usize, &str)> = Vec::new();
+    for argument in arguments {
+        let (table, columns) = match argument.split_once('=') {
+            Some((table, columns)) => (Some(table), columns),
+            None => (None, argument.as_str()),
+        };
+        hive::parse_columns(columns)?;
+        let index = match (table, names.len()) {
+            (Some(name), _) => names
+                .iter()
+                .position(|t| t.eq_ignore_ascii_case(name))
+                .ok_or_else(|| {
+                    SquallError::InvalidArgument(format!(
+                        "--partition {argument}: no table '{name}' was given"
+                    ))
+                })?,
+            (None, 1) => 0,
+            (None, n) => {
+                return Err(SquallError::InvalidArgument(format!(
+                    "--partition {argument}: {n} tables are given; name one: \
+                     --partition TABLE={argument}"
+                )));
+            }
+        };
+        if found.iter().any(|(i, _)| *i == index) {
+            return Err(SquallError::InvalidArgument(format!(
+                "table '{}' is given partition columns twice",
+                names[index]
+            )));
+        }
+        found.push((index, columns));
+    }
+    Ok(found)
 }
 
 pub use crate::urls::to_url;
@@ -174,6 +238,21 @@ pub struct ResolvedTable {
     pub url: Url,
     pub format: TableFormat,
     pub files: Vec<ObjectMeta>,
+    /// Its Hive partition columns, outermost first (none: not partitioned).
+    pub partitions: Vec<(String, DataType)>,
+    /// Of a partitioned table, how its listing was pruned.
+    pub pruned: Option<PrunedListing>,
+    /// Of a partitioned table, the file its schema is read from when no
+    /// partition is left to read.
+    pub sample: Option<ObjectMeta>,
+}
+
+/// How a partitioned table's listing was pruned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrunedListing {
+    pub lists: u64,
+    pub folders_read: u64,
+    pub folders_pruned: u64,
 }
 
 impl ResolvedTable {
@@ -191,14 +270,43 @@ pub struct TableGuard {
     pub access: Option<Arc<AccessPolicy>>,
 }
 
-/// Lists a table's files and settles its format. Of a folder that holds a
-/// Squall manifest only the files it names are taken, and of one that holds
-/// only a job's claim (a job still writing) none (see `output`).
+/// Where a table's files are: one file, or a folder laid out as [`Layout`]
+/// says (its top level listed, and the first path down a partitioned one).
+#[derive(Debug, Clone)]
+pub struct Located {
+    /// The table URL; a folder's ends with '/'.
+    url: Url,
+    place: Place,
+}
+
+#[derive(Debug, Clone)]
+enum Place {
+    File(ObjectMeta),
+    Folder(Layout),
+}
+
+impl Located {
+    /// The partition columns of a partitioned table.
+    pub fn partitions(&self) -> Option<&[(String, DataType)]> {
+        match &self.place {
+            Place::Folder(Layout::Partitioned { columns, .. }) => Some(columns),
+            _ => None,
+        }
+    }
+}
+
+/// Lists a table's files and settles its format (see [`resolve_located`]).
 pub async fn resolve_table(
     spec: &TableSpec,
     store: &Arc<dyn ObjectStore>,
     guard: &TableGuard,
 ) -> Result<ResolvedTable> {
+    let located = locate(spec, store).await?;
+    resolve_located(spec, store, guard, &located, None).await
+}
+
+/// Finds whether `spec` names a file or a folder, and how the folder is laid out.
+pub async fn locate(spec: &TableSpec, store: &Arc<dyn ObjectStore>) -> Result<Located> {
     let table_err = |message: String| SquallError::Table {
         table: spec.name.clone(),
         message,
@@ -206,29 +314,138 @@ pub async fn resolve_table(
     let mut url = to_url(&spec.url)?;
     let location = ObjectUrl::from_url(&url).map_err(|e| table_err(e.to_string()))?;
     let path = location.path();
-
-    let single = if url.path().ends_with('/') {
-        None
-    } else {
+    if !url.path().ends_with('/') {
         match store.head(path).await {
-            Ok(meta) => Some(meta),
-            Err(object_store::Error::NotFound { .. }) => None,
+            Ok(meta) => {
+                if spec.partitions.as_ref().is_some_and(|p| !p.is_empty()) {
+                    return Err(table_err(format!(
+                        "{url} is one file; partition columns need a folder of \
+                         key=value folders"
+                    )));
+                }
+                let place = Place::File(meta);
+                return Ok(Located { url, place });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
             // A local directory named without a trailing slash.
-            Err(_) if url.scheme() == "file" && std::path::Path::new(url.path()).is_dir() => None,
+            Err(_) if url.scheme() == "file" && std::path::Path::new(url.path()).is_dir() => {}
             Err(e) => return Err(table_err(format!("cannot read {url}: {e}"))),
         }
+        url.set_path(&format!("{}/", url.path()));
+    }
+    let layout = hive::discover(store, path, spec.partitions.as_deref())
+        .await
+        .map_err(table_err)?;
+    Ok(Located {
+        url,
+        place: Place::Folder(layout),
+    })
+}
+
+/// A partitioned table as one of its files, to read its schema and plan
+/// against before its partitions are pruned; None for any other table.
+pub fn provisional(spec: &TableSpec, located: &Located) -> Option<ResolvedTable> {
+    let Place::Folder(Layout::Partitioned { columns, sample }) = &located.place else {
+        return None;
     };
-    let files: Vec<ObjectMeta> = match single {
-        Some(meta) => vec![meta],
-        None => {
-            if !url.path().ends_with('/') {
-                url.set_path(&format!("{}/", url.path()));
+    let format = spec.format.or_else(|| {
+        sample
+            .location
+            .filename()
+            .and_then(TableFormat::from_file_name)
+    })?;
+    Some(ResolvedTable {
+        spec: spec.clone(),
+        url: located.url.clone(),
+        format,
+        files: vec![sample.clone()],
+        partitions: columns.clone(),
+        pruned: None,
+        sample: Some(sample.clone()),
+    })
+}
+
+/// Lists a located table's files (of a partitioned table, those in the
+/// folders `predicate` admits) and settles its format. Of a folder that holds
+/// a Squall manifest only the files it names are taken, and of one that holds
+/// only a job's claim (a job still writing) none (see `output`).
+pub async fn resolve_located(
+    spec: &TableSpec,
+    store: &Arc<dyn ObjectStore>,
+    guard: &TableGuard,
+    located: &Located,
+    predicate: Option<&PartitionPredicate>,
+) -> Result<ResolvedTable> {
+    let table_err = |message: String| SquallError::Table {
+        table: spec.name.clone(),
+        message,
+    };
+    let url = located.url.clone();
+    let location = ObjectUrl::from_url(&url).map_err(|e| table_err(e.to_string()))?;
+    let path = location.path();
+    let mut partitions = Vec::new();
+    let mut pruned = None;
+    let mut sample = None;
+    let files: Vec<ObjectMeta> = match &located.place {
+        Place::File(meta) => vec![meta.clone()],
+        Place::Folder(Layout::Flat(objects)) => {
+            if let Some(max) = guard.max_files
+                && objects.len() > max
+            {
+                return Err(table_err(too_many(&url, max)));
             }
-            list_folder(store, &url, path, guard)
+            data_files(store, path, objects.clone())
+                .await
+                .map_err(table_err)?
+        }
+        Place::Folder(Layout::Nested) => list_folder(store, &url, path, guard)
+            .await
+            .map_err(table_err)?,
+        Place::Folder(Layout::Partitioned {
+            columns,
+            sample: first,
+        }) => {
+            sample = Some(first.clone());
+            let admit_all = PartitionPredicate::default();
+            let listed = hive::list_pruned(
+                store,
+                path,
+                columns,
+                predicate.unwrap_or(&admit_all),
+                guard.max_files,
+            )
+            .await
+            .map_err(table_err)?;
+            partitions = columns.clone();
+            pruned = Some(PrunedListing {
+                lists: listed.lists,
+                folders_read: listed.folders_read,
+                folders_pruned: listed.folders_pruned,
+            });
+            data_files(store, path, listed.files)
                 .await
                 .map_err(table_err)?
         }
     };
+    if files.is_empty() && pruned.is_some_and(|p| p.folders_read == 0) {
+        // Every partition ruled out: nothing to read is an answer, not an error.
+        let format = spec
+            .format
+            .or_else(|| {
+                let name = sample.as_ref().and_then(|s| s.location.filename());
+                name.and_then(TableFormat::from_file_name)
+            })
+            .unwrap_or(TableFormat::Parquet);
+        return Ok(ResolvedTable {
+            spec: spec.clone(),
+            url,
+            format,
+            files,
+            partitions,
+            pruned,
+            sample,
+        });
+    }
     if files.is_empty() {
         return Err(table_err(format!("no files at {url}")));
     }
@@ -256,7 +473,17 @@ pub async fn resolve_table(
         url,
         format,
         files,
+        partitions,
+        pruned,
+        sample,
     })
+}
+
+fn too_many(url: &Url, max: usize) -> String {
+    format!(
+        "{url} holds more than {max} files, over the limit of {max} files \
+         per table; name a narrower prefix"
+    )
 }
 
 /// The data files under the folder `path` (at `url`): listed, at most
@@ -279,12 +506,19 @@ async fn list_folder(
         if let Some(max) = guard.max_files
             && files.len() > max
         {
-            return Err(format!(
-                "{url} holds more than {max} files, over the limit of {max} files \
-                 per table; name a narrower prefix"
-            ));
+            return Err(too_many(url, max));
         }
     }
+    data_files(store, path, files).await
+}
+
+/// Of the objects listed under `path`, the data files: less what Squall's
+/// marks exclude and hidden or marker files, in name order.
+async fn data_files(
+    store: &Arc<dyn ObjectStore>,
+    path: &object_store::path::Path,
+    files: Vec<ObjectMeta>,
+) -> std::result::Result<Vec<ObjectMeta>, String> {
     let mut files = committed_files(store, files).await?;
     // Hidden and marker files (`.crc`, `_SUCCESS`, manifests) are not data.
     // Only the parts below the table's prefix count: the prefix itself may
@@ -400,16 +634,22 @@ pub async fn register_table(ctx: &SessionContext, table: &ResolvedTable) -> Resu
         .map_err(|e| table_err(format!("invalid URL: {e}")))?;
     // The extension filter must match exactly what `resolve_table` kept.
     let extension = common_extension(&table.files);
-    let options = ListingOptions::new(table.format.file_format()).with_file_extension(extension);
+    let options = ListingOptions::new(table.format.file_format())
+        .with_file_extension(extension)
+        .with_table_partition_cols(table.partitions.clone());
     let state = ctx.state();
     let store = state
         .runtime_env()
         .object_store(listing_url.object_store())
         .map_err(|e| table_err(e.to_string()))?;
     // The files are known from `resolve_table`: no second listing.
+    let schema_files = match (&table.sample, table.files.is_empty()) {
+        (Some(sample), true) => std::slice::from_ref(sample),
+        _ => table.files.as_slice(),
+    };
     let inferred = options
         .format
-        .infer_schema(&state, &store, &table.files)
+        .infer_schema(&state, &store, schema_files)
         .await;
     let schema = match inferred {
         Ok(schema) => schema,
@@ -486,6 +726,24 @@ mod tests {
                 .to_string()
                 .contains("xml")
         );
+    }
+
+    #[test]
+    fn partition_arguments_name_their_table() {
+        let mut one = vec![TableSpec::new("ev", "s3://b/ev/")];
+        set_partitions(&mut one, &["year:int,month".into()]).unwrap();
+        let columns = one[0].partitions.as_ref().unwrap();
+        assert_eq!(columns.len(), 2);
+        assert_eq!(columns[0].data_type, Some(DataType::Int64));
+        let err = set_partitions(&mut one, &["day".into(), "EV=day".into()]).unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
+        let mut two = vec![TableSpec::new("a", "x/"), TableSpec::new("b", "y/")];
+        let err = set_partitions(&mut two, &["day".into()]).unwrap_err();
+        assert!(err.to_string().contains("--partition TABLE=day"), "{err}");
+        let err = set_partitions(&mut two, &["c=day".into()]).unwrap_err();
+        assert!(err.to_string().contains("no table 'c'"), "{err}");
+        set_partitions(&mut two, &["b=day:date".into()]).unwrap();
+        assert!(two[0].partitions.is_none() && two[1].partitions.is_some());
     }
 
     #[tokio::test]

@@ -41,6 +41,13 @@ pub struct TableRef {
     /// parquet, csv or json; default: from the files' extensions.
     #[serde(default)]
     pub format: Option<String>,
+    /// Hive partition columns, outermost folder first, as
+    /// `COLUMN[:TYPE],...` (`year:int,month:int`; TYPE: int, string, date,
+    /// boolean, double). Default: the `key=value` folders under the URL, if
+    /// any (of a catalog table: its own).
+    #[serde(default)]
+    #[schema(example = "year:int,month:int")]
+    pub partitions: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -442,6 +449,10 @@ pub struct PutTable {
     /// parquet, csv or json; default: from the files' extensions.
     #[serde(default)]
     pub format: Option<String>,
+    /// Hive partition columns as `COLUMN[:TYPE],...`; default: those its
+    /// `key=value` folders show, if any.
+    #[serde(default)]
+    pub partitions: Option<String>,
 }
 
 /// A catalog table with the schema read from its files.
@@ -453,6 +464,9 @@ pub struct TableView {
     pub owner: String,
     pub url: String,
     pub format: Option<String>,
+    /// Its Hive partition columns as declared (`year:int,month:int`), if they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<String>,
     pub columns: Vec<ColumnView>,
     pub created_at_ms: i64,
 }

@@ -8,6 +8,7 @@ use crate::core::Service;
 use crate::errors::ServiceError;
 use crate::principals::Principal;
 use crate::store::{CatalogTable, now_ms};
+use crate::submission::catalog_partitions;
 use squall_engine::engine::new_job_id;
 use squall_engine::tables::check_table_name;
 
@@ -57,11 +58,15 @@ impl Service {
         if let Some(existing) = self.store.table(&name)? {
             self.check_owner(caller, &format!("catalog table '{name}'"), &existing.owner)?;
         }
+        let options = match &put.partitions {
+            Some(p) => serde_json::json!({ "partitions": p }),
+            None => serde_json::json!({}),
+        };
         let mut table = CatalogTable {
             name,
             url: put.url,
             format: put.format.map(|f| f.to_ascii_lowercase()),
-            options: serde_json::json!({}),
+            options,
             created_at_ms: now_ms(),
             columns: None,
             owner: caller.name.clone(),
@@ -125,6 +130,7 @@ impl Service {
         caller: &Principal,
         table: CatalogTable,
     ) -> Result<TableView, ServiceError> {
+        let partitions = catalog_partitions(&table.options);
         if let Some(columns) = table
             .columns
             .clone()
@@ -135,6 +141,7 @@ impl Service {
                 owner: table.owner,
                 url: table.url,
                 format: table.format,
+                partitions,
                 columns,
                 created_at_ms: table.created_at_ms,
             });
@@ -145,6 +152,7 @@ impl Service {
                 name: table.name.clone(),
                 url: Some(table.url.clone()),
                 format: table.format.clone(),
+                partitions: partitions.clone(),
             }],
             output: None,
             options: Default::default(),
@@ -159,6 +167,7 @@ impl Service {
             owner: table.owner,
             url: request.tables[0].url.clone(),
             format: table.format,
+            partitions,
             columns: ColumnView::of(&planned.dag.schema),
             created_at_ms: table.created_at_ms,
         })

@@ -37,8 +37,8 @@ impl Service {
             .tables
             .iter()
             .map(|t| {
-                let (url, format) = match &t.url {
-                    Some(url) => (url.clone(), t.format.clone()),
+                let (url, format, partitions) = match &t.url {
+                    Some(url) => (url.clone(), t.format.clone(), t.partitions.clone()),
                     None => {
                         let found =
                             self.store
@@ -48,11 +48,17 @@ impl Service {
                                     message: "no URL given and no catalog table of that name"
                                         .into(),
                                 })?;
-                        (found.url, found.format)
+                        let partitions = catalog_partitions(&found.options);
+                        (found.url, found.format, t.partitions.clone().or(partitions))
                     }
                 };
                 let url = access.check(&format!("table '{}'", t.name), &url, Access::Read)?;
-                Ok(table_spec(&t.name, url.as_str(), format.as_deref())?)
+                Ok(table_spec(
+                    &t.name,
+                    url.as_str(),
+                    format.as_deref(),
+                    partitions.as_deref(),
+                )?)
             })
             .collect::<Result<Vec<_>, ServiceError>>()?;
         let mut request = JobRequest::new(submitted.sql.clone(), tables);
@@ -286,12 +292,31 @@ fn normalise_urls(submitted: &mut SubmitJob, request: &JobRequest) {
     }
 }
 
-/// A table spec from its parts, with the CLI's checks of name, format and URL.
+/// A table spec from its parts, with the CLI's checks of name, format, URL
+/// and partition columns.
 pub(super) fn table_spec(
     name: &str,
     url: &str,
     format: Option<&str>,
+    partitions: Option<&str>,
 ) -> Result<TableSpec, SquallError> {
     let format = format.map(str::parse).transpose()?;
-    TableSpec::checked(name, url, format)
+    let mut spec = TableSpec::checked(name, url, format)?;
+    if let Some(partitions) = partitions {
+        spec.partitions = Some(squall_engine::hive::parse_columns(partitions).map_err(|e| {
+            SquallError::Table {
+                table: name.to_string(),
+                message: e.to_string(),
+            }
+        })?);
+    }
+    Ok(spec)
+}
+
+/// The partition columns a catalog table was put with (its `options`).
+pub(super) fn catalog_partitions(options: &serde_json::Value) -> Option<String> {
+    options
+        .get("partitions")
+        .and_then(|p| p.as_str())
+        .map(str::to_string)
 }

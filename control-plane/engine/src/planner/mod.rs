@@ -12,6 +12,7 @@ pub mod guard;
 pub mod joins;
 pub mod key_filters;
 pub mod pool;
+mod prune;
 pub mod slices;
 pub mod splits;
 pub mod stages;
@@ -39,7 +40,7 @@ use squall_executor::{
 };
 
 use crate::error::{Result, SquallError};
-use crate::tables::{ResolvedTable, TableGuard, TableSpec, register_table, resolve_table};
+use crate::tables::{ResolvedTable, TableGuard, TableSpec, register_table};
 pub use broadcast::LateBroadcastLimits;
 use datafusion::optimizer::Optimizer;
 pub use key_filters::KeyFilterMode;
@@ -307,11 +308,14 @@ pub async fn plan_job_within(
     // Parse first: a rejected statement or a syntax error costs no listing, and
     // only the tables the query names are listed and read.
     let (statement, named) = parse_checked(sql)?;
-    let used = tables.iter().filter(|t| {
-        named
-            .iter()
-            .any(|n| *n == t.name || n.eq_ignore_ascii_case(&t.name))
-    });
+    let used: Vec<&TableSpec> = tables
+        .iter()
+        .filter(|t| {
+            named
+                .iter()
+                .any(|n| *n == t.name || n.eq_ignore_ascii_case(&t.name))
+        })
+        .collect();
 
     // The store of a table's URL; failing names the table.
     let store_of = |table: &str, url: &url::Url| {
@@ -320,13 +324,10 @@ pub async fn plan_job_within(
             message: e.to_string(),
         })
     };
-    // Tables are listed, and their schemas read, concurrently.
-    let resolved = futures::future::try_join_all(used.map(|spec| async move {
-        let url = crate::urls::to_url(&spec.url)?;
-        let store = store_of(&spec.name, &url)?;
-        resolve_table(spec, &store, &options.guard).await
-    }))
-    .await?;
+    // Tables are listed concurrently; partitioned ones only where the
+    // query can read.
+    let resolved =
+        prune::resolve_tables(&statement, &used, options, &stores, caches, &budget).await?;
     let listed = started.elapsed();
     let min_scan_tasks = options
         .min_scan_tasks

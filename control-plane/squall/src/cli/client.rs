@@ -11,6 +11,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use squall_engine::TableSpec;
+use squall_engine::tables::partition_arguments;
 use squall_service::JobState;
 use squall_service::api::{
     ColumnView, JobOptions, JobView, KeyFiltersOption, MissedRunPolicy, NewSchedule, Order,
@@ -53,6 +54,10 @@ pub struct JobArgs {
     /// absolute file:// URL), or NAME alone for a catalog table.
     #[arg(long = "table", value_name = "NAME=URL")]
     tables: Vec<String>,
+    /// A table's Hive partition columns: [TABLE=]COLUMN[:TYPE],... (as
+    /// `squall run --partition`).
+    #[arg(long = "partition", value_name = "[TABLE=]COLUMNS")]
+    partitions: Vec<String>,
     /// Keep the result under this URL (default: the server's results folder).
     #[arg(long, value_name = "URL")]
     output: Option<String>,
@@ -120,11 +125,19 @@ fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
 impl JobArgs {
     fn job(&self) -> Result<SubmitJob> {
         let sql = self.sql.read()?;
-        let tables = self
+        let mut tables = self
             .tables
             .iter()
             .map(|t| table_ref(t))
             .collect::<Result<Vec<_>>>()?;
+        let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+        let assigned: Vec<(usize, String)> = partition_arguments(&names, &self.partitions)?
+            .into_iter()
+            .map(|(i, columns)| (i, columns.to_string()))
+            .collect();
+        for (index, columns) in assigned {
+            tables[index].partitions = Some(columns);
+        }
         Ok(SubmitJob {
             sql,
             tables,
@@ -156,6 +169,7 @@ fn table_ref(text: &str) -> Result<TableRef> {
             name: spec.name,
             url: None,
             format: None,
+            partitions: None,
         });
     }
     let spec: TableSpec = text.parse()?;
@@ -163,6 +177,7 @@ fn table_ref(text: &str) -> Result<TableRef> {
         name: spec.name,
         url: Some(absolute(&spec.url)?),
         format: spec.format.map(|f| f.to_string()),
+        partitions: None,
     })
 }
 
@@ -261,6 +276,10 @@ enum TablesCommand {
         /// parquet, csv or json (default: from the files' extensions).
         #[arg(long)]
         format: Option<String>,
+        /// Hive partition columns, outermost folder first: COLUMN[:TYPE],...
+        /// (default: those its key=value folders show).
+        #[arg(long, value_name = "COLUMNS")]
+        partition: Option<String>,
     },
     /// Remove a table from the catalog (its files stay).
     Delete { name: String },
@@ -436,9 +455,19 @@ pub async fn tables(args: TablesArgs) -> Result<()> {
             print_rows(&["NAME", "URL", "FORMAT", "COLUMNS"], &rows);
         }
         TablesCommand::Show { name } => print_table(&client.table(&name).await?),
-        TablesCommand::Put { name, url, format } => {
+        TablesCommand::Put {
+            name,
+            url,
+            format,
+            partition,
+        } => {
             let url = absolute(&url)?;
-            let view = client.put_table(&name, &PutTable { url, format }).await?;
+            let put = PutTable {
+                url,
+                format,
+                partitions: partition,
+            };
+            let view = client.put_table(&name, &put).await?;
             print_table(&view);
         }
         TablesCommand::Delete { name } => {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use squall_engine::planner::{DEFAULT_TARGET_PARTITION_BYTES, KeyFilterMode, Widen};
+use squall_engine::tables::set_partitions;
 use squall_engine::{PlanOptions, TableSpec};
 
 use super::error::{CliError, Result};
@@ -17,6 +18,12 @@ pub(super) struct QueryArgs {
     /// file or a prefix: s3://bucket/prefix/, file:///path, memory:///, or a local path.
     #[arg(long = "table", value_name = "NAME=URL", required = true)]
     tables: Vec<String>,
+    /// A table's Hive partition columns, outermost folder first:
+    /// [TABLE=]COLUMN[:TYPE],... (TYPE: int, string, date, boolean, double;
+    /// TABLE may be left out with one --table). By default a table whose
+    /// folders are key=value gets those columns, typed by their values.
+    #[arg(long = "partition", value_name = "[TABLE=]COLUMNS")]
+    partitions: Vec<String>,
     #[command(flatten)]
     sql: SqlArgs,
     /// Width of hash shuffles [default: the executors, widened to one
@@ -48,10 +55,13 @@ pub(super) struct QueryArgs {
 
 impl QueryArgs {
     pub(super) fn tables(&self) -> Result<Vec<TableSpec>> {
-        self.tables
+        let mut tables = self
+            .tables
             .iter()
             .map(|t| t.parse().map_err(CliError::from))
-            .collect()
+            .collect::<Result<Vec<TableSpec>>>()?;
+        set_partitions(&mut tables, &self.partitions)?;
+        Ok(tables)
     }
 
     pub(super) fn sql(&self) -> Result<String> {

@@ -136,6 +136,9 @@ pub(super) fn print_table(view: &TableView) {
         "format  {}",
         view.format.as_deref().unwrap_or("(from file extensions)")
     );
+    if let Some(partitions) = &view.partitions {
+        println!("partitioned by {partitions}");
+    }
     println!();
     let rows: Vec<Vec<String>> = view
         .columns
