@@ -173,30 +173,37 @@ fn typed(column: &(String, DataType), value: &str, folder: &Path) -> Result<Scal
     })
 }
 
-/// What a table's folder holds, from listing its top level and, where it is
-/// partitioned, the first path down.
+/// A partitioned table's layout: its `key=value` folders' columns, outermost
+/// first, and a data file of the first leaf folder (its schema is read from it).
 #[derive(Debug, Clone)]
-pub enum Layout {
-    /// Files only, no folders: the listing is the table's.
-    Flat(Vec<ObjectMeta>),
-    /// Folders that are not partitions: the table's files are all below.
-    Nested,
-    /// `key=value` folders, outermost first, and a data file of the first
-    /// leaf folder (the table's schema is read from it).
-    Partitioned {
-        columns: Vec<(String, DataType)>,
-        sample: ObjectMeta,
-    },
+pub struct Partitioned {
+    pub columns: Vec<(String, DataType)>,
+    pub sample: ObjectMeta,
 }
 
-/// The layout of the folder `base`, with the partition columns `declared`
-/// (None: as its folders say). A declared column the folders do not have, or
-/// name otherwise, is an error.
+/// Whether `path`, under the folder `base`, lies in a `key=value` folder of it
+/// (a table's first data file there says it is partitioned).
+pub fn in_partition_folder(base: &Path, path: &Path) -> bool {
+    let Some(mut rest) = path.prefix_match(base) else {
+        return false;
+    };
+    match (rest.next(), rest.next()) {
+        (Some(first), Some(_)) => key_value(first.as_ref()).is_some(),
+        _ => false,
+    }
+}
+
+/// The partition layout of the folder `base`, down its first path, with the
+/// columns `declared` (None: as its folders say); None when its top level
+/// holds no `key=value` folders of one key and nothing was declared. A
+/// declared column the folders do not have, or name otherwise, is an error,
+/// and so is a level of more than `max_folders` folders.
 pub async fn discover(
     store: &Arc<dyn ObjectStore>,
     base: &Path,
     declared: Option<&[PartitionColumn]>,
-) -> Result<Layout, String> {
+    max_folders: Option<usize>,
+) -> Result<Option<Partitioned>, String> {
     let mut columns: Vec<(String, DataType)> = Vec::new();
     let mut folder = base.clone();
     loop {
@@ -209,6 +216,11 @@ pub async fn discover(
             .iter()
             .filter(|p| p.filename().is_some_and(|n| !hidden(n)))
             .collect();
+        if let Some(max) = max_folders
+            && folders.len() > max
+        {
+            return Err(format!("{folder} holds more than {max} folders"));
+        }
         let pairs: Vec<(&str, String)> = folders
             .iter()
             .filter_map(|p| p.filename().and_then(key_value))
@@ -228,19 +240,15 @@ pub async fn discover(
                     wanted.name, wanted.name
                 ));
             }
-            if level > 0 {
-                let sample = listing
-                    .objects
-                    .into_iter()
-                    .find(|o| o.location.filename().is_some_and(|n| !hidden(n)) && o.size > 0)
-                    .ok_or_else(|| format!("no data files in {folder}"))?;
-                return Ok(Layout::Partitioned { columns, sample });
+            if level == 0 {
+                return Ok(None);
             }
-            return Ok(if folders.is_empty() {
-                Layout::Flat(listing.objects)
-            } else {
-                Layout::Nested
-            });
+            let sample = listing
+                .objects
+                .into_iter()
+                .find(|o| o.location.filename().is_some_and(|n| !hidden(n)) && o.size > 0)
+                .ok_or_else(|| format!("no data files in {folder}"))?;
+            return Ok(Some(Partitioned { columns, sample }));
         }
         let key = key.unwrap_or_default().to_string();
         if let Some(wanted) = wanted
@@ -381,6 +389,16 @@ pub async fn list_pruned(
             .try_collect()
             .await?;
         pruned.lists += listed.len() as u64;
+        let folders: usize = listed.iter().map(|(f, _)| f.len()).sum();
+        if let Some(max) = max_files
+            && folders > max
+        {
+            return Err(format!(
+                "{base} holds more than {max} '{}=...' folders in the partitions the \
+                 query reads, over the limit of {max} per table",
+                column.0
+            ));
+        }
         frontier = Vec::new();
         for (folders, values) in listed {
             for folder in folders {
@@ -482,10 +500,8 @@ mod tests {
     #[tokio::test]
     async fn discovers_columns_and_types_from_the_first_path() {
         let store = lake().await;
-        let layout = discover(&store, &"ev".into(), None).await.unwrap();
-        let Layout::Partitioned { columns, sample } = layout else {
-            panic!("{layout:?}");
-        };
+        let found = discover(&store, &"ev".into(), None, None).await.unwrap();
+        let Partitioned { columns, sample } = found.unwrap();
         assert_eq!(
             columns,
             [
@@ -496,31 +512,34 @@ mod tests {
         assert_eq!(sample.location.as_ref(), "ev/year=2025/month=11/a.parquet");
         // Declared: names checked, types taken.
         let declared = parse_columns("year:string,month").unwrap();
-        let Layout::Partitioned { columns, .. } = discover(&store, &"ev".into(), Some(&declared))
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(columns[0].1, DataType::Utf8);
+        let found = discover(&store, &"ev".into(), Some(&declared), None).await;
+        assert_eq!(found.unwrap().unwrap().columns[0].1, DataType::Utf8);
         let wrong = parse_columns("year,day").unwrap();
-        let err = discover(&store, &"ev".into(), Some(&wrong))
+        let err = discover(&store, &"ev".into(), Some(&wrong), None)
             .await
             .unwrap_err();
         assert!(err.contains("'month=...'"), "{err}");
         let deep = parse_columns("year,month,day").unwrap();
-        let err = discover(&store, &"ev".into(), Some(&deep))
+        let err = discover(&store, &"ev".into(), Some(&deep), None)
             .await
             .unwrap_err();
         assert!(err.contains("partition column 'day' was declared"), "{err}");
-        // A flat folder is listed once, as it is.
-        let flat = discover(&store, &"ev/year=2026/month=1".into(), None)
+        let err = discover(&store, &"ev".into(), None, Some(1))
             .await
-            .unwrap();
-        assert!(
-            matches!(flat, Layout::Flat(ref f) if f.len() == 2),
-            "{flat:?}"
-        );
+            .unwrap_err();
+        assert!(err.contains("more than 1 folders"), "{err}");
+        // A folder of files is not partitioned.
+        let flat = discover(&store, &"ev/year=2026/month=1".into(), None, None).await;
+        assert!(flat.unwrap().is_none());
+        assert!(in_partition_folder(
+            &"ev".into(),
+            &"ev/year=2026/month=1/a.parquet".into()
+        ));
+        assert!(!in_partition_folder(
+            &"ev".into(),
+            &"ev/stray.parquet".into()
+        ));
+        assert!(!in_partition_folder(&"ev".into(), &"ev/x/a.parquet".into()));
     }
 
     #[tokio::test]
@@ -569,10 +588,14 @@ mod tests {
         // No predicate: every partition file, not the stray one at the top.
         let all = PartitionPredicate::new(&columns, vec![vec![]]);
         assert!(all.admits_all());
+        let p = list_pruned(&store, &"ev".into(), &columns, &all, Some(5))
+            .await
+            .unwrap_err();
+        assert!(p.contains("more than 5 files"), "{p}");
         let p = list_pruned(&store, &"ev".into(), &columns, &all, Some(3))
             .await
             .unwrap_err();
-        assert!(p.contains("more than 3 files"), "{p}");
+        assert!(p.contains("more than 3 'month=...' folders"), "{p}");
         // A value that is not of the column's type names its folder.
         store
             .put(

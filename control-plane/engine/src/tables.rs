@@ -29,7 +29,7 @@ use url::Url;
 use crate::access::AccessPolicy;
 use crate::commit::{CLAIM_NAME, MANIFEST_NAME, Manifest};
 use crate::error::{Result, SquallError};
-use crate::hive::{self, Layout, PartitionColumn, PartitionPredicate};
+use crate::hive::{self, PartitionColumn, PartitionPredicate, Partitioned};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableFormat {
@@ -270,8 +270,8 @@ pub struct TableGuard {
     pub access: Option<Arc<AccessPolicy>>,
 }
 
-/// Where a table's files are: one file, or a folder laid out as [`Layout`]
-/// says (its top level listed, and the first path down a partitioned one).
+/// Where a table's files are: one file, a folder listed, or a partitioned
+/// folder (its top levels read down the first path).
 #[derive(Debug, Clone)]
 pub struct Located {
     /// The table URL; a folder's ends with '/'.
@@ -282,14 +282,16 @@ pub struct Located {
 #[derive(Debug, Clone)]
 enum Place {
     File(ObjectMeta),
-    Folder(Layout),
+    /// Every object under the folder.
+    Listed(Vec<ObjectMeta>),
+    Partitioned(Partitioned),
 }
 
 impl Located {
     /// The partition columns of a partitioned table.
     pub fn partitions(&self) -> Option<&[(String, DataType)]> {
         match &self.place {
-            Place::Folder(Layout::Partitioned { columns, .. }) => Some(columns),
+            Place::Partitioned(p) => Some(&p.columns),
             _ => None,
         }
     }
@@ -301,12 +303,16 @@ pub async fn resolve_table(
     store: &Arc<dyn ObjectStore>,
     guard: &TableGuard,
 ) -> Result<ResolvedTable> {
-    let located = locate(spec, store).await?;
+    let located = locate(spec, store, guard).await?;
     resolve_located(spec, store, guard, &located, None).await
 }
 
 /// Finds whether `spec` names a file or a folder, and how the folder is laid out.
-pub async fn locate(spec: &TableSpec, store: &Arc<dyn ObjectStore>) -> Result<Located> {
+pub async fn locate(
+    spec: &TableSpec,
+    store: &Arc<dyn ObjectStore>,
+    guard: &TableGuard,
+) -> Result<Located> {
     let table_err = |message: String| SquallError::Table {
         table: spec.name.clone(),
         message,
@@ -333,19 +339,76 @@ pub async fn locate(spec: &TableSpec, store: &Arc<dyn ObjectStore>) -> Result<Lo
         }
         url.set_path(&format!("{}/", url.path()));
     }
-    let layout = hive::discover(store, path, spec.partitions.as_deref())
+    let declared = spec.partitions.as_deref().filter(|p| !p.is_empty());
+    let place = match declared {
+        Some(declared) => {
+            match hive::discover(store, path, Some(declared), guard.max_files).await {
+                Ok(Some(partitioned)) => Place::Partitioned(partitioned),
+                Ok(None) => Place::Listed(
+                    list_all(store, &url, path, guard)
+                        .await
+                        .map_err(table_err)?,
+                ),
+                Err(message) => return Err(table_err(message)),
+            }
+        }
+        None => list_or_discover(store, &url, path, guard)
+            .await
+            .map_err(table_err)?,
+    };
+    Ok(Located { url, place })
+}
+
+/// The folder `path` (at `url`) listed, unless its first data file lies in
+/// a `key=value` folder: then its partition layout, if it has one.
+async fn list_or_discover(
+    store: &Arc<dyn ObjectStore>,
+    url: &Url,
+    path: &object_store::path::Path,
+    guard: &TableGuard,
+) -> std::result::Result<Place, String> {
+    let mut listing = store.list(Some(path));
+    let mut objects: Vec<ObjectMeta> = Vec::new();
+    let mut data_seen = false;
+    while let Some(meta) = listing
+        .try_next()
         .await
-        .map_err(table_err)?;
-    Ok(Located {
-        url,
-        place: Place::Folder(layout),
+        .map_err(|e| format!("cannot list {url}: {e}"))?
+    {
+        if !data_seen && !is_hidden_below(path, &meta.location) {
+            data_seen = true;
+            if hive::in_partition_folder(path, &meta.location) {
+                drop(listing);
+                return match hive::discover(store, path, None, guard.max_files).await? {
+                    Some(partitioned) => Ok(Place::Partitioned(partitioned)),
+                    None => Ok(Place::Listed(list_all(store, url, path, guard).await?)),
+                };
+            }
+        }
+        objects.push(meta);
+        if let Some(max) = guard.max_files
+            && objects.len() > max
+        {
+            return Err(too_many(url, max));
+        }
+    }
+    Ok(Place::Listed(objects))
+}
+
+/// Whether `location`, below `path`, is hidden or in a hidden folder.
+fn is_hidden_below(path: &object_store::path::Path, location: &object_store::path::Path) -> bool {
+    location.prefix_match(path).is_none_or(|mut rest| {
+        rest.any(|p| {
+            let p = p.as_ref();
+            p.starts_with('.') || p.starts_with('_')
+        })
     })
 }
 
 /// A partitioned table as one of its files, to read its schema and plan
 /// against before its partitions are pruned; None for any other table.
 pub fn provisional(spec: &TableSpec, located: &Located) -> Option<ResolvedTable> {
-    let Place::Folder(Layout::Partitioned { columns, sample }) = &located.place else {
+    let Place::Partitioned(Partitioned { columns, sample }) = &located.place else {
         return None;
     };
     let format = spec.format.or_else(|| {
@@ -388,20 +451,10 @@ pub async fn resolve_located(
     let mut sample = None;
     let files: Vec<ObjectMeta> = match &located.place {
         Place::File(meta) => vec![meta.clone()],
-        Place::Folder(Layout::Flat(objects)) => {
-            if let Some(max) = guard.max_files
-                && objects.len() > max
-            {
-                return Err(table_err(too_many(&url, max)));
-            }
-            data_files(store, path, objects.clone())
-                .await
-                .map_err(table_err)?
-        }
-        Place::Folder(Layout::Nested) => list_folder(store, &url, path, guard)
+        Place::Listed(objects) => data_files(store, path, objects.clone())
             .await
             .map_err(table_err)?,
-        Place::Folder(Layout::Partitioned {
+        Place::Partitioned(Partitioned {
             columns,
             sample: first,
         }) => {
@@ -486,10 +539,8 @@ fn too_many(url: &Url, max: usize) -> String {
     )
 }
 
-/// The data files under the folder `path` (at `url`): listed, at most
-/// `guard.max_files`, less what Squall's marks exclude and hidden or marker
-/// files, in name order.
-async fn list_folder(
+/// Every object under the folder `path` (at `url`), at most `guard.max_files`.
+async fn list_all(
     store: &Arc<dyn ObjectStore>,
     url: &url::Url,
     path: &object_store::path::Path,
@@ -509,7 +560,7 @@ async fn list_folder(
             return Err(too_many(url, max));
         }
     }
-    data_files(store, path, files).await
+    Ok(files)
 }
 
 /// Of the objects listed under `path`, the data files: less what Squall's

@@ -46,7 +46,7 @@ pub(super) async fn resolve_tables(
     let located: Vec<(Arc<dyn ObjectStore>, Located)> =
         futures::future::try_join_all(specs.iter().map(|spec| async move {
             let store = store_of(spec)?;
-            let located = locate(spec, &store).await?;
+            let located = locate(spec, &store, &options.guard).await?;
             Ok::<_, SquallError>((store, located))
         }))
         .await?;
