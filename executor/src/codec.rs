@@ -25,6 +25,7 @@ use datafusion_proto::protobuf;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use crate::compressed::{self, CompressedScanExec};
 use crate::keys::{KeyFilter, KeyFilterExec, KeySet};
 use crate::protocol::{KeyBounds, StageInput, base64_bytes};
 use crate::result_writer::ResultWriterExec;
@@ -84,6 +85,11 @@ enum SquallNode {
     },
     ResultWriter {
         output_dir: String,
+    },
+    /// A whole-file compressed scan (its child), which datafusion-proto
+    /// decodes as uncompressed (see `compressed`).
+    CompressedScan {
+        compression: String,
     },
 }
 
@@ -206,6 +212,9 @@ impl PhysicalExtensionCodec for SquallCodec {
                 };
                 Ok(Arc::new(reader))
             }
+            SquallNode::CompressedScan { compression } => {
+                compressed::restore(compressed::compression_named(&compression)?, only_input()?)
+            }
             SquallNode::ResultWriter { output_dir } => {
                 Ok(Arc::new(ResultWriterExec::new(only_input()?, output_dir)))
             }
@@ -261,6 +270,10 @@ impl PhysicalExtensionCodec for SquallCodec {
                 by_producer: reader.mode() == ReadMode::ByProducer,
                 partitions: reader.partitions(),
             }
+        } else if let Some(scan) = node.downcast_ref::<CompressedScanExec>() {
+            SquallNode::CompressedScan {
+                compression: compressed::compression_name(scan.compression()),
+            }
         } else if let Some(writer) = node.downcast_ref::<ResultWriterExec>() {
             SquallNode::ResultWriter {
                 output_dir: writer.dir().to_string(),
@@ -272,11 +285,13 @@ impl PhysicalExtensionCodec for SquallCodec {
     }
 }
 
-/// Encodes a stage plan for a TaskSpec. An expression the plan holds in two
+/// Encodes a stage plan for a TaskSpec (a compressed scan marked as such,
+/// see `compressed`). An expression the plan holds in two
 /// places — a TopK's dynamic filter, in its sort and in the scan it prunes —
 /// is one expression again when decoded, so what the sort learns reaches the
 /// scan.
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
+    let plan = compressed::mark(plan)?;
     let converter = DeduplicatingProtoConverter {};
     Ok(
         physical_plan_to_bytes_with_proto_converter(plan, &SquallCodec::new(), &converter)?

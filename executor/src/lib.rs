@@ -10,6 +10,7 @@
 pub mod bounds;
 pub mod codec;
 pub mod combine;
+pub mod compressed;
 pub mod context;
 pub mod faults;
 pub mod hedge;

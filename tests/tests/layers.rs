@@ -38,7 +38,7 @@ const CRATES: &[Spec] = &[
         layers: &[
             &["usage", "bounds", "stop", "hedge"],
             &["protocol", "stores"],
-            &["context", "faults", "keys"],
+            &["context", "faults", "keys", "compressed"],
             &["writer"],
             &["result_writer", "shuffle"],
             &["root", "codec"],
@@ -54,7 +54,7 @@ const CRATES: &[Spec] = &[
         dir: "control-plane/engine",
         layers: &[
             &["error"],
-            &["commit", "access", "urls", "cost"],
+            &["commit", "access", "urls", "cost", "formats", "hive"],
             &["tables", "platform"],
             &["planner", "backend"],
             &["scheduler"],

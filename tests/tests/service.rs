@@ -381,7 +381,7 @@ async fn catalog_tables_show_their_schema_and_serve_jobs_by_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitioned_tables_through_the_api_and_the_catalog() {
+async fn partitioned_and_csv_tables_through_the_api_and_the_catalog() {
     let data = tpch_data("0.01").await;
     let dir = tempfile::tempdir().unwrap();
     let engine = local_engine(2, &dir.path().join("work"));
@@ -463,6 +463,42 @@ async fn partitioned_tables_through_the_api_and_the_catalog() {
             "{partitions}: {body}"
         );
     }
+
+    // A CSV table in another dialect: semicolons, no header.
+    let csv_dir = dir.path().join("tables").join("pets");
+    std::fs::create_dir_all(&csv_dir).unwrap();
+    std::fs::write(csv_dir.join("pets.csv"), "1;cat\n2;dog\n3;'owl; grey'\n").unwrap();
+    let csv_url = format!("{}/", csv_dir.display());
+    let pets = |csv: &str| {
+        serde_json::json!({
+            "sql": "SELECT column_2 AS name FROM pets WHERE column_1 = 3",
+            "tables": [{"name": "pets", "url": csv_url, "csv": csv}],
+        })
+    };
+    let row = answer(pets("delimiter=semicolon,header=false,quote='")).await;
+    assert_eq!(row["name"], "owl; grey", "{row}");
+    let (status, body) = server
+        .put(
+            "/v1/tables/pets",
+            &serde_json::json!({"url": csv_url, "csv": "delimiter=;,header=false,quote='"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["csv"], "delimiter=;,header=false,quote='", "{body}");
+    let by_name = serde_json::json!({
+        "sql": "SELECT count(*) AS n FROM pets",
+        "tables": [{"name": "pets"}],
+    });
+    assert_eq!(answer(by_name).await["n"], 3);
+    let (status, body) = server.post("/v1/jobs", &pets("separator=;")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unknown CSV option 'separator'"),
+        "{body}"
+    );
     server.kill();
 }
 

@@ -10,7 +10,8 @@
 //! - `error` (the engine's error type);
 //! - `urls` (locations as URLs), `access` (which URLs a shared server's callers
 //!   may name), `commit` (the commit protocol: attempt names, output claims,
-//!   manifests, deletes, sweeps), `cost` (a job's usage, priced);
+//!   manifests, deletes, sweeps), `cost` (a job's usage, priced), `formats`
+//!   (file formats, compression, CSV options), `hive` (partition folders);
 //! - `tables` (table specs, listing, registering), `platform` (where tasks
 //!   run, by latencies, scaling rate, bandwidth and billing);
 //! - `planner` (SQL to stage DAG) and `backend` (where tasks run);
@@ -26,6 +27,7 @@ pub mod commit;
 pub mod cost;
 pub mod engine;
 pub mod error;
+pub mod formats;
 pub mod hive;
 pub mod planner;
 pub mod platform;

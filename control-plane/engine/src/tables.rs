@@ -6,15 +6,10 @@
 //! format from file extensions, and registering the table with DataFusion as a
 //! listing table.
 
-use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::file_format::csv::CsvFormat;
-use datafusion::datasource::file_format::json::JsonFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
@@ -29,61 +24,10 @@ use url::Url;
 use crate::access::AccessPolicy;
 use crate::commit::{CLAIM_NAME, MANIFEST_NAME, Manifest};
 use crate::error::{Result, SquallError};
+use crate::formats::{Compression, CsvOptions, file_format, split_compression};
 use crate::hive::{self, PartitionColumn, PartitionPredicate, Partitioned};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TableFormat {
-    Parquet,
-    Csv,
-    Json,
-}
-
-impl TableFormat {
-    /// The format a file name's extension announces, if any.
-    pub fn from_file_name(name: &str) -> Option<Self> {
-        let lower = name.to_ascii_lowercase();
-        let ext = lower.rsplit_once('.').map(|(_, e)| e)?;
-        match ext {
-            "parquet" | "pq" => Some(Self::Parquet),
-            "csv" => Some(Self::Csv),
-            "json" | "jsonl" | "ndjson" => Some(Self::Json),
-            _ => None,
-        }
-    }
-
-    fn file_format(self) -> Arc<dyn FileFormat> {
-        match self {
-            TableFormat::Parquet => Arc::new(ParquetFormat::default()),
-            TableFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
-            TableFormat::Json => Arc::new(JsonFormat::default()),
-        }
-    }
-}
-
-impl FromStr for TableFormat {
-    type Err = SquallError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "parquet" => Ok(Self::Parquet),
-            "csv" => Ok(Self::Csv),
-            "json" | "ndjson" | "jsonl" => Ok(Self::Json),
-            other => Err(SquallError::InvalidArgument(format!(
-                "unknown table format '{other}' (expected parquet, csv or json)"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for TableFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TableFormat::Parquet => "parquet",
-            TableFormat::Csv => "csv",
-            TableFormat::Json => "json",
-        })
-    }
-}
+pub use crate::formats::TableFormat;
 
 /// A table as the user named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +39,8 @@ pub struct TableSpec {
     /// Its Hive partition columns, outermost folder first. None: those its
     /// `key=value` folders show, if any.
     pub partitions: Option<Vec<PartitionColumn>>,
+    /// How its CSV files are written (None: the defaults).
+    pub csv: Option<CsvOptions>,
 }
 
 impl TableSpec {
@@ -104,6 +50,7 @@ impl TableSpec {
             url: url.into(),
             format: None,
             partitions: None,
+            csv: None,
         }
     }
 
@@ -172,58 +119,72 @@ impl TableSpec {
             url: url.to_string(),
             format,
             partitions: None,
+            csv: None,
         })
     }
 }
 
 /// Sets the Hive partition columns of `tables` from `--partition` arguments
-/// (see [`partition_arguments`]).
+/// (`[TABLE=]COLUMN[:TYPE],...`, see [`table_arguments`]).
 pub fn set_partitions(tables: &mut [TableSpec], arguments: &[String]) -> Result<()> {
     let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-    for (index, columns) in partition_arguments(&names, arguments)? {
+    for (index, columns) in table_arguments("--partition", &names, arguments, &[])? {
         tables[index].partitions = Some(hive::parse_columns(columns)?);
     }
     Ok(())
 }
 
-/// The table (an index into `names`) and the columns (checked) of each
-/// `--partition` argument: `[TABLE=]COLUMN[:TYPE],...`, TABLE left out when
-/// there is one table.
-pub fn partition_arguments<'a>(
+/// The keys of CSV options (`delimiter=;`), not table names.
+pub const CSV_OPTION_KEYS: &[&str] = &["delimiter", "header", "quote", "escape"];
+
+/// Sets the CSV options of `tables` from `--csv` arguments
+/// (`[TABLE=]delimiter=;,header=false,...`, see [`table_arguments`]).
+pub fn set_csv_options(tables: &mut [TableSpec], arguments: &[String]) -> Result<()> {
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    for (index, options) in table_arguments("--csv", &names, arguments, CSV_OPTION_KEYS)? {
+        tables[index].csv = Some(CsvOptions::parse(options)?);
+    }
+    Ok(())
+}
+
+/// The table (an index into `names`) and the value of each `flag` argument:
+/// `[TABLE=]VALUE`, TABLE left out when there is one table (a word before the
+/// first `=` that is one of `keys` starts the value, not a table name).
+pub fn table_arguments<'a>(
+    flag: &str,
     names: &[&str],
     arguments: &'a [String],
+    keys: &[&str],
 ) -> Result<Vec<(usize, &'a str)>> {
     let mut found: Vec<(usize, &str)> = Vec::new();
     for argument in arguments {
-        let (table, columns) = match argument.split_once('=') {
-            Some((table, columns)) => (Some(table), columns),
-            None => (None, argument.as_str()),
+        let (table, value) = match argument.split_once('=') {
+            Some((table, value)) if !keys.contains(&table) => (Some(table), value),
+            _ => (None, argument.as_str()),
         };
-        hive::parse_columns(columns)?;
         let index = match (table, names.len()) {
             (Some(name), _) => names
                 .iter()
                 .position(|t| t.eq_ignore_ascii_case(name))
                 .ok_or_else(|| {
                     SquallError::InvalidArgument(format!(
-                        "--partition {argument}: no table '{name}' was given"
+                        "{flag} {argument}: no table '{name}' was given"
                     ))
                 })?,
             (None, 1) => 0,
             (None, n) => {
                 return Err(SquallError::InvalidArgument(format!(
-                    "--partition {argument}: {n} tables are given; name one: \
-                     --partition TABLE={argument}"
+                    "{flag} {argument}: {n} tables are given; name one: {flag} TABLE={argument}"
                 )));
             }
         };
         if found.iter().any(|(i, _)| *i == index) {
             return Err(SquallError::InvalidArgument(format!(
-                "table '{}' is given partition columns twice",
+                "table '{}' is given {flag} twice",
                 names[index]
             )));
         }
-        found.push((index, columns));
+        found.push((index, value));
     }
     Ok(found)
 }
@@ -237,6 +198,8 @@ pub struct ResolvedTable {
     /// The table URL; a prefix ends with '/'.
     pub url: Url,
     pub format: TableFormat,
+    /// Its files' whole-file compression (CSV and JSON).
+    pub compression: Compression,
     pub files: Vec<ObjectMeta>,
     /// Its Hive partition columns, outermost first (none: not partitioned).
     pub partitions: Vec<(String, DataType)>,
@@ -421,6 +384,7 @@ pub fn provisional(spec: &TableSpec, located: &Located) -> Option<ResolvedTable>
         spec: spec.clone(),
         url: located.url.clone(),
         format,
+        compression: compression_of(std::slice::from_ref(sample)).ok()?,
         files: vec![sample.clone()],
         partitions: columns.clone(),
         pruned: None,
@@ -454,30 +418,14 @@ pub async fn resolve_located(
         Place::Listed(objects) => data_files(store, path, objects.clone())
             .await
             .map_err(table_err)?,
-        Place::Partitioned(Partitioned {
-            columns,
-            sample: first,
-        }) => {
-            sample = Some(first.clone());
-            let admit_all = PartitionPredicate::default();
-            let listed = hive::list_pruned(
-                store,
-                path,
-                columns,
-                predicate.unwrap_or(&admit_all),
-                guard.max_files,
-            )
-            .await
-            .map_err(table_err)?;
-            partitions = columns.clone();
-            pruned = Some(PrunedListing {
-                lists: listed.lists,
-                folders_read: listed.folders_read,
-                folders_pruned: listed.folders_pruned,
-            });
-            data_files(store, path, listed.files)
+        Place::Partitioned(layout) => {
+            let (files, listing) = list_partitioned(store, path, layout, predicate, guard)
                 .await
-                .map_err(table_err)?
+                .map_err(table_err)?;
+            partitions = layout.columns.clone();
+            sample = Some(layout.sample.clone());
+            pruned = Some(listing);
+            files
         }
     };
     if files.is_empty() && pruned.is_some_and(|p| p.folders_read == 0) {
@@ -493,6 +441,7 @@ pub async fn resolve_located(
             spec: spec.clone(),
             url,
             format,
+            compression: Compression::None,
             files,
             partitions,
             pruned,
@@ -521,15 +470,59 @@ pub async fn resolve_located(
         .cloned()
         .collect();
     let files = if named.is_empty() { files } else { named };
+    let compression = compression_of(&files).map_err(|m| table_err(format!("{url}: {m}")))?;
+    if spec.csv.is_some() && format != TableFormat::Csv {
+        return Err(table_err(format!(
+            "CSV options were given, but its files are {format}"
+        )));
+    }
     Ok(ResolvedTable {
         spec: spec.clone(),
         url,
         format,
+        compression,
         files,
         partitions,
         pruned,
         sample,
     })
+}
+
+/// The one compression the names of `files` say.
+fn compression_of(files: &[ObjectMeta]) -> std::result::Result<Compression, String> {
+    let mut found = files.iter().map(|f| {
+        f.location
+            .filename()
+            .map_or(Compression::None, |n| split_compression(n).1)
+    });
+    let first = found.next().unwrap_or_default();
+    match found.find(|c| *c != first) {
+        None => Ok(first),
+        Some(other) => Err(format!(
+            "files compressed as {first} and as {other}; point the table at one kind"
+        )),
+    }
+}
+
+/// The data files of a partitioned table in the folders `predicate` admits
+/// (all without one), and how they were listed.
+async fn list_partitioned(
+    store: &Arc<dyn ObjectStore>,
+    path: &object_store::path::Path,
+    layout: &Partitioned,
+    predicate: Option<&PartitionPredicate>,
+    guard: &TableGuard,
+) -> std::result::Result<(Vec<ObjectMeta>, PrunedListing), String> {
+    let admit_all = PartitionPredicate::default();
+    let predicate = predicate.unwrap_or(&admit_all);
+    let listed =
+        hive::list_pruned(store, path, &layout.columns, predicate, guard.max_files).await?;
+    let listing = PrunedListing {
+        lists: listed.lists,
+        folders_read: listed.folders_read,
+        folders_pruned: listed.folders_pruned,
+    };
+    Ok((data_files(store, path, listed.files).await?, listing))
 }
 
 fn too_many(url: &Url, max: usize) -> String {
@@ -685,7 +678,12 @@ pub async fn register_table(ctx: &SessionContext, table: &ResolvedTable) -> Resu
         .map_err(|e| table_err(format!("invalid URL: {e}")))?;
     // The extension filter must match exactly what `resolve_table` kept.
     let extension = common_extension(&table.files);
-    let options = ListingOptions::new(table.format.file_format())
+    let format = file_format(
+        table.format,
+        table.compression,
+        &table.spec.csv.unwrap_or_default(),
+    )?;
+    let options = ListingOptions::new(format)
         .with_file_extension(extension)
         .with_table_partition_cols(table.partitions.clone());
     let state = ctx.state();
@@ -726,7 +724,12 @@ async fn unreadable_file(
     store: &Arc<dyn ObjectStore>,
     table: &ResolvedTable,
 ) -> Option<String> {
-    let format = table.format.file_format();
+    let format = file_format(
+        table.format,
+        table.compression,
+        &table.spec.csv.unwrap_or_default(),
+    )
+    .ok()?;
     for file in table.files.iter().take(64) {
         if format
             .infer_schema(state, store, std::slice::from_ref(file))
@@ -788,6 +791,8 @@ mod tests {
         assert_eq!(columns[0].data_type, Some(DataType::Int64));
         let err = set_partitions(&mut one, &["day".into(), "EV=day".into()]).unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
+        set_csv_options(&mut one, &["delimiter=tab,header=false".into()]).unwrap();
+        assert_eq!(one[0].csv.map(|c| c.delimiter), Some(b'\t'));
         let mut two = vec![TableSpec::new("a", "x/"), TableSpec::new("b", "y/")];
         let err = set_partitions(&mut two, &["day".into()]).unwrap_err();
         assert!(err.to_string().contains("--partition TABLE=day"), "{err}");

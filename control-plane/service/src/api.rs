@@ -48,6 +48,12 @@ pub struct TableRef {
     #[serde(default)]
     #[schema(example = "year:int,month:int")]
     pub partitions: Option<String>,
+    /// A CSV table's dialect as `delimiter=;,header=false,quote=',escape=\`
+    /// (any of them; default: comma, a header row, double quotes, no
+    /// escape). Default: of a catalog table, its own.
+    #[serde(default)]
+    #[schema(example = "delimiter=;,header=false")]
+    pub csv: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -453,6 +459,9 @@ pub struct PutTable {
     /// `key=value` folders show, if any.
     #[serde(default)]
     pub partitions: Option<String>,
+    /// A CSV table's dialect as `delimiter=;,header=false,...`.
+    #[serde(default)]
+    pub csv: Option<String>,
 }
 
 /// A catalog table with the schema read from its files.
@@ -467,6 +476,9 @@ pub struct TableView {
     /// Its Hive partition columns as declared (`year:int,month:int`), if they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<String>,
+    /// Its CSV dialect as given, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<String>,
     pub columns: Vec<ColumnView>,
     pub created_at_ms: i64,
 }

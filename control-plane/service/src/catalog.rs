@@ -8,7 +8,7 @@ use crate::core::Service;
 use crate::errors::ServiceError;
 use crate::principals::Principal;
 use crate::store::{CatalogTable, now_ms};
-use crate::submission::catalog_partitions;
+use crate::submission::TableExtras;
 use squall_engine::engine::new_job_id;
 use squall_engine::tables::check_table_name;
 
@@ -58,10 +58,11 @@ impl Service {
         if let Some(existing) = self.store.table(&name)? {
             self.check_owner(caller, &format!("catalog table '{name}'"), &existing.owner)?;
         }
-        let options = match &put.partitions {
-            Some(p) => serde_json::json!({ "partitions": p }),
-            None => serde_json::json!({}),
-        };
+        let options = TableExtras {
+            partitions: put.partitions,
+            csv: put.csv,
+        }
+        .to_options();
         let mut table = CatalogTable {
             name,
             url: put.url,
@@ -130,7 +131,7 @@ impl Service {
         caller: &Principal,
         table: CatalogTable,
     ) -> Result<TableView, ServiceError> {
-        let partitions = catalog_partitions(&table.options);
+        let extras = TableExtras::of_catalog(&table.options);
         if let Some(columns) = table
             .columns
             .clone()
@@ -141,7 +142,8 @@ impl Service {
                 owner: table.owner,
                 url: table.url,
                 format: table.format,
-                partitions,
+                partitions: extras.partitions,
+                csv: extras.csv,
                 columns,
                 created_at_ms: table.created_at_ms,
             });
@@ -152,7 +154,8 @@ impl Service {
                 name: table.name.clone(),
                 url: Some(table.url.clone()),
                 format: table.format.clone(),
-                partitions: partitions.clone(),
+                partitions: extras.partitions.clone(),
+                csv: extras.csv.clone(),
             }],
             output: None,
             options: Default::default(),
@@ -167,7 +170,8 @@ impl Service {
             owner: table.owner,
             url: request.tables[0].url.clone(),
             format: table.format,
-            partitions,
+            partitions: extras.partitions,
+            csv: extras.csv,
             columns: ColumnView::of(&planned.dag.schema),
             created_at_ms: table.created_at_ms,
         })

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::api::{Accepted, JobState, PlacementOption, SubmitJob};
+use crate::api::{Accepted, JobState, PlacementOption, SubmitJob, TableRef};
 use crate::core::Service;
 use crate::errors::ServiceError;
 use crate::limits::PRINCIPAL_LABEL;
@@ -21,6 +21,36 @@ use squall_engine::tables::{TableGuard, TableSpec};
 use squall_executor::Hedging;
 
 impl Service {
+    /// A job's table as the engine takes it: a catalog table looked up where
+    /// no URL is given, the URL checked against `access`.
+    fn table_of(&self, access: &AccessPolicy, t: &TableRef) -> Result<TableSpec, ServiceError> {
+        let given = TableExtras {
+            partitions: t.partitions.clone(),
+            csv: t.csv.clone(),
+        };
+        let (url, format, extras) = match &t.url {
+            Some(url) => (url.clone(), t.format.clone(), given),
+            None => {
+                let found = self
+                    .store
+                    .table(&t.name)?
+                    .ok_or_else(|| SquallError::Table {
+                        table: t.name.clone(),
+                        message: "no URL given and no catalog table of that name".into(),
+                    })?;
+                let kept = TableExtras::of_catalog(&found.options);
+                (found.url, found.format, given.or(kept))
+            }
+        };
+        let url = access.check(&format!("table '{}'", t.name), &url, Access::Read)?;
+        Ok(table_spec(
+            &t.name,
+            url.as_str(),
+            format.as_deref(),
+            &extras,
+        )?)
+    }
+
     /// The engine's request for a submission of `caller` that runs as job
     /// `job_id`: its URLs normalised and checked against the caller's access
     /// policy, its options against the caller's limits, catalog tables looked up.
@@ -36,30 +66,7 @@ impl Service {
         let tables = submitted
             .tables
             .iter()
-            .map(|t| {
-                let (url, format, partitions) = match &t.url {
-                    Some(url) => (url.clone(), t.format.clone(), t.partitions.clone()),
-                    None => {
-                        let found =
-                            self.store
-                                .table(&t.name)?
-                                .ok_or_else(|| SquallError::Table {
-                                    table: t.name.clone(),
-                                    message: "no URL given and no catalog table of that name"
-                                        .into(),
-                                })?;
-                        let partitions = catalog_partitions(&found.options);
-                        (found.url, found.format, t.partitions.clone().or(partitions))
-                    }
-                };
-                let url = access.check(&format!("table '{}'", t.name), &url, Access::Read)?;
-                Ok(table_spec(
-                    &t.name,
-                    url.as_str(),
-                    format.as_deref(),
-                    partitions.as_deref(),
-                )?)
-            })
+            .map(|t| self.table_of(access, t))
             .collect::<Result<Vec<_>, ServiceError>>()?;
         let mut request = JobRequest::new(submitted.sql.clone(), tables);
         let (output, local_output) = self.outputs(access, submitted, job_id)?;
@@ -292,31 +299,68 @@ fn normalise_urls(submitted: &mut SubmitJob, request: &JobRequest) {
     }
 }
 
-/// A table spec from its parts, with the CLI's checks of name, format, URL
-/// and partition columns.
+/// A table's Hive partition columns and CSV dialect as given
+/// (`year:int,month:int`, `delimiter=;`); a catalog table keeps them in its
+/// options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TableExtras {
+    pub partitions: Option<String>,
+    pub csv: Option<String>,
+}
+
+impl TableExtras {
+    pub fn of_catalog(options: &serde_json::Value) -> Self {
+        let text = |key: &str| {
+            options
+                .get(key)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        Self {
+            partitions: text("partitions"),
+            csv: text("csv"),
+        }
+    }
+
+    pub fn to_options(&self) -> serde_json::Value {
+        let mut options = serde_json::Map::new();
+        if let Some(p) = &self.partitions {
+            options.insert("partitions".into(), p.clone().into());
+        }
+        if let Some(c) = &self.csv {
+            options.insert("csv".into(), c.clone().into());
+        }
+        options.into()
+    }
+
+    /// Each of these given, else `other`'s.
+    fn or(self, other: Self) -> Self {
+        Self {
+            partitions: self.partitions.or(other.partitions),
+            csv: self.csv.or(other.csv),
+        }
+    }
+}
+
+/// A table spec from its parts, with the CLI's checks of name, format, URL,
+/// partition columns and CSV dialect.
 pub(super) fn table_spec(
     name: &str,
     url: &str,
     format: Option<&str>,
-    partitions: Option<&str>,
+    extras: &TableExtras,
 ) -> Result<TableSpec, SquallError> {
     let format = format.map(str::parse).transpose()?;
     let mut spec = TableSpec::checked(name, url, format)?;
-    if let Some(partitions) = partitions {
-        spec.partitions = Some(squall_engine::hive::parse_columns(partitions).map_err(|e| {
-            SquallError::Table {
-                table: name.to_string(),
-                message: e.to_string(),
-            }
-        })?);
+    let table_err = |e: SquallError| SquallError::Table {
+        table: name.to_string(),
+        message: e.to_string(),
+    };
+    if let Some(partitions) = &extras.partitions {
+        spec.partitions = Some(squall_engine::hive::parse_columns(partitions).map_err(table_err)?);
+    }
+    if let Some(csv) = &extras.csv {
+        spec.csv = Some(squall_engine::formats::CsvOptions::parse(csv).map_err(table_err)?);
     }
     Ok(spec)
-}
-
-/// The partition columns a catalog table was put with (its `options`).
-pub(super) fn catalog_partitions(options: &serde_json::Value) -> Option<String> {
-    options
-        .get("partitions")
-        .and_then(|p| p.as_str())
-        .map(str::to_string)
 }

@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use squall_engine::TableSpec;
-use squall_engine::tables::partition_arguments;
+use squall_engine::tables::{CSV_OPTION_KEYS, table_arguments};
 use squall_service::JobState;
 use squall_service::api::{
     ColumnView, JobOptions, JobView, KeyFiltersOption, MissedRunPolicy, NewSchedule, Order,
@@ -58,6 +58,10 @@ pub struct JobArgs {
     /// `squall run --partition`).
     #[arg(long = "partition", value_name = "[TABLE=]COLUMNS")]
     partitions: Vec<String>,
+    /// A CSV table's options: [TABLE=]delimiter=;,header=false,quote=',escape=\
+    /// (as `squall run --csv`).
+    #[arg(long = "csv", value_name = "[TABLE=]OPTIONS")]
+    csv: Vec<String>,
     /// Keep the result under this URL (default: the server's results folder).
     #[arg(long, value_name = "URL")]
     output: Option<String>,
@@ -130,13 +134,16 @@ impl JobArgs {
             .iter()
             .map(|t| table_ref(t))
             .collect::<Result<Vec<_>>>()?;
-        let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-        let assigned: Vec<(usize, String)> = partition_arguments(&names, &self.partitions)?
-            .into_iter()
-            .map(|(i, columns)| (i, columns.to_string()))
-            .collect();
-        for (index, columns) in assigned {
-            tables[index].partitions = Some(columns);
+        // Checked here as `squall run` checks them; sent as given.
+        let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        for (index, columns) in table_arguments("--partition", &names, &self.partitions, &[])? {
+            squall_engine::hive::parse_columns(columns)?;
+            tables[index].partitions = Some(columns.to_string());
+        }
+        for (index, options) in table_arguments("--csv", &names, &self.csv, CSV_OPTION_KEYS)? {
+            squall_engine::formats::CsvOptions::parse(options)?;
+            tables[index].csv = Some(options.to_string());
         }
         Ok(SubmitJob {
             sql,
@@ -170,6 +177,7 @@ fn table_ref(text: &str) -> Result<TableRef> {
             url: None,
             format: None,
             partitions: None,
+            csv: None,
         });
     }
     let spec: TableSpec = text.parse()?;
@@ -178,6 +186,7 @@ fn table_ref(text: &str) -> Result<TableRef> {
         url: Some(absolute(&spec.url)?),
         format: spec.format.map(|f| f.to_string()),
         partitions: None,
+        csv: None,
     })
 }
 
@@ -280,6 +289,9 @@ enum TablesCommand {
         /// (default: those its key=value folders show).
         #[arg(long, value_name = "COLUMNS")]
         partition: Option<String>,
+        /// A CSV table's dialect: delimiter=;,header=false,quote=',escape=\
+        #[arg(long, value_name = "OPTIONS")]
+        csv: Option<String>,
     },
     /// Remove a table from the catalog (its files stay).
     Delete { name: String },
@@ -460,12 +472,14 @@ pub async fn tables(args: TablesArgs) -> Result<()> {
             url,
             format,
             partition,
+            csv,
         } => {
             let url = absolute(&url)?;
             let put = PutTable {
                 url,
                 format,
                 partitions: partition,
+                csv,
             };
             let view = client.put_table(&name, &put).await?;
             print_table(&view);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use squall_engine::planner::{DEFAULT_TARGET_PARTITION_BYTES, KeyFilterMode, Widen};
-use squall_engine::tables::set_partitions;
+use squall_engine::tables::{set_csv_options, set_partitions};
 use squall_engine::{PlanOptions, TableSpec};
 
 use super::error::{CliError, Result};
@@ -24,6 +24,11 @@ pub(super) struct QueryArgs {
     /// folders are key=value gets those columns, typed by their values.
     #[arg(long = "partition", value_name = "[TABLE=]COLUMNS")]
     partitions: Vec<String>,
+    /// A CSV table's dialect: [TABLE=]delimiter=;,header=false,quote=',escape=\
+    /// (delimiter also tab, comma, semicolon, pipe, space; default: comma,
+    /// a header row, double quotes, no escape).
+    #[arg(long = "csv", value_name = "[TABLE=]OPTIONS")]
+    csv: Vec<String>,
     #[command(flatten)]
     sql: SqlArgs,
     /// Width of hash shuffles [default: the executors, widened to one
@@ -61,6 +66,7 @@ impl QueryArgs {
             .map(|t| t.parse().map_err(CliError::from))
             .collect::<Result<Vec<TableSpec>>>()?;
         set_partitions(&mut tables, &self.partitions)?;
+        set_csv_options(&mut tables, &self.csv)?;
         Ok(tables)
     }
 

@@ -139,6 +139,9 @@ pub(super) fn print_table(view: &TableView) {
     if let Some(partitions) = &view.partitions {
         println!("partitioned by {partitions}");
     }
+    if let Some(csv) = &view.csv {
+        println!("csv     {csv}");
+    }
     println!();
     let rows: Vec<Vec<String>> = view
         .columns
