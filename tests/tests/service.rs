@@ -381,6 +381,112 @@ async fn catalog_tables_show_their_schema_and_serve_jobs_by_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_come_as_objects_arrays_csv_and_arrow() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    let server = Server::start(engine.clone(), dir.path(), 2).await;
+    // Two columns of one name, and an integer JavaScript cannot hold.
+    let job = serde_json::json!({
+        "sql": "SELECT a.n_nationkey, b.n_nationkey, CAST(9007199254740993 AS BIGINT) AS big, \
+                a.n_name FROM nation a JOIN nation b ON a.n_nationkey = b.n_nationkey \
+                ORDER BY 1",
+        "tables": [{"name": "nation", "url": format!("{}/nation/", data.display())}],
+    });
+    let (status, body) = server.post("/v1/jobs", &job).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(server.wait_final(&id).await.state, JobState::Succeeded);
+    let names = ["n_nationkey", "n_nationkey_2", "big", "n_name"];
+
+    let (_, page) = server
+        .get(&format!("/v1/jobs/{id}/result?limit=2"), Some(TOKEN))
+        .await;
+    let columns: Vec<&str> = page["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, names, "{page}");
+    assert_eq!(page["rows"][1]["n_nationkey_2"], 1, "{page}");
+    assert!(page.get("data").is_none(), "{page}");
+    let (_, page) = server
+        .get(
+            &format!("/v1/jobs/{id}/result?limit=2&format=arrays"),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(
+        page["data"][0],
+        serde_json::json!([0, 0, "9007199254740993", "ALGERIA"]),
+        "{page}"
+    );
+    assert_eq!(page["rows"], serde_json::json!([]), "{page}");
+    assert_eq!(page["next_offset"], 2, "{page}");
+
+    let raw = async |query: &str| {
+        let response = reqwest::Client::new()
+            .get(format!("{}/v1/jobs/{id}/result?{query}", server.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        (status, kind, response.bytes().await.unwrap())
+    };
+    let (status, kind, csv) = raw("format=csv").await;
+    assert_eq!((status, kind.as_str()), (200, "text/csv; charset=utf-8"));
+    let csv = String::from_utf8(csv.to_vec()).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 26, "{csv}");
+    assert_eq!(lines[0], names.join(","));
+    assert_eq!(lines[1], "0,0,9007199254740993,ALGERIA");
+    let (_, _, part) = raw("format=csv&offset=20&limit=3").await;
+    let part = String::from_utf8(part.to_vec()).unwrap();
+    let ids: Vec<&str> = part
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(ids, ["20", "21", "22"], "{part}");
+
+    let (status, kind, arrow) = raw("format=arrow").await;
+    assert_eq!(
+        (status, kind.as_str()),
+        (200, "application/vnd.apache.arrow.stream")
+    );
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow), None).unwrap();
+    let schema = reader.schema();
+    let got: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(got, names);
+    let batches: Vec<arrow::array::RecordBatch> = reader.map(Result::unwrap).collect();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 25);
+    let big = batches[0]
+        .column(2)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap();
+    assert_eq!(big.value(0), 9_007_199_254_740_993);
+    // Past the end: a header or a schema alone.
+    let (_, _, empty) = raw("format=csv&offset=25").await;
+    assert_eq!(
+        String::from_utf8(empty.to_vec()).unwrap().trim(),
+        names.join(",")
+    );
+    for bad in ["format=xml", "format=csv&limit=0"] {
+        let (status, _, body) = raw(bad).await;
+        assert_eq!(status, 400, "{bad}: {body:?}");
+    }
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_and_csv_tables_through_the_api_and_the_catalog() {
     let data = tpch_data("0.01").await;
     let dir = tempfile::tempdir().unwrap();

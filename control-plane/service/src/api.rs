@@ -433,9 +433,17 @@ pub struct Problem {
 pub struct ResultPage {
     /// The result's columns, in order (the objects in `rows` do not keep it).
     pub columns: Vec<ColumnView>,
-    /// Rows as JSON objects, column name → value (SQL NULL as null).
+    /// Rows as JSON objects, column name → value (SQL NULL as null); empty
+    /// with `format=arrays`. Column names are made unique (a second `id` is
+    /// `id_2`).
     #[schema(value_type = Vec<Object>)]
     pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// With `format=arrays`: rows as arrays of values in column order
+    /// (integers past ±(2^53 − 1) as strings, which JavaScript numbers
+    /// cannot hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Vec<Object>>>)]
+    pub data: Option<Vec<serde_json::Value>>,
     /// Index of the first row of this page.
     pub offset: u64,
     /// Rows in the whole result.

@@ -124,6 +124,31 @@ impl ApiClient {
         .await
     }
 
+    /// A job's whole result (at most `limit` rows), as record batches: read
+    /// as an Arrow stream, so every type and digit arrives as it was.
+    pub async fn result_batches(
+        &self,
+        id: &str,
+        limit: Option<u64>,
+    ) -> Result<(arrow::datatypes::SchemaRef, Vec<arrow::array::RecordBatch>)> {
+        let mut path = format!("/v1/jobs/{}/result?format=arrow", segment(id));
+        if let Some(limit) = limit {
+            path.push_str(&format!("&limit={limit}"));
+        }
+        let (url, bytes) = self.send::<()>(Method::GET, &path, None).await?;
+        let decode = |e: arrow::error::ArrowError| ClientError::Decode {
+            url: url.clone(),
+            message: e.to_string(),
+        };
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(decode)?;
+        let schema = reader.schema();
+        let batches = reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(decode)?;
+        Ok((schema, batches))
+    }
+
     /// How a job's task attempts ended (only the failed ones with `failed_only`).
     pub async fn attempts(&self, id: &str, failed_only: bool) -> Result<AttemptList> {
         self.get(&format!(

@@ -19,7 +19,7 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use squall_executor::StoreRegistry;
 
-use crate::api::{JobOutcome, JobState, ResultPage};
+use crate::api::{ColumnView, JobOutcome, JobState, ResultPage};
 use crate::core::Service;
 use crate::errors::ServiceError;
 use crate::principals::Principal;
@@ -38,12 +38,15 @@ impl Service {
         id: &str,
         offset: u64,
         limit: usize,
+        arrays: bool,
     ) -> Result<ResultPage, ServiceError> {
-        let outcome = self.outcome(caller, id)?;
+        let mut outcome = self.outcome(caller, id)?;
+        outcome.columns = unique_columns(outcome.columns);
+        let names: Vec<String> = outcome.columns.iter().map(|c| c.name.clone()).collect();
         let max_bytes = self.config.limits.max_page_bytes;
         let (first_row, urls) = page_files(&outcome, offset, limit as u64);
         let mut skip = offset.saturating_sub(first_row) as usize;
-        let mut rows = Vec::new();
+        let mut rows: Vec<serde_json::Value> = Vec::new();
         let mut bytes = 0usize;
         'files: for url in &urls {
             if rows.len() == limit {
@@ -59,7 +62,8 @@ impl Service {
                     .map_err(unreadable)?;
             skip = skip.saturating_sub(rows_in_file);
             while let Some(batch) = batches.try_next().await.map_err(|e| unreadable(e.into()))? {
-                for (size, row) in json_rows(&batch).map_err(unreadable)? {
+                let batch = renamed(&batch, &names).map_err(unreadable)?;
+                for (size, row) in json_rows(&batch, arrays).map_err(unreadable)? {
                     if bytes.saturating_add(size) > max_bytes {
                         if rows.is_empty() {
                             return Err(ServiceError::RowTooLarge {
@@ -77,10 +81,23 @@ impl Service {
             }
         }
         let end = offset + rows.len() as u64;
+        let (rows, data) = if arrays {
+            (Vec::new(), Some(rows))
+        } else {
+            let objects = rows
+                .into_iter()
+                .filter_map(|r| match r {
+                    serde_json::Value::Object(o) => Some(o),
+                    _ => None,
+                })
+                .collect();
+            (objects, None)
+        };
         Ok(ResultPage {
             columns: outcome.columns,
             next_offset: (end < outcome.rows).then_some(end),
             rows,
+            data,
             offset,
             total: outcome.rows,
             manifest_url: outcome.manifest_url,
@@ -142,6 +159,174 @@ impl Service {
     }
 }
 
+/// What a whole result is downloaded as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Download {
+    /// CSV text: a header row, then the rows.
+    Csv,
+    /// An Arrow IPC stream.
+    Arrow,
+}
+
+/// Rows read at a time for a download.
+const DOWNLOAD_BATCH_ROWS: usize = 8192;
+
+impl Service {
+    /// A succeeded job's rows from `offset` (at most `limit`) as one CSV text
+    /// or Arrow IPC stream, read a file and a batch at a time (nothing but a
+    /// batch is held, however large the result). Column names are made
+    /// unique as in pages.
+    pub(crate) fn result_download(
+        &self,
+        caller: &Principal,
+        id: &str,
+        offset: u64,
+        limit: Option<u64>,
+        kind: Download,
+    ) -> Result<BoxStream<'static, Result<Bytes, BoxError>>, ServiceError> {
+        let mut outcome = self.outcome(caller, id)?;
+        outcome.columns = unique_columns(outcome.columns);
+        let names: Vec<String> = outcome.columns.iter().map(|c| c.name.clone()).collect();
+        let schema =
+            schema_of(&outcome.columns).map_err(|source| ServiceError::ResultUnreadable {
+                url: outcome.manifest_url.clone(),
+                source,
+            })?;
+        let limit = limit.unwrap_or(u64::MAX);
+        let (first_row, urls) = page_files(&outcome, offset, limit);
+        let state = DownloadState {
+            stores: self.engine.stores.clone(),
+            urls: urls.into(),
+            skip: offset.saturating_sub(first_row),
+            remaining: limit.min(outcome.rows.saturating_sub(offset)),
+            batches: None,
+            names,
+            encoder: Encoder::new(kind, schema)?,
+            done: false,
+        };
+        Ok(futures::stream::try_unfold(state, DownloadState::next).boxed())
+    }
+}
+
+/// The schema `columns` describe.
+fn schema_of(columns: &[ColumnView]) -> Result<arrow::datatypes::SchemaRef, BoxError> {
+    let fields = columns
+        .iter()
+        .map(|c| {
+            let data_type: arrow::datatypes::DataType = c.data_type.parse()?;
+            Ok(arrow::datatypes::Field::new(&c.name, data_type, c.nullable))
+        })
+        .collect::<Result<Vec<_>, BoxError>>()?;
+    Ok(Arc::new(arrow::datatypes::Schema::new(fields)))
+}
+
+/// Encodes batches as CSV or Arrow IPC, a chunk of bytes each.
+enum Encoder {
+    /// The schema, and whether the header row was written.
+    Csv(arrow::datatypes::SchemaRef, bool),
+    Arrow(Box<arrow::ipc::writer::StreamWriter<Vec<u8>>>),
+}
+
+impl Encoder {
+    fn new(kind: Download, schema: arrow::datatypes::SchemaRef) -> Result<Self, ServiceError> {
+        Ok(match kind {
+            Download::Csv => Encoder::Csv(schema, false),
+            Download::Arrow => {
+                let writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)
+                    .map_err(|e| ServiceError::ResultUnreadable {
+                        url: "an Arrow stream's schema".into(),
+                        source: e.into(),
+                    })?;
+                Encoder::Arrow(Box::new(writer))
+            }
+        })
+    }
+
+    /// The bytes of `batch` (the CSV header row before the first).
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, BoxError> {
+        match self {
+            Encoder::Csv(_, header_written) => {
+                let mut out = Vec::new();
+                let mut writer = arrow::csv::WriterBuilder::new()
+                    .with_header(!*header_written)
+                    .build(&mut out);
+                writer.write(batch)?;
+                drop(writer);
+                *header_written = true;
+                Ok(Bytes::from(out))
+            }
+            Encoder::Arrow(writer) => {
+                writer.write(batch)?;
+                Ok(Bytes::from(std::mem::take(writer.get_mut())))
+            }
+        }
+    }
+
+    /// What is left to send once every batch was (of an empty CSV result,
+    /// its header row).
+    fn finish(&mut self) -> Result<Bytes, BoxError> {
+        match self {
+            Encoder::Csv(schema, false) => {
+                let empty = RecordBatch::new_empty(schema.clone());
+                self.batch(&empty)
+            }
+            Encoder::Csv(_, true) => Ok(Bytes::new()),
+            Encoder::Arrow(writer) => {
+                writer.finish()?;
+                Ok(Bytes::from(std::mem::take(writer.get_mut())))
+            }
+        }
+    }
+}
+
+/// Where a download is: the files left, the rows left, the file being read.
+struct DownloadState {
+    stores: Arc<StoreRegistry>,
+    urls: std::collections::VecDeque<String>,
+    skip: u64,
+    remaining: u64,
+    batches: Option<BoxStream<'static, parquet::errors::Result<RecordBatch>>>,
+    names: Vec<String>,
+    encoder: Encoder,
+    done: bool,
+}
+
+impl DownloadState {
+    async fn next(mut self) -> Result<Option<(Bytes, Self)>, BoxError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if let Some(batches) = &mut self.batches {
+                match batches.try_next().await? {
+                    Some(batch) => {
+                        let batch = renamed(&batch, &self.names)?;
+                        self.remaining = self.remaining.saturating_sub(batch.num_rows() as u64);
+                        let bytes = self.encoder.batch(&batch)?;
+                        return Ok(Some((bytes, self)));
+                    }
+                    None => self.batches = None,
+                }
+            }
+            match self.urls.pop_front() {
+                Some(url) if self.remaining > 0 => {
+                    let take = usize::try_from(self.remaining).unwrap_or(usize::MAX);
+                    let skip = usize::try_from(self.skip).unwrap_or(usize::MAX);
+                    let (rows, batches) =
+                        read_rows_in(&self.stores, &url, skip, take, DOWNLOAD_BATCH_ROWS).await?;
+                    self.skip = self.skip.saturating_sub(rows as u64);
+                    self.batches = Some(batches);
+                }
+                _ => {
+                    self.done = true;
+                    let bytes = self.encoder.finish()?;
+                    return Ok(Some((bytes, self)));
+                }
+            }
+        }
+    }
+}
+
 /// Rows read for a page at a time: a page stops at its byte cap within this
 /// many rows.
 const PAGE_BATCH_ROWS: usize = 64;
@@ -154,6 +339,23 @@ async fn read_rows(
     url: &str,
     skip: usize,
     take: usize,
+) -> Result<
+    (
+        usize,
+        BoxStream<'static, parquet::errors::Result<RecordBatch>>,
+    ),
+    BoxError,
+> {
+    read_rows_in(stores, url, skip, take, PAGE_BATCH_ROWS).await
+}
+
+/// [`read_rows`], `batch_rows` at a time.
+async fn read_rows_in(
+    stores: &StoreRegistry,
+    url: &str,
+    skip: usize,
+    take: usize,
+    batch_rows: usize,
 ) -> Result<
     (
         usize,
@@ -184,7 +386,7 @@ async fn read_rows(
         .with_row_groups(groups)
         .with_offset(skip - first_start)
         .with_limit(take)
-        .with_batch_size(take.clamp(1, PAGE_BATCH_ROWS))
+        .with_batch_size(take.clamp(1, batch_rows))
         .build()?;
     Ok((start, stream.boxed()))
 }
@@ -240,22 +442,97 @@ impl AsyncFileReader for ResultFile {
     }
 }
 
-/// A JSON row: column name → value (SQL NULL as null).
-type JsonRow = serde_json::Map<String, serde_json::Value>;
-
-/// `batch`'s rows as JSON objects, each with its size as JSON text (and the
-/// comma that follows it in a page).
-fn json_rows(batch: &RecordBatch) -> Result<Vec<(usize, JsonRow)>, BoxError> {
+/// `batch`'s rows as JSON objects (column name → value, SQL NULL as null) or,
+/// with `arrays`, as arrays in column order, each with its size as JSON text
+/// (and the comma that follows it in a page). In arrays, integers past
+/// ±(2^53 − 1), which a JavaScript number cannot hold, are strings.
+fn json_rows(
+    batch: &RecordBatch,
+    arrays: bool,
+) -> Result<Vec<(usize, serde_json::Value)>, BoxError> {
+    let mode = if arrays {
+        arrow::json::StructMode::ListOnly
+    } else {
+        arrow::json::StructMode::ObjectOnly
+    };
     let mut writer = arrow::json::WriterBuilder::new()
         .with_explicit_nulls(true)
+        .with_struct_mode(mode)
         .build::<_, arrow::json::writer::LineDelimited>(Vec::new());
     writer.write(batch)?;
     writer.finish()?;
     let text = writer.into_inner();
     text.split(|b| *b == b'\n')
         .filter(|line| !line.is_empty())
-        .map(|line| Ok((line.len() + 1, serde_json::from_slice(line)?)))
+        .map(|line| {
+            let mut row: serde_json::Value = serde_json::from_slice(line)?;
+            if let serde_json::Value::Array(values) = &mut row {
+                values.iter_mut().for_each(safe_integer);
+            }
+            Ok((serde_json::to_vec(&row)?.len() + 1, row))
+        })
         .collect()
+}
+
+/// The largest integer a JavaScript number holds exactly.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// An integer a JavaScript number cannot hold, as a string.
+fn safe_integer(value: &mut serde_json::Value) {
+    let unsafe_int = match value {
+        serde_json::Value::Number(n) => {
+            n.as_u64().is_some_and(|v| v > MAX_SAFE_INTEGER)
+                || n.as_i64()
+                    .is_some_and(|v| v.unsigned_abs() > MAX_SAFE_INTEGER)
+        }
+        _ => false,
+    };
+    if unsafe_int {
+        *value = serde_json::Value::String(value.to_string());
+    }
+}
+
+/// `columns` with names made unique: a second `id` becomes `id_2` (a
+/// third `id_3`, skipping names already taken), so rows as objects lose no
+/// column to another of the same name.
+pub(crate) fn unique_columns(mut columns: Vec<ColumnView>) -> Vec<ColumnView> {
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let all: std::collections::HashSet<String> = columns.iter().map(|c| c.name.clone()).collect();
+    for column in &mut columns {
+        if taken.insert(column.name.clone()) {
+            continue;
+        }
+        let base = column.name.clone();
+        let mut n = 2;
+        while all.contains(&format!("{base}_{n}")) || taken.contains(&format!("{base}_{n}")) {
+            n += 1;
+        }
+        column.name = format!("{base}_{n}");
+        taken.insert(column.name.clone());
+    }
+    columns
+}
+
+/// `batch` with its columns named `names` (as many as it has).
+fn renamed(batch: &RecordBatch, names: &[String]) -> Result<RecordBatch, BoxError> {
+    let schema = batch.schema();
+    if schema.fields().len() != names.len()
+        || schema
+            .fields()
+            .iter()
+            .zip(names)
+            .all(|(f, n)| f.name() == n)
+    {
+        return Ok(batch.clone());
+    }
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(f, n)| f.as_ref().clone().with_name(n))
+        .collect();
+    let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    Ok(RecordBatch::try_new(schema, batch.columns().to_vec())?)
 }
 
 /// The result files holding rows `offset..offset + limit`, and the index of
@@ -347,7 +624,7 @@ mod tests {
         let rows = |batches: &[RecordBatch]| -> Vec<(usize, i64)> {
             batches
                 .iter()
-                .flat_map(|b| json_rows(b).unwrap())
+                .flat_map(|b| json_rows(b, false).unwrap())
                 .map(|(size, r)| (size, r["n"].as_i64().unwrap()))
                 .collect()
         };
@@ -362,5 +639,44 @@ mod tests {
         assert_eq!(read_ns(&batches), [198, 199, 200, 201]);
         let (_, batches) = read(1000, 4).await;
         assert!(batches.is_empty());
+    }
+
+    #[test]
+    fn arrays_keep_every_column_and_every_digit() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("id", DataType::Int64, true),
+        ]));
+        let big = Int64Array::from(vec![9_007_199_254_740_993, -3]);
+        let small = Int64Array::from(vec![Some(1), None]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(big), Arc::new(small)]).unwrap();
+        let rows = json_rows(&batch, true).unwrap();
+        assert_eq!(rows[0].1, serde_json::json!(["9007199254740993", 1]));
+        assert_eq!(rows[1].1, serde_json::json!([-3, null]));
+        assert_eq!(rows[1].0, "[-3,null]".len() + 1);
+        let columns = unique_columns(ColumnView::of(&batch.schema()));
+        let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        assert_eq!(names, ["id", "id_2"]);
+        let objects = json_rows(&renamed(&batch, &names).unwrap(), false).unwrap();
+        assert_eq!(objects[1].1, serde_json::json!({"id": -3, "id_2": null}));
+        let three = vec![
+            ColumnView {
+                name: "a".into(),
+                data_type: "Int64".into(),
+                nullable: true,
+            },
+            ColumnView {
+                name: "a".into(),
+                data_type: "Int64".into(),
+                nullable: true,
+            },
+            ColumnView {
+                name: "a_2".into(),
+                data_type: "Int64".into(),
+                nullable: true,
+            },
+        ];
+        let names: Vec<String> = unique_columns(three).into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["a", "a_3", "a_2"]);
     }
 }

@@ -17,6 +17,8 @@ use crate::api::{
 use crate::core::Service;
 use crate::limits::check_label_key;
 use crate::principals::Principal;
+use crate::results::Download;
+use axum::response::IntoResponse;
 
 /// Submit a job. It is planned first, so bad SQL, unknown tables, tables the
 /// executors cannot reach and scans over the job's limit are refused here.
@@ -166,17 +168,29 @@ pub(super) async fn cancel_job(
 pub(super) struct ResultQuery {
     /// First row of the page (default 0).
     offset: Option<u64>,
-    /// Rows per page (1 to 10000; default 1000).
-    #[param(minimum = 1, maximum = 10000)]
-    limit: Option<usize>,
+    /// Rows per page (1 to 10000; default 1000); with `csv` and `arrow`, rows
+    /// at most (default: all from `offset`).
+    #[param(minimum = 1)]
+    limit: Option<u64>,
+    /// `objects` (the default: a page of JSON objects), `arrays` (a page of
+    /// JSON arrays in column order, under `data`), `csv` (CSV text with a
+    /// header row) or `arrow` (an Arrow IPC stream); the last two stream the
+    /// whole result from `offset`.
+    #[param(value_type = Option<String>, pattern = "^(objects|arrays|csv|arrow)$")]
+    format: Option<String>,
 }
 
-/// A page of a succeeded job's rows, and its result files.
+/// A page of a succeeded job's rows, and its result files; or (`format=csv`,
+/// `format=arrow`) the whole result as one CSV text or Arrow IPC stream.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/result", tag = "jobs",
     params(("id" = String, Path, description = "Job id"), ResultQuery),
     responses(
-        (status = 200, description = "A page of rows", body = ResultPage),
+        (status = 200, description = "A page of rows, or the rows as CSV or Arrow", content(
+            (ResultPage = "application/json"),
+            (String = "text/csv"),
+            (Vec<u8> = "application/vnd.apache.arrow.stream"),
+        )),
         (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
@@ -188,18 +202,54 @@ pub(super) async fn get_result(
     Extension(caller): Extension<Arc<Principal>>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ResultQuery>,
-) -> Result<axum::Json<ResultPage>, ApiError> {
-    let limit = page_limit(query.limit, 1000, 10_000)?;
+) -> Result<axum::response::Response, ApiError> {
+    let bad = |detail: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid query", detail);
     let offset = query.offset.unwrap_or(0);
     if offset > i64::MAX as u64 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid query",
-            format!("offset {offset} is out of range"),
-        ));
+        return Err(bad(format!("offset {offset} is out of range")));
     }
-    let page = service.result_page(&caller, &id, offset, limit).await?;
-    Ok(axum::Json(page))
+    let download = match query.format.as_deref() {
+        None | Some("objects") | Some("arrays") => None,
+        Some("csv") => Some((Download::Csv, "text/csv; charset=utf-8", "csv")),
+        Some("arrow") => Some((
+            Download::Arrow,
+            "application/vnd.apache.arrow.stream",
+            "arrows",
+        )),
+        Some(other) => {
+            return Err(bad(format!(
+                "format must be objects, arrays, csv or arrow, not {other:?}"
+            )));
+        }
+    };
+    let Some((kind, content_type, extension)) = download else {
+        let limit = page_limit(
+            query.limit.map(|l| l.min(usize::MAX as u64) as usize),
+            1000,
+            10_000,
+        )?;
+        let arrays = query.format.as_deref() == Some("arrays");
+        let page = service
+            .result_page(&caller, &id, offset, limit, arrays)
+            .await?;
+        return Ok(axum::Json(page).into_response());
+    };
+    if query.limit == Some(0) {
+        return Err(bad("limit must be at least 1".into()));
+    }
+    let stream = service.result_download(&caller, &id, offset, query.limit, kind)?;
+    let disposition = format!("attachment; filename=\"{id}.{extension}\"");
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, content_type)
+        .header(axum::http::header::CONTENT_DISPOSITION, disposition)
+        .body(axum::body::Body::from_stream(stream))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+                e.to_string(),
+            )
+        })
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -6,16 +6,14 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema};
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use squall_engine::TableSpec;
 use squall_engine::tables::{CSV_OPTION_KEYS, table_arguments};
 use squall_service::JobState;
 use squall_service::api::{
-    ColumnView, JobOptions, JobView, KeyFiltersOption, MissedRunPolicy, NewSchedule, Order,
-    OverlapPolicy, PlacementOption, PutTable, ScheduleChange, SubmitJob, TableRef,
+    JobOptions, JobView, KeyFiltersOption, MissedRunPolicy, NewSchedule, Order, OverlapPolicy,
+    PlacementOption, PutTable, ScheduleChange, SubmitJob, TableRef,
 };
 use squall_service::client::ApiClient;
 
@@ -658,67 +656,18 @@ fn finished(view: &JobView) -> Result<()> {
     }
 }
 
-/// Pages through a job's result and prints it as `squall run` would.
+/// Prints a job's result as `squall run` would, read as an Arrow stream.
 async fn print_result(
     client: &ApiClient,
     id: &str,
     format: Format,
     limit: Option<u64>,
 ) -> Result<()> {
-    let mut offset = 0;
-    let mut columns: Vec<ColumnView> = Vec::new();
-    let mut rows = Vec::new();
-    let wanted = limit.unwrap_or(u64::MAX);
-    loop {
-        let page_size = (wanted - offset).min(10_000) as usize;
-        if page_size == 0 {
-            break;
-        }
-        let page = client.result(id, offset, page_size).await?;
-        columns = page.columns;
-        offset += page.rows.len() as u64;
-        rows.extend(page.rows);
-        match page.next_offset {
-            Some(next) if next == offset => {}
-            _ => break,
-        }
-    }
-    let batch = rows_to_batch(&columns, &rows)?;
-    let schema = batch.schema();
-    let batches = if batch.num_rows() > 0 {
-        vec![batch]
-    } else {
-        vec![]
-    };
+    let (schema, batches) = client.result_batches(id, limit).await?;
     write_result(
         &mut std::io::stdout().lock(),
         &schema,
         &batches,
         format.into(),
     )
-}
-
-/// JSON rows back into Arrow, in column order, so that they print as
-/// `squall run` prints results.
-fn rows_to_batch(
-    columns: &[ColumnView],
-    rows: &[serde_json::Map<String, serde_json::Value>],
-) -> Result<RecordBatch> {
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|c| {
-            let data_type = c.data_type.parse().unwrap_or(DataType::Utf8);
-            Field::new(&c.name, data_type, true)
-        })
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
-    let invalid = |source| CliError::ResultRows { source };
-    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-        .build_decoder()
-        .map_err(invalid)?;
-    decoder.serialize(rows).map_err(invalid)?;
-    Ok(decoder
-        .flush()
-        .map_err(invalid)?
-        .unwrap_or_else(|| RecordBatch::new_empty(schema)))
 }

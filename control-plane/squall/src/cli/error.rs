@@ -43,12 +43,6 @@ pub enum CliError {
     )]
     DataDirInUse { dir: String, holder: String },
 
-    #[error("the server's result rows do not fit their columns: {source}")]
-    ResultRows {
-        #[source]
-        source: arrow::error::ArrowError,
-    },
-
     #[error("{count} wrong answers: {}", failures.join("; "))]
     WrongAnswers { count: usize, failures: Vec<String> },
 }
@@ -68,7 +62,6 @@ impl CliError {
             CliError::Store(_)
             | CliError::Job { .. }
             | CliError::DataDirInUse { .. }
-            | CliError::ResultRows { .. }
             | CliError::WrongAnswers { .. } => false,
         };
         if user { 2 } else { 1 }
