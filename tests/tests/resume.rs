@@ -81,6 +81,7 @@ async fn an_interrupted_job_resumes_from_its_committed_stages() {
                 request: serde_json::json!({}),
                 schedule_id: None,
                 principal: "admin".into(),
+                client_token: None,
             },
             now_ms(),
         )

@@ -381,6 +381,117 @@ async fn catalog_tables_show_their_schema_and_serve_jobs_by_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_make_retries_safe_and_short_jobs_answer_at_once() {
+    let data = tpch_data("0.01").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, &dir.path().join("work"));
+    let server = Server::start(engine.clone(), dir.path(), 2).await;
+    let nation = format!("{}/nation/", data.display());
+    let job = |sql: &str, extra: serde_json::Value| {
+        let mut job = serde_json::json!({
+            "sql": sql,
+            "tables": [{"name": "nation", "url": nation}],
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            job[k] = v.clone();
+        }
+        job
+    };
+    let count = "SELECT count(*) AS n FROM nation";
+
+    // A retried submission with its token is the first job, not a second.
+    let token = serde_json::json!({"client_request_token": "nightly-2026-12-07"});
+    let (status, first) = server.post("/v1/jobs", &job(count, token.clone())).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, again) = server.post("/v1/jobs", &job(count, token.clone())).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], first["id"], "{again}");
+    let id = first["id"].as_str().unwrap().to_string();
+    assert_eq!(server.wait_final(&id).await.state, JobState::Succeeded);
+    let (status, later) = server.post("/v1/jobs", &job(count, token.clone())).await;
+    assert_eq!(
+        (status, later["id"].as_str()),
+        (200, Some(id.as_str())),
+        "{later}"
+    );
+    assert_eq!(later["state"], "succeeded", "{later}");
+    let (_, list) = server.get("/v1/jobs", Some(TOKEN)).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "{list}");
+    // The same token for other SQL is refused; a malformed token too.
+    let (status, body) = server
+        .post("/v1/jobs", &job("SELECT 1 AS one FROM nation", token))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains(&id), "{body}");
+    let (status, body) = server
+        .post(
+            "/v1/jobs",
+            &job(count, serde_json::json!({"client_request_token": "a b"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // wait_timeout: a short job is answered with its rows.
+    let (status, body) = server
+        .post(
+            "/v1/jobs",
+            &job(count, serde_json::json!({"wait_timeout": "30s"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "succeeded", "{body}");
+    assert_eq!(body["result"]["rows"][0]["n"], 25, "{body}");
+    for bad in ["51s", "10", "-1s"] {
+        let (status, body) = server
+            .post(
+                "/v1/jobs",
+                &job(count, serde_json::json!({"wait_timeout": bad})),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("wait_timeout"),
+            "{body}"
+        );
+    }
+    // Neither belongs in a schedule's job.
+    let schedule = serde_json::json!({
+        "cron": "0 2 * * *", "time_zone": "UTC",
+        "job": job(count, serde_json::json!({"client_request_token": "x"})),
+    });
+    let (status, body) = server.post("/v1/schedules", &schedule).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("client_request_token"),
+        "{body}"
+    );
+    server.kill();
+
+    // A job that does not end in time is answered as queued or running (202).
+    let hanging = Hanging::engine(&engine);
+    let server = Server::start(hanging, dir.path(), 2).await;
+    let sql = "SELECT n_regionkey, count(*) FROM nation GROUP BY 1 ORDER BY 1";
+    let started = std::time::Instant::now();
+    let (status, body) = server
+        .post(
+            "/v1/jobs",
+            &job(sql, serde_json::json!({"wait_timeout": "1s"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(body.get("result").is_none(), "{body}");
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_come_as_objects_arrays_csv_and_arrow() {
     let data = tpch_data("0.01").await;
     let dir = tempfile::tempdir().unwrap();

@@ -160,6 +160,8 @@ impl Service {
             output: None,
             options: Default::default(),
             labels: Default::default(),
+            client_request_token: None,
+            wait_timeout: None,
         };
         let mut request = self.request(caller, &submitted, &new_job_id())?;
         // Reading a schema is not a scan: no scan limit.

@@ -70,6 +70,12 @@ pub enum ServiceError {
         retry_after: Duration,
     },
 
+    #[error(
+        "client request token '{token}' was used for job {id}, of other SQL; a token names \
+         one submission"
+    )]
+    TokenReused { token: String, id: String },
+
     #[error("{what}: at most {max} are kept; delete some first")]
     TooMany { what: String, max: usize },
 

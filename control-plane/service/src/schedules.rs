@@ -13,6 +13,7 @@ use crate::principals::Principal;
 use crate::store::{ScheduleRecord, now_ms};
 use crate::submission::with_default_labels;
 use squall_engine::engine::new_job_id;
+use squall_engine::error::SquallError;
 
 impl Service {
     /// Schedules oldest first, a page at a time (a user's own only).
@@ -72,6 +73,17 @@ impl Service {
         caller: &Principal,
         job: &SubmitJob,
     ) -> Result<serde_json::Value, ServiceError> {
+        let once = [
+            ("client_request_token", job.client_request_token.is_some()),
+            ("wait_timeout", job.wait_timeout.is_some()),
+        ];
+        if let Some((field, _)) = once.iter().find(|(_, given)| *given) {
+            return Err(SquallError::InvalidArgument(format!(
+                "a schedule's job has no {field}: it is for one submission, and a \
+                 schedule starts many"
+            ))
+            .into());
+        }
         let id = new_job_id();
         let job = &with_default_labels(caller, job.clone())?;
         let mut run = job.clone();

@@ -10,7 +10,7 @@ use crate::core::Service;
 use crate::errors::ServiceError;
 use crate::limits::PRINCIPAL_LABEL;
 use crate::principals::Principal;
-use crate::store::{NewJob, QueueRefusal, now_ms};
+use crate::store::{JobRecord, NewJob, QueueRefusal, now_ms};
 use squall_engine::access::{Access, AccessPolicy};
 use squall_engine::backend::Place;
 use squall_engine::engine::{JobRequest, new_job_id};
@@ -158,17 +158,28 @@ impl Service {
 
     /// Checks a submission of `caller` by planning it (URLs, SQL, tables,
     /// limits), claims the output it names, then queues it.
+    /// Queues a submission; a client token of an earlier submission of the
+    /// caller answers with that job instead (`true`: it did).
     pub(crate) async fn submit(
         &self,
         caller: &Principal,
         submitted: SubmitJob,
-    ) -> Result<Accepted, ServiceError> {
+    ) -> Result<(Accepted, bool), ServiceError> {
+        let token = submitted.client_request_token.clone();
+        let token = token.as_deref();
+        if let Some(token) = token {
+            check_token(token)?;
+            if let Some(first) = self.store.job_by_token(&caller.name, token)? {
+                return Ok((replayed(first, token, &submitted.sql)?, true));
+            }
+        }
         let id = new_job_id();
         self.check_room(caller)?;
         let submitted = with_default_labels(caller, submitted)?;
         let request = self.check_job(caller, &submitted, &id).await?;
         // What runs is what was checked: the URLs as normalised.
         let mut stored = submitted.clone();
+        stored.wait_timeout = None;
         normalise_urls(&mut stored, &request);
         if let Some(output) = &stored.output {
             self.engine.claim_output(output, &id).await?;
@@ -183,6 +194,7 @@ impl Service {
             request: body,
             schedule_id: None,
             principal: caller.name.clone(),
+            client_token: token.map(str::to_string),
         };
         let inserted = self.store.insert_queued(
             &new,
@@ -198,16 +210,54 @@ impl Service {
                 }
                 return Err(match refused {
                     Err(e) => e.into(),
+                    // The same token submitted at the same time: the first won.
+                    Ok(Err(QueueRefusal::Duplicate)) => {
+                        let token = token.unwrap_or_default();
+                        let first = self.store.job_by_token(&caller.name, token)?;
+                        if let Some(first) = first {
+                            return Ok((replayed(first, token, &submitted.sql)?, true));
+                        }
+                        self.queue_full()
+                    }
                     Ok(Err(QueueRefusal::Principal)) => self.principal_queue_full(caller),
                     Ok(_) => self.queue_full(),
                 });
             }
         };
         self.wake.notify_one();
-        Ok(Accepted {
-            id: job.id,
-            state: job.state,
-        })
+        Ok((accepted(&job), false))
+    }
+
+    /// Job `id` as it ended, if it ends within `wait`: its state, its error
+    /// or its first page of rows. None when it is still queued or running.
+    pub(crate) async fn wait_for_end(
+        &self,
+        caller: &Principal,
+        id: &str,
+        wait: Duration,
+    ) -> Result<Option<Accepted>, ServiceError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(5);
+        let job = loop {
+            let job = self.owned_job(caller, id)?;
+            if job.state.is_final() {
+                break job;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep_until((tokio::time::Instant::now() + pause).min(deadline)).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        };
+        let result = match job.state {
+            JobState::Succeeded => Some(self.result_page(caller, id, 0, 1000, false).await?),
+            _ => None,
+        };
+        Ok(Some(Accepted {
+            error: job.error.clone(),
+            result,
+            ..accepted(&job)
+        }))
     }
 
     /// Refused while the queue, or the caller's share of it, is full.
@@ -296,6 +346,48 @@ fn normalise_urls(submitted: &mut SubmitJob, request: &JobRequest) {
     }
     if submitted.output.is_some() {
         submitted.output = request.output.clone();
+    }
+}
+
+/// Longest client request token.
+const MAX_TOKEN: usize = 128;
+
+/// Refuses a client token that is not 1 to [`MAX_TOKEN`] of `A-Z a-z 0-9 . _ : -`.
+fn check_token(token: &str) -> Result<(), ServiceError> {
+    let valid = !token.is_empty()
+        && token.len() <= MAX_TOKEN
+        && token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+    if valid {
+        return Ok(());
+    }
+    let shown: String = token.chars().take(MAX_TOKEN).collect();
+    Err(SquallError::InvalidArgument(format!(
+        "client_request_token '{}' must be 1 to {MAX_TOKEN} letters, digits and . _ : -",
+        shown.escape_default()
+    ))
+    .into())
+}
+
+/// The answer to a resubmission with the token of `first`: that job, if its
+/// SQL is the same.
+fn replayed(first: JobRecord, token: &str, sql: &str) -> Result<Accepted, ServiceError> {
+    if first.sql != sql {
+        return Err(ServiceError::TokenReused {
+            token: token.to_string(),
+            id: first.id,
+        });
+    }
+    Ok(accepted(&first))
+}
+
+fn accepted(job: &JobRecord) -> Accepted {
+    Accepted {
+        id: job.id.clone(),
+        state: job.state,
+        error: None,
+        result: None,
     }
 }
 

@@ -78,6 +78,7 @@ impl Service {
                 id,
                 schedule_id: Some(schedule.id.clone()),
                 principal: schedule.principal.clone(),
+                client_token: None,
             };
             let max_queued = self.config.limits.max_queued;
             match self

@@ -1,6 +1,7 @@
 //! `/v1/jobs`: submit, list, get, cancel; a job's result pages and attempts.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::rejection::BytesRejection;
@@ -46,8 +47,42 @@ pub(super) async fn submit_job(
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
     let submitted: SubmitJob = json_body(body, "a job")?;
-    let accepted = service.submit(&caller, submitted).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(accepted)))
+    let wait = wait_timeout(submitted.wait_timeout.as_deref())?;
+    let (accepted, replayed) = service.submit(&caller, submitted).await?;
+    let ended = match wait {
+        Some(wait) => service.wait_for_end(&caller, &accepted.id, wait).await?,
+        None => None,
+    };
+    Ok(match ended {
+        Some(ended) => (StatusCode::OK, axum::Json(ended)),
+        None if replayed => (StatusCode::OK, axum::Json(accepted)),
+        None => (StatusCode::ACCEPTED, axum::Json(accepted)),
+    })
+}
+
+/// Longest `wait_timeout`.
+const MAX_WAIT: Duration = Duration::from_secs(50);
+
+/// A submission's `wait_timeout` (`"10s"`, at most [`MAX_WAIT`]); None for none or 0 s.
+fn wait_timeout(text: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let seconds = text
+        .strip_suffix('s')
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|n| *n <= MAX_WAIT.as_secs())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid job",
+                format!(
+                    "wait_timeout must be whole seconds from 0s to {}s, not {text:?}",
+                    MAX_WAIT.as_secs()
+                ),
+            )
+        })?;
+    Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -51,6 +51,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::ScheduleBusy { .. } => (StatusCode::CONFLICT, "schedule busy"),
             ServiceError::BadCron { .. } => (StatusCode::BAD_REQUEST, "bad cron"),
             ServiceError::TooMany { .. } => (StatusCode::CONFLICT, "too many"),
+            ServiceError::TokenReused { .. } => (StatusCode::CONFLICT, "token reused"),
             ServiceError::NotOwner { .. } => (StatusCode::FORBIDDEN, "not yours"),
             ServiceError::UnknownPrincipal { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "unknown principal")

@@ -95,6 +95,7 @@ mod tests {
                     request: serde_json::json!({}),
                     schedule_id: None,
                     principal: "admin".into(),
+                    client_token: None,
                 },
                 1,
             )

@@ -96,6 +96,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE catalog ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin';",
     // 9: where each attempt ran (`local` or `lambda`; NULL before).
     "ALTER TABLE task_attempts ADD COLUMN place TEXT;",
+    // 10: a submitter's idempotency token: one job per principal and token.
+    "ALTER TABLE jobs ADD COLUMN client_token TEXT;
+    CREATE UNIQUE INDEX jobs_by_client_token ON jobs (principal, client_token)
+        WHERE client_token IS NOT NULL;",
 ];
 
 /// Applies the migrations `conn` has not seen, each in its own transaction.

@@ -91,6 +91,8 @@ pub struct NewJob {
     pub request: serde_json::Value,
     pub schedule_id: Option<String>,
     pub principal: String,
+    /// The submitter's idempotency token: one job per principal and token.
+    pub client_token: Option<String>,
 }
 
 /// Why [`JobStore::insert_queued`] did not queue a job.
@@ -100,6 +102,8 @@ pub enum QueueRefusal {
     Server,
     /// The job's principal has as many jobs queued as it may.
     Principal,
+    /// The principal's job of the same client token is stored already.
+    Duplicate,
 }
 
 /// The job store. One connection behind a mutex: every call is a few SQLite
@@ -196,11 +200,14 @@ impl JobStore {
             .map_err(sqlite(format!("insert job {}", job.id)))?;
         let inserted = tx
             .execute(
-                "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms, principal)
-                 SELECT ?1, 'queued', ?2, ?3, ?4, ?5, ?7
+                "INSERT INTO jobs (id, state, sql, request, schedule_id, submitted_at_ms, principal,
+                                   client_token)
+                 SELECT ?1, 'queued', ?2, ?3, ?4, ?5, ?7, ?9
                  WHERE (SELECT count(*) FROM jobs WHERE state = 'queued') < ?6
                    AND (?8 IS NULL OR (SELECT count(*) FROM jobs
-                        WHERE state = 'queued' AND principal = ?7) < ?8)",
+                        WHERE state = 'queued' AND principal = ?7) < ?8)
+                   AND (?9 IS NULL OR NOT EXISTS (SELECT 1 FROM jobs
+                        WHERE principal = ?7 AND client_token = ?9))",
                 params![
                     job.id,
                     job.sql,
@@ -210,6 +217,7 @@ impl JobStore {
                     max_queued as i64,
                     job.principal,
                     principal_max.map(|n| n as i64),
+                    job.client_token,
                 ],
             )
             .map_err(sqlite(format!("insert job {}", job.id)))?;
@@ -220,6 +228,11 @@ impl JobStore {
             .map_err(sqlite(format!("insert job {}", job.id)))?;
         drop(conn);
         if inserted == 0 {
+            if let Some(token) = &job.client_token
+                && self.job_by_token(&job.principal, token)?.is_some()
+            {
+                return Ok(Err(QueueRefusal::Duplicate));
+            }
             let queued = self.count_jobs(JobState::Queued)?;
             return Ok(Err(if queued >= max_queued as u64 {
                 QueueRefusal::Server
@@ -234,6 +247,22 @@ impl JobStore {
                 message: "missing right after its insert".into(),
             }),
         }
+    }
+
+    /// The job `principal` submitted with client token `token`, if any.
+    pub fn job_by_token(&self, principal: &str, token: &str) -> Result<Option<JobRecord>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE principal = ?1 AND client_token = ?2"
+                ),
+                params![principal, token],
+                raw_job,
+            )
+            .optional()
+            .map_err(sqlite("read a job by its client token"))?;
+        row.map(RawJob::into_record).transpose()
     }
 
     /// Finished jobs that ended before `before_ms`, oldest first, at most `limit`.
@@ -711,6 +740,7 @@ mod tests {
             request: serde_json::json!({"tables": []}),
             schedule_id: None,
             principal: "admin".into(),
+            client_token: None,
         }
     }
 

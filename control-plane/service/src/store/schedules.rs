@@ -423,6 +423,7 @@ mod tests {
             request: serde_json::json!({"sql": "SELECT 1"}),
             schedule_id: None,
             principal: "alice".into(),
+            client_token: None,
         }
     }
 

@@ -161,6 +161,8 @@ impl JobArgs {
                 join_filters: self.no_join_filters.then_some(false),
             },
             labels: self.labels.iter().cloned().collect(),
+            client_request_token: None,
+            wait_timeout: None,
         })
     }
 }
@@ -207,6 +209,10 @@ pub struct SubmitArgs {
     /// How to print the result (with --watch).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// Submitting again with the same token (say, a retry after a timeout)
+    /// gives the first job rather than a second one.
+    #[arg(long, value_name = "TOKEN")]
+    client_request_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -365,7 +371,9 @@ fn parse_missed(text: &str) -> std::result::Result<MissedRunPolicy, String> {
 
 pub async fn submit(args: SubmitArgs) -> Result<()> {
     let client = args.server.client()?;
-    let accepted = client.submit(&args.job.job()?).await?;
+    let mut job = args.job.job()?;
+    job.client_request_token = args.client_request_token;
+    let accepted = client.submit(&job).await?;
     if !args.watch {
         println!("{}", accepted.id);
         return Ok(());

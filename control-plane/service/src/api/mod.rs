@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 use squall_engine::scheduler::ExchangeMode;
 use utoipa::ToSchema;
 
+mod schedules;
+pub use schedules::{
+    MissedRunPolicy, NewSchedule, OverlapPolicy, ScheduleChange, ScheduleList, ScheduleView,
+};
+
 pub use squall_engine::cost::{Cost, Requests};
 
 /// `POST /v1/jobs`.
@@ -29,6 +34,20 @@ pub struct SubmitJob {
     /// characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Makes a retried submission safe (as Athena's `ClientRequestToken`): a
+    /// second submission by the same principal with the same token answers
+    /// with the first job (200) instead of running it again; of other SQL, it
+    /// is refused (409). 1 to 128 characters `A-Z a-z 0-9 . _ : -`; not in a
+    /// schedule's job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_token: Option<String>,
+    /// How long to wait for the job to end before answering (`"10s"`, 0 to
+    /// 50 s; default 0 s: answer at once, 202). A job that ends in time is
+    /// answered with 200, its state, and its first page of rows or its
+    /// error (as Databricks' `wait_timeout`). Not in a schedule's job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "10s")]
+    pub wait_timeout: Option<String>,
 }
 
 /// A table a job reads: by URL, or by the name of a catalog table (no URL).
@@ -411,11 +430,18 @@ pub struct JobList {
     pub next: Option<i64>,
 }
 
-/// `202 Accepted` to a submission.
+/// `202 Accepted` to a submission; `200` with the job's end when it ended
+/// within `wait_timeout`, or when a token named an earlier submission.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Accepted {
     pub id: String,
     pub state: JobState,
+    /// Why the job failed, if it ended failed within `wait_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The first page of rows, if it succeeded within `wait_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultPage>,
 }
 
 /// An error, as `application/problem+json` (RFC 9457).
@@ -529,97 +555,6 @@ pub struct TableList {
     pub next: Option<String>,
 }
 
-/// `POST /v1/schedules`: run `job` at the times `cron` names in `time_zone`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({
-    "name": "nightly", "cron": "0 2 * * *", "time_zone": "Europe/Berlin",
-    "job": {"sql": "SELECT 1 AS one"}, "overlap": "skip", "missed": "run_once"
-}))]
-pub struct NewSchedule {
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Five fields (minute hour day-of-month month day-of-week), or six with
-    /// seconds first; aliases such as `@daily`.
-    pub cron: String,
-    /// IANA time zone the cron is read in; default UTC.
-    #[serde(default = "utc")]
-    pub time_zone: String,
-    /// The job each run submits.
-    pub job: SubmitJob,
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// While the previous run's job is queued or running: `skip` (default) or `allow`.
-    #[serde(default)]
-    pub overlap: OverlapPolicy,
-    /// Runs that fell due while no server ran: `skip` (default) or `run_once` at start.
-    #[serde(default)]
-    pub missed: MissedRunPolicy,
-}
-
-fn utc() -> String {
-    "UTC".into()
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `PATCH /v1/schedules/{id}`: the fields to change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleChange {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub cron: Option<String>,
-    #[serde(default)]
-    pub time_zone: Option<String>,
-    #[serde(default)]
-    pub job: Option<SubmitJob>,
-    #[serde(default)]
-    pub enabled: Option<bool>,
-    #[serde(default)]
-    pub overlap: Option<OverlapPolicy>,
-    #[serde(default)]
-    pub missed: Option<MissedRunPolicy>,
-}
-
-/// A schedule as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ScheduleView {
-    pub id: String,
-    /// The principal that owns it; its runs are that principal's jobs.
-    #[serde(default)]
-    pub principal: String,
-    pub name: Option<String>,
-    pub cron: String,
-    pub time_zone: String,
-    /// The cron in words.
-    pub description: String,
-    pub job: SubmitJob,
-    pub enabled: bool,
-    pub overlap: OverlapPolicy,
-    pub missed: MissedRunPolicy,
-    /// When the next run falls due; absent while disabled.
-    pub next_run_at_ms: Option<i64>,
-    /// When a run last started a job.
-    pub last_run_at_ms: Option<i64>,
-    /// Runs skipped because the previous job was still queued or running.
-    pub skipped_runs: u64,
-    pub last_skipped_at_ms: Option<i64>,
-    pub created_at_ms: i64,
-}
-
-/// `GET /v1/schedules`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ScheduleList {
-    pub schedules: Vec<ScheduleView>,
-    /// Pass as `after` for the next page (absent on the last page).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next: Option<String>,
-}
-
 /// `GET /v1/jobs/{id}/attempts`: how each task attempt ended.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AttemptList {
@@ -673,58 +608,6 @@ impl JobState {
             self,
             JobState::Succeeded | JobState::Failed | JobState::Cancelled
         )
-    }
-}
-
-/// What a due run does while the schedule's previous job is queued or running.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OverlapPolicy {
-    /// Skip the run (counted in `skipped_runs`).
-    #[default]
-    Skip,
-    /// Start another job anyway.
-    Allow,
-}
-
-/// What a server does, when it starts, with runs that fell due while it was down.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MissedRunPolicy {
-    /// Drop them; the next run is the next time the cron names.
-    #[default]
-    Skip,
-    /// Start one job for all of them, at once.
-    RunOnce,
-}
-
-impl OverlapPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OverlapPolicy::Skip => "skip",
-            OverlapPolicy::Allow => "allow",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [OverlapPolicy::Skip, OverlapPolicy::Allow]
-            .into_iter()
-            .find(|p| p.as_str() == text)
-    }
-}
-
-impl MissedRunPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MissedRunPolicy::Skip => "skip",
-            MissedRunPolicy::RunOnce => "run_once",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [MissedRunPolicy::Skip, MissedRunPolicy::RunOnce]
-            .into_iter()
-            .find(|p| p.as_str() == text)
     }
 }
 
