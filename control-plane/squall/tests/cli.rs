@@ -803,3 +803,92 @@ fn simulate_predicts_at_scale_and_refuses_bad_numbers() {
         );
     }
 }
+
+/// Ctrl-C (SIGINT) in the middle of `squall run --output` stops the job and
+/// removes what it wrote: no claim is left in the output (so the folder can
+/// be used again), and nothing under the work folder; the exit code is 130.
+#[test]
+fn ctrl_c_cancels_a_run_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3,000 rows crossed with themselves three times: minutes of work.
+    let mut csv = String::from("id\n");
+    for i in 0..3000 {
+        csv.push_str(&format!("{i}\n"));
+    }
+    std::fs::write(dir.path().join("t.csv"), csv).unwrap();
+    let out = dir.path().join("out");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .args(["run", "--table"])
+        .arg(format!("t={}", dir.path().join("t.csv").display()))
+        .args([
+            "--sql",
+            "SELECT count(*) FROM t a CROSS JOIN t b CROSS JOIN t c WHERE a.id + b.id > c.id",
+            "--output",
+        ])
+        .arg(&out)
+        .arg("--work-dir")
+        .arg(&work)
+        .env("SQUALL_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the job has claimed its output (it runs then), interrupt it.
+    let claim = out.join("_squall_claim.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !claim.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never claimed its output"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "squall run ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: signalling a child process this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let started = std::time::Instant::now();
+    let output = child.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let left: Vec<_> = walk(&out).into_iter().chain(walk(&work)).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // The output folder takes a new job.
+    let again = squall(&[
+        "run",
+        "--table",
+        &format!("t={}", dir.path().join("t.csv").display()),
+        "--sql",
+        "SELECT count(*) AS n FROM t",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+}
+
+/// Every file under `dir` (none if it does not exist).
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}

@@ -51,8 +51,12 @@ pub type Result<T, E = CliError> = std::result::Result<T, E>;
 
 impl CliError {
     /// 2 when the input (arguments, SQL, files, a refused request) is at
-    /// fault, 1 for everything else.
+    /// fault, 130 for a job cancelled by Ctrl-C, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
+        // Interrupted (Ctrl-C): as a shell reports SIGINT.
+        if matches!(self, CliError::Engine(SquallError::Cancelled)) {
+            return 130;
+        }
         let user = match self {
             CliError::Engine(e) => e.is_user_error(),
             CliError::Client(e) => e.is_user_error(),

@@ -30,7 +30,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 
 use squall_engine::planner::default_parallelism;
-use squall_engine::{Engine, JobRequest, JobRun, ProgressSink};
+use squall_engine::{Engine, JobRequest, JobRun, ProgressSink, Stop};
 use squall_tools::tpch;
 
 use error::{CliError, Result};
@@ -192,12 +192,15 @@ async fn run_command(args: RunArgs) -> Result<()> {
     let bars = ProgressBars::for_stderr();
     let progress = bars.clone().map(|b| b as Arc<dyn ProgressSink>);
     let meter = engine.meter(&request);
+    let (stop, running) = cancel_on_interrupt();
     let run = JobRun {
         progress,
         meter: Some(meter.clone()),
+        stop: Some(stop),
         ..JobRun::default()
     };
     let result = engine.run_as(&request, run).await;
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
     if let Some(bars) = bars {
         bars.clear();
     }
@@ -220,6 +223,37 @@ async fn run_command(args: RunArgs) -> Result<()> {
         eprintln!("result: {} rows, manifest {manifest}", result.rows);
     }
     Ok(())
+}
+
+/// Ctrl-C (SIGINT) while the job runs cancels it: its tasks stop, its
+/// output claim and files and its work folder are removed before the
+/// command ends (exit 130). A second Ctrl-C, or one once the job has ended,
+/// quits at once.
+fn cancel_on_interrupt() -> (
+    tokio::sync::watch::Receiver<Stop>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let (tell, stop) = tokio::sync::watch::channel(Stop::Run);
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let job_running = running.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        if job_running.load(Ordering::SeqCst) {
+            eprintln!(
+                "\ninterrupted: stopping the job and removing what it wrote \
+                 (Ctrl-C again to quit now, leaving it)"
+            );
+            let _ = tell.send(Stop::Cancel);
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+        }
+        std::process::exit(130);
+    });
+    (stop, running)
 }
 
 async fn plan(args: PlanArgs) -> Result<()> {
