@@ -892,3 +892,153 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         })
         .collect()
 }
+
+/// `squall sql -c`: statements in order; a table by quoted path in FROM;
+/// EXPLAIN prints the stage plan, EXPLAIN ANALYZE a line for each of its
+/// stages as they ran, with the CPU of their operators.
+#[test]
+fn sql_runs_statements_and_explains_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = people(dir.path());
+    let path = dir.path().join("people.csv");
+    let query = "SELECT name, count(*) AS n FROM people GROUP BY name ORDER BY name";
+    let done = squall(&[
+        "sql",
+        "--table",
+        &table,
+        "--shuffle-partitions",
+        "2",
+        "-c",
+        &format!(
+            "SELECT count(*) AS n FROM '{}'; EXPLAIN {query}; EXPLAIN ANALYZE {query}",
+            path.display()
+        ),
+    ]);
+    let stdout = text(&done.stdout);
+    assert!(done.status.success(), "{}\n{stdout}", text(&done.stderr));
+    assert!(stdout.contains("| 3 |"), "{stdout}");
+    let planned = stdout.lines().filter(|l| l.starts_with("Stage ")).count();
+    assert!(planned >= 2, "{stdout}");
+    let ran: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("STAGE "))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(ran.len(), planned, "a line for every stage: {stdout}");
+    for line in &ran {
+        assert!(line.contains("local"), "{line}");
+    }
+    let cpu = stdout.lines().filter(|l| l.contains(" CPU: ")).count();
+    assert_eq!(cpu, planned, "{stdout}");
+    assert!(stdout.contains("3 rows in"), "{stdout}");
+
+    // From standard input, and tables from a catalog file.
+    std::fs::write(
+        dir.path().join("catalog.toml"),
+        "[tables.folks]\nurl = \"people.csv\"\nformat = \"csv\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_squall"))
+        .arg("sql")
+        .arg("--catalog")
+        .arg(dir.path().join("catalog.toml"))
+        .args(["--format", "csv"])
+        .env("SQUALL_LOG", "off")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT name FROM folks\nWHERE id = 3;\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "name\ncy\n");
+
+    // An error names the problem and ends the run with 2.
+    let bad = squall(&["sql", "-c", "SELECT 1; SELECT * FROM nowhere; SELECT 2"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("nowhere"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let bad_catalog = dir.path().join("bad.toml");
+    std::fs::write(&bad_catalog, "[tables.x]\nurl = \"a\"\nsize = 3\n").unwrap();
+    let bad = squall(&[
+        "sql",
+        "--catalog",
+        bad_catalog.to_str().unwrap(),
+        "-c",
+        "SELECT 1",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("size"), "{}", text(&bad.stderr));
+}
+
+/// The prompt through a pseudo-terminal (Python's `pty`): a statement over
+/// two lines runs when `;` ends it; `\q` quits.
+#[test]
+fn sql_prompt_runs_statements_typed_over_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = people(dir.path());
+    let driver = r#"
+import os, pty, sys, time, select
+argv = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["SQUALL_LOG"] = "off"
+    os.environ["HOME"] = os.environ.get("TEST_HOME", "/tmp")
+    os.execv(argv[0], argv)
+seen = b""
+def expect(what, timeout=60):
+    global seen
+    deadline = time.time() + timeout
+    while what.encode() not in seen:
+        left = deadline - time.time()
+        if left <= 0:
+            sys.exit("never saw %r in %r" % (what, seen.decode(errors="replace")))
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+    seen = seen[seen.index(what.encode()) + len(what):]
+expect("squall> ")
+os.write(fd, b"SELECT name\n")
+expect("-> ")
+os.write(fd, b"FROM people WHERE id = 2;\n")
+expect("bob")
+expect("squall> ")
+os.write(fd, b"SELECT * FROM nowhere;\n")
+expect("error:")
+expect("squall> ")
+os.write(fd, b"\\q\n")
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(driver)
+        .arg(env!("CARGO_BIN_EXE_squall"))
+        .args(["sql", "--table", &table])
+        .env("TEST_HOME", dir.path())
+        .output()
+        .expect("python3 runs the pseudo-terminal driver");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // The statement went into the history file.
+    let history = std::fs::read_to_string(dir.path().join(".squall_history")).unwrap();
+    assert!(history.contains("FROM people WHERE id = 2;"), "{history}");
+}

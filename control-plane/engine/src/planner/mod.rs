@@ -16,6 +16,7 @@ mod prune;
 pub mod slices;
 pub mod splits;
 pub mod stages;
+pub mod statements;
 
 use std::collections::HashSet;
 use std::sync::Arc;

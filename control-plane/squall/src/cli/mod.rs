@@ -18,6 +18,7 @@ mod query;
 mod serve;
 mod simulate;
 mod skew;
+mod sql;
 mod tasks;
 mod units;
 mod views;
@@ -58,6 +59,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the stage DAG a query would run as, without running it.
     Plan(PlanArgs),
+    /// Ad-hoc SQL: a prompt, or -c SQL, -f FILE, or standard input; EXPLAIN
+    /// and EXPLAIN ANALYZE; tables by --table, --catalog or a quoted URL in FROM.
+    Sql(Box<sql::ShellArgs>),
     /// Predict a query's time and cost on data many times larger and many
     /// workers (Lambda), from a run on the tables given.
     Simulate(simulate::SimulateArgs),
@@ -158,6 +162,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run_command(*args).await,
         Command::Plan(args) => plan(args).await,
         Command::Simulate(args) => simulate::simulate(args).await,
+        Command::Sql(args) => sql::sql(*args).await,
         Command::Serve(args) => serve::serve(*args).await,
         Command::Submit(args) => client::submit(args).await,
         Command::Jobs(args) => client::jobs(args).await,

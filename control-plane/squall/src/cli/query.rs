@@ -14,9 +14,20 @@ use super::output::OutputFormat;
 
 #[derive(Debug, Args)]
 pub(super) struct QueryArgs {
+    #[command(flatten)]
+    tables: TableArgs,
+    #[command(flatten)]
+    sql: SqlArgs,
+    #[command(flatten)]
+    plan: PlanKnobs,
+}
+
+/// The tables a query reads: `--table`, `--partition`, `--csv`.
+#[derive(Debug, Args)]
+pub(super) struct TableArgs {
     /// A table: NAME=URL or NAME:FORMAT=URL (FORMAT: parquet, csv, json). URL is a
     /// file or a prefix: s3://bucket/prefix/, file:///path, memory:///, or a local path.
-    #[arg(long = "table", value_name = "NAME=URL", required = true)]
+    #[arg(long = "table", value_name = "NAME=URL")]
     tables: Vec<String>,
     /// A table's Hive partition columns, outermost folder first:
     /// [TABLE=]COLUMN[:TYPE],... (TYPE: int, string, date, boolean, double;
@@ -29,8 +40,24 @@ pub(super) struct QueryArgs {
     /// a header row, double quotes, no escape).
     #[arg(long = "csv", value_name = "[TABLE=]OPTIONS")]
     csv: Vec<String>,
-    #[command(flatten)]
-    sql: SqlArgs,
+}
+
+impl TableArgs {
+    pub(super) fn specs(&self) -> Result<Vec<TableSpec>> {
+        let mut tables = self
+            .tables
+            .iter()
+            .map(|t| t.parse().map_err(CliError::from))
+            .collect::<Result<Vec<TableSpec>>>()?;
+        set_partitions(&mut tables, &self.partitions)?;
+        set_csv_options(&mut tables, &self.csv)?;
+        Ok(tables)
+    }
+}
+
+/// How a query is cut into stages and tasks.
+#[derive(Debug, Args)]
+pub(super) struct PlanKnobs {
     /// Width of hash shuffles [default: the executors, widened to one
     /// partition per 64 MiB of the tables' files, up to 1024 or one per
     /// executor past that (16,384 at most); reduce stages coalesce small
@@ -60,20 +87,19 @@ pub(super) struct QueryArgs {
 
 impl QueryArgs {
     pub(super) fn tables(&self) -> Result<Vec<TableSpec>> {
-        let mut tables = self
-            .tables
-            .iter()
-            .map(|t| t.parse().map_err(CliError::from))
-            .collect::<Result<Vec<TableSpec>>>()?;
-        set_partitions(&mut tables, &self.partitions)?;
-        set_csv_options(&mut tables, &self.csv)?;
-        Ok(tables)
+        self.tables.specs()
+    }
+
+    pub(super) fn plan_options(&self, executors: usize) -> PlanOptions {
+        self.plan.plan_options(executors)
     }
 
     pub(super) fn sql(&self) -> Result<String> {
         self.sql.read()
     }
+}
 
+impl PlanKnobs {
     pub(super) fn plan_options(&self, executors: usize) -> PlanOptions {
         PlanOptions {
             shuffle_partitions: self.shuffle_partitions.unwrap_or(executors),

@@ -186,6 +186,11 @@ pub(super) fn print_schedule(view: &ScheduleView) {
 
 /// Columns padded to their widest cell.
 pub(super) fn print_rows(header: &[&str], rows: &[Vec<String>]) {
+    print!("{}", rows_text(header, rows));
+}
+
+/// [`print_rows`]'s text.
+pub(super) fn rows_text(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -200,10 +205,12 @@ pub(super) fn print_rows(header: &[&str], rows: &[Vec<String>]) {
             .collect();
         padded.join("  ").trim_end().to_string()
     };
-    println!("{}", line(header.to_vec()));
+    let mut out = line(header.to_vec()) + "\n";
     for row in rows {
-        println!("{}", line(row.iter().map(String::as_str).collect()));
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
     }
+    out
 }
 
 /// Unix milliseconds as UTC, to the second.
