@@ -122,7 +122,7 @@ const CRATES: &[Spec] = &[
                 &["error", "units", "progress", "machine"],
                 &["output", "tasks", "backend", "principals", "limits"],
                 &["query", "skew", "views", "operators"],
-                &["client", "serve", "faults", "exchange"],
+                &["client", "serve", "faults", "exchange", "sql"],
                 &["simulate", "burst"],
                 &["bench"],
             ],
