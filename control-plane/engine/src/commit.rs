@@ -156,8 +156,9 @@ impl Folder {
         ))
     }
 
-    /// Refuses the folder if another job's manifest or claim is in it.
-    async fn check_free(&self, job_id: &str) -> Result<()> {
+    /// Refuses the folder if another job's claim is in it, or its manifest
+    /// (unless `replace`: then the files that manifest names may stay).
+    async fn check_free(&self, job_id: &str, replace: bool) -> Result<()> {
         if let Some(owner) = self.mark(CLAIM_NAME).await?
             && owner != job_id
         {
@@ -166,14 +167,40 @@ impl Folder {
                 job_id: owner,
             });
         }
+        let mut replaced = Vec::new();
         if let Some(owner) = self.mark(MANIFEST_NAME).await?
             && owner != job_id
         {
-            return Err(SquallError::OutputExists {
-                url: self.url.clone(),
-            });
+            if !replace {
+                return Err(SquallError::OutputExists {
+                    url: self.url.clone(),
+                });
+            }
+            replaced = self.manifest_paths().await?;
         }
-        self.check_only_ours(job_id).await
+        self.check_only_ours(job_id, &replaced).await
+    }
+
+    /// The paths of the files the folder's manifest names.
+    async fn manifest_paths(&self) -> Result<Vec<String>> {
+        let bytes = self
+            .store
+            .get(&self.child(MANIFEST_NAME))
+            .await?
+            .bytes()
+            .await?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+            SquallError::InvalidArgument(format!(
+                "the manifest in {} cannot be read ({e}); it is not replaced",
+                self.url
+            ))
+        })?;
+        Ok(manifest
+            .files
+            .iter()
+            .filter_map(|f| ObjectUrl::parse(&f.url).ok())
+            .map(|u| u.path().to_string())
+            .collect())
     }
 
     /// Refuses the folder if it holds an object Squall did not write for job
@@ -181,7 +208,7 @@ impl Folder {
     /// its own result files): once the job's manifest lands, readers of the
     /// folder would see only the job's files, and whatever table was there
     /// would be gone for them.
-    async fn check_only_ours(&self, job_id: &str) -> Result<()> {
+    async fn check_only_ours(&self, job_id: &str, replaced: &[String]) -> Result<()> {
         let mut listing = self.store.list(Some(&self.path));
         while let Some(meta) = listing.try_next().await? {
             let direct = meta
@@ -190,7 +217,10 @@ impl Folder {
                 .is_some_and(|rest| rest.count() == 1);
             let name = meta.location.filename().unwrap_or_default();
             let ours = direct
-                && (name == CLAIM_NAME || name == MANIFEST_NAME || is_result_file_of(name, job_id));
+                && (name == CLAIM_NAME
+                    || name == MANIFEST_NAME
+                    || is_result_file_of(name, job_id)
+                    || replaced.iter().any(|p| p == meta.location.as_ref()));
             if !ours {
                 return Err(SquallError::OutputNotEmpty {
                     url: self.url.clone(),
@@ -206,8 +236,20 @@ impl Folder {
 /// claimed it or left its result there. Claiming again for the same job (a
 /// resumed job) succeeds.
 pub async fn claim(stores: &StoreRegistry, dir: &str, job_id: &str) -> Result<()> {
+    claim_replacing(stores, dir, job_id, false).await
+}
+
+/// [`claim`]; with `replace`, a folder holding another job's committed
+/// result (and nothing else) is claimed too: that result is replaced when
+/// this job commits ([`commit`]).
+pub async fn claim_replacing(
+    stores: &StoreRegistry,
+    dir: &str,
+    job_id: &str,
+    replace: bool,
+) -> Result<()> {
     let folder = Folder::open(stores, dir)?;
-    folder.check_free(job_id).await?;
+    folder.check_free(job_id, replace).await?;
     let body = serde_json::to_vec(&Claim {
         job_id: job_id.to_string(),
         claimed_at_ms: chrono::Utc::now().timestamp_millis(),
@@ -253,7 +295,9 @@ pub async fn claim(stores: &StoreRegistry, dir: &str, job_id: &str) -> Result<()
 }
 
 /// Writes the manifest of job `job_id`'s committed `files` into `dir` and drops
-/// the job's claim. Returns the manifest's URL.
+/// the job's claim. Returns the manifest's URL. A result of another job the
+/// manifest replaces (the job claimed with `replace`) has its files removed
+/// once the new manifest is in place: a reader sees one result or the other.
 pub async fn commit(
     stores: &StoreRegistry,
     dir: &str,
@@ -262,6 +306,10 @@ pub async fn commit(
     files: &[OutputFile],
 ) -> Result<String> {
     let folder = Folder::open(stores, dir)?;
+    let replaced = match folder.mark(MANIFEST_NAME).await? {
+        Some(owner) if owner != job_id => folder.manifest_paths().await?,
+        _ => Vec::new(),
+    };
     let manifest = Manifest::new(job_id, schema, files);
     let body = serde_json::to_vec_pretty(&manifest).map_err(|source| SquallError::Encode {
         what: "the manifest".into(),
@@ -273,6 +321,20 @@ pub async fn commit(
         .await?;
     // The manifest now says whose the folder is.
     release_claim(&folder, job_id).await;
+    let kept: Vec<String> = files
+        .iter()
+        .filter_map(|f| ObjectUrl::parse(&f.url).ok())
+        .map(|u| u.path().to_string())
+        .collect();
+    for path in replaced.iter().filter(|p| !kept.contains(p)) {
+        let location = Path::parse(path).unwrap_or_else(|_| Path::from(path.as_str()));
+        if let Err(e) = folder.store.delete(&location).await {
+            tracing::warn!(
+                output = folder.url,
+                "cannot remove the replaced file {path}: {e}"
+            );
+        }
+    }
     Ok(format!("{}/{MANIFEST_NAME}", folder.url))
 }
 

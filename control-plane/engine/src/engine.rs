@@ -402,7 +402,8 @@ impl Engine {
         // The output is claimed once it is known where the result goes, before
         // any task runs.
         if outputs.named.is_some() {
-            crate::commit::claim(stores, &result_dir, job_id).await?;
+            let replace = request.overwrite_output;
+            crate::commit::claim_replacing(stores, &result_dir, job_id, replace).await?;
             let _ = dirs.output.set(result_dir.clone());
         }
         let work_dir = work_dir.as_str();
@@ -591,6 +592,10 @@ pub struct JobRequest {
     /// Stop the job, like a deadline, once its estimated cost passes this
     /// many dollars (see [`crate::cost`]).
     pub cost_limit_usd: Option<f64>,
+    /// Replace the result another job committed in `output` (its files are
+    /// removed once this job's manifest is in place; until then, and if this
+    /// job fails, readers see the old result).
+    pub overwrite_output: bool,
 }
 
 impl JobRequest {
@@ -605,6 +610,7 @@ impl JobRequest {
             scan_limit_bytes: None,
             deadline: None,
             cost_limit_usd: None,
+            overwrite_output: false,
         }
     }
 }

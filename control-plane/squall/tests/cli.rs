@@ -1042,3 +1042,67 @@ sys.exit(os.waitstatus_to_exitcode(status))
     let history = std::fs::read_to_string(dir.path().join(".squall_history")).unwrap();
     assert!(history.contains("FROM people WHERE id = 2;"), "{history}");
 }
+
+/// `--overwrite` replaces a committed output: refused without it; with it
+/// the folder reads as the new result and the old files are gone; a run
+/// that fails leaves the result it would have replaced as it was.
+#[test]
+fn overwrite_replaces_a_committed_output_and_a_failed_run_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = people(dir.path());
+    let out = dir.path().join("out");
+    let out_arg = out.to_str().unwrap();
+    let write = |sql: &str, overwrite: bool| {
+        let mut args = vec!["run", "--table", &table, "--sql", sql, "--output", out_arg];
+        if overwrite {
+            args.push("--overwrite");
+        }
+        squall(&args)
+    };
+    let read = || {
+        let done = squall(&[
+            "run",
+            "--table",
+            &format!("r={out_arg}"),
+            "--sql",
+            "SELECT * FROM r ORDER BY 1",
+            "--format",
+            "csv",
+        ]);
+        assert!(done.status.success(), "{}", text(&done.stderr));
+        text(&done.stdout)
+    };
+    let files = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert!(
+        write("SELECT name FROM people WHERE id = 1", false)
+            .status
+            .success()
+    );
+    let first = files();
+    assert_eq!(read(), "name\nada\n");
+    let refused = write("SELECT name FROM people WHERE id = 2", false);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    let replaced = write("SELECT name FROM people WHERE id = 2", true);
+    assert!(replaced.status.success(), "{}", text(&replaced.stderr));
+    assert_eq!(read(), "name\nbob\n");
+    let second = files();
+    assert!(
+        first
+            .iter()
+            .filter(|f| f.ends_with(".parquet"))
+            .all(|f| !second.contains(f)),
+        "{first:?} -> {second:?}"
+    );
+    // A run that fails while it runs (a name is no number): the result stays.
+    let failed = write("SELECT CAST(name AS INT) AS n FROM people", true);
+    assert!(!failed.status.success());
+    assert_eq!(read(), "name\nbob\n");
+    assert_eq!(files(), second);
+}

@@ -102,6 +102,11 @@ struct RunArgs {
     /// Keep the result as Parquet files plus a manifest under this URL (and print it).
     #[arg(long, value_name = "URL")]
     output: Option<String>,
+    /// Replace the result a job committed under --output: the new manifest
+    /// replaces the old in one write, and the old files go only after it (a
+    /// reader sees one result or the other; a failed run leaves the old).
+    #[arg(long, requires = "output")]
+    overwrite: bool,
     #[command(flatten)]
     backend: BackendArgs,
     #[command(flatten)]
@@ -189,6 +194,7 @@ async fn run_command(args: RunArgs) -> Result<()> {
         scan_limit_bytes: args.scan_limit,
         deadline: args.deadline,
         cost_limit_usd: args.cost_limit,
+        overwrite_output: args.overwrite,
     };
     let mut engine = args.backend.engine().await?;
     if let Some(path) = &args.prices {
