@@ -23,6 +23,10 @@ PROMETHEUS_DEB_VERSION=2.42.0+ds-5+b6
 SELENIUM_VERSION=4.50.0
 # The reference engine tests/bench/duckdb_tpch.py times (tests/bench/duckdb_check.sh).
 DUCKDB_VERSION=2.0.1
+# The Flight SQL client tests/flight/adbc_check.py drives (tests/tests/flight_sql.rs):
+# ADBC's Flight SQL driver and driver manager, and pyarrow, from PyPI.
+ADBC_VERSION=1.13.0
+PYARROW_VERSION=26.0.1
 # Single-node DataFusion, one process per query (tests/bench/one_process.py):
 # the Python package of the version line Squall's engine uses. Not in "all".
 DATAFUSION_PYTHON_VERSION=55.0.0
@@ -88,10 +92,12 @@ install_localstack() {
     touch "$venv/.complete"
 }
 
-# A Python tool from PyPI in a venv of its own, TOOLS/NAME-VERSION, marked
-# complete only once pip succeeded (a half-built venv is redone).
+# A Python tool from PyPI in a venv of its own, TOOLS/NAME-VERSION (with any
+# further pinned packages given after the version), marked complete only once
+# pip succeeded (a half-built venv is redone).
 install_pip_tool() {
     local name="$1" version="$2" venv="$TOOLS/$1-$2"
+    shift 2
     if [[ -f "$venv/.complete" ]]; then
         log "$name $version already installed ($venv)"
         return
@@ -99,7 +105,7 @@ install_pip_tool() {
     log "installing $name $version into $venv"
     rm -rf "$venv"
     "$(find_python)" -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "$name==$version"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$name==$version" "$@"
     touch "$venv/.complete"
 }
 
@@ -109,6 +115,10 @@ install_pip_tool() {
 install_schemathesis() { install_pip_tool schemathesis "$SCHEMATHESIS_VERSION"; }
 install_cfn_lint() { install_pip_tool cfn-lint "$CFN_LINT_VERSION"; }
 install_duckdb() { install_pip_tool duckdb "$DUCKDB_VERSION"; }
+install_adbc() {
+    install_pip_tool adbc-driver-flightsql "$ADBC_VERSION" \
+        "adbc-driver-manager==$ADBC_VERSION" "pyarrow==$PYARROW_VERSION"
+}
 
 # The console's browser test (tests/console/drive.py): Selenium from PyPI,
 # driving Debian's chromium through its chromium-driver (installed with apt
@@ -151,7 +161,8 @@ case "${1:-all}" in
     promtool) install_promtool ;;
     browser) install_browser ;;
     duckdb) install_duckdb ;;
+    adbc) install_adbc ;;
     datafusion) install_pip_tool datafusion "$DATAFUSION_PYTHON_VERSION" ;;
-    all) install_localstack; install_schemathesis; install_cfn_lint; install_duckdb; install_promtool; install_browser; install_cargo_lambda ;;
-    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, duckdb, datafusion, promtool, browser or all)"; exit 2 ;;
+    all) install_localstack; install_schemathesis; install_cfn_lint; install_duckdb; install_adbc; install_promtool; install_browser; install_cargo_lambda ;;
+    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, duckdb, adbc, datafusion, promtool, browser or all)"; exit 2 ;;
 esac

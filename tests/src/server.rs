@@ -74,6 +74,19 @@ impl Server {
         }
     }
 
+    /// Serves Arrow Flight SQL for this server's service on a port of its
+    /// own; returns its address (`127.0.0.1:PORT`).
+    pub async fn start_flight(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            let _ = squall_service::flight::serve_flight(listener, service, std::future::pending())
+                .await;
+        });
+        address
+    }
+
     /// Stops everything at once, with no cleanup: a killed process.
     pub fn kill(self) {
         self.service.abort_jobs();

@@ -4,7 +4,7 @@
 //! answers queries over them itself. Squall's answers must equal DuckDB's;
 //! a query's partition predicates must leave the other folders unlisted and
 //! unread (LIST requests, bytes scanned and the scan limit show it).
-//! `cargo test -p squall-tests --features lake`, as tests/run runs it.
+//! `cargo test -p squall-tests --features pypi`, as tests/run runs it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

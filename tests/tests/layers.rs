@@ -96,7 +96,7 @@ const CRATES: &[Spec] = &[
                 "submission",
                 "timetable",
             ],
-            &["http", "client"],
+            &["http", "client", "flight"],
         ],
         inner: &[],
         depends_on: &["squall-executor", "squall-engine"],

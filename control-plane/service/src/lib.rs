@@ -24,6 +24,7 @@ pub mod core;
 pub mod cron;
 pub mod dispatch;
 pub mod errors;
+pub mod flight;
 pub mod http;
 pub mod journal;
 pub mod limits;

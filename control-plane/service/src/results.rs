@@ -184,6 +184,47 @@ impl Service {
         limit: Option<u64>,
         kind: Download,
     ) -> Result<BoxStream<'static, Result<Bytes, BoxError>>, ServiceError> {
+        let (schema, batches) = self.result_rows(caller, id, offset, limit)?;
+        let encoder = Encoder::new(kind, schema)?;
+        let encoded = futures::stream::try_unfold(
+            (batches, encoder, false),
+            |(mut batches, mut encoder, done)| async move {
+                if done {
+                    return Ok(None);
+                }
+                match batches.try_next().await? {
+                    Some(batch) => {
+                        let bytes = encoder.batch(&batch)?;
+                        Ok(Some((bytes, (batches, encoder, false))))
+                    }
+                    None => {
+                        let bytes = encoder.finish()?;
+                        Ok(Some((bytes, (batches, encoder, true))))
+                    }
+                }
+            },
+        );
+        Ok(encoded.boxed())
+    }
+
+    /// A succeeded job's whole result: its schema (names made unique) and
+    /// its record batches in order, read a file and a batch at a time.
+    pub(crate) fn result_batches(
+        &self,
+        caller: &Principal,
+        id: &str,
+    ) -> Result<(arrow::datatypes::SchemaRef, RowStream), ServiceError> {
+        self.result_rows(caller, id, 0, None)
+    }
+
+    /// Rows `offset..` (at most `limit`) of a succeeded job's result.
+    fn result_rows(
+        &self,
+        caller: &Principal,
+        id: &str,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> Result<(arrow::datatypes::SchemaRef, RowStream), ServiceError> {
         let mut outcome = self.outcome(caller, id)?;
         outcome.columns = unique_columns(outcome.columns);
         let names: Vec<String> = outcome.columns.iter().map(|c| c.name.clone()).collect();
@@ -201,15 +242,19 @@ impl Service {
             remaining: limit.min(outcome.rows.saturating_sub(offset)),
             batches: None,
             names,
-            encoder: Encoder::new(kind, schema)?,
-            done: false,
         };
-        Ok(futures::stream::try_unfold(state, DownloadState::next).boxed())
+        Ok((
+            schema,
+            futures::stream::try_unfold(state, DownloadState::next).boxed(),
+        ))
     }
 }
 
+/// A result's record batches, in order.
+pub(crate) type RowStream = BoxStream<'static, Result<RecordBatch, BoxError>>;
+
 /// The schema `columns` describe.
-fn schema_of(columns: &[ColumnView]) -> Result<arrow::datatypes::SchemaRef, BoxError> {
+pub(crate) fn schema_of(columns: &[ColumnView]) -> Result<arrow::datatypes::SchemaRef, BoxError> {
     let fields = columns
         .iter()
         .map(|c| {
@@ -279,7 +324,7 @@ impl Encoder {
     }
 }
 
-/// Where a download is: the files left, the rows left, the file being read.
+/// Where a result's reading is: the files left, the rows left, the file being read.
 struct DownloadState {
     stores: Arc<StoreRegistry>,
     urls: std::collections::VecDeque<String>,
@@ -287,23 +332,17 @@ struct DownloadState {
     remaining: u64,
     batches: Option<BoxStream<'static, parquet::errors::Result<RecordBatch>>>,
     names: Vec<String>,
-    encoder: Encoder,
-    done: bool,
 }
 
 impl DownloadState {
-    async fn next(mut self) -> Result<Option<(Bytes, Self)>, BoxError> {
+    async fn next(mut self) -> Result<Option<(RecordBatch, Self)>, BoxError> {
         loop {
-            if self.done {
-                return Ok(None);
-            }
             if let Some(batches) = &mut self.batches {
                 match batches.try_next().await? {
                     Some(batch) => {
                         let batch = renamed(&batch, &self.names)?;
                         self.remaining = self.remaining.saturating_sub(batch.num_rows() as u64);
-                        let bytes = self.encoder.batch(&batch)?;
-                        return Ok(Some((bytes, self)));
+                        return Ok(Some((batch, self)));
                     }
                     None => self.batches = None,
                 }
@@ -317,11 +356,7 @@ impl DownloadState {
                     self.skip = self.skip.saturating_sub(rows as u64);
                     self.batches = Some(batches);
                 }
-                _ => {
-                    self.done = true;
-                    let bytes = self.encoder.finish()?;
-                    return Ok(Some((bytes, self)));
-                }
+                _ => return Ok(None),
             }
         }
     }

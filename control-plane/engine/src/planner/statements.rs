@@ -44,6 +44,27 @@ pub fn statements(text: &str) -> Result<Vec<Statement>> {
         .collect())
 }
 
+/// The names of the tables `sql` reads (one-part names; lower case unless
+/// quoted), each once.
+pub fn referenced_tables(sql: &str) -> Result<Vec<String>> {
+    let mut parsed = Parser::parse_sql(&GenericDialect {}, sql)
+        .map_err(|e| SquallError::InvalidArgument(format!("SQL: {e}")))?;
+    let mut names: Vec<String> = Vec::new();
+    let _ = visit_relations_mut(&mut parsed, |name: &mut ObjectName| {
+        if let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() {
+            let value = match ident.quote_style {
+                Some(_) => ident.value.clone(),
+                None => ident.value.to_ascii_lowercase(),
+            };
+            if !names.contains(&value) {
+                names.push(value);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Ok(names)
+}
+
 /// Most tables one query may name by URL.
 const MAX_URL_TABLES: usize = 64;
 
@@ -125,6 +146,12 @@ mod tests {
         // Nothing by URL: the text as it was.
         let (same, none) = url_tables("select * from t", &[]).unwrap();
         assert_eq!((same.as_str(), none.len()), ("select * from t", 0));
+        let names = referenced_tables(
+            "SELECT * FROM Orders o JOIN lineitem l ON 1=1 WHERE \
+             o.k IN (SELECT k FROM \"Nation\") AND EXISTS (SELECT 1 FROM orders)",
+        )
+        .unwrap();
+        assert_eq!(names, ["orders", "lineitem", "Nation"]);
         // A given table of that name stays.
         let known = [TableSpec::new("my.table", "x/")];
         let (_, none) = url_tables("select * from \"my.table\"", &known).unwrap();

@@ -13,6 +13,11 @@ mod extract;
 mod jobs;
 mod operations;
 mod problem;
+
+/// The HTTP status the API answers `error` with (other transports map it).
+pub(crate) fn problem_status(error: crate::errors::ServiceError) -> u16 {
+    problem::ApiError::from(error).status().as_u16()
+}
 mod schedules;
 mod serve;
 mod tables;

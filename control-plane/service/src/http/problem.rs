@@ -30,6 +30,10 @@ impl ApiError {
         }
     }
 
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub(crate) fn internal(detail: String) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", detail)
     }

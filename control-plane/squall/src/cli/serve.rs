@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "SQUALL_LISTEN")]
     listen: Option<String>,
+    /// Also serve Arrow Flight SQL (gRPC) on this address, for ADBC, JDBC and
+    /// BI tools: the same tokens, principals and limits as the HTTP API.
+    #[arg(long, value_name = "ADDR", env = "SQUALL_FLIGHT_LISTEN")]
+    flight_listen: Option<String>,
     /// Folder for the job store (squall.db) and, on the local backend, work files and results.
     #[arg(long, value_name = "DIR", env = "SQUALL_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -119,6 +123,7 @@ impl std::fmt::Debug for ServeArgs {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     listen: Option<String>,
+    flight_listen: Option<String>,
     data_dir: Option<PathBuf>,
     #[serde(default)]
     tokens: Vec<String>,
@@ -210,6 +215,7 @@ impl ConfigFile {
 /// The settings with flags, environment and file merged.
 struct Settings {
     listen: String,
+    flight_listen: Option<String>,
     data_dir: PathBuf,
     tokens: Vec<String>,
     principals: Vec<PrincipalFile>,
@@ -328,6 +334,7 @@ impl Settings {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            flight_listen: args.flight_listen.or(file.flight_listen),
             data_dir,
             tokens,
             principals: file.principals,
@@ -413,11 +420,53 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             allowed.join(", ")
         }
     );
-    let served = serve_http(listener, router(service.clone()), http, stop_signal()).await;
+    // One stop signal for both servers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stop_signal().await;
+        let _ = stop.send(true);
+    });
+    let when_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let flight = match &settings.flight_listen {
+        Some(address) => {
+            Some(start_flight(address, &service, when_stopped(stopped.clone())).await?)
+        }
+        None => None,
+    };
+    let served = serve_http(
+        listener,
+        router(service.clone()),
+        http,
+        when_stopped(stopped),
+    )
+    .await;
+    if let Some(flight) = flight {
+        let _ = flight.await;
+    }
     eprintln!("squall serve: stopping; running jobs resume when a server starts on this data dir");
     service.shutdown(SHUTDOWN_WAIT).await;
     dispatcher.abort();
     served.map_err(CliError::io("the HTTP server stopped"))
+}
+
+/// Serves Arrow Flight SQL on `address` until `shutdown` resolves.
+async fn start_flight(
+    address: &str,
+    service: &Arc<Service>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(CliError::io(format!("cannot listen on {address}")))?;
+    eprintln!("squall serve: Arrow Flight SQL on grpc://{address}");
+    let service = service.clone();
+    Ok(tokio::spawn(async move {
+        if let Err(e) = squall_service::flight::serve_flight(listener, service, shutdown).await {
+            tracing::error!("the Flight SQL server stopped: {e}");
+        }
+    }))
 }
 
 /// The service's configuration from the settings (its tokens and principals
