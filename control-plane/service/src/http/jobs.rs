@@ -33,10 +33,13 @@ use axum::response::IntoResponse;
             ("GetResult" = (operation_id = "get_result", parameters(("id" = "$response.body#/id")))),
             ("GetAttempts" = (operation_id = "get_attempts", parameters(("id" = "$response.body#/id")))),
         )),
+        (status = 200, description = "The job ended within `wait_timeout` (with its error or first page of rows), or `client_request_token` named an earlier submission", body = Accepted, links(
+            ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 400, description = "Bad SQL, table, URL or body; an option over its limit", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A table or output outside the prefixes the server allows", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The output is another job's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The output is another job's; or the client request token was used for other SQL", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The queue is full (see Retry-After)", body = Problem, content_type = "application/problem+json"),
     )
