@@ -389,6 +389,10 @@ pub struct TaskMetrics {
     /// and the task's own steps outside operators (`(plan decode)`, …).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub cpu_us: std::collections::BTreeMap<String, u64>,
+    /// Rows and bytes each operator produced, by operator name (DataFusion's
+    /// `output_rows` and `output_bytes`, where the operator keeps them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub operator_output: std::collections::BTreeMap<String, (u64, u64)>,
     /// Rows that filters built from another stage's join keys removed before
     /// they were written (see [`crate::keys::KeyFilterExec`]).
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -145,6 +145,7 @@ async fn run(
     cpu_us.insert("(task context)".into(), context_us);
     cpu_us.insert("(plan decode)".into(), decoded_us - context_us);
     metrics.cpu_us = cpu_us;
+    metrics.operator_output = output_by_operator(&plan);
     metrics.rows_out = output.partitions.iter().map(|s| s.rows).sum();
     metrics.bytes_out = output.size;
     metrics.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -318,6 +319,29 @@ pub fn cpu_by_operator(plan: &Arc<dyn ExecutionPlan>) -> BTreeMap<String, u64> {
                 }
             }
             *by_name.entry(node.name().to_string()).or_insert(0) += nanos / 1000;
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    by_name
+}
+
+/// Rows and bytes each operator of `plan` (run) produced, by name.
+pub fn output_by_operator(plan: &Arc<dyn ExecutionPlan>) -> BTreeMap<String, (u64, u64)> {
+    let mut by_name: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut stack = vec![plan.clone()];
+    while let Some(node) = stack.pop() {
+        if let Some(set) = node.metrics() {
+            let (mut rows, mut bytes) = (0u64, 0u64);
+            for metric in set.iter() {
+                match metric.value() {
+                    MetricValue::OutputRows(count) => rows += count.value() as u64,
+                    MetricValue::OutputBytes(count) => bytes += count.value() as u64,
+                    _ => {}
+                }
+            }
+            let entry = by_name.entry(node.name().to_string()).or_default();
+            entry.0 += rows;
+            entry.1 += bytes;
         }
         stack.extend(node.children().into_iter().cloned());
     }

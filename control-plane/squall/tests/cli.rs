@@ -929,8 +929,14 @@ fn sql_runs_statements_and_explains_them() {
     for line in &ran {
         assert!(line.contains("local"), "{line}");
     }
-    let cpu = stdout.lines().filter(|l| l.contains(" CPU: ")).count();
-    assert_eq!(cpu, planned, "{stdout}");
+    let cpu: Vec<&str> = stdout.lines().filter(|l| l.contains(" CPU: ")).collect();
+    assert_eq!(cpu.len(), planned, "{stdout}");
+    // Operators with the rows they produced: the final aggregate's three names.
+    assert!(
+        cpu.iter()
+            .any(|l| l.contains("AggregateExec") && l.contains(" 3 rows")),
+        "{stdout}"
+    );
     assert!(stdout.contains("3 rows in"), "{stdout}");
 
     // From standard input, and tables from a catalog file.

@@ -177,6 +177,8 @@ pub struct StageStats {
     /// CPU microseconds of the winning attempts by operator (and the tasks'
     /// steps outside operators): see `TaskMetrics::cpu_us`.
     pub cpu_us: std::collections::BTreeMap<String, u64>,
+    /// Rows and bytes of the winning attempts by operator (`TaskMetrics::operator_output`).
+    pub operator_output: std::collections::BTreeMap<String, (u64, u64)>,
     /// The filters built from other stages' join keys that its writers'
     /// rows went through.
     pub key_filters: Vec<KeyFilterApplied>,

@@ -464,6 +464,15 @@ impl Scheduler<'_> {
         for (operator, us) in &metrics.cpu_us {
             *run.stats.cpu_us.entry(operator.clone()).or_insert(0) += us;
         }
+        for (operator, (rows, bytes)) in &metrics.operator_output {
+            let entry = run
+                .stats
+                .operator_output
+                .entry(operator.clone())
+                .or_default();
+            entry.0 += rows;
+            entry.1 += bytes;
+        }
         if copy == BACKUP {
             run.stats.backup_wins += 1;
         }

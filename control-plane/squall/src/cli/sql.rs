@@ -334,7 +334,14 @@ fn analyzed(result: &JobResult, took: std::time::Duration) -> String {
         let shown: Vec<String> = cpu
             .iter()
             .take(TOP_OPERATORS)
-            .map(|(name, us)| format!("{name} {:.3} s", **us as f64 / 1e6))
+            .map(|(name, us)| {
+                let output = match s.operator_output.get(*name) {
+                    Some((rows, 0)) => format!(" {rows} rows"),
+                    Some((rows, bytes)) => format!(" {rows} rows {}", human_bytes(*bytes)),
+                    None => String::new(),
+                };
+                format!("{name} {:.3} s{output}", **us as f64 / 1e6)
+            })
             .collect();
         out.push_str(&format!("stage {id} CPU: {}\n", shown.join(", ")));
     }
