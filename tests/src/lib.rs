@@ -40,6 +40,22 @@ pub async fn load_tpch(store: &dyn object_store::ObjectStore, scale: &str) {
 pub const TEST_PARTS: usize = 4;
 
 /// The repository's `tests/` folder.
+/// The Python of the venv `tests/emulators/install.sh` makes for a PyPI tool:
+/// `$SQUALL_CACHE/tools/{tool}-{version}/bin/python`, the version read from
+/// the script's `{version_var}=` line.
+pub fn tool_python(tool: &str, version_var: &str) -> PathBuf {
+    let install = std::fs::read_to_string(tests_dir().join("emulators/install.sh")).unwrap();
+    let prefix = format!("{version_var}=");
+    let version = install
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("{version_var} in install.sh"));
+    let cache = std::env::var_os("SQUALL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/squall"));
+    cache.join(format!("tools/{tool}-{version}/bin/python"))
+}
+
 pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -14,15 +14,7 @@ use squall_tests::{local_engine, tests_dir, tpch_data};
 use squall_tools::tpch;
 
 fn python() -> PathBuf {
-    let install = std::fs::read_to_string(tests_dir().join("emulators/install.sh")).unwrap();
-    let version = install
-        .lines()
-        .find_map(|l| l.strip_prefix("SELENIUM_VERSION="))
-        .expect("SELENIUM_VERSION in install.sh");
-    let cache = std::env::var_os("SQUALL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/squall"));
-    cache.join(format!("tools/selenium-{version}/bin/python"))
+    squall_tests::tool_python("selenium", "SELENIUM_VERSION")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,17 +12,8 @@ use squall_tests::server::{Server, TOKEN};
 use squall_tests::{compare, expected_answer, is_ordered, local_engine, tests_dir, tpch_data};
 use squall_tools::tpch::{self, answers};
 
-/// The Python of the venv `tests/emulators/install.sh adbc` makes.
 fn adbc_python() -> PathBuf {
-    let install = std::fs::read_to_string(tests_dir().join("emulators/install.sh")).unwrap();
-    let version = install
-        .lines()
-        .find_map(|l| l.strip_prefix("ADBC_VERSION="))
-        .expect("ADBC_VERSION in install.sh");
-    let cache = std::env::var_os("SQUALL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/squall"));
-    cache.join(format!("tools/adbc-driver-flightsql-{version}/bin/python"))
+    squall_tests::tool_python("adbc-driver-flightsql", "ADBC_VERSION")
 }
 
 const QUERIES: [usize; 5] = [1, 3, 6, 10, 18];

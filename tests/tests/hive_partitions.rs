@@ -10,20 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use squall_engine::{JobRequest, JobResult, PlanOptions, TableSpec};
-use squall_tests::{files_under, local_engine, render_with_header, tests_dir, tpch_data};
+use squall_tests::{files_under, local_engine, render_with_header, tpch_data};
 use squall_tools::tpch::answers;
 
-/// The Python of the DuckDB `tests/emulators/install.sh duckdb` installs.
 fn duckdb_python() -> PathBuf {
-    let install = std::fs::read_to_string(tests_dir().join("emulators/install.sh")).unwrap();
-    let version = install
-        .lines()
-        .find_map(|l| l.strip_prefix("DUCKDB_VERSION="))
-        .expect("DUCKDB_VERSION in install.sh");
-    let cache = std::env::var_os("SQUALL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/squall"));
-    cache.join(format!("tools/duckdb-{version}/bin/python"))
+    squall_tests::tool_python("duckdb", "DUCKDB_VERSION")
 }
 
 /// Runs `script` with DuckDB's Python, `args` after it.
