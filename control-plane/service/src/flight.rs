@@ -15,7 +15,6 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use arrow::datatypes::Schema;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -198,20 +197,18 @@ impl FlightSql {
             id: id.to_string(),
             done: false,
         };
-        let mut pause = Duration::from_millis(5);
-        loop {
-            let job = self.service.owned_job(caller, id).map_err(status)?;
-            if job.state.is_final() {
-                guard.done = true;
-                if job.state == JobState::Succeeded {
-                    return Ok(job.state);
-                }
-                let error = job.error.unwrap_or_else(|| job.state.as_str().to_string());
-                return Err(Status::aborted(format!("job {id}: {error}")));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+        let job = self
+            .service
+            .final_job(caller, id, None)
+            .await
+            .map_err(status)?;
+        guard.done = true;
+        let job = job.ok_or_else(|| Status::internal(format!("job {id} never ended")))?;
+        if job.state == JobState::Succeeded {
+            return Ok(job.state);
         }
+        let error = job.error.unwrap_or_else(|| job.state.as_str().to_string());
+        Err(Status::aborted(format!("job {id}: {error}")))
     }
 }
 

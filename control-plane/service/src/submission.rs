@@ -237,17 +237,8 @@ impl Service {
         wait: Duration,
     ) -> Result<Option<Accepted>, ServiceError> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut pause = Duration::from_millis(5);
-        let job = loop {
-            let job = self.owned_job(caller, id)?;
-            if job.state.is_final() {
-                break job;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep_until((tokio::time::Instant::now() + pause).min(deadline)).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+        let Some(job) = self.final_job(caller, id, Some(deadline)).await? else {
+            return Ok(None);
         };
         let result = match job.state {
             JobState::Succeeded => Some(self.result_page(caller, id, 0, 1000, false).await?),
@@ -258,6 +249,31 @@ impl Service {
             result,
             ..accepted(&job)
         }))
+    }
+
+    /// Job `id` once it has ended (polled, 5 ms apart at first, 100 ms at
+    /// most); None if `deadline` comes first.
+    pub(crate) async fn final_job(
+        &self,
+        caller: &Principal,
+        id: &str,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Option<JobRecord>, ServiceError> {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let job = self.owned_job(caller, id)?;
+            if job.state.is_final() {
+                return Ok(Some(job));
+            }
+            let now = tokio::time::Instant::now();
+            let wake = match deadline {
+                Some(deadline) if now >= deadline => return Ok(None),
+                Some(deadline) => (now + pause).min(deadline),
+                None => now + pause,
+            };
+            tokio::time::sleep_until(wake).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
     }
 
     /// Refused while the queue, or the caller's share of it, is full.

@@ -276,18 +276,32 @@ pub(super) async fn get_result(
         return Err(bad("limit must be at least 1".into()));
     }
     let stream = service.result_download(&caller, &id, offset, query.limit, kind)?;
-    let disposition = format!("attachment; filename=\"{id}.{extension}\"");
-    axum::response::Response::builder()
+    attachment(content_type, &format!("{id}.{extension}"), None, stream)
+}
+
+/// A streamed download named `file_name`, of `length` bytes when known.
+fn attachment<S, E>(
+    content_type: &str,
+    file_name: &str,
+    length: Option<u64>,
+    stream: S,
+) -> Result<axum::response::Response, ApiError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut response = axum::response::Response::builder()
         .header(axum::http::header::CONTENT_TYPE, content_type)
-        .header(axum::http::header::CONTENT_DISPOSITION, disposition)
+        .header(
+            axum::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file_name}\""),
+        );
+    if let Some(length) = length {
+        response = response.header(axum::http::header::CONTENT_LENGTH, length);
+    }
+    response
         .body(axum::body::Body::from_stream(stream))
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error",
-                e.to_string(),
-            )
-        })
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -372,20 +386,6 @@ pub(super) async fn get_result_file(
         )
     })?;
     let (size, stream) = service.result_file(&caller, &id, index).await?;
-    let disposition = format!("attachment; filename=\"{id}-{index}.parquet\"");
-    axum::response::Response::builder()
-        .header(
-            axum::http::header::CONTENT_TYPE,
-            "application/vnd.apache.parquet",
-        )
-        .header(axum::http::header::CONTENT_LENGTH, size)
-        .header(axum::http::header::CONTENT_DISPOSITION, disposition)
-        .body(axum::body::Body::from_stream(stream))
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error",
-                e.to_string(),
-            )
-        })
+    let name = format!("{id}-{index}.parquet");
+    attachment("application/vnd.apache.parquet", &name, Some(size), stream)
 }
