@@ -1,7 +1,7 @@
 //! `run_task`: the one entry point that runs a TaskSpec. The in-process backend and
 //! the Lambda handler both call it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -14,14 +14,14 @@ use datafusion::execution::memory_pool::{
 };
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::metrics::MetricValue;
+use datafusion::physical_plan::metrics::{MetricValue, MetricsSet};
 
 use crate::codec::decode_plan;
 use crate::combine::combine;
 use crate::context::{ExecutorContext, TaskAttempt, task_cache_config};
 use crate::hedge::Hedger;
 use crate::keys;
-use crate::partitions::{makes_join_filters, narrow};
+use crate::partitions::{makes_join_filters, narrow, scan_config};
 use crate::protocol::{
     FailureKind, OutputFile, TaskAction, TaskFailure, TaskMetrics, TaskOutcome, TaskResult,
     TaskSpec, WIRE_VERSION,
@@ -262,6 +262,34 @@ pub fn classify(error: &DataFusionError) -> TaskFailure {
     }
 }
 
+/// The bytes a CSV or JSON scan read: the files (or byte ranges of files) of
+/// the partitions it ran. DataFusion counts `bytes_scanned` for Parquet only;
+/// without this a text table's job would show, and be charged, none.
+fn text_scan_bytes(node: &Arc<dyn ExecutionPlan>, set: &MetricsSet) -> u64 {
+    let Some(config) = scan_config(node) else {
+        return 0;
+    };
+    if config.file_source().file_type() == "parquet" {
+        return 0;
+    }
+    let ran: HashSet<usize> = set
+        .iter()
+        .filter(|m| matches!(m.value(), MetricValue::OutputRows(_)))
+        .filter_map(|m| m.partition())
+        .collect();
+    config
+        .file_groups
+        .iter()
+        .enumerate()
+        .filter(|(partition, _)| ran.contains(partition))
+        .flat_map(|(_, group)| group.files())
+        .map(|file| match &file.range {
+            Some(range) => (range.end - range.start).max(0) as u64,
+            None => file.object_meta.size,
+        })
+        .sum()
+}
+
 /// Rows and bytes the plan's leaves read (table scans and shuffle readers).
 fn collect_metrics(plan: &Arc<dyn ExecutionPlan>) -> TaskMetrics {
     let mut metrics = TaskMetrics::default();
@@ -269,6 +297,9 @@ fn collect_metrics(plan: &Arc<dyn ExecutionPlan>) -> TaskMetrics {
     while let Some(node) = stack.pop() {
         let children = node.children();
         if let Some(set) = node.metrics() {
+            let text = text_scan_bytes(&node, &set);
+            metrics.bytes_in += text;
+            metrics.bytes_scanned += text;
             for metric in set.iter() {
                 match metric.value() {
                     MetricValue::OutputRows(count) if children.is_empty() => {

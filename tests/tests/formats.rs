@@ -173,3 +173,133 @@ async fn csv_options_read_other_dialects() {
     let err = run_rendered(&engine, &nation(None)).await.unwrap_err();
     assert!(err.contains("cannot read the schema of file://"), "{err}");
 }
+
+/// The columns of orders with `NA` (or an empty field) where the reference
+/// has NULL: numbers, dates, text and a Hive partition column, `status`.
+const MARKED_ORDERS: &str = "SELECT o_orderkey AS okey, \
+     CASE WHEN o_orderkey % 7 = 0 THEN NULL ELSE CAST(o_totalprice AS DOUBLE) END AS price, \
+     CASE WHEN o_orderkey % 5 = 0 THEN NULL ELSE o_orderdate END AS day, \
+     CASE WHEN o_orderkey % 3 = 0 THEN NULL ELSE o_orderpriority END AS priority, \
+     CASE WHEN o_orderkey % 11 = 0 THEN NULL ELSE o_custkey END AS cust, \
+     CASE WHEN o_orderkey % 13 = 0 THEN NULL ELSE o_shippriority END AS ship, \
+     o_orderstatus AS status \
+     FROM orders";
+
+/// CSV with a null marker (`null=NA`): the marker and empty fields read as
+/// NULL in number, date and text columns, the columns keep the types the
+/// files hold, and a Hive partition filter still prunes. The answers are
+/// single-node DataFusion's over the Parquet the files were written from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_null_marker_reads_marked_fields_as_null() {
+    let data = tpch_data("0.01").await;
+    let ctx = SessionContext::new();
+    let orders = data.join("orders");
+    ctx.register_parquet("orders", orders.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    ctx.sql(&format!("CREATE VIEW marked AS {MARKED_ORDERS}"))
+        .await
+        .unwrap();
+    // NULLs written as `NA`, except the shipping priority's, written empty.
+    let written = ctx
+        .sql(
+            "SELECT okey, COALESCE(CAST(price AS VARCHAR), 'NA') AS price, \
+             COALESCE(CAST(day AS VARCHAR), 'NA') AS day, COALESCE(priority, 'NA') AS priority, \
+             COALESCE(CAST(cust AS VARCHAR), 'NA') AS cust, ship, status FROM marked",
+        )
+        .await
+        .unwrap()
+        .repartition(datafusion::logical_expr::Partitioning::RoundRobinBatch(3))
+        .unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let folder = lake.path().join("orders");
+    written
+        .write_csv(
+            folder.to_str().unwrap(),
+            DataFrameWriteOptions::new().with_partition_by(vec!["status".into()]),
+            Some(CsvOptions::default().with_has_header(true)),
+        )
+        .await
+        .unwrap();
+    assert!(folder.join("status=F").is_dir(), "Hive folders written");
+
+    let work = tempfile::tempdir().unwrap();
+    let engine = local_engine(2, work.path());
+    let queries = [
+        "SELECT priority, count(*) AS n, count(price) AS np, min(price) AS lo, \
+         max(price) AS hi, count(day) AS nd, min(day) AS first, max(day) AS last, \
+         count(cust) AS nc, sum(cust) AS sc, count(ship) AS ns, sum(ship) AS ss \
+         FROM orders GROUP BY priority ORDER BY priority NULLS FIRST",
+        "SELECT status, count(*) AS n, count(price) AS np, sum(cust) AS sc FROM orders \
+         WHERE status = 'F' AND day >= DATE '1995-01-01' GROUP BY status",
+        "SELECT okey, price, day, priority, cust FROM orders \
+         WHERE cust IS NULL OR price IS NULL ORDER BY okey LIMIT 40",
+    ];
+    for sql in queries {
+        let mut spec = TableSpec::new("orders", format!("{}/", folder.display()))
+            .with_format(TableFormat::Csv);
+        spec.csv = Some(squall_engine::formats::CsvOptions::parse("null=NA").unwrap());
+        let request = JobRequest::new(sql, vec![spec]);
+        let result = engine.run(&request, None).await.unwrap();
+        let got = squall_tests::render_with_header(
+            result.batches.as_deref().unwrap_or_default(),
+            &result.schema,
+        );
+        // A filter on the partition column reads its folder alone.
+        let scanned = result.cost.total.bytes_scanned;
+        let held = |dir: &Path| -> u64 {
+            files_under(dir)
+                .iter()
+                .map(|f| std::fs::metadata(f).unwrap().len())
+                .sum()
+        };
+        let allowed = if sql.contains("status = 'F'") {
+            held(&folder.join("status=F"))
+        } else {
+            held(&folder)
+        };
+        assert!(
+            scanned > 0 && scanned <= allowed,
+            "{sql}: read {scanned} of {allowed}"
+        );
+        let reference = ctx
+            .sql(&sql.replace("FROM orders", "FROM marked"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let want = squall_tests::render(&reference);
+        assert!(want.len() > 1, "{sql}: the reference has rows");
+        assert_eq!(got, want, "{sql}");
+    }
+
+    // The columns have the types the files hold, not text.
+    let mut spec =
+        TableSpec::new("orders", format!("{}/", folder.display())).with_format(TableFormat::Csv);
+    spec.csv = Some(squall_engine::formats::CsvOptions::parse("null=NA").unwrap());
+    let types = run_rendered(
+        &engine,
+        &JobRequest::new(
+            "SELECT arrow_typeof(price) AS p, arrow_typeof(day) AS d, arrow_typeof(cust) AS c, \
+             arrow_typeof(ship) AS s, arrow_typeof(priority) AS t FROM orders LIMIT 1",
+            vec![spec.clone()],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        types[1],
+        ["Float64", "Date32", "Int64", "Int64", "Utf8"],
+        "{types:?}"
+    );
+    // Without the marker the same files read `NA` as text: no sum of prices.
+    spec.csv = None;
+    let err = run_rendered(
+        &engine,
+        &JobRequest::new("SELECT sum(price) FROM orders", vec![spec]),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_lowercase().contains("sum"), "{err}");
+}

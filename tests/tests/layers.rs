@@ -54,7 +54,15 @@ const CRATES: &[Spec] = &[
         dir: "control-plane/engine",
         layers: &[
             &["error"],
-            &["commit", "access", "urls", "cost", "formats", "hive"],
+            &[
+                "commit",
+                "access",
+                "urls",
+                "cost",
+                "formats",
+                "hive",
+                "csv_nulls",
+            ],
             &["tables", "platform"],
             &["planner", "backend"],
             &["scheduler"],

@@ -716,6 +716,52 @@ async fn partitioned_and_csv_tables_through_the_api_and_the_catalog() {
             .contains("unknown CSV option 'separator'"),
         "{body}"
     );
+
+    // A null marker: `NA` is NULL in a number column, through a job and the catalog.
+    let scores_dir = dir.path().join("tables").join("scores");
+    std::fs::create_dir_all(&scores_dir).unwrap();
+    std::fs::write(
+        scores_dir.join("s.csv"),
+        "name;score\nann;7\nbob;NA\ncy;5\n",
+    )
+    .unwrap();
+    let scores_url = format!("{}/", scores_dir.display());
+    let scores = |table: serde_json::Value| {
+        serde_json::json!({
+            "sql": "SELECT count(score) AS c, sum(score) AS s, count(*) AS n FROM scores",
+            "tables": [table],
+        })
+    };
+    let marked =
+        serde_json::json!({"name": "scores", "url": scores_url, "csv": "delimiter=;,null=NA"});
+    let row = answer(scores(marked)).await;
+    assert_eq!(
+        (&row["c"], &row["s"], &row["n"]),
+        (&2.into(), &12.into(), &3.into()),
+        "{row}"
+    );
+    let (status, body) = server
+        .put(
+            "/v1/tables/scores",
+            &serde_json::json!({"url": scores_url, "csv": "delimiter=;,null=NA"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let score = body["columns"].as_array().unwrap()[1].clone();
+    assert_eq!(score["name"], "score", "{body}");
+    assert_eq!(score["data_type"], "Int64", "{body}");
+    let row = answer(scores(serde_json::json!({"name": "scores"}))).await;
+    assert_eq!(row["s"], 12, "{row}");
+    let empty = serde_json::json!({"name": "scores", "url": scores_url, "csv": "null="});
+    let (status, body) = server.post("/v1/jobs", &scores(empty)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("null marker is empty"),
+        "{body}"
+    );
     server.kill();
 }
 

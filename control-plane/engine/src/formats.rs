@@ -4,7 +4,7 @@
 //! # What belongs here
 //! What a file's name says of its format and compression (`part-0.csv.gz`:
 //! CSV, gzip), the CSV options a table may give (delimiter, header, quote,
-//! escape), and the DataFusion file format that reads a table so.
+//! escape, null marker), and the DataFusion file format that reads a table so.
 
 use std::fmt;
 use std::str::FromStr;
@@ -116,7 +116,7 @@ pub fn split_compression(name: &str) -> (&str, Compression) {
 }
 
 /// How a CSV table's files are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvOptions {
     /// The field separator, one ASCII character (default `,`).
     pub delimiter: u8,
@@ -128,7 +128,13 @@ pub struct CsvOptions {
     /// The escape character inside quotes, if any (default: none; a quote
     /// is escaped by doubling it).
     pub escape: Option<u8>,
+    /// A field that reads as NULL besides the empty one (`NA`, `\N`,
+    /// `NULL`): compared whole, case and all (default: only empty fields).
+    pub null: Option<String>,
 }
+
+/// The longest null marker a table may give.
+pub const MAX_NULL_MARKER: usize = 64;
 
 impl Default for CsvOptions {
     fn default() -> Self {
@@ -137,19 +143,21 @@ impl Default for CsvOptions {
             header: true,
             quote: b'"',
             escape: None,
+            null: None,
         }
     }
 }
 
 impl CsvOptions {
-    /// `delimiter=;,header=false,quote=',escape=\` (any of them, any order;
-    /// `tab`, `comma`, `semicolon` and `pipe` name those delimiters).
+    /// `delimiter=;,header=false,quote=',escape=\,null=NA` (any of them, any
+    /// order; `tab`, `comma`, `semicolon` and `pipe` name those delimiters).
+    /// A null marker is everything after its `=` up to the next comma.
     pub fn parse(text: &str) -> Result<Self> {
         let mut options = Self::default();
         for part in text.split(',').filter(|p| !p.is_empty()) {
             let (key, value) = part.split_once('=').ok_or_else(|| {
                 bad(format!(
-                    "CSV option '{part}' is not KEY=VALUE (delimiter, header, quote, escape)"
+                    "CSV option '{part}' is not KEY=VALUE (delimiter, header, quote, escape, null)"
                 ))
             })?;
             match key.trim() {
@@ -161,9 +169,10 @@ impl CsvOptions {
                 }
                 "quote" => options.quote = named_char(value)?,
                 "escape" => options.escape = Some(named_char(value)?),
+                "null" => options.null = Some(value.to_string()),
                 other => {
                     return Err(bad(format!(
-                        "unknown CSV option '{other}' (expected delimiter, header, quote, escape)"
+                        "unknown CSV option '{other}' (expected delimiter, header, quote, escape, null)"
                     )));
                 }
             }
@@ -188,8 +197,44 @@ impl CsvOptions {
                 "the CSV delimiter must differ from the quote and escape".into(),
             ));
         }
+        if let Some(null) = &self.null {
+            if null.is_empty() {
+                return Err(bad(
+                    "the CSV null marker is empty: empty fields are read as NULL already".into(),
+                ));
+            }
+            if null.len() > MAX_NULL_MARKER || null.chars().any(|c| c.is_control()) {
+                return Err(bad(format!(
+                    "the CSV null marker is at most {MAX_NULL_MARKER} bytes without line \
+                     breaks or control characters, not '{}'",
+                    null.chars()
+                        .take(MAX_NULL_MARKER)
+                        .collect::<String>()
+                        .escape_default()
+                )));
+            }
+        }
         Ok(())
     }
+
+    /// What DataFusion's schema inference takes for NULL: an empty field or
+    /// the marker, whole.
+    fn null_regex(&self) -> Option<String> {
+        let null = self.null.as_ref()?;
+        Some(format!("^(?:|{})$", regex_escape(null)))
+    }
+}
+
+/// `text` with every regular expression metacharacter escaped.
+fn regex_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 fn bad(message: String) -> SquallError {
@@ -238,6 +283,7 @@ pub fn file_format(
                 .with_delimiter(csv.delimiter)
                 .with_quote(csv.quote)
                 .with_escape(csv.escape)
+                .with_null_regex(csv.null_regex())
                 .with_file_compression_type(compressed),
         ),
         TableFormat::Json => Arc::new(JsonFormat::default().with_file_compression_type(compressed)),
@@ -292,5 +338,63 @@ mod tests {
             let err = CsvOptions::parse(bad).unwrap_err().to_string();
             assert!(err.contains(needle), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn parses_null_markers() {
+        let o = CsvOptions::parse("null=NA,delimiter=tab").unwrap();
+        assert_eq!((o.null.as_deref(), o.delimiter), (Some("NA"), b'\t'));
+        assert_eq!(
+            CsvOptions::parse("null=N/A=?").unwrap().null.as_deref(),
+            Some("N/A=?")
+        );
+        let long = format!("null={}", "x".repeat(MAX_NULL_MARKER + 1));
+        for (bad, needle) in [
+            ("null=", "empty"),
+            (long.as_str(), "at most 64 bytes"),
+            ("null=a\tb", "control characters"),
+        ] {
+            let err = CsvOptions::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    /// The marker, metacharacters and all, is what inference takes for NULL:
+    /// a column of numbers and markers is a number column.
+    #[tokio::test]
+    async fn null_markers_infer_types() {
+        use datafusion::prelude::SessionContext;
+        use object_store::memory::InMemory;
+        use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = object_store::path::Path::from("t.csv");
+        let body = "a,b,c\n1,x,\n\\N,\\N,2.5\n3,(.*),\\N\n";
+        store
+            .put(&path, PutPayload::from(body.as_bytes().to_vec()))
+            .await
+            .unwrap();
+        let meta = store.head(&path).await.unwrap();
+        let state = SessionContext::new().state();
+        let types = |marker: Option<&str>| {
+            let csv = CsvOptions {
+                null: marker.map(str::to_string),
+                ..CsvOptions::default()
+            };
+            let format = file_format(TableFormat::Csv, Compression::None, &csv).unwrap();
+            let (state, store, meta) = (&state, &store, &meta);
+            async move {
+                let schema = format
+                    .infer_schema(state, store, std::slice::from_ref(meta))
+                    .await
+                    .unwrap();
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.data_type().to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(types(Some("\\N")).await, ["Int64", "Utf8", "Float64"]);
+        assert_eq!(types(None).await, ["Utf8", "Utf8", "Utf8"]);
     }
 }

@@ -25,6 +25,7 @@ pub mod access;
 pub mod backend;
 pub mod commit;
 pub mod cost;
+pub mod csv_nulls;
 pub mod engine;
 pub mod error;
 pub mod formats;

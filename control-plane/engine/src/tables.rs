@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::TableProvider;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
@@ -23,6 +24,7 @@ use url::Url;
 
 use crate::access::AccessPolicy;
 use crate::commit::{CLAIM_NAME, MANIFEST_NAME, Manifest};
+use crate::csv_nulls::{self, NullMarkedTable};
 use crate::error::{Result, SquallError};
 use crate::formats::{Compression, CsvOptions, file_format, split_compression};
 use crate::hive::{self, PartitionColumn, PartitionPredicate, Partitioned};
@@ -135,7 +137,7 @@ pub fn set_partitions(tables: &mut [TableSpec], arguments: &[String]) -> Result<
 }
 
 /// The keys of CSV options (`delimiter=;`), not table names.
-pub const CSV_OPTION_KEYS: &[&str] = &["delimiter", "header", "quote", "escape"];
+pub const CSV_OPTION_KEYS: &[&str] = &["delimiter", "header", "quote", "escape", "null"];
 
 /// Sets the CSV options of `tables` from `--csv` arguments
 /// (`[TABLE=]delimiter=;,header=false,...`, see [`table_arguments`]).
@@ -681,7 +683,7 @@ pub async fn register_table(ctx: &SessionContext, table: &ResolvedTable) -> Resu
     let format = file_format(
         table.format,
         table.compression,
-        &table.spec.csv.unwrap_or_default(),
+        &table.spec.csv.clone().unwrap_or_default(),
     )?;
     let options = ListingOptions::new(format)
         .with_file_extension(extension)
@@ -708,11 +710,21 @@ pub async fn register_table(ctx: &SessionContext, table: &ResolvedTable) -> Resu
             return Err(table_err(format!("cannot read the schema of {what}: {e}")));
         }
     };
+    // With a null marker the files are listed as text (see `csv_nulls`).
+    let marker = table.spec.csv.as_ref().and_then(|c| c.null.as_deref());
+    let listed = match marker {
+        Some(_) => csv_nulls::text_schema(&schema),
+        None => schema.clone(),
+    };
     let config = ListingTableConfig::new(listing_url)
         .with_listing_options(options)
-        .with_schema(schema);
-    let provider = ListingTable::try_new(config).map_err(|e| table_err(e.to_string()))?;
-    ctx.register_table(table.spec.name.as_str(), Arc::new(provider))
+        .with_schema(listed);
+    let listing = ListingTable::try_new(config).map_err(|e| table_err(e.to_string()))?;
+    let provider: Arc<dyn TableProvider> = match marker {
+        Some(marker) => Arc::new(NullMarkedTable::new(Arc::new(listing), &schema, marker)),
+        None => Arc::new(listing),
+    };
+    ctx.register_table(table.spec.name.as_str(), provider)
         .map_err(|e| table_err(e.to_string()))?;
     Ok(())
 }
@@ -727,7 +739,7 @@ async fn unreadable_file(
     let format = file_format(
         table.format,
         table.compression,
-        &table.spec.csv.unwrap_or_default(),
+        &table.spec.csv.clone().unwrap_or_default(),
     )
     .ok()?;
     for file in table.files.iter().take(64) {
@@ -792,7 +804,7 @@ mod tests {
         let err = set_partitions(&mut one, &["day".into(), "EV=day".into()]).unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
         set_csv_options(&mut one, &["delimiter=tab,header=false".into()]).unwrap();
-        assert_eq!(one[0].csv.map(|c| c.delimiter), Some(b'\t'));
+        assert_eq!(one[0].csv.as_ref().map(|c| c.delimiter), Some(b'\t'));
         let mut two = vec![TableSpec::new("a", "x/"), TableSpec::new("b", "y/")];
         let err = set_partitions(&mut two, &["day".into()]).unwrap_err();
         assert!(err.to_string().contains("--partition TABLE=day"), "{err}");

@@ -1049,6 +1049,86 @@ sys.exit(os.waitstatus_to_exitcode(status))
     assert!(history.contains("FROM people WHERE id = 2;"), "{history}");
 }
 
+/// Ctrl-C at the prompt while a statement runs stops that statement (its
+/// tasks and its files under the work folder), not the shell: the prompt
+/// comes back and takes the next statement.
+#[test]
+fn sql_prompt_ctrl_c_stops_the_statement_and_keeps_the_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("id\n");
+    for i in 0..3000 {
+        csv.push_str(&format!("{i}\n"));
+    }
+    std::fs::write(dir.path().join("t.csv"), csv).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let driver = r#"
+import os, pty, sys, time, select
+argv = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["SQUALL_LOG"] = "off"
+    os.environ["HOME"] = os.environ.get("TEST_HOME", "/tmp")
+    os.execv(argv[0], argv)
+seen = b""
+def expect(what, timeout=60):
+    global seen
+    deadline = time.time() + timeout
+    while what.encode() not in seen:
+        left = deadline - time.time()
+        if left <= 0:
+            sys.exit("never saw %r in %r" % (what, seen.decode(errors="replace")))
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+    seen = seen[seen.index(what.encode()) + len(what):]
+expect("squall> ")
+os.write(fd, b"SELECT count(*) FROM t a CROSS JOIN t b CROSS JOIN t c WHERE a.id + b.id > c.id;\n")
+# The statement takes minutes; interrupt it two seconds in.
+time.sleep(2)
+while select.select([fd], [], [], 0)[0]:
+    seen += os.read(fd, 4096)
+if b"squall> " in seen.split(b"c.id;")[-1] or b"error" in seen:
+    sys.exit("the statement ended before it was interrupted: %r" % seen)
+interrupted = time.time()
+os.write(fd, b"\x03")
+expect("interrupted")
+expect("error:")
+expect("squall> ")
+print("stopped in %.1f s" % (time.time() - interrupted))
+if time.time() - interrupted > 30:
+    sys.exit("the statement took over 30 s to stop")
+os.write(fd, b"SELECT 40 + 2 AS answer;\n")
+expect("42")
+expect("squall> ")
+os.write(fd, b"\\q\n")
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(driver)
+        .arg(env!("CARGO_BIN_EXE_squall"))
+        .args(["sql", "--table"])
+        .arg(format!("t={}", dir.path().join("t.csv").display()))
+        .arg("--work-dir")
+        .arg(&work)
+        .env("TEST_HOME", dir.path())
+        .output()
+        .expect("python3 runs the pseudo-terminal driver");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let left = walk(&work);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// `--overwrite` replaces a committed output: refused without it; with it
 /// the folder reads as the new result and the old files are gone; a run
 /// that fails leaves the result it would have replaced as it was.

@@ -67,9 +67,9 @@ pub struct TableRef {
     #[serde(default)]
     #[schema(example = "year:int,month:int")]
     pub partitions: Option<String>,
-    /// A CSV table's dialect as `delimiter=;,header=false,quote=',escape=\`
+    /// A CSV table's dialect as `delimiter=;,header=false,quote=',escape=\,null=NA`
     /// (any of them; default: comma, a header row, double quotes, no
-    /// escape). Default: of a catalog table, its own.
+    /// escape, only empty fields NULL). Default: of a catalog table, its own.
     #[serde(default)]
     #[schema(example = "delimiter=;,header=false")]
     pub csv: Option<String>,
@@ -493,7 +493,7 @@ pub struct PutTable {
     /// `key=value` folders show, if any.
     #[serde(default)]
     pub partitions: Option<String>,
-    /// A CSV table's dialect as `delimiter=;,header=false,...`.
+    /// A CSV table's dialect as `delimiter=;,header=false,null=NA,...`.
     #[serde(default)]
     pub csv: Option<String>,
 }

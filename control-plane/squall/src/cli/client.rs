@@ -56,7 +56,7 @@ pub struct JobArgs {
     /// `squall run --partition`).
     #[arg(long = "partition", value_name = "[TABLE=]COLUMNS")]
     partitions: Vec<String>,
-    /// A CSV table's options: [TABLE=]delimiter=;,header=false,quote=',escape=\
+    /// A CSV table's options: [TABLE=]delimiter=;,header=false,quote=',escape=\,null=NA
     /// (as `squall run --csv`).
     #[arg(long = "csv", value_name = "[TABLE=]OPTIONS")]
     csv: Vec<String>,
@@ -293,7 +293,7 @@ enum TablesCommand {
         /// (default: those its key=value folders show).
         #[arg(long, value_name = "COLUMNS")]
         partition: Option<String>,
-        /// A CSV table's dialect: delimiter=;,header=false,quote=',escape=\
+        /// A CSV table's dialect: delimiter=;,header=false,quote=',escape=\,null=NA
         #[arg(long, value_name = "OPTIONS")]
         csv: Option<String>,
     },

@@ -35,9 +35,9 @@ pub(super) struct TableArgs {
     /// folders are key=value gets those columns, typed by their values.
     #[arg(long = "partition", value_name = "[TABLE=]COLUMNS")]
     partitions: Vec<String>,
-    /// A CSV table's dialect: [TABLE=]delimiter=;,header=false,quote=',escape=\
+    /// A CSV table's dialect: [TABLE=]delimiter=;,header=false,quote=',escape=\,null=NA
     /// (delimiter also tab, comma, semicolon, pipe, space; default: comma,
-    /// a header row, double quotes, no escape).
+    /// a header row, double quotes, no escape, only empty fields NULL).
     #[arg(long = "csv", value_name = "[TABLE=]OPTIONS")]
     csv: Vec<String>,
 }
