@@ -22,6 +22,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::context::ExecutorContext;
 use crate::protocol::{TaskResult, TaskSpec};
@@ -233,9 +234,20 @@ impl LambdaExecutor {
             },
         });
         let requests = RequestCounter::new();
-        let mut result = self
-            .run(invocation.task_spec, invocation.task_spec_url, &requests)
+        let spec = self
+            .spec_of(invocation.task_spec, invocation.task_spec_url, &requests)
             .await?;
+        // The invocation joins the trace of the attempt that sent it.
+        let span = tracing::info_span!(
+            "invocation",
+            job = %spec.id.job_id,
+            stage = spec.id.stage_id,
+            task = spec.id.task,
+            attempt = spec.id.attempt,
+            cold_start,
+        );
+        crate::telemetry::set_parent(&span, spec.trace_context.as_deref());
+        let mut result = self.run(spec).instrument(span).await;
         add_requests(&mut result.usage.requests, &requests.snapshot());
         result.usage.reported = true;
         // Lambda bills by the millisecond, rounded up.
@@ -244,34 +256,36 @@ impl LambdaExecutor {
         self.respond(result, &invocation.result_url).await
     }
 
-    async fn run(
+    /// The invocation's task spec: carried in it, or at the URL it names.
+    async fn spec_of(
         &self,
         task_spec: Option<TaskSpec>,
         task_spec_url: Option<String>,
         requests: &Arc<RequestCounter>,
-    ) -> Result<TaskResult, InvocationError> {
-        let mut spec = match (task_spec, task_spec_url) {
-            (Some(spec), None) => spec,
-            (None, Some(url)) => self.fetch_spec(&url, requests).await?,
-            _ => {
-                return Err(InvocationError::Invalid(
-                    "an invocation carries exactly one of task_spec and task_spec_url".into(),
-                ));
-            }
-        };
+    ) -> Result<TaskSpec, InvocationError> {
+        match (task_spec, task_spec_url) {
+            (Some(spec), None) => Ok(spec),
+            (None, Some(url)) => self.fetch_spec(&url, requests).await,
+            _ => Err(InvocationError::Invalid(
+                "an invocation carries exactly one of task_spec and task_spec_url".into(),
+            )),
+        }
+    }
+
+    async fn run(&self, mut spec: TaskSpec) -> TaskResult {
         #[cfg(feature = "fault-injection")]
         let fault = faults::apply(&mut spec);
         self.limit_memory(&mut spec);
         #[cfg(feature = "fault-injection")]
         if fault == crate::faults::Fault::Fail {
-            return Ok(faults::failed(&spec));
+            return faults::failed(&spec);
         }
         #[cfg(feature = "fault-injection")]
         let started = std::time::Instant::now();
         let result = run_task(&self.ctx, spec).await;
         #[cfg(feature = "fault-injection")]
         faults::after_running(fault, started.elapsed()).await;
-        Ok(result)
+        result
     }
 
     /// No task's pool may outgrow the function's memory.

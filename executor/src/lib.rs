@@ -24,6 +24,7 @@ pub mod run;
 pub mod shuffle;
 pub mod stop;
 pub mod stores;
+pub mod telemetry;
 pub mod usage;
 pub mod writer;
 

@@ -94,6 +94,11 @@ pub struct TaskSpec {
     /// How the shuffle partitions the task writes are compressed.
     #[serde(default)]
     pub shuffle_codec: ShuffleCodec,
+    /// The W3C `traceparent` of the attempt that sent the task, when spans
+    /// are exported (see [`crate::telemetry`]): the executor's spans join the
+    /// job's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<String>,
 }
 
 impl TaskSpec {
@@ -111,6 +116,7 @@ impl TaskSpec {
             session_options: vec![],
             hedging: Hedging::default(),
             shuffle_codec: ShuffleCodec::default(),
+            trace_context: None,
         }
     }
 }
@@ -454,6 +460,7 @@ mod tests {
             session_options: vec![("datafusion.execution.batch_size".into(), "1024".into())],
             hedging: Default::default(),
             shuffle_codec: Default::default(),
+            trace_context: None,
         };
         let text = serde_json::to_string(&spec).unwrap();
         let back: TaskSpec = serde_json::from_str(&text).unwrap();

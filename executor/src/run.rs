@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::TaskContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -30,6 +32,7 @@ use crate::root::stage_writer;
 use crate::shuffle::writer::RAW_BYTES_METRIC;
 use crate::stop::{StopFlag, stoppable};
 use crate::stores::StoreRegistry;
+use crate::telemetry;
 use crate::usage::{RequestCounter, TaskUsage};
 
 /// Runs one task attempt. Never panics on a bad spec: every failure is a typed
@@ -49,6 +52,26 @@ pub async fn run_task_stoppable(
 }
 
 async fn run_task_until(
+    ctx: &ExecutorContext,
+    spec: TaskSpec,
+    stop: Option<StopFlag>,
+) -> TaskResult {
+    let span = tracing::info_span!(
+        "task",
+        job = %spec.id.job_id,
+        stage = spec.id.stage_id,
+        task = spec.id.task,
+        attempt = spec.id.attempt,
+    );
+    // Run apart from the attempt that sent it (a spawned task, another
+    // process), the task joins the attempt's trace through its spec.
+    if tracing::Span::current().is_none() {
+        telemetry::set_parent(&span, spec.trace_context.as_deref());
+    }
+    run_task_in_span(ctx, spec, stop).instrument(span).await
+}
+
+async fn run_task_in_span(
     ctx: &ExecutorContext,
     spec: TaskSpec,
     stop: Option<StopFlag>,
@@ -117,21 +140,39 @@ async fn run(
             .map_err(|e| classify(&e));
     }
     let context_us = started.elapsed().as_micros() as u64;
-    let plan = decode_plan(&spec.plan, &task_ctx, spec.inputs).map_err(|e| TaskFailure {
-        kind: FailureKind::PlanDecode,
-        message: format!("cannot decode the stage plan: {e}"),
-        retryable: false,
-    })?;
+    let decoding = tracing::info_span!("decode", plan_bytes = spec.plan.len());
+    let plan = decoding
+        .in_scope(|| decode_plan(&spec.plan, &task_ctx, spec.inputs))
+        .map_err(|e| TaskFailure {
+            kind: FailureKind::PlanDecode,
+            message: format!("cannot decode the stage plan: {e}"),
+            retryable: false,
+        })?;
     let partition = spec.partition.unwrap_or(spec.id.task) as usize;
-    let (plan, partition, task_ctx) =
-        for_task(plan, partition, task_ctx).map_err(|e| classify(&e))?;
+    let (plan, partition, task_ctx) = decoding
+        .in_scope(|| for_task(plan, partition, task_ctx))
+        .map_err(|e| classify(&e))?;
     let plan = match &stop {
         Some(flag) => stoppable(plan, flag).map_err(|e| classify(&e))?,
         None => plan,
     };
     let decoded_us = started.elapsed().as_micros() as u64;
+    // Reading the inputs, computing and writing the output stream together:
+    // one span, its counters set when it ends.
+    let executing = tracing::info_span!(
+        "execute",
+        rows_in = tracing::field::Empty,
+        bytes_in = tracing::field::Empty,
+        rows_out = tracing::field::Empty,
+        bytes_out = tracing::field::Empty,
+    );
     let written = match stage_writer(plan.as_ref()) {
-        Some(writer) => writer.write(partition, task_ctx, &spec.id).await,
+        Some(writer) => {
+            writer
+                .write(partition, task_ctx, &spec.id)
+                .instrument(executing.clone())
+                .await
+        }
         None => internal_err!(
             "a stage plan must end in a Squall writer, not {}",
             plan.name()
@@ -149,6 +190,11 @@ async fn run(
     metrics.rows_out = output.partitions.iter().map(|s| s.rows).sum();
     metrics.bytes_out = output.size;
     metrics.elapsed_ms = started.elapsed().as_millis() as u64;
+    executing.record("rows_in", metrics.rows_in);
+    executing.record("bytes_in", metrics.bytes_in);
+    executing.record("rows_out", metrics.rows_out);
+    executing.record("bytes_out", metrics.bytes_out);
+    drop(executing);
     tracing::debug!(
         task = %spec.id,
         context_us,

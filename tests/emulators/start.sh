@@ -15,6 +15,9 @@ TOOLS="$CACHE/tools"
 RUN="${SQUALL_EMULATORS_RUN:-$CACHE/run}"
 S3_PORT="${SQUALL_S3_PORT:-4566}"
 LAMBDA_PORT="${SQUALL_LAMBDA_PORT:-9001}"
+# Where the function exports its spans (the trace test's receiver listens
+# there; without it, nothing is sent: the function continues traces only).
+OTLP_PORT="${SQUALL_OTLP_PORT:-14317}"
 CONCURRENCY="${SQUALL_LAMBDA_CONCURRENCY:-8}"
 BUCKET="${SQUALL_TEST_BUCKET:-squall-test}"
 FUNCTION=squall-lambda
@@ -84,7 +87,8 @@ for kv in "${AWS_ENV[@]}"; do FUNCTION_ENV+=(--env-var "$kv"); done
     cd "$ROOT"
     exec setsid "$TOOLS/bin/cargo-lambda" lambda watch --quiet --ignore-changes \
         -A 127.0.0.1 -P "$LAMBDA_PORT" --concurrency "$CONCURRENCY" \
-        --bin squall-lambda "${FEATURES[@]}" "${FUNCTION_ENV[@]}" --env-var SQUALL_LOG=warn
+        --bin squall-lambda "${FEATURES[@]}" "${FUNCTION_ENV[@]}" --env-var SQUALL_LOG=warn \
+        --env-var OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$OTLP_PORT"
 ) > "$RUN/lambda.log" 2>&1 &
 echo $! > "$RUN/lambda.pid"
 
@@ -119,5 +123,6 @@ export SQUALL_TEST_LAMBDA_ENDPOINT=http://127.0.0.1:$LAMBDA_PORT
 export SQUALL_TEST_LAMBDA_FUNCTION=$FUNCTION
 export SQUALL_TEST_LAMBDA_CONCURRENCY=$CONCURRENCY
 export SQUALL_TEST_LOCALSTACK_FUNCTION=squall-executor
+export SQUALL_TEST_OTLP_ENDPOINT=http://127.0.0.1:$OTLP_PORT
 ENV
 log "ready: source $RUN/env"

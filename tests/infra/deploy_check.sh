@@ -55,9 +55,14 @@ fi
 log "stack $STACK CREATE_COMPLETE, function $(output FunctionName) Active"
 
 "$ROOT/infra/deploy.sh" --stack "$STACK" --code-bucket "$CODE_BUCKET" --zip "$work/code.zip" \
-    --param FunctionName="$STACK" --param MemorySize=3008 --param FunctionCount=3 > "$work/outputs"
+    --param FunctionName="$STACK" --param MemorySize=3008 --param FunctionCount=3 \
+    --param LogFormat=JSON --param OtlpEndpoint=http://localhost:4317 > "$work/outputs"
 memory="$(aws_cli lambda get-function --function-name "$STACK" --query 'Configuration.MemorySize' --output text)"
 [[ "$memory" == 3008 ]] || { log "the update left MemorySize at $memory"; exit 1; }
+# JSON logs and the span exporter reach the function's configuration.
+telemetry="$(aws_cli lambda get-function --function-name "$STACK" --output text \
+    --query 'Configuration.[LoggingConfig.LogFormat,Environment.Variables.OTEL_EXPORTER_OTLP_ENDPOINT]')"
+[[ "$telemetry" == $'JSON\thttp://localhost:4317' ]] || { log "log format and OTLP endpoint: '$telemetry'"; exit 1; }
 # FunctionCount=3: two more copies, named as squall --function-count expects.
 [[ "$(output FunctionCount)" == 3 ]] || { log "output FunctionCount is '$(output FunctionCount)'"; exit 1; }
 for copy in "$STACK-2" "$STACK-3"; do

@@ -93,6 +93,7 @@ fn spec(files: Vec<OutputFile>, partitions: usize, memory: u64) -> TaskSpec {
         session_options: vec![],
         hedging: Default::default(),
         shuffle_codec: Default::default(),
+        trace_context: None,
     }
 }
 

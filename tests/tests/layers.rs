@@ -36,7 +36,7 @@ const CRATES: &[Spec] = &[
         name: "squall-executor",
         dir: "executor",
         layers: &[
-            &["usage", "bounds", "stop", "hedge"],
+            &["usage", "bounds", "stop", "hedge", "telemetry"],
             &["protocol", "stores"],
             &["context", "faults", "keys", "compressed"],
             &["writer"],

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -306,8 +307,12 @@ impl Engine {
         let meter = run.meter.clone().unwrap_or_else(|| self.meter(request));
         // Everything this job asks of the object stores is counted in its cost.
         let stores = Arc::new(self.stores.counted(meter.control_requests()));
+        // The job's span: its stages', attempts' and (through the task specs)
+        // executors' spans are its children; its trace is the job's.
+        let span = tracing::info_span!("job", job = %job_id, run = %run_id);
         let job = std::panic::AssertUnwindSafe(
-            self.plan_and_run(&stores, request, run, &meter, &job_id, &run_id, &dirs),
+            self.plan_and_run(&stores, request, run, &meter, &job_id, &run_id, &dirs)
+                .instrument(span.clone()),
         )
         .catch_unwind()
         .map(|outcome| {
@@ -358,6 +363,7 @@ impl Engine {
             return result;
         }
         self.clean_up(&stores, request, &result, &job_id, &dirs)
+            .instrument(tracing::info_span!(parent: &span, "clean up"))
             .await;
         result.map(|mut done| {
             done.cost = meter.report();
@@ -390,7 +396,8 @@ impl Engine {
         let planning_stores = Arc::new(stores.hedged(hedger));
         // Lambda environments started while the job is planned, if asked.
         let (placed, ()) = tokio::join!(
-            self.plan_placed(&planning_stores, request, dirs, &outputs),
+            self.plan_placed(&planning_stores, request, dirs, &outputs)
+                .instrument(tracing::info_span!("plan")),
             self.prewarm(request.tasks.prewarm, job_id, run_id, meter)
         );
         let PlannedIn {
@@ -410,6 +417,7 @@ impl Engine {
         if let Some(progress) = &run.progress {
             progress.on_event(&JobEvent::Planned {
                 dag: Arc::new(planned.dag.clone()),
+                trace_id: squall_executor::telemetry::trace_id(&tracing::Span::current()),
             });
         }
         tracing::info!(

@@ -86,6 +86,9 @@ pub struct ServiceConfig {
     pub metrics: MetricsAccess,
     /// How jobs' reduce stages read shuffles unless a job says.
     pub exchange: ExchangeMode,
+    /// Where a job's trace is seen, `{trace_id}` in it standing for the
+    /// trace (`http://jaeger:16686/trace/{trace_id}`); None: ids only.
+    pub trace_url: Option<String>,
 }
 
 impl ServiceConfig {
@@ -124,6 +127,7 @@ impl ServiceConfig {
                 .max_memory_limit_bytes,
             metrics: MetricsAccess::Open,
             exchange: ExchangeMode::Auto,
+            trace_url: None,
         }
     }
 }
@@ -329,7 +333,18 @@ impl Service {
 
     /// One job as the API shows it.
     pub(crate) fn job(&self, caller: &Principal, id: &str) -> Result<JobView, ServiceError> {
-        self.view(self.owned_job(caller, id)?)
+        let mut view = self.view(self.owned_job(caller, id)?)?;
+        if let Some(plan) = self.store.plan(id)? {
+            view.trace_url = self.trace_url(plan.trace_id.as_deref());
+            view.trace_id = plan.trace_id;
+        }
+        Ok(view)
+    }
+
+    /// The server's `--trace-url` template with `trace_id` in it.
+    fn trace_url(&self, trace_id: Option<&str>) -> Option<String> {
+        let template = self.config.trace_url.as_ref()?;
+        Some(template.replace("{trace_id}", trace_id?))
     }
 
     /// The stage DAG job `id` runs; None until it has been planned.
@@ -339,7 +354,11 @@ impl Service {
         id: &str,
     ) -> Result<Option<PlanView>, ServiceError> {
         self.owned_job(caller, id)?;
-        Ok(self.store.plan(id)?)
+        let mut plan = self.store.plan(id)?;
+        if let Some(plan) = &mut plan {
+            plan.trace_url = self.trace_url(plan.trace_id.as_deref());
+        }
+        Ok(plan)
     }
 
     /// How a job's task attempts ended (only the failed ones if `failed`),
@@ -453,5 +472,7 @@ fn job_view(
         stages,
         labels,
         cost,
+        trace_id: None,
+        trace_url: None,
     }
 }

@@ -135,9 +135,11 @@ impl JobProgress {
     }
 
     /// Keeps the plan's stages and text in the store, for the job's console page.
-    fn planned(&self, dag: &StageDag) {
+    fn planned(&self, dag: &StageDag, trace_id: Option<String>) {
         let plan = PlanView {
             planned: true,
+            trace_id,
+            trace_url: None,
             stages: dag
                 .stages
                 .iter()
@@ -274,7 +276,7 @@ impl ProgressSink for JobProgress {
     fn on_event(&self, event: &JobEvent) {
         self.metrics.observe(event);
         match event {
-            JobEvent::Planned { dag } => self.planned(dag),
+            JobEvent::Planned { dag, trace_id } => self.planned(dag, trace_id.clone()),
             JobEvent::TaskStarted {
                 stage,
                 task,

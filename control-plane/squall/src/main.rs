@@ -5,6 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
+use squall_executor::telemetry::{self, Traces};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -14,15 +15,12 @@ async fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SQUALL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let args = cli::Cli::parse();
-    match cli::run(args).await {
+    // Spans go to the OTLP endpoint the OTEL_* variables name, if any.
+    let telemetry = telemetry::init("warn", args.log_format, "squall", Traces::Start);
+    let ran = cli::run(args).await;
+    telemetry.shutdown().await;
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: DataFusion's messages sometimes span several.

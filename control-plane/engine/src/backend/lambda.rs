@@ -22,6 +22,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use super::ExecutorBackend;
 use super::aimd::{Aimd, FlowStats};
@@ -360,10 +361,12 @@ impl LambdaBackend {
         let payload = Blob::new(payload);
         let mut retry = 0;
         loop {
-            let slot = self.flow.acquire().await;
+            let waiting = tracing::info_span!("lambda slot", retry);
+            let slot = self.flow.acquire().instrument(waiting.clone()).await;
             // Under the in-flight limit, a function with an idle environment
             // or the budget for a new one.
-            let function = self.fanout.acquire().await;
+            let function = self.fanout.acquire().instrument(waiting).await;
+            let invoke = tracing::info_span!("invoke", function = %function.name(), retry);
             let mut call = self
                 .client
                 .invoke()
@@ -378,11 +381,14 @@ impl LambdaBackend {
             // engine sweeps again once it ends.
             let live = self.live.started(&id.job_id);
             let timeout = self.config.invocation_timeout;
-            let call = tokio::spawn(async move {
-                let _live = live;
-                let _function = function;
-                tokio::time::timeout(timeout, call.send()).await
-            });
+            let call = tokio::spawn(
+                async move {
+                    let _live = live;
+                    let _function = function;
+                    tokio::time::timeout(timeout, call.send()).await
+                }
+                .instrument(invoke),
+            );
             let sent = match call.await {
                 Ok(sent) => sent,
                 Err(source) => {

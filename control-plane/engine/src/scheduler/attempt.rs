@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use squall_executor::{
     FailureKind, OutputFile, TaskFailure, TaskId, TaskMetrics, TaskOutcome, TaskResult, TaskSpec,
     TaskUsage, WIRE_VERSION, encode_plan,
@@ -94,9 +96,9 @@ impl Scheduler<'_> {
             let memory = ledger.pool(self.options.memory_limit_bytes);
             // The stage's permit first, so that a capped stage does not hold job
             // permits other stages could use.
-            let (Ok(_stage_permit), Ok(_permit)) =
-                (shared.permits.acquire().await, gate.permits.acquire().await)
-            else {
+            let queued = tracing::info_span!("queued", stage = stage.id, task);
+            let permits = async { (shared.permits.acquire().await, gate.permits.acquire().await) };
+            let (Ok(_stage_permit), Ok(_permit)) = permits.instrument(queued).await else {
                 return Err(Ended::Failed(SquallError::Closed {
                     what: "the scheduler",
                 }));
@@ -189,6 +191,7 @@ impl Scheduler<'_> {
             session_options: self.options.session_options.clone(),
             hedging: shared.hedging(&self.options.hedging),
             shuffle_codec: self.options.shuffle_codec.unwrap_or_default(),
+            trace_context: None,
         })
     }
 
@@ -202,8 +205,33 @@ impl Scheduler<'_> {
         ledger: &TaskLedger,
         spec: TaskSpec,
     ) -> std::result::Result<Won, TaskFailure> {
-        let (task, attempt) = (spec.id.task, spec.id.attempt);
         let place = self.backend.route(&shared.placed);
+        let span = tracing::info_span!(
+            "attempt",
+            job = %self.job_id,
+            stage = stage.id,
+            task = spec.id.task,
+            attempt = spec.id.attempt,
+            place = ?place,
+            backup = copy != 0,
+        );
+        self.attempt_at(stage, copy, shared, ledger, spec, place)
+            .instrument(span)
+            .await
+    }
+
+    async fn attempt_at(
+        &self,
+        stage: &Stage,
+        copy: usize,
+        shared: &StageTasks,
+        ledger: &TaskLedger,
+        mut spec: TaskSpec,
+        place: Place,
+    ) -> std::result::Result<Won, TaskFailure> {
+        let (task, attempt) = (spec.id.task, spec.id.attempt);
+        // The executor's spans join this attempt's, wherever it runs.
+        spec.trace_context = squall_executor::telemetry::trace_context();
         self.emit(JobEvent::TaskStarted {
             stage: stage.id,
             task,
@@ -230,7 +258,14 @@ impl Scheduler<'_> {
             }
             Err(_) => bill.answered(&TaskUsage::default()),
         }
-        let (output, metrics) = answer_of(answer)?;
+        let (output, metrics) = answer_of(answer).inspect_err(|failure| {
+            tracing::info!(
+                kind = ?failure.kind,
+                retryable = failure.retryable,
+                error = %failure.message,
+                "attempt failed"
+            );
+        })?;
         tracing::debug!(
             job = self.job_id,
             stage = stage.id,

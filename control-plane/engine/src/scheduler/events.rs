@@ -15,6 +15,8 @@ pub enum JobEvent {
     /// The job was planned (told by the engine before any stage starts).
     Planned {
         dag: Arc<StageDag>,
+        /// The job's trace (32 hex digits) when spans are exported.
+        trace_id: Option<String>,
     },
     StageStarted {
         stage: u32,

@@ -53,6 +53,11 @@ struct CopyEnd {
 impl Scheduler<'_> {
     /// Runs all tasks of a stage. Returns the stage id, the committed outputs (or the
     /// error) and every object URL its attempts may have written that is still there.
+    #[tracing::instrument(
+        name = "stage",
+        skip_all,
+        fields(job = %self.job_id, stage = stage.id, action = ?action)
+    )]
     pub(super) async fn run_stage(
         &self,
         stage: &Stage,

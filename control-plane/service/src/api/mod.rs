@@ -205,6 +205,13 @@ pub struct JobView {
     /// runs, final once it ended (whatever its outcome).
     #[serde(default)]
     pub cost: Option<Cost>,
+    /// The job's trace id when the server exports spans (the view of one
+    /// job only, not listings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Where to see the trace, from the server's `--trace-url` template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
 }
 
 /// Progress of one stage of a job.
@@ -645,6 +652,13 @@ pub struct AttemptRecord {
 pub struct PlanView {
     /// False until the job has started (its stages are planned then).
     pub planned: bool,
+    /// The job's trace id (32 hex digits) when the server exports spans
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Where to see the trace, from the server's `--trace-url` template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
     pub stages: Vec<StagePlan>,
     /// The DAG as `squall plan` prints it.
     pub text: String,

@@ -32,6 +32,7 @@ use clap::{Args, Parser, Subcommand};
 
 use squall_engine::planner::default_parallelism;
 use squall_engine::{Engine, JobRequest, JobRun, ProgressSink, Stop};
+use squall_executor::telemetry::LogFormat;
 use squall_tools::tpch;
 
 use error::{CliError, Result};
@@ -51,6 +52,18 @@ use serve::ServeArgs;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines (standard error) are written: text, or json (one object
+    /// a line with the job, stage, task and attempt they belong to). Which
+    /// lines: SQUALL_LOG, else RUST_LOG (default: warn).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FORMAT",
+        env = "SQUALL_LOG_FORMAT",
+        default_value = "text",
+        value_parser = clap::value_parser!(LogFormat)
+    )]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

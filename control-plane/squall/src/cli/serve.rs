@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// /metrics answers only a caller sending an API token.
     #[arg(long, conflicts_with = "metrics_token")]
     metrics_private: bool,
+    /// Where a job's trace is seen when spans are exported (OTEL_EXPORTER_OTLP_ENDPOINT):
+    /// a URL with {trace_id} in it, e.g. http://jaeger:16686/trace/{trace_id};
+    /// the job view and the console link to it.
+    #[arg(long, value_name = "TEMPLATE", env = "SQUALL_TRACE_URL")]
+    trace_url: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -109,6 +114,7 @@ impl std::fmt::Debug for ServeArgs {
 /// tokens = ["change-me"]
 /// max_running = 8
 /// exchange = "auto"              # or "direct", "two-level"
+/// trace_url = "http://jaeger:16686/trace/{trace_id}"
 ///
 /// [backend]
 /// kind = "lambda"
@@ -129,6 +135,7 @@ struct ConfigFile {
     tokens: Vec<String>,
     max_running: Option<usize>,
     exchange: Option<ExchangeMode>,
+    trace_url: Option<String>,
     #[serde(default)]
     allow: Vec<String>,
     retain_jobs: Option<String>,
@@ -222,6 +229,7 @@ struct Settings {
     metrics: MetricsAccess,
     max_running: usize,
     exchange: ExchangeMode,
+    trace_url: Option<String>,
     allow: Vec<String>,
     retain_jobs: Option<Duration>,
     /// Flags over the config file's `[limits]`.
@@ -344,6 +352,7 @@ impl Settings {
                 .or(file.max_running)
                 .unwrap_or(DEFAULT_MAX_RUNNING),
             exchange: args.exchange.or(file.exchange).unwrap_or_default(),
+            trace_url: check_trace_url(args.trace_url.or(file.trace_url))?,
             backend,
             prices: file.prices,
         })
@@ -507,6 +516,7 @@ fn service_config(
     config.metrics = settings.metrics.clone();
     config.max_running = settings.max_running;
     config.exchange = settings.exchange;
+    config.trace_url = settings.trace_url.clone();
     config.shuffle_partitions = settings.backend.parallelism();
     config.max_stage_concurrency = settings.backend.max_stage_concurrency;
     config.limits = limits;
@@ -593,6 +603,21 @@ pub fn read_prices(path: &Path) -> Result<Prices> {
     })?;
     prices.validate()?;
     Ok(prices)
+}
+
+/// A `--trace-url` template: an http(s) URL with `{trace_id}` in it.
+fn check_trace_url(template: Option<String>) -> Result<Option<String>> {
+    let Some(template) = template else {
+        return Ok(None);
+    };
+    let web = template.starts_with("http://") || template.starts_with("https://");
+    if !web || !template.contains("{trace_id}") || template.len() > 2048 {
+        return Err(CliError::InvalidArgument(format!(
+            "--trace-url must be an http(s) URL with {{trace_id}} in it \
+             (e.g. http://jaeger:16686/trace/{{trace_id}}), not '{template}'"
+        )));
+    }
+    Ok(Some(template))
 }
 
 #[cfg(test)]

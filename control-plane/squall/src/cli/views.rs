@@ -69,6 +69,11 @@ pub(super) fn print_job(view: &JobView) {
     if let Some(cost) = &view.cost {
         println!("cost       {}", cost_summary(cost));
     }
+    match (&view.trace_id, &view.trace_url) {
+        (_, Some(url)) => println!("trace      {url}"),
+        (Some(id), None) => println!("trace      {id}"),
+        _ => {}
+    }
     println!("sql        {}", one_line(&view.sql, 200));
     if !view.stages.is_empty() {
         let rows: Vec<Vec<String>> = view

@@ -353,6 +353,9 @@ async function jobPage(id) {
       h("dt", {}, "Cost"), h("dd", {}, view.cost ? `${usd(view.cost.usd)} · ${view.cost.requests.get} GET, ${view.cost.requests.put} PUT · ${view.cost.cpu_seconds.toFixed(1)} CPU-s · ${bytes(view.cost.bytes_scanned)} scanned` : "–"),
       Object.keys(view.labels || {}).length ? [h("dt", {}, "Labels"), h("dd", {}, Object.entries(view.labels).map(([k, v]) => `${k}=${v}`).join(", "))] : [],
       view.error ? [h("dt", {}, "Error"), h("dd", { class: "error" }, view.error)] : [],
+      view.trace_id ? [h("dt", {}, "Trace"), h("dd", { id: "job-trace" }, view.trace_url
+        ? h("a", { href: view.trace_url, target: "_blank", rel: "noopener" }, view.trace_id)
+        : h("code", {}, view.trace_id))] : [],
       h("dt", {}, "SQL"), h("dd", {}, h("code", {}, view.sql)));
     fill(actions, ["queued", "running"].includes(view.state)
       ? h("button", { type: "button", class: "danger", id: "cancel", onclick: async () => {
