@@ -1587,6 +1587,16 @@ async fn service_level_metrics_count_jobs_by_outcome_and_have_what_the_rules_use
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["state"], "cancelled", "{body}");
     }
+    // A submission refused (M10 counts it) and one that is not JSON.
+    let (status, body) = server
+        .post(
+            "/v1/jobs",
+            &serde_json::json!({"sql": "SELECT * FROM nowhere"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.post("/v1/jobs", &serde_json::json!([1, 2])).await;
+    assert_eq!(status, 400, "{body}");
 
     let metrics = reqwest::get(format!("{}/metrics", server.url))
         .await
@@ -1629,6 +1639,25 @@ async fn service_level_metrics_count_jobs_by_outcome_and_have_what_the_rules_use
     assert!(value("squall_task_duration_seconds_count{stage_kind=\"scan\"}") > 0.0);
     assert!(value("squall_task_duration_seconds_count{stage_kind=\"final\"}") > 0.0);
     assert!(value("squall_bytes_shuffled_total") > 0.0);
+    // M10: submissions by answer; M12: the newest job event is recent.
+    assert_eq!(
+        value("squall_job_submissions_total{outcome=\"accepted\"}"),
+        4.0
+    );
+    assert_eq!(
+        value("squall_job_submissions_total{outcome=\"refused\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("squall_job_submissions_total{outcome=\"throttled\"}"),
+        0.0
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let newest = value("squall_last_job_event_timestamp_seconds");
+    assert!(newest <= now && now - newest < 600.0, "{newest} vs {now}");
 
     // Every metric the recording and alerting rules name is in the scrape.
     let rules = std::fs::read_to_string(
@@ -1643,7 +1672,10 @@ async fn service_level_metrics_count_jobs_by_outcome_and_have_what_the_rules_use
     named.dedup();
     assert!(named.len() >= 12, "{named:?}");
     for name in named {
-        let family = name.strip_suffix("_bucket").unwrap_or(name);
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
         assert!(
             metrics.contains(&format!("# TYPE {family} ")),
             "the rules use {name}, which /metrics does not have: {metrics}"

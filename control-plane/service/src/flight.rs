@@ -91,7 +91,12 @@ type DoGetStream = Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, St
 /// A service error as a gRPC status, by the HTTP status the API gives it.
 fn status(error: ServiceError) -> Status {
     let message = error.to_string();
-    match problem_status(error) {
+    status_of(problem_status(error), message)
+}
+
+/// The gRPC status of an error the HTTP API answers with `code`.
+fn status_of(code: u16, message: String) -> Status {
+    match code {
         400 | 422 => Status::invalid_argument(message),
         401 => Status::unauthenticated(message),
         403 => Status::permission_denied(message),
@@ -293,7 +298,19 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request)?;
         let job = self.job(&query.query)?;
-        let (accepted, _) = self.service.submit(&caller, job).await.map_err(status)?;
+        // Counted as the HTTP API counts its submissions (M10).
+        let (accepted, _) = match self.service.submit(&caller, job).await {
+            Ok(submitted) => {
+                self.service.metrics.submission(200);
+                submitted
+            }
+            Err(error) => {
+                let message = error.to_string();
+                let code = problem_status(error);
+                self.service.metrics.submission(code);
+                return Err(status_of(code, message));
+            }
+        };
         self.wait(&caller, &accepted.id).await?;
         let (schema, _) = self
             .service

@@ -58,6 +58,43 @@ pub struct Metrics {
     /// Executor time of ended jobs' attempts, and stages placed, by place.
     executor_seconds: CounterVec,
     stages_placed: IntCounterVec,
+    /// Submissions by how they were answered, and the newest job event.
+    admission: Admission,
+}
+
+/// What the admission and observability-lag SLIs (M10, M12) read.
+#[derive(Debug, Clone)]
+struct Admission {
+    /// Job submissions (HTTP and Flight SQL) by outcome: accepted, throttled
+    /// (429: a queue is full), refused (any other 4xx), error (5xx).
+    submissions: IntCounterVec,
+    /// When this server last saw a job event (Unix seconds).
+    last_event: prometheus::Gauge,
+}
+
+impl Admission {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let submissions = IntCounterVec::new(
+            Opts::new(
+                "squall_job_submissions_total",
+                "Job submissions by answer: accepted, throttled (429, a queue full), refused (other 4xx), error (5xx)",
+            ),
+            &["outcome"],
+        )?;
+        let last_event = prometheus::Gauge::new(
+            "squall_last_job_event_timestamp_seconds",
+            "When the newest job event (a task started or ended, a stage planned) reached the metrics, in Unix seconds",
+        )?;
+        for outcome in ["accepted", "throttled", "refused", "error"] {
+            submissions.with_label_values(&[outcome]);
+        }
+        registry.register(Box::new(submissions.clone()))?;
+        registry.register(Box::new(last_event.clone()))?;
+        Ok(Self {
+            submissions,
+            last_event,
+        })
+    }
 }
 
 impl Metrics {
@@ -236,6 +273,7 @@ impl Metrics {
         registry.register(Box::new(bytes_written.clone()))?;
         registry.register(Box::new(task_seconds.clone()))?;
         Ok(Self {
+            admission: Admission::new(&registry)?,
             registry,
             jobs,
             jobs_read: Default::default(),
@@ -335,8 +373,27 @@ impl Metrics {
         }
     }
 
+    /// Counts a job submission the API answered with HTTP `status` (a Flight
+    /// SQL submission counts with the status its error maps to).
+    pub fn submission(&self, status: u16) {
+        let outcome = match status {
+            200..=299 => "accepted",
+            429 => "throttled",
+            400..=499 => "refused",
+            _ => "error",
+        };
+        self.admission
+            .submissions
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
     /// Counts what a job's scheduler reports.
     pub fn observe(&self, event: &JobEvent) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.admission.last_event.set(now.as_secs_f64());
         match event {
             JobEvent::TaskSucceeded {
                 metrics,

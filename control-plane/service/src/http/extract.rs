@@ -17,6 +17,26 @@ use crate::core::Service;
 /// Largest request body (a job is SQL and table URLs).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Counts each job submission (`POST /v1/jobs`) by the status it was
+/// answered with, whatever refused it: the token, the body, a queue, the SQL.
+pub(super) async fn admission(
+    State(service): State<Arc<Service>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let submits = request.method() == axum::http::Method::POST
+        && request
+            .uri()
+            .path()
+            .trim_end_matches('/')
+            .ends_with("/jobs");
+    let response = next.run(request).await;
+    if submits {
+        service.metrics.submission(response.status().as_u16());
+    }
+    response
+}
+
 /// What every `/v1` request goes through after its token is checked: its
 /// body read whole within the body timeout (408 past it, 413 over
 /// [`MAX_BODY_BYTES`]), its handler run to its end on a task of its own (a

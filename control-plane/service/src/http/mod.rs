@@ -33,7 +33,7 @@ use utoipa::OpenApi;
 
 use super::core::Service;
 pub use extract::MAX_BODY_BYTES;
-use extract::{authorize, bounded};
+use extract::{admission, authorize, bounded};
 pub use problem::ApiError;
 pub use serve::serve;
 
@@ -67,7 +67,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/schedules/{id}/runs", get(schedules::schedule_runs))
         .route("/whoami", get(operations::whoami))
         .route_layer(middleware::from_fn_with_state(service.clone(), bounded))
-        .route_layer(middleware::from_fn_with_state(service.clone(), authorize));
+        .route_layer(middleware::from_fn_with_state(service.clone(), authorize))
+        .route_layer(middleware::from_fn_with_state(service.clone(), admission));
     Router::new()
         .nest("/v1", v1)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
