@@ -1672,16 +1672,61 @@ async fn service_level_metrics_count_jobs_by_outcome_and_have_what_the_rules_use
     named.dedup();
     assert!(named.len() >= 12, "{named:?}");
     for name in named {
-        let family = ["_bucket", "_count", "_sum"]
-            .iter()
-            .find_map(|suffix| name.strip_suffix(suffix))
-            .unwrap_or(name);
         assert!(
-            metrics.contains(&format!("# TYPE {family} ")),
+            exported(&metrics, name),
             "the rules use {name}, which /metrics does not have: {metrics}"
         );
     }
+
+    // The Grafana dashboard's queries name only metrics in the scrape and
+    // series the rules record.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            squall_tests::tests_dir().join("../infra/grafana/squall-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let recorded: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record: "))
+        .collect();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10, "{dashboard}");
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let words = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .filter(|w| w.starts_with("squall"));
+            for word in words {
+                if word.contains(':') {
+                    assert!(
+                        recorded.contains(&word),
+                        "{}: {word} is not recorded",
+                        panel["title"]
+                    );
+                } else {
+                    assert!(
+                        exported(&metrics, word),
+                        "{}: {word} is not in /metrics",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+    }
     server.kill();
+}
+
+/// Whether the scrape `metrics` has the family of series `name` (a
+/// histogram's `_bucket`, `_count` and `_sum` are its family's).
+fn exported(metrics: &str, name: &str) -> bool {
+    let family = ["_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name);
+    metrics.contains(&format!("# TYPE {family} "))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
