@@ -22,8 +22,9 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use serde_json::{Map, Value};
 use tracing::Span;
 use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, JsonFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormattedFields};
@@ -91,10 +92,46 @@ fn log_filter(default: &str) -> EnvFilter {
         .unwrap_or_else(|| EnvFilter::new(default))
 }
 
-/// Whether a span or event is Squall's own (its spans are what a trace and
-/// a JSON line's ids are made of).
-fn squall_own(meta: &tracing::Metadata<'_>) -> bool {
-    meta.target().starts_with("squall")
+/// Squall's own spans (and events, unless `spans_only`) at `level` or
+/// above: what a trace is made of, and the spans whose ids a log line names.
+/// Decided from a callsite's metadata alone, so each callsite is asked once
+/// and the rest (DataFusion's, the AWS SDK's, hyper's) are never asked again:
+/// a filter that answered "sometimes" would put every `debug!` and `trace!`
+/// of every crate through a check, tracing on or off.
+#[derive(Debug, Clone, Copy)]
+struct SquallOwn {
+    level: LevelFilter,
+    spans_only: bool,
+}
+
+impl SquallOwn {
+    fn admits(&self, meta: &tracing::Metadata<'_>) -> bool {
+        meta.target().starts_with("squall")
+            && self.level >= *meta.level()
+            && (!self.spans_only || meta.is_span())
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for SquallOwn {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.admits(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static tracing::Metadata<'static>) -> Interest {
+        if self.admits(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(self.level)
+    }
 }
 
 /// Log lines as JSON objects, one a line: `timestamp` (RFC 3339), `level`,
@@ -241,7 +278,10 @@ pub enum Traces {
 pub fn init(default: &str, format: LogFormat, service: &str, traces: Traces) -> Telemetry {
     // The log's filter for events; Squall's spans always pass it so that a
     // line logged inside one can name its ids, whatever the level.
-    let lines = log_filter(default).or(filter_fn(|meta| meta.is_span() && squall_own(meta)));
+    let lines = log_filter(default).or(SquallOwn {
+        level: LevelFilter::INFO,
+        spans_only: true,
+    });
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Text => fmt.with_ansi(false).boxed(),
@@ -256,9 +296,17 @@ pub fn init(default: &str, format: LogFormat, service: &str, traces: Traces) -> 
     };
     let otel = provider.as_ref().map(|provider| {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        // No busy/idle timing of each poll (a span's start and end are what
+        // a trace shows), no source locations or thread names per span.
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("squall"))
-            .with_filter(filter_fn(squall_own).and(LevelFilter::INFO))
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_filter(SquallOwn {
+                level: LevelFilter::INFO,
+                spans_only: false,
+            })
     });
     Registry::default()
         .with(fmt.with_filter(lines))

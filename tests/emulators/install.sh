@@ -30,6 +30,8 @@ PYARROW_VERSION=26.0.1
 # Single-node DataFusion, one process per query (tests/bench/one_process.py):
 # the Python package of the version line Squall's engine uses. Not in "all".
 DATAFUSION_PYTHON_VERSION=55.0.0
+# gRPC for the OTLP receiver of tests/bench/tracing_cost.sh (otlp_sink.py). Not in "all".
+GRPCIO_VERSION=1.85.1
 
 log() { echo "squall emulators: $*" >&2; }
 
@@ -163,6 +165,7 @@ case "${1:-all}" in
     duckdb) install_duckdb ;;
     adbc) install_adbc ;;
     datafusion) install_pip_tool datafusion "$DATAFUSION_PYTHON_VERSION" ;;
+    grpcio) install_pip_tool grpcio "$GRPCIO_VERSION" ;;
     all) install_localstack; install_schemathesis; install_cfn_lint; install_duckdb; install_adbc; install_promtool; install_browser; install_cargo_lambda ;;
-    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, duckdb, adbc, datafusion, promtool, browser or all)"; exit 2 ;;
+    *) log "unknown component '$1' (cargo-lambda, localstack, schemathesis, cfn-lint, duckdb, adbc, datafusion, grpcio, promtool, browser or all)"; exit 2 ;;
 esac
