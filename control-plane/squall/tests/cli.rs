@@ -988,13 +988,10 @@ fn sql_runs_statements_and_explains_them() {
     assert!(text(&bad.stderr).contains("size"), "{}", text(&bad.stderr));
 }
 
-/// The prompt through a pseudo-terminal (Python's `pty`): a statement over
-/// two lines runs when `;` ends it; `\q` quits.
-#[test]
-fn sql_prompt_runs_statements_typed_over_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let table = people(dir.path());
-    let driver = r#"
+/// The start of a Python script that runs its arguments (`squall sql ...`)
+/// in a pseudo-terminal (`pty`) and gives `expect(TEXT)`: wait for TEXT in
+/// what the prompt wrote. The tests append what to type and expect.
+const PTY_DRIVER: &str = r#"
 import os, pty, sys, time, select
 argv = sys.argv[1:]
 pid, fd = pty.fork()
@@ -1017,7 +1014,16 @@ def expect(what, timeout=60):
             except OSError:
                 break
     seen = seen[seen.index(what.encode()) + len(what):]
-expect("squall> ")
+"#;
+
+/// The prompt through a pseudo-terminal (Python's `pty`): a statement over
+/// two lines runs when `;` ends it; `\q` quits.
+#[test]
+fn sql_prompt_runs_statements_typed_over_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = people(dir.path());
+    let driver = PTY_DRIVER.to_string()
+        + r#"expect("squall> ")
 os.write(fd, b"SELECT name\n")
 expect("-> ")
 os.write(fd, b"FROM people WHERE id = 2;\n")
@@ -1032,7 +1038,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 "#;
     let out = Command::new("python3")
         .arg("-c")
-        .arg(driver)
+        .arg(&driver)
         .arg(env!("CARGO_BIN_EXE_squall"))
         .args(["sql", "--table", &table])
         .env("TEST_HOME", dir.path())
@@ -1062,30 +1068,8 @@ fn sql_prompt_ctrl_c_stops_the_statement_and_keeps_the_prompt() {
     std::fs::write(dir.path().join("t.csv"), csv).unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let driver = r#"
-import os, pty, sys, time, select
-argv = sys.argv[1:]
-pid, fd = pty.fork()
-if pid == 0:
-    os.environ["SQUALL_LOG"] = "off"
-    os.environ["HOME"] = os.environ.get("TEST_HOME", "/tmp")
-    os.execv(argv[0], argv)
-seen = b""
-def expect(what, timeout=60):
-    global seen
-    deadline = time.time() + timeout
-    while what.encode() not in seen:
-        left = deadline - time.time()
-        if left <= 0:
-            sys.exit("never saw %r in %r" % (what, seen.decode(errors="replace")))
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            try:
-                seen += os.read(fd, 4096)
-            except OSError:
-                break
-    seen = seen[seen.index(what.encode()) + len(what):]
-expect("squall> ")
+    let driver = PTY_DRIVER.to_string()
+        + r#"expect("squall> ")
 os.write(fd, b"SELECT count(*) FROM t a CROSS JOIN t b CROSS JOIN t c WHERE a.id + b.id > c.id;\n")
 # The statement takes minutes; interrupt it two seconds in.
 time.sleep(2)
@@ -1110,7 +1094,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 "#;
     let out = Command::new("python3")
         .arg("-c")
-        .arg(driver)
+        .arg(&driver)
         .arg(env!("CARGO_BIN_EXE_squall"))
         .args(["sql", "--table"])
         .arg(format!("t={}", dir.path().join("t.csv").display()))

@@ -9,7 +9,7 @@ mod otlp;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use otlp::{Receiver, Span, attribute, receiver, squall, text};
+use otlp::{Receiver, Span, assert_task_steps, attribute, receiver, squall, text};
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -147,15 +147,7 @@ async fn attempts_on_the_emulated_function_join_the_jobs_trace() {
             .find(|s| s.parent_span_id == invocation.span_id && s.name == "task")
             .expect("the invocation's task");
         assert_eq!(ids(task), ids(invocation));
-        let steps: BTreeSet<&str> = function
-            .iter()
-            .filter(|s| s.parent_span_id == task.span_id)
-            .map(|s| s.name.as_str())
-            .collect();
-        assert!(
-            steps.contains("decode") && steps.contains("execute"),
-            "{steps:?}"
-        );
+        assert_task_steps(function.iter(), task);
         // The control plane's side of the call: its invoke span.
         assert!(
             control

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Command;
 
-use otlp::{Receiver, Span, attribute, hex, receiver, squall, text};
+use otlp::{Receiver, Span, assert_task_steps, attribute, hex, receiver, squall, text};
 
 /// `squall tpch` at SF 0.01 in two parts.
 fn generate_tpch(out: &Path) {
@@ -173,15 +173,7 @@ async fn a_job_is_one_trace_of_its_stages_attempts_and_tasks() {
             for key in ["job", "stage", "task", "attempt"] {
                 assert_eq!(attribute(task, key), attribute(attempt, key), "{key}");
             }
-            let steps: BTreeSet<&str> = in_trace
-                .iter()
-                .filter(|s| s.parent_span_id == task.span_id)
-                .map(|s| s.name.as_str())
-                .collect();
-            assert!(
-                steps.contains("decode") && steps.contains("execute"),
-                "{steps:?}"
-            );
+            assert_task_steps(in_trace.iter().copied(), task);
         }
         // Every stage had its attempts, every attempt that ran its task.
         let attempted: BTreeSet<String> = attempts

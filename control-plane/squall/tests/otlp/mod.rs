@@ -87,3 +87,16 @@ pub fn attribute(span: &Span, key: &str) -> Option<String> {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Asserts that the executor's `task` span has its `decode` and `execute`
+/// children among `spans`.
+pub fn assert_task_steps<'a>(spans: impl Iterator<Item = &'a Span>, task: &Span) {
+    let steps: std::collections::BTreeSet<&str> = spans
+        .filter(|s| s.parent_span_id == task.span_id)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(
+        steps.contains("decode") && steps.contains("execute"),
+        "{steps:?}"
+    );
+}
