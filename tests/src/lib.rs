@@ -56,6 +56,31 @@ pub fn tool_python(tool: &str, version_var: &str) -> PathBuf {
     cache.join(format!("tools/{tool}-{version}/bin/python"))
 }
 
+/// Runs a PyPI tool's Python ([`tool_python`]) with `args` and returns its
+/// standard output; it must succeed (a failure shows both streams). A tool
+/// that is not installed names `tests/emulators/install.sh {component}`.
+pub fn run_tool(
+    tool: &str,
+    version_var: &str,
+    component: &str,
+    args: Vec<std::ffi::OsString>,
+) -> String {
+    let python = tool_python(tool, version_var);
+    let output = std::process::Command::new(&python)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): run tests/emulators/install.sh {component}",
+                python.display()
+            )
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    stdout
+}
+
 pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

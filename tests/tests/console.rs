@@ -13,10 +13,6 @@ use squall_tests::server::{FirstAttemptFails, Server, TOKEN};
 use squall_tests::{local_engine, tests_dir, tpch_data};
 use squall_tools::tpch;
 
-fn python() -> PathBuf {
-    squall_tests::tool_python("selenium", "SELENIUM_VERSION")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_a_job_its_stages_attempts_and_result() {
     let data = tpch_data("0.01").await;
@@ -57,30 +53,24 @@ async fn the_console_shows_a_job_its_stages_attempts_and_result() {
     let url = server.url.clone();
     let drive = tests_dir().join("console/drive.py");
     let expected = tests_dir().join("tpch/answers/sf0.01/q05.csv");
-    let python = python();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&python)
-            .arg(drive)
-            .args(["--url", &url, "--token", TOKEN])
-            .arg("--sql-file")
-            .arg(&sql)
-            .arg("--expected")
-            .arg(&expected)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {} ({e}): run tests/emulators/install.sh browser",
-                    python.display()
-                )
-            })
+    let args: Vec<std::ffi::OsString> = vec![
+        drive.into(),
+        "--url".into(),
+        url.into(),
+        "--token".into(),
+        TOKEN.into(),
+        "--sql-file".into(),
+        sql.into(),
+        "--expected".into(),
+        expected.into(),
+        "--out".into(),
+        out.into(),
+    ];
+    let stdout = tokio::task::spawn_blocking(move || {
+        squall_tests::run_tool("selenium", "SELENIUM_VERSION", "browser", args)
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
     println!("{stdout}");
     for shot in ["jobs.png", "job-page.png", "job-page-narrow.png"] {
         let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))

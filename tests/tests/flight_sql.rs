@@ -5,16 +5,11 @@
 //! cancels a long query — the job must end cancelled.
 //! `cargo test -p squall-tests --features pypi`, as tests/run runs it.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use squall_tests::server::{Server, TOKEN};
 use squall_tests::{compare, expected_answer, is_ordered, local_engine, tests_dir, tpch_data};
 use squall_tools::tpch::{self, answers};
-
-fn adbc_python() -> PathBuf {
-    squall_tests::tool_python("adbc-driver-flightsql", "ADBC_VERSION")
-}
 
 const QUERIES: [usize; 5] = [1, 3, 6, 10, 18];
 
@@ -38,28 +33,19 @@ async fn adbc_runs_tpch_through_flight_sql_and_cancels() {
         let sql = tpch::query(q).unwrap();
         std::fs::write(queries.join(format!("q{q:02}.sql")), sql).unwrap();
     }
-    let python = adbc_python();
-    let mut command = std::process::Command::new(&python);
-    command
-        .arg(tests_dir().join("flight/adbc_check.py"))
-        .arg(format!("grpc://{flight}"))
-        .arg(TOKEN)
-        .arg(&queries)
-        .arg(&out)
-        .args(QUERIES.iter().map(|q| q.to_string()));
-    let output = tokio::task::spawn_blocking(move || {
-        command.output().unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}): run tests/emulators/install.sh adbc",
-                python.display()
-            )
-        })
+    let mut args: Vec<std::ffi::OsString> = vec![
+        tests_dir().join("flight/adbc_check.py").into(),
+        format!("grpc://{flight}").into(),
+        TOKEN.into(),
+        queries.clone().into(),
+        out.clone().into(),
+    ];
+    args.extend(QUERIES.iter().map(|q| q.to_string().into()));
+    let stdout = tokio::task::spawn_blocking(move || {
+        squall_tests::run_tool("adbc-driver-flightsql", "ADBC_VERSION", "adbc", args)
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
     println!("{stdout}");
     for q in QUERIES {
         let got = answers::load(&out.join(format!("q{q:02}.csv"))).unwrap();

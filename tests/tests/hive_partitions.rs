@@ -6,35 +6,16 @@
 //! unread (LIST requests, bytes scanned and the scan limit show it).
 //! `cargo test -p squall-tests --features pypi`, as tests/run runs it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use squall_engine::{JobRequest, JobResult, PlanOptions, TableSpec};
 use squall_tests::{files_under, local_engine, render_with_header, tpch_data};
 use squall_tools::tpch::answers;
 
-fn duckdb_python() -> PathBuf {
-    squall_tests::tool_python("duckdb", "DUCKDB_VERSION")
-}
-
 /// Runs `script` with DuckDB's Python, `args` after it.
 fn duckdb(script: &str, args: &[&str]) -> String {
-    let python = duckdb_python();
-    let output = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}): run tests/emulators/install.sh duckdb",
-                python.display()
-            )
-        });
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    stdout
+    let args = ["-c", script].iter().chain(args).map(Into::into).collect();
+    squall_tests::run_tool("duckdb", "DUCKDB_VERSION", "duckdb", args)
 }
 
 const WRITE: &str = r#"

@@ -228,6 +228,14 @@ fn encode_batches(
     Response::new(Box::pin(stream))
 }
 
+/// A metadata answer: the one batch a Flight SQL builder built.
+fn one_batch(
+    schema: arrow::datatypes::SchemaRef,
+    batch: Result<arrow::array::RecordBatch, FlightError>,
+) -> Response<DoGetStream> {
+    encode_batches(schema, futures::stream::once(async { batch }))
+}
+
 fn info_for(
     schema: &Schema,
     ticket: Vec<u8>,
@@ -360,12 +368,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         self.caller(&request)?;
         let builder = query.into_builder(&SQL_INFO);
-        let schema = builder.schema();
-        let batch = builder.build();
-        Ok(encode_batches(
-            schema,
-            futures::stream::once(async { batch }),
-        ))
+        Ok(one_batch(builder.schema(), builder.build()))
     }
 
     async fn get_flight_info_catalogs(
@@ -390,12 +393,7 @@ impl FlightSqlService for FlightSql {
         self.caller(&request)?;
         let mut builder = query.into_builder();
         builder.append(CATALOG);
-        let schema = builder.schema();
-        let batch = builder.build();
-        Ok(encode_batches(
-            schema,
-            futures::stream::once(async { batch }),
-        ))
+        Ok(one_batch(builder.schema(), builder.build()))
     }
 
     async fn get_flight_info_schemas(
@@ -420,12 +418,7 @@ impl FlightSqlService for FlightSql {
         self.caller(&request)?;
         let mut builder = query.into_builder();
         builder.append(CATALOG, SCHEMA);
-        let schema = builder.schema();
-        let batch = builder.build();
-        Ok(encode_batches(
-            schema,
-            futures::stream::once(async { batch }),
-        ))
+        Ok(one_batch(builder.schema(), builder.build()))
     }
 
     async fn get_flight_info_tables(
@@ -461,12 +454,7 @@ impl FlightSqlService for FlightSql {
                 .append(CATALOG, SCHEMA, &table.name, "TABLE", &schema)
                 .map_err(Status::from)?;
         }
-        let schema = builder.schema();
-        let batch = builder.build();
-        Ok(encode_batches(
-            schema,
-            futures::stream::once(async { batch }),
-        ))
+        Ok(one_batch(builder.schema(), builder.build()))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

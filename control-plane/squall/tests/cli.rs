@@ -1016,32 +1016,21 @@ def expect(what, timeout=60):
     seen = seen[seen.index(what.encode()) + len(what):]
 "#;
 
-/// The prompt through a pseudo-terminal (Python's `pty`): a statement over
-/// two lines runs when `;` ends it; `\q` quits.
-#[test]
-fn sql_prompt_runs_statements_typed_over_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let table = people(dir.path());
-    let driver = PTY_DRIVER.to_string()
-        + r#"expect("squall> ")
-os.write(fd, b"SELECT name\n")
-expect("-> ")
-os.write(fd, b"FROM people WHERE id = 2;\n")
-expect("bob")
-expect("squall> ")
-os.write(fd, b"SELECT * FROM nowhere;\n")
-expect("error:")
-expect("squall> ")
-os.write(fd, b"\\q\n")
-_, status = os.waitpid(pid, 0)
-sys.exit(os.waitstatus_to_exitcode(status))
-"#;
+/// Runs `squall ARGS` in a pseudo-terminal with HOME at `home`, types and
+/// expects what `typed` says (Python after [`PTY_DRIVER`]), then quits with
+/// `\q`; the driver and the prompt must both end well.
+fn drive_prompt(typed: &str, home: &Path, args: &[&str]) {
+    let driver = format!(
+        "{PTY_DRIVER}{typed}os.write(fd, b\"\\\\q\\n\")\n\
+         _, status = os.waitpid(pid, 0)\n\
+         sys.exit(os.waitstatus_to_exitcode(status))\n"
+    );
     let out = Command::new("python3")
         .arg("-c")
         .arg(&driver)
         .arg(env!("CARGO_BIN_EXE_squall"))
-        .args(["sql", "--table", &table])
-        .env("TEST_HOME", dir.path())
+        .args(args)
+        .env("TEST_HOME", home)
         .output()
         .expect("python3 runs the pseudo-terminal driver");
     assert!(
@@ -1050,6 +1039,25 @@ sys.exit(os.waitstatus_to_exitcode(status))
         text(&out.stdout),
         text(&out.stderr)
     );
+}
+
+/// The prompt through a pseudo-terminal (Python's `pty`): a statement over
+/// two lines runs when `;` ends it; `\q` quits.
+#[test]
+fn sql_prompt_runs_statements_typed_over_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = people(dir.path());
+    let typed = r#"expect("squall> ")
+os.write(fd, b"SELECT name\n")
+expect("-> ")
+os.write(fd, b"FROM people WHERE id = 2;\n")
+expect("bob")
+expect("squall> ")
+os.write(fd, b"SELECT * FROM nowhere;\n")
+expect("error:")
+expect("squall> ")
+"#;
+    drive_prompt(typed, dir.path(), &["sql", "--table", &table]);
     // The statement went into the history file.
     let history = std::fs::read_to_string(dir.path().join(".squall_history")).unwrap();
     assert!(history.contains("FROM people WHERE id = 2;"), "{history}");
@@ -1068,8 +1076,7 @@ fn sql_prompt_ctrl_c_stops_the_statement_and_keeps_the_prompt() {
     std::fs::write(dir.path().join("t.csv"), csv).unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let driver = PTY_DRIVER.to_string()
-        + r#"expect("squall> ")
+    let typed = r#"expect("squall> ")
 os.write(fd, b"SELECT count(*) FROM t a CROSS JOIN t b CROSS JOIN t c WHERE a.id + b.id > c.id;\n")
 # The statement takes minutes; interrupt it two seconds in.
 time.sleep(2)
@@ -1088,26 +1095,13 @@ if time.time() - interrupted > 30:
 os.write(fd, b"SELECT 40 + 2 AS answer;\n")
 expect("42")
 expect("squall> ")
-os.write(fd, b"\\q\n")
-_, status = os.waitpid(pid, 0)
-sys.exit(os.waitstatus_to_exitcode(status))
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(&driver)
-        .arg(env!("CARGO_BIN_EXE_squall"))
-        .args(["sql", "--table"])
-        .arg(format!("t={}", dir.path().join("t.csv").display()))
-        .arg("--work-dir")
-        .arg(&work)
-        .env("TEST_HOME", dir.path())
-        .output()
-        .expect("python3 runs the pseudo-terminal driver");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
+    let table = format!("t={}", dir.path().join("t.csv").display());
+    let work_dir = work.to_str().unwrap();
+    drive_prompt(
+        typed,
+        dir.path(),
+        &["sql", "--table", &table, "--work-dir", work_dir],
     );
     let left = walk(&work);
     assert!(left.is_empty(), "left behind: {left:?}");
