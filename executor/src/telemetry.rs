@@ -217,11 +217,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are exported.
-    pub fn tracing(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Exports the spans ended so far before returning: a Lambda function
     /// calls it before it answers, as its process may be frozen after. (The
     /// exporter's thread waits on the gRPC connection, which lives on the
@@ -230,10 +225,13 @@ impl Telemetry {
         let Some(provider) = self.provider.clone() else {
             return;
         };
-        match tokio::task::spawn_blocking(move || provider.force_flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "spans could not be exported"),
-            Err(e) => tracing::warn!(error = %e, "spans could not be exported"),
+        let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+        if let Some(e) = flushed
+            .map_err(|e| e.to_string())
+            .and_then(|done| done.map_err(|e| e.to_string()))
+            .err()
+        {
+            tracing::warn!(error = %e, "spans could not be exported");
         }
     }
 
@@ -295,7 +293,6 @@ pub fn init(default: &str, format: LogFormat, service: &str, traces: Traces) -> 
         Err(problem) => (None, Some(problem)),
     };
     let otel = provider.as_ref().map(|provider| {
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         // No busy/idle timing of each poll (a span's start and end are what
         // a trace shows), no source locations or thread names per span.
         tracing_opentelemetry::layer()
